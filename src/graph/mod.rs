@@ -1,0 +1,357 @@
+//! The editable graph: a use-def index over an ONNX `GraphProto`, topological order, dead-code
+//! detection, and the edits passes make (replace uses, remove nodes, add initializers).
+//!
+//! The proto stays the source of truth: an edit changes only what it names, so attributes, doc
+//! strings, metadata and unknown-to-us structure survive untouched. The index is rebuilt lazily
+//! after an edit. Subgraphs (If/Loop/Scan bodies) may read values of enclosing graphs; such a
+//! capture counts as a use by the node that owns the subgraph, so the outer value is neither dead
+//! nor renamed away from under the body.
+
+pub mod builder;
+mod check;
+mod constant;
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
+
+pub use builder::{GraphBuilder, ModelBuilder};
+pub use check::{check_graph, GraphError};
+pub use constant::constant_tensor;
+
+use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
+
+/// How a node is named in messages: its name, or its position and op type when it has none.
+pub fn node_label(node: &NodeProto, index: usize) -> String {
+    match node.name() {
+        "" => format!("#{index} ({})", node.op_type()),
+        name => format!("'{name}' ({})", node.op_type()),
+    }
+}
+
+/// The graphs held in a node's attributes (If branches, Loop/Scan bodies).
+pub fn subgraphs(node: &NodeProto) -> impl Iterator<Item = &GraphProto> {
+    node.attribute.iter().flat_map(|a| a.g.iter().chain(a.graphs.iter()))
+}
+
+/// Mutable access to the graphs held in a node's attributes.
+pub fn subgraphs_mut(node: &mut NodeProto) -> impl Iterator<Item = &mut GraphProto> {
+    node.attribute.iter_mut().flat_map(|a| a.g.iter_mut().chain(a.graphs.iter_mut()))
+}
+
+/// Names a graph reads from enclosing scopes: used inside it (or its own subgraphs) but not
+/// defined there.
+pub fn captured_names(graph: &GraphProto) -> BTreeSet<String> {
+    let mut defined: HashSet<&str> = graph.input.iter().map(|i| i.name()).collect();
+    defined.extend(graph.initializer.iter().map(|t| t.name()));
+    defined.extend(graph.sparse_initializer.iter().filter_map(|s| s.values.as_ref()).map(|v| v.name()));
+    defined.extend(graph.node.iter().flat_map(|n| n.output.iter().map(String::as_str)));
+    let mut captured = BTreeSet::new();
+    for n in &graph.node {
+        for i in &n.input {
+            if !i.is_empty() && !defined.contains(i.as_str()) {
+                captured.insert(i.clone());
+            }
+        }
+        for g in subgraphs(n) {
+            captured.extend(captured_names(g).into_iter().filter(|c| !defined.contains(c.as_str())));
+        }
+    }
+    for o in &graph.output {
+        if !defined.contains(o.name()) {
+            captured.insert(o.name().to_string());
+        }
+    }
+    captured
+}
+
+/// Every value a node reads: its inputs, then what its subgraphs capture from outside.
+pub fn node_reads(node: &NodeProto) -> Vec<String> {
+    let mut reads: Vec<String> = node.input.iter().filter(|i| !i.is_empty()).cloned().collect();
+    for g in subgraphs(node) {
+        reads.extend(captured_names(g));
+    }
+    reads
+}
+
+/// A topological order of `graph`'s nodes, as close to the stored order as dependencies allow
+/// (a graph already sorted keeps its order exactly). Errors on a cycle.
+pub fn topological_order(graph: &GraphProto) -> Result<Vec<usize>, GraphError> {
+    let n = graph.node.len();
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, node) in graph.node.iter().enumerate() {
+        for o in node.output.iter().filter(|o| !o.is_empty()) {
+            producer.entry(o.as_str()).or_insert(i);
+        }
+    }
+    let mut pending = vec![0usize; n];
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, node) in graph.node.iter().enumerate() {
+        let deps: BTreeSet<usize> =
+            node_reads(node).iter().filter_map(|r| producer.get(r.as_str()).copied()).collect();
+        for d in deps {
+            if d == i {
+                // a node reading its own output is a cycle of one
+                pending[i] = usize::MAX;
+                continue;
+            }
+            pending[i] = pending[i].saturating_add(1);
+            users[d].push(i);
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> =
+        (0..n).filter(|&i| pending[i] == 0).map(Reverse).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &u in &users[i] {
+            pending[u] = pending[u].saturating_sub(1);
+            if pending[u] == 0 {
+                ready.push(Reverse(u));
+            }
+        }
+    }
+    if order.len() < n {
+        let placed: HashSet<usize> = order.iter().copied().collect();
+        let stuck: Vec<String> = (0..n)
+            .filter(|i| !placed.contains(i))
+            .take(5)
+            .map(|i| node_label(&graph.node[i], i))
+            .collect();
+        return Err(GraphError::Cycle { graph: graph.name().to_string(), nodes: stuck.join(", ") });
+    }
+    Ok(order)
+}
+
+/// Producer and consumers of every value in one graph.
+#[derive(Debug, Default)]
+pub struct UseDef {
+    producer: HashMap<String, (usize, usize)>,
+    consumers: HashMap<String, Vec<usize>>,
+}
+
+impl UseDef {
+    pub fn build(graph: &GraphProto) -> UseDef {
+        let mut index = UseDef::default();
+        for (i, node) in graph.node.iter().enumerate() {
+            for (slot, o) in node.output.iter().enumerate().filter(|(_, o)| !o.is_empty()) {
+                index.producer.entry(o.clone()).or_insert((i, slot));
+            }
+            let mut seen = HashSet::new();
+            for r in node_reads(node) {
+                if seen.insert(r.clone()) {
+                    index.consumers.entry(r).or_default().push(i);
+                }
+            }
+        }
+        index
+    }
+
+    /// The node (and output slot) producing `value`, if a node does.
+    pub fn producer(&self, value: &str) -> Option<(usize, usize)> {
+        self.producer.get(value).copied()
+    }
+
+    /// The nodes reading `value` (directly or from a subgraph), each once, in graph order.
+    pub fn consumers(&self, value: &str) -> &[usize] {
+        self.consumers.get(value).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// A graph being edited, with its use-def index.
+#[derive(Debug, Default)]
+pub struct Graph {
+    proto: GraphProto,
+    index: OnceCell<UseDef>,
+}
+
+impl Graph {
+    pub fn new(proto: GraphProto) -> Graph {
+        Graph { proto, index: OnceCell::new() }
+    }
+
+    pub fn proto(&self) -> &GraphProto {
+        &self.proto
+    }
+
+    pub fn into_proto(self) -> GraphProto {
+        self.proto
+    }
+
+    /// Mutable access to the proto; the index is rebuilt on next use.
+    pub fn proto_mut(&mut self) -> &mut GraphProto {
+        self.index.take();
+        &mut self.proto
+    }
+
+    pub fn nodes(&self) -> &[NodeProto] {
+        &self.proto.node
+    }
+
+    pub fn index(&self) -> &UseDef {
+        self.index.get_or_init(|| UseDef::build(&self.proto))
+    }
+
+    pub fn producer(&self, value: &str) -> Option<&NodeProto> {
+        self.index().producer(value).map(|(i, _)| &self.proto.node[i])
+    }
+
+    pub fn consumers(&self, value: &str) -> &[usize] {
+        self.index().consumers(value)
+    }
+
+    pub fn is_output(&self, value: &str) -> bool {
+        self.proto.output.iter().any(|o| o.name() == value)
+    }
+
+    pub fn is_input(&self, value: &str) -> bool {
+        self.proto.input.iter().any(|i| i.name() == value)
+    }
+
+    pub fn initializer(&self, name: &str) -> Option<&TensorProto> {
+        self.proto.initializer.iter().find(|t| t.name() == name)
+    }
+
+    /// The constant value of `name`: an initializer that no graph input overrides, or the output
+    /// of a `Constant` node. `None` for anything computed or fed at run time.
+    pub fn constant(&self, name: &str) -> Option<Cow<'_, TensorProto>> {
+        if let Some(t) = self.initializer(name) {
+            return (!self.is_input(name)).then_some(Cow::Borrowed(t));
+        }
+        let node = self.producer(name)?;
+        constant_tensor(node).map(|mut t| {
+            if t.name.is_none() {
+                t.name = Some(name.to_string());
+            }
+            Cow::Owned(t)
+        })
+    }
+
+    /// Node indices in a topological order (see [`topological_order`]).
+    pub fn topological_order(&self) -> Result<Vec<usize>, GraphError> {
+        topological_order(&self.proto)
+    }
+
+    /// Reorders the nodes topologically; returns whether anything moved.
+    pub fn sort_topologically(&mut self) -> Result<bool, GraphError> {
+        let order = self.topological_order()?;
+        if order.iter().enumerate().all(|(i, &j)| i == j) {
+            return Ok(false);
+        }
+        let mut slots: Vec<Option<NodeProto>> =
+            std::mem::take(&mut self.proto_mut().node).into_iter().map(Some).collect();
+        self.proto.node = order.into_iter().filter_map(|i| slots[i].take()).collect();
+        Ok(true)
+    }
+
+    /// Nodes whose outputs reach no graph output (through any chain of consumers).
+    pub fn dead_nodes(&self) -> Vec<usize> {
+        let index = self.index();
+        let mut live = vec![false; self.proto.node.len()];
+        let mut stack: Vec<usize> =
+            self.proto.output.iter().filter_map(|o| index.producer(o.name())).map(|p| p.0).collect();
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut live[i], true) {
+                continue;
+            }
+            for r in node_reads(&self.proto.node[i]) {
+                if let Some((p, _)) = index.producer(&r) {
+                    stack.push(p);
+                }
+            }
+        }
+        (0..live.len()).filter(|&i| !live[i]).collect()
+    }
+
+    /// Initializers no node (nor subgraph, nor graph output) reads.
+    pub fn unused_initializers(&self) -> Vec<String> {
+        self.proto
+            .initializer
+            .iter()
+            .map(|t| t.name())
+            .filter(|n| self.consumers(n).is_empty() && !self.is_output(n))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Makes every reader of `old` read `new` instead, inside subgraphs too (where a subgraph
+    /// does not define its own `old`). Graph outputs are not renamed: the interface stays.
+    /// Returns how many inputs changed.
+    pub fn replace_all_uses(&mut self, old: &str, new: &str) -> usize {
+        let mut count = 0;
+        for node in &mut self.proto_mut().node {
+            count += rename_reads(node, old, new);
+        }
+        count
+    }
+
+    /// Removes the nodes at `indices` (any order, duplicates ignored).
+    pub fn remove_nodes(&mut self, indices: &[usize]) {
+        let doomed: HashSet<usize> = indices.iter().copied().collect();
+        let nodes = std::mem::take(&mut self.proto_mut().node);
+        self.proto.node =
+            nodes.into_iter().enumerate().filter(|(i, _)| !doomed.contains(i)).map(|(_, n)| n).collect();
+    }
+
+    /// A value name not yet used anywhere in this graph, built from `base`.
+    pub fn fresh_name(&self, base: &str) -> String {
+        let used = self.all_names();
+        if !used.contains(base) {
+            return base.to_string();
+        }
+        (1..).map(|k| format!("{base}_{k}")).find(|c| !used.contains(c)).expect("unbounded")
+    }
+
+    /// Adds `tensor` as an initializer under a fresh name derived from `base`; returns the name.
+    pub fn add_initializer(&mut self, base: &str, mut tensor: TensorProto) -> String {
+        let name = self.fresh_name(base);
+        tensor.name = Some(name.clone());
+        self.proto_mut().initializer.push(tensor);
+        name
+    }
+
+    fn all_names(&self) -> HashSet<String> {
+        let mut names = HashSet::new();
+        collect_names(&self.proto, &mut names);
+        names
+    }
+}
+
+fn collect_names(g: &GraphProto, names: &mut HashSet<String>) {
+    names.extend(g.input.iter().chain(&g.output).chain(&g.value_info).map(|v| v.name().to_string()));
+    names.extend(g.initializer.iter().map(|t| t.name().to_string()));
+    for n in &g.node {
+        names.extend(n.input.iter().chain(&n.output).cloned());
+        for sg in subgraphs(n) {
+            collect_names(sg, names);
+        }
+    }
+}
+
+fn rename_reads(node: &mut NodeProto, old: &str, new: &str) -> usize {
+    let mut count = 0;
+    for i in node.input.iter_mut().filter(|i| i.as_str() == old) {
+        *i = new.to_string();
+        count += 1;
+    }
+    for g in subgraphs_mut(node) {
+        let shadows = g.input.iter().any(|i| i.name() == old)
+            || g.initializer.iter().any(|t| t.name() == old)
+            || g.node.iter().any(|n| n.output.iter().any(|o| o == old));
+        if shadows {
+            continue;
+        }
+        for n in &mut g.node {
+            count += rename_reads(n, old, new);
+        }
+        for o in g.output.iter_mut().filter(|o| o.name() == old) {
+            o.name = Some(new.to_string());
+            count += 1;
+        }
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,14 @@
+//! mdeploy: take a trained ONNX model to a deployable artifact you can trust.
+//!
+//! The library holds everything but the command line: [`onnx`] reads and writes models losslessly,
+//! [`graph`] is the editable graph passes work on, [`run`] executes models with tract, and
+//! [`inspect`] / [`convert`] are the first two stages of the pipeline. Only `src/cli/` knows about
+//! terminals; libraries report progress through [`progress::Progress`].
+
+pub mod convert;
+pub mod graph;
+pub mod inspect;
+pub mod lint;
+pub mod onnx;
+pub mod progress;
+pub mod run;

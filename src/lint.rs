@@ -1,0 +1,104 @@
+//! Lint findings: things in a model that are not errors but that a deployment engineer wants to
+//! know (unused weights, values nobody uses, ops the declared opsets do not provide).
+
+mod opsets;
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use crate::graph::{Graph, node_label};
+use crate::onnx::Model;
+use crate::onnx::proto::GraphProto;
+
+pub use opsets::{op_since_version, KNOWN_DOMAINS};
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// A stable identifier of the kind of finding (`unused_initializer`, ...).
+    pub kind: &'static str,
+    /// The graph it was found in (`main` for the top level).
+    pub graph: String,
+    /// The value, initializer or node it is about.
+    pub subject: String,
+    pub message: String,
+}
+
+/// Lints the model's main graph and its subgraphs.
+pub fn lint(model: &Model) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    lint_graph(model, model.graph(), "main", &mut findings);
+    findings
+}
+
+fn lint_graph(model: &Model, g: &GraphProto, label: &str, out: &mut Vec<Finding>) {
+    let graph = Graph::new(g.clone());
+    let finding = |kind, subject: String, message: String| Finding {
+        kind,
+        graph: label.to_string(),
+        subject,
+        message,
+    };
+    for name in graph.unused_initializers() {
+        out.push(finding("unused_initializer", name.clone(), format!("initializer '{name}' is never read")));
+    }
+    for i in graph.dead_nodes() {
+        let node = &g.node[i];
+        let subject = node_label(node, i);
+        out.push(finding("dead_node", subject.clone(), format!("node {subject} contributes to no graph output")));
+    }
+    let produced: HashSet<&str> = g
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .chain(g.input.iter().map(|i| i.name()))
+        .chain(g.initializer.iter().map(|t| t.name()))
+        .collect();
+    for vi in &g.value_info {
+        if !produced.contains(vi.name()) {
+            out.push(finding(
+                "dangling_value_info",
+                vi.name().to_string(),
+                format!("value_info '{}' describes a value nothing produces", vi.name()),
+            ));
+        }
+    }
+    for (i, node) in g.node.iter().enumerate() {
+        if let Some(msg) = opset_problem(model, node.domain(), node.op_type()) {
+            let subject = node_label(node, i);
+            out.push(finding("op_outside_opset", subject.clone(), format!("node {subject}: {msg}")));
+        }
+        for (k, sg) in crate::graph::subgraphs(node).enumerate() {
+            let name = match sg.name() {
+                "" => format!("{label}/{}#{k}", node_label(node, i)),
+                n => n.to_string(),
+            };
+            lint_graph(model, sg, &name, out);
+        }
+    }
+}
+
+/// Why an op is not provided by the model's opset imports, if it is not.
+fn opset_problem(model: &Model, domain: &str, op: &str) -> Option<String> {
+    let shown = if domain.is_empty() { "ai.onnx" } else { domain };
+    let Some(version) = model.opset(domain) else {
+        if model.proto.functions.iter().any(|f| f.domain() == domain && f.name() == op) {
+            return None; // a model-local function with its own domain
+        }
+        return Some(format!("{shown}::{op} but the model imports no '{shown}' opset"));
+    };
+    if !matches!(domain, "" | "ai.onnx") {
+        return None; // other domains' op lists are not known here
+    }
+    if model.proto.functions.iter().any(|f| f.name() == op && matches!(f.domain(), "" | "ai.onnx")) {
+        return None;
+    }
+    match op_since_version(op) {
+        None => Some(format!("{op} is not an operator of the ai.onnx domain")),
+        Some(since) if since > version => {
+            Some(format!("{op} exists since opset {since}, the model imports opset {version}"))
+        }
+        Some(_) => None,
+    }
+}

@@ -1,0 +1,30 @@
+//! ONNX models on disk and in memory: the protobuf types (generated from `proto/onnx.proto`), loading
+//! with memory mapping and external data, lossless saving, and typed views of tensor data.
+//!
+//! A [`Model`] keeps the decoded `ModelProto` exactly as read: nothing is normalised on load, so a
+//! model saved without edits is byte-identical to its input. Tensor payloads are `Bytes` slices of
+//! the memory-mapped file; they are copied only when something changes them.
+
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
+}
+
+mod dtype;
+mod error;
+pub mod external;
+mod load;
+mod save;
+mod tensor;
+
+pub use dtype::DataType;
+pub use error::OnnxError;
+pub use external::ExternalData;
+pub use load::{Model, MAX_IR_VERSION, MIN_IR_VERSION};
+pub use save::{save_bytes_atomically, ExternalDataPolicy, SaveOptions, SaveSummary, PROTOBUF_LIMIT};
+pub use tensor::{TensorData, TensorValues};
+
+pub use proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
+};

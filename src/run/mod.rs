@@ -1,0 +1,200 @@
+//! Running models with tract: the execution engine behind verification, calibration and constant
+//! evaluation. A [`Runner`] parses the model once and plans it per set of concrete input shapes,
+//! so symbolic dims (batch, sequence) take whatever size the inputs have.
+
+mod random;
+mod shapes;
+pub mod tensor_io;
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use prost::Message;
+use tract_onnx::prelude::*;
+
+pub use random::random_inputs;
+pub use shapes::{Dim, InputShapes, ValueShape};
+pub use tensor_io::NamedTensor;
+
+use crate::onnx::{DataType, Model};
+
+/// Why a model could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("tract cannot load the model: {0}")]
+    Load(String),
+    #[error("tract cannot run the model: {0}")]
+    Run(String),
+    #[error("input '{name}': {what}")]
+    Input { name: String, what: String },
+    #[error("no value for input '{0}'")]
+    MissingInput(String),
+}
+
+/// A graph input as the model declares it.
+#[derive(Debug, Clone)]
+pub struct InputDesc {
+    pub name: String,
+    pub dtype: Option<DataType>,
+    pub shape: ValueShape,
+}
+
+/// The real inputs of a graph: its inputs that no initializer provides.
+pub fn graph_inputs(model: &Model) -> Vec<InputDesc> {
+    let g = model.graph();
+    g.input
+        .iter()
+        .filter(|i| !g.initializer.iter().any(|t| t.name() == i.name()))
+        .map(|i| InputDesc {
+            name: i.name().to_string(),
+            dtype: ValueShape::elem_type(i),
+            shape: ValueShape::of(i),
+        })
+        .collect()
+}
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// A model loaded in tract, planned lazily per input shapes.
+pub struct Runner {
+    model: InferenceModel,
+    inputs: Vec<InputDesc>,
+    outputs: Vec<String>,
+    plans: HashMap<Vec<Vec<usize>>, Plan>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("inputs", &self.inputs).field("outputs", &self.outputs).finish()
+    }
+}
+
+/// Runs `f`, turning a panic inside tract into an error instead of a crash.
+pub fn guard<T>(what: &str, f: impl FnOnce() -> TractResult<T>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(format!("tract failed while {what}: {msg}"))
+        }
+    }
+}
+
+/// Parses `model` into tract's inference model (external data resolved from the model's dir).
+pub fn tract_model(model: &Model) -> Result<InferenceModel, RunError> {
+    let bytes = model.proto.encode_to_vec();
+    let dir = model.dir().to_string_lossy().to_string();
+    guard("parsing the model", || {
+        let pb = tract_onnx::pb::ModelProto::decode(bytes.as_slice())?;
+        let parsed = tract_onnx::onnx().parse(&pb, Some(&dir))?;
+        if !parsed.unresolved_inputs.is_empty() {
+            anyhow::bail!("unresolved inputs {:?}", parsed.unresolved_inputs)
+        }
+        Ok(parsed.model)
+    })
+    .map_err(RunError::Load)
+}
+
+impl Runner {
+    pub fn new(model: &Model) -> Result<Runner, RunError> {
+        let inputs = graph_inputs(model);
+        let outputs = model.graph().output.iter().map(|o| o.name().to_string()).collect();
+        let tract = tract_model(model)?;
+        Ok(Runner { model: tract, inputs, outputs, plans: HashMap::new() })
+    }
+
+    pub fn inputs(&self) -> &[InputDesc] {
+        &self.inputs
+    }
+
+    pub fn outputs(&self) -> &[String] {
+        &self.outputs
+    }
+
+    /// Runs the model. Inputs are matched by name; unnamed tensors are taken in input order.
+    pub fn run(&mut self, given: &[NamedTensor]) -> Result<Vec<NamedTensor>, RunError> {
+        let ordered = self.order_inputs(given)?;
+        let shapes: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape().to_vec()).collect();
+        let plan = match self.plans.get(&shapes) {
+            Some(p) => p.clone(),
+            None => {
+                let p = self.plan(&ordered)?;
+                self.plans.insert(shapes, p.clone());
+                p
+            }
+        };
+        let values: TVec<TValue> = ordered.into_iter().map(|t| t.into_tvalue()).collect();
+        let outputs = guard("running the model", || plan.run(values)).map_err(RunError::Run)?;
+        Ok(self
+            .outputs
+            .iter()
+            .zip(outputs)
+            .map(|(name, v)| NamedTensor { name: name.clone(), tensor: v.into_tensor() })
+            .collect())
+    }
+
+    fn order_inputs(&self, given: &[NamedTensor]) -> Result<Vec<Tensor>, RunError> {
+        let all_unnamed = given.iter().all(|t| t.name.is_empty());
+        let mut out = Vec::with_capacity(self.inputs.len());
+        for (pos, desc) in self.inputs.iter().enumerate() {
+            let found = if all_unnamed {
+                given.get(pos)
+            } else {
+                given.iter().find(|t| t.name == desc.name)
+            };
+            let t = found.ok_or_else(|| RunError::MissingInput(desc.name.clone()))?;
+            desc.check(&t.tensor)?;
+            out.push(t.tensor.clone());
+        }
+        Ok(out)
+    }
+
+    fn plan(&self, inputs: &[Tensor]) -> Result<Plan, RunError> {
+        let mut model = self.model.clone();
+        let facts: Vec<InferenceFact> =
+            inputs.iter().map(|t| InferenceFact::dt_shape(t.datum_type(), t.shape())).collect();
+        guard("planning the model", move || {
+            for (i, fact) in facts.into_iter().enumerate() {
+                model.set_input_fact(i, fact)?;
+            }
+            model.into_optimized()?.into_runnable()
+        })
+        .map_err(RunError::Load)
+    }
+}
+
+impl InputDesc {
+    /// Checks a tensor fits this input: element type and every fixed dim.
+    pub fn check(&self, t: &Tensor) -> Result<(), RunError> {
+        let err = |what: String| RunError::Input { name: self.name.clone(), what };
+        if let Some(want) = self.dtype
+            && tensor_io::onnx_dtype(t.datum_type()) != Some(want)
+        {
+            return Err(err(format!("model expects {want}, got {:?}", t.datum_type())));
+        }
+        if let ValueShape::Known(dims) = &self.shape {
+            if dims.len() != t.rank() {
+                return Err(err(format!(
+                    "model expects rank {} ({}), got shape {:?}",
+                    dims.len(),
+                    self.shape,
+                    t.shape()
+                )));
+            }
+            for (d, &n) in dims.iter().zip(t.shape()) {
+                if let Dim::Fixed(want) = d
+                    && *want as usize != n
+                {
+                    return Err(err(format!("model expects shape {}, got {:?}", self.shape, t.shape())));
+                }
+            }
+        }
+        Ok(())
+    }
+}

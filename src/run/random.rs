@@ -1,0 +1,61 @@
+//! Seeded random inputs that fit a model's inputs (dtype and shape), for smoke runs and as the
+//! default data of verification. ChaCha8 keeps the stream the same across platforms and versions.
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+use tract_onnx::prelude::*;
+
+use super::{InputDesc, InputShapes, NamedTensor, RunError};
+use crate::onnx::DataType;
+
+/// One tensor per input: floats uniform in [-1, 1), integers in [0, 8), booleans fair coins.
+pub fn random_inputs(
+    inputs: &[InputDesc],
+    shapes: &InputShapes,
+    seed: u64,
+) -> Result<Vec<NamedTensor>, RunError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    inputs
+        .iter()
+        .map(|input| {
+            let shape = shapes.concrete(input);
+            let dtype = input.dtype.ok_or_else(|| RunError::Input {
+                name: input.name.clone(),
+                what: "the model does not declare its element type".into(),
+            })?;
+            let tensor = random_tensor(&mut rng, dtype, &shape).ok_or_else(|| RunError::Input {
+                name: input.name.clone(),
+                what: format!("cannot generate random {dtype} data"),
+            })?;
+            Ok(NamedTensor { name: input.name.clone(), tensor })
+        })
+        .collect()
+}
+
+fn random_tensor(rng: &mut ChaCha8Rng, dtype: DataType, shape: &[usize]) -> Option<Tensor> {
+    let n: usize = shape.iter().product();
+    let unit = |rng: &mut ChaCha8Rng| (rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0;
+    let small = |rng: &mut ChaCha8Rng| (rng.next_u32() % 8) as i64;
+    macro_rules! build {
+        ($t:ty, $gen:expr) => {{
+            let v: Vec<$t> = (0..n).map(|_| $gen(&mut *rng)).collect();
+            Tensor::from_shape(shape, &v).ok()
+        }};
+    }
+    use DataType::*;
+    match dtype {
+        Float => build!(f32, unit),
+        Double => build!(f64, |r: &mut ChaCha8Rng| unit(r) as f64),
+        Float16 => build!(half::f16, |r: &mut ChaCha8Rng| half::f16::from_f32(unit(r))),
+        Int64 => build!(i64, small),
+        Int32 => build!(i32, |r: &mut ChaCha8Rng| small(r) as i32),
+        Int16 => build!(i16, |r: &mut ChaCha8Rng| small(r) as i16),
+        Int8 => build!(i8, |r: &mut ChaCha8Rng| small(r) as i8),
+        Uint8 => build!(u8, |r: &mut ChaCha8Rng| small(r) as u8),
+        Uint16 => build!(u16, |r: &mut ChaCha8Rng| small(r) as u16),
+        Uint32 => build!(u32, |r: &mut ChaCha8Rng| small(r) as u32),
+        Uint64 => build!(u64, |r: &mut ChaCha8Rng| small(r) as u64),
+        Bool => build!(bool, |r: &mut ChaCha8Rng| r.next_u32() & 1 == 1),
+        _ => None,
+    }
+}
