@@ -221,7 +221,7 @@ impl Graph {
         }
         let node = self.producer(name)?;
         constant_tensor(node).map(|mut t| {
-            if t.name.is_none() {
+            if t.name().is_empty() {
                 t.name = Some(name.to_string());
             }
             Cow::Owned(t)

@@ -37,7 +37,7 @@ impl ValueShape {
                 s.dim
                     .iter()
                     .map(|d| match &d.value {
-                        Some(Value::DimValue(v)) => Dim::Fixed(*v),
+                        Some(Value::DimValue(v)) if *v >= 0 => Dim::Fixed(*v),
                         Some(Value::DimParam(p)) if !p.is_empty() => Dim::Symbol(p.clone()),
                         _ => Dim::Unknown,
                     })

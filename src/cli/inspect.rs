@@ -1,0 +1,108 @@
+//! `mdeploy inspect MODEL [--json]`.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use mdeploy::inspect::{inspect, Inspection};
+use mdeploy::onnx::Model;
+
+use super::printer::{print_json, print_stdout};
+
+/// Show what a model holds: interface, opsets, ops, parameters, external data and lint findings.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Print one JSON document (format `mdeploy.inspect/1`, see docs/inspect-json.md).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let model = Model::load(&args.model)?;
+    let report = inspect(&model).with_context(|| format!("inspecting {}", args.model.display()))?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print_stdout(&render(&report))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}
+
+fn render(r: &Inspection) -> String {
+    let mut s = String::new();
+    let w = &mut s;
+    if let Some(f) = &r.file {
+        let _ = writeln!(w, "model       {} ({})", f.path, human_bytes(f.bytes));
+    }
+    let p = &r.producer;
+    let _ = writeln!(w, "ir_version  {}", r.ir_version);
+    let _ = writeln!(w, "producer    {} {}", p.name, p.version);
+    let opsets: Vec<String> = r
+        .opset_import
+        .iter()
+        .map(|o| format!("{}:{}", if o.domain.is_empty() { "ai.onnx" } else { &o.domain }, o.version))
+        .collect();
+    let _ = writeln!(w, "opsets      {}", opsets.join(", "));
+    let _ = writeln!(w, "\ninputs");
+    for v in &r.inputs {
+        let _ = writeln!(w, "  {:<24} {:<8} {}", v.name, v.dtype.as_deref().unwrap_or("?"), v.shape);
+    }
+    let _ = writeln!(w, "outputs");
+    for v in &r.outputs {
+        let _ = writeln!(w, "  {:<24} {:<8} {}", v.name, v.dtype.as_deref().unwrap_or("?"), v.shape);
+    }
+    let n = &r.nodes;
+    let _ = writeln!(w, "\nnodes       {} ({} top level, {} subgraphs)", n.total, n.top_level, n.subgraphs);
+    let mut ops: Vec<(&String, &usize)> = r.op_types.iter().collect();
+    ops.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let ops: Vec<String> = ops.iter().map(|(op, c)| format!("{op} {c}")).collect();
+    let _ = writeln!(w, "ops         {}", ops.join(", "));
+    let pr = &r.parameters;
+    let _ = writeln!(
+        w,
+        "\nparameters  {} in {} ({} initializers, {} Constant nodes)",
+        pr.count,
+        human_bytes(pr.bytes),
+        pr.initializers,
+        pr.constant_nodes
+    );
+    for (dt, t) in &pr.by_dtype {
+        let _ = writeln!(w, "  {:<10} {:>12} in {:>4} tensors, {}", dt, t.count, t.tensors, human_bytes(t.bytes));
+    }
+    if !r.largest_tensors.is_empty() {
+        let _ = writeln!(w, "largest tensors");
+        for t in &r.largest_tensors {
+            let _ = writeln!(w, "  {:<40} {:<8} {:?} {} ({})", t.name, t.dtype, t.shape, human_bytes(t.bytes), t.stored);
+        }
+    }
+    for f in &r.external_data {
+        let _ = writeln!(w, "external    {}: {} tensors, {}", f.location, f.tensors, human_bytes(f.bytes));
+    }
+    for (k, v) in &r.metadata_props {
+        let _ = writeln!(w, "metadata    {k} = {v}");
+    }
+    if r.lint.is_empty() {
+        let _ = writeln!(w, "\nlint        no findings");
+    } else {
+        let _ = writeln!(w, "\nlint        {} findings", r.lint.len());
+        for f in &r.lint {
+            let _ = writeln!(w, "  [{}] {}: {}", f.kind, f.graph, f.message);
+        }
+    }
+    s
+}

@@ -1,0 +1,52 @@
+//! The command line: clap definitions (one file per subcommand), the printer for stdout data and
+//! stderr progress, and the mapping of errors to documented exit codes.
+
+mod convert;
+mod inspect;
+mod printer;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use printer::report_error;
+
+/// Take a trained ONNX model to a deployable artifact you can trust.
+#[derive(Debug, Parser)]
+#[command(name = "mdeploy", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Inspect(inspect::InspectArgs),
+    Convert(convert::ConvertArgs),
+}
+
+/// Runs the command line; never panics outward (a panic is an internal error, exit 3).
+pub fn run() -> ExitCode {
+    printer::install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(printer::EXIT_USAGE),
+            };
+        }
+    };
+    let outcome = std::panic::catch_unwind(|| match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+        Command::Convert(args) => convert::run(args),
+    });
+    match outcome {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => report_error(&e),
+        Err(_) => printer::report_panic(),
+    }
+}

@@ -1,0 +1,181 @@
+//! Output conventions: data on stdout, everything else on stderr; errors printed with their whole
+//! chain and a hint; exit codes 0 ok, 1 a check failed, 2 usage or input error, 3 internal error.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use mdeploy::convert::ConvertError;
+use mdeploy::graph::GraphError;
+use mdeploy::onnx::OnnxError;
+use mdeploy::progress::Progress;
+use mdeploy::run::tensor_io::TensorIoError;
+use mdeploy::run::RunError;
+
+pub const EXIT_CHECK_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_INTERNAL: u8 = 3;
+
+/// A usage problem found by a command (not by clap): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// A check that ran and failed: exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CheckFailed(pub String);
+
+/// The exit code an error maps to, from the first typed error in its chain.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if cause.is::<CheckFailed>() {
+            return EXIT_CHECK_FAILED;
+        }
+        if let Some(OnnxError::Write { .. }) = cause.downcast_ref::<OnnxError>() {
+            return EXIT_INTERNAL;
+        }
+        if let Some(RunError::Run(_)) = cause.downcast_ref::<RunError>() {
+            return EXIT_CHECK_FAILED;
+        }
+        if cause.is::<UsageError>()
+            || cause.is::<OnnxError>()
+            || cause.is::<GraphError>()
+            || cause.is::<TensorIoError>()
+            || cause.is::<RunError>()
+            || cause.is::<ConvertError>()
+        {
+            return EXIT_USAGE;
+        }
+    }
+    EXIT_INTERNAL
+}
+
+/// Prints an error chain (and a hint where one helps) and returns its exit code.
+pub fn report_error(e: &anyhow::Error) -> ExitCode {
+    let code = exit_code(e);
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "error: {e}");
+    for cause in e.chain().skip(1) {
+        let _ = writeln!(err, "  caused by: {cause}");
+    }
+    if let Some(hint) = hint(e) {
+        let _ = writeln!(err, "hint: {hint}");
+    }
+    if code == EXIT_INTERNAL {
+        let _ = writeln!(err, "hint: this is a bug in mdeploy or an I/O failure; please report it");
+    }
+    ExitCode::from(code)
+}
+
+fn hint(e: &anyhow::Error) -> Option<String> {
+    for cause in e.chain() {
+        if let Some(ConvertError::Nnef { unsupported, .. }) = cause.downcast_ref::<ConvertError>()
+            && !unsupported.is_empty()
+        {
+            let list: Vec<String> =
+                unsupported.iter().map(|o| format!("{} (node '{}')", o.op, o.node)).collect();
+            return Some(format!(
+                "these ops have no NNEF serializer in tract: {}; convert --to onnx instead",
+                list.join(", ")
+            ));
+        }
+        if let Some(OnnxError::External { .. }) = cause.downcast_ref::<OnnxError>() {
+            return Some("external data files must sit inside the model's directory".into());
+        }
+        if let Some(ConvertError::InputShape(_)) = cause.downcast_ref::<ConvertError>() {
+            return Some("see `mdeploy inspect MODEL` for the inputs and their symbolic dims".into());
+        }
+    }
+    None
+}
+
+static PANIC_MESSAGE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Keeps panic messages for [`report_panic`] instead of printing a backtrace notice: panics inside
+/// tract are caught and reported as errors where they happen.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = match info.location() {
+            Some(l) => format!("{info} at {}:{}", l.file(), l.line()),
+            None => info.to_string(),
+        };
+        if let Ok(mut m) = PANIC_MESSAGE.lock() {
+            *m = Some(msg);
+        }
+    }));
+}
+
+pub fn report_panic() -> ExitCode {
+    let msg = PANIC_MESSAGE.lock().ok().and_then(|m| m.clone()).unwrap_or_default();
+    let _ = writeln!(std::io::stderr(), "error: internal error: {msg}");
+    let _ = writeln!(std::io::stderr(), "hint: this is a bug in mdeploy; please report it");
+    ExitCode::from(EXIT_INTERNAL)
+}
+
+/// Writes data to stdout; a closed pipe (`mdeploy inspect m.onnx | head`) is not an error.
+pub fn print_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Prints one JSON document on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    print_stdout(&text)
+}
+
+/// A note on stderr, unless quiet.
+pub fn note(quiet: bool, text: &str) {
+    if !quiet {
+        let _ = writeln!(std::io::stderr(), "{text}");
+    }
+}
+
+/// A progress bar on stderr, shown only when stderr is a terminal.
+pub struct Bar {
+    bar: Mutex<Option<indicatif::ProgressBar>>,
+    enabled: bool,
+}
+
+impl Bar {
+    pub fn new(quiet: bool) -> Self {
+        Bar { bar: Mutex::new(None), enabled: !quiet && std::io::stderr().is_terminal() }
+    }
+}
+
+impl Progress for Bar {
+    fn on_start(&self, what: &str, total: u64) {
+        if !self.enabled {
+            return;
+        }
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {elapsed}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_string());
+        if let Ok(mut b) = self.bar.lock() {
+            *b = Some(bar);
+        }
+    }
+    fn on_advance(&self, n: u64) {
+        if let Ok(b) = self.bar.lock()
+            && let Some(b) = b.as_ref()
+        {
+            b.inc(n);
+        }
+    }
+    fn on_finish(&self) {
+        if let Ok(mut b) = self.bar.lock()
+            && let Some(b) = b.take()
+        {
+            b.finish_and_clear();
+        }
+    }
+}
