@@ -10,25 +10,30 @@ use serde::Serialize;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::{Factoid, InferenceModelExt};
 
-use crate::graph::{check_graph, Graph, GraphError};
-use crate::onnx::proto::tensor_shape_proto::{dimension::Value, Dimension};
+use crate::graph::{Graph, GraphError, ModelError, check_model};
+use crate::onnx::Model;
+use crate::onnx::proto::tensor_shape_proto::{Dimension, dimension::Value};
 use crate::onnx::proto::type_proto::{self, Tensor as TensorType};
 use crate::onnx::proto::{TensorShapeProto, TypeProto, ValueInfoProto};
-use crate::onnx::Model;
 use crate::run::tensor_io::onnx_dtype;
-use crate::run::{graph_inputs, guard, tract_model, Dim, InputShapes, RunError, ValueShape};
+use crate::run::{Dim, InputShapes, RunError, ValueShape, graph_inputs, guard, tract_model};
 
 /// Why a conversion failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
     #[error(transparent)]
     Graph(#[from] GraphError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
     #[error("{0}")]
     InputShape(String),
     #[error(transparent)]
     Run(#[from] RunError),
     #[error("tract cannot convert the model to NNEF: {reason}")]
-    Nnef { reason: String, unsupported: Vec<OpRef> },
+    Nnef {
+        reason: String,
+        unsupported: Vec<OpRef>,
+    },
     #[error(transparent)]
     Io(#[from] crate::onnx::OnnxError),
 }
@@ -59,9 +64,15 @@ pub struct ConvertReport {
 
 /// Normalises `model` in place: checks it, fixes named dims, infers shapes, sorts nodes.
 pub fn normalize(model: &mut Model, shapes: &InputShapes) -> Result<ConvertReport, ConvertError> {
-    check_graph(model.graph(), &HashSet::new())?;
-    let shapes = shapes.clone().resolve(&graph_inputs(model)).map_err(ConvertError::InputShape)?;
-    let mut report = ConvertReport { fixed_inputs: fix_input_dims(model, &shapes), ..Default::default() };
+    check_model(model)?;
+    let shapes = shapes
+        .clone()
+        .resolve(&graph_inputs(model))
+        .map_err(ConvertError::InputShape)?;
+    let mut report = ConvertReport {
+        fixed_inputs: fix_input_dims(model, &shapes),
+        ..Default::default()
+    };
 
     let mut tract = tract_model(model)?;
     report.not_analysed = unimplemented_ops(&tract);
@@ -83,7 +94,9 @@ pub fn normalize(model: &mut Model, shapes: &InputShapes) -> Result<ConvertRepor
 fn fix_input_dims(model: &mut Model, shapes: &InputShapes) -> BTreeMap<String, String> {
     let mut symbols: HashMap<String, usize> = shapes.by_symbol.clone().into_iter().collect();
     for input in graph_inputs(model) {
-        if let (Some(dims), ValueShape::Known(decl)) = (shapes.by_input.get(&input.name), &input.shape) {
+        if let (Some(dims), ValueShape::Known(decl)) =
+            (shapes.by_input.get(&input.name), &input.shape)
+        {
             for (d, &n) in decl.iter().zip(dims) {
                 if let Dim::Symbol(s) = d {
                     symbols.insert(s.clone(), n);
@@ -95,7 +108,9 @@ fn fix_input_dims(model: &mut Model, shapes: &InputShapes) -> BTreeMap<String, S
     let mut fixed = BTreeMap::new();
     let graph = model.graph_mut();
     for vi in graph.input.iter_mut() {
-        let Some(desc) = inputs.iter().find(|i| i.name == vi.name()) else { continue };
+        let Some(desc) = inputs.iter().find(|i| i.name == vi.name()) else {
+            continue;
+        };
         let concrete = shapes.by_input.get(&desc.name);
         if set_dims(vi, concrete.map(Vec::as_slice), &symbols) {
             fixed.insert(desc.name.clone(), ValueShape::of(vi).to_string());
@@ -115,8 +130,14 @@ fn tensor_shape_mut(vi: &mut ValueInfoProto) -> Option<&mut TensorShapeProto> {
 }
 
 /// Sets a value's dims from a whole shape or from symbol sizes; returns whether any changed.
-fn set_dims(vi: &mut ValueInfoProto, shape: Option<&[usize]>, symbols: &HashMap<String, usize>) -> bool {
-    let Some(s) = tensor_shape_mut(vi) else { return false };
+fn set_dims(
+    vi: &mut ValueInfoProto,
+    shape: Option<&[usize]>,
+    symbols: &HashMap<String, usize>,
+) -> bool {
+    let Some(s) = tensor_shape_mut(vi) else {
+        return false;
+    };
     let mut changed = false;
     for (i, d) in s.dim.iter_mut().enumerate() {
         let want = match (shape, &d.value) {
@@ -141,7 +162,10 @@ fn unimplemented_ops(model: &InferenceModel) -> Vec<OpRef> {
         .filter_map(|n| {
             let name = n.op.name();
             let op = name.strip_prefix("Unimplemented(")?.strip_suffix(')')?;
-            Some(OpRef { op: op.to_string(), node: n.name.clone() })
+            Some(OpRef {
+                op: op.to_string(),
+                node: n.name.clone(),
+            })
         })
         .collect()
 }
@@ -153,7 +177,9 @@ fn inferred_types(model: &InferenceModel) -> HashMap<String, Inferred> {
     let mut out = HashMap::new();
     for node in model.nodes() {
         for (slot, outlet) in node.outputs.iter().enumerate() {
-            let Some(label) = model.outlet_label(OutletId::new(node.id, slot)) else { continue };
+            let Some(label) = model.outlet_label(OutletId::new(node.id, slot)) else {
+                continue;
+            };
             let dt = outlet.fact.datum_type.concretize().and_then(|dt| match dt {
                 DatumType::TDim => Some(crate::onnx::DataType::Int64.code()),
                 dt => onnx_dtype(dt).map(|d| d.code()),
@@ -188,8 +214,11 @@ fn record_value_info(model: &mut Model, inferred: &HashMap<String, Inferred>) ->
         .map(|v| v.name().to_string())
         .chain(graph.initializer.iter().map(|t| t.name().to_string()))
         .collect();
-    let existing: HashMap<String, ValueInfoProto> =
-        graph.value_info.drain(..).map(|v| (v.name().to_string(), v)).collect();
+    let existing: HashMap<String, ValueInfoProto> = graph
+        .value_info
+        .drain(..)
+        .map(|v| (v.name().to_string(), v))
+        .collect();
     let mut recorded = 0;
     let mut unknown = 0;
     let mut value_info = Vec::new();
@@ -201,7 +230,12 @@ fn record_value_info(model: &mut Model, inferred: &HashMap<String, Inferred>) ->
             }
             match inferred.get(name) {
                 Some((Some(dt), shape)) => {
-                    value_info.push(tensor_value_info(name, *dt, shape.as_deref(), existing.get(name)));
+                    value_info.push(tensor_value_info(
+                        name,
+                        *dt,
+                        shape.as_deref(),
+                        existing.get(name),
+                    ));
                     recorded += 1;
                 }
                 _ => {
@@ -214,7 +248,10 @@ fn record_value_info(model: &mut Model, inferred: &HashMap<String, Inferred>) ->
         }
     }
     // value_info of values that are not node outputs here (subgraph captures, say) is kept
-    let mut rest: Vec<_> = existing.into_iter().filter(|(k, _)| !seen.contains(k)).collect();
+    let mut rest: Vec<_> = existing
+        .into_iter()
+        .filter(|(k, _)| !seen.contains(k))
+        .collect();
     rest.sort_by(|a, b| a.0.cmp(&b.0));
     value_info.extend(rest.into_iter().map(|(_, v)| v));
     graph.value_info = value_info;
@@ -243,11 +280,16 @@ fn tensor_value_info(
     ValueInfoProto {
         name: Some(name.to_string()),
         r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(TensorType { elem_type: Some(dt), shape })),
+            value: Some(type_proto::Value::TensorType(TensorType {
+                elem_type: Some(dt),
+                shape,
+            })),
             denotation: None,
         }),
         doc_string: existing.and_then(|e| e.doc_string.clone()),
-        metadata_props: existing.map(|e| e.metadata_props.clone()).unwrap_or_default(),
+        metadata_props: existing
+            .map(|e| e.metadata_props.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -265,20 +307,32 @@ pub fn write_nnef(model: &Model, path: &Path) -> Result<NnefSummary, ConvertErro
     use tract_onnx::WithOnnx;
     use tract_transformers::WithTractTransformers;
     let tract = tract_model(model)?;
-    let typed = guard("typing the model", || tract.into_typed()?.into_decluttered())
-        .map_err(|e| ConvertError::Nnef { reason: e, unsupported: vec![] })?;
+    let typed = guard("typing the model", || {
+        tract.into_typed()?.into_decluttered()
+    })
+    .map_err(|e| ConvertError::Nnef {
+        reason: e,
+        unsupported: vec![],
+    })?;
     let nnef: Nnef = tract_nnef::nnef().with_onnx().with_tract_transformers();
     let mut archive = Vec::new();
     let written = guard("writing NNEF", || {
         let gz = flate2::write::GzEncoder::new(&mut archive, flate2::Compression::default());
-        nnef.write_to_tar_with_config(&typed, gz, false, true)?.finish()?;
+        nnef.write_to_tar_with_config(&typed, gz, false, true)?
+            .finish()?;
         Ok(())
     });
     if let Err(reason) = written {
-        return Err(ConvertError::Nnef { reason, unsupported: nnef_unsupported(&nnef, &typed) });
+        return Err(ConvertError::Nnef {
+            reason,
+            unsupported: nnef_unsupported(&nnef, &typed),
+        });
     }
     let bytes = crate::onnx::save_bytes_atomically(path, &archive)?;
-    Ok(NnefSummary { path: path.display().to_string(), bytes })
+    Ok(NnefSummary {
+        path: path.display().to_string(),
+        bytes,
+    })
 }
 
 /// Nodes of `model` that no NNEF registry can serialize.
@@ -292,21 +346,31 @@ fn nnef_unsupported(nnef: &tract_nnef::framework::Nnef, model: &TypedModel) -> V
         .iter()
         .filter(|node| {
             let op = node.op();
-            if node.op_is::<TypedSource>() || node.op_is::<Const>() || node.op_is::<tract_core::ops::identity::Identity>() {
+            if node.op_is::<TypedSource>()
+                || node.op_is::<Const>()
+                || node.op_is::<tract_core::ops::identity::Identity>()
+            {
                 return false;
             }
             let id = op.type_id();
             !nnef.registries.iter().any(|r| {
                 r.from_tract.contains_key(&id)
                     || node.op_as::<ElementWiseOp>().is_some_and(|e| {
-                        r.unit_element_wise_ops.iter().any(|u| u.1.as_ref().type_id() == e.0.type_id())
+                        r.unit_element_wise_ops
+                            .iter()
+                            .any(|u| u.1.as_ref().type_id() == e.0.type_id())
                             || r.element_wise_ops.iter().any(|u| u.1 == e.0.type_id())
                     })
-                    || node
-                        .op_as::<TypedBinOp>()
-                        .is_some_and(|b| r.binary_ops.iter().any(|u| u.1.as_ref().type_id() == b.0.type_id()))
+                    || node.op_as::<TypedBinOp>().is_some_and(|b| {
+                        r.binary_ops
+                            .iter()
+                            .any(|u| u.1.as_ref().type_id() == b.0.type_id())
+                    })
             })
         })
-        .map(|n| OpRef { op: n.op().name().to_string(), node: n.name.clone() })
+        .map(|n| OpRef {
+            op: n.op().name().to_string(),
+            node: n.name.clone(),
+        })
         .collect()
 }

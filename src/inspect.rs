@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::graph::{constant_tensor, subgraphs};
-use crate::lint::{lint, Finding};
+use crate::lint::{Finding, lint};
 use crate::onnx::external::ExternalRef;
 use crate::onnx::proto::{GraphProto, TensorProto};
 use crate::onnx::{DataType, Model, OnnxError};
-use crate::run::{graph_inputs, ValueShape};
+use crate::run::{ValueShape, graph_inputs};
 
 /// Identifies the document's format; bumped on any incompatible change.
 pub const INSPECT_FORMAT: &str = "mdeploy.inspect/1";
@@ -110,7 +110,11 @@ pub struct ExternalFile {
 pub fn inspect(model: &Model) -> Result<Inspection, OnnxError> {
     let proto = &model.proto;
     let graph = model.graph();
-    let mut nodes = NodeCounts { total: 0, top_level: graph.node.len(), subgraphs: 0 };
+    let mut nodes = NodeCounts {
+        total: 0,
+        top_level: graph.node.len(),
+        subgraphs: 0,
+    };
     let mut op_types = BTreeMap::new();
     let mut tensors = Vec::new();
     walk(graph, &mut nodes, &mut op_types, &mut tensors);
@@ -144,7 +148,11 @@ pub fn inspect(model: &Model) -> Result<Inspection, OnnxError> {
     };
     let inputs = graph_inputs(model)
         .into_iter()
-        .map(|i| ValueDesc { name: i.name, dtype: i.dtype.map(|d| d.name().to_string()), shape: i.shape })
+        .map(|i| ValueDesc {
+            name: i.name,
+            dtype: i.dtype.map(|d| d.name().to_string()),
+            shape: i.shape,
+        })
         .collect();
     Ok(Inspection {
         format: INSPECT_FORMAT,
@@ -162,7 +170,10 @@ pub fn inspect(model: &Model) -> Result<Inspection, OnnxError> {
         opset_import: proto
             .opset_import
             .iter()
-            .map(|o| Opset { domain: o.domain().to_string(), version: o.version() })
+            .map(|o| Opset {
+                domain: o.domain().to_string(),
+                version: o.version(),
+            })
             .collect(),
         inputs,
         outputs: graph.output.iter().map(describe_value).collect(),
@@ -187,7 +198,11 @@ fn walk<'g>(
     ops: &mut BTreeMap<String, usize>,
     tensors: &mut Vec<(std::borrow::Cow<'g, TensorProto>, bool)>,
 ) {
-    tensors.extend(g.initializer.iter().map(|t| (std::borrow::Cow::Borrowed(t), false)));
+    tensors.extend(
+        g.initializer
+            .iter()
+            .map(|t| (std::borrow::Cow::Borrowed(t), false)),
+    );
     for n in &g.node {
         nodes.total += 1;
         let op = match n.domain() {
@@ -222,11 +237,13 @@ fn describe(
     };
     let stored = match ExternalRef::of(t)? {
         Some(r) => {
-            let file = external.entry(r.location.clone()).or_insert_with(|| ExternalFile {
-                location: r.location.clone(),
-                tensors: 0,
-                bytes: 0,
-            });
+            let file = external
+                .entry(r.location.clone())
+                .or_insert_with(|| ExternalFile {
+                    location: r.location.clone(),
+                    tensors: 0,
+                    bytes: 0,
+                });
             file.tensors += 1;
             file.bytes += r.length.unwrap_or(bytes);
             "external"
@@ -235,5 +252,11 @@ fn describe(
         None => "initializer",
     };
     let _ = model;
-    Ok(TensorDesc { name: t.name().to_string(), dtype: dtype.name().to_string(), shape: t.dims.clone(), bytes, stored })
+    Ok(TensorDesc {
+        name: t.name().to_string(),
+        dtype: dtype.name().to_string(),
+        shape: t.dims.clone(),
+        bytes,
+        stored,
+    })
 }

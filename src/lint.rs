@@ -11,7 +11,7 @@ use crate::graph::{Graph, node_label};
 use crate::onnx::Model;
 use crate::onnx::proto::GraphProto;
 
-pub use opsets::{op_since_version, KNOWN_DOMAINS};
+pub use opsets::{KNOWN_DOMAINS, op_since_version};
 
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,12 +41,20 @@ fn lint_graph(model: &Model, g: &GraphProto, label: &str, out: &mut Vec<Finding>
         message,
     };
     for name in graph.unused_initializers() {
-        out.push(finding("unused_initializer", name.clone(), format!("initializer '{name}' is never read")));
+        out.push(finding(
+            "unused_initializer",
+            name.clone(),
+            format!("initializer '{name}' is never read"),
+        ));
     }
     for i in graph.dead_nodes() {
         let node = &g.node[i];
         let subject = node_label(node, i);
-        out.push(finding("dead_node", subject.clone(), format!("node {subject} contributes to no graph output")));
+        out.push(finding(
+            "dead_node",
+            subject.clone(),
+            format!("node {subject} contributes to no graph output"),
+        ));
     }
     let produced: HashSet<&str> = g
         .node
@@ -60,14 +68,21 @@ fn lint_graph(model: &Model, g: &GraphProto, label: &str, out: &mut Vec<Finding>
             out.push(finding(
                 "dangling_value_info",
                 vi.name().to_string(),
-                format!("value_info '{}' describes a value nothing produces", vi.name()),
+                format!(
+                    "value_info '{}' describes a value nothing produces",
+                    vi.name()
+                ),
             ));
         }
     }
     for (i, node) in g.node.iter().enumerate() {
         if let Some(msg) = opset_problem(model, node.domain(), node.op_type()) {
             let subject = node_label(node, i);
-            out.push(finding("op_outside_opset", subject.clone(), format!("node {subject}: {msg}")));
+            out.push(finding(
+                "op_outside_opset",
+                subject.clone(),
+                format!("node {subject}: {msg}"),
+            ));
         }
         for (k, sg) in crate::graph::subgraphs(node).enumerate() {
             let name = match sg.name() {
@@ -83,22 +98,34 @@ fn lint_graph(model: &Model, g: &GraphProto, label: &str, out: &mut Vec<Finding>
 fn opset_problem(model: &Model, domain: &str, op: &str) -> Option<String> {
     let shown = if domain.is_empty() { "ai.onnx" } else { domain };
     let Some(version) = model.opset(domain) else {
-        if model.proto.functions.iter().any(|f| f.domain() == domain && f.name() == op) {
+        if model
+            .proto
+            .functions
+            .iter()
+            .any(|f| f.domain() == domain && f.name() == op)
+        {
             return None; // a model-local function with its own domain
         }
-        return Some(format!("{shown}::{op} but the model imports no '{shown}' opset"));
+        return Some(format!(
+            "{shown}::{op} but the model imports no '{shown}' opset"
+        ));
     };
     if !matches!(domain, "" | "ai.onnx") {
         return None; // other domains' op lists are not known here
     }
-    if model.proto.functions.iter().any(|f| f.name() == op && matches!(f.domain(), "" | "ai.onnx")) {
+    if model
+        .proto
+        .functions
+        .iter()
+        .any(|f| f.name() == op && matches!(f.domain(), "" | "ai.onnx"))
+    {
         return None;
     }
     match op_since_version(op) {
         None => Some(format!("{op} is not an operator of the ai.onnx domain")),
-        Some(since) if since > version => {
-            Some(format!("{op} exists since opset {since}, the model imports opset {version}"))
-        }
+        Some(since) if since > version => Some(format!(
+            "{op} exists since opset {since}, the model imports opset {version}"
+        )),
         Some(_) => None,
     }
 }

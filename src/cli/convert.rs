@@ -12,7 +12,7 @@ use mdeploy::progress::Progress;
 use mdeploy::run::InputShapes;
 use serde_json::json;
 
-use super::printer::{note, print_json, Bar, UsageError};
+use super::printer::{Bar, UsageError, note, print_json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Target {
@@ -50,7 +50,11 @@ pub struct ConvertArgs {
 pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     let shapes = InputShapes::parse(&args.input_shapes).map_err(UsageError)?;
     if args.output.is_dir() {
-        return Err(UsageError(format!("{} is a directory; -o takes a file", args.output.display())).into());
+        return Err(UsageError(format!(
+            "{} is a directory; -o takes a file",
+            args.output.display()
+        ))
+        .into());
     }
     let quiet = args.quiet || args.json;
     let bar = Bar::new(quiet);
@@ -68,7 +72,12 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
             } else {
                 ExternalDataPolicy::Auto
             };
-            let saved = model.save(&args.output, SaveOptions { external_data: policy })?;
+            let saved = model.save(
+                &args.output,
+                SaveOptions {
+                    external_data: policy,
+                },
+            )?;
             serde_json::to_value(saved)?
         }
         Target::Nnef => serde_json::to_value(write_nnef(&model, &args.output)?)?,
@@ -79,12 +88,24 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         note(quiet, &format!("lint: [{}] {}", f.kind, f.message));
     }
     if !report.not_analysed.is_empty() {
-        let ops: Vec<String> =
-            report.not_analysed.iter().map(|o| format!("{} (node '{}')", o.op, o.node)).collect();
-        note(quiet, &format!("warning: tract could not analyse {}; their shapes are not recorded", ops.join(", ")));
+        let ops: Vec<String> = report
+            .not_analysed
+            .iter()
+            .map(|o| format!("{} (node '{}')", o.op, o.node))
+            .collect();
+        note(
+            quiet,
+            &format!(
+                "warning: tract could not analyse {}; their shapes are not recorded",
+                ops.join(", ")
+            ),
+        );
     }
     if let Some(e) = &report.analysis_error {
-        note(quiet, &format!("warning: shape analysis stopped early: {e}"));
+        note(
+            quiet,
+            &format!("warning: shape analysis stopped early: {e}"),
+        );
     }
     note(
         quiet,
@@ -93,7 +114,11 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
             args.output.display(),
             report.shapes_recorded,
             report.shapes_unknown,
-            if report.reordered { ", nodes reordered" } else { "" }
+            if report.reordered {
+                ", nodes reordered"
+            } else {
+                ""
+            }
         ),
     );
     if args.json {

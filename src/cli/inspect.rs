@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use mdeploy::inspect::{inspect, Inspection};
+use mdeploy::graph::check_model;
+use mdeploy::inspect::{Inspection, inspect};
 use mdeploy::onnx::Model;
 
 use super::printer::{print_json, print_stdout};
@@ -23,6 +24,8 @@ pub struct InspectArgs {
 
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let model = Model::load(&args.model)?;
+    check_model(&model)
+        .with_context(|| format!("{} is not a usable model", args.model.display()))?;
     let report = inspect(&model).with_context(|| format!("inspecting {}", args.model.display()))?;
     if args.json {
         print_json(&report)?;
@@ -40,7 +43,11 @@ fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 fn render(r: &Inspection) -> String {
@@ -55,19 +62,45 @@ fn render(r: &Inspection) -> String {
     let opsets: Vec<String> = r
         .opset_import
         .iter()
-        .map(|o| format!("{}:{}", if o.domain.is_empty() { "ai.onnx" } else { &o.domain }, o.version))
+        .map(|o| {
+            format!(
+                "{}:{}",
+                if o.domain.is_empty() {
+                    "ai.onnx"
+                } else {
+                    &o.domain
+                },
+                o.version
+            )
+        })
         .collect();
     let _ = writeln!(w, "opsets      {}", opsets.join(", "));
     let _ = writeln!(w, "\ninputs");
     for v in &r.inputs {
-        let _ = writeln!(w, "  {:<24} {:<8} {}", v.name, v.dtype.as_deref().unwrap_or("?"), v.shape);
+        let _ = writeln!(
+            w,
+            "  {:<24} {:<8} {}",
+            v.name,
+            v.dtype.as_deref().unwrap_or("?"),
+            v.shape
+        );
     }
     let _ = writeln!(w, "outputs");
     for v in &r.outputs {
-        let _ = writeln!(w, "  {:<24} {:<8} {}", v.name, v.dtype.as_deref().unwrap_or("?"), v.shape);
+        let _ = writeln!(
+            w,
+            "  {:<24} {:<8} {}",
+            v.name,
+            v.dtype.as_deref().unwrap_or("?"),
+            v.shape
+        );
     }
     let n = &r.nodes;
-    let _ = writeln!(w, "\nnodes       {} ({} top level, {} subgraphs)", n.total, n.top_level, n.subgraphs);
+    let _ = writeln!(
+        w,
+        "\nnodes       {} ({} top level, {} subgraphs)",
+        n.total, n.top_level, n.subgraphs
+    );
     let mut ops: Vec<(&String, &usize)> = r.op_types.iter().collect();
     ops.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     let ops: Vec<String> = ops.iter().map(|(op, c)| format!("{op} {c}")).collect();
@@ -82,16 +115,37 @@ fn render(r: &Inspection) -> String {
         pr.constant_nodes
     );
     for (dt, t) in &pr.by_dtype {
-        let _ = writeln!(w, "  {:<10} {:>12} in {:>4} tensors, {}", dt, t.count, t.tensors, human_bytes(t.bytes));
+        let _ = writeln!(
+            w,
+            "  {:<10} {:>12} in {:>4} tensors, {}",
+            dt,
+            t.count,
+            t.tensors,
+            human_bytes(t.bytes)
+        );
     }
     if !r.largest_tensors.is_empty() {
         let _ = writeln!(w, "largest tensors");
         for t in &r.largest_tensors {
-            let _ = writeln!(w, "  {:<40} {:<8} {:?} {} ({})", t.name, t.dtype, t.shape, human_bytes(t.bytes), t.stored);
+            let _ = writeln!(
+                w,
+                "  {:<40} {:<8} {:?} {} ({})",
+                t.name,
+                t.dtype,
+                t.shape,
+                human_bytes(t.bytes),
+                t.stored
+            );
         }
     }
     for f in &r.external_data {
-        let _ = writeln!(w, "external    {}: {} tensors, {}", f.location, f.tensors, human_bytes(f.bytes));
+        let _ = writeln!(
+            w,
+            "external    {}: {} tensors, {}",
+            f.location,
+            f.tensors,
+            human_bytes(f.bytes)
+        );
     }
     for (k, v) in &r.metadata_props {
         let _ = writeln!(w, "metadata    {k} = {v}");

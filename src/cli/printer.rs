@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 
 use mdeploy::convert::ConvertError;
-use mdeploy::graph::GraphError;
+use mdeploy::graph::{GraphError, ModelError};
 use mdeploy::onnx::OnnxError;
 use mdeploy::progress::Progress;
-use mdeploy::run::tensor_io::TensorIoError;
 use mdeploy::run::RunError;
+use mdeploy::run::tensor_io::TensorIoError;
 
 pub const EXIT_CHECK_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -41,6 +41,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.is::<UsageError>()
             || cause.is::<OnnxError>()
             || cause.is::<GraphError>()
+            || cause.is::<ModelError>()
             || cause.is::<TensorIoError>()
             || cause.is::<RunError>()
             || cause.is::<ConvertError>()
@@ -63,7 +64,10 @@ pub fn report_error(e: &anyhow::Error) -> ExitCode {
         let _ = writeln!(err, "hint: {hint}");
     }
     if code == EXIT_INTERNAL {
-        let _ = writeln!(err, "hint: this is a bug in mdeploy or an I/O failure; please report it");
+        let _ = writeln!(
+            err,
+            "hint: this is a bug in mdeploy or an I/O failure; please report it"
+        );
     }
     ExitCode::from(code)
 }
@@ -73,8 +77,10 @@ fn hint(e: &anyhow::Error) -> Option<String> {
         if let Some(ConvertError::Nnef { unsupported, .. }) = cause.downcast_ref::<ConvertError>()
             && !unsupported.is_empty()
         {
-            let list: Vec<String> =
-                unsupported.iter().map(|o| format!("{} (node '{}')", o.op, o.node)).collect();
+            let list: Vec<String> = unsupported
+                .iter()
+                .map(|o| format!("{} (node '{}')", o.op, o.node))
+                .collect();
             return Some(format!(
                 "these ops have no NNEF serializer in tract: {}; convert --to onnx instead",
                 list.join(", ")
@@ -84,7 +90,9 @@ fn hint(e: &anyhow::Error) -> Option<String> {
             return Some("external data files must sit inside the model's directory".into());
         }
         if let Some(ConvertError::InputShape(_)) = cause.downcast_ref::<ConvertError>() {
-            return Some("see `mdeploy inspect MODEL` for the inputs and their symbolic dims".into());
+            return Some(
+                "see `mdeploy inspect MODEL` for the inputs and their symbolic dims".into(),
+            );
         }
     }
     None
@@ -107,9 +115,16 @@ pub fn install_panic_hook() {
 }
 
 pub fn report_panic() -> ExitCode {
-    let msg = PANIC_MESSAGE.lock().ok().and_then(|m| m.clone()).unwrap_or_default();
+    let msg = PANIC_MESSAGE
+        .lock()
+        .ok()
+        .and_then(|m| m.clone())
+        .unwrap_or_default();
     let _ = writeln!(std::io::stderr(), "error: internal error: {msg}");
-    let _ = writeln!(std::io::stderr(), "hint: this is a bug in mdeploy; please report it");
+    let _ = writeln!(
+        std::io::stderr(),
+        "hint: this is a bug in mdeploy; please report it"
+    );
     ExitCode::from(EXIT_INTERNAL)
 }
 
@@ -144,7 +159,10 @@ pub struct Bar {
 
 impl Bar {
     pub fn new(quiet: bool) -> Self {
-        Bar { bar: Mutex::new(None), enabled: !quiet && std::io::stderr().is_terminal() }
+        Bar {
+            bar: Mutex::new(None),
+            enabled: !quiet && std::io::stderr().is_terminal(),
+        }
     }
 }
 

@@ -57,7 +57,10 @@ impl ModelBuilder {
             opset_import: self
                 .opsets
                 .into_iter()
-                .map(|(d, v)| OperatorSetIdProto { domain: Some(d), version: Some(v) })
+                .map(|(d, v)| OperatorSetIdProto {
+                    domain: Some(d),
+                    version: Some(v),
+                })
                 .collect(),
             producer_name: Some("mdeploy".into()),
             producer_version: Some(env!("CARGO_PKG_VERSION").into()),
@@ -100,7 +103,12 @@ pub struct GraphBuilder {
 
 impl GraphBuilder {
     pub fn new(name: &str) -> Self {
-        GraphBuilder { graph: GraphProto { name: Some(name.into()), ..Default::default() } }
+        GraphBuilder {
+            graph: GraphProto {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+        }
     }
 
     /// A graph input; each dim is a number or a symbolic name (`"N"`).
@@ -200,11 +208,21 @@ pub fn value_info(name: &str, dtype: DataType, dims: &[&str]) -> ValueInfoProto 
 }
 
 pub fn tensor_f32(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
-    raw_tensor(name, DataType::Float, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    raw_tensor(
+        name,
+        DataType::Float,
+        dims,
+        values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
 }
 
 pub fn tensor_i64(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
-    raw_tensor(name, DataType::Int64, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    raw_tensor(
+        name,
+        DataType::Int64,
+        dims,
+        values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
 }
 
 pub fn raw_tensor(name: &str, dtype: DataType, dims: &[i64], raw: Vec<u8>) -> TensorProto {
@@ -218,29 +236,51 @@ pub fn raw_tensor(name: &str, dtype: DataType, dims: &[i64], raw: Vec<u8>) -> Te
 }
 
 fn attribute(name: &str, kind: AttributeType) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), r#type: Some(kind as i32), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(kind as i32),
+        ..Default::default()
+    }
 }
 
 pub fn attr_int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto { i: Some(v), ..attribute(name, AttributeType::Int) }
+    AttributeProto {
+        i: Some(v),
+        ..attribute(name, AttributeType::Int)
+    }
 }
 
 pub fn attr_float(name: &str, v: f32) -> AttributeProto {
-    AttributeProto { f: Some(v), ..attribute(name, AttributeType::Float) }
+    AttributeProto {
+        f: Some(v),
+        ..attribute(name, AttributeType::Float)
+    }
 }
 
 pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto { ints: v.to_vec(), ..attribute(name, AttributeType::Ints) }
+    AttributeProto {
+        ints: v.to_vec(),
+        ..attribute(name, AttributeType::Ints)
+    }
 }
 
 pub fn attr_string(name: &str, v: &str) -> AttributeProto {
-    AttributeProto { s: Some(Bytes::copy_from_slice(v.as_bytes())), ..attribute(name, AttributeType::String) }
+    AttributeProto {
+        s: Some(Bytes::copy_from_slice(v.as_bytes())),
+        ..attribute(name, AttributeType::String)
+    }
 }
 
 pub fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
-    AttributeProto { t: Some(t), ..attribute(name, AttributeType::Tensor) }
+    AttributeProto {
+        t: Some(t),
+        ..attribute(name, AttributeType::Tensor)
+    }
 }
 
 pub fn attr_graph(name: &str, g: GraphProto) -> AttributeProto {
-    AttributeProto { g: Some(g), ..attribute(name, AttributeType::Graph) }
+    AttributeProto {
+        g: Some(g),
+        ..attribute(name, AttributeType::Graph)
+    }
 }

@@ -11,10 +11,21 @@ use super::{node_label, subgraphs, topological_order};
 /// A broken graph invariant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GraphError {
-    #[error("graph '{graph}': node {node} reads '{value}', which no node, input or initializer produces")]
-    UndefinedInput { graph: String, node: String, value: String },
+    #[error(
+        "graph '{graph}': node {node} reads '{value}', which no node, input or initializer produces"
+    )]
+    UndefinedInput {
+        graph: String,
+        node: String,
+        value: String,
+    },
     #[error("graph '{graph}': '{value}' is defined twice ({first} and {second})")]
-    DuplicateDefinition { graph: String, value: String, first: String, second: String },
+    DuplicateDefinition {
+        graph: String,
+        value: String,
+        first: String,
+        second: String,
+    },
     #[error("graph '{graph}': output '{value}' is not produced by any node, input or initializer")]
     UndefinedOutput { graph: String, value: String },
     #[error("graph '{graph}': the nodes form a cycle through {nodes}")]
@@ -46,7 +57,10 @@ pub fn check_graph<'g>(graph: &'g GraphProto, outer: &HashSet<String>) -> Result
     };
     for i in &graph.input {
         if i.name().is_empty() {
-            return Err(GraphError::EmptyName { graph: gname, place: "a graph input".into() });
+            return Err(GraphError::EmptyName {
+                graph: gname,
+                place: "a graph input".into(),
+            });
         }
         define(i.name(), "a graph input".into())?;
     }
@@ -77,7 +91,10 @@ pub fn check_graph<'g>(graph: &'g GraphProto, outer: &HashSet<String>) -> Result
     }
     for o in &graph.output {
         if !visible(o.name()) {
-            return Err(GraphError::UndefinedOutput { graph: gname, value: o.name().to_string() });
+            return Err(GraphError::UndefinedOutput {
+                graph: gname,
+                value: o.name().to_string(),
+            });
         }
     }
     topological_order(graph)?;
@@ -89,7 +106,10 @@ fn check_subgraphs(
     outer: &HashSet<String>,
     defined: &HashMap<&str, String>,
 ) -> Result<(), GraphError> {
-    let has_subgraphs = graph.node.iter().any(|n: &NodeProto| subgraphs(n).next().is_some());
+    let has_subgraphs = graph
+        .node
+        .iter()
+        .any(|n: &NodeProto| subgraphs(n).next().is_some());
     if !has_subgraphs {
         return Ok(());
     }
@@ -98,6 +118,42 @@ fn check_subgraphs(
     for n in &graph.node {
         for g in subgraphs(n) {
             check_graph(g, &scope)?;
+        }
+    }
+    Ok(())
+}
+
+/// A model that cannot be used: its graph is broken or a weight tensor cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Tensor(#[from] crate::onnx::OnnxError),
+}
+
+/// Checks a whole model before any command works on it: the graph structure (see
+/// [`check_graph`]) and every initializer and `Constant` tensor, which must have a known element
+/// type and as much data as its shape needs (external data included, confined to the model dir).
+pub fn check_model(model: &crate::onnx::Model) -> Result<(), ModelError> {
+    check_graph(model.graph(), &HashSet::new())?;
+    check_tensors(model, model.graph())
+}
+
+fn check_tensors(model: &crate::onnx::Model, g: &GraphProto) -> Result<(), ModelError> {
+    for t in &g.initializer {
+        model.tensor_data(t)?;
+    }
+    for n in &g.node {
+        if let Some(t) = super::constant_tensor(n) {
+            let mut t = t;
+            if t.name().is_empty() {
+                t.name = n.output.first().cloned();
+            }
+            model.tensor_data(&t)?;
+        }
+        for sg in subgraphs(n) {
+            check_tensors(model, sg)?;
         }
     }
     Ok(())

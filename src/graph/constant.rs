@@ -20,12 +20,18 @@ pub fn constant_tensor(node: &NodeProto) -> Option<TensorProto> {
     };
     let t = match attr.name() {
         "value" => attr.t.clone()?,
-        "value_float" => TensorProto { float_data: vec![attr.f?], ..tensor(DataType::Float, vec![]) },
+        "value_float" => TensorProto {
+            float_data: vec![attr.f?],
+            ..tensor(DataType::Float, vec![])
+        },
         "value_floats" => TensorProto {
             float_data: attr.floats.clone(),
             ..tensor(DataType::Float, vec![attr.floats.len() as i64])
         },
-        "value_int" => TensorProto { int64_data: vec![attr.i?], ..tensor(DataType::Int64, vec![]) },
+        "value_int" => TensorProto {
+            int64_data: vec![attr.i?],
+            ..tensor(DataType::Int64, vec![])
+        },
         "value_ints" => TensorProto {
             int64_data: attr.ints.clone(),
             ..tensor(DataType::Int64, vec![attr.ints.len() as i64])

@@ -17,7 +17,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 
 pub use builder::{GraphBuilder, ModelBuilder};
-pub use check::{check_graph, GraphError};
+pub use check::{GraphError, ModelError, check_graph, check_model};
 pub use constant::constant_tensor;
 
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
@@ -32,12 +32,16 @@ pub fn node_label(node: &NodeProto, index: usize) -> String {
 
 /// The graphs held in a node's attributes (If branches, Loop/Scan bodies).
 pub fn subgraphs(node: &NodeProto) -> impl Iterator<Item = &GraphProto> {
-    node.attribute.iter().flat_map(|a| a.g.iter().chain(a.graphs.iter()))
+    node.attribute
+        .iter()
+        .flat_map(|a| a.g.iter().chain(a.graphs.iter()))
 }
 
 /// Mutable access to the graphs held in a node's attributes.
 pub fn subgraphs_mut(node: &mut NodeProto) -> impl Iterator<Item = &mut GraphProto> {
-    node.attribute.iter_mut().flat_map(|a| a.g.iter_mut().chain(a.graphs.iter_mut()))
+    node.attribute
+        .iter_mut()
+        .flat_map(|a| a.g.iter_mut().chain(a.graphs.iter_mut()))
 }
 
 /// Names a graph reads from enclosing scopes: used inside it (or its own subgraphs) but not
@@ -45,8 +49,19 @@ pub fn subgraphs_mut(node: &mut NodeProto) -> impl Iterator<Item = &mut GraphPro
 pub fn captured_names(graph: &GraphProto) -> BTreeSet<String> {
     let mut defined: HashSet<&str> = graph.input.iter().map(|i| i.name()).collect();
     defined.extend(graph.initializer.iter().map(|t| t.name()));
-    defined.extend(graph.sparse_initializer.iter().filter_map(|s| s.values.as_ref()).map(|v| v.name()));
-    defined.extend(graph.node.iter().flat_map(|n| n.output.iter().map(String::as_str)));
+    defined.extend(
+        graph
+            .sparse_initializer
+            .iter()
+            .filter_map(|s| s.values.as_ref())
+            .map(|v| v.name()),
+    );
+    defined.extend(
+        graph
+            .node
+            .iter()
+            .flat_map(|n| n.output.iter().map(String::as_str)),
+    );
     let mut captured = BTreeSet::new();
     for n in &graph.node {
         for i in &n.input {
@@ -55,7 +70,11 @@ pub fn captured_names(graph: &GraphProto) -> BTreeSet<String> {
             }
         }
         for g in subgraphs(n) {
-            captured.extend(captured_names(g).into_iter().filter(|c| !defined.contains(c.as_str())));
+            captured.extend(
+                captured_names(g)
+                    .into_iter()
+                    .filter(|c| !defined.contains(c.as_str())),
+            );
         }
     }
     for o in &graph.output {
@@ -68,7 +87,12 @@ pub fn captured_names(graph: &GraphProto) -> BTreeSet<String> {
 
 /// Every value a node reads: its inputs, then what its subgraphs capture from outside.
 pub fn node_reads(node: &NodeProto) -> Vec<String> {
-    let mut reads: Vec<String> = node.input.iter().filter(|i| !i.is_empty()).cloned().collect();
+    let mut reads: Vec<String> = node
+        .input
+        .iter()
+        .filter(|i| !i.is_empty())
+        .cloned()
+        .collect();
     for g in subgraphs(node) {
         reads.extend(captured_names(g));
     }
@@ -88,8 +112,10 @@ pub fn topological_order(graph: &GraphProto) -> Result<Vec<usize>, GraphError> {
     let mut pending = vec![0usize; n];
     let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (i, node) in graph.node.iter().enumerate() {
-        let deps: BTreeSet<usize> =
-            node_reads(node).iter().filter_map(|r| producer.get(r.as_str()).copied()).collect();
+        let deps: BTreeSet<usize> = node_reads(node)
+            .iter()
+            .filter_map(|r| producer.get(r.as_str()).copied())
+            .collect();
         for d in deps {
             if d == i {
                 // a node reading its own output is a cycle of one
@@ -119,7 +145,10 @@ pub fn topological_order(graph: &GraphProto) -> Result<Vec<usize>, GraphError> {
             .take(5)
             .map(|i| node_label(&graph.node[i], i))
             .collect();
-        return Err(GraphError::Cycle { graph: graph.name().to_string(), nodes: stuck.join(", ") });
+        return Err(GraphError::Cycle {
+            graph: graph.name().to_string(),
+            nodes: stuck.join(", "),
+        });
     }
     Ok(order)
 }
@@ -135,7 +164,12 @@ impl UseDef {
     pub fn build(graph: &GraphProto) -> UseDef {
         let mut index = UseDef::default();
         for (i, node) in graph.node.iter().enumerate() {
-            for (slot, o) in node.output.iter().enumerate().filter(|(_, o)| !o.is_empty()) {
+            for (slot, o) in node
+                .output
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| !o.is_empty())
+            {
                 index.producer.entry(o.clone()).or_insert((i, slot));
             }
             let mut seen = HashSet::new();
@@ -168,7 +202,10 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(proto: GraphProto) -> Graph {
-        Graph { proto, index: OnceCell::new() }
+        Graph {
+            proto,
+            index: OnceCell::new(),
+        }
     }
 
     pub fn proto(&self) -> &GraphProto {
@@ -194,7 +231,9 @@ impl Graph {
     }
 
     pub fn producer(&self, value: &str) -> Option<&NodeProto> {
-        self.index().producer(value).map(|(i, _)| &self.proto.node[i])
+        self.index()
+            .producer(value)
+            .map(|(i, _)| &self.proto.node[i])
     }
 
     pub fn consumers(&self, value: &str) -> &[usize] {
@@ -239,8 +278,10 @@ impl Graph {
         if order.iter().enumerate().all(|(i, &j)| i == j) {
             return Ok(false);
         }
-        let mut slots: Vec<Option<NodeProto>> =
-            std::mem::take(&mut self.proto_mut().node).into_iter().map(Some).collect();
+        let mut slots: Vec<Option<NodeProto>> = std::mem::take(&mut self.proto_mut().node)
+            .into_iter()
+            .map(Some)
+            .collect();
         self.proto.node = order.into_iter().filter_map(|i| slots[i].take()).collect();
         Ok(true)
     }
@@ -249,8 +290,13 @@ impl Graph {
     pub fn dead_nodes(&self) -> Vec<usize> {
         let index = self.index();
         let mut live = vec![false; self.proto.node.len()];
-        let mut stack: Vec<usize> =
-            self.proto.output.iter().filter_map(|o| index.producer(o.name())).map(|p| p.0).collect();
+        let mut stack: Vec<usize> = self
+            .proto
+            .output
+            .iter()
+            .filter_map(|o| index.producer(o.name()))
+            .map(|p| p.0)
+            .collect();
         while let Some(i) = stack.pop() {
             if std::mem::replace(&mut live[i], true) {
                 continue;
@@ -290,8 +336,12 @@ impl Graph {
     pub fn remove_nodes(&mut self, indices: &[usize]) {
         let doomed: HashSet<usize> = indices.iter().copied().collect();
         let nodes = std::mem::take(&mut self.proto_mut().node);
-        self.proto.node =
-            nodes.into_iter().enumerate().filter(|(i, _)| !doomed.contains(i)).map(|(_, n)| n).collect();
+        self.proto.node = nodes
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !doomed.contains(i))
+            .map(|(_, n)| n)
+            .collect();
     }
 
     /// A value name not yet used anywhere in this graph, built from `base`.
@@ -300,7 +350,10 @@ impl Graph {
         if !used.contains(base) {
             return base.to_string();
         }
-        (1..).map(|k| format!("{base}_{k}")).find(|c| !used.contains(c)).expect("unbounded")
+        (1..)
+            .map(|k| format!("{base}_{k}"))
+            .find(|c| !used.contains(c))
+            .expect("unbounded")
     }
 
     /// Adds `tensor` as an initializer under a fresh name derived from `base`; returns the name.
@@ -319,7 +372,13 @@ impl Graph {
 }
 
 fn collect_names(g: &GraphProto, names: &mut HashSet<String>) {
-    names.extend(g.input.iter().chain(&g.output).chain(&g.value_info).map(|v| v.name().to_string()));
+    names.extend(
+        g.input
+            .iter()
+            .chain(&g.output)
+            .chain(&g.value_info)
+            .map(|v| v.name().to_string()),
+    );
     names.extend(g.initializer.iter().map(|t| t.name().to_string()));
     for n in &g.node {
         names.extend(n.input.iter().chain(&n.output).cloned());

@@ -1,6 +1,6 @@
 use std::collections::HashSet;
 
-use super::builder::{attr_graph, attr_tensor, tensor_f32, GraphBuilder};
+use super::builder::{GraphBuilder, attr_graph, attr_tensor, tensor_f32};
 use super::*;
 use crate::onnx::DataType;
 
@@ -75,7 +75,10 @@ fn undefined_inputs_and_duplicate_outputs_are_errors() {
         .output("y", DataType::Float, &["1"])
         .build();
     let err = check_graph(&g, &HashSet::new()).unwrap_err();
-    assert!(matches!(err, GraphError::DuplicateDefinition { .. }), "{err}");
+    assert!(
+        matches!(err, GraphError::DuplicateDefinition { .. }),
+        "{err}"
+    );
 }
 
 fn if_model() -> GraphProto {
@@ -107,19 +110,24 @@ fn values_captured_by_subgraphs_are_uses() {
     // a body reading a value nobody defines is caught in the subgraph
     let mut broken = if_model();
     broken.node[1].attribute[0].g.as_mut().unwrap().node[0].input[0] = "ghost".into();
-    let err = check_graph(&broken, &HashSet::new()).unwrap_err().to_string();
+    let err = check_graph(&broken, &HashSet::new())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("'then'") && err.contains("'ghost'"), "{err}");
 }
 
 #[test]
 fn replace_all_uses_reaches_into_subgraphs_but_not_graph_outputs() {
     let mut g = Graph::new(if_model());
-    g.proto_mut().node.insert(0, NodeProto {
-        op_type: Some("Identity".into()),
-        input: vec!["x".into()],
-        output: vec!["x2".into()],
-        ..Default::default()
-    });
+    g.proto_mut().node.insert(
+        0,
+        NodeProto {
+            op_type: Some("Identity".into()),
+            input: vec!["x".into()],
+            output: vec!["x2".into()],
+            ..Default::default()
+        },
+    );
     assert_eq!(g.replace_all_uses("a", "x2"), 2);
     assert_eq!(g.consumers("x2").len(), 1);
     assert_eq!(g.proto().output[0].name(), "y");

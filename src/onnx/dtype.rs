@@ -66,10 +66,13 @@ const ALL: [DataType; 26] = [
 impl DataType {
     /// The element type for a `data_type` / `elem_type` number, or an error naming the number.
     pub fn from_code(code: i32) -> Result<Self, OnnxError> {
-        ALL.iter().copied().find(|d| *d as i32 == code).ok_or_else(|| OnnxError::Tensor {
-            tensor: String::new(),
-            what: format!("unknown data type {code}"),
-        })
+        ALL.iter()
+            .copied()
+            .find(|d| *d as i32 == code)
+            .ok_or_else(|| OnnxError::Tensor {
+                tensor: String::new(),
+                what: format!("unknown data type {code}"),
+            })
     }
 
     /// Like [`DataType::from_code`], with the error naming the tensor.

@@ -8,9 +8,15 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid ONNX model: {reason}")]
     Decode { path: PathBuf, reason: String },
     #[error("{path}: {what}")]
@@ -23,9 +29,15 @@ pub enum OnnxError {
 
 impl OnnxError {
     pub(crate) fn tensor(tensor: &str, what: impl Into<String>) -> Self {
-        OnnxError::Tensor { tensor: tensor.to_string(), what: what.into() }
+        OnnxError::Tensor {
+            tensor: tensor.to_string(),
+            what: what.into(),
+        }
     }
     pub(crate) fn external(tensor: &str, what: impl Into<String>) -> Self {
-        OnnxError::External { tensor: tensor.to_string(), what: what.into() }
+        OnnxError::External {
+            tensor: tensor.to_string(),
+            what: what.into(),
+        }
     }
 }

@@ -47,7 +47,11 @@ impl ExternalRef {
             }
         }
         let location = location.ok_or_else(|| OnnxError::external(name, "has no 'location'"))?;
-        Ok(Some(ExternalRef { location, offset, length }))
+        Ok(Some(ExternalRef {
+            location,
+            offset,
+            length,
+        }))
     }
 }
 
@@ -60,7 +64,10 @@ pub struct ExternalData {
 
 impl ExternalData {
     pub fn new(dir: PathBuf) -> Self {
-        ExternalData { dir, files: Mutex::new(HashMap::new()) }
+        ExternalData {
+            dir,
+            files: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The directory locations are resolved against.
@@ -111,14 +118,19 @@ impl ExternalData {
                 Component::RootDir | Component::Prefix(_) => {
                     return Err(OnnxError::external(
                         tensor,
-                        format!("location '{location}' is absolute; it must be relative to the model"),
+                        format!(
+                            "location '{location}' is absolute; it must be relative to the model"
+                        ),
                     ));
                 }
             }
         }
         let path = self.dir.join(rel);
         let real = path.canonicalize().map_err(|e| {
-            OnnxError::external(tensor, format!("file '{}' cannot be opened: {e}", path.display()))
+            OnnxError::external(
+                tensor,
+                format!("file '{}' cannot be opened: {e}", path.display()),
+            )
         })?;
         let real_dir = self.dir.canonicalize().map_err(|e| OnnxError::Read {
             path: self.dir.clone(),
@@ -150,11 +162,17 @@ impl ExternalData {
 
 /// Memory-maps a whole file as `Bytes` (an empty file gives empty bytes: mapping zero bytes fails).
 pub fn map_file(path: &Path) -> Result<Bytes, OnnxError> {
-    let read_err = |e| OnnxError::Read { path: path.to_path_buf(), source: e };
+    let read_err = |e| OnnxError::Read {
+        path: path.to_path_buf(),
+        source: e,
+    };
     let file = std::fs::File::open(path).map_err(read_err)?;
     let meta = file.metadata().map_err(read_err)?;
     if meta.is_dir() {
-        return Err(OnnxError::Invalid { path: path.to_path_buf(), what: "is a directory".into() });
+        return Err(OnnxError::Invalid {
+            path: path.to_path_buf(),
+            what: "is a directory".into(),
+        });
     }
     if meta.len() == 0 {
         return Ok(Bytes::new());

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::error::OnnxError;
-use super::external::{map_file, ExternalData, ExternalRef};
+use super::external::{ExternalData, ExternalRef, map_file};
 use super::proto::{GraphProto, ModelProto, TensorProto};
 use super::tensor::TensorData;
 
@@ -31,7 +31,11 @@ impl Model {
         let bytes = map_file(path)?;
         let file_len = bytes.len() as u64;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
         let mut model = Model::decode(bytes, path, dir)?;
         model.path = Some(path.to_path_buf());
         model.file_len = Some(file_len);
@@ -51,11 +55,19 @@ impl Model {
 
     /// Wraps a model built in memory (tests, generators). External data resolves against `dir`.
     pub fn from_proto(proto: ModelProto, dir: PathBuf) -> Model {
-        Model { proto, path: None, external: ExternalData::new(dir), file_len: None }
+        Model {
+            proto,
+            path: None,
+            external: ExternalData::new(dir),
+            file_len: None,
+        }
     }
 
     fn check_header(&self, origin: &Path) -> Result<(), OnnxError> {
-        let invalid = |what: String| OnnxError::Invalid { path: origin.to_path_buf(), what };
+        let invalid = |what: String| OnnxError::Invalid {
+            path: origin.to_path_buf(),
+            what,
+        };
         let Some(ir) = self.proto.ir_version else {
             return Err(invalid(
                 "no ir_version field (not an ONNX model, or the file is truncated)".into(),

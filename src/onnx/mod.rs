@@ -20,8 +20,10 @@ mod tensor;
 pub use dtype::DataType;
 pub use error::OnnxError;
 pub use external::ExternalData;
-pub use load::{Model, MAX_IR_VERSION, MIN_IR_VERSION};
-pub use save::{save_bytes_atomically, ExternalDataPolicy, SaveOptions, SaveSummary, PROTOBUF_LIMIT};
+pub use load::{MAX_IR_VERSION, MIN_IR_VERSION, Model};
+pub use save::{
+    ExternalDataPolicy, PROTOBUF_LIMIT, SaveOptions, SaveSummary, save_bytes_atomically,
+};
 pub use tensor::{TensorData, TensorValues};
 
 pub use proto::{

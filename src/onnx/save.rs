@@ -35,7 +35,9 @@ pub struct SaveOptions {
 
 impl Default for SaveOptions {
     fn default() -> Self {
-        SaveOptions { external_data: ExternalDataPolicy::Auto }
+        SaveOptions {
+            external_data: ExternalDataPolicy::Auto,
+        }
     }
 }
 
@@ -81,7 +83,9 @@ impl Model {
         let mut proto = self.proto.clone();
         let mut data = DataFile::default();
         let data_name = format!("{}.data", file_name(path)?);
-        relocate_tensors(&mut proto, &mut |t| self.place_tensor(t, threshold, &data_name, &mut data))?;
+        relocate_tensors(&mut proto, &mut |t| {
+            self.place_tensor(t, threshold, &data_name, &mut data)
+        })?;
         if proto.encoded_len() as u64 > PROTOBUF_LIMIT {
             return Err(OnnxError::Invalid {
                 path: path.to_path_buf(),
@@ -162,7 +166,10 @@ impl Model {
 }
 
 fn entry(key: &str, value: &str) -> StringStringEntryProto {
-    StringStringEntryProto { key: Some(key.into()), value: Some(value.into()) }
+    StringStringEntryProto {
+        key: Some(key.into()),
+        value: Some(value.into()),
+    }
 }
 
 #[derive(Default)]
@@ -200,7 +207,10 @@ pub(crate) fn relocate_tensors(
         graph_tensors(g, f)?;
     }
     for t in &mut proto.training_info {
-        for g in [t.initialization.as_mut(), t.algorithm.as_mut()].into_iter().flatten() {
+        for g in [t.initialization.as_mut(), t.algorithm.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             graph_tensors(g, f)?;
         }
     }
@@ -222,7 +232,10 @@ fn graph_tensors(
         f(t)?;
     }
     for s in &mut g.sparse_initializer {
-        for t in [s.values.as_mut(), s.indices.as_mut()].into_iter().flatten() {
+        for t in [s.values.as_mut(), s.indices.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             f(t)?;
         }
     }
@@ -241,8 +254,15 @@ fn attribute_tensors(
     for t in a.t.iter_mut().chain(a.tensors.iter_mut()) {
         f(t)?;
     }
-    for s in a.sparse_tensor.iter_mut().chain(a.sparse_tensors.iter_mut()) {
-        for t in [s.values.as_mut(), s.indices.as_mut()].into_iter().flatten() {
+    for s in a
+        .sparse_tensor
+        .iter_mut()
+        .chain(a.sparse_tensors.iter_mut())
+    {
+        for t in [s.values.as_mut(), s.indices.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             f(t)?;
         }
     }
@@ -253,9 +273,13 @@ fn attribute_tensors(
 }
 
 fn file_name(path: &Path) -> Result<String, OnnxError> {
-    path.file_name().and_then(|n| n.to_str()).map(str::to_string).ok_or_else(|| {
-        OnnxError::Invalid { path: path.to_path_buf(), what: "has no UTF-8 file name".into() }
-    })
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .ok_or_else(|| OnnxError::Invalid {
+            path: path.to_path_buf(),
+            what: "has no UTF-8 file name".into(),
+        })
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -299,7 +323,10 @@ pub fn write_atomically(
     path: &Path,
     body: impl FnOnce(&mut CountingWriter<BufWriter<&mut File>>) -> std::io::Result<()>,
 ) -> Result<u64, OnnxError> {
-    let write_err = |e| OnnxError::Write { path: path.to_path_buf(), source: e };
+    let write_err = |e| OnnxError::Write {
+        path: path.to_path_buf(),
+        source: e,
+    };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -310,7 +337,10 @@ pub fn write_atomically(
         .tempfile_in(dir)
         .map_err(write_err)?;
     let written = {
-        let mut w = CountingWriter { inner: BufWriter::with_capacity(1 << 20, tmp.as_file_mut()), written: 0 };
+        let mut w = CountingWriter {
+            inner: BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
+            written: 0,
+        };
         body(&mut w).map_err(write_err)?;
         w.flush().map_err(write_err)?;
         w.written
@@ -349,7 +379,11 @@ const SINK_CAPACITY: usize = 1 << 16;
 
 impl<'w, W: Write> WriteSink<'w, W> {
     fn new(out: &'w mut W) -> Self {
-        WriteSink { out, buf: Vec::with_capacity(SINK_CAPACITY), error: None }
+        WriteSink {
+            out,
+            buf: Vec::with_capacity(SINK_CAPACITY),
+            error: None,
+        }
     }
 
     fn flush_buf(&mut self) {

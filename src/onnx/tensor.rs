@@ -70,7 +70,12 @@ impl TensorData {
             (None, Some(b)) => TensorValues::Raw(b.clone()),
             (None, None) => typed_field(tensor, dtype),
         };
-        let data = TensorData { name, dtype, dims, values };
+        let data = TensorData {
+            name,
+            dtype,
+            dims,
+            values,
+        };
         data.check_len(count)?;
         Ok(data)
     }
@@ -90,11 +95,20 @@ impl TensorData {
             TensorValues::Raw(b) => match self.dtype.raw_len(count) {
                 Some(want) => (b.len(), want, "bytes of raw data"),
                 None => {
-                    return Err(OnnxError::tensor(&self.name, "STRING tensors cannot use raw_data"));
+                    return Err(OnnxError::tensor(
+                        &self.name,
+                        "STRING tensors cannot use raw_data",
+                    ));
                 }
             },
-            TensorValues::Float(v) => (v.len(), per_complex(self.dtype, count), "float_data values"),
-            TensorValues::Double(v) => (v.len(), per_complex(self.dtype, count), "double_data values"),
+            TensorValues::Float(v) => {
+                (v.len(), per_complex(self.dtype, count), "float_data values")
+            }
+            TensorValues::Double(v) => (
+                v.len(),
+                per_complex(self.dtype, count),
+                "double_data values",
+            ),
             TensorValues::Int32(v) => {
                 // sub-byte types pack two (or four) elements per int32_data entry
                 let want = match self.dtype {
@@ -131,7 +145,10 @@ impl TensorData {
     }
 
     fn wrong_field(&self) -> OnnxError {
-        OnnxError::tensor(&self.name, format!("{} data stored in the wrong typed field", self.dtype))
+        OnnxError::tensor(
+            &self.name,
+            format!("{} data stored in the wrong typed field", self.dtype),
+        )
     }
 
     typed_view!(/// FLOAT values.
@@ -168,7 +185,12 @@ impl TensorData {
             Int32 => self.i32s().ok()?.into_iter().map(f64::from).collect(),
             Int8 => self.i8s().ok()?.into_iter().map(f64::from).collect(),
             Uint8 => self.u8s().ok()?.into_iter().map(f64::from).collect(),
-            Bool => self.bools().ok()?.into_iter().map(|b| f64::from(u8::from(b))).collect(),
+            Bool => self
+                .bools()
+                .ok()?
+                .into_iter()
+                .map(|b| f64::from(u8::from(b)))
+                .collect(),
             Int16 | Uint16 | Uint32 | Uint64 => self.small_ints_as_f64()?,
             _ => return None,
         };
@@ -178,18 +200,22 @@ impl TensorData {
     fn small_ints_as_f64(&self) -> Option<Vec<f64>> {
         use DataType::*;
         Some(match (&self.values, self.dtype) {
-            (TensorValues::Raw(b), Int16) => {
-                b.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f64).collect()
-            }
-            (TensorValues::Raw(b), Uint16) => {
-                b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as f64).collect()
-            }
-            (TensorValues::Raw(b), Uint32) => {
-                b.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
-            }
-            (TensorValues::Raw(b), Uint64) => {
-                b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as f64).collect()
-            }
+            (TensorValues::Raw(b), Int16) => b
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as f64)
+                .collect(),
+            (TensorValues::Raw(b), Uint16) => b
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as f64)
+                .collect(),
+            (TensorValues::Raw(b), Uint32) => b
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            (TensorValues::Raw(b), Uint64) => b
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
             (TensorValues::Int32(v), Int16 | Uint16) => v.iter().map(|&x| x as f64).collect(),
             (TensorValues::Uint64(v), Uint32 | Uint64) => v.iter().map(|&x| x as f64).collect(),
             _ => return None,
@@ -227,7 +253,10 @@ impl TensorData {
             }
             (TensorValues::Int32(v), _) => v.iter().map(|x| *x as u8).collect(),
             (TensorValues::Strings(_), _) => {
-                return Err(OnnxError::tensor(&self.name, "STRING tensors have no raw form"));
+                return Err(OnnxError::tensor(
+                    &self.name,
+                    "STRING tensors have no raw form",
+                ));
             }
         };
         Ok(Bytes::from(bytes))
@@ -270,11 +299,22 @@ mod tests {
     #[test]
     fn raw_and_typed_fields_give_the_same_values() {
         let mut raw = proto(DataType::Float, &[2]);
-        raw.raw_data = Some(Bytes::from([1.5f32, -2.0].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()));
+        raw.raw_data = Some(Bytes::from(
+            [1.5f32, -2.0]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<_>>(),
+        ));
         let mut typed = proto(DataType::Float, &[2]);
         typed.float_data = vec![1.5, -2.0];
-        assert_eq!(TensorData::new(&raw, None).unwrap().f32s().unwrap(), vec![1.5, -2.0]);
-        assert_eq!(TensorData::new(&typed, None).unwrap().f32s().unwrap(), vec![1.5, -2.0]);
+        assert_eq!(
+            TensorData::new(&raw, None).unwrap().f32s().unwrap(),
+            vec![1.5, -2.0]
+        );
+        assert_eq!(
+            TensorData::new(&typed, None).unwrap().f32s().unwrap(),
+            vec![1.5, -2.0]
+        );
         assert_eq!(
             TensorData::new(&typed, None).unwrap().to_raw().unwrap(),
             raw.raw_data.clone().unwrap()
@@ -284,7 +324,10 @@ mod tests {
     #[test]
     fn float16_from_int32_bit_patterns() {
         let mut t = proto(DataType::Float16, &[2]);
-        t.int32_data = vec![f16::from_f32(0.5).to_bits() as i32, f16::from_f32(-3.0).to_bits() as i32];
+        t.int32_data = vec![
+            f16::from_f32(0.5).to_bits() as i32,
+            f16::from_f32(-3.0).to_bits() as i32,
+        ];
         let v = TensorData::new(&t, None).unwrap().f16s().unwrap();
         assert_eq!(v, vec![f16::from_f32(0.5), f16::from_f32(-3.0)]);
     }
@@ -294,7 +337,10 @@ mod tests {
         let mut t = proto(DataType::Float, &[3]);
         t.raw_data = Some(Bytes::from_static(&[0; 8]));
         let err = TensorData::new(&t, None).unwrap_err().to_string();
-        assert!(err.contains("'t'") && err.contains("8 bytes") && err.contains("12"), "{err}");
+        assert!(
+            err.contains("'t'") && err.contains("8 bytes") && err.contains("12"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -309,6 +355,11 @@ mod tests {
     #[test]
     fn negative_dims_are_rejected() {
         let t = proto(DataType::Float, &[-1]);
-        assert!(TensorData::new(&t, None).unwrap_err().to_string().contains("negative"));
+        assert!(
+            TensorData::new(&t, None)
+                .unwrap_err()
+                .to_string()
+                .contains("negative")
+        );
     }
 }

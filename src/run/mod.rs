@@ -7,7 +7,7 @@ mod shapes;
 pub mod tensor_io;
 
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use prost::Message;
@@ -38,11 +38,15 @@ pub struct InputDesc {
     pub name: String,
     pub dtype: Option<DataType>,
     pub shape: ValueShape,
+    /// For integer inputs used as `Gather` indices into a constant table: the table's size on the
+    /// gathered axis, so generated ids stay in range.
+    pub index_bound: Option<u64>,
 }
 
 /// The real inputs of a graph: its inputs that no initializer provides.
 pub fn graph_inputs(model: &Model) -> Vec<InputDesc> {
     let g = model.graph();
+    let graph = crate::graph::Graph::new(g.clone());
     g.input
         .iter()
         .filter(|i| !g.initializer.iter().any(|t| t.name() == i.name()))
@@ -50,8 +54,55 @@ pub fn graph_inputs(model: &Model) -> Vec<InputDesc> {
             name: i.name().to_string(),
             dtype: ValueShape::elem_type(i),
             shape: ValueShape::of(i),
+            index_bound: index_bound(&graph, i.name()),
         })
         .collect()
+}
+
+/// The smallest table size among the constant tables `value` indexes with `Gather`, following
+/// shape-preserving casts and reshapes on the way.
+fn index_bound(graph: &crate::graph::Graph, value: &str) -> Option<u64> {
+    const PASS_THROUGH: &[&str] = &[
+        "Cast",
+        "Unsqueeze",
+        "Squeeze",
+        "Reshape",
+        "Identity",
+        "Flatten",
+    ];
+    let mut bound: Option<u64> = None;
+    let mut frontier = vec![value.to_string()];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(v) = frontier.pop() {
+        if !seen.insert(v.clone()) {
+            continue;
+        }
+        for &i in graph.consumers(&v) {
+            let node = &graph.nodes()[i];
+            match node.op_type() {
+                "Gather" if node.input.get(1) == Some(&v) => {
+                    let axis = node
+                        .attribute
+                        .iter()
+                        .find(|a| a.name() == "axis")
+                        .map_or(0, |a| a.i());
+                    let table = node.input.first().and_then(|t| graph.constant(t));
+                    if let Some(t) = table {
+                        let rank = t.dims.len() as i64;
+                        let axis = if axis < 0 { axis + rank } else { axis };
+                        if let Some(&n) = t.dims.get(axis as usize) {
+                            bound = Some(bound.map_or(n as u64, |b| b.min(n as u64)));
+                        }
+                    }
+                }
+                op if PASS_THROUGH.contains(&op) && node.input.first() == Some(&v) => {
+                    frontier.extend(node.output.iter().cloned());
+                }
+                _ => {}
+            }
+        }
+    }
+    bound
 }
 
 type Plan = Arc<TypedRunnableModel>;
@@ -66,7 +117,10 @@ pub struct Runner {
 
 impl std::fmt::Debug for Runner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runner").field("inputs", &self.inputs).field("outputs", &self.outputs).finish()
+        f.debug_struct("Runner")
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .finish()
     }
 }
 
@@ -87,12 +141,16 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> TractResult<T>) -> Result<T, Str
 }
 
 /// Parses `model` into tract's inference model (external data resolved from the model's dir).
+/// `value_info` is ignored: it is a hint that may be stale or symbolic, and tract would treat it
+/// as a constraint that concrete inputs then contradict.
 pub fn tract_model(model: &Model) -> Result<InferenceModel, RunError> {
     let bytes = model.proto.encode_to_vec();
     let dir = model.dir().to_string_lossy().to_string();
     guard("parsing the model", || {
         let pb = tract_onnx::pb::ModelProto::decode(bytes.as_slice())?;
-        let parsed = tract_onnx::onnx().parse(&pb, Some(&dir))?;
+        let parsed = tract_onnx::onnx()
+            .with_ignore_value_info(true)
+            .parse(&pb, Some(&dir))?;
         if !parsed.unresolved_inputs.is_empty() {
             anyhow::bail!("unresolved inputs {:?}", parsed.unresolved_inputs)
         }
@@ -104,9 +162,19 @@ pub fn tract_model(model: &Model) -> Result<InferenceModel, RunError> {
 impl Runner {
     pub fn new(model: &Model) -> Result<Runner, RunError> {
         let inputs = graph_inputs(model);
-        let outputs = model.graph().output.iter().map(|o| o.name().to_string()).collect();
+        let outputs = model
+            .graph()
+            .output
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
         let tract = tract_model(model)?;
-        Ok(Runner { model: tract, inputs, outputs, plans: HashMap::new() })
+        Ok(Runner {
+            model: tract,
+            inputs,
+            outputs,
+            plans: HashMap::new(),
+        })
     }
 
     pub fn inputs(&self) -> &[InputDesc] {
@@ -135,7 +203,10 @@ impl Runner {
             .outputs
             .iter()
             .zip(outputs)
-            .map(|(name, v)| NamedTensor { name: name.clone(), tensor: v.into_tensor() })
+            .map(|(name, v)| NamedTensor {
+                name: name.clone(),
+                tensor: v.into_tensor(),
+            })
             .collect())
     }
 
@@ -157,8 +228,10 @@ impl Runner {
 
     fn plan(&self, inputs: &[Tensor]) -> Result<Plan, RunError> {
         let mut model = self.model.clone();
-        let facts: Vec<InferenceFact> =
-            inputs.iter().map(|t| InferenceFact::dt_shape(t.datum_type(), t.shape())).collect();
+        let facts: Vec<InferenceFact> = inputs
+            .iter()
+            .map(|t| InferenceFact::dt_shape(t.datum_type(), t.shape()))
+            .collect();
         guard("planning the model", move || {
             for (i, fact) in facts.into_iter().enumerate() {
                 model.set_input_fact(i, fact)?;
@@ -172,11 +245,17 @@ impl Runner {
 impl InputDesc {
     /// Checks a tensor fits this input: element type and every fixed dim.
     pub fn check(&self, t: &Tensor) -> Result<(), RunError> {
-        let err = |what: String| RunError::Input { name: self.name.clone(), what };
+        let err = |what: String| RunError::Input {
+            name: self.name.clone(),
+            what,
+        };
         if let Some(want) = self.dtype
             && tensor_io::onnx_dtype(t.datum_type()) != Some(want)
         {
-            return Err(err(format!("model expects {want}, got {:?}", t.datum_type())));
+            return Err(err(format!(
+                "model expects {want}, got {:?}",
+                t.datum_type()
+            )));
         }
         if let ValueShape::Known(dims) = &self.shape {
             if dims.len() != t.rank() {
@@ -191,7 +270,11 @@ impl InputDesc {
                 if let Dim::Fixed(want) = d
                     && *want as usize != n
                 {
-                    return Err(err(format!("model expects shape {}, got {:?}", self.shape, t.shape())));
+                    return Err(err(format!(
+                        "model expects shape {}, got {:?}",
+                        self.shape,
+                        t.shape()
+                    )));
                 }
             }
         }

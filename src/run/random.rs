@@ -8,7 +8,8 @@ use tract_onnx::prelude::*;
 use super::{InputDesc, InputShapes, NamedTensor, RunError};
 use crate::onnx::DataType;
 
-/// One tensor per input: floats uniform in [-1, 1), integers in [0, 8), booleans fair coins.
+/// One tensor per input: floats uniform in [-1, 1); integers in [0, 8), or below the size of the
+/// table they index; inputs named like masks all ones; booleans fair coins.
 pub fn random_inputs(
     inputs: &[InputDesc],
     shapes: &InputShapes,
@@ -23,19 +24,44 @@ pub fn random_inputs(
                 name: input.name.clone(),
                 what: "the model does not declare its element type".into(),
             })?;
-            let tensor = random_tensor(&mut rng, dtype, &shape).ok_or_else(|| RunError::Input {
+            let is_mask = input.name.to_ascii_lowercase().contains("mask");
+            let high = if is_mask {
+                1
+            } else {
+                input.index_bound.unwrap_or(8).clamp(1, 8)
+            };
+            let tensor =
+                random_tensor(&mut rng, dtype, &shape, high, is_mask).ok_or_else(|| {
+                    RunError::Input {
+                        name: input.name.clone(),
+                        what: format!("cannot generate random {dtype} data"),
+                    }
+                })?;
+            Ok(NamedTensor {
                 name: input.name.clone(),
-                what: format!("cannot generate random {dtype} data"),
-            })?;
-            Ok(NamedTensor { name: input.name.clone(), tensor })
+                tensor,
+            })
         })
         .collect()
 }
 
-fn random_tensor(rng: &mut ChaCha8Rng, dtype: DataType, shape: &[usize]) -> Option<Tensor> {
+fn random_tensor(
+    rng: &mut ChaCha8Rng,
+    dtype: DataType,
+    shape: &[usize],
+    high: u64,
+    ones: bool,
+) -> Option<Tensor> {
     let n: usize = shape.iter().product();
-    let unit = |rng: &mut ChaCha8Rng| (rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0;
-    let small = |rng: &mut ChaCha8Rng| (rng.next_u32() % 8) as i64;
+    let unit =
+        |rng: &mut ChaCha8Rng| (rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0;
+    let small = |rng: &mut ChaCha8Rng| {
+        if ones {
+            1
+        } else {
+            (rng.next_u64() % high) as i64
+        }
+    };
     macro_rules! build {
         ($t:ty, $gen:expr) => {{
             let v: Vec<$t> = (0..n).map(|_| $gen(&mut *rng)).collect();

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::onnx::DataType;
+use crate::onnx::proto::ValueInfoProto;
 use crate::onnx::proto::tensor_shape_proto::dimension::Value;
 use crate::onnx::proto::type_proto;
-use crate::onnx::proto::ValueInfoProto;
 
 /// One dimension of a declared shape.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -127,7 +127,13 @@ impl InputShapes {
                 ValueShape::Known(d) => d.clone(),
                 ValueShape::UnknownRank => vec![],
             })
-            .filter_map(|d| if let Dim::Symbol(s) = d { Some(s) } else { None })
+            .filter_map(|d| {
+                if let Dim::Symbol(s) = d {
+                    Some(s)
+                } else {
+                    None
+                }
+            })
             .collect();
         let names: Vec<String> = self.by_input.keys().cloned().collect();
         for name in names {
@@ -143,7 +149,11 @@ impl InputShapes {
                 (true, [size]) => {
                     self.by_symbol.insert(name, *size);
                 }
-                (true, _) => return Err(format!("--input-shape {name}: a symbolic dim takes one size")),
+                (true, _) => {
+                    return Err(format!(
+                        "--input-shape {name}: a symbolic dim takes one size"
+                    ));
+                }
                 (false, _) => {
                     let known: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
                     return Err(format!(
@@ -188,7 +198,9 @@ fn check_against(name: &str, decl: &[Dim], dims: &[usize]) -> Result<(), String>
         if let Dim::Fixed(v) = d
             && *v as usize != n
         {
-            return Err(format!("--input-shape {name}: axis {i} is fixed to {v} in the model, got {n}"));
+            return Err(format!(
+                "--input-shape {name}: axis {i} is fixed to {v} in the model, got {n}"
+            ));
         }
     }
     Ok(())

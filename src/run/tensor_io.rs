@@ -28,7 +28,10 @@ pub enum TensorIoError {
 }
 
 fn format_err(path: &Path, what: impl Into<String>) -> TensorIoError {
-    TensorIoError::Format { path: path.to_path_buf(), what: what.into() }
+    TensorIoError::Format {
+        path: path.to_path_buf(),
+        what: what.into(),
+    }
 }
 
 /// The tract element type for an ONNX one, where tract has it.
@@ -76,7 +79,10 @@ pub fn onnx_dtype(dt: DatumType) -> Option<DataType> {
 /// Converts ONNX tensor data to a tract tensor.
 pub fn to_tract(data: &TensorData) -> Result<Tensor, OnnxError> {
     let dt = datum_type(data.dtype).ok_or_else(|| {
-        OnnxError::tensor(&data.name, format!("{} tensors cannot be run by tract", data.dtype))
+        OnnxError::tensor(
+            &data.name,
+            format!("{} tensors cannot be run by tract", data.dtype),
+        )
     })?;
     let tract_err = |e: anyhow::Error| OnnxError::tensor(&data.name, e.to_string());
     if dt == DatumType::String {
@@ -86,8 +92,9 @@ pub fn to_tract(data: &TensorData) -> Result<Tensor, OnnxError> {
             .map(|b| String::from_utf8(b.to_vec()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| OnnxError::tensor(&data.name, "STRING element is not UTF-8"))?;
-        let array = tract_onnx::prelude::tract_ndarray::ArrayD::from_shape_vec(data.dims.clone(), strings)
-            .map_err(|e| OnnxError::tensor(&data.name, e.to_string()))?;
+        let array =
+            tract_onnx::prelude::tract_ndarray::ArrayD::from_shape_vec(data.dims.clone(), strings)
+                .map_err(|e| OnnxError::tensor(&data.name, e.to_string()))?;
         return Ok(array.into());
     }
     let mut raw = data.to_raw()?.to_vec();
@@ -102,7 +109,13 @@ pub fn to_tract(data: &TensorData) -> Result<Tensor, OnnxError> {
 /// Converts a tract tensor to an ONNX TensorProto (raw data; strings in `string_data`).
 pub fn to_proto(name: &str, tensor: &Tensor) -> Result<TensorProto, OnnxError> {
     let dtype = onnx_dtype(tensor.datum_type()).ok_or_else(|| {
-        OnnxError::tensor(name, format!("tract type {:?} has no ONNX equivalent", tensor.datum_type()))
+        OnnxError::tensor(
+            name,
+            format!(
+                "tract type {:?} has no ONNX equivalent",
+                tensor.datum_type()
+            ),
+        )
     })?;
     let mut proto = TensorProto {
         name: Some(name.to_string()),
@@ -114,7 +127,10 @@ pub fn to_proto(name: &str, tensor: &Tensor) -> Result<TensorProto, OnnxError> {
         let view = tensor
             .to_plain_array_view::<String>()
             .map_err(|e| OnnxError::tensor(name, e.to_string()))?;
-        proto.string_data = view.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect();
+        proto.string_data = view
+            .iter()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect();
     } else {
         proto.raw_data = Some(Bytes::copy_from_slice(tensor.as_bytes()));
     }
@@ -130,10 +146,16 @@ pub fn read_pb(path: &Path) -> Result<NamedTensor, TensorIoError> {
         return Err(format_err(path, "not a TensorProto: no data_type"));
     }
     if proto.data_location.is_some_and(|l| l != 0) {
-        return Err(format_err(path, "tensors with external data are not supported in .pb files"));
+        return Err(format_err(
+            path,
+            "tensors with external data are not supported in .pb files",
+        ));
     }
     let data = TensorData::new(&proto, None)?;
-    Ok(NamedTensor { name: proto.name().to_string(), tensor: to_tract(&data)? })
+    Ok(NamedTensor {
+        name: proto.name().to_string(),
+        tensor: to_tract(&data)?,
+    })
 }
 
 /// Writes one TensorProto `.pb` file.
@@ -149,7 +171,10 @@ pub fn read_pb_dir(dir: &Path, prefix: &str) -> Result<Vec<NamedTensor>, TensorI
     let mut files: Vec<(usize, PathBuf)> = Vec::new();
     for entry in entries {
         let path = entry.map_err(|e| format_err(dir, e.to_string()))?.path();
-        let stem = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let stem = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         let index = stem
             .strip_prefix(prefix)
             .and_then(|s| s.strip_prefix('_'))
@@ -162,7 +187,10 @@ pub fn read_pb_dir(dir: &Path, prefix: &str) -> Result<Vec<NamedTensor>, TensorI
     files.sort();
     for (pos, (k, path)) in files.iter().enumerate() {
         if *k != pos {
-            return Err(format_err(path, format!("expected {prefix}_{pos}.pb before it")));
+            return Err(format_err(
+                path,
+                format!("expected {prefix}_{pos}.pb before it"),
+            ));
         }
     }
     files.iter().map(|(_, p)| read_pb(p)).collect()
@@ -217,9 +245,10 @@ pub fn parse_npy(path: &Path, bytes: &[u8]) -> Result<Tensor, TensorIoError> {
     }
     let (header_len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => {
-            (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12)
-        }
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        ),
         v => return Err(bad(&format!("format version {v}"))),
     };
     let header = bytes
@@ -235,7 +264,9 @@ pub fn parse_npy(path: &Path, bytes: &[u8]) -> Result<Tensor, TensorIoError> {
         .and_then(|v| v.split('\'').next())
         .ok_or_else(|| bad("no descr"))?;
     if field("fortran_order").is_some_and(|v| v.starts_with("True")) {
-        return Err(bad("Fortran-ordered arrays are not supported (save with C order)"));
+        return Err(bad(
+            "Fortran-ordered arrays are not supported (save with C order)",
+        ));
     }
     let shape_text = field("shape")
         .and_then(|v| v.strip_prefix('('))
@@ -248,11 +279,18 @@ pub fn parse_npy(path: &Path, bytes: &[u8]) -> Result<Tensor, TensorIoError> {
         .map(|s| s.trim_end_matches('L').parse::<usize>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| bad("bad shape"))?;
-    let dt = descr_datum(descr).ok_or_else(|| bad(&format!("element type '{descr}' is not supported")))?;
+    let dt = descr_datum(descr)
+        .ok_or_else(|| bad(&format!("element type '{descr}' is not supported")))?;
     let data = &bytes[start + header_len..];
-    let want = shape.iter().try_fold(dt.size_of(), |a, &d| a.checked_mul(d)).ok_or_else(|| bad("shape overflows"))?;
+    let want = shape
+        .iter()
+        .try_fold(dt.size_of(), |a, &d| a.checked_mul(d))
+        .ok_or_else(|| bad("shape overflows"))?;
     if data.len() != want {
-        return Err(bad(&format!("{} data bytes for shape {shape:?} of {descr} (need {want})", data.len())));
+        return Err(bad(&format!(
+            "{} data bytes for shape {shape:?} of {descr} (need {want})",
+            data.len()
+        )));
     }
     // SAFETY: `data` holds exactly the bytes of `shape` elements of `dt`, little-endian.
     unsafe { Tensor::from_raw_dt(dt, &shape, data) }.map_err(|e| bad(&e.to_string()))
@@ -265,9 +303,14 @@ pub fn encode_npy(t: &Tensor) -> Result<Vec<u8>, String> {
     let shape = match t.shape() {
         [] => String::new(),
         [d] => format!("{d},"),
-        dims => dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+        dims => dims
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
     };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({shape}), }}");
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({shape}), }}");
     // magic (6) + version (2) + length (2) + header + '\n' is padded to a multiple of 64
     let total = (10 + header.len() + 1).next_multiple_of(64);
     header.push_str(&" ".repeat(total - 10 - header.len() - 1));
@@ -283,14 +326,22 @@ pub fn encode_npy(t: &Tensor) -> Result<Vec<u8>, String> {
 /// Reads every array of a `.npz` archive, named by its entry (without `.npy`), in archive order.
 pub fn read_npz(path: &Path) -> Result<Vec<NamedTensor>, TensorIoError> {
     let file = std::fs::File::open(path).map_err(|e| format_err(path, e.to_string()))?;
-    let mut archive =
-        zip::ZipArchive::new(file).map_err(|e| format_err(path, format!("not a .npz archive: {e}")))?;
+    let mut archive = zip::ZipArchive::new(file)
+        .map_err(|e| format_err(path, format!("not a .npz archive: {e}")))?;
     let mut out = Vec::with_capacity(archive.len());
     for i in 0..archive.len() {
-        let mut entry = archive.by_index(i).map_err(|e| format_err(path, e.to_string()))?;
-        let name = entry.name().map_err(|e| format_err(path, e.to_string()))?.trim_end_matches(".npy").to_string();
+        let mut entry = archive
+            .by_index(i)
+            .map_err(|e| format_err(path, e.to_string()))?;
+        let name = entry
+            .name()
+            .map_err(|e| format_err(path, e.to_string()))?
+            .trim_end_matches(".npy")
+            .to_string();
         let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut bytes).map_err(|e| format_err(path, format!("{name}: {e}")))?;
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| format_err(path, format!("{name}: {e}")))?;
         let tensor = parse_npy(&path.join(&name), &bytes)?;
         out.push(NamedTensor { name, tensor });
     }
@@ -307,10 +358,12 @@ pub fn write_npz(path: &Path, tensors: &[NamedTensor]) -> Result<(), TensorIoErr
             .last_modified_time(zip::DateTime::default())
             .large_file(true);
         for t in tensors {
-            let npy = encode_npy(&t.tensor).map_err(|e| format_err(path, format!("{}: {e}", t.name)))?;
+            let npy =
+                encode_npy(&t.tensor).map_err(|e| format_err(path, format!("{}: {e}", t.name)))?;
             zip.start_file(format!("{}.npy", t.name), options)
                 .map_err(|e| format_err(path, e.to_string()))?;
-            zip.write_all(&npy).map_err(|e| format_err(path, e.to_string()))?;
+            zip.write_all(&npy)
+                .map_err(|e| format_err(path, e.to_string()))?;
         }
         zip.finish().map_err(|e| format_err(path, e.to_string()))?;
     }
@@ -328,11 +381,20 @@ pub fn read_tensors(path: &Path) -> Result<Vec<NamedTensor>, TensorIoError> {
         Some("npz") => read_npz(path),
         Some("npy") => {
             let bytes = std::fs::read(path).map_err(|e| format_err(path, e.to_string()))?;
-            let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-            Ok(vec![NamedTensor { name, tensor: parse_npy(path, &bytes)? }])
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string();
+            Ok(vec![NamedTensor {
+                name,
+                tensor: parse_npy(path, &bytes)?,
+            }])
         }
         Some("pb") => Ok(vec![read_pb(path)?]),
-        _ => Err(format_err(path, "expected a .npz, .npy or .pb file, or a test data directory")),
+        _ => Err(format_err(
+            path,
+            "expected a .npz, .npy or .pb file, or a test data directory",
+        )),
     }
 }
-

@@ -10,7 +10,11 @@ pub fn shared() -> PathBuf {
     let dir = std::env::var_os("MDEPLOY_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    assert!(dir.join("models").is_dir(), "no real models at {} (set MDEPLOY_SHARED)", dir.display());
+    assert!(
+        dir.join("models").is_dir(),
+        "no real models at {} (set MDEPLOY_SHARED)",
+        dir.display()
+    );
     dir
 }
 
@@ -21,11 +25,16 @@ pub fn real_models() -> Vec<(String, PathBuf)> {
         .filter_map(|e| {
             let p = e.unwrap().path();
             let m = p.join("model.onnx");
-            m.is_file().then(|| (p.file_name().unwrap().to_string_lossy().to_string(), m))
+            m.is_file()
+                .then(|| (p.file_name().unwrap().to_string_lossy().to_string(), m))
         })
         .collect();
     out.sort();
-    assert!(out.len() >= 9, "expected the nine real models, found {}", out.len());
+    assert!(
+        out.len() >= 9,
+        "expected the nine real models, found {}",
+        out.len()
+    );
     out
 }
 
@@ -34,7 +43,11 @@ pub fn conformance_models() -> Vec<PathBuf> {
     let mut out = Vec::new();
     walk(&shared().join("onnx-node-tests"), &mut out);
     out.sort();
-    assert!(out.len() > 1900, "expected the conformance suite, found {} models", out.len());
+    assert!(
+        out.len() > 1900,
+        "expected the conformance suite, found {} models",
+        out.len()
+    );
     out
 }
 
@@ -48,3 +61,4 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+pub mod fixtures;

@@ -8,12 +8,22 @@ use mdeploy::onnx::{Model, SaveOptions};
 
 fn round_trip(path: &std::path::Path, out: &std::path::Path) -> Result<(), String> {
     let model = Model::load(path).map_err(|e| e.to_string())?;
-    model.save(out, SaveOptions::default()).map_err(|e| e.to_string())?;
+    model
+        .save(out, SaveOptions::default())
+        .map_err(|e| e.to_string())?;
     let a = std::fs::read(path).unwrap();
     let b = std::fs::read(out).unwrap();
     if a != b {
-        let at = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
-        return Err(format!("bytes differ at offset {at} ({} vs {} bytes)", a.len(), b.len()));
+        let at = a
+            .iter()
+            .zip(&b)
+            .position(|(x, y)| x != y)
+            .unwrap_or(a.len().min(b.len()));
+        return Err(format!(
+            "bytes differ at offset {at} ({} vs {} bytes)",
+            a.len(),
+            b.len()
+        ));
     }
     Ok(())
 }
@@ -38,5 +48,11 @@ fn conformance_models_round_trip_byte_identical() {
             failures.push(format!("{}: {e}", path.display()));
         }
     }
-    assert!(failures.is_empty(), "{} of {} not identical:\n{}", failures.len(), models.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} not identical:\n{}",
+        failures.len(),
+        models.len(),
+        failures.join("\n")
+    );
 }
