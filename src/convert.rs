@@ -74,13 +74,23 @@ pub fn normalize(model: &mut Model, shapes: &InputShapes) -> Result<ConvertRepor
         ..Default::default()
     };
 
-    let mut tract = tract_model(model)?;
-    report.not_analysed = unimplemented_ops(&tract);
-    if let Err(e) = guard("analysing shapes", || tract.analyse(true).map(|_| ())) {
-        report.analysis_error = Some(e);
-    }
-    let inferred = inferred_types(&tract);
-    let (recorded, unknown) = record_value_info(model, &inferred);
+    // tract failing to load or analyse the model does not stop the import: the model is still
+    // normalised, with the shapes that could be inferred, and the report says what was not.
+    let inferred = match tract_model(model) {
+        Ok(mut tract) => {
+            report.not_analysed = unimplemented_ops(&tract);
+            if let Err(e) = guard("analysing shapes", || tract.analyse(true).map(|_| ())) {
+                report.analysis_error = Some(e);
+            }
+            inferred_types(&tract)
+        }
+        Err(e) => {
+            report.analysis_error = Some(e.to_string());
+            HashMap::new()
+        }
+    };
+    let onnx_types = crate::graph::elem_types(model.graph());
+    let (recorded, unknown) = record_value_info(model, &inferred, &onnx_types);
     report.shapes_recorded = recorded;
     report.shapes_unknown = unknown;
 
@@ -203,9 +213,14 @@ fn inferred_types(model: &InferenceModel) -> HashMap<String, Inferred> {
     out
 }
 
-/// Writes inferred types of intermediate values into `value_info`. Values tract knew nothing of
-/// keep what the model had. Returns (recorded, unknown).
-fn record_value_info(model: &mut Model, inferred: &HashMap<String, Inferred>) -> (usize, usize) {
+/// Writes inferred types of intermediate values into `value_info`: only where tract's element type
+/// agrees with ONNX's typing rules (`onnx_types`). Other values keep what the model had.
+/// Returns (recorded, unknown).
+fn record_value_info(
+    model: &mut Model,
+    inferred: &HashMap<String, Inferred>,
+    onnx_types: &HashMap<String, i32>,
+) -> (usize, usize) {
     let graph = model.graph_mut();
     let interface: HashSet<String> = graph
         .input
@@ -229,7 +244,7 @@ fn record_value_info(model: &mut Model, inferred: &HashMap<String, Inferred>) ->
                 continue;
             }
             match inferred.get(name) {
-                Some((Some(dt), shape)) => {
+                Some((Some(dt), shape)) if onnx_types.get(name) == Some(dt) => {
                     value_info.push(tensor_value_info(
                         name,
                         *dt,

@@ -1,0 +1,105 @@
+"""Interop on the ONNX conformance suite: `mdeploy convert` every node test, then require that the
+onnx checker (full_check) accepts the output wherever it accepts the input, and that onnxruntime
+reproduces the stored expected outputs on the converted model wherever it does on the original
+(per ort_results.json). Prints a summary and exits non-zero on any regression.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SHARED = os.environ.get("MDEPLOY_SHARED", os.path.join(ROOT, "..", "shared"))
+MDEPLOY = os.environ.get("MDEPLOY_BIN", os.path.join(ROOT, "target", "debug", "mdeploy"))
+SUITE = os.path.join(SHARED, "onnx-node-tests")
+
+
+def read_pb(path):
+    t = onnx.TensorProto()
+    with open(path, "rb") as f:
+        t.ParseFromString(f.read())
+    return numpy_helper.to_array(t)
+
+
+def outputs_match(model_path, data_dir):
+    session_options = ort.SessionOptions()
+    session_options.log_severity_level = 4
+    session = ort.InferenceSession(model_path, session_options, providers=["CPUExecutionProvider"])
+    inputs = session.get_inputs()
+    feeds = {}
+    for i, meta in enumerate(inputs):
+        path = os.path.join(data_dir, f"input_{i}.pb")
+        if os.path.exists(path):
+            feeds[meta.name] = read_pb(path)
+    got = session.run(None, feeds)
+    for k, g in enumerate(got):
+        want = read_pb(os.path.join(data_dir, f"output_{k}.pb"))
+        if want.dtype == object or g.dtype == object:
+            if not np.array_equal(np.asarray(g, dtype=object), np.asarray(want, dtype=object)):
+                return False
+        elif not np.allclose(g, want, rtol=1e-3, atol=1e-7, equal_nan=True):
+            return False
+    return True
+
+
+def tensors_only(model_path):
+    """Whether every graph input and output is a tensor (the .pb data of sequence and optional
+    values are other protos, which this harness does not read)."""
+    graph = onnx.load(model_path).graph
+    return all(v.type.HasField("tensor_type") for v in list(graph.input) + list(graph.output))
+
+
+def main():
+    results = json.load(open(os.path.join(SUITE, "ort_results.json")))["results"]
+    counts = {"converted": 0, "checker_ok": 0, "ort_pass": 0, "ort_candidates": 0}
+    regressions = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for test_dir in sorted(glob.glob(os.path.join(SUITE, "node", "*"))):
+            name = "node/" + os.path.basename(test_dir)
+            src = os.path.join(test_dir, "model.onnx")
+            dst = os.path.join(tmp, "converted.onnx")
+            proc = subprocess.run([MDEPLOY, "convert", src, "-o", dst, "-q"], capture_output=True, text=True)
+            if proc.returncode != 0:
+                regressions.append(f"{name}: convert exit {proc.returncode}: {proc.stderr.strip()[:200]}")
+                continue
+            counts["converted"] += 1
+            try:
+                onnx.checker.check_model(onnx.load(dst), full_check=True)
+                counts["checker_ok"] += 1
+            except Exception as e:
+                try:
+                    onnx.checker.check_model(onnx.load(src), full_check=True)
+                    regressions.append(f"{name}: checker rejects the output only: {str(e)[:200]}")
+                except Exception:
+                    pass
+            if results.get(name, {}).get("status") == "pass" and tensors_only(src):
+                counts["ort_candidates"] += 1
+                try:
+                    ok = outputs_match(dst, os.path.join(test_dir, "test_data_set_0"))
+                except Exception as e:
+                    ok = False
+                    regressions.append(f"{name}: onnxruntime fails on the output: {str(e)[:200]}")
+                if ok:
+                    counts["ort_pass"] += 1
+                elif not regressions or not regressions[-1].startswith(name):
+                    regressions.append(f"{name}: onnxruntime outputs differ after convert")
+    print(f"conformance convert: {counts['converted']} converted, {counts['checker_ok']} pass the checker, "
+          f"onnxruntime reproduces the expected outputs of {counts['ort_pass']} converted tensor tests "
+          f"of the {counts['ort_candidates']} it passes on the originals")
+    for r in regressions:
+        print(f"    {r}")
+    print(f"conformance interop: {counts['converted'] - len(regressions)} passed, {len(regressions)} failed")
+    return 1 if regressions else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

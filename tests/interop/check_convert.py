@@ -1,0 +1,99 @@
+"""Interop: what the onnx checker and onnxruntime think of mdeploy's converted models.
+
+For every model in ../shared/models: `mdeploy convert` it, then require that
+  - onnx.checker.check_model(full_check=True) accepts the output (strict shape inference included),
+  - onnxruntime loads it and, on each stored test data set, gives the same outputs as for the input.
+Run by .ci/run from the venv it creates; exits non-zero on any failure.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SHARED = os.environ.get("MDEPLOY_SHARED", os.path.join(ROOT, "..", "shared"))
+MDEPLOY = os.environ.get("MDEPLOY_BIN", os.path.join(ROOT, "target", "debug", "mdeploy"))
+
+
+def load_set(directory, prefix, names):
+    files = sorted(glob.glob(os.path.join(directory, f"{prefix}_*.pb")),
+                   key=lambda p: int(p.rsplit("_", 1)[1][:-3]))
+    out = {}
+    for i, path in enumerate(files):
+        t = onnx.TensorProto()
+        with open(path, "rb") as f:
+            t.ParseFromString(f.read())
+        out[t.name or names[i]] = numpy_helper.to_array(t)
+    return out
+
+
+def run(model_path, feeds):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, feeds)))
+
+
+def check_model(name, model_dir, out_dir):
+    src = os.path.join(model_dir, "model.onnx")
+    dst = os.path.join(out_dir, f"{name}.onnx")
+    proc = subprocess.run([MDEPLOY, "convert", src, "-o", dst, "--json"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return [f"convert failed ({proc.returncode}): {proc.stderr.strip()}"]
+    problems = []
+    try:
+        onnx.checker.check_model(onnx.load(dst), full_check=True)
+    except Exception as e:  # the checker raises several exception types
+        problems.append(f"onnx checker: {e}")
+    inputs = [i.name for i in onnx.load(src, load_external_data=False).graph.input]
+    for data in sorted(glob.glob(os.path.join(model_dir, "test_data_set_*"))):
+        feeds = load_set(data, "input", inputs)
+        try:
+            want = run(src, feeds)
+            got = run(dst, feeds)
+        except Exception as e:
+            problems.append(f"onnxruntime on {os.path.basename(data)}: {e}")
+            continue
+        for key, w in want.items():
+            g = got[key]
+            if g.shape != w.shape:
+                problems.append(f"{os.path.basename(data)} {key}: shape {g.shape} vs {w.shape}")
+                continue
+            scale = max(float(np.abs(w).max()) if w.size else 0.0, 1e-6)
+            err = float(np.abs(g.astype(np.float64) - w.astype(np.float64)).max()) / scale if w.size else 0.0
+            if err > 1e-5:
+                problems.append(f"{os.path.basename(data)} {key}: relative error {err:.3g}")
+    return problems
+
+
+def main():
+    models = sorted(d for d in glob.glob(os.path.join(SHARED, "models", "*")) if os.path.isfile(os.path.join(d, "model.onnx")))
+    if not models:
+        print(f"no models under {SHARED}/models", file=sys.stderr)
+        return 1
+    failed = 0
+    with tempfile.TemporaryDirectory() as out_dir:
+        for model_dir in models:
+            name = os.path.basename(model_dir)
+            problems = check_model(name, model_dir, out_dir)
+            status = "ok" if not problems else "FAILED"
+            print(f"convert interop {name}: {status}")
+            for p in problems:
+                print(f"    {p}")
+            failed += bool(problems)
+    print(f"interop: {len(models) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
