@@ -86,6 +86,13 @@ fn hint(e: &anyhow::Error) -> Option<String> {
                 list.join(", ")
             ));
         }
+        if let Some(ConvertError::Nnef { reason, .. }) = cause.downcast_ref::<ConvertError>()
+            && (reason.contains("determined fact") || reason.contains("symbols"))
+        {
+            return Some(
+                "NNEF needs static shapes: fix the dynamic dims with --input-shape".into(),
+            );
+        }
         if let Some(OnnxError::External { .. }) = cause.downcast_ref::<OnnxError>() {
             return Some("external data files must sit inside the model's directory".into());
         }

@@ -387,10 +387,11 @@ impl<'w, W: Write> WriteSink<'w, W> {
     }
 
     fn flush_buf(&mut self) {
-        if self.error.is_none() && !self.buf.is_empty() {
-            if let Err(e) = self.out.write_all(&self.buf) {
-                self.error = Some(e);
-            }
+        if self.error.is_none()
+            && !self.buf.is_empty()
+            && let Err(e) = self.out.write_all(&self.buf)
+        {
+            self.error = Some(e);
         }
         self.buf.clear();
     }

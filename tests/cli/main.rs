@@ -581,3 +581,105 @@ fn subgraph_models_convert_and_run() {
         assert!((a - v.sin().max(0.0)).abs() < 1e-6 && (b + v.sin()).abs() < 1e-6);
     }
 }
+
+#[test]
+fn nnef_export_names_every_op_without_a_serializer() {
+    let (_, path) = common::real_models()
+        .into_iter()
+        .find(|(n, _)| n == "bert_tiny_random")
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bert.nnef.tgz");
+    let args = [
+        "convert",
+        path.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--to",
+        "nnef",
+    ];
+    // symbolic dims first: the hint says what to do
+    assert_input_error(&mdeploy(&args), &["NNEF", "--input-shape"]);
+    let mut fixed = args.to_vec();
+    fixed.extend(["--input-shape", "batch=1", "--input-shape", "sequence=16"]);
+    let o = mdeploy(&fixed);
+    assert_input_error(
+        &o,
+        &[
+            "GeluExact (node '/bert/encoder/layer.0/",
+            "GeluExact (node '/bert/encoder/layer.1/",
+        ],
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn convert_names_ops_tract_cannot_analyse_and_still_writes() {
+    let proto = mdeploy::graph::ModelBuilder::new(13)
+        .opset("com.microsoft", 1)
+        .input("x", mdeploy::onnx::DataType::Float, &["2"])
+        .node("Relu", &["x"], &["r"])
+        .node("FancyContribOp", &["r"], &["y"])
+        .name_last("fancy")
+        .output("y", mdeploy::onnx::DataType::Float, &["2"])
+        .build();
+    let mut proto = proto;
+    proto.graph.as_mut().unwrap().node[1].domain = Some("com.microsoft".into());
+    let tmp = tempfile::tempdir().unwrap();
+    let src = write_model(tmp.path(), "contrib.onnx", proto);
+    let out = tmp.path().join("out.onnx");
+    let o = mdeploy(&[
+        "convert",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    let report = json(&o);
+    assert_eq!(report["report"]["not_analysed"][0]["op"], "FancyContribOp");
+    assert_eq!(report["report"]["not_analysed"][0]["node"], "fancy");
+    assert!(out.is_file());
+    let converted = Model::load(&out).unwrap();
+    let r = converted
+        .graph()
+        .value_info
+        .iter()
+        .find(|v| v.name() == "r")
+        .expect("shape of r recorded");
+    assert_eq!(mdeploy::run::ValueShape::of(r).to_string(), "[2]");
+    let human = mdeploy(&[
+        "convert",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&human).contains("could not analyse FancyContribOp (node 'fancy')"),
+        "{}",
+        stderr(&human)
+    );
+}
+
+#[test]
+fn convert_writes_models_tract_cannot_load() {
+    // tract has no FLOAT8 types: it refuses to load this model at all
+    let conformance =
+        common::shared().join("onnx-node-tests/node/test_cast_FLOAT_to_FLOAT8E4M3FN/model.onnx");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.onnx");
+    let report = json(&mdeploy(&[
+        "convert",
+        conformance.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+    ]));
+    assert!(
+        report["report"]["analysis_error"]
+            .as_str()
+            .unwrap()
+            .contains("tract cannot load"),
+        "{report}"
+    );
+    mdeploy::graph::check_model(&Model::load(&out).unwrap()).unwrap();
+}
