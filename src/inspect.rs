@@ -123,7 +123,7 @@ pub fn inspect(model: &Model) -> Result<Inspection, OnnxError> {
     let mut largest = Vec::new();
     let mut external: BTreeMap<String, ExternalFile> = BTreeMap::new();
     for (tensor, from_constant) in &tensors {
-        let desc = describe(model, tensor, *from_constant, &mut external)?;
+        let desc = describe(tensor, *from_constant, &mut external)?;
         let count: u64 = tensor.dims.iter().map(|&d| d.max(0) as u64).product();
         parameters.count += count;
         parameters.bytes += desc.bytes;
@@ -224,7 +224,6 @@ fn walk<'g>(
 }
 
 fn describe(
-    model: &Model,
     t: &TensorProto,
     from_constant: bool,
     external: &mut BTreeMap<String, ExternalFile>,
@@ -251,7 +250,6 @@ fn describe(
         None if from_constant => "constant_node",
         None => "initializer",
     };
-    let _ = model;
     Ok(TensorDesc {
         name: t.name().to_string(),
         dtype: dtype.name().to_string(),

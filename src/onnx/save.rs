@@ -457,3 +457,113 @@ unsafe impl<W: Write> BufMut for WriteSink<'_, W> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::ModelBuilder;
+    use crate::graph::builder::raw_tensor;
+    use crate::onnx::DataType;
+
+    fn model_with(sizes: &[usize]) -> ModelProto {
+        let mut b = ModelBuilder::new(17).input("x", DataType::Float, &["1"]);
+        for (i, &n) in sizes.iter().enumerate() {
+            let bytes: Vec<u8> = (0..n * 4).map(|k| (k * 31 + i) as u8).collect();
+            b = b.initializer(raw_tensor(
+                &format!("w{i}"),
+                DataType::Float,
+                &[n as i64],
+                bytes,
+            ));
+        }
+        b.node("Identity", &["x"], &["y"])
+            .output("y", DataType::Float, &["1"])
+            .build()
+    }
+
+    #[test]
+    fn streamed_encoding_equals_prost_encoding() {
+        // payloads below, at and far above the sink's buffer size
+        let proto = model_with(&[3, SINK_CAPACITY / 4, SINK_CAPACITY, 5 * SINK_CAPACITY + 7]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.onnx");
+        let summary = Model::from_proto(proto.clone(), dir.path().into())
+            .save(&path, SaveOptions::default())
+            .unwrap();
+        let written = std::fs::read(&path).unwrap();
+        assert_eq!(written, proto.encode_to_vec());
+        assert_eq!(summary.bytes, written.len() as u64);
+        assert!(summary.external_data_file.is_none());
+    }
+
+    #[test]
+    fn external_policy_moves_large_tensors_and_loads_back_the_same_values() {
+        let proto = model_with(&[2, 1000, 300]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.onnx");
+        let policy = ExternalDataPolicy::External { threshold: 1024 };
+        let summary = Model::from_proto(proto.clone(), dir.path().into())
+            .save(
+                &path,
+                SaveOptions {
+                    external_data: policy,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            summary.external_tensors, 2,
+            "the 8-byte tensor stays inline"
+        );
+        let data = std::fs::read(dir.path().join("m.onnx.data")).unwrap();
+        assert_eq!(data.len() as u64, summary.external_data_bytes);
+        let loaded = Model::load(&path).unwrap();
+        let g = loaded.graph();
+        for (orig, back) in proto
+            .graph
+            .as_ref()
+            .unwrap()
+            .initializer
+            .iter()
+            .zip(&g.initializer)
+        {
+            let r = ExternalRef::of(back).unwrap();
+            if let Some(r) = &r {
+                assert_eq!(r.offset % EXTERNAL_ALIGN, 0);
+            }
+            assert_eq!(
+                loaded.raw_bytes(back).unwrap(),
+                orig.raw_data,
+                "{}",
+                orig.name()
+            );
+        }
+        // saving again with the default policy inlines everything: the original bytes return
+        let inlined = dir.path().join("inlined.onnx");
+        loaded.save(&inlined, SaveOptions::default()).unwrap();
+        assert_eq!(std::fs::read(&inlined).unwrap(), proto.encode_to_vec());
+    }
+
+    #[test]
+    fn failed_saves_leave_nothing_and_never_touch_the_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.onnx");
+        let proto = model_with(&[4]);
+        Model::from_proto(proto.clone(), dir.path().into())
+            .save(&path, SaveOptions::default())
+            .unwrap();
+        let loaded = Model::load(&path).unwrap();
+        let err = loaded
+            .save(&path, SaveOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("never overwrites its input"), "{err}");
+        let missing = dir.path().join("no/such/dir/out.onnx");
+        assert!(loaded.save(&missing, SaveOptions::default()).is_err());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), proto.encode_to_vec());
+    }
+}
