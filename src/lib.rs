@@ -12,3 +12,4 @@ pub mod lint;
 pub mod onnx;
 pub mod progress;
 pub mod run;
+pub mod verify;

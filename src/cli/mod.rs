@@ -4,6 +4,7 @@
 mod convert;
 mod inspect;
 mod printer;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,7 @@ struct Cli {
 enum Command {
     Inspect(inspect::InspectArgs),
     Convert(convert::ConvertArgs),
+    Verify(verify::VerifyArgs),
 }
 
 /// Runs the command line; never panics outward (a panic is an internal error, exit 3).
@@ -43,6 +45,7 @@ pub fn run() -> ExitCode {
     let outcome = std::panic::catch_unwind(|| match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Verify(args) => verify::run(args),
     });
     match outcome {
         Ok(Ok(code)) => code,

@@ -11,6 +11,7 @@ use mdeploy::onnx::OnnxError;
 use mdeploy::progress::Progress;
 use mdeploy::run::RunError;
 use mdeploy::run::tensor_io::TensorIoError;
+use mdeploy::verify::VerifyError;
 
 pub const EXIT_CHECK_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -45,6 +46,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             || cause.is::<TensorIoError>()
             || cause.is::<RunError>()
             || cause.is::<ConvertError>()
+            || cause.is::<VerifyError>()
         {
             return EXIT_USAGE;
         }

@@ -205,7 +205,7 @@ impl Runner {
             .zip(outputs)
             .map(|(name, v)| NamedTensor {
                 name: name.clone(),
-                tensor: v.into_tensor(),
+                tensor: onnx_typed(v.into_tensor()),
             })
             .collect())
     }
@@ -240,6 +240,16 @@ impl Runner {
         })
         .map_err(RunError::Load)
     }
+}
+
+/// tract computes shapes as `TDim`; ONNX says INT64.
+fn onnx_typed(t: Tensor) -> Tensor {
+    if t.datum_type() == DatumType::TDim
+        && let Ok(cast) = t.cast_to::<i64>()
+    {
+        return cast.into_owned();
+    }
+    t
 }
 
 impl InputDesc {

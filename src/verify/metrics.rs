@@ -1,0 +1,373 @@
+//! Comparing one output of a candidate against its reference, over one or more samples:
+//! error statistics, agreement of top-k classes, and the smallest tolerance that would pass.
+
+use serde::Serialize;
+use tract_onnx::prelude::*;
+
+/// Accumulates the comparison of one output across samples.
+#[derive(Debug, Default)]
+pub struct Accumulator {
+    elements: u64,
+    sum_abs: f64,
+    max_abs: f64,
+    max_rel: f64,
+    abs_errors: Vec<f32>,
+    dot: f64,
+    ref_sq: f64,
+    cand_sq: f64,
+    noise_sq: f64,
+    nan: (u64, u64),
+    inf: (u64, u64),
+    nan_mismatch: u64,
+    violations: u64,
+    rows: u64,
+    top1: u64,
+    top5: u64,
+    shape: Option<Vec<usize>>,
+    dtype: Option<String>,
+    problem: Option<String>,
+}
+
+/// The result for one output.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputReport {
+    pub name: String,
+    pub passed: bool,
+    /// Why it failed, in words (shape mismatch, out of tolerance, NaN mismatch...).
+    pub message: Option<String>,
+    pub shape: Option<Vec<usize>>,
+    pub dtype: Option<String>,
+    pub atol: f64,
+    pub rtol: f64,
+    pub elements: u64,
+    pub max_abs_error: f64,
+    pub mean_abs_error: f64,
+    pub max_rel_error: f64,
+    pub p99_abs_error: f64,
+    pub cosine_similarity: Option<f64>,
+    pub sqnr_db: Option<f64>,
+    pub nan: SideCounts,
+    pub inf: SideCounts,
+    /// Elements outside `atol + rtol * |reference|`.
+    pub violations: u64,
+    /// For 2-D float outputs: fraction of rows whose top class agrees.
+    pub top1_agreement: Option<f64>,
+    /// For 2-D float outputs with 5 or more classes: fraction of rows whose reference top class
+    /// is among the candidate's top five.
+    pub top5_agreement: Option<f64>,
+    /// Smallest atol that passes with rtol 0, and smallest rtol that passes with atol 0.
+    pub min_atol: f64,
+    pub min_rtol: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SideCounts {
+    pub reference: u64,
+    pub candidate: u64,
+}
+
+fn as_f64(t: &Tensor) -> Option<Vec<f64>> {
+    let t = t.cast_to::<f64>().ok()?;
+    Some(
+        t.to_plain_array_view::<f64>()
+            .ok()?
+            .iter()
+            .copied()
+            .collect(),
+    )
+}
+
+impl Accumulator {
+    /// Adds one sample: `reference` and `candidate` values of this output.
+    pub fn add(&mut self, reference: &Tensor, candidate: &Tensor, atol: f64, rtol: f64) {
+        if self.problem.is_some() {
+            return;
+        }
+        let (rs, cs) = (reference.shape(), candidate.shape());
+        self.shape.get_or_insert_with(|| rs.to_vec());
+        self.dtype
+            .get_or_insert_with(|| format!("{:?}", reference.datum_type()));
+        if rs != cs {
+            self.problem = Some(format!("shape {cs:?} differs from the reference's {rs:?}"));
+            return;
+        }
+        if reference.datum_type().unquantized() != candidate.datum_type().unquantized() {
+            self.problem = Some(format!(
+                "type {:?} differs from the reference's {:?}",
+                candidate.datum_type(),
+                reference.datum_type()
+            ));
+            return;
+        }
+        if reference.datum_type() == String::datum_type() {
+            let (r, c) = (
+                reference.to_plain_array_view::<String>(),
+                candidate.to_plain_array_view::<String>(),
+            );
+            if let (Ok(r), Ok(c)) = (r, c) {
+                let differ = r.iter().zip(c.iter()).filter(|(a, b)| a != b).count() as u64;
+                self.elements += r.len() as u64;
+                self.violations += differ;
+            }
+            return;
+        }
+        let (Some(r), Some(c)) = (as_f64(reference), as_f64(candidate)) else {
+            self.problem = Some(format!(
+                "{:?} values cannot be compared",
+                reference.datum_type()
+            ));
+            return;
+        };
+        self.add_values(&r, &c, atol, rtol);
+        if rs.len() == 2 && reference.datum_type().is_float() && rs[1] > 1 {
+            self.add_rows(&r, &c, rs[1]);
+        }
+    }
+
+    fn add_values(&mut self, r: &[f64], c: &[f64], atol: f64, rtol: f64) {
+        for (&r, &c) in r.iter().zip(c) {
+            self.elements += 1;
+            self.nan.0 += r.is_nan() as u64;
+            self.nan.1 += c.is_nan() as u64;
+            self.inf.0 += r.is_infinite() as u64;
+            self.inf.1 += c.is_infinite() as u64;
+            if r.is_nan() || c.is_nan() {
+                if r.is_nan() != c.is_nan() {
+                    self.nan_mismatch += 1;
+                    self.violations += 1;
+                }
+                continue;
+            }
+            if r.is_infinite() || c.is_infinite() {
+                if r != c {
+                    self.violations += 1;
+                    self.max_abs = f64::INFINITY;
+                    self.max_rel = f64::INFINITY;
+                }
+                continue;
+            }
+            let abs = (c - r).abs();
+            self.sum_abs += abs;
+            self.max_abs = self.max_abs.max(abs);
+            let rel = if abs == 0.0 { 0.0 } else { abs / r.abs() };
+            self.max_rel = self.max_rel.max(rel);
+            self.abs_errors.push(abs as f32);
+            if abs > atol + rtol * r.abs() {
+                self.violations += 1;
+            }
+            self.dot += r * c;
+            self.ref_sq += r * r;
+            self.cand_sq += c * c;
+            self.noise_sq += (c - r) * (c - r);
+        }
+    }
+
+    fn add_rows(&mut self, r: &[f64], c: &[f64], classes: usize) {
+        for (rr, cr) in r.chunks(classes).zip(c.chunks(classes)) {
+            let rank = |row: &[f64]| {
+                let mut idx: Vec<usize> = (0..row.len()).collect();
+                idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+                idx
+            };
+            let (ri, ci) = (rank(rr), rank(cr));
+            self.rows += 1;
+            self.top1 += (ri[0] == ci[0]) as u64;
+            self.top5 += ci.iter().take(5).any(|&k| k == ri[0]) as u64;
+        }
+    }
+
+    /// The report for this output under the given bounds.
+    pub fn finish(
+        mut self,
+        name: &str,
+        atol: f64,
+        rtol: f64,
+        min_cosine: Option<f64>,
+    ) -> OutputReport {
+        let count = self.abs_errors.len();
+        let p99 = if count == 0 {
+            0.0
+        } else {
+            let k = ((count as f64 * 0.99).ceil() as usize).clamp(1, count) - 1;
+            let (_, v, _) = self
+                .abs_errors
+                .select_nth_unstable_by(k, |a, b| a.total_cmp(b));
+            *v as f64
+        };
+        let norms = self.ref_sq.sqrt() * self.cand_sq.sqrt();
+        let cosine = if count == 0 {
+            None
+        } else if norms == 0.0 {
+            Some(if self.ref_sq == self.cand_sq {
+                1.0
+            } else {
+                0.0
+            })
+        } else {
+            Some(self.dot / norms)
+        };
+        let sqnr = (count > 0).then(|| {
+            if self.noise_sq == 0.0 {
+                f64::INFINITY
+            } else {
+                10.0 * (self.ref_sq / self.noise_sq).log10()
+            }
+        });
+        let rows = self.rows as f64;
+        let classes = self
+            .shape
+            .as_ref()
+            .and_then(|s| s.get(1))
+            .copied()
+            .unwrap_or(0);
+        let message = if let Some(p) = self.problem.take() {
+            Some(p)
+        } else if self.nan_mismatch > 0 {
+            Some(format!(
+                "{} elements are NaN on one side only",
+                self.nan_mismatch
+            ))
+        } else if self.violations > 0 {
+            Some(format!(
+                "{} of {} elements out of tolerance (max abs error {:.3e}, max rel error {:.3e})",
+                self.violations, self.elements, self.max_abs, self.max_rel
+            ))
+        } else if let (Some(min), Some(c)) = (min_cosine, cosine)
+            && c < min
+        {
+            Some(format!("cosine similarity {c:.6} below {min}"))
+        } else {
+            None
+        };
+        OutputReport {
+            name: name.to_string(),
+            passed: message.is_none(),
+            message,
+            shape: self.shape,
+            dtype: self.dtype,
+            atol,
+            rtol,
+            elements: self.elements,
+            max_abs_error: self.max_abs,
+            mean_abs_error: if count == 0 {
+                0.0
+            } else {
+                self.sum_abs / count as f64
+            },
+            max_rel_error: self.max_rel,
+            p99_abs_error: p99,
+            cosine_similarity: cosine,
+            sqnr_db: sqnr,
+            nan: SideCounts {
+                reference: self.nan.0,
+                candidate: self.nan.1,
+            },
+            inf: SideCounts {
+                reference: self.inf.0,
+                candidate: self.inf.1,
+            },
+            violations: self.violations,
+            top1_agreement: (self.rows > 0).then(|| self.top1 as f64 / rows),
+            top5_agreement: (self.rows > 0 && classes >= 5).then(|| self.top5 as f64 / rows),
+            min_atol: self.max_abs,
+            min_rtol: self.max_rel,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(v: &[f32], shape: &[usize]) -> Tensor {
+        Tensor::from_shape(shape, v).unwrap()
+    }
+
+    #[test]
+    fn identical_outputs_have_zero_error() {
+        let mut a = Accumulator::default();
+        let x = t(&[1.0, -2.0, 3.0, 0.5], &[2, 2]);
+        a.add(&x, &x, 0.0, 0.0);
+        let r = a.finish("y", 0.0, 0.0, Some(0.99));
+        assert!(r.passed);
+        assert_eq!(
+            (r.max_abs_error, r.max_rel_error, r.violations),
+            (0.0, 0.0, 0)
+        );
+        assert_eq!(r.cosine_similarity, Some(1.0));
+        assert_eq!(r.sqnr_db, Some(f64::INFINITY));
+        assert_eq!(r.top1_agreement, Some(1.0));
+    }
+
+    #[test]
+    fn a_flipped_sign_fails_and_is_measured() {
+        let mut a = Accumulator::default();
+        a.add(
+            &t(&[1.0, 2.0, 3.0, 4.0], &[4]),
+            &t(&[1.0, -2.0, 3.0, 4.0], &[4]),
+            1e-5,
+            1e-3,
+        );
+        let r = a.finish("y", 1e-5, 1e-3, None);
+        assert!(!r.passed);
+        assert_eq!(r.max_abs_error, 4.0);
+        assert_eq!(r.min_atol, 4.0);
+        assert_eq!(r.min_rtol, 2.0);
+        assert_eq!(r.violations, 1);
+        assert!((r.mean_abs_error - 1.0).abs() < 1e-12);
+        assert!(r.cosine_similarity.unwrap() < 0.8);
+    }
+
+    #[test]
+    fn nan_and_shape_mismatches_fail_with_a_reason() {
+        let mut a = Accumulator::default();
+        a.add(
+            &t(&[f32::NAN, 1.0], &[2]),
+            &t(&[f32::NAN, 1.0], &[2]),
+            0.0,
+            0.0,
+        );
+        assert!(
+            a.finish("y", 0.0, 0.0, None).passed,
+            "NaN where the reference has NaN is agreement"
+        );
+        let mut a = Accumulator::default();
+        a.add(&t(&[1.0, 1.0], &[2]), &t(&[f32::NAN, 1.0], &[2]), 1.0, 1.0);
+        let r = a.finish("y", 1.0, 1.0, None);
+        assert!(!r.passed && r.message.unwrap().contains("NaN"));
+        assert_eq!(r.nan.candidate, 1);
+        let mut a = Accumulator::default();
+        a.add(&t(&[1.0, 1.0], &[2]), &t(&[1.0, 1.0], &[1, 2]), 1.0, 1.0);
+        assert!(
+            a.finish("y", 1.0, 1.0, None)
+                .message
+                .unwrap()
+                .contains("shape")
+        );
+    }
+
+    #[test]
+    fn top_k_agreement_on_score_rows() {
+        let reference = t(
+            &[0.1, 0.9, 0.0, 0.0, 0.0, 0.0, 0.5, 0.2, 0.1, 0.0, 0.0, 0.0],
+            &[2, 6],
+        );
+        let candidate = t(
+            &[0.1, 0.9, 0.0, 0.0, 0.0, 0.0, 0.1, 0.6, 0.2, 0.0, 0.0, 0.0],
+            &[2, 6],
+        );
+        let mut a = Accumulator::default();
+        a.add(&reference, &candidate, 1.0, 0.0);
+        let r = a.finish("scores", 1.0, 0.0, None);
+        assert_eq!(r.top1_agreement, Some(0.5));
+        assert_eq!(r.top5_agreement, Some(1.0));
+    }
+
+    #[test]
+    fn cosine_threshold_fails_a_preset_that_requires_it() {
+        let mut a = Accumulator::default();
+        a.add(&t(&[1.0, 0.0], &[2]), &t(&[0.0, 1.0], &[2]), 10.0, 0.0);
+        let r = a.finish("y", 10.0, 0.0, Some(0.99));
+        assert!(!r.passed && r.message.unwrap().contains("cosine"));
+    }
+}

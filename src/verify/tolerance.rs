@@ -1,0 +1,140 @@
+//! Tolerances: an absolute and a relative bound per output (numpy's `allclose` rule,
+//! `|candidate - reference| <= atol + rtol * |reference|`), and presets for what a transformation
+//! warrants. Every preset's numbers are documented in `docs/verify.md`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// A named set of bounds for a kind of transformation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Preset {
+    pub name: &'static str,
+    pub atol: f64,
+    pub rtol: f64,
+    /// Where set, an output also needs at least this cosine similarity to the reference: the
+    /// check that matters for quantized models, whose element errors are large but unbiased.
+    pub min_cosine: Option<f64>,
+}
+
+pub const PRESETS: &[Preset] = &[
+    // bit-for-bit: what a lossless rewrite that keeps every float operation must give
+    Preset {
+        name: "exact",
+        atol: 0.0,
+        rtol: 0.0,
+        min_cosine: None,
+    },
+    // float32 reassociation and fusion (BN folding, Gemm fusion, another runtime)
+    Preset {
+        name: "fp32",
+        atol: 1e-5,
+        rtol: 1e-3,
+        min_cosine: None,
+    },
+    // float16 weights or activations: ~3 significant digits
+    Preset {
+        name: "fp16",
+        atol: 1e-3,
+        rtol: 1e-2,
+        min_cosine: Some(0.999),
+    },
+    // int8 quantization: errors of a few quantization steps, direction preserved
+    Preset {
+        name: "int8",
+        atol: 5e-2,
+        rtol: 1e-1,
+        min_cosine: Some(0.99),
+    },
+];
+
+pub fn preset(name: &str) -> Option<Preset> {
+    PRESETS.iter().copied().find(|p| p.name == name)
+}
+
+/// Bounds per output: a default and overrides by output name.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tolerance {
+    pub preset: &'static str,
+    pub atol: f64,
+    pub rtol: f64,
+    pub min_cosine: Option<f64>,
+    pub atol_by_output: BTreeMap<String, f64>,
+    pub rtol_by_output: BTreeMap<String, f64>,
+}
+
+impl Tolerance {
+    pub fn from_preset(p: Preset) -> Tolerance {
+        Tolerance {
+            preset: p.name,
+            atol: p.atol,
+            rtol: p.rtol,
+            min_cosine: p.min_cosine,
+            atol_by_output: BTreeMap::new(),
+            rtol_by_output: BTreeMap::new(),
+        }
+    }
+
+    /// Applies `--atol` / `--rtol` settings: `X` sets the default, `NAME=X` one output.
+    pub fn apply(&mut self, atol: &[String], rtol: &[String]) -> Result<(), String> {
+        for (settings, default, by_output, flag) in [
+            (atol, &mut self.atol, &mut self.atol_by_output, "--atol"),
+            (rtol, &mut self.rtol, &mut self.rtol_by_output, "--rtol"),
+        ] {
+            for s in settings {
+                let (name, value) = match s.rsplit_once('=') {
+                    Some((n, v)) => (Some(n), v),
+                    None => (None, s.as_str()),
+                };
+                let v: f64 = value
+                    .parse()
+                    .ok()
+                    .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+                    .ok_or_else(|| format!("{flag} {s}: expected a non-negative number"))?;
+                match name {
+                    Some(n) => {
+                        by_output.insert(n.to_string(), v);
+                    }
+                    None => *default = v,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn atol_for(&self, output: &str) -> f64 {
+        self.atol_by_output
+            .get(output)
+            .copied()
+            .unwrap_or(self.atol)
+    }
+
+    pub fn rtol_for(&self, output: &str) -> f64 {
+        self.rtol_by_output
+            .get(output)
+            .copied()
+            .unwrap_or(self.rtol)
+    }
+
+    /// Output names the settings name, for checking them against the model.
+    pub fn named_outputs(&self) -> impl Iterator<Item = &String> {
+        self.atol_by_output.keys().chain(self.rtol_by_output.keys())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_override_defaults_per_output() {
+        let mut t = Tolerance::from_preset(preset("fp32").unwrap());
+        t.apply(&["1e-4".into(), "logits=1e-2".into()], &["0".into()])
+            .unwrap();
+        assert_eq!(t.atol_for("logits"), 1e-2);
+        assert_eq!(t.atol_for("other"), 1e-4);
+        assert_eq!(t.rtol_for("other"), 0.0);
+        assert!(t.apply(&["-1".into()], &[]).is_err());
+        assert!(t.apply(&["x=abc".into()], &[]).is_err());
+    }
+}
