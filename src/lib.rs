@@ -10,6 +10,7 @@ pub mod graph;
 pub mod inspect;
 pub mod lint;
 pub mod onnx;
+pub mod pack;
 pub mod progress;
 pub mod run;
 pub mod verify;

@@ -12,17 +12,36 @@ use mdeploy::onnx::Model;
 
 use super::printer::{print_json, print_stdout};
 
-/// Show what a model holds: interface, opsets, ops, parameters, external data and lint findings.
+/// Show what a model holds (interface, opsets, ops, parameters, external data, lint findings), or
+/// an archive's manifest and whether it verifies.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The ONNX model.
+    /// The ONNX model, or an .mdpkg archive.
     model: PathBuf,
+    /// For an archive: the public key its signature must verify with.
+    #[arg(long)]
+    key: Option<PathBuf>,
     /// Print one JSON document (format `mdeploy.inspect/1`, see docs/inspect-json.md).
     #[arg(long)]
     json: bool,
 }
 
+/// zstd's frame magic: archives are zstd streams, ONNX files protobuf.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+fn is_archive(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == ZSTD_MAGIC
+}
+
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    if is_archive(&args.model) {
+        return inspect_archive(&args);
+    }
     let model = Model::load(&args.model)?;
     check_model(&model)
         .with_context(|| format!("{} is not a usable model", args.model.display()))?;
@@ -159,4 +178,59 @@ fn render(r: &Inspection) -> String {
         }
     }
     s
+}
+
+fn inspect_archive(args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    let key = args
+        .key
+        .as_deref()
+        .map(mdeploy::pack::keys::load_verifying_key)
+        .transpose()?;
+    let summary = mdeploy::pack::inspect_archive(&args.model, key.as_ref())?;
+    if args.json {
+        print_json(&summary)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let m = &summary.manifest;
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(w, "archive     {}", args.model.display());
+    let _ = writeln!(
+        w,
+        "model       {} {} (entry point {})",
+        m.name, m.version, m.model.entry_point
+    );
+    let _ = writeln!(w, "signature   {}", summary.signature);
+    let _ = writeln!(
+        w,
+        "digests     all {} files match the manifest ({})",
+        summary.files,
+        human_bytes(summary.bytes)
+    );
+    let _ = writeln!(
+        w,
+        "made by     {} {}",
+        m.created_by.tool, m.created_by.version
+    );
+    let _ = writeln!(
+        w,
+        "parameters  {} ({})",
+        m.parameters, m.precision.quantization
+    );
+    let _ = writeln!(w, "source      sha256 {}", m.lineage.source_sha256);
+    if let Some(v) = &m.lineage.verify {
+        let _ = writeln!(
+            w,
+            "verified    {} ({} samples, {})",
+            v["status"], v["samples"], v["tolerance"]
+        );
+    }
+    for f in &m.files {
+        let _ = writeln!(w, "  {:<40} {:>12}  {}", f.path, f.size, f.sha256);
+    }
+    for (k, v) in &m.metadata {
+        let _ = writeln!(w, "metadata    {k} = {v}");
+    }
+    print_stdout(&s)?;
+    Ok(ExitCode::SUCCESS)
 }

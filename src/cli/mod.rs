@@ -3,6 +3,7 @@
 
 mod convert;
 mod inspect;
+mod pack;
 mod printer;
 mod verify;
 
@@ -14,7 +15,8 @@ use printer::report_error;
 
 /// Take a trained ONNX model to a deployable artifact you can trust.
 #[derive(Debug, Parser)]
-#[command(name = "mdeploy", version, about, propagate_version = true)]
+// no propagate_version: `pack --version` is the model's semantic version
+#[command(name = "mdeploy", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,11 +27,21 @@ enum Command {
     Inspect(inspect::InspectArgs),
     Convert(convert::ConvertArgs),
     Verify(verify::VerifyArgs),
+    Keygen(pack::KeygenArgs),
+    Pack(pack::PackArgs),
+    Unpack(pack::UnpackArgs),
 }
 
 /// Runs the command line; never panics outward (a panic is an internal error, exit 3).
 pub fn run() -> ExitCode {
     printer::install_panic_hook();
+    match std::panic::catch_unwind(parse_and_run) {
+        Ok(code) => code,
+        Err(_) => printer::report_panic(),
+    }
+}
+
+fn parse_and_run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -42,14 +54,16 @@ pub fn run() -> ExitCode {
             };
         }
     };
-    let outcome = std::panic::catch_unwind(|| match cli.command {
+    let outcome = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Verify(args) => verify::run(args),
-    });
+        Command::Keygen(args) => pack::run_keygen(args),
+        Command::Pack(args) => pack::run_pack(args),
+        Command::Unpack(args) => pack::run_unpack(args),
+    };
     match outcome {
-        Ok(Ok(code)) => code,
-        Ok(Err(e)) => report_error(&e),
-        Err(_) => printer::report_panic(),
+        Ok(code) => code,
+        Err(e) => report_error(&e),
     }
 }

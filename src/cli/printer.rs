@@ -30,6 +30,13 @@ pub struct CheckFailed(pub String);
 /// The exit code an error maps to, from the first typed error in its chain.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if let Some(p) = cause.downcast_ref::<mdeploy::pack::PackError>() {
+            return if p.is_check_failure() {
+                EXIT_CHECK_FAILED
+            } else {
+                EXIT_USAGE
+            };
+        }
         if cause.is::<CheckFailed>() {
             return EXIT_CHECK_FAILED;
         }

@@ -14,7 +14,7 @@ mod dtype;
 mod error;
 pub mod external;
 mod load;
-mod save;
+pub mod save;
 mod tensor;
 
 pub use dtype::DataType;

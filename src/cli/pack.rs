@@ -1,0 +1,212 @@
+//! `mdeploy keygen`, `mdeploy pack`, `mdeploy unpack`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use mdeploy::pack::keys::{keygen, load_signing_key, load_verifying_key};
+use mdeploy::pack::{PackOptions, UnpackSummary, pack, unpack};
+use serde_json::Value;
+
+use super::printer::{UsageError, note, print_json};
+
+/// Make an ECDSA P-256 key pair for signing archives (mdeploy.key, mode 0600; mdeploy.pub).
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Directory to write the keys into (created if missing; existing keys are never overwritten).
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+/// Write a signed, versioned, reproducible archive (.mdpkg) of a model.
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// The ONNX model (its external data files come along).
+    model: PathBuf,
+    /// The archive to write.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// The model's name.
+    #[arg(long)]
+    name: String,
+    /// Its semantic version (1.2.3, 1.0.0-rc.1).
+    #[arg(long = "version")]
+    model_version: String,
+    /// Private key (PEM) to sign with; without it the archive is unsigned.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Extra files to ship (labels, tokenizer, preprocessing config), stored under files/.
+    #[arg(long, value_name = "FILE")]
+    include: Vec<PathBuf>,
+    /// An optimize report (JSON) to record as the model's lineage.
+    #[arg(long, value_name = "R.json")]
+    optimize_report: Option<PathBuf>,
+    /// A verify report (mdeploy.verify/1) to record.
+    #[arg(long, value_name = "V.json")]
+    verify_report: Option<PathBuf>,
+    /// A model_signing signature (model.sig) of the model's directory to check before packing.
+    #[arg(long, value_name = "SIG", requires = "source_key")]
+    source_signature: Option<PathBuf>,
+    /// The public key (PEM) the source signature must verify with.
+    #[arg(long, value_name = "PUB", requires = "source_signature")]
+    source_key: Option<PathBuf>,
+    /// User metadata, KEY=VALUE. Repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    metadata: Vec<String>,
+    /// zstd compression level (1 to 22).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
+    level: i32,
+    /// Print throughput.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Print the manifest and a summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Verify an archive while extracting it; the directory appears only if everything checks out.
+#[derive(Debug, Args)]
+pub struct UnpackArgs {
+    /// The archive.
+    archive: PathBuf,
+    /// The directory to create.
+    #[arg(short, long, required_unless_present = "check")]
+    output: Option<PathBuf>,
+    /// Public key (PEM) the archive must be signed with.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Accept an archive without a signature (digests are still checked).
+    #[arg(long)]
+    allow_unsigned: bool,
+    /// Verify only; write nothing.
+    #[arg(long)]
+    check: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
+    let (private, public) = keygen(&args.output)?;
+    note(
+        false,
+        &format!(
+            "wrote {} (private, 0600) and {}",
+            private.display(),
+            public.display()
+        ),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_json(path: &PathBuf) -> anyhow::Result<Value> {
+    let bytes = std::fs::read(path).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+    Ok(serde_json::from_slice(&bytes)
+        .map_err(|e| UsageError(format!("{}: not JSON: {e}", path.display())))?)
+}
+
+pub fn run_pack(args: PackArgs) -> anyhow::Result<ExitCode> {
+    let mut metadata = BTreeMap::new();
+    for m in &args.metadata {
+        let (k, v) = m
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("--metadata '{m}': expected KEY=VALUE")))?;
+        metadata.insert(k.to_string(), v.to_string());
+    }
+    let mtime = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v.trim().parse().map_err(|_| {
+            UsageError(format!(
+                "SOURCE_DATE_EPOCH '{v}' is not a number of seconds"
+            ))
+        })?,
+        Err(_) => 0,
+    };
+    let options = PackOptions {
+        model: args.model.clone(),
+        output: args.output.clone(),
+        name: args.name.clone(),
+        version: args.model_version.clone(),
+        key: args.key.as_deref().map(load_signing_key).transpose()?,
+        include: args.include.clone(),
+        optimize_report: args.optimize_report.as_ref().map(read_json).transpose()?,
+        verify_report: args.verify_report.as_ref().map(read_json).transpose()?,
+        metadata,
+        level: args.level,
+        threads: 2,
+        mtime,
+        source_signature: match (&args.source_signature, &args.source_key) {
+            (Some(sig), Some(key)) => Some((sig.clone(), load_verifying_key(key)?)),
+            _ => None,
+        },
+    };
+    let (manifest, summary) = pack(&options)?;
+    let mb = summary.input_bytes as f64 / 1e6;
+    if args.verbose {
+        note(
+            false,
+            &format!(
+                "packed {mb:.1} MB in {:.2} s: {:.0} MB/s",
+                summary.seconds,
+                mb / summary.seconds.max(1e-9)
+            ),
+        );
+    }
+    note(
+        args.json,
+        &format!(
+            "{} {} ({} files, {:.1} MB -> {:.1} MB, {})",
+            if summary.unchanged {
+                "unchanged"
+            } else {
+                "wrote"
+            },
+            summary.path,
+            summary.files,
+            mb,
+            summary.bytes as f64 / 1e6,
+            if summary.signed { "signed" } else { "unsigned" }
+        ),
+    );
+    if args.json {
+        print_json(&serde_json::json!({"summary": summary, "manifest": manifest}))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_unpack(args: UnpackArgs) -> anyhow::Result<ExitCode> {
+    let key = args.key.as_deref().map(load_verifying_key).transpose()?;
+    if key.is_none() && !args.allow_unsigned {
+        return Err(UsageError(
+            "give --key PUB to verify the signature, or --allow-unsigned".into(),
+        )
+        .into());
+    }
+    let dest = if args.check {
+        None
+    } else {
+        args.output.as_deref()
+    };
+    let summary: UnpackSummary = unpack(&args.archive, dest, key.as_ref(), args.allow_unsigned)?;
+    let m = &summary.manifest;
+    let what = match dest {
+        Some(d) => format!("unpacked to {}", d.display()),
+        None => "checked".to_string(),
+    };
+    note(
+        args.json,
+        &format!(
+            "{} {} {}: {} files, {} bytes, signature {}; {what}",
+            m.name,
+            m.version,
+            args.archive.display(),
+            summary.files,
+            summary.bytes,
+            summary.signature
+        ),
+    );
+    if args.json {
+        print_json(&summary)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
