@@ -23,6 +23,8 @@ pub struct Model {
     path: Option<PathBuf>,
     external: ExternalData,
     file_len: Option<u64>,
+    /// The mapped file the proto was decoded from: its tensors' bytes are slices of it.
+    source: Option<Bytes>,
 }
 
 impl Model {
@@ -36,9 +38,10 @@ impl Model {
         } else {
             dir
         };
-        let mut model = Model::decode(bytes, path, dir)?;
+        let mut model = Model::decode(bytes.clone(), path, dir)?;
         model.path = Some(path.to_path_buf());
         model.file_len = Some(file_len);
+        model.source = Some(bytes);
         Ok(model)
     }
 
@@ -60,6 +63,7 @@ impl Model {
             path: None,
             external: ExternalData::new(dir),
             file_len: None,
+            source: None,
         }
     }
 
@@ -92,6 +96,15 @@ impl Model {
     /// Size of the file the model was loaded from.
     pub fn file_len(&self) -> Option<u64> {
         self.file_len
+    }
+
+    /// Where `bytes` sit in the file the model was loaded from, if they are a slice of it
+    /// (tensor data nobody changed): lets another reader take them from the file directly.
+    pub fn offset_in_source(&self, bytes: &Bytes) -> Option<u64> {
+        let source = self.source.as_ref()?;
+        let start = bytes.as_ptr() as usize;
+        let base = source.as_ptr() as usize;
+        (start >= base && start + bytes.len() <= base + source.len()).then(|| (start - base) as u64)
     }
 
     /// The directory external data locations are relative to.

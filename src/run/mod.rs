@@ -144,10 +144,16 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> TractResult<T>) -> Result<T, Str
 /// `value_info` is ignored: it is a hint that may be stale or symbolic, and tract would treat it
 /// as a constraint that concrete inputs then contradict.
 pub fn tract_model(model: &Model) -> Result<InferenceModel, RunError> {
-    let bytes = model.proto.encode_to_vec();
+    let load = |e: &dyn std::fmt::Display| RunError::Load(e.to_string());
+    // the encoded bytes are dropped as soon as tract's own proto is decoded from them
+    let pb = {
+        let bytes = proto_for_tract(model)
+            .map_err(|e| load(&e))?
+            .encode_to_vec();
+        tract_onnx::pb::ModelProto::decode(bytes.as_slice()).map_err(|e| load(&e))?
+    };
     let dir = model.dir().to_string_lossy().to_string();
     guard("parsing the model", || {
-        let pb = tract_onnx::pb::ModelProto::decode(bytes.as_slice())?;
         let parsed = tract_onnx::onnx()
             .with_ignore_value_info(true)
             .parse(&pb, Some(&dir))?;
@@ -157,6 +163,44 @@ pub fn tract_model(model: &Model) -> Result<InferenceModel, RunError> {
         Ok(parsed.model)
     })
     .map_err(RunError::Load)
+}
+
+/// Tensors at least this large are handed to tract by reference into the model file.
+const BY_REFERENCE: usize = 1 << 16;
+
+/// The proto given to tract: large unchanged tensors become external-data references into the
+/// file the model was loaded from, so tract reads each weight from the file once instead of
+/// through two in-memory copies of the whole model (its protobuf types copy `raw_data`).
+fn proto_for_tract(model: &Model) -> Result<crate::onnx::ModelProto, crate::onnx::OnnxError> {
+    use crate::onnx::proto::StringStringEntryProto;
+    use crate::onnx::proto::tensor_proto::DataLocation;
+    let mut proto = model.proto.clone();
+    let Some(file_name) = model
+        .path()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+    else {
+        return Ok(proto);
+    };
+    let entry = |k: &str, v: String| StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v),
+    };
+    crate::onnx::save::relocate_tensors(&mut proto, &mut |t| {
+        if let Some(raw) = t.raw_data.as_ref().filter(|r| r.len() >= BY_REFERENCE)
+            && let Some(offset) = model.offset_in_source(raw)
+        {
+            t.external_data = vec![
+                entry("location", file_name.to_string()),
+                entry("offset", offset.to_string()),
+                entry("length", raw.len().to_string()),
+            ];
+            t.data_location = Some(DataLocation::External as i32);
+            t.raw_data = None;
+        }
+        Ok(())
+    })?;
+    Ok(proto)
 }
 
 impl Runner {
