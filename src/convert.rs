@@ -65,12 +65,8 @@ pub struct ConvertReport {
 /// Normalises `model` in place: checks it, fixes named dims, infers shapes, sorts nodes.
 pub fn normalize(model: &mut Model, shapes: &InputShapes) -> Result<ConvertReport, ConvertError> {
     check_model(model)?;
-    let shapes = shapes
-        .clone()
-        .resolve(&graph_inputs(model))
-        .map_err(ConvertError::InputShape)?;
     let mut report = ConvertReport {
-        fixed_inputs: fix_input_dims(model, &shapes),
+        fixed_inputs: apply_input_shapes(model, shapes)?,
         ..Default::default()
     };
 
@@ -98,6 +94,38 @@ pub fn normalize(model: &mut Model, shapes: &InputShapes) -> Result<ConvertRepor
     report.reordered = graph.sort_topologically()?;
     *model.graph_mut() = graph.into_proto();
     Ok(report)
+}
+
+/// Value shapes as tract's analysis infers them (a dim is `None` when it is not a known number);
+/// values whose rank is unknown are absent. Empty when tract cannot load the model.
+pub fn infer_shapes(model: &Model) -> HashMap<String, Vec<Option<i64>>> {
+    let Ok(mut tract) = tract_model(model) else {
+        return HashMap::new();
+    };
+    let _ = guard("analysing shapes", || tract.analyse(true).map(|_| ()));
+    inferred_types(&tract)
+        .into_iter()
+        .filter_map(|(name, (_, dims))| {
+            let dims = dims?.into_iter().map(|d| match d {
+                Some(Dim::Fixed(v)) => Some(v),
+                _ => None,
+            });
+            Some((name, dims.collect()))
+        })
+        .collect()
+}
+
+/// Checks `--input-shape` settings against the model and fixes those dims on its inputs (and on
+/// outputs sharing a fixed symbol). Returns the inputs that changed, with their new shapes.
+pub fn apply_input_shapes(
+    model: &mut Model,
+    shapes: &InputShapes,
+) -> Result<BTreeMap<String, String>, ConvertError> {
+    let shapes = shapes
+        .clone()
+        .resolve(&graph_inputs(model))
+        .map_err(ConvertError::InputShape)?;
+    Ok(fix_input_dims(model, &shapes))
 }
 
 /// Sets the user's sizes on graph inputs (and on outputs sharing a fixed symbol).
@@ -187,9 +215,15 @@ fn inferred_types(model: &InferenceModel) -> HashMap<String, Inferred> {
     let mut out = HashMap::new();
     for node in model.nodes() {
         for (slot, outlet) in node.outputs.iter().enumerate() {
-            let Some(label) = model.outlet_label(OutletId::new(node.id, slot)) else {
-                continue;
-            };
+            let outlet_id = OutletId::new(node.id, slot);
+            // graph inputs are unlabelled source nodes named after the input
+            let label = model.outlet_label(outlet_id).or_else(|| {
+                model
+                    .inputs
+                    .contains(&outlet_id)
+                    .then_some(node.name.as_str())
+            });
+            let Some(label) = label else { continue };
             let dt = outlet.fact.datum_type.concretize().and_then(|dt| match dt {
                 DatumType::TDim => Some(crate::onnx::DataType::Int64.code()),
                 dt => onnx_dtype(dt).map(|d| d.code()),

@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod lint;
 pub mod onnx;
 pub mod pack;
+pub mod passes;
 pub mod progress;
 pub mod run;
 pub mod verify;

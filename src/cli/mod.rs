@@ -3,6 +3,7 @@
 
 mod convert;
 mod inspect;
+mod optimize;
 mod pack;
 mod printer;
 mod verify;
@@ -26,6 +27,7 @@ struct Cli {
 enum Command {
     Inspect(inspect::InspectArgs),
     Convert(convert::ConvertArgs),
+    Optimize(optimize::OptimizeArgs),
     Verify(verify::VerifyArgs),
     Keygen(pack::KeygenArgs),
     Pack(pack::PackArgs),
@@ -57,6 +59,7 @@ fn parse_and_run() -> ExitCode {
     let outcome = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Optimize(args) => optimize::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Keygen(args) => pack::run_keygen(args),
         Command::Pack(args) => pack::run_pack(args),

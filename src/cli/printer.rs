@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use mdeploy::convert::ConvertError;
 use mdeploy::graph::{GraphError, ModelError};
 use mdeploy::onnx::OnnxError;
+use mdeploy::passes::PassError;
 use mdeploy::progress::Progress;
 use mdeploy::run::RunError;
 use mdeploy::run::tensor_io::TensorIoError;
@@ -41,6 +42,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             return EXIT_CHECK_FAILED;
         }
         if let Some(OnnxError::Write { .. }) = cause.downcast_ref::<OnnxError>() {
+            return EXIT_INTERNAL;
+        }
+        if cause.is::<PassError>() {
             return EXIT_INTERNAL;
         }
         if let Some(RunError::Run(_)) = cause.downcast_ref::<RunError>() {

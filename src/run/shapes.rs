@@ -167,7 +167,8 @@ impl InputShapes {
     }
 
     /// The concrete shape of an input: the user's, else its declared dims with symbols from
-    /// `by_symbol` and 1 for anything still unknown.
+    /// `by_symbol`; dims still unknown take 1 on the leading (batch) axis and 64 elsewhere, a
+    /// size that sequence models and image models with a few downsamplings can both run on.
     pub fn concrete(&self, input: &super::InputDesc) -> Vec<usize> {
         if let Some(d) = self.by_input.get(&input.name) {
             return d.clone();
@@ -176,15 +177,22 @@ impl InputShapes {
             ValueShape::UnknownRank => vec![],
             ValueShape::Known(dims) => dims
                 .iter()
-                .map(|d| match d {
-                    Dim::Fixed(v) if *v >= 0 => *v as usize,
-                    Dim::Symbol(s) => self.by_symbol.get(s).copied().unwrap_or(1),
-                    _ => 1,
+                .enumerate()
+                .map(|(axis, d)| {
+                    let default = if axis == 0 { 1 } else { UNKNOWN_DIM };
+                    match d {
+                        Dim::Fixed(v) if *v >= 0 => *v as usize,
+                        Dim::Symbol(s) => self.by_symbol.get(s).copied().unwrap_or(default),
+                        _ => default,
+                    }
                 })
                 .collect(),
         }
     }
 }
+
+/// The size given to a non-leading dim nobody fixed.
+const UNKNOWN_DIM: usize = 64;
 
 fn check_against(name: &str, decl: &[Dim], dims: &[usize]) -> Result<(), String> {
     if decl.len() != dims.len() {

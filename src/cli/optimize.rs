@@ -1,0 +1,340 @@
+//! `mdeploy optimize IN -o OUT [-O0|-O1|-O2] [--passes a,b] [--skip a,b] [--list-passes] ...`.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use mdeploy::graph::check_model;
+use mdeploy::onnx::{ExternalDataPolicy, Model, SaveOptions};
+use mdeploy::passes::{
+    OptimizeOptions, OptimizeReport, Pass, PassKind, bisect, optimize, preset, registry,
+};
+use mdeploy::progress::Progress;
+use mdeploy::run::{InputShapes, graph_inputs, random_inputs};
+use mdeploy::verify::{
+    Inputs, Sample, Status, Tolerance, VerifyReport, load_samples, verify_models,
+};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::printer::{Bar, CheckFailed, UsageError, note, print_json, print_stdout};
+
+/// Rewrite a model to be smaller and faster without changing what it computes, and prove it.
+#[derive(Debug, Args)]
+pub struct OptimizeArgs {
+    /// The ONNX model.
+    input: Option<PathBuf>,
+    /// Where to write the optimized model.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Optimization level: 0 nothing, 1 cleanup and folding, 2 every lossless pass.
+    #[arg(short = 'O', default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
+    level: u8,
+    /// Run only these passes (comma-separated, in registry order).
+    #[arg(long, value_delimiter = ',')]
+    passes: Vec<String>,
+    /// Leave these passes out.
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
+    /// Print every pass with a one-line description, and exit.
+    #[arg(long)]
+    list_passes: bool,
+    /// Fix dims for folding and verification: `INPUT=1,3,224,224` or `batch=1`. Repeatable.
+    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+    input_shapes: Vec<String>,
+    /// Largest tensor constant folding may create, in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    fold_size_limit: usize,
+    /// Skip verifying the result against the input model.
+    #[arg(long)]
+    no_verify: bool,
+    /// Fail (write nothing) when the result cannot be verified (tract cannot run the model).
+    #[arg(long)]
+    require_verify: bool,
+    /// Write the result even when verification fails.
+    #[arg(long)]
+    keep_failed: bool,
+    /// When verification fails, find the first pass after which the outputs diverge.
+    #[arg(long)]
+    bisect: bool,
+    /// Data to verify on (as for `verify`); default: seeded random samples.
+    #[arg(long, value_name = "PATH")]
+    data: Vec<PathBuf>,
+    /// Random samples to verify on.
+    #[arg(long, default_value_t = 3)]
+    samples: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Store tensors of 1 KiB or more in `<OUTPUT>.data` (automatic past 2 GiB).
+    #[arg(long)]
+    external_data: bool,
+    /// Write the report (passes, before/after, verification) as JSON to this file.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn choose_passes(args: &OptimizeArgs) -> anyhow::Result<Vec<&'static dyn Pass>> {
+    let known: Vec<&str> = registry().iter().map(|p| p.name()).collect();
+    for name in args.passes.iter().chain(&args.skip) {
+        if !known.contains(&name.as_str()) {
+            return Err(UsageError(format!("no pass '{name}' (see --list-passes)")).into());
+        }
+    }
+    let base = if args.passes.is_empty() {
+        preset(args.level)
+    } else {
+        registry()
+            .into_iter()
+            .filter(|p| args.passes.iter().any(|n| n == p.name()))
+            .collect()
+    };
+    Ok(base
+        .into_iter()
+        .filter(|p| !args.skip.iter().any(|n| n == p.name()))
+        .collect())
+}
+
+pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
+    if args.list_passes {
+        let mut s = String::new();
+        for p in registry() {
+            let _ = writeln!(
+                s,
+                "{:<34} {:<8} {}",
+                p.name(),
+                format!("{:?}", p.kind()).to_lowercase(),
+                p.description()
+            );
+        }
+        print_stdout(&s)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (Some(input), Some(output)) = (&args.input, &args.output) else {
+        return Err(UsageError("optimize takes a model and -o OUTPUT".into()).into());
+    };
+    let passes = choose_passes(&args)?;
+    let quiet = args.quiet || args.json;
+    let original = Model::load(input)?;
+    check_model(&original)?;
+    let input_sha256 = hex::encode(Sha256::digest(std::fs::read(input)?));
+    let mut model = Model::load(input)?;
+    let shapes = InputShapes::parse(&args.input_shapes).map_err(UsageError)?;
+    mdeploy::convert::apply_input_shapes(&mut model, &shapes)?;
+    let options = OptimizeOptions {
+        fold_size_limit: args.fold_size_limit,
+        ..Default::default()
+    };
+    let bar = Bar::new(quiet);
+    bar.on_start("optimize", 1);
+    let report = optimize(&mut model, &passes, &options)?;
+    bar.on_finish();
+    let verification = if args.no_verify {
+        None
+    } else {
+        Some(verify(
+            &args, &original, &model, &report, &passes, &options,
+        )?)
+    };
+    let status = verification.as_ref().map(|(v, _)| v.status);
+    let culprit = verification.as_ref().and_then(|(_, c)| c.clone());
+    let refuse = match status {
+        Some(Status::Failed) => !args.keep_failed,
+        Some(Status::Unsupported) => args.require_verify,
+        _ => false,
+    };
+    let saved = if refuse {
+        None
+    } else {
+        let policy = if args.external_data {
+            ExternalDataPolicy::External { threshold: 1024 }
+        } else {
+            ExternalDataPolicy::Auto
+        };
+        Some(model.save(
+            output,
+            SaveOptions {
+                external_data: policy,
+            },
+        )?)
+    };
+    let verdict = match status {
+        None => "not verified (--no-verify)",
+        Some(Status::Passed) => "verified",
+        Some(Status::Failed) => "FAILED verification",
+        Some(Status::Unsupported) => "UNVERIFIED: tract cannot run the model",
+    };
+    let document = json!({
+        "format": "mdeploy.optimize/1",
+        "mdeploy_version": env!("CARGO_PKG_VERSION"),
+        "input": {"path": input.display().to_string(), "sha256": input_sha256, "bytes": original.file_len()},
+        "output": saved,
+        "verification": verification.as_ref().map(|(v, _)| v),
+        "bisect": culprit,
+        "optimize": report,
+    });
+    if let Some(path) = &args.report {
+        let mut text = serde_json::to_vec_pretty(&document)?;
+        text.push(b'\n');
+        mdeploy::onnx::save_bytes_atomically(path, &text)?;
+    }
+    if args.json {
+        print_json(&document)?;
+    }
+    note(
+        quiet,
+        &render(
+            &report,
+            original.file_len(),
+            saved.as_ref().map(|s| s.bytes),
+        ),
+    );
+    note(
+        quiet && status != Some(Status::Unsupported),
+        &format!("{} -> {}: {verdict}", input.display(), output.display()),
+    );
+    if let Some(c) = &culprit {
+        note(
+            false,
+            &format!(
+                "bisect: outputs diverge after pass {} (nodes {})",
+                c.pass,
+                c.nodes_changed.join(", ")
+            ),
+        );
+    }
+    match status {
+        Some(Status::Failed) => Err(CheckFailed(format!(
+            "the optimized model does not match the input{}",
+            if refuse {
+                "; nothing written (--keep-failed writes it anyway)"
+            } else {
+                ""
+            }
+        ))
+        .into()),
+        Some(Status::Unsupported) if args.require_verify => Err(CheckFailed(
+            "the result cannot be verified (--require-verify); nothing written".into(),
+        )
+        .into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Verifies the result against the input on --data or seeded random samples, with the tolerance
+/// the applied passes warrant; bisects on failure when asked.
+fn verify(
+    args: &OptimizeArgs,
+    original: &Model,
+    optimized: &Model,
+    report: &OptimizeReport,
+    passes: &[&'static dyn Pass],
+    options: &OptimizeOptions,
+) -> anyhow::Result<(VerifyReport, Option<mdeploy::passes::Culprit>)> {
+    let samples: Vec<Sample> = if args.data.is_empty() {
+        let inputs = graph_inputs(original);
+        let shapes = InputShapes::parse(&args.input_shapes)
+            .map_err(UsageError)?
+            .resolve(&inputs)
+            .map_err(UsageError)?;
+        (0..args.samples.max(1))
+            .map(|k| {
+                let seed = args.seed.wrapping_add(k as u64);
+                Ok(Sample {
+                    origin: format!("random #{k}"),
+                    inputs: random_inputs(&inputs, &shapes, seed)?,
+                    expected: None,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        load_samples(&args.data)?
+    };
+    let lossless_only = passes
+        .iter()
+        .filter(|p| report.per_pass.get(p.name()).is_some_and(|s| s.applied > 0))
+        .all(|p| p.kind() == PassKind::Cleanup);
+    let tolerance = Tolerance::from_preset(
+        mdeploy::verify::preset(if lossless_only { "exact" } else { "fp32" }).expect("preset"),
+    );
+    let inputs = Inputs {
+        samples: &samples,
+        random_seed: args.data.is_empty().then_some(args.seed),
+    };
+    let name = args
+        .output
+        .as_ref()
+        .map(|o| o.display().to_string())
+        .unwrap_or_default();
+    let v = verify_models(
+        (original, "input"),
+        (optimized, &name),
+        inputs,
+        tolerance.clone(),
+        &mdeploy::progress::NoProgress,
+    )?;
+    let culprit = (v.status == Status::Failed && args.bisect)
+        .then(|| bisect(original, passes, options, &samples, &tolerance))
+        .flatten();
+    Ok((v, culprit))
+}
+
+fn render(r: &OptimizeReport, size_before: Option<u64>, size_after: Option<u64>) -> String {
+    let mut s = String::new();
+    let (b, a) = (&r.before, &r.after);
+    let _ = writeln!(s, "{:<34} {:>12} {:>12}", "", "before", "after");
+    let _ = writeln!(s, "{:<34} {:>12} {:>12}", "nodes", b.nodes, a.nodes);
+    let _ = writeln!(
+        s,
+        "{:<34} {:>12} {:>12}",
+        "initializers", b.initializers, a.initializers
+    );
+    let _ = writeln!(
+        s,
+        "{:<34} {:>12} {:>12}",
+        "parameters", b.parameters, a.parameters
+    );
+    let fmt = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+    let _ = writeln!(
+        s,
+        "{:<34} {:>12} {:>12}",
+        "file bytes",
+        fmt(size_before),
+        fmt(size_after)
+    );
+    let ops: BTreeSet<&String> = b.op_types.keys().chain(a.op_types.keys()).collect();
+    for op in ops {
+        let (x, y) = (
+            b.op_types.get(op).copied().unwrap_or(0),
+            a.op_types.get(op).copied().unwrap_or(0),
+        );
+        if x != y {
+            let _ = writeln!(s, "  {:<32} {:>12} {:>12}", op, x, y);
+        }
+    }
+    let _ = writeln!(s, "{:<34} {:>12} {:>12}", "pass", "applied", "ms");
+    for (name, st) in &r.per_pass {
+        let _ = writeln!(
+            s,
+            "  {:<32} {:>12} {:>12.1}",
+            name,
+            st.applied,
+            st.seconds * 1000.0
+        );
+    }
+    for skip in &r.skipped_folds {
+        let _ = writeln!(
+            s,
+            "  skipped fold of {} ({}): {}",
+            skip.node, skip.op, skip.reason
+        );
+    }
+    let _ = write!(s, "{} iterations", r.iterations);
+    s
+}

@@ -1,0 +1,90 @@
+//! What passes may know beyond the graph they rewrite: the model's opsets, tensor data (external
+//! data included), value shapes inferred by tract, element types, and the constant-folding budget.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::onnx::external::{ExternalData, ExternalRef};
+use crate::onnx::proto::{OperatorSetIdProto, TensorProto};
+use crate::onnx::{OnnxError, TensorData};
+
+/// A fold that was not done, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedFold {
+    pub node: String,
+    pub op: String,
+    pub reason: String,
+}
+
+/// Shared state of one optimization run.
+pub struct PassContext {
+    pub ir_version: i64,
+    pub opsets: Vec<OperatorSetIdProto>,
+    /// The default-domain opset.
+    pub opset: i64,
+    external: ExternalData,
+    /// Inferred dims of values (`None` for a dim that is not a known number).
+    pub shapes: HashMap<String, Vec<Option<i64>>>,
+    /// ONNX element types of values.
+    pub elem_types: HashMap<String, i32>,
+    /// Largest tensor a fold may create, in bytes.
+    pub fold_size_limit: usize,
+    /// Bytes folds may still add to the model in total.
+    pub fold_budget: u64,
+    pub skipped_folds: Vec<SkippedFold>,
+}
+
+impl PassContext {
+    pub fn new(
+        model: &crate::onnx::Model,
+        fold_size_limit: usize,
+        fold_budget: u64,
+    ) -> PassContext {
+        PassContext {
+            ir_version: model.proto.ir_version(),
+            opsets: model.proto.opset_import.clone(),
+            opset: model.opset("").unwrap_or(1),
+            external: ExternalData::new(model.dir().to_path_buf()),
+            shapes: HashMap::new(),
+            elem_types: HashMap::new(),
+            fold_size_limit,
+            fold_budget,
+            skipped_folds: Vec::new(),
+        }
+    }
+
+    /// The directory external data resolves against.
+    pub fn dir(&self) -> &std::path::Path {
+        self.external.dir()
+    }
+
+    /// Typed data of a tensor, wherever it is stored.
+    pub fn tensor_data(&self, t: &TensorProto) -> Result<TensorData, OnnxError> {
+        let external = match ExternalRef::of(t)? {
+            Some(r) => Some(self.external.read(t.name(), &r)?),
+            None => None,
+        };
+        TensorData::new(t, external)
+    }
+
+    /// The dims of a value when every one is a known number.
+    pub fn static_shape(&self, value: &str) -> Option<Vec<i64>> {
+        self.shapes.get(value)?.iter().copied().collect()
+    }
+
+    /// Notes a fold not done, once per node and reason.
+    pub fn skip_fold(&mut self, node: &str, op: &str, reason: String) {
+        if !self
+            .skipped_folds
+            .iter()
+            .any(|s| s.node == node && s.reason == reason)
+        {
+            self.skipped_folds.push(SkippedFold {
+                node: node.into(),
+                op: op.into(),
+                reason,
+            });
+        }
+    }
+}
