@@ -14,11 +14,10 @@ use crate::onnx::proto::NodeProto;
 
 pub struct EliminateNopSlice;
 
-fn params(
-    g: &Graph,
-    ctx: &PassContext,
-    n: &NodeProto,
-) -> Option<(Vec<i64>, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>)> {
+/// starts, ends, axes and steps of a Slice.
+type SliceParams = (Vec<i64>, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>);
+
+fn params(g: &Graph, ctx: &PassContext, n: &NodeProto) -> Option<SliceParams> {
     if n.input.len() >= 3 {
         let opt = |k: usize| {
             n.input
