@@ -19,6 +19,7 @@ mod eliminate_common_subexpressions;
 mod eliminate_dead_nodes;
 mod eliminate_dropout;
 mod eliminate_identity;
+mod eliminate_nop_arithmetic;
 mod eliminate_nop_cast;
 mod eliminate_nop_expand;
 mod eliminate_nop_pad;
@@ -74,6 +75,7 @@ pub fn registry() -> Vec<&'static dyn Pass> {
         &eliminate_nop_pad::EliminateNopPad,
         &eliminate_nop_slice::EliminateNopSlice,
         &eliminate_nop_expand::EliminateNopExpand,
+        &eliminate_nop_arithmetic::EliminateNopArithmetic,
         &fold_constants::FoldConstants,
         &eliminate_common_subexpressions::EliminateCommonSubexpressions,
         &dedupe_initializers::DedupeInitializers,

@@ -1,0 +1,134 @@
+//! `eliminate_nop_arithmetic`: removes arithmetic with a neutral constant.
+//!
+//! ```text
+//! x + 0,  0 + x,  x - 0,  x * 1,  1 * x,  x / 1      =>      x
+//! ```
+//! The constant must be all zeros (Add, Sub) or all ones (Mul, Div) and must not broadcast `x` to
+//! a larger shape: its rank is at most x's, and each of its dims is 1 or equal to x's (known)
+//! dim. Exporters leave such nodes behind for zero-initialised biases and unit scales. Results are
+//! identical except that `-0.0 + 0` gives `+0.0`, which compares equal.
+
+use super::rewrite::{bypass_all, is_op};
+use super::{Pass, PassContext, PassError, PassKind};
+use crate::graph::Graph;
+
+pub struct EliminateNopArithmetic;
+
+/// Whether `name` is a constant whose every element is `neutral`, broadcasting into `x`.
+fn neutral(graph: &Graph, ctx: &PassContext, name: &str, neutral: f64, x: &str) -> bool {
+    let Some(t) = graph.constant(name) else {
+        return false;
+    };
+    let Some(x_dims) = ctx.shapes.get(x) else {
+        return false;
+    };
+    if t.dims.len() > x_dims.len() || ctx.elem_types.get(x) != Some(&t.data_type()) {
+        return false;
+    }
+    let offset = x_dims.len() - t.dims.len();
+    if !t
+        .dims
+        .iter()
+        .enumerate()
+        .all(|(k, &d)| d == 1 || x_dims[offset + k] == Some(d))
+    {
+        return false;
+    }
+    ctx.tensor_data(&t)
+        .ok()
+        .and_then(|d| d.to_f64_lossy())
+        .is_some_and(|v| v.iter().all(|&e| e == neutral))
+}
+
+impl Pass for EliminateNopArithmetic {
+    fn name(&self) -> &'static str {
+        "eliminate_nop_arithmetic"
+    }
+    fn kind(&self) -> PassKind {
+        PassKind::Cleanup
+    }
+    fn description(&self) -> &'static str {
+        "remove Add/Sub of zeros and Mul/Div by ones that do not broadcast"
+    }
+    fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
+        bypass_all(graph, ctx, |g, ctx, n| {
+            if n.input.len() != 2 {
+                return None;
+            }
+            let (a, b) = (&n.input[0], &n.input[1]);
+            let keep = |x: &String, c: &String, value: f64| {
+                neutral(g, ctx, c, value, x).then(|| x.clone())
+            };
+            if is_op(n, "Add") {
+                keep(a, b, 0.0).or_else(|| keep(b, a, 0.0))
+            } else if is_op(n, "Mul") {
+                keep(a, b, 1.0).or_else(|| keep(b, a, 1.0))
+            } else if is_op(n, "Sub") {
+                keep(a, b, 0.0)
+            } else if is_op(n, "Div") {
+                keep(a, b, 1.0)
+            } else {
+                None
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::ModelBuilder;
+    use crate::onnx::DataType;
+    use crate::passes::testing::{max_difference, ops, run_pass};
+
+    fn model(op: &str, c_dims: &[i64], c: &[f32]) -> crate::onnx::ModelProto {
+        ModelBuilder::new(13)
+            .input("x", DataType::Float, &["N", "3"])
+            .initializer_f32("c", c_dims, c)
+            .node("Relu", &["x"], &["r"])
+            .node(op, &["r", "c"], &["a"])
+            .node("Neg", &["a"], &["y"])
+            .output("y", DataType::Float, &["N", "3"])
+            .build()
+    }
+
+    #[test]
+    fn neutral_constants_go() {
+        for (op, v) in [("Add", 0.0), ("Sub", 0.0), ("Mul", 1.0), ("Div", 1.0)] {
+            let m = model(op, &[3], &[v; 3]);
+            let (after, n) = run_pass(&EliminateNopArithmetic, &m);
+            assert_eq!(
+                (n, ops(&after)),
+                (1, vec!["Relu".to_string(), "Neg".to_string()]),
+                "{op}"
+            );
+            assert_eq!(max_difference(&m, &after), 0.0);
+        }
+    }
+
+    #[test]
+    fn real_operands_and_broadcasting_constants_stay() {
+        assert_eq!(
+            run_pass(
+                &EliminateNopArithmetic,
+                &model("Add", &[3], &[0.0, 1.0, 0.0])
+            )
+            .1,
+            0
+        );
+        assert_eq!(
+            run_pass(
+                &EliminateNopArithmetic,
+                &model("Add", &[2, 1, 3], &[0.0; 6])
+            )
+            .1,
+            0,
+            "would add an axis"
+        );
+        let mut sub_from_zero = model("Sub", &[3], &[0.0; 3]);
+        sub_from_zero.graph.as_mut().unwrap().node[1]
+            .input
+            .swap(0, 1); // 0 - x is not x
+        assert_eq!(run_pass(&EliminateNopArithmetic, &sub_from_zero).1, 0);
+    }
+}

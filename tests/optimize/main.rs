@@ -1,0 +1,275 @@
+//! `mdeploy optimize` end to end: every real model gets smaller and still verifies, the options
+//! select passes, subgraphs are optimized too, and what cannot be verified is never called verified.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mdeploy::onnx::Model;
+use serde_json::Value;
+
+fn mdeploy(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mdeploy"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(o)))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+#[test]
+fn every_real_model_gets_smaller_and_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, path) in common::real_models() {
+        let out = tmp.path().join(format!("{name}.onnx"));
+        let o = mdeploy(&["optimize", s(&path), "-o", s(&out), "--json"]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let r = json(&o);
+        assert_eq!(r["format"], "mdeploy.optimize/1");
+        assert_eq!(r["verification"]["status"], "passed", "{name}");
+        let (before, after) = (
+            r["optimize"]["before"]["nodes"].as_u64().unwrap(),
+            r["optimize"]["after"]["nodes"].as_u64().unwrap(),
+        );
+        assert!(after <= before, "{name}: {before} -> {after}");
+        let model = Model::load(&out).unwrap();
+        mdeploy::graph::check_model(&model).unwrap();
+        assert_eq!(model.graph().node.len() as u64, after, "{name}");
+        // the same input gives the same bytes
+        let again = tmp.path().join(format!("{name}.again.onnx"));
+        assert!(
+            mdeploy(&["optimize", s(&path), "-o", s(&again), "-q"])
+                .status
+                .success()
+        );
+        assert!(
+            std::fs::read(&out).unwrap() == std::fs::read(&again).unwrap(),
+            "{name}: not deterministic"
+        );
+    }
+}
+
+#[test]
+fn weights_in_constant_nodes_are_optimized_too() {
+    // PP-OCR stores every weight as a Constant node; BN folding must still happen
+    let (_, path) = common::real_models()
+        .into_iter()
+        .find(|(n, _)| n == "ppocr_mobile_v2_cls")
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cls.onnx");
+    let r = json(&mdeploy(&["optimize", s(&path), "-o", s(&out), "--json"]));
+    let after = &r["optimize"]["after"]["op_types"];
+    assert!(after.get("BatchNormalization").is_none(), "{after}");
+    assert!(after.get("Constant").is_none(), "{after}");
+    assert!(
+        r["optimize"]["per_pass"]["fuse_bn_into_conv"]["applied"]
+            .as_u64()
+            .unwrap()
+            >= 30
+    );
+}
+
+#[test]
+fn levels_and_pass_selection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cnn = fixture("cnn.onnx");
+    let out = tmp.path().join("o.onnx");
+    // -O0 runs nothing: the output is the input, byte for byte
+    assert!(
+        mdeploy(&["optimize", s(&cnn), "-o", s(&out), "-O0", "-q"])
+            .status
+            .success()
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&cnn).unwrap());
+    let r = json(&mdeploy(&[
+        "optimize",
+        s(&cnn),
+        "-o",
+        s(&out),
+        "--passes",
+        "fuse_bn_into_conv",
+        "--json",
+    ]));
+    let keys: Vec<&String> = r["optimize"]["per_pass"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(keys, ["fuse_bn_into_conv"]);
+    assert_eq!(r["optimize"]["per_pass"]["fuse_bn_into_conv"]["applied"], 1);
+    let r = json(&mdeploy(&[
+        "optimize",
+        s(&cnn),
+        "-o",
+        s(&out),
+        "-O1",
+        "--json",
+    ]));
+    assert!(
+        r["optimize"]["per_pass"].get("fuse_bn_into_conv").is_none(),
+        "-O1 is cleanup and folding only"
+    );
+    let r = json(&mdeploy(&[
+        "optimize",
+        s(&cnn),
+        "-o",
+        s(&out),
+        "--skip",
+        "fuse_bn_into_conv",
+        "--json",
+    ]));
+    assert!(r["optimize"]["per_pass"].get("fuse_bn_into_conv").is_none());
+    let o = mdeploy(&[
+        "optimize",
+        s(&cnn),
+        "-o",
+        s(&out),
+        "--passes",
+        "fuse_everything",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no pass 'fuse_everything'"));
+    let o = mdeploy(&["optimize", "--list-passes"]);
+    let listing = String::from_utf8_lossy(&o.stdout).to_string();
+    for p in mdeploy::passes::registry() {
+        assert!(
+            listing.contains(p.name()) && listing.contains(p.description()),
+            "{listing}"
+        );
+    }
+}
+
+#[test]
+fn subgraphs_are_optimized() {
+    let then_branch = mdeploy::graph::GraphBuilder::new("then")
+        .node("Identity", &["a"], &["i"])
+        .node("Relu", &["i"], &["t"])
+        .output("t", mdeploy::onnx::DataType::Float, &["4"])
+        .build();
+    let else_branch = mdeploy::graph::GraphBuilder::new("else")
+        .node("Neg", &["a"], &["e"])
+        .output("e", mdeploy::onnx::DataType::Float, &["4"])
+        .build();
+    let proto = mdeploy::graph::ModelBuilder::new(13)
+        .input("cond", mdeploy::onnx::DataType::Bool, &[])
+        .input("x", mdeploy::onnx::DataType::Float, &["4"])
+        .node("Identity", &["x"], &["a"])
+        .node("If", &["cond"], &["y"])
+        .attr(mdeploy::graph::builder::attr_graph(
+            "then_branch",
+            then_branch,
+        ))
+        .attr(mdeploy::graph::builder::attr_graph(
+            "else_branch",
+            else_branch,
+        ))
+        .output("y", mdeploy::onnx::DataType::Float, &["4"])
+        .build();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("if.onnx");
+    std::fs::write(&src, prost::Message::encode_to_vec(&proto)).unwrap();
+    let out = tmp.path().join("o.onnx");
+    let r = json(&mdeploy(&["optimize", s(&src), "-o", s(&out), "--json"]));
+    assert_eq!(
+        r["optimize"]["per_pass"]["eliminate_identity"]["applied"], 2,
+        "outer and inner Identity"
+    );
+    assert_eq!(r["verification"]["status"], "passed");
+    let g = Model::load(&out).unwrap().proto.graph.unwrap();
+    let then_ops: Vec<String> = g.node[0].attribute[0]
+        .g
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .map(|n| n.op_type().to_string())
+        .collect();
+    assert_eq!(then_ops, ["Relu"]);
+}
+
+#[test]
+fn what_cannot_be_verified_is_marked_and_can_be_refused() {
+    let mut proto = Model::load(&fixture("mlp.onnx")).unwrap().proto;
+    proto.opset_import.push(mdeploy::onnx::OperatorSetIdProto {
+        domain: Some("com.microsoft".into()),
+        version: Some(1),
+    });
+    let g = proto.graph.as_mut().unwrap();
+    let relu = g.node.iter_mut().find(|n| n.op_type() == "Relu").unwrap();
+    relu.op_type = Some("QLinearAdd".into());
+    relu.domain = Some("com.microsoft".into());
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("contrib.onnx");
+    std::fs::write(&src, prost::Message::encode_to_vec(&proto)).unwrap();
+    let out = tmp.path().join("o.onnx");
+    let o = mdeploy(&["optimize", s(&src), "-o", s(&out)]);
+    assert!(o.status.success());
+    assert!(stderr(&o).contains("UNVERIFIED"), "{}", stderr(&o));
+    assert!(out.exists());
+    std::fs::remove_file(&out).unwrap();
+    let o = mdeploy(&["optimize", s(&src), "-o", s(&out), "--require-verify"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!out.exists(), "--require-verify must write nothing");
+}
+
+#[test]
+fn the_report_is_lineage_for_pack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o.onnx");
+    let report = tmp.path().join("r.json");
+    let cnn = fixture("cnn.onnx");
+    assert!(
+        mdeploy(&[
+            "optimize",
+            s(&cnn),
+            "-o",
+            s(&out),
+            "--report",
+            s(&report),
+            "-q"
+        ])
+        .status
+        .success()
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let archive = tmp.path().join("a.mdpkg");
+    let o = mdeploy(&[
+        "pack",
+        s(&out),
+        "-o",
+        s(&archive),
+        "--name",
+        "cnn",
+        "--version",
+        "1.0.0",
+        "--optimize-report",
+        s(&report),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = &json(&o)["manifest"];
+    assert_eq!(m["lineage"]["source_sha256"], r["input"]["sha256"]);
+    assert_eq!(
+        m["lineage"]["optimize"]["optimize"]["passes"],
+        r["optimize"]["passes"]
+    );
+}
