@@ -16,7 +16,7 @@ pub(crate) mod testing;
 
 mod dedupe_initializers;
 mod eliminate_common_subexpressions;
-mod eliminate_dead_nodes;
+pub(crate) mod eliminate_dead_nodes;
 mod eliminate_dropout;
 mod eliminate_identity;
 mod eliminate_nop_arithmetic;
@@ -30,10 +30,17 @@ mod eliminate_unused_initializers;
 mod fold_constants;
 mod fuse_add_bias_into_conv;
 mod fuse_bn_into_conv;
+mod fuse_bn_into_gemm;
 mod fuse_consecutive_reshapes;
+mod fuse_consecutive_squeezes;
 mod fuse_consecutive_transposes;
+mod fuse_consecutive_unsqueezes;
+mod fuse_gelu;
+mod fuse_layer_norm;
 mod fuse_matmul_add_into_gemm;
 mod fuse_mul_into_conv;
+mod fuse_pad_into_conv;
+mod fuse_transpose_into_gemm;
 
 pub use bisect::{Culprit, bisect};
 pub use context::{PassContext, SkippedFold};
@@ -81,10 +88,17 @@ pub fn registry() -> Vec<&'static dyn Pass> {
         &dedupe_initializers::DedupeInitializers,
         &fuse_consecutive_transposes::FuseConsecutiveTransposes,
         &fuse_consecutive_reshapes::FuseConsecutiveReshapes,
+        &fuse_consecutive_squeezes::FuseConsecutiveSqueezes,
+        &fuse_consecutive_unsqueezes::FuseConsecutiveUnsqueezes,
+        &fuse_pad_into_conv::FusePadIntoConv,
         &fuse_bn_into_conv::FuseBnIntoConv,
         &fuse_add_bias_into_conv::FuseAddBiasIntoConv,
         &fuse_mul_into_conv::FuseMulIntoConv,
+        &fuse_bn_into_gemm::FuseBnIntoGemm,
         &fuse_matmul_add_into_gemm::FuseMatmulAddIntoGemm,
+        &fuse_transpose_into_gemm::FuseTransposeIntoGemm,
+        &fuse_gelu::FuseGelu,
+        &fuse_layer_norm::FuseLayerNorm,
         &eliminate_dead_nodes::EliminateDeadNodes,
         &eliminate_unused_initializers::EliminateUnusedInitializers,
     ]

@@ -133,3 +133,51 @@ pub fn absorb(graph: &mut Graph, producer: usize, follower: usize) {
     graph.proto_mut().node[producer].output[0] = out;
     graph.remove_nodes(&[follower]);
 }
+
+/// The `axes` of Squeeze/Unsqueeze/Reduce*: a constant input (opset 13+) or the attribute.
+pub fn axes_of(graph: &Graph, ctx: &PassContext, node: &NodeProto) -> Option<Vec<i64>> {
+    match node.input.get(1).filter(|a| !a.is_empty()) {
+        Some(a) => const_i64s(graph, ctx, a),
+        None => attr_ints(node, "axes"),
+    }
+}
+
+/// Sets `axes` the way the node carries them (input or attribute).
+pub fn set_axes(graph: &mut Graph, index: usize, axes: &[i64]) {
+    let node = graph.nodes()[index].clone();
+    if node.input.get(1).is_some_and(|a| !a.is_empty()) {
+        let t = crate::graph::builder::tensor_i64("", &[axes.len() as i64], axes);
+        let name = graph.add_initializer(&format!("{}_axes", node.output[0]), t);
+        graph.proto_mut().node[index].input[1] = name;
+    } else {
+        let n = &mut graph.proto_mut().node[index];
+        n.attribute.retain(|a| a.name() != "axes");
+        n.attribute
+            .push(crate::graph::builder::attr_ints("axes", axes));
+    }
+}
+
+/// Whether `value` is a constant holding one number (any shape of one element) close to `want`.
+pub fn is_scalar(graph: &Graph, ctx: &PassContext, value: &str, want: f64) -> bool {
+    let Some(t) = graph.constant(value) else {
+        return false;
+    };
+    let Some(v) = ctx.tensor_data(&t).ok().and_then(|d| d.to_f64_lossy()) else {
+        return false;
+    };
+    v.len() == 1 && (v[0] - want).abs() <= 1e-4 * want.abs().max(1.0)
+}
+
+/// The node at `index`'s other input when one input is `value`.
+pub fn other_input<'a>(node: &'a NodeProto, value: &str) -> Option<&'a String> {
+    match node.input.as_slice() {
+        [a, b] if a == value => Some(b),
+        [a, b] if b == value => Some(a),
+        _ => None,
+    }
+}
+
+/// The sole consumer of `value` if it is a default-domain `op`, with its index.
+pub fn next_op(graph: &Graph, value: &str, op: &str) -> Option<usize> {
+    sole_consumer(graph, value).filter(|&i| is_op(&graph.nodes()[i], op))
+}
