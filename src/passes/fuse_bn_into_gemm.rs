@@ -156,7 +156,10 @@ mod tests {
     use crate::onnx::DataType;
     use crate::passes::testing::{max_difference, ops, run_pass};
 
-    fn model(op: &str, trans_b: i64, c: Option<(&[i64], Vec<f32>)>) -> crate::onnx::ModelProto {
+    /// An optional Gemm C: its dims and values.
+    type Bias<'a> = Option<(&'a [i64], Vec<f32>)>;
+
+    fn model(op: &str, trans_b: i64, c: Bias) -> crate::onnx::ModelProto {
         let w: Vec<f32> = (0..12).map(|k| (k as f32 * 0.41).sin()).collect();
         let w_dims: &[i64] = if trans_b == 1 { &[3, 4] } else { &[4, 3] };
         let mut inputs = vec!["a", "w"];
@@ -188,7 +191,7 @@ mod tests {
 
     #[test]
     fn bn_folds_into_gemm_and_matmul() {
-        let cases: Vec<(&str, i64, Option<(&[i64], Vec<f32>)>)> = vec![
+        let cases: Vec<(&str, i64, Bias)> = vec![
             ("Gemm", 0, Some((&[3], vec![0.1, 0.2, 0.3]))),
             ("Gemm", 1, Some((&[1, 3], vec![0.1, 0.2, 0.3]))),
             (
