@@ -10,6 +10,7 @@
 mod bisect;
 mod context;
 pub mod manager;
+pub mod prune;
 mod rewrite;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -273,3 +273,75 @@ fn the_report_is_lineage_for_pack() {
         r["optimize"]["passes"]
     );
 }
+
+#[test]
+fn pruning_is_opt_in_reported_and_can_be_held_to_a_tolerance() {
+    let (_, path) = common::real_models()
+        .into_iter()
+        .find(|(n, _)| n == "squeezenet1_1")
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("p.onnx");
+    let o = mdeploy(&[
+        "optimize",
+        s(&path),
+        "-o",
+        s(&out),
+        "--prune",
+        "0.5",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = json(&o);
+    for t in r["prune"]["magnitude"].as_array().unwrap() {
+        assert!((t["sparsity"].as_f64().unwrap() - 0.5).abs() < 0.01, "{t}");
+    }
+    assert!(
+        r["verification"]["outputs"][0]["max_abs_error"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "numbers change and are reported"
+    );
+    mdeploy::graph::check_model(&Model::load(&out).unwrap()).unwrap();
+    // channel pruning makes the file smaller
+    let o = mdeploy(&[
+        "optimize",
+        s(&path),
+        "-o",
+        s(&out),
+        "--prune-channels",
+        "0.25",
+        "--json",
+    ]);
+    let r = json(&o);
+    let pruned: Vec<&Value> = r["prune"]["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["removed"].as_u64() > Some(0))
+        .collect();
+    assert!(!pruned.is_empty());
+    assert!(std::fs::metadata(&out).unwrap().len() < std::fs::metadata(&path).unwrap().len());
+    assert!(
+        r["optimize"]["after"]["parameters"].as_u64()
+            < r["optimize"]["before"]["parameters"].as_u64()
+    );
+    // held to a tolerance it cannot meet, nothing is written
+    std::fs::remove_file(&out).unwrap();
+    let o = mdeploy(&[
+        "optimize",
+        s(&path),
+        "-o",
+        s(&out),
+        "--prune",
+        "0.5",
+        "--tolerance",
+        "fp32",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!out.exists());
+    // the default preset never prunes
+    let r = json(&mdeploy(&["optimize", s(&path), "-o", s(&out), "--json"]));
+    assert!(r["prune"].is_null());
+}
