@@ -5,8 +5,10 @@
 //! ```
 //! The constant must be all zeros (Add, Sub) or all ones (Mul, Div) and must not broadcast `x` to
 //! a larger shape: its rank is at most x's, and each of its dims is 1 or equal to x's (known)
-//! dim. Exporters leave such nodes behind for zero-initialised biases and unit scales. Results are
-//! identical except that `-0.0 + 0` gives `+0.0`, which compares equal.
+//! dim. Where x's shape is unknown, a 1-D constant still qualifies when x comes from a MatMul or
+//! Gemm whose constant weight fixes x's last dim to the constant's length. Exporters leave such
+//! nodes behind for zero-initialised biases and unit scales. Results are identical except that
+//! `-0.0 + 0` gives `+0.0`, which compares equal.
 
 use super::rewrite::{bypass_all, is_op};
 use super::{Pass, PassContext, PassError, PassKind};
@@ -14,24 +16,53 @@ use crate::graph::Graph;
 
 pub struct EliminateNopArithmetic;
 
+/// The last dim of `x` when its producer fixes it: a MatMul or Gemm with a constant 2-D weight.
+fn last_dim_from_weight(graph: &Graph, x: &str) -> Option<i64> {
+    let p = graph.producer(x)?;
+    let w = graph.constant(p.input.get(1)?)?;
+    let trans_b = p
+        .attribute
+        .iter()
+        .any(|a| a.name() == "transB" && a.i == Some(1));
+    match (p.op_type(), w.dims.as_slice()) {
+        ("MatMul", [_, n]) | ("Gemm", [_, n]) if !trans_b => Some(*n),
+        ("Gemm", [n, _]) if trans_b => Some(*n),
+        _ => None,
+    }
+}
+
+/// Whether a constant of shape `dims` broadcasts into `x` without changing x's shape. Where
+/// tract could not follow x's dims (symbolic shapes), a 1-D constant along a last dim the
+/// producer's weight fixes still cannot grow x.
+fn broadcasts_into(graph: &Graph, ctx: &PassContext, dims: &[i64], x: &str) -> bool {
+    let Some(x_dims) = ctx.shapes.get(x) else {
+        return match dims {
+            [] => true,
+            [d] => *d == 1 || last_dim_from_weight(graph, x) == Some(*d),
+            _ => false,
+        };
+    };
+    if dims.len() > x_dims.len() {
+        return false;
+    }
+    let offset = x_dims.len() - dims.len();
+    let last = x_dims.len() - 1;
+    dims.iter().enumerate().all(|(k, &d)| {
+        let known = match x_dims[offset + k] {
+            Some(v) => Some(v),
+            None if offset + k == last => last_dim_from_weight(graph, x),
+            None => None,
+        };
+        d == 1 || known == Some(d)
+    })
+}
+
 /// Whether `name` is a constant whose every element is `neutral`, broadcasting into `x`.
 fn neutral(graph: &Graph, ctx: &PassContext, name: &str, neutral: f64, x: &str) -> bool {
     let Some(t) = graph.constant(name) else {
         return false;
     };
-    let Some(x_dims) = ctx.shapes.get(x) else {
-        return false;
-    };
-    if t.dims.len() > x_dims.len() || ctx.elem_types.get(x) != Some(&t.data_type()) {
-        return false;
-    }
-    let offset = x_dims.len() - t.dims.len();
-    if !t
-        .dims
-        .iter()
-        .enumerate()
-        .all(|(k, &d)| d == 1 || x_dims[offset + k] == Some(d))
-    {
+    if ctx.elem_types.get(x) != Some(&t.data_type()) || !broadcasts_into(graph, ctx, &t.dims, x) {
         return false;
     }
     ctx.tensor_data(&t)
@@ -104,6 +135,28 @@ mod tests {
             );
             assert_eq!(max_difference(&m, &after), 0.0);
         }
+    }
+
+    #[test]
+    fn a_zero_bias_on_a_matmul_of_unknown_shape_goes() {
+        let m = ModelBuilder::new(13)
+            .input("x", DataType::Float, &[])
+            .initializer_f32("w", &[4, 3], &[0.5; 12])
+            .initializer_f32("b", &[3], &[0.0; 3])
+            .node("MatMul", &["x", "w"], &["mm"])
+            .node("Add", &["b", "mm"], &["y"])
+            .output("y", DataType::Float, &[])
+            .build();
+        let mut m = m;
+        let x = &mut m.graph.as_mut().unwrap().input[0];
+        *x = crate::graph::builder::value_info("x", DataType::Float, &[]);
+        if let Some(crate::onnx::proto::type_proto::Value::TensorType(t)) =
+            x.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            t.shape = None; // rank unknown: tract cannot follow the dims
+        }
+        let (after, n) = run_pass(&EliminateNopArithmetic, &m);
+        assert_eq!((n, ops(&after)), (1, vec!["MatMul".to_string()]));
     }
 
     #[test]
