@@ -198,6 +198,34 @@ mod tests {
     }
 
     #[test]
+    fn a_weight_shared_with_another_conv_is_not_changed_under_it() {
+        let mut m = model(1, 1, true);
+        let g = m.graph.as_mut().unwrap();
+        g.node.push(crate::onnx::NodeProto {
+            op_type: Some("Conv".into()),
+            input: vec!["x".into(), "w".into(), "b".into()],
+            output: vec!["other".into()],
+            attribute: vec![attr_int("group", 1), attr_ints("dilations", &[1, 1])],
+            ..Default::default()
+        });
+        g.output.push(crate::graph::builder::value_info(
+            "other",
+            DataType::Float,
+            &["1", "4", "5", "5"],
+        ));
+        let (after, n) = run_pass(&FuseBnIntoConv, &m);
+        assert_eq!(n, 1);
+        let g = after.graph.as_ref().unwrap();
+        let other = g.node.iter().find(|n| n.output[0] == "other").unwrap();
+        assert_eq!(
+            other.input[1], "w",
+            "the other conv keeps the original weight"
+        );
+        assert!(g.initializer.iter().any(|t| t.name() == "w"));
+        assert!(max_difference(&m, &after) < 1e-5);
+    }
+
+    #[test]
     fn non_constant_bn_parameters_are_left_alone() {
         let mut m = model(1, 1, true);
         let g = m.graph.as_mut().unwrap();
