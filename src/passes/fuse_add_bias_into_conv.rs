@@ -8,7 +8,7 @@
 //! output must feed only the Add. Results change by float rounding only.
 
 use super::fuse_bn_into_conv::rescale_conv;
-use super::rewrite::{absorb, const_f32s, is_op, per_channel, sole_consumer};
+use super::rewrite::{absorb, const_f32s, is_op, per_channel, rewrite_each, sole_consumer};
 use super::{Pass, PassContext, PassError, PassKind};
 use crate::graph::Graph;
 
@@ -53,22 +53,35 @@ impl Pass for FuseAddBiasIntoConv {
         "fold a per-channel constant Add after a Conv into its bias"
     }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
-        let mut count = 0;
-        let mut i = 0;
-        while i < graph.nodes().len() {
-            if let Some((add, c)) = channel_follower(graph, ctx, i, "Add") {
-                let ones = vec![1.0; c.len()];
-                let shift: Vec<f64> = c.iter().map(|&v| f64::from(v)).collect();
-                if rescale_conv(graph, ctx, i, &ones, &shift).is_some() {
-                    absorb(graph, i, add);
-                    count += 1;
-                    continue;
-                }
-            }
-            i += 1;
-        }
-        Ok(count)
+        // conv + c = conv * 1 + c
+        Ok(fuse_followers(graph, ctx, "Add", |c| {
+            (
+                vec![1.0; c.len()],
+                c.iter().map(|&v| f64::from(v)).collect(),
+            )
+        }))
     }
+}
+
+/// Folds every Conv's per-channel constant `op` follower into the Conv, as the per-channel
+/// scale and shift `to_affine` makes of the constant's values.
+pub fn fuse_followers(
+    graph: &mut Graph,
+    ctx: &PassContext,
+    op: &str,
+    to_affine: impl Fn(&[f32]) -> (Vec<f64>, Vec<f64>),
+) -> usize {
+    rewrite_each(graph, |g, i| {
+        let Some((follower, values)) = channel_follower(g, ctx, i, op) else {
+            return false;
+        };
+        let (scale, shift) = to_affine(&values);
+        if rescale_conv(g, ctx, i, &scale, &shift).is_none() {
+            return false;
+        }
+        absorb(g, i, follower);
+        true
+    })
 }
 
 #[cfg(test)]

@@ -9,9 +9,12 @@
 //! and the BN is in inference mode with one output. Grouped and dilated convs are fine (the scale
 //! is per output channel). Computed in f64, stored as f32: results change by rounding only.
 
-use super::rewrite::{absorb, attr_f, attr_i, const_f32s, f32_tensor, is_op, sole_consumer};
+use super::rewrite::{
+    absorb, attr_f, attr_i, const_f32s, f32_tensor, is_op, rewrite_each, sole_consumer,
+};
 use super::{Pass, PassContext, PassError, PassKind};
 use crate::graph::Graph;
+use crate::onnx::proto::NodeProto;
 
 pub struct FuseBnIntoConv;
 
@@ -70,18 +73,9 @@ impl Pass for FuseBnIntoConv {
         "fold inference BatchNormalization into the preceding Conv's weights and bias"
     }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
-        let mut count = 0;
-        let mut i = 0;
-        while i < graph.nodes().len() {
-            if let Some(bn) = candidate(graph, ctx, i)
-                && fuse(graph, ctx, i, bn).is_some()
-            {
-                count += 1;
-                continue;
-            }
-            i += 1;
-        }
-        Ok(count)
+        Ok(rewrite_each(graph, |g, i| {
+            candidate(g, ctx, i).is_some_and(|bn| fuse(g, ctx, i, bn).is_some())
+        }))
     }
 }
 
@@ -105,24 +99,35 @@ fn candidate(graph: &Graph, _ctx: &PassContext, conv: usize) -> Option<usize> {
         .then_some(bn)
 }
 
-fn fuse(graph: &mut Graph, ctx: &PassContext, conv: usize, bn: usize) -> Option<()> {
-    let b = graph.nodes()[bn].clone();
-    let eps = f64::from(attr_f(&b, "epsilon", 1e-5));
+/// An inference BatchNormalization as `y = x * s + t` per channel:
+/// `s = scale / sqrt(var + eps)`, `t = bias - mean * s`. `None` unless its four parameters are
+/// constant FLOAT vectors of one length.
+pub fn bn_scale_shift(
+    graph: &Graph,
+    ctx: &PassContext,
+    bn: &NodeProto,
+) -> Option<(Vec<f64>, Vec<f64>)> {
+    let eps = f64::from(attr_f(bn, "epsilon", 1e-5));
     let [scale, bias, mean, var] =
-        [1, 2, 3, 4].map(|k| const_f32s(graph, ctx, &b.input[k]).map(|(_, v)| v));
+        [1, 2, 3, 4].map(|k| const_f32s(graph, ctx, &bn.input[k]).map(|(_, v)| v));
     let (scale, bias, mean, var) = (scale?, bias?, mean?, var?);
-    let s: Vec<f64> = scale
-        .iter()
-        .zip(&var)
-        .map(|(&g, &v)| f64::from(g) / (f64::from(v) + eps).sqrt())
-        .collect();
-    // B' = (B - mean) * s + bias = B*s + (bias - mean*s)
-    if bias.len() != s.len() || mean.len() != s.len() {
+    let n = scale.len();
+    if bias.len() != n || mean.len() != n || var.len() != n {
         return None;
     }
-    let t: Vec<f64> = (0..s.len())
+    let s: Vec<f64> = (0..n)
+        .map(|k| f64::from(scale[k]) / (f64::from(var[k]) + eps).sqrt())
+        .collect();
+    let t: Vec<f64> = (0..n)
         .map(|k| f64::from(bias[k]) - f64::from(mean[k]) * s[k])
         .collect();
+    Some((s, t))
+}
+
+fn fuse(graph: &mut Graph, ctx: &PassContext, conv: usize, bn: usize) -> Option<()> {
+    let b = graph.nodes()[bn].clone();
+    // B' = (B - mean) * s + bias = B*s + (bias - mean*s)
+    let (s, t) = bn_scale_shift(graph, ctx, &b)?;
     rescale_conv(graph, ctx, conv, &s, &t)?;
     absorb(graph, conv, bn);
     Some(())

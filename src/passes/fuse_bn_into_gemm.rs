@@ -11,7 +11,9 @@
 //! stays fine, but a non-constant B, a C of shape [M, N] with unknown M, a BN in training mode or
 //! with extra outputs read. Computed in f64, stored as f32: results change by rounding only.
 
-use super::rewrite::{absorb, attr_f, attr_i, const_f32s, f32_tensor, is_op, sole_consumer};
+use super::rewrite::{
+    absorb, attr_f, attr_i, const_f32s, f32_tensor, is_op, rewrite_each, sole_consumer,
+};
 use super::{Pass, PassContext, PassError, PassKind};
 use crate::graph::Graph;
 use crate::graph::builder::{attr_float, attr_int};
@@ -43,28 +45,16 @@ fn candidate(graph: &Graph, ctx: &PassContext, i: usize) -> Option<usize> {
 fn fuse(graph: &mut Graph, ctx: &PassContext, i: usize, bn: usize) -> Option<()> {
     let node = graph.nodes()[i].clone();
     let b = graph.nodes()[bn].clone();
-    let eps = f64::from(attr_f(&b, "epsilon", 1e-5));
-    let [scale, bias, mean, var] =
-        [1, 2, 3, 4].map(|k| const_f32s(graph, ctx, &b.input[k]).map(|(_, v)| v));
-    let (scale, bias, mean, var) = (scale?, bias?, mean?, var?);
+    let (s, t) = super::fuse_bn_into_conv::bn_scale_shift(graph, ctx, &b)?;
     let (w_dims, w) = const_f32s(graph, ctx, &node.input[1])?;
     if w_dims.len() != 2 {
         return None;
     }
     let trans_b = is_op(&node, "Gemm") && attr_i(&node, "transB", 0) == 1;
     let n = if trans_b { w_dims[0] } else { w_dims[1] } as usize;
-    if [scale.len(), bias.len(), mean.len(), var.len()]
-        .iter()
-        .any(|&l| l != n)
-    {
+    if s.len() != n {
         return None;
     }
-    let s: Vec<f64> = (0..n)
-        .map(|k| f64::from(scale[k]) / (f64::from(var[k]) + eps).sqrt())
-        .collect();
-    let t: Vec<f64> = (0..n)
-        .map(|k| f64::from(bias[k]) - f64::from(mean[k]) * s[k])
-        .collect();
     let cols = w_dims[1] as usize;
     let new_w = f32_tensor(
         &w_dims,
@@ -134,18 +124,9 @@ impl Pass for FuseBnIntoGemm {
         "fold inference BatchNormalization into the preceding Gemm or 2-D MatMul"
     }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
-        let mut count = 0;
-        let mut i = 0;
-        while i < graph.nodes().len() {
-            if let Some(bn) = candidate(graph, ctx, i)
-                && fuse(graph, ctx, i, bn).is_some()
-            {
-                count += 1;
-                continue;
-            }
-            i += 1;
-        }
-        Ok(count)
+        Ok(rewrite_each(graph, |g, i| {
+            candidate(g, ctx, i).is_some_and(|bn| fuse(g, ctx, i, bn).is_some())
+        }))
     }
 }
 

@@ -47,35 +47,43 @@ impl Pass for FuseConsecutiveSqueezes {
         "merge consecutive Squeeze nodes"
     }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
-        let mut count = 0;
-        for i in 0..graph.nodes().len() {
-            let node = graph.nodes()[i].clone();
-            if !is_op(&node, "Squeeze") {
-                continue;
-            }
-            let Some(inner) = graph
-                .producer(&node.input[0])
-                .filter(|p| is_op(p, "Squeeze"))
-                .cloned()
-            else {
-                continue;
-            };
-            let (Some(s1), Some(s2)) = (axes_of(graph, ctx, &inner), axes_of(graph, ctx, &node))
-            else {
-                continue;
-            };
-            let Some(rank) = ctx.shapes.get(&inner.input[0]).map(|s| s.len() as i64) else {
-                continue;
-            };
-            let Some(all) = combine(&s1, &s2, rank) else {
-                continue;
-            };
-            graph.proto_mut().node[i].input[0] = inner.input[0].clone();
-            set_axes(graph, i, &all);
-            count += 1;
-        }
-        Ok(count)
+        Ok(merge_pairs(graph, ctx, "Squeeze", combine))
     }
+}
+
+/// Combines (inner axes, outer axes, rank of the inner input) into one node's axes.
+type CombineAxes = fn(&[i64], &[i64], i64) -> Option<Vec<i64>>;
+
+/// Makes every `op` node whose input comes from another `op` node read that node's input, with
+/// the axes `combine` makes of (inner axes, outer axes, rank of the inner input).
+pub fn merge_pairs(graph: &mut Graph, ctx: &PassContext, op: &str, combine: CombineAxes) -> usize {
+    let mut count = 0;
+    for i in 0..graph.nodes().len() {
+        let node = graph.nodes()[i].clone();
+        if !is_op(&node, op) {
+            continue;
+        }
+        let Some(inner) = graph
+            .producer(&node.input[0])
+            .filter(|p| is_op(p, op))
+            .cloned()
+        else {
+            continue;
+        };
+        let (Some(a1), Some(a2)) = (axes_of(graph, ctx, &inner), axes_of(graph, ctx, &node)) else {
+            continue;
+        };
+        let Some(rank) = ctx.shapes.get(&inner.input[0]).map(|s| s.len() as i64) else {
+            continue;
+        };
+        let Some(all) = combine(&a1, &a2, rank) else {
+            continue;
+        };
+        graph.proto_mut().node[i].input[0] = inner.input[0].clone();
+        set_axes(graph, i, &all);
+        count += 1;
+    }
+    count
 }
 
 #[cfg(test)]

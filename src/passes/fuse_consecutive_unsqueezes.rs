@@ -8,7 +8,6 @@
 //! constant axes and, for negative axes, the input's rank. Opsets 1-12 (attribute) and 13+
 //! (input). The first Unsqueeze stays if something else reads it. Results are bit-identical.
 
-use super::rewrite::{axes_of, is_op, set_axes};
 use super::{Pass, PassContext, PassError, PassKind};
 use crate::graph::Graph;
 
@@ -51,34 +50,12 @@ impl Pass for FuseConsecutiveUnsqueezes {
         "merge consecutive Unsqueeze nodes"
     }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
-        let mut count = 0;
-        for i in 0..graph.nodes().len() {
-            let node = graph.nodes()[i].clone();
-            if !is_op(&node, "Unsqueeze") {
-                continue;
-            }
-            let Some(inner) = graph
-                .producer(&node.input[0])
-                .filter(|p| is_op(p, "Unsqueeze"))
-                .cloned()
-            else {
-                continue;
-            };
-            let (Some(a1), Some(a2)) = (axes_of(graph, ctx, &inner), axes_of(graph, ctx, &node))
-            else {
-                continue;
-            };
-            let Some(rank) = ctx.shapes.get(&inner.input[0]).map(|s| s.len() as i64) else {
-                continue;
-            };
-            let Some(all) = combine(&a1, &a2, rank) else {
-                continue;
-            };
-            graph.proto_mut().node[i].input[0] = inner.input[0].clone();
-            set_axes(graph, i, &all);
-            count += 1;
-        }
-        Ok(count)
+        Ok(super::fuse_consecutive_squeezes::merge_pairs(
+            graph,
+            ctx,
+            "Unsqueeze",
+            combine,
+        ))
     }
 }
 

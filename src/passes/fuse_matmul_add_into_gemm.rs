@@ -8,7 +8,7 @@
 //! output must feed only the Add. Batched (3-D and up) MatMuls are left alone: Gemm is 2-D only.
 //! Results change by float rounding only.
 
-use super::rewrite::{is_op, sole_consumer};
+use super::rewrite::{absorb, is_op, rewrite_each, sole_consumer};
 use super::{Pass, PassContext, PassError, PassKind};
 use crate::graph::Graph;
 
@@ -59,22 +59,16 @@ impl Pass for FuseMatmulAddIntoGemm {
         "turn a 2-D MatMul with a constant weight and a constant Add into a Gemm"
     }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
-        let mut count = 0;
-        let mut i = 0;
-        while i < graph.nodes().len() {
-            if let Some((add, c)) = candidate(graph, ctx, i) {
-                let out = graph.nodes()[add].output[0].clone();
-                let node = &mut graph.proto_mut().node[i];
-                node.op_type = Some("Gemm".into());
-                node.input.push(c);
-                node.output[0] = out;
-                graph.remove_nodes(&[add]);
-                count += 1;
-                continue;
-            }
-            i += 1;
-        }
-        Ok(count)
+        Ok(rewrite_each(graph, |g, i| {
+            let Some((add, c)) = candidate(g, ctx, i) else {
+                return false;
+            };
+            let node = &mut g.proto_mut().node[i];
+            node.op_type = Some("Gemm".into());
+            node.input.push(c);
+            absorb(g, i, add);
+            true
+        }))
     }
 }
 

@@ -6,9 +6,7 @@
 //! `s` must be constant FLOAT and vary along the channel axis only (see `fuse_add_bias_into_conv`).
 //! The Conv output must feed only the Mul. Results change by float rounding only.
 
-use super::fuse_add_bias_into_conv::channel_follower;
-use super::fuse_bn_into_conv::rescale_conv;
-use super::rewrite::absorb;
+use super::fuse_add_bias_into_conv::fuse_followers;
 use super::{Pass, PassContext, PassError, PassKind};
 use crate::graph::Graph;
 
@@ -25,21 +23,13 @@ impl Pass for FuseMulIntoConv {
         "fold a per-channel constant Mul after a Conv into its weights and bias"
     }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
-        let mut count = 0;
-        let mut i = 0;
-        while i < graph.nodes().len() {
-            if let Some((mul, s)) = channel_follower(graph, ctx, i, "Mul") {
-                let scale: Vec<f64> = s.iter().map(|&v| f64::from(v)).collect();
-                let zeros = vec![0.0; s.len()];
-                if rescale_conv(graph, ctx, i, &scale, &zeros).is_some() {
-                    absorb(graph, i, mul);
-                    count += 1;
-                    continue;
-                }
-            }
-            i += 1;
-        }
-        Ok(count)
+        // conv * s = conv * s + 0
+        Ok(fuse_followers(graph, ctx, "Mul", |s| {
+            (
+                s.iter().map(|&v| f64::from(v)).collect(),
+                vec![0.0; s.len()],
+            )
+        }))
     }
 }
 

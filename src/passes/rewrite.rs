@@ -181,3 +181,22 @@ pub fn other_input<'a>(node: &'a NodeProto, value: &str) -> Option<&'a String> {
 pub fn next_op(graph: &Graph, value: &str, op: &str) -> Option<usize> {
     sole_consumer(graph, value).filter(|&i| is_op(&graph.nodes()[i], op))
 }
+
+/// Offers each node index to `rewrite` in turn. A rewrite that applies (returns true) may remove
+/// or change nodes, so the same index is offered again; otherwise the next one is. Returns how
+/// many rewrites applied.
+pub fn rewrite_each(
+    graph: &mut Graph,
+    mut rewrite: impl FnMut(&mut Graph, usize) -> bool,
+) -> usize {
+    let mut count = 0;
+    let mut i = 0;
+    while i < graph.nodes().len() {
+        if rewrite(graph, i) {
+            count += 1;
+        } else {
+            i += 1;
+        }
+    }
+    count
+}

@@ -342,10 +342,20 @@ fn pruning_is_opt_in_reported_and_can_be_held_to_a_tolerance() {
     assert_eq!(o.status.code(), Some(1));
     assert!(!out.exists());
     // --keep-failed writes it anyway, and still says it failed
-    let o = mdeploy(&["optimize", s(&path), "-o", s(&out), "--prune", "0.5", "--tolerance", "fp32", "--keep-failed"]);
+    let o = mdeploy(&[
+        "optimize",
+        s(&path),
+        "-o",
+        s(&out),
+        "--prune",
+        "0.5",
+        "--tolerance",
+        "fp32",
+        "--keep-failed",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(out.exists());
-        // the default preset never prunes
+    // the default preset never prunes
     let r = json(&mdeploy(&["optimize", s(&path), "-o", s(&out), "--json"]));
     assert!(r["prune"].is_null());
 }
