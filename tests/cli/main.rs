@@ -5,8 +5,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::{json_ok, mdeploy, stderr};
 use mdeploy::onnx::Model;
 use mdeploy::run::Runner;
 use mdeploy::run::tensor_io::read_pb_dir;
@@ -14,17 +15,6 @@ use serde_json::Value;
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
-
-fn mdeploy(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mdeploy"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
 }
 
 /// Asserts exit code 2 with a message containing every `needle`, and no panic.
@@ -35,11 +25,6 @@ fn assert_input_error(o: &Output, needles: &[&str]) {
     for n in needles {
         assert!(err.contains(n), "expected '{n}' in: {err}");
     }
-}
-
-fn json(o: &Output) -> Value {
-    assert!(o.status.success(), "{}", stderr(o));
-    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 #[test]
@@ -62,7 +47,7 @@ fn fixtures_are_reproducible() {
 #[test]
 fn inspect_json_agrees_with_each_real_models_info() {
     for (name, path) in common::real_models() {
-        let report = json(&mdeploy(&["inspect", path.to_str().unwrap(), "--json"]));
+        let report = json_ok(&mdeploy(&["inspect", path.to_str().unwrap(), "--json"]));
         let info: Value =
             serde_json::from_slice(&std::fs::read(path.with_file_name("info.json")).unwrap())
                 .unwrap();
@@ -140,7 +125,7 @@ fn lint_reports_unused_initializers_dead_nodes_and_foreign_ops() {
     Model::from_proto(proto, tmp.path().into())
         .save(&path, Default::default())
         .unwrap();
-    let report = json(&mdeploy(&["inspect", path.to_str().unwrap(), "--json"]));
+    let report = json_ok(&mdeploy(&["inspect", path.to_str().unwrap(), "--json"]));
     let kinds: Vec<&str> = report["lint"]
         .as_array()
         .unwrap()
@@ -183,7 +168,7 @@ fn convert_normalizes_every_real_model() {
     for (name, path) in common::real_models() {
         let out = tmp.path().join(format!("{name}.onnx"));
         let before = std::fs::read(&path).unwrap();
-        let report = json(&mdeploy(&[
+        let report = json_ok(&mdeploy(&[
             "convert",
             path.to_str().unwrap(),
             "-o",
@@ -248,9 +233,9 @@ fn convert_fixes_named_dims() {
         "sequence=23",
         "--json",
     ]);
-    let report = json(&o);
+    let report = json_ok(&o);
     assert_eq!(report["report"]["fixed_inputs"]["input_ids"], "[1, 23]");
-    let inspected = json(&mdeploy(&["inspect", out.to_str().unwrap(), "--json"]));
+    let inspected = json_ok(&mdeploy(&["inspect", out.to_str().unwrap(), "--json"]));
     assert_eq!(inspected["inputs"][0]["shape"], serde_json::json!([1, 23]));
     assert_eq!(
         inspected["outputs"][0]["shape"],
@@ -364,7 +349,7 @@ fn external_data_is_written_on_request() {
         .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let split = tmp.path().join("split.onnx");
-    let report = json(&mdeploy(&[
+    let report = json_ok(&mdeploy(&[
         "convert",
         path.to_str().unwrap(),
         "-o",
@@ -384,7 +369,7 @@ fn external_data_is_written_on_request() {
     );
     assert!(std::fs::metadata(&data).unwrap().len() > 4_000_000);
     assert_runs_like_reference(&split, &path.with_file_name("test_data_set_0"));
-    let inspected = json(&mdeploy(&["inspect", split.to_str().unwrap(), "--json"]));
+    let inspected = json_ok(&mdeploy(&["inspect", split.to_str().unwrap(), "--json"]));
     assert_eq!(inspected["external_data"][0]["location"], "split.onnx.data");
 }
 
@@ -635,7 +620,7 @@ fn convert_names_ops_tract_cannot_analyse_and_still_writes() {
         out.to_str().unwrap(),
         "--json",
     ]);
-    let report = json(&o);
+    let report = json_ok(&o);
     assert_eq!(report["report"]["not_analysed"][0]["op"], "FancyContribOp");
     assert_eq!(report["report"]["not_analysed"][0]["node"], "fancy");
     assert!(out.is_file());
@@ -667,7 +652,7 @@ fn convert_writes_models_tract_cannot_load() {
         common::shared().join("onnx-node-tests/node/test_cast_FLOAT_to_FLOAT8E4M3FN/model.onnx");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.onnx");
-    let report = json(&mdeploy(&[
+    let report = json_ok(&mdeploy(&[
         "convert",
         conformance.to_str().unwrap(),
         "-o",

@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
 
 /// `../shared` beside the repository (or `$MDEPLOY_SHARED`). Missing data is a failure, not a
 /// skip: a test that silently passes without its data proves nothing.
@@ -62,3 +65,39 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 pub mod fixtures;
+
+/// Runs the `mdeploy` binary (without `SOURCE_DATE_EPOCH`, so archives are reproducible).
+pub fn mdeploy(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mdeploy"))
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// The JSON document a command printed, whatever its exit code.
+pub fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(o)))
+}
+
+/// The JSON document a successful command printed.
+pub fn json_ok(o: &Output) -> Value {
+    assert!(o.status.success(), "{}", stderr(o));
+    json(o)
+}
+
+/// A file of the repository's `fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// A path as the `&str` command arguments take.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}

@@ -5,28 +5,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
+use common::{fixture, json, mdeploy};
 use mdeploy::onnx::{Model, ModelProto};
 use serde_json::Value;
-
-fn mdeploy(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mdeploy"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn report(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)))
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
 
 fn write(dir: &Path, name: &str, proto: &ModelProto) -> PathBuf {
     let path = dir.join(name);
@@ -58,7 +40,7 @@ fn identical_models_pass_with_zero_error() {
             preset,
         ]);
         assert_eq!(o.status.code(), Some(0));
-        let r = report(&o);
+        let r = json(&o);
         assert_eq!(r["format"], "mdeploy.verify/1");
         assert_eq!(r["status"], "passed");
         assert_eq!(r["samples"], 3);
@@ -84,7 +66,7 @@ fn one_flipped_weight_sign_fails() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let r = report(&o);
+    let r = json(&o);
     assert_eq!(r["status"], "failed");
     let out = &r["outputs"][0];
     assert_eq!(out["name"], "logits");
@@ -144,7 +126,7 @@ fn every_real_model_matches_its_stored_outputs() {
             dir.to_str().unwrap(),
             "--json",
         ]);
-        let r = report(&o);
+        let r = json(&o);
         assert_eq!(o.status.code(), Some(0), "{name}: {r}");
         assert_eq!(r["mode"], "stored");
         assert_eq!(r["samples"], 2, "{name}: both test data sets");
@@ -171,7 +153,7 @@ fn shape_and_type_mismatches_are_failures_with_a_reason() {
         ..Default::default()
     });
     let transposed = write(tmp.path(), "t.onnx", &transposed);
-    let r = report(&mdeploy(&[
+    let r = json(&mdeploy(&[
         "verify",
         mlp.to_str().unwrap(),
         transposed.to_str().unwrap(),
@@ -201,7 +183,7 @@ fn shape_and_type_mismatches_are_failures_with_a_reason() {
     g.output[0] =
         mdeploy::graph::builder::value_info("y", mdeploy::onnx::DataType::Double, &["batch", "3"]);
     let cast = write(tmp.path(), "c.onnx", &cast);
-    let r = report(&mdeploy(&[
+    let r = json(&mdeploy(&[
         "verify",
         mlp.to_str().unwrap(),
         cast.to_str().unwrap(),
@@ -245,7 +227,7 @@ fn a_model_tract_cannot_run_is_unsupported_not_passed() {
         "--json",
     ]);
     assert_eq!(o.status.code(), Some(1));
-    let r = report(&o);
+    let r = json(&o);
     assert_eq!(r["status"], "unsupported");
     assert_eq!(r["unsupported"]["model"], "candidate");
     assert_eq!(r["unsupported"]["ops"][0]["op"], "QLinearAdd");
@@ -266,7 +248,7 @@ fn a_model_tract_cannot_run_is_unsupported_not_passed() {
         "--json",
     ]);
     assert_eq!(o.status.code(), Some(1));
-    let r = report(&o);
+    let r = json(&o);
     assert_eq!(r["status"], "unsupported");
     assert!(
         r["unsupported"]["message"]
@@ -303,7 +285,7 @@ fn golden_data_round_trips_and_reports_are_files_too() {
         "--json",
     ]);
     assert_eq!(o.status.code(), Some(0));
-    let printed = report(&o);
+    let printed = json(&o);
     let stored: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(printed, stored);
     assert_eq!(stored["seed"], 7);
@@ -315,7 +297,7 @@ fn golden_data_round_trips_and_reports_are_files_too() {
     assert_eq!(saved_out[1].tensor.shape(), &[1, 2]);
     // the saved inputs are data for a later run: two samples again, same verdict
     let flipped = write(tmp.path(), "flipped.onnx", &flipped_cnn());
-    let r = report(&mdeploy(&[
+    let r = json(&mdeploy(&[
         "verify",
         cnn.to_str().unwrap(),
         flipped.to_str().unwrap(),
