@@ -2,6 +2,7 @@
 //! stderr progress, and the mapping of errors to documented exit codes.
 
 mod convert;
+mod data;
 mod inspect;
 mod optimize;
 mod pack;

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::data::DataArgs;
 use clap::Args;
 use mdeploy::graph::check_model;
 use mdeploy::onnx::{ExternalDataPolicy, Model, SaveOptions};
@@ -12,10 +13,7 @@ use mdeploy::passes::{
     OptimizeOptions, OptimizeReport, Pass, PassKind, bisect, optimize, preset, registry,
 };
 use mdeploy::progress::Progress;
-use mdeploy::run::{InputShapes, graph_inputs, random_inputs};
-use mdeploy::verify::{
-    Inputs, Sample, Status, Tolerance, VerifyReport, load_samples, verify_models,
-};
+use mdeploy::verify::{Inputs, Status, Tolerance, VerifyReport, verify_models};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -41,9 +39,6 @@ pub struct OptimizeArgs {
     /// Print every pass with a one-line description, and exit.
     #[arg(long)]
     list_passes: bool,
-    /// Fix dims for folding and verification: `INPUT=1,3,224,224` or `batch=1`. Repeatable.
-    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
-    input_shapes: Vec<String>,
     /// Lossy: zero this fraction of the smallest weights of every Conv/Gemm/MatMul weight.
     #[arg(long, value_name = "SPARSITY")]
     prune: Option<f64>,
@@ -70,14 +65,10 @@ pub struct OptimizeArgs {
     /// When verification fails, find the first pass after which the outputs diverge.
     #[arg(long)]
     bisect: bool,
-    /// Data to verify on (as for `verify`); default: seeded random samples.
-    #[arg(long, value_name = "PATH")]
-    data: Vec<PathBuf>,
-    /// Random samples to verify on.
-    #[arg(long, default_value_t = 3)]
-    samples: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Data to verify on (default: seeded random samples); --input-shape also fixes dims for
+    /// folding.
+    #[command(flatten)]
+    data: DataArgs,
     /// Store tensors of 1 KiB or more in `<OUTPUT>.data` (automatic past 2 GiB).
     #[arg(long)]
     external_data: bool,
@@ -136,7 +127,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     check_model(&original)?;
     let input_sha256 = hex::encode(Sha256::digest(std::fs::read(input)?));
     let mut model = Model::load(input)?;
-    let shapes = InputShapes::parse(&args.input_shapes).map_err(UsageError)?;
+    let shapes = args.data.shapes()?;
     mdeploy::convert::apply_input_shapes(&mut model, &shapes)?;
     let pruning = prune(&args, &mut model)?;
     let options = OptimizeOptions {
@@ -295,25 +286,7 @@ fn verify(
     passes: &[&'static dyn Pass],
     options: &OptimizeOptions,
 ) -> anyhow::Result<(VerifyReport, Option<mdeploy::passes::Culprit>)> {
-    let samples: Vec<Sample> = if args.data.is_empty() {
-        let inputs = graph_inputs(original);
-        let shapes = InputShapes::parse(&args.input_shapes)
-            .map_err(UsageError)?
-            .resolve(&inputs)
-            .map_err(UsageError)?;
-        (0..args.samples.max(1))
-            .map(|k| {
-                let seed = args.seed.wrapping_add(k as u64);
-                Ok(Sample {
-                    origin: format!("random #{k}"),
-                    inputs: random_inputs(&inputs, &shapes, seed)?,
-                    expected: None,
-                })
-            })
-            .collect::<anyhow::Result<_>>()?
-    } else {
-        load_samples(&args.data)?
-    };
+    let (samples, random_seed) = args.data.load(original)?;
     let lossless_only = passes
         .iter()
         .filter(|p| report.per_pass.get(p.name()).is_some_and(|s| s.applied > 0))
@@ -323,7 +296,7 @@ fn verify(
     );
     let inputs = Inputs {
         samples: &samples,
-        random_seed: args.data.is_empty().then_some(args.seed),
+        random_seed,
     };
     let name = args
         .output

@@ -4,13 +4,13 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::data::DataArgs;
 use clap::Args;
 use mdeploy::graph::check_model;
 use mdeploy::onnx::Model;
-use mdeploy::run::{InputShapes, graph_inputs, random_inputs};
 use mdeploy::verify::{
-    Inputs, PRESETS, Sample, Status, Tolerance, VerifyReport, interface_problem, load_samples,
-    preset, save_samples, unsupported_report, verify_models, verify_stored,
+    Inputs, PRESETS, Sample, Status, Tolerance, VerifyReport, interface_problem, preset,
+    save_samples, unsupported_report, verify_models, verify_stored,
 };
 
 use super::printer::{Bar, UsageError, note, print_json};
@@ -26,18 +26,8 @@ pub struct VerifyArgs {
     reference: PathBuf,
     /// The model to check against the reference.
     candidate: Option<PathBuf>,
-    /// Input data: a test data directory (or a parent of test_data_set_N/), .npz, .npy or .pb.
-    #[arg(long, value_name = "PATH")]
-    data: Vec<PathBuf>,
-    /// Random samples to generate when no --data is given.
-    #[arg(long, default_value_t = 3)]
-    samples: usize,
-    /// Seed of the random samples.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Size of symbolic dims for random inputs: `INPUT=1,3,224,224` or `batch=2`. Repeatable.
-    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
-    input_shapes: Vec<String>,
+    #[command(flatten)]
+    data: DataArgs,
     /// Tolerance preset: exact, fp32, fp16, int8 (see docs/verify.md).
     #[arg(long, default_value = "fp32")]
     tolerance: String,
@@ -96,7 +86,10 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         let report = unsupported_report(&reference_name, candidate_name.as_deref(), tolerance, u);
         return finish(&args, &report);
     }
-    let (samples, seed) = samples(&args, &reference)?;
+    if args.data.data.is_empty() && args.candidate.is_none() {
+        return Err(UsageError("with one model, give --data with expected outputs".into()).into());
+    }
+    let (samples, seed) = args.data.load(&reference)?;
     let quiet = args.quiet || args.json;
     let bar = Bar::new(quiet);
     let inputs = Inputs {
@@ -141,35 +134,6 @@ fn finish(args: &VerifyArgs, report: &VerifyReport) -> anyhow::Result<ExitCode> 
         Status::Passed => ExitCode::SUCCESS,
         _ => ExitCode::from(super::printer::EXIT_CHECK_FAILED),
     })
-}
-
-/// The samples to run: from --data, or seeded random ones.
-fn samples(args: &VerifyArgs, reference: &Model) -> anyhow::Result<(Vec<Sample>, Option<u64>)> {
-    if !args.data.is_empty() {
-        return Ok((load_samples(&args.data)?, None));
-    }
-    if args.candidate.is_none() {
-        return Err(UsageError("with one model, give --data with expected outputs".into()).into());
-    }
-    if args.samples == 0 {
-        return Err(UsageError("--samples must be at least 1".into()).into());
-    }
-    let inputs = graph_inputs(reference);
-    let shapes = InputShapes::parse(&args.input_shapes)
-        .map_err(UsageError)?
-        .resolve(&inputs)
-        .map_err(UsageError)?;
-    let samples = (0..args.samples)
-        .map(|k| {
-            let seed = args.seed.wrapping_add(k as u64);
-            Ok(Sample {
-                origin: format!("random #{k}"),
-                inputs: random_inputs(&inputs, &shapes, seed)?,
-                expected: None,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok((samples, Some(args.seed)))
 }
 
 /// `--save-inputs` and `--save-outputs` (the reference's outputs: golden data).
