@@ -11,7 +11,7 @@ use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
 
 use super::error::OnnxError;
-use super::external::ExternalRef;
+use super::external::{ExternalRef, map_file};
 use super::load::Model;
 use super::proto::tensor_proto::DataLocation;
 use super::proto::{GraphProto, ModelProto, StringStringEntryProto, TensorProto};
@@ -67,20 +67,15 @@ impl Model {
                 what: "is the input model; mdeploy never overwrites its input".into(),
             });
         }
+        let mut proto = self.proto.clone();
         let threshold = match options.external_data {
             ExternalDataPolicy::External { threshold } => Some(threshold),
             ExternalDataPolicy::Auto => {
-                let has_external = any_external(&self.proto);
-                if has_external || self.proto.encoded_len() as u64 > PROTOBUF_LIMIT {
-                    // external bytes count too: inline them only when the result fits
-                    let inlined = self.proto.encoded_len() as u64 + self.external_bytes()?;
-                    (inlined > PROTOBUF_LIMIT).then_some(AUTO_THRESHOLD)
-                } else {
-                    None
-                }
+                // external bytes count too: inline them only when the result fits
+                let inlined = proto.encoded_len() as u64 + self.external_bytes(&mut proto)?;
+                (inlined > PROTOBUF_LIMIT).then_some(AUTO_THRESHOLD)
             }
         };
-        let mut proto = self.proto.clone();
         let mut data = DataFile::default();
         let data_name = format!("{}.data", file_name(path)?);
         relocate_tensors(&mut proto, &mut |t| {
@@ -117,11 +112,10 @@ impl Model {
         })
     }
 
-    /// Total bytes of tensors stored in external files.
-    pub fn external_bytes(&self) -> Result<u64, OnnxError> {
+    /// Total bytes of the tensors of `proto` (this model's, or a copy) stored in external files.
+    fn external_bytes(&self, proto: &mut ModelProto) -> Result<u64, OnnxError> {
         let mut total = 0u64;
-        let mut proto = self.proto.clone();
-        relocate_tensors(&mut proto, &mut |t| {
+        relocate_tensors(proto, &mut |t| {
             if ExternalRef::of(t)?.is_some() {
                 total += self.raw_bytes(t)?.map_or(0, |b| b.len() as u64);
             }
@@ -185,16 +179,6 @@ impl DataFile {
         self.chunks.push((offset, bytes));
         offset
     }
-}
-
-fn any_external(proto: &ModelProto) -> bool {
-    let mut found = false;
-    let mut copy = proto.clone();
-    let _ = relocate_tensors(&mut copy, &mut |t| {
-        found |= t.data_location == Some(DataLocation::External as i32);
-        Ok(())
-    });
-    found
 }
 
 /// Calls `f` on every tensor that can hold weights: initializers, sparse initializers and tensor
@@ -323,6 +307,17 @@ pub fn write_atomically(
     path: &Path,
     body: impl FnOnce(&mut CountingWriter<BufWriter<&mut File>>) -> std::io::Result<()>,
 ) -> Result<u64, OnnxError> {
+    write_atomically_unless_same(path, false, body).map(|(written, _)| written)
+}
+
+/// [`write_atomically`], except that with `keep_identical` a `path` that already holds exactly
+/// the new bytes is left untouched (its mtime too, which keeps `make` from rebuilding).
+/// Returns the bytes written and whether `path` was left as it was.
+pub fn write_atomically_unless_same(
+    path: &Path,
+    keep_identical: bool,
+    body: impl FnOnce(&mut CountingWriter<BufWriter<&mut File>>) -> std::io::Result<()>,
+) -> Result<(u64, bool), OnnxError> {
     let write_err = |e| OnnxError::Write {
         path: path.to_path_buf(),
         source: e,
@@ -345,10 +340,16 @@ pub fn write_atomically(
         w.flush().map_err(write_err)?;
         w.written
     };
+    if keep_identical
+        && let (Ok(old), Ok(new)) = (map_file(path), map_file(tmp.path()))
+        && old == new
+    {
+        return Ok((written, true));
+    }
     tmp.as_file().sync_all().map_err(write_err)?;
     set_default_permissions(tmp.as_file()).map_err(write_err)?;
     tmp.persist(path).map_err(|e| write_err(e.error))?;
-    Ok(written)
+    Ok((written, false))
 }
 
 /// Writes bytes to `path` atomically (see [`write_atomically`]).

@@ -173,9 +173,11 @@ pub fn pack(o: &PackOptions) -> Result<(Manifest, PackSummary), PackError> {
     }
     entries.extend(files);
     let input_bytes = entries.iter().map(|e| e.data.len() as u64).sum();
-    let (bytes, unchanged) = write_if_changed(&o.output, |w| {
-        archive::write(w, &entries, o.mtime, o.level, o.threads)
-    })?;
+    // an output already holding these bytes is left alone, so `make` sees nothing new
+    let (bytes, unchanged) =
+        crate::onnx::save::write_atomically_unless_same(&o.output, true, |w| {
+            archive::write(w, &entries, o.mtime, o.level, o.threads).map_err(std::io::Error::other)
+        })?;
     let summary = PackSummary {
         path: o.output.display().to_string(),
         bytes,
@@ -367,47 +369,6 @@ fn verify_summary(report: &Value) -> Result<Value, PackError> {
         "tolerance": report["tolerance"]["preset"], "mdeploy_version": report["mdeploy_version"],
         "outputs": outputs,
     }))
-}
-
-/// Writes through a temporary file beside `path`; if `path` already holds the same bytes it is
-/// left untouched (its mtime too, which keeps `make` from rebuilding). Returns (bytes, unchanged).
-fn write_if_changed(
-    path: &Path,
-    body: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> Result<(), PackError>,
-) -> Result<(u64, bool), PackError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".mdeploy-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| PackError::io(path, e))?;
-    {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        body(&mut w)?;
-        w.flush().map_err(|e| PackError::io(path, e))?;
-    }
-    let new = map_file(tmp.path())?;
-    if let Ok(old) = map_file(path)
-        && old == new
-    {
-        return Ok((new.len() as u64, true));
-    }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| PackError::io(path, e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| PackError::io(path, e))?;
-    }
-    tmp.persist(path)
-        .map_err(|e| PackError::io(path, e.error))?;
-    Ok((new.len() as u64, false))
 }
 
 /// The limits of what a manifest entry may be, read before anything is trusted.
