@@ -1,21 +1,21 @@
-//! `convert`: the import stage. Fixes the dynamic dims the user names, records the shapes tract's
-//! analysis infers as `value_info`, sorts the graph topologically, and writes ONNX (inlined unless
-//! asked or too large) or tract's NNEF archive. Ops tract cannot analyse (contrib ops of an already
-//! quantized model, say) do not stop the conversion: they are named in the report.
+//! `convert`: the import stage. Fixes the dynamic dims the user names, records the types and
+//! shapes our own inference finds (`crate::infer`, symbolic dims included) as `value_info`, sorts
+//! the graph topologically, and writes ONNX (inlined unless asked or too large) or tract's NNEF
+//! archive. Ops inference does not know (contrib ops of an already quantized model, say) do not
+//! stop the conversion: they are named in the report, and what depends on them stays unknown.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use serde::Serialize;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::infer::{Factoid, InferenceModelExt};
 
 use crate::graph::{Graph, GraphError, ModelError, check_model};
-use crate::onnx::Model;
-use crate::onnx::proto::tensor_shape_proto::{Dimension, dimension::Value};
-use crate::onnx::proto::type_proto::{self, Tensor as TensorType};
-use crate::onnx::proto::{TensorShapeProto, TypeProto, ValueInfoProto};
-use crate::run::tensor_io::onnx_dtype;
+use crate::infer::{self, Inference};
+use crate::onnx::proto::tensor_shape_proto::dimension::Value;
+use crate::onnx::proto::type_proto;
+use crate::onnx::proto::{TensorShapeProto, ValueInfoProto};
+use crate::onnx::{Model, schema};
 use crate::run::{Dim, InputShapes, RunError, ValueShape, graph_inputs, guard, tract_model};
 
 /// Why a conversion failed.
@@ -54,10 +54,9 @@ pub struct ConvertReport {
     pub shapes_recorded: usize,
     /// Intermediate values whose shape could not be inferred.
     pub shapes_unknown: usize,
-    /// Nodes tract could not analyse (unknown or unsupported ops).
+    /// Nodes whose ops inference does not know (custom domains, contrib ops, ops newer than
+    /// the model's opset).
     pub not_analysed: Vec<OpRef>,
-    /// tract's own message when analysis stopped early.
-    pub analysis_error: Option<String>,
     /// Whether the nodes had to be reordered.
     pub reordered: bool,
 }
@@ -70,23 +69,9 @@ pub fn normalize(model: &mut Model, shapes: &InputShapes) -> Result<ConvertRepor
         ..Default::default()
     };
 
-    // tract failing to load or analyse the model does not stop the import: the model is still
-    // normalised, with the shapes that could be inferred, and the report says what was not.
-    let inferred = match tract_model(model) {
-        Ok(mut tract) => {
-            report.not_analysed = unimplemented_ops(&tract);
-            if let Err(e) = guard("analysing shapes", || tract.analyse(true).map(|_| ())) {
-                report.analysis_error = Some(e);
-            }
-            inferred_types(&tract)
-        }
-        Err(e) => {
-            report.analysis_error = Some(e.to_string());
-            HashMap::new()
-        }
-    };
-    let onnx_types = crate::graph::elem_types(model.graph());
-    let (recorded, unknown) = record_value_info(model, &inferred, &onnx_types);
+    report.not_analysed = unknown_ops(model);
+    let inference = Inference::of_model(model);
+    let (recorded, unknown) = record_value_info(model, &inference);
     report.shapes_recorded = recorded;
     report.shapes_unknown = unknown;
 
@@ -94,25 +79,6 @@ pub fn normalize(model: &mut Model, shapes: &InputShapes) -> Result<ConvertRepor
     report.reordered = graph.sort_topologically()?;
     *model.graph_mut() = graph.into_proto();
     Ok(report)
-}
-
-/// Value shapes as tract's analysis infers them (a dim is `None` when it is not a known number);
-/// values whose rank is unknown are absent. Empty when tract cannot load the model.
-pub fn infer_shapes(model: &Model) -> HashMap<String, Vec<Option<i64>>> {
-    let Ok(mut tract) = tract_model(model) else {
-        return HashMap::new();
-    };
-    let _ = guard("analysing shapes", || tract.analyse(true).map(|_| ()));
-    inferred_types(&tract)
-        .into_iter()
-        .filter_map(|(name, (_, dims))| {
-            let dims = dims?.into_iter().map(|d| match d {
-                Some(Dim::Fixed(v)) => Some(v),
-                _ => None,
-            });
-            Some((name, dims.collect()))
-        })
-        .collect()
 }
 
 /// Checks `--input-shape` settings against the model and fixes those dims on its inputs (and on
@@ -193,68 +159,38 @@ fn set_dims(
     changed
 }
 
-fn unimplemented_ops(model: &InferenceModel) -> Vec<OpRef> {
-    model
-        .nodes()
-        .iter()
-        .filter_map(|n| {
-            let name = n.op.name();
-            let op = name.strip_prefix("Unimplemented(")?.strip_suffix(')')?;
-            Some(OpRef {
-                op: op.to_string(),
-                node: n.name.clone(),
-            })
-        })
-        .collect()
-}
-
-/// An inferred type: ONNX element type code and dims (`None` for an unknown dim).
-type Inferred = (Option<i32>, Option<Vec<Option<Dim>>>);
-
-fn inferred_types(model: &InferenceModel) -> HashMap<String, Inferred> {
-    let mut out = HashMap::new();
-    for node in model.nodes() {
-        for (slot, outlet) in node.outputs.iter().enumerate() {
-            let outlet_id = OutletId::new(node.id, slot);
-            // graph inputs are unlabelled source nodes named after the input
-            let label = model.outlet_label(outlet_id).or_else(|| {
-                model
-                    .inputs
-                    .contains(&outlet_id)
-                    .then_some(node.name.as_str())
-            });
-            let Some(label) = label else { continue };
-            let dt = outlet.fact.datum_type.concretize().and_then(|dt| match dt {
-                DatumType::TDim => Some(crate::onnx::DataType::Int64.code()),
-                dt => onnx_dtype(dt).map(|d| d.code()),
-            });
-            let shape = (!outlet.fact.shape.is_open()).then(|| {
-                outlet
-                    .fact
-                    .shape
-                    .dims()
-                    .map(|d| {
-                        d.concretize().map(|d| match d.to_i64() {
-                            Ok(v) => Dim::Fixed(v),
-                            Err(_) => Dim::Symbol(d.to_string()),
-                        })
-                    })
-                    .collect()
-            });
-            out.insert(label.to_string(), (dt, shape));
+/// Nodes (subgraphs included) whose op has no schema at the model's opset and is no
+/// model-local function.
+fn unknown_ops(model: &Model) -> Vec<OpRef> {
+    fn walk(model: &Model, g: &crate::onnx::proto::GraphProto, out: &mut Vec<OpRef>) {
+        for n in &g.node {
+            let domain = schema::normalize_domain(n.domain());
+            let known = model
+                .opset(domain)
+                .and_then(|v| schema::schema(domain, n.op_type(), v))
+                .is_some()
+                || model.proto.functions.iter().any(|f| {
+                    f.name() == n.op_type() && schema::normalize_domain(f.domain()) == domain
+                });
+            if !known {
+                out.push(OpRef {
+                    op: n.op_type().to_string(),
+                    node: n.name().to_string(),
+                });
+            }
+            for sg in crate::graph::subgraphs(n) {
+                walk(model, sg, out);
+            }
         }
     }
+    let mut out = Vec::new();
+    walk(model, model.graph(), &mut out);
     out
 }
 
-/// Writes inferred types of intermediate values into `value_info`: only where tract's element type
-/// agrees with ONNX's typing rules (`onnx_types`). Other values keep what the model had.
-/// Returns (recorded, unknown).
-fn record_value_info(
-    model: &mut Model,
-    inferred: &HashMap<String, Inferred>,
-    onnx_types: &HashMap<String, i32>,
-) -> (usize, usize) {
+/// Writes inferred types and shapes of the main graph's intermediate values into `value_info`.
+/// Values inference knows nothing about keep what the model had. Returns (recorded, unknown).
+fn record_value_info(model: &mut Model, inference: &Inference) -> (usize, usize) {
     let graph = model.graph_mut();
     let interface: HashSet<String> = graph
         .input
@@ -277,17 +213,15 @@ fn record_value_info(
             if interface.contains(name) || !seen.insert(name.clone()) {
                 continue;
             }
-            match inferred.get(name) {
-                Some((Some(dt), shape)) if onnx_types.get(name) == Some(dt) => {
-                    value_info.push(tensor_value_info(
-                        name,
-                        *dt,
-                        shape.as_deref(),
-                        existing.get(name),
-                    ));
+            let recorded_here = inference
+                .fact(name)
+                .and_then(|f| infer::value_info(name, f, existing.get(name)));
+            match recorded_here {
+                Some(vi) => {
+                    value_info.push(vi);
                     recorded += 1;
                 }
-                _ => {
+                None => {
                     unknown += 1;
                     if let Some(v) = existing.get(name) {
                         value_info.push(v.clone());
@@ -305,41 +239,6 @@ fn record_value_info(
     value_info.extend(rest.into_iter().map(|(_, v)| v));
     graph.value_info = value_info;
     (recorded, unknown)
-}
-
-fn tensor_value_info(
-    name: &str,
-    dt: i32,
-    dims: Option<&[Option<Dim>]>,
-    existing: Option<&ValueInfoProto>,
-) -> ValueInfoProto {
-    let shape = dims.map(|dims| TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|d| Dimension {
-                value: match d {
-                    Some(Dim::Fixed(v)) => Some(Value::DimValue(*v)),
-                    Some(Dim::Symbol(s)) => Some(Value::DimParam(s.clone())),
-                    _ => None,
-                },
-                denotation: None,
-            })
-            .collect(),
-    });
-    ValueInfoProto {
-        name: Some(name.to_string()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(TensorType {
-                elem_type: Some(dt),
-                shape,
-            })),
-            denotation: None,
-        }),
-        doc_string: existing.and_then(|e| e.doc_string.clone()),
-        metadata_props: existing
-            .map(|e| e.metadata_props.clone())
-            .unwrap_or_default(),
-    }
 }
 
 /// What the NNEF writer produced.

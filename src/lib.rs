@@ -7,6 +7,7 @@
 
 pub mod convert;
 pub mod graph;
+pub mod infer;
 pub mod inspect;
 pub mod lint;
 pub mod onnx;

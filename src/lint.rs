@@ -1,17 +1,15 @@
 //! Lint findings: things in a model that are not errors but that a deployment engineer wants to
 //! know (unused weights, values nobody uses, ops the declared opsets do not provide).
 
-mod opsets;
-
 use std::collections::HashSet;
 
 use serde::Serialize;
 
 use crate::graph::{Graph, node_label};
 use crate::onnx::Model;
+use crate::onnx::schema;
 use crate::onnx::proto::GraphProto;
 
-pub use opsets::{KNOWN_DOMAINS, op_since_version};
 
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -110,19 +108,19 @@ fn opset_problem(model: &Model, domain: &str, op: &str) -> Option<String> {
             "{shown}::{op} but the model imports no '{shown}' opset"
         ));
     };
-    if !matches!(domain, "" | "ai.onnx") {
+    if !schema::is_specified_domain(domain) {
         return None; // other domains' op lists are not known here
     }
     if model
         .proto
         .functions
         .iter()
-        .any(|f| f.name() == op && matches!(f.domain(), "" | "ai.onnx"))
+        .any(|f| f.name() == op && schema::normalize_domain(f.domain()) == schema::normalize_domain(domain))
     {
         return None;
     }
-    match op_since_version(op) {
-        None => Some(format!("{op} is not an operator of the ai.onnx domain")),
+    match schema::since_version(domain, op) {
+        None => Some(format!("{op} is not an operator of the {shown} domain")),
         Some(since) if since > version => Some(format!(
             "{op} exists since opset {since}, the model imports opset {version}"
         )),

@@ -96,15 +96,9 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         note(
             quiet,
             &format!(
-                "warning: tract could not analyse {}; their shapes are not recorded",
+                "warning: no type or shape rules for {}; what depends on them is not recorded",
                 ops.join(", ")
             ),
-        );
-    }
-    if let Some(e) = &report.analysis_error {
-        note(
-            quiet,
-            &format!("warning: shape analysis stopped early: {e}"),
         );
     }
     note(
@@ -123,7 +117,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     );
     if args.json {
         print_json(&json!({
-            "format": "mdeploy.convert/1",
+            "format": "mdeploy.convert/2",
             "input": args.input.display().to_string(),
             "output": written,
             "report": report,

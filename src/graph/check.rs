@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::onnx::proto::{GraphProto, NodeProto};
+use crate::onnx::schema;
 
 use super::{node_label, subgraphs, topological_order};
 
@@ -130,14 +131,47 @@ pub enum ModelError {
     Graph(#[from] GraphError),
     #[error(transparent)]
     Tensor(#[from] crate::onnx::OnnxError),
+    #[error("graph '{graph}': node {node} {violation}")]
+    Node {
+        graph: String,
+        node: String,
+        violation: crate::onnx::schema::SchemaViolation,
+    },
 }
 
 /// Checks a whole model before any command works on it: the graph structure (see
 /// [`check_graph`]) and every initializer and `Constant` tensor, which must have a known element
-/// type and as much data as its shape needs (external data included, confined to the model dir).
+/// type and as much data as its shape needs (external data included, confined to the model dir),
+/// and every node of a standard domain against its operator's schema at the imported opset
+/// (input and output counts, required inputs, attribute types), so that later stages may index
+/// a node's required inputs without checking.
 pub fn check_model(model: &crate::onnx::Model) -> Result<(), ModelError> {
     check_graph(model.graph(), &HashSet::new())?;
+    check_nodes(model, model.graph())?;
     check_tensors(model, model.graph())
+}
+
+fn check_nodes(model: &crate::onnx::Model, g: &GraphProto) -> Result<(), ModelError> {
+    for (i, n) in g.node.iter().enumerate() {
+        let local_function = model.proto.functions.iter().any(|f| {
+            f.name() == n.op_type() && schema::normalize_domain(f.domain()) == schema::normalize_domain(n.domain())
+        });
+        let found = model
+            .opset(n.domain())
+            .filter(|_| !local_function)
+            .and_then(|v| schema::schema(n.domain(), n.op_type(), v));
+        if let Some(s) = found {
+            schema::check_node(n, s).map_err(|violation| ModelError::Node {
+                graph: g.name().to_string(),
+                node: node_label(n, i),
+                violation,
+            })?;
+        }
+        for sg in subgraphs(n) {
+            check_nodes(model, sg)?;
+        }
+    }
+    Ok(())
 }
 
 fn check_tensors(model: &crate::onnx::Model, g: &GraphProto) -> Result<(), ModelError> {

@@ -10,7 +10,6 @@
 pub mod builder;
 mod check;
 mod constant;
-mod dtypes;
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -20,7 +19,6 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 pub use builder::{GraphBuilder, ModelBuilder};
 pub use check::{GraphError, ModelError, check_graph, check_model};
 pub use constant::constant_tensor;
-pub use dtypes::elem_types;
 
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
 

@@ -15,6 +15,8 @@ mod error;
 pub mod external;
 mod load;
 pub mod save;
+pub mod attributes;
+pub mod schema;
 mod tensor;
 
 pub use dtype::DataType;

@@ -1,10 +1,10 @@
 //! What passes may know beyond the graph they rewrite: the model's opsets, tensor data (external
-//! data included), value shapes inferred by tract, element types, and the constant-folding budget.
-
-use std::collections::HashMap;
+//! data included), the types and shapes our inference finds (`crate::infer`), and the
+//! constant-folding budget.
 
 use serde::Serialize;
 
+use crate::infer::Inference;
 use crate::onnx::external::{ExternalData, ExternalRef};
 use crate::onnx::proto::{OperatorSetIdProto, TensorProto};
 use crate::onnx::{OnnxError, TensorData};
@@ -24,10 +24,8 @@ pub struct PassContext {
     /// The default-domain opset.
     pub opset: i64,
     external: ExternalData,
-    /// Inferred dims of values (`None` for a dim that is not a known number).
-    pub shapes: HashMap<String, Vec<Option<i64>>>,
-    /// ONNX element types of values.
-    pub elem_types: HashMap<String, i32>,
+    /// Types, shapes and small values of the graph's values, as of the last refresh.
+    pub facts: Inference,
     /// Largest tensor a fold may create, in bytes.
     pub fold_size_limit: usize,
     /// Bytes folds may still add to the model in total.
@@ -46,8 +44,7 @@ impl PassContext {
             opsets: model.proto.opset_import.clone(),
             opset: model.opset("").unwrap_or(1),
             external: ExternalData::new(model.dir().to_path_buf()),
-            shapes: HashMap::new(),
-            elem_types: HashMap::new(),
+            facts: Inference::default(),
             fold_size_limit,
             fold_budget,
             skipped_folds: Vec::new(),
@@ -70,7 +67,21 @@ impl PassContext {
 
     /// The dims of a value when every one is a known number.
     pub fn static_shape(&self, value: &str) -> Option<Vec<i64>> {
-        self.shapes.get(value)?.iter().copied().collect()
+        self.facts.static_shape(value)
+    }
+
+    /// The dims of a value of known rank, each a number where it is one.
+    pub fn dims(&self, value: &str) -> Option<Vec<Option<i64>>> {
+        Some(self.facts.shape(value)?.iter().map(|d| d.as_const()).collect())
+    }
+
+    pub fn rank(&self, value: &str) -> Option<usize> {
+        self.facts.rank(value)
+    }
+
+    /// The ONNX element type code of a value.
+    pub fn elem_type(&self, value: &str) -> Option<i32> {
+        self.facts.elem_type(value).map(|t| t.code())
     }
 
     /// Notes a fold not done, once per node and reason.

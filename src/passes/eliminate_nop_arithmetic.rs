@@ -35,7 +35,7 @@ fn last_dim_from_weight(graph: &Graph, x: &str) -> Option<i64> {
 /// tract could not follow x's dims (symbolic shapes), a 1-D constant along a last dim the
 /// producer's weight fixes still cannot grow x.
 fn broadcasts_into(graph: &Graph, ctx: &PassContext, dims: &[i64], x: &str) -> bool {
-    let Some(x_dims) = ctx.shapes.get(x) else {
+    let Some(x_dims) = ctx.dims(x) else {
         return match dims {
             [] => true,
             [d] => *d == 1 || last_dim_from_weight(graph, x) == Some(*d),
@@ -62,7 +62,7 @@ fn neutral(graph: &Graph, ctx: &PassContext, name: &str, neutral: f64, x: &str) 
     let Some(t) = graph.constant(name) else {
         return false;
     };
-    if ctx.elem_types.get(x) != Some(&t.data_type()) || !broadcasts_into(graph, ctx, &t.dims, x) {
+    if ctx.elem_type(x) != Some(t.data_type()) || !broadcasts_into(graph, ctx, &t.dims, x) {
         return false;
     }
     ctx.tensor_data(&t)

@@ -25,7 +25,7 @@ impl Pass for EliminateNopCast {
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         bypass_all(graph, ctx, |_, ctx, n| {
             let input = n.input.first().filter(|i| !i.is_empty())?;
-            let from = *ctx.elem_types.get(input)?;
+            let from = ctx.elem_type(input)?;
             (is_op(n, "Cast") && i64::from(from) == attr_i(n, "to", -1)).then(|| input.clone())
         })
     }

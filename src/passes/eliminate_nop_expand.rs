@@ -29,7 +29,7 @@ impl Pass for EliminateNopExpand {
             }
             let input = &n.input[0];
             let target = const_i64s(g, ctx, &n.input[1])?;
-            let dims = ctx.shapes.get(input)?;
+            let dims = ctx.dims(input)?;
             if target.len() > dims.len() {
                 return None;
             }

@@ -66,7 +66,7 @@ impl Pass for EliminateNopSlice {
             }
             let input = n.input.first().filter(|i| !i.is_empty())?;
             let (starts, ends, axes, steps) = params(g, ctx, n)?;
-            let rank = ctx.shapes.get(input).map(|s| s.len() as i64);
+            let rank = ctx.rank(input).map(|r| r as i64);
             let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
             let keeps_all = starts.iter().enumerate().all(|(k, &start)| {
                 let step = steps.as_ref().map_or(1, |s| s.get(k).copied().unwrap_or(0));
@@ -78,8 +78,7 @@ impl Pass for EliminateNopSlice {
                 };
                 let dim = (axis >= 0)
                     .then(|| {
-                        ctx.shapes
-                            .get(input)
+                        ctx.dims(input)
                             .and_then(|s| s.get(axis as usize).copied().flatten())
                     })
                     .flatten();

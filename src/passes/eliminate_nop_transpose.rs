@@ -30,7 +30,7 @@ impl Pass for EliminateNopTranspose {
             let input = n.input.first().filter(|i| !i.is_empty())?;
             let identity = match attr_ints(n, "perm") {
                 Some(perm) => perm.iter().enumerate().all(|(i, &p)| p == i as i64),
-                None => ctx.shapes.get(input).is_some_and(|s| s.len() <= 1),
+                None => ctx.rank(input).is_some_and(|r| r <= 1),
             };
             identity.then(|| input.clone())
         })

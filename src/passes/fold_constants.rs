@@ -204,7 +204,7 @@ fn refuse(
     results: &[TensorProto],
 ) -> Option<String> {
     for r in results {
-        if let Some(&want) = ctx.elem_types.get(r.name())
+        if let Some(want) = ctx.elem_type(r.name())
             && want != r.data_type()
         {
             return Some(format!(

@@ -24,7 +24,7 @@ fn candidate(graph: &Graph, ctx: &PassContext, i: usize) -> Option<usize> {
     let node = &graph.nodes()[i];
     let gemm = is_op(node, "Gemm") && node.input.len() >= 2;
     let matmul =
-        is_op(node, "MatMul") && ctx.shapes.get(&node.input[0]).is_some_and(|s| s.len() == 2);
+        is_op(node, "MatMul") && ctx.rank(&node.input[0]) == Some(2);
     if !gemm && !matmul {
         return None;
     }

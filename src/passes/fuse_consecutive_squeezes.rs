@@ -73,7 +73,7 @@ pub fn merge_pairs(graph: &mut Graph, ctx: &PassContext, op: &str, combine: Comb
         let (Some(a1), Some(a2)) = (axes_of(graph, ctx, &inner), axes_of(graph, ctx, &node)) else {
             continue;
         };
-        let Some(rank) = ctx.shapes.get(&inner.input[0]).map(|s| s.len() as i64) else {
+        let Some(rank) = ctx.rank(&inner.input[0]).map(|r| r as i64) else {
             continue;
         };
         let Some(all) = combine(&a1, &a2, rank) else {

@@ -21,7 +21,7 @@ pub struct FuseLayerNorm;
 /// Whether the ReduceMean at `i` reduces only the last axis of its input (keeping dims).
 fn last_axis_mean(graph: &Graph, ctx: &PassContext, i: usize) -> bool {
     let n = &graph.nodes()[i];
-    let rank = ctx.shapes.get(&n.input[0]).map(|s| s.len() as i64);
+    let rank = ctx.rank(&n.input[0]).map(|r| r as i64);
     let axes = axes_of(graph, ctx, n);
     is_op(n, "ReduceMean")
         && attr_i(n, "keepdims", 1) == 1
@@ -133,11 +133,7 @@ impl Pass for FuseLayerNorm {
             let Some(f) = find(graph, ctx, i) else {
                 continue;
             };
-            let width = match ctx
-                .shapes
-                .get(&f.x)
-                .and_then(|s| s.last().copied().flatten())
-            {
+            let width = match ctx.dims(&f.x).and_then(|s| s.last().copied().flatten()) {
                 Some(w) => w,
                 None if f.gamma.is_some() && f.beta.is_some() => 0,
                 None => continue, // ones/zeros need the axis size

@@ -19,7 +19,7 @@ fn candidate(graph: &Graph, ctx: &PassContext, mm: usize) -> Option<(usize, Stri
     if !is_op(node, "MatMul") || node.input.len() != 2 {
         return None;
     }
-    if ctx.shapes.get(&node.input[0])?.len() != 2 {
+    if ctx.rank(&node.input[0])? != 2 {
         return None;
     }
     let b = graph.constant(&node.input[1])?;
@@ -38,7 +38,7 @@ fn candidate(graph: &Graph, ctx: &PassContext, mm: usize) -> Option<(usize, Stri
         &a.input[0]
     };
     let c = graph.constant(c_name)?;
-    let m = ctx.shapes.get(&node.input[0])?.first().copied().flatten();
+    let m = ctx.dims(&node.input[0])?.first().copied().flatten();
     let ok = match c.dims.as_slice() {
         [] => true,
         [d] => *d == n || *d == 1,

@@ -193,10 +193,9 @@ fn run_recursive(
     Ok(n)
 }
 
-/// Element types by ONNX rules and shapes by tract's analysis, for the passes that need them.
+/// Types and shapes of every value, for the passes that need them.
 fn refresh_types(model: &Model, ctx: &mut PassContext) {
-    ctx.elem_types = crate::graph::elem_types(model.graph());
-    ctx.shapes = crate::convert::infer_shapes(model);
+    ctx.facts = crate::infer::Inference::of_model(model);
 }
 
 /// value_info entries of values the passes removed would only mislead.

@@ -321,7 +321,7 @@ mod tests {
 
     fn ctx_for(m: &Model) -> PassContext {
         let mut ctx = PassContext::new(m, 1 << 20, 1 << 20);
-        ctx.shapes = crate::convert::infer_shapes(m);
+        ctx.facts = crate::infer::Inference::of_model(m);
         ctx
     }
 

@@ -2,25 +2,10 @@
 //! output equals one of its inputs without ever renaming a graph output.
 
 use crate::graph::Graph;
-use crate::onnx::proto::{AttributeProto, NodeProto};
+pub use crate::onnx::attributes::{attr, attr_f, attr_i, attr_ints};
+use crate::onnx::proto::NodeProto;
 
 use super::{PassContext, PassError};
-
-pub fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
-    node.attribute.iter().find(|a| a.name() == name)
-}
-
-pub fn attr_i(node: &NodeProto, name: &str, default: i64) -> i64 {
-    attr(node, name).and_then(|a| a.i).unwrap_or(default)
-}
-
-pub fn attr_f(node: &NodeProto, name: &str, default: f32) -> f32 {
-    attr(node, name).and_then(|a| a.f).unwrap_or(default)
-}
-
-pub fn attr_ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
-    attr(node, name).map(|a| a.ints.clone())
-}
 
 /// Is this a node of the default domain with this op type?
 pub fn is_op(node: &NodeProto, op: &str) -> bool {

@@ -50,23 +50,3 @@ pub fn max_difference(before: &ModelProto, after: &ModelProto) -> f32 {
     }
     worst
 }
-
-#[test]
-fn shapes_are_inferred_for_test_models() {
-    use crate::graph::ModelBuilder;
-    use crate::onnx::DataType;
-    let m = ModelBuilder::new(14)
-        .input("x", DataType::Float, &["2", "3"])
-        .initializer_i64("shape", &[2], &[3, 2])
-        .node("Reshape", &["x", "shape"], &["r"])
-        .node("Relu", &["r"], &["y"])
-        .output("y", DataType::Float, &[])
-        .build();
-    let model = Model::from_proto(m, std::env::temp_dir());
-    let shapes = crate::convert::infer_shapes(&model);
-    eprintln!(
-        "{shapes:?} {:?}",
-        crate::run::tract_model(&model).map(|_| ())
-    );
-    assert_eq!(shapes.get("x"), Some(&vec![Some(2), Some(3)]));
-}
