@@ -18,6 +18,9 @@ pub enum Atom {
     Symbol(Arc<str>),
     /// `floor(numerator / divisor)` where the division is not exact; divisor > 1.
     FloorDiv(Box<Dim>, i64),
+    /// `min(a, b)` of two dims neither of which is known to be the smaller (a slice of a
+    /// fixed-size table by a symbolic length: `min(sequence, 512)`); the pair is sorted.
+    Min(Box<Dim>, Box<Dim>),
     /// A dim nothing determines, with an identity (see the module docs).
     Unknown(u64),
 }
@@ -77,6 +80,7 @@ impl Dim {
         self.terms.keys().flatten().any(|a| match a {
             Atom::Unknown(_) => true,
             Atom::FloorDiv(d, _) => d.has_unknown(),
+            Atom::Min(a, b) => a.has_unknown() || b.has_unknown(),
             Atom::Symbol(_) => false,
         })
     }
@@ -218,6 +222,25 @@ impl Dim {
         }
     }
 
+    /// `min(self, other)` of two sizes: decided where `min_known` can, else a `Min` atom.
+    pub fn min_of(&self, other: &Dim) -> Dim {
+        if let Some(m) = self.min_known(other) {
+            return m;
+        }
+        // one canonical order, constants last: `min(sequence, 512)`
+        let key = |d: &Dim| (d.as_const().is_some(), d.clone());
+        let (a, b) = if key(self) <= key(other) { (self, other) } else { (other, self) };
+        Dim::atom(Atom::Min(Box::new(a.clone()), Box::new(b.clone())))
+    }
+
+    /// The two sides when this dim is exactly one `min(a, b)`.
+    pub fn as_min(&self) -> Option<(&Dim, &Dim)> {
+        match self.single_monomial()? {
+            ([Atom::Min(a, b)], 1) => Some((a, b)),
+            _ => None,
+        }
+    }
+
     pub fn min_known(&self, other: &Dim) -> Option<Dim> {
         if self == other {
             return Some(self.clone());
@@ -253,6 +276,7 @@ impl fmt::Display for Atom {
                     write!(f, "{d}/{k}")
                 }
             }
+            Atom::Min(a, b) => write!(f, "min({a}, {b})"),
             Atom::Unknown(id) => write!(f, "?{id}"),
         }
     }

@@ -140,7 +140,7 @@ impl Inference {
                 .iter()
                 .map(|d| match &d.value {
                     Some(Value::DimValue(v)) if *v >= 0 => Dim::constant(*v),
-                    Some(Value::DimParam(p)) if !p.is_empty() => Dim::symbol(p),
+                    Some(Value::DimParam(p)) if names_a_dim(p) => Dim::symbol(p),
                     _ => self.fresh().dim(),
                 })
                 .collect()
@@ -466,6 +466,12 @@ impl Inference {
         out.resize(n, Fact::default());
         out
     }
+}
+
+/// Is a `dim_param` a name? Some exporters write `?` or `-1` for every dynamic dim of an input,
+/// which would make its height equal its width; such a "name" is an unknown.
+fn names_a_dim(p: &str) -> bool {
+    p.chars().any(|c| c.is_alphanumeric()) && p != "-1"
 }
 
 fn shapes_axis(a: i64, rank: usize) -> Option<usize> {

@@ -114,7 +114,12 @@ pub fn broadcast(a: &[Dim], b: &[Dim], fresh: &mut Fresh) -> Option<Shape> {
                 // a constant other than 1 is what the other side must be (or 1)
                 (Some(_), None) => Some(da.clone()),
                 (None, Some(_)) => Some(db.clone()),
-                (None, None) => Some(fresh.dim()),
+                // a valid broadcast is the larger side: min(a, b) never exceeds a
+                (None, None) => match (da.as_min(), db.as_min()) {
+                    (Some((x, y)), _) if x == db || y == db => Some(db.clone()),
+                    (_, Some((x, y))) if x == da || y == da => Some(da.clone()),
+                    _ => Some(fresh.dim()),
+                },
             }
         })
         .collect()
@@ -652,7 +657,11 @@ fn slice(node: &NodeProto, opset: i64, ins: &Inputs, fresh: &mut Fresh) -> Optio
             Some(_) => ins.ints(k).map(Some),
             None => Some(None),
         };
-        (ins.ints(1)?, ins.ints(2)?, optional(3)?, optional(4)?)
+        match (ins.ints(1), ins.ints(2)) {
+            (Some(starts), Some(ends)) => (starts, ends, optional(3)?, optional(4)?),
+            (Some(starts), None) => return slice_to_symbolic_end(s, &starts, ins, optional(3)?, optional(4)?),
+            _ => return None,
+        }
     };
     let axes = match axes {
         Some(a) => a,
@@ -679,6 +688,35 @@ fn slice(node: &NodeProto, opset: i64, ins: &Inputs, fresh: &mut Fresh) -> Optio
         shape: Some(out),
         value,
     }])
+}
+
+/// `x[..., 0:end]` where `end` is a size known only symbolically (`Shape(ids)[1]`): the result
+/// is `min(dim, end)` along that axis.
+fn slice_to_symbolic_end(
+    s: &[Dim],
+    starts: &[i64],
+    ins: &Inputs,
+    axes: Option<Vec<i64>>,
+    steps: Option<Vec<i64>>,
+) -> Option<Vec<Out>> {
+    let ends = ins.value(2)?;
+    let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return None;
+    }
+    let mut out = s.to_vec();
+    for k in 0..starts.len() {
+        let a = axis(axes[k], s.len())?;
+        let whole = ends[k].as_const().is_some_and(|e| e >= 1 << 30);
+        if starts[k] != 0 || steps[k] != 1 || !(ends[k].is_size() || whole) {
+            return None;
+        }
+        if !whole {
+            out[a] = s[a].min_of(&ends[k]);
+        }
+    }
+    Some(vec![shaped(out)])
 }
 
 /// The clamped start and end of a slice over a dim of `len` elements (the spec's rule).

@@ -235,3 +235,42 @@ fn if_with_known_condition_takes_its_branch() {
     assert_eq!(inf.elem_type("y"), Some(Float));
     assert_eq!(inf.shape("y"), None);
 }
+
+#[test]
+fn a_table_sliced_to_a_symbolic_length_broadcasts_to_that_length() {
+    // BERT's position ids: table[:, :sequence] added to [batch, sequence, 128] embeddings
+    let m = ModelBuilder::new(17)
+        .input("ids", Int64, &["batch", "sequence"])
+        .input("emb", Float, &["batch", "sequence", "128"])
+        .initializer_i64("table", &[1, 512], &[0; 512])
+        .initializer_f32("pos", &[512, 128], &vec![0.0; 512 * 128])
+        .node("Shape", &["ids"], &["s"])
+        .initializer_i64("one", &[], &[1])
+        .node("Gather", &["s", "one"], &["len"])
+        .initializer_i64("axis0", &[1], &[0])
+        .node("Unsqueeze", &["len", "axis0"], &["end"])
+        .initializer_i64("zero", &[1], &[0])
+        .initializer_i64("axis1", &[1], &[1])
+        .node("Slice", &["table", "zero", "end", "axis1"], &["positions"])
+        .node("Gather", &["pos", "positions"], &["pe"])
+        .node("Add", &["emb", "pe"], &["y"])
+        .output("y", Float, &[])
+        .build();
+    let inf = infer(m);
+    assert_eq!(shape_str(&inf, "positions"), "[1, min(sequence, 512)]");
+    assert_eq!(shape_str(&inf, "y"), "[batch, sequence, 128]");
+}
+
+#[test]
+fn placeholder_dim_names_are_unknowns_not_one_symbol() {
+    // `?` for both height and width must not make them equal
+    let m = ModelBuilder::new(17)
+        .input("x", Float, &["1", "3", "?", "?"])
+        .node("Transpose", &["x"], &["t"])
+        .attr(attr_ints("perm", &[0, 1, 3, 2]))
+        .node("Add", &["x", "t"], &["y"])
+        .output("y", Float, &[])
+        .build();
+    let inf = infer(m);
+    assert_eq!(shape_str(&inf, "y"), "[1, 3, ?, ?]");
+}

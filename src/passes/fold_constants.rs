@@ -4,18 +4,19 @@
 //! ```text
 //! Constant -> c;  Shape(x:[2,3]) -> s;  Gather(s, 1) -> g      =>      initializers c, s, g
 //! ```
-//! `Constant` nodes become initializers as they are. `Shape` and `Size` fold when their input's
-//! shape is static (from the model or `--input-shape`), so shape arithmetic chains
-//! (Shape -> Gather -> Concat -> Reshape) fold one node per step of the fixed point. Other nodes
-//! are evaluated by tract on their constant inputs. Refuses: random ops, nodes with subgraphs,
-//! non-default domains, nodes producing graph outputs, results tract types differently from ONNX,
-//! results over `--fold-size-limit` bytes, and folds that would grow the model past its budget
-//! (a few percent): each refusal is reported. IR < 4 models are left alone (their initializers
-//! must also be graph inputs).
+//! `Constant` nodes become initializers as they are. A node whose every output inference knows
+//! as numbers (shape arithmetic: `Gather(Shape(x), 1)` where x is `[batch, 3, H, W]` is 3, even
+//! with `batch` symbolic) becomes an initializer without evaluating anything. Other nodes are
+//! evaluated by tract on their constant inputs, but only after inference has predicted the size
+//! of every result: a result whose size is unknown, or over `--fold-size-limit` bytes, is refused
+//! before anything is allocated. Refuses also: random ops, nodes with subgraphs, non-default
+//! domains, nodes producing graph outputs, results tract types differently from ONNX, and folds
+//! that would grow the model past its budget (a few percent): each refusal is reported. IR < 4
+//! models are left alone (their initializers must also be graph inputs).
 
 use bytes::Bytes;
 
-use super::rewrite::{attr_i, is_op};
+use super::rewrite::is_op;
 use super::{Pass, PassContext, PassError, PassKind};
 use crate::graph::{Graph, constant_tensor, subgraphs};
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
@@ -37,40 +38,63 @@ const NEVER: &[&str] = &[
     "SequenceMap",
 ];
 
-fn int64_tensor(name: &str, dims: Vec<i64>, values: &[i64]) -> TensorProto {
-    TensorProto {
-        name: Some(name.into()),
-        data_type: Some(DataType::Int64.code()),
-        dims,
-        raw_data: Some(Bytes::from(
-            values
+/// The outputs of a node that inference knows as numbers, as initializers.
+fn known_values(node: &NodeProto, ctx: &PassContext) -> Option<Vec<TensorProto>> {
+    node.output
+        .iter()
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            let values: Vec<i64> = ctx
+                .facts
+                .value(o)?
                 .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        )),
-        ..Default::default()
-    }
+                .map(|d| d.as_const())
+                .collect::<Option<_>>()?;
+            let dims = ctx.static_shape(o)?;
+            let raw: Vec<u8> = match ctx.facts.elem_type(o)? {
+                DataType::Int64 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                DataType::Int32 => values
+                    .iter()
+                    .map(|&v| i32::try_from(v).ok().map(i32::to_le_bytes))
+                    .collect::<Option<Vec<_>>>()?
+                    .concat(),
+                DataType::Bool => values.iter().map(|&v| u8::from(v != 0)).collect(),
+                _ => return None,
+            };
+            Some(TensorProto {
+                name: Some(o.clone()),
+                data_type: ctx.elem_type(o),
+                dims,
+                raw_data: Some(Bytes::from(raw)),
+                ..Default::default()
+            })
+        })
+        .collect()
 }
 
-/// `Shape` (with opset 15's start/end) and `Size` of a value whose shape is static.
-fn shape_fold(node: &NodeProto, ctx: &PassContext) -> Option<Vec<TensorProto>> {
-    let dims = ctx.static_shape(node.input.first()?)?;
-    let out = node.output.first()?;
-    if is_op(node, "Size") {
-        return Some(vec![int64_tensor(out, vec![], &[dims.iter().product()])]);
+/// The bytes of every result, predicted from inferred types and shapes before evaluating; an
+/// error says why a fold must not be tried.
+fn predicted_bytes(node: &NodeProto, ctx: &PassContext) -> Result<u64, String> {
+    let mut total = 0u64;
+    for o in node.output.iter().filter(|o| !o.is_empty()) {
+        let (Some(dims), Some(dtype)) = (ctx.static_shape(o), ctx.facts.elem_type(o)) else {
+            return Err(format!("the size of '{o}' is not known before evaluating it"));
+        };
+        let count = dims
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(u64::try_from(d).ok()?));
+        let bytes = count
+            .and_then(|c| dtype.raw_len(usize::try_from(c).ok()?))
+            .ok_or_else(|| format!("'{o}' of shape {dims:?} is too large to hold"))?;
+        if bytes > ctx.fold_size_limit {
+            return Err(format!(
+                "its result '{o}' would be {bytes} bytes, over the fold size limit of {} bytes",
+                ctx.fold_size_limit
+            ));
+        }
+        total = total.saturating_add(bytes as u64);
     }
-    let rank = dims.len() as i64;
-    let clamp = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
-    let (start, end) = (
-        clamp(attr_i(node, "start", 0)),
-        clamp(attr_i(node, "end", rank)),
-    );
-    let picked = if start < end {
-        &dims[start..end]
-    } else {
-        &[][..]
-    };
-    Some(vec![int64_tensor(out, vec![picked.len() as i64], picked)])
+    Ok(total)
 }
 
 /// Evaluates one node on its constant inputs with tract.
@@ -160,16 +184,15 @@ impl Pass for FoldConstants {
             let results = if let Some(mut t) = constant_tensor(&node) {
                 t.name = node.output.first().cloned();
                 vec![t]
-            } else if (is_op(&node, "Shape") || is_op(&node, "Size"))
-                && graph.constant(&node.input[0]).is_none()
-            {
-                match shape_fold(&node, ctx) {
-                    Some(r) => r,
-                    None => continue,
-                }
+            } else if let Some(r) = known_values(&node, ctx) {
+                r
             } else {
                 let inputs: Vec<&String> = node.input.iter().filter(|i| !i.is_empty()).collect();
                 if inputs.is_empty() || !inputs.iter().all(|i| graph.constant(i).is_some()) {
+                    continue;
+                }
+                if let Err(reason) = predicted_bytes(&node, ctx) {
+                    ctx.skip_fold(&label, node.op_type(), reason);
                     continue;
                 }
                 match evaluate(graph, ctx, &node) {

@@ -154,6 +154,6 @@ fn inference_agrees_with_every_conformance_test() {
     assert!(bad.is_empty(), "{} disagreements:\n{}", bad.len(), bad.iter().take(60).map(|s| s.as_str()).collect::<Vec<_>>().join("\n"));
     // coverage must not quietly fall: these are floors below what inference reaches today
     assert!(node.tests >= 1700, "{} node tests read", node.tests);
-    assert!(node.type_known * 100 >= node.outputs * 90, "types of {} / {}", node.type_known, node.outputs);
-    assert!(node.shape_known * 100 >= node.outputs * 75, "shapes of {} / {}", node.shape_known, node.outputs);
+    assert!(node.type_known * 100 >= node.outputs * 98, "types of {} / {}", node.type_known, node.outputs);
+    assert!(node.shape_known * 100 >= node.outputs * 65, "shapes of {} / {}", node.shape_known, node.outputs);
 }

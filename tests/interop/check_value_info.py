@@ -51,7 +51,9 @@ def intermediates(graph):
 def fully_known(vi):
     if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
         return False
-    return all(d.HasField("dim_value") or d.HasField("dim_param") for d in vi.type.tensor_type.shape.dim)
+    # a negative dim_value (copied from an input declared as -1) is no size
+    return all((d.HasField("dim_value") and d.dim_value >= 0) or d.HasField("dim_param")
+               for d in vi.type.tensor_type.shape.dim)
 
 
 def onnx_coverage(model_path):
