@@ -7,9 +7,8 @@ use serde::Serialize;
 
 use crate::graph::{Graph, node_label};
 use crate::onnx::Model;
-use crate::onnx::schema;
 use crate::onnx::proto::GraphProto;
-
+use crate::onnx::schema;
 
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -111,12 +110,9 @@ fn opset_problem(model: &Model, domain: &str, op: &str) -> Option<String> {
     if !schema::is_specified_domain(domain) {
         return None; // other domains' op lists are not known here
     }
-    if model
-        .proto
-        .functions
-        .iter()
-        .any(|f| f.name() == op && schema::normalize_domain(f.domain()) == schema::normalize_domain(domain))
-    {
+    if model.proto.functions.iter().any(|f| {
+        f.name() == op && schema::normalize_domain(f.domain()) == schema::normalize_domain(domain)
+    }) {
         return None;
     }
     match schema::since_version(domain, op) {

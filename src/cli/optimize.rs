@@ -359,6 +359,13 @@ fn render(r: &OptimizeReport, size_before: Option<u64>, size_after: Option<u64>)
             st.seconds * 1000.0
         );
     }
+    let _ = writeln!(
+        s,
+        "  {:<32} {:>12} {:>12.1}",
+        "(type and shape inference)",
+        r.inference.refreshes,
+        r.inference.seconds * 1000.0
+    );
     for skip in &r.skipped_folds {
         let _ = writeln!(
             s,

@@ -154,7 +154,8 @@ pub fn check_model(model: &crate::onnx::Model) -> Result<(), ModelError> {
 fn check_nodes(model: &crate::onnx::Model, g: &GraphProto) -> Result<(), ModelError> {
     for (i, n) in g.node.iter().enumerate() {
         let local_function = model.proto.functions.iter().any(|f| {
-            f.name() == n.op_type() && schema::normalize_domain(f.domain()) == schema::normalize_domain(n.domain())
+            f.name() == n.op_type()
+                && schema::normalize_domain(f.domain()) == schema::normalize_domain(n.domain())
         });
         let found = model
             .opset(n.domain())

@@ -229,7 +229,11 @@ impl Dim {
         }
         // one canonical order, constants last: `min(sequence, 512)`
         let key = |d: &Dim| (d.as_const().is_some(), d.clone());
-        let (a, b) = if key(self) <= key(other) { (self, other) } else { (other, self) };
+        let (a, b) = if key(self) <= key(other) {
+            (self, other)
+        } else {
+            (other, self)
+        };
         Dim::atom(Atom::Min(Box::new(a.clone()), Box::new(b.clone())))
     }
 
@@ -351,10 +355,19 @@ mod tests {
     fn floor_division_keeps_what_it_cannot_divide() {
         // a conv output size: (H - 3)/2 + 1
         let h = s("H");
-        let out = h.sub(&c(3)).unwrap().floor_div(2).unwrap().add(&c(1)).unwrap();
+        let out = h
+            .sub(&c(3))
+            .unwrap()
+            .floor_div(2)
+            .unwrap()
+            .add(&c(1))
+            .unwrap();
         assert_eq!(out.to_string(), "(H + 1)/2 - 1");
         // floor((2H + 2)/2) = H + 1
-        assert_eq!(h.mul(&c(2)).unwrap().add(&c(2)).unwrap().floor_div(2), h.add(&c(1)));
+        assert_eq!(
+            h.mul(&c(2)).unwrap().add(&c(2)).unwrap().floor_div(2),
+            h.add(&c(1))
+        );
         assert_eq!(c(-7).floor_div(2), Some(c(-4)));
         assert_eq!(c(7).ceil_div(2), Some(c(4)));
         assert_eq!(s("x").floor_div(0), None);

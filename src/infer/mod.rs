@@ -19,14 +19,13 @@ use crate::onnx::attributes::{attr, attr_g, attr_i, attr_ints};
 use crate::onnx::proto::tensor_shape_proto::{Dimension, dimension::Value};
 use crate::onnx::proto::type_proto;
 use crate::onnx::proto::{
-    FunctionProto, GraphProto, NodeProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    FunctionProto, GraphProto, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use crate::onnx::schema::{self, normalize_domain};
 use crate::onnx::{DataType, Model, TensorData};
 
 pub use dim::Dim;
-pub use shapes::{MAX_VALUE_ELEMENTS, broadcast};
+pub use shapes::{Fresh, MAX_VALUE_ELEMENTS, broadcast};
 
 /// The dims of a tensor, one per axis.
 pub type Shape = Vec<Dim>;
@@ -66,7 +65,14 @@ const MAX_DEPTH: usize = 64;
 #[derive(Debug, Default, Clone)]
 pub struct Inference {
     facts: HashMap<String, Fact>,
-    next_unknown: u64,
+    /// Output facts by a digest of (node, input facts), from the previous run: a refresh after a
+    /// rewrite recomputes only the nodes that changed and those whose inputs' facts changed.
+    memo: HashMap<u64, Vec<Fact>>,
+    /// The same, filled by the current run.
+    next_memo: HashMap<u64, Vec<Fact>>,
+    /// Nodes computed and nodes reused by the last run.
+    pub computed: usize,
+    pub reused: usize,
 }
 
 impl Inference {
@@ -78,6 +84,20 @@ impl Inference {
         let env = Env::of(&model.proto.opset_import, &functions, &read);
         inf.infer_graph(model.graph(), &env, 0);
         inf
+    }
+
+    /// Infers everything about `model` again after an edit, reusing what the last run found for
+    /// every node that is unchanged and whose inputs' facts are unchanged.
+    pub fn refresh(&mut self, model: &Model) {
+        let read = |t: &TensorProto| model.tensor_data(t).ok();
+        let functions = functions_map(&model.proto.functions);
+        let env = Env::of(&model.proto.opset_import, &functions, &read);
+        self.memo = std::mem::take(&mut self.next_memo);
+        self.facts.clear();
+        self.computed = 0;
+        self.reused = 0;
+        self.infer_graph(model.graph(), &env, 0);
+        self.memo.clear();
     }
 
     /// Infers everything about a graph of a model with these opsets and functions.
@@ -125,23 +145,21 @@ impl Inference {
         self.facts.iter()
     }
 
-    fn fresh(&mut self) -> shapes::Fresh<'_> {
-        shapes::Fresh(&mut self.next_unknown)
-    }
-
     fn declared(&mut self, vi: &ValueInfoProto) -> Fact {
-        let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
+        let Some(type_proto::Value::TensorType(t)) =
+            vi.r#type.as_ref().and_then(|t| t.value.as_ref())
         else {
             return Fact::default();
         };
         let elem_type = DataType::from_code(t.elem_type()).ok();
+        let mut fresh = Fresh::new(vi.name(), "declared");
         let shape = t.shape.as_ref().map(|s| {
             s.dim
                 .iter()
                 .map(|d| match &d.value {
                     Some(Value::DimValue(v)) if *v >= 0 => Dim::constant(*v),
                     Some(Value::DimParam(p)) if names_a_dim(p) => Dim::symbol(p),
-                    _ => self.fresh().dim(),
+                    _ => fresh.dim(),
                 })
                 .collect()
         });
@@ -183,10 +201,11 @@ impl Inference {
             }
             self.facts.insert(vi.name().to_string(), fact);
         }
-        let order = crate::graph::topological_order(g).unwrap_or_else(|_| (0..g.node.len()).collect());
+        let order =
+            crate::graph::topological_order(g).unwrap_or_else(|_| (0..g.node.len()).collect());
         for i in order {
             let node = &g.node[i];
-            let outs = self.infer_node(node, env, depth);
+            let outs = self.infer_node_memo(node, env, depth);
             for (name, fact) in node.output.iter().zip(outs) {
                 if !name.is_empty() {
                     self.facts.insert(name.clone(), fact);
@@ -209,8 +228,71 @@ impl Inference {
     fn input_facts(&self, node: &NodeProto) -> Vec<Option<Fact>> {
         node.input
             .iter()
-            .map(|i| (!i.is_empty()).then(|| self.facts.get(i).cloned()).flatten())
+            .map(|i| {
+                (!i.is_empty())
+                    .then(|| self.facts.get(i).cloned())
+                    .flatten()
+            })
             .collect()
+    }
+
+    /// [`Inference::infer_node`], or what the previous run found for the same node on the
+    /// same input facts. Nodes with subgraphs are always inferred (their bodies' values must be
+    /// in `facts` too).
+    fn infer_node_memo(&mut self, node: &NodeProto, env: &Env, depth: usize) -> Vec<Fact> {
+        if crate::graph::subgraphs(node).next().is_some() {
+            self.computed += 1;
+            return self.infer_node(node, env, depth);
+        }
+        let key = self.memo_key(node, env);
+        let outs = match self.memo.get(&key) {
+            Some(outs) => {
+                self.reused += 1;
+                outs.clone()
+            }
+            None => {
+                self.computed += 1;
+                self.infer_node(node, env, depth)
+            }
+        };
+        self.next_memo.insert(key, outs.clone());
+        outs
+    }
+
+    /// A digest of everything a node's inference reads: the node (large tensors by type and
+    /// dims only: their contents are never read) and its inputs' facts.
+    fn memo_key(&self, node: &NodeProto, env: &Env) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        node.op_type().hash(&mut h);
+        normalize_domain(node.domain()).hash(&mut h);
+        env.opset(normalize_domain(node.domain())).hash(&mut h);
+        node.input.hash(&mut h);
+        node.output.len().hash(&mut h);
+        for a in &node.attribute {
+            a.name().hash(&mut h);
+            a.r#type.hash(&mut h);
+            a.i.hash(&mut h);
+            a.f.map(f32::to_bits).hash(&mut h);
+            a.s.hash(&mut h);
+            a.ints.hash(&mut h);
+            a.floats
+                .iter()
+                .map(|f| f.to_bits())
+                .for_each(|b| b.hash(&mut h));
+            a.strings.hash(&mut h);
+            a.ref_attr_name.hash(&mut h);
+            if let Some(t) = &a.t {
+                hash_tensor(t, &mut h);
+            }
+        }
+        for i in &node.input {
+            match self.facts.get(i) {
+                Some(f) => hash_fact(f, &mut h),
+                None => 0u8.hash(&mut h),
+            }
+        }
+        h.finish()
     }
 
     fn infer_node(&mut self, node: &NodeProto, env: &Env, depth: usize) -> Vec<Fact> {
@@ -243,7 +325,8 @@ impl Inference {
         let ins = shapes::Inputs {
             facts: inputs.iter().map(Option::as_ref).collect(),
         };
-        let outs = shapes::infer(node, opset, &ins, &out_types, &mut self.fresh());
+        let mut fresh = Fresh::new(output_key(node), "node");
+        let outs = shapes::infer(node, opset, &ins, &out_types, &mut fresh);
         outs.into_iter()
             .zip(out_types)
             .map(|(o, t)| Fact {
@@ -275,10 +358,17 @@ impl Inference {
         self.infer_graph(other, env, depth + 1);
         let a: Vec<Fact> = self.outputs_of(then);
         let b: Vec<Fact> = self.outputs_of(other);
+        let mut fresh = Fresh::new(output_key(node), "if");
         (0..n)
             .map(|k| match (cond, a.get(k), b.get(k)) {
-                (Some(c), Some(x), Some(y)) => if c != 0 { x.clone() } else { y.clone() },
-                (None, Some(x), Some(y)) => self.merge(x, y),
+                (Some(c), Some(x), Some(y)) => {
+                    if c != 0 {
+                        x.clone()
+                    } else {
+                        y.clone()
+                    }
+                }
+                (None, Some(x), Some(y)) => Inference::merge(x, y, &mut fresh),
                 _ => Fact::default(),
             })
             .collect()
@@ -292,18 +382,26 @@ impl Inference {
     }
 
     /// What is true of a value that is either `a` or `b`.
-    fn merge(&mut self, a: &Fact, b: &Fact) -> Fact {
-        let elem_type = if a.elem_type == b.elem_type { a.elem_type } else { None };
+    fn merge(a: &Fact, b: &Fact, fresh: &mut Fresh) -> Fact {
+        let elem_type = if a.elem_type == b.elem_type {
+            a.elem_type
+        } else {
+            None
+        };
         let shape = match (&a.shape, &b.shape) {
             (Some(x), Some(y)) if x.len() == y.len() => Some(
                 x.iter()
                     .zip(y)
-                    .map(|(p, q)| if p == q { p.clone() } else { self.fresh().dim() })
+                    .map(|(p, q)| if p == q { p.clone() } else { fresh.dim() })
                     .collect(),
             ),
             _ => None,
         };
-        let value = if a.value == b.value { a.value.clone() } else { None };
+        let value = if a.value == b.value {
+            a.value.clone()
+        } else {
+            None
+        };
         Fact {
             elem_type,
             shape,
@@ -318,7 +416,11 @@ impl Inference {
             return vec![Fact::default(); n];
         };
         let inputs = self.input_facts(node);
-        let carried: Vec<Fact> = inputs.iter().skip(2).map(|f| f.clone().unwrap_or_default()).collect();
+        let carried: Vec<Fact> = inputs
+            .iter()
+            .skip(2)
+            .map(|f| f.clone().unwrap_or_default())
+            .collect();
         let scalar = |t: DataType| Fact {
             elem_type: Some(t),
             shape: Some(vec![]),
@@ -332,8 +434,10 @@ impl Inference {
                 ..f.clone()
             })
             .collect();
-        // twice at most: a carried value whose shape changes across iterations is merged
-        for _ in 0..2 {
+        // a carried value whose shape changes across iterations is merged; unknowns made for the
+        // merge are the same each round, so this settles in two rounds
+        for _ in 0..3 {
+            let mut fresh = Fresh::new(output_key(node), "carried");
             let mut seeds = vec![scalar(DataType::Int64), scalar(DataType::Bool)];
             seeds.extend(state.iter().cloned());
             self.infer_body(body, env, depth + 1, seeds);
@@ -341,7 +445,7 @@ impl Inference {
             let next: Vec<Fact> = state
                 .iter()
                 .zip(outs.iter().skip(1))
-                .map(|(s, o)| self.merge(s, o))
+                .map(|(s, o)| Inference::merge(s, o, &mut fresh))
                 .collect();
             if next == state {
                 break;
@@ -349,9 +453,12 @@ impl Inference {
             state = next;
         }
         let outs = self.outputs_of(body);
-        let mut result: Vec<Fact> = state;
+        // the final values' unknown dims are not the body's (one iteration's) unknowns
+        let mut fresh = Fresh::new(output_key(node), "loop");
+        let mut result: Vec<Fact> = state.iter().map(|f| reseat(f, &mut fresh)).collect();
+        let trips = fresh.dim();
         for o in outs.iter().skip(1 + carried.len()) {
-            let trips = self.fresh().dim();
+            let trips = trips.clone();
             result.push(Fact {
                 elem_type: o.elem_type,
                 shape: o.shape.as_ref().map(|s| {
@@ -401,7 +508,7 @@ impl Inference {
         self.infer_body(body, env, depth + 1, seeds);
         let outs = self.outputs_of(body);
         let out_axes = attr_ints(node, "scan_output_axes").unwrap_or_default();
-        let seq_len = seq_len.unwrap_or_else(|| self.fresh().dim());
+        let seq_len = seq_len.unwrap_or_else(|| Fresh::new(output_key(node), "scan").dim());
         let mut result: Vec<Fact> = outs.iter().take(states).cloned().collect();
         for (k, o) in outs.iter().skip(states).enumerate() {
             let shape = o.shape.as_ref().and_then(|s| {
@@ -433,17 +540,21 @@ impl Inference {
         if depth >= MAX_DEPTH {
             return vec![Fact::default(); n];
         }
-        let mut local = Inference {
-            facts: HashMap::new(),
-            next_unknown: self.next_unknown,
-        };
+        let mut local = Inference::default();
         for (formal, actual) in f.input.iter().zip(&node.input) {
-            if let Some(fact) = (!actual.is_empty()).then(|| self.facts.get(actual)).flatten() {
+            if let Some(fact) = (!actual.is_empty())
+                .then(|| self.facts.get(actual))
+                .flatten()
+            {
                 local.facts.insert(formal.clone(), fact.clone());
             }
         }
         let body = GraphProto {
-            node: f.node.iter().map(|b| with_caller_attributes(b, node, f)).collect(),
+            node: f
+                .node
+                .iter()
+                .map(|b| with_caller_attributes(b, node, f))
+                .collect(),
             ..Default::default()
         };
         let opsets = if f.opset_import.is_empty() {
@@ -457,7 +568,6 @@ impl Inference {
             read: env.read,
         };
         local.infer_graph(&body, &inner, depth + 1);
-        self.next_unknown = local.next_unknown;
         let mut out: Vec<Fact> = f
             .output
             .iter()
@@ -465,6 +575,66 @@ impl Inference {
             .collect();
         out.resize(n, Fact::default());
         out
+    }
+}
+
+fn hash_tensor(t: &TensorProto, h: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    t.data_type.hash(h);
+    t.dims.hash(h);
+    let count = t.dims.iter().try_fold(1i64, |a, &d| a.checked_mul(d));
+    if count.is_some_and(|c| c <= MAX_VALUE_ELEMENTS as i64) {
+        // small enough that inference reads the values
+        t.raw_data.hash(h);
+        t.int64_data.hash(h);
+        t.int32_data.hash(h);
+        t.float_data
+            .iter()
+            .map(|f| f.to_bits())
+            .for_each(|b| b.hash(h));
+        t.double_data
+            .iter()
+            .map(|f| f.to_bits())
+            .for_each(|b| b.hash(h));
+        t.uint64_data.hash(h);
+        t.external_data.len().hash(h);
+        for e in &t.external_data {
+            e.key.hash(h);
+            e.value.hash(h);
+        }
+    }
+}
+
+fn hash_fact(f: &Fact, h: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    1u8.hash(h);
+    f.elem_type.hash(h);
+    f.shape.hash(h);
+    f.value.hash(h);
+    f.float_value
+        .iter()
+        .flatten()
+        .map(|x| x.to_bits())
+        .for_each(|b| b.hash(h));
+}
+
+/// The name unknowns made for a node's outputs derive from.
+fn output_key(node: &NodeProto) -> &str {
+    node.output
+        .iter()
+        .find(|o| !o.is_empty())
+        .map_or(node.name(), String::as_str)
+}
+
+/// A fact with every dim that involves an unknown replaced by a new unknown.
+fn reseat(f: &Fact, fresh: &mut Fresh) -> Fact {
+    Fact {
+        shape: f.shape.as_ref().map(|s| {
+            s.iter()
+                .map(|d| if d.is_known() { d.clone() } else { fresh.dim() })
+                .collect()
+        }),
+        ..f.clone()
     }
 }
 
@@ -519,7 +689,10 @@ fn functions_map(functions: &[FunctionProto]) -> Functions {
         .iter()
         .map(|f| {
             (
-                (normalize_domain(f.domain()).to_string(), f.name().to_string()),
+                (
+                    normalize_domain(f.domain()).to_string(),
+                    f.name().to_string(),
+                ),
                 f.clone(),
             )
         })
@@ -563,12 +736,12 @@ pub(crate) fn int_values(data: &TensorData) -> Option<Vec<Dim>> {
     let v: Vec<i64> = match data.dtype {
         DataType::Int64 => data.i64s().ok()?,
         DataType::Int32 => data.i32s().ok()?.into_iter().map(i64::from).collect(),
-        DataType::Bool | DataType::Uint8 | DataType::Int8 | DataType::Int16 | DataType::Uint16
-        | DataType::Uint32 => data
-            .to_f64_lossy()?
-            .into_iter()
-            .map(|x| x as i64)
-            .collect(),
+        DataType::Bool
+        | DataType::Uint8
+        | DataType::Int8
+        | DataType::Int16
+        | DataType::Uint16
+        | DataType::Uint32 => data.to_f64_lossy()?.into_iter().map(|x| x as i64).collect(),
         _ => return None,
     };
     Some(v.into_iter().map(Dim::constant).collect())
@@ -577,15 +750,20 @@ pub(crate) fn int_values(data: &TensorData) -> Option<Vec<Dim>> {
 /// The fact of a constant tensor: its type and dims, and its elements when small.
 fn constant_fact(t: &TensorProto, read: TensorReader) -> Fact {
     let elem_type = DataType::from_code(t.data_type()).ok();
-    let shape = t.dims.iter().all(|&d| d >= 0).then(|| t.dims.iter().map(|&d| Dim::constant(d)).collect());
+    let shape = t
+        .dims
+        .iter()
+        .all(|&d| d >= 0)
+        .then(|| t.dims.iter().map(|&d| Dim::constant(d)).collect());
     let count = t.dims.iter().try_fold(1i64, |a, &d| a.checked_mul(d));
-    let small = count.is_some_and(|c| (0..=MAX_VALUE_ELEMENTS as i64).contains(&c)) && t.dims.len() <= 1;
+    let small =
+        count.is_some_and(|c| (0..=MAX_VALUE_ELEMENTS as i64).contains(&c)) && t.dims.len() <= 1;
     let data = small.then(|| read(t)).flatten();
     let value = data.as_ref().and_then(int_values);
     let float_value = data.as_ref().and_then(|d| match d.dtype {
-        DataType::Float | DataType::Double | DataType::Float16 => {
-            d.to_f64_lossy().map(|v| v.into_iter().map(|x| x as f32).collect())
-        }
+        DataType::Float | DataType::Double | DataType::Float16 => d
+            .to_f64_lossy()
+            .map(|v| v.into_iter().map(|x| x as f32).collect()),
         _ => None,
     });
     Fact {
@@ -599,7 +777,11 @@ fn constant_fact(t: &TensorProto, read: TensorReader) -> Fact {
 /// A `value_info` entry for a fact with a known element type: number dims as `dim_value`,
 /// expressions over named dims as `dim_param` (the same expression, the same name), and dims
 /// involving an unknown left empty.
-pub fn value_info(name: &str, fact: &Fact, existing: Option<&ValueInfoProto>) -> Option<ValueInfoProto> {
+pub fn value_info(
+    name: &str,
+    fact: &Fact,
+    existing: Option<&ValueInfoProto>,
+) -> Option<ValueInfoProto> {
     let elem_type = fact.elem_type?;
     let shape = fact.shape.as_ref().map(|dims| TensorShapeProto {
         dim: dims
@@ -625,7 +807,9 @@ pub fn value_info(name: &str, fact: &Fact, existing: Option<&ValueInfoProto>) ->
             denotation: None,
         }),
         doc_string: existing.and_then(|e| e.doc_string.clone()),
-        metadata_props: existing.map(|e| e.metadata_props.clone()).unwrap_or_default(),
+        metadata_props: existing
+            .map(|e| e.metadata_props.clone())
+            .unwrap_or_default(),
     })
 }
 

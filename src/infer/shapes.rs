@@ -15,13 +15,34 @@ use super::{Fact, Shape};
 /// Values are tracked for integer tensors of at most this many elements.
 pub const MAX_VALUE_ELEMENTS: usize = 64;
 
-/// Hands out unknown dims with distinct identities.
-pub struct Fresh<'a>(pub &'a mut u64);
+/// Hands out unknown dims with distinct identities. The identities are derived from the value
+/// they are made for (and a count), not from a global counter, so inferring the same node on
+/// the same inputs again gives the same facts: an incremental refresh then stops at the first
+/// node whose facts did not change.
+pub struct Fresh {
+    seed: u64,
+    count: u64,
+}
 
-impl Fresh<'_> {
+impl Fresh {
+    /// Unknowns for the value named `name` (`tag` tells apart several uses for one value).
+    pub fn new(name: &str, tag: &str) -> Fresh {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        tag.hash(&mut h);
+        Fresh {
+            seed: h.finish(),
+            count: 0,
+        }
+    }
+
     pub fn dim(&mut self) -> Dim {
-        *self.0 += 1;
-        Dim::unknown(*self.0)
+        self.count += 1;
+        Dim::unknown(
+            self.seed
+                .wrapping_add(self.count.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        )
     }
     fn dims(&mut self, n: usize) -> Shape {
         (0..n).map(|_| self.dim()).collect()
@@ -104,8 +125,14 @@ pub fn broadcast(a: &[Dim], b: &[Dim], fresh: &mut Fresh) -> Option<Shape> {
     let one = Dim::constant(1);
     (0..rank)
         .map(|i| {
-            let da = (i + a.len()).checked_sub(rank).map(|k| &a[k]).unwrap_or(&one);
-            let db = (i + b.len()).checked_sub(rank).map(|k| &b[k]).unwrap_or(&one);
+            let da = (i + a.len())
+                .checked_sub(rank)
+                .map(|k| &a[k])
+                .unwrap_or(&one);
+            let db = (i + b.len())
+                .checked_sub(rank)
+                .map(|k| &b[k])
+                .unwrap_or(&one);
             match (da.as_const(), db.as_const()) {
                 _ if da == db => Some(da.clone()),
                 (Some(1), _) => Some(db.clone()),
@@ -151,22 +178,101 @@ fn is_int(t: Option<DataType>) -> bool {
 
 /// Ops whose single output has the shape of their first input.
 const SAME_SHAPE: &[&str] = &[
-    "Abs", "Acos", "Acosh", "Asin", "Asinh", "Atan", "Atanh", "BitwiseNot", "Ceil", "Celu",
-    "Clip", "Cos", "Cosh", "CumSum", "DequantizeLinear", "Elu", "Erf", "Exp", "EyeLike", "Floor",
-    "Gelu", "GroupNormalization", "HardSigmoid", "HardSwish", "Hardmax", "Identity",
-    "InstanceNormalization", "IsInf", "IsNaN", "LRN", "LeakyRelu", "Log", "LogSoftmax",
-    "LpNormalization", "MeanVarianceNormalization", "Mish", "Neg", "Not", "PRelu",
-    "QuantizeLinear", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Reciprocal", "Relu",
-    "ReverseSequence", "Round", "Selu", "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Softmax",
-    "Softplus", "Softsign", "Sqrt", "Swish", "Tan", "Tanh", "ThresholdedRelu", "Trilu",
-    "Scatter", "ScatterElements", "ScatterND", "RMSNormalization", "Cast", "CastLike",
+    "Abs",
+    "Acos",
+    "Acosh",
+    "Asin",
+    "Asinh",
+    "Atan",
+    "Atanh",
+    "BitwiseNot",
+    "Ceil",
+    "Celu",
+    "Clip",
+    "Cos",
+    "Cosh",
+    "CumSum",
+    "DequantizeLinear",
+    "Elu",
+    "Erf",
+    "Exp",
+    "EyeLike",
+    "Floor",
+    "Gelu",
+    "GroupNormalization",
+    "HardSigmoid",
+    "HardSwish",
+    "Hardmax",
+    "Identity",
+    "InstanceNormalization",
+    "IsInf",
+    "IsNaN",
+    "LRN",
+    "LeakyRelu",
+    "Log",
+    "LogSoftmax",
+    "LpNormalization",
+    "MeanVarianceNormalization",
+    "Mish",
+    "Neg",
+    "Not",
+    "PRelu",
+    "QuantizeLinear",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Bernoulli",
+    "Reciprocal",
+    "Relu",
+    "ReverseSequence",
+    "Round",
+    "Selu",
+    "Shrink",
+    "Sigmoid",
+    "Sign",
+    "Sin",
+    "Sinh",
+    "Softmax",
+    "Softplus",
+    "Softsign",
+    "Sqrt",
+    "Swish",
+    "Tan",
+    "Tanh",
+    "ThresholdedRelu",
+    "Trilu",
+    "Scatter",
+    "ScatterElements",
+    "ScatterND",
+    "RMSNormalization",
+    "Cast",
+    "CastLike",
 ];
 
 /// Ops that broadcast all their inputs together.
 const BROADCAST: &[&str] = &[
-    "Add", "Sub", "Mul", "Div", "Pow", "Mod", "And", "Or", "Xor", "Equal", "Less", "Greater",
-    "LessOrEqual", "GreaterOrEqual", "Where", "Max", "Min", "Sum", "Mean", "BitShift",
-    "BitwiseAnd", "BitwiseOr", "BitwiseXor",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Mod",
+    "And",
+    "Or",
+    "Xor",
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "Where",
+    "Max",
+    "Min",
+    "Sum",
+    "Mean",
+    "BitShift",
+    "BitwiseAnd",
+    "BitwiseOr",
+    "BitwiseXor",
 ];
 
 /// The shapes (and small integer values) of `node`'s outputs.
@@ -186,7 +292,8 @@ pub fn infer(
             && o.value.as_ref().is_some_and(|v| {
                 v.len() <= MAX_VALUE_ELEMENTS
                     && o.shape.as_ref().is_some_and(|s| {
-                        s.len() <= 1 && product(s).and_then(|p| p.as_const()) == Some(v.len() as i64)
+                        s.len() <= 1
+                            && product(s).and_then(|p| p.as_const()) == Some(v.len() as i64)
                     })
             });
         if !keep {
@@ -208,7 +315,10 @@ fn rule(
         let keeps_value = matches!(op, "Identity" | "Cast" | "CastLike" | "Neg" | "Abs")
             && is_int(out_types.first().copied().flatten());
         let value = ins.value(0).filter(|_| keeps_value).map(|v| match op {
-            "Neg" => v.iter().map(|d| d.mul(&Dim::constant(-1))).collect::<Option<Vec<_>>>(),
+            "Neg" => v
+                .iter()
+                .map(|d| d.mul(&Dim::constant(-1)))
+                .collect::<Option<Vec<_>>>(),
             "Abs" => v
                 .iter()
                 .map(|d| d.as_const().map(|c| Dim::constant(c.abs())))
@@ -326,8 +436,16 @@ fn rule(
             if a.len() != 2 || b.len() != 2 {
                 return None;
             }
-            let m = if attr_i(node, "transA", 0) != 0 { &a[1] } else { &a[0] };
-            let nn = if attr_i(node, "transB", 0) != 0 { &b[0] } else { &b[1] };
+            let m = if attr_i(node, "transA", 0) != 0 {
+                &a[1]
+            } else {
+                &a[0]
+            };
+            let nn = if attr_i(node, "transB", 0) != 0 {
+                &b[0]
+            } else {
+                &b[1]
+            };
             one(shaped(vec![m.clone(), nn.clone()]))
         }
         "Conv" | "ConvInteger" => one(shaped(conv(node, ins.shape(0)?, ins.shape(1), fresh)?)),
@@ -379,7 +497,11 @@ fn rule(
         "ArgMax" | "ArgMin" => {
             let s = ins.shape(0)?;
             let a = axis(attr_i(node, "axis", 0), s.len())?;
-            one(shaped(reduce_dims(s, &[a], attr_i(node, "keepdims", 1) != 0)))
+            one(shaped(reduce_dims(
+                s,
+                &[a],
+                attr_i(node, "keepdims", 1) != 0,
+            )))
         }
         "Split" => split(node, opset, ins, fresh),
         "Pad" => pad(node, opset, ins, fresh),
@@ -423,7 +545,10 @@ fn rule(
             out[a] = fresh.or_fresh(k);
             Some(vec![shaped(out.clone()), shaped(out)])
         }
-        "NonZero" => one(shaped(vec![Dim::constant(ins.rank(0)? as i64), fresh.dim()])),
+        "NonZero" => one(shaped(vec![
+            Dim::constant(ins.rank(0)? as i64),
+            fresh.dim(),
+        ])),
         "NonMaxSuppression" => one(shaped(vec![fresh.dim(), Dim::constant(3)])),
         "Compress" => {
             let s = ins.shape(0)?;
@@ -473,7 +598,10 @@ fn rule(
         "Einsum" => one(shaped(einsum(node, ins, fresh)?)),
         "LSTM" | "GRU" | "RNN" => rnn(node, ins),
         "RandomNormal" | "RandomUniform" => one(shaped(
-            attr_ints(node, "shape")?.into_iter().map(Dim::constant).collect(),
+            attr_ints(node, "shape")?
+                .into_iter()
+                .map(Dim::constant)
+                .collect(),
         )),
         "GridSample" => {
             let (x, g) = (ins.shape(0)?, ins.shape(1)?);
@@ -488,7 +616,10 @@ fn rule(
             let x = ins.shape(0)?;
             let rois = ins.shape(1)?;
             let (h, w) = if op == "RoiAlign" {
-                (attr_i(node, "output_height", 1), attr_i(node, "output_width", 1))
+                (
+                    attr_i(node, "output_height", 1),
+                    attr_i(node, "output_width", 1),
+                )
             } else {
                 let p = attr_ints(node, "pooled_shape")?;
                 (*p.first()?, *p.get(1)?)
@@ -581,9 +712,14 @@ fn elementwise_value(op: &str, ins: &Inputs, shape: &[Dim]) -> Option<Vec<Dim>> 
                     // integer division truncates; exact for sizes divided by a positive number
                     "Div" => match ints(a, b) {
                         Some((x, y)) if y != 0 => x.checked_div(y).map(Dim::constant),
-                        _ => b.as_const().filter(|&y| y > 0 && a.is_size()).and_then(|y| a.floor_div(y)),
+                        _ => b
+                            .as_const()
+                            .filter(|&y| y > 0 && a.is_size())
+                            .and_then(|y| a.floor_div(y)),
                     },
-                    "Mod" => ints(a, b).and_then(|(x, y)| x.checked_rem_euclid(y)).map(Dim::constant),
+                    "Mod" => ints(a, b)
+                        .and_then(|(x, y)| x.checked_rem_euclid(y))
+                        .map(Dim::constant),
                     "Max" => a.max_known(b),
                     "Min" => a.min_known(b),
                     "Equal" => match ints(a, b) {
@@ -659,7 +795,9 @@ fn slice(node: &NodeProto, opset: i64, ins: &Inputs, fresh: &mut Fresh) -> Optio
         };
         match (ins.ints(1), ins.ints(2)) {
             (Some(starts), Some(ends)) => (starts, ends, optional(3)?, optional(4)?),
-            (Some(starts), None) => return slice_to_symbolic_end(s, &starts, ins, optional(3)?, optional(4)?),
+            (Some(starts), None) => {
+                return slice_to_symbolic_end(s, &starts, ins, optional(3)?, optional(4)?);
+            }
             _ => return None,
         }
     };
@@ -767,7 +905,12 @@ fn slice_values(v: &[Dim], start: i64, end: i64, step: i64) -> Option<Vec<Dim>> 
     let n = slice_len(len, start, end, step)?;
     let (s, _) = slice_bounds(len, start, end, step);
     (0..n)
-        .map(|i| usize::try_from(s + i * step).ok().and_then(|k| v.get(k)).cloned())
+        .map(|i| {
+            usize::try_from(s + i * step)
+                .ok()
+                .and_then(|k| v.get(k))
+                .cloned()
+        })
         .collect()
 }
 
@@ -781,7 +924,9 @@ fn concat(node: &NodeProto, ins: &Inputs) -> Option<Vec<Out>> {
         return None;
     }
     let mut out = first.to_vec();
-    out[a] = shapes.iter().try_fold(Dim::constant(0), |acc, s| acc.add(&s[a]))?;
+    out[a] = shapes
+        .iter()
+        .try_fold(Dim::constant(0), |acc, s| acc.add(&s[a]))?;
     for (i, d) in out.iter_mut().enumerate() {
         if i != a && d.as_const().is_none() {
             // another input may know this dim as a number
@@ -847,7 +992,9 @@ fn squeeze(node: &NodeProto, opset: i64, ins: &Inputs) -> Option<Vec<Out>> {
             if s.iter().any(|d| d.as_const().is_none()) {
                 return None;
             }
-            (0..s.len()).filter(|&i| s[i].as_const() == Some(1)).collect()
+            (0..s.len())
+                .filter(|&i| s[i].as_const() == Some(1))
+                .collect()
         }
     };
     let out: Shape = s
@@ -896,8 +1043,7 @@ fn reshape(node: &NodeProto, ins: &Inputs, fresh: &mut Fresh) -> Option<Vec<Out>
             .filter(|(i, _)| *i != k)
             .map(|(_, d)| d.clone())
             .collect();
-        out[k] = known
-            .and_then(|known| product(s)?.exact_div(&product(&known)?));
+        out[k] = known.and_then(|known| product(s)?.exact_div(&product(&known)?));
     }
     let shape = out.into_iter().map(|d| fresh.or_fresh(d)).collect();
     Some(vec![Out {
@@ -972,7 +1118,9 @@ fn conv(node: &NodeProto, x: &[Dim], w: Option<&[Dim]>, fresh: &mut Fresh) -> Op
             "SAME_UPPER" | "SAME_LOWER" => d.ceil_div(s),
             "VALID" => {
                 // ceil((d - ((k - 1) * dil + 1) + 1) / s)
-                let span = kernel[i].sub(&Dim::constant(1))?.mul(&Dim::constant(dilations[i]))?;
+                let span = kernel[i]
+                    .sub(&Dim::constant(1))?
+                    .mul(&Dim::constant(dilations[i]))?;
                 d.sub(&span)?.ceil_div(s)
             }
             _ => {
@@ -980,12 +1128,16 @@ fn conv(node: &NodeProto, x: &[Dim], w: Option<&[Dim]>, fresh: &mut Fresh) -> Op
                     .sub(&Dim::constant(1))?
                     .mul(&Dim::constant(dilations[i]))?
                     .add(&Dim::constant(1))?;
-                let padded = d.add(&Dim::constant(pads[i] + pads[i + spatial]))?.sub(&span)?;
+                let padded = d
+                    .add(&Dim::constant(pads[i] + pads[i + spatial]))?
+                    .sub(&span)?;
                 let q = if ceil_mode {
                     let q = padded.ceil_div(s)?;
                     // a last window must start inside the input or left padding (spec, pools)
                     match (q.as_const(), d.as_const()) {
-                        (Some(qv), Some(dv)) if qv * s >= dv + pads[i] => Some(Dim::constant(qv - 1)),
+                        (Some(qv), Some(dv)) if qv * s >= dv + pads[i] => {
+                            Some(Dim::constant(qv - 1))
+                        }
                         (Some(_), Some(_)) => Some(q),
                         _ if s == 1 => Some(q),
                         _ => None,
@@ -1049,7 +1201,11 @@ fn conv_transpose(node: &NodeProto, ins: &Inputs, fresh: &mut Fresh) -> Option<S
                     .and_then(|k| k.add(&Dim::constant(1)));
                 d.sub(&Dim::constant(1))
                     .and_then(|v| v.mul(&Dim::constant(strides[i])))
-                    .and_then(|v| v.add(&Dim::constant(output_padding[i] - pads[i] - pads[i + spatial])))
+                    .and_then(|v| {
+                        v.add(&Dim::constant(
+                            output_padding[i] - pads[i] - pads[i + spatial],
+                        ))
+                    })
                     .and_then(|v| v.add(&span?))
             }
         };
@@ -1072,7 +1228,11 @@ fn reduce_dims(s: &[Dim], axes: &[usize], keep: bool) -> Shape {
 fn reduce(node: &NodeProto, opset: i64, ins: &Inputs) -> Option<Vec<Out>> {
     let s = ins.shape(0)?;
     let keep = attr_i(node, "keepdims", 1) != 0;
-    let axes_from_input = if node.op_type() == "ReduceSum" { opset >= 13 } else { opset >= 18 };
+    let axes_from_input = if node.op_type() == "ReduceSum" {
+        opset >= 13
+    } else {
+        opset >= 18
+    };
     let axes = if axes_from_input {
         if ins.present(1) || node.input.get(1).is_some_and(|i| !i.is_empty()) {
             Some(ins.ints(1)?)
@@ -1198,7 +1358,8 @@ fn resize(node: &NodeProto, opset: i64, ins: &Inputs, fresh: &mut Fresh) -> Opti
             } else if k.fract() == 0.0 && k > 0.0 {
                 d.mul(&Dim::constant(k as i64))
             } else {
-                d.as_const().map(|v| Dim::constant((v as f64 * k as f64).floor() as i64))
+                d.as_const()
+                    .map(|v| Dim::constant((v as f64 * k as f64).floor() as i64))
             };
             fresh.or_fresh(scaled)
         })
@@ -1207,7 +1368,10 @@ fn resize(node: &NodeProto, opset: i64, ins: &Inputs, fresh: &mut Fresh) -> Opti
 }
 
 fn einsum(node: &NodeProto, ins: &Inputs, fresh: &mut Fresh) -> Option<Shape> {
-    let eq: String = attr_s(node, "equation")?.chars().filter(|c| !c.is_whitespace()).collect();
+    let eq: String = attr_s(node, "equation")?
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     let (lhs, rhs) = match eq.split_once("->") {
         Some((l, r)) => (l.to_string(), Some(r.to_string())),
         None => (eq.clone(), None),
@@ -1233,7 +1397,11 @@ fn einsum(node: &NodeProto, ins: &Inputs, fresh: &mut Fresh) -> Option<Shape> {
     }
     let out_letters: Vec<char> = match rhs {
         Some(r) => r.chars().collect(),
-        None => counts.iter().filter(|(_, n)| **n == 1).map(|(c, _)| *c).collect(),
+        None => counts
+            .iter()
+            .filter(|(_, n)| **n == 1)
+            .map(|(c, _)| *c)
+            .collect(),
     };
     Some(
         out_letters
@@ -1254,7 +1422,11 @@ fn rnn(node: &NodeProto, ins: &Inputs) -> Option<Vec<Out>> {
         _ => 1,
     });
     let layout = attr_i(node, "layout", 0);
-    let (seq, batch) = if layout == 0 { (&x[0], &x[1]) } else { (&x[1], &x[0]) };
+    let (seq, batch) = if layout == 0 {
+        (&x[0], &x[1])
+    } else {
+        (&x[1], &x[0])
+    };
     let y = if layout == 0 {
         vec![seq.clone(), dirs.clone(), batch.clone(), hidden.clone()]
     } else {

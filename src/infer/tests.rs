@@ -2,6 +2,7 @@ use super::*;
 use crate::graph::builder::{attr_graph, attr_int, attr_ints, attr_string};
 use crate::graph::{GraphBuilder, ModelBuilder};
 use crate::onnx::DataType::{Bool, Float, Int64};
+use crate::onnx::Model;
 
 /// Inference on a built model, with the outputs' declared types removed so that nothing is
 /// read back from them.
@@ -10,7 +11,12 @@ fn infer(mut m: crate::onnx::proto::ModelProto) -> Inference {
         o.r#type = None;
     }
     let read = |t: &TensorProto| TensorData::new(t, None).ok();
-    Inference::of_graph(m.graph.as_ref().unwrap(), &m.opset_import, &m.functions, &read)
+    Inference::of_graph(
+        m.graph.as_ref().unwrap(),
+        &m.opset_import,
+        &m.functions,
+        &read,
+    )
 }
 
 fn shape_str(inf: &Inference, name: &str) -> String {
@@ -19,7 +25,13 @@ fn shape_str(inf: &Inference, name: &str) -> String {
         Some(s) => {
             let parts: Vec<String> = s
                 .iter()
-                .map(|d| if d.is_known() { d.to_string() } else { "?".into() })
+                .map(|d| {
+                    if d.is_known() {
+                        d.to_string()
+                    } else {
+                        "?".into()
+                    }
+                })
                 .collect();
             format!("[{}]", parts.join(", "))
         }
@@ -273,4 +285,30 @@ fn placeholder_dim_names_are_unknowns_not_one_symbol() {
         .build();
     let inf = infer(m);
     assert_eq!(shape_str(&inf, "y"), "[1, 3, ?, ?]");
+}
+
+#[test]
+fn a_refresh_recomputes_only_what_an_edit_reaches() {
+    let proto = ModelBuilder::new(17)
+        .input("x", Float, &["batch", "8"])
+        .node("Relu", &["x"], &["a"])
+        .node("Sigmoid", &["a"], &["b"])
+        .node("Tanh", &["x"], &["c"])
+        .node("Add", &["b", "c"], &["y"])
+        .output("y", Float, &["batch", "8"])
+        .build();
+    let mut model = Model::from_proto(proto, std::env::temp_dir());
+    let mut inf = Inference::default();
+    inf.refresh(&model);
+    assert_eq!((inf.computed, inf.reused), (4, 0));
+    inf.refresh(&model);
+    assert_eq!((inf.computed, inf.reused), (0, 4));
+    // Sigmoid becomes a Transpose of a [batch, 8] value: it and the Add below it change
+    let g = model.graph_mut();
+    g.node[1].op_type = Some("Transpose".into());
+    inf.refresh(&model);
+    assert_eq!((inf.computed, inf.reused), (2, 2));
+    assert_eq!(shape_str(&inf, "b"), "[8, batch]");
+    // broadcasting [8, batch] with [batch, 8]: a valid model has batch 8 (or 1)
+    assert_eq!(shape_str(&inf, "y"), "[8, 8]");
 }

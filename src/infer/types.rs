@@ -29,7 +29,9 @@ pub fn output_types(
         return all(None);
     };
     let special = match schema.op.as_str() {
-        "Constant" => Some(all(constant_tensor(node).and_then(|t| from_code(t.data_type().into())))),
+        "Constant" => Some(all(
+            constant_tensor(node).and_then(|t| from_code(t.data_type().into()))
+        )),
         "Cast" | "BitCast" => Some(all(attr_type("to"))),
         "CastLike" => Some(all(input(1))),
         "ConstantOfShape" => Some(all(match attr(node, "value").and_then(|a| a.t.as_ref()) {
@@ -39,9 +41,7 @@ pub fn output_types(
         "EyeLike" | "RandomNormalLike" | "RandomUniformLike" | "Bernoulli" => {
             Some(all(attr_type("dtype").or(input(0))))
         }
-        "RandomNormal" | "RandomUniform" => {
-            Some(all(attr_type("dtype").or(Some(DataType::Float))))
-        }
+        "RandomNormal" | "RandomUniform" => Some(all(attr_type("dtype").or(Some(DataType::Float)))),
         "Multinomial" => Some(all(attr_type("dtype").or(Some(DataType::Int32)))),
         "QuantizeLinear" => Some(all(input(2).or_else(|| {
             match attr_i(node, "output_dtype", 0) {

@@ -10,12 +10,12 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
+pub mod attributes;
 mod dtype;
 mod error;
 pub mod external;
 mod load;
 pub mod save;
-pub mod attributes;
 pub mod schema;
 mod tensor;
 

@@ -90,9 +90,12 @@ impl OpSchema {
 fn formal_at(formals: &[Formal], k: usize) -> Option<&Formal> {
     match formals.get(k) {
         Some(f) => Some(f),
-        None => formals
-            .last()
-            .filter(|f| matches!(f.option(), ParamOption::Variadic | ParamOption::VariadicMixed)),
+        None => formals.last().filter(|f| {
+            matches!(
+                f.option(),
+                ParamOption::Variadic | ParamOption::VariadicMixed
+            )
+        }),
     }
 }
 

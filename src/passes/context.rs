@@ -72,7 +72,13 @@ impl PassContext {
 
     /// The dims of a value of known rank, each a number where it is one.
     pub fn dims(&self, value: &str) -> Option<Vec<Option<i64>>> {
-        Some(self.facts.shape(value)?.iter().map(|d| d.as_const()).collect())
+        Some(
+            self.facts
+                .shape(value)?
+                .iter()
+                .map(|d| d.as_const())
+                .collect(),
+        )
     }
 
     pub fn rank(&self, value: &str) -> Option<usize> {

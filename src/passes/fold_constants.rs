@@ -78,7 +78,9 @@ fn predicted_bytes(node: &NodeProto, ctx: &PassContext) -> Result<u64, String> {
     let mut total = 0u64;
     for o in node.output.iter().filter(|o| !o.is_empty()) {
         let (Some(dims), Some(dtype)) = (ctx.static_shape(o), ctx.facts.elem_type(o)) else {
-            return Err(format!("the size of '{o}' is not known before evaluating it"));
+            return Err(format!(
+                "the size of '{o}' is not known before evaluating it"
+            ));
         };
         let count = dims
             .iter()

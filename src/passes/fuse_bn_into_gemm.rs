@@ -23,8 +23,7 @@ pub struct FuseBnIntoGemm;
 fn candidate(graph: &Graph, ctx: &PassContext, i: usize) -> Option<usize> {
     let node = &graph.nodes()[i];
     let gemm = is_op(node, "Gemm") && node.input.len() >= 2;
-    let matmul =
-        is_op(node, "MatMul") && ctx.rank(&node.input[0]) == Some(2);
+    let matmul = is_op(node, "MatMul") && ctx.rank(&node.input[0]) == Some(2);
     if !gemm && !matmul {
         return None;
     }

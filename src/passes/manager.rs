@@ -54,7 +54,19 @@ pub struct OptimizeReport {
     pub before: ModelSize,
     pub after: ModelSize,
     pub per_pass: BTreeMap<String, PassStats>,
+    /// Type and shape inference between passes (part of what the user waits for).
+    pub inference: InferenceStats,
     pub skipped_folds: Vec<SkippedFold>,
+}
+
+/// What keeping types and shapes current cost over the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InferenceStats {
+    pub refreshes: usize,
+    pub seconds: f64,
+    /// Nodes whose facts were computed, and nodes whose facts were reused unchanged.
+    pub nodes_computed: usize,
+    pub nodes_reused: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -115,12 +127,18 @@ pub fn optimize(
     let mut iterations = 0;
     let expected_interface = interface(model.graph());
     let mut stale = true;
+    let mut inference = InferenceStats::default();
     while iterations < options.max_iterations {
         iterations += 1;
         let mut changed = 0;
         for pass in passes {
             if stale {
-                refresh_types(model, &mut ctx);
+                let start = Instant::now();
+                ctx.facts.refresh(model);
+                inference.refreshes += 1;
+                inference.seconds += start.elapsed().as_secs_f64();
+                inference.nodes_computed += ctx.facts.computed;
+                inference.nodes_reused += ctx.facts.reused;
                 stale = false;
             }
             let start = Instant::now();
@@ -158,6 +176,7 @@ pub fn optimize(
         before,
         after: model_size(model),
         per_pass,
+        inference,
         skipped_folds: ctx.skipped_folds,
     })
 }
@@ -191,11 +210,6 @@ fn run_recursive(
         }
     }
     Ok(n)
-}
-
-/// Types and shapes of every value, for the passes that need them.
-fn refresh_types(model: &Model, ctx: &mut PassContext) {
-    ctx.facts = crate::infer::Inference::of_model(model);
 }
 
 /// value_info entries of values the passes removed would only mislead.

@@ -660,6 +660,11 @@ fn convert_records_shapes_of_models_tract_cannot_load() {
         "--json",
     ]));
     assert_eq!(report["format"], "mdeploy.convert/2");
-    assert!(report["report"]["not_analysed"].as_array().unwrap().is_empty());
+    assert!(
+        report["report"]["not_analysed"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     mdeploy::graph::check_model(&Model::load(&out).unwrap()).unwrap();
 }

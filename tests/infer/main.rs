@@ -77,9 +77,9 @@ fn check_test(dir: &Path, tally: &mut Tally) {
         if let Some(t) = fact.elem_type {
             tally.type_known += 1;
             if Some(t) != want_type {
-                tally
-                    .disagreements
-                    .push(format!("{name}: '{out}' type {t:?}, expected {want_type:?}"));
+                tally.disagreements.push(format!(
+                    "{name}: '{out}' type {t:?}, expected {want_type:?}"
+                ));
             }
         }
         let op = model
@@ -151,9 +151,28 @@ fn inference_agrees_with_every_conformance_test() {
     }
     let node = &by_suite["node"];
     let bad: Vec<&String> = by_suite.values().flat_map(|t| &t.disagreements).collect();
-    assert!(bad.is_empty(), "{} disagreements:\n{}", bad.len(), bad.iter().take(60).map(|s| s.as_str()).collect::<Vec<_>>().join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} disagreements:\n{}",
+        bad.len(),
+        bad.iter()
+            .take(60)
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // coverage must not quietly fall: these are floors below what inference reaches today
     assert!(node.tests >= 1700, "{} node tests read", node.tests);
-    assert!(node.type_known * 100 >= node.outputs * 98, "types of {} / {}", node.type_known, node.outputs);
-    assert!(node.shape_known * 100 >= node.outputs * 65, "shapes of {} / {}", node.shape_known, node.outputs);
+    assert!(
+        node.type_known * 100 >= node.outputs * 98,
+        "types of {} / {}",
+        node.type_known,
+        node.outputs
+    );
+    assert!(
+        node.shape_known * 100 >= node.outputs * 65,
+        "shapes of {} / {}",
+        node.shape_known,
+        node.outputs
+    );
 }
