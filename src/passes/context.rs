@@ -81,6 +81,11 @@ impl PassContext {
         )
     }
 
+    /// Are both values' shapes known and the same (symbolic dims included)?
+    pub fn same_shape(&self, a: &str, b: &str) -> bool {
+        matches!((self.facts.shape(a), self.facts.shape(b)), (Some(x), Some(y)) if x == y)
+    }
+
     pub fn rank(&self, value: &str) -> Option<usize> {
         self.facts.rank(value)
     }

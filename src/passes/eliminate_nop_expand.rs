@@ -3,8 +3,9 @@
 //! ```text
 //! x:[2,3] -> Expand(shape=[1,3]) -> y:[2,3]      =>      x
 //! ```
-//! Every target dim must be 1 or equal to the input's dim, with no more dims than the input has.
-//! Opsets 8+. Refuses a non-constant shape, or input dims that are not known where needed.
+//! Either inference found the output's shape equal to the input's (symbolic dims included), or
+//! every dim of a constant target is 1 or equal to the input's dim, with no more dims than the
+//! input has. Opsets 8+.
 
 use super::rewrite::{bypass_all, const_i64s, is_op};
 use super::{Pass, PassContext, PassError, PassKind};
@@ -28,6 +29,9 @@ impl Pass for EliminateNopExpand {
                 return None;
             }
             let input = &n.input[0];
+            if ctx.same_shape(input, n.output.first()?) {
+                return Some(input.clone());
+            }
             let target = const_i64s(g, ctx, &n.input[1])?;
             let dims = ctx.dims(input)?;
             if target.len() > dims.len() {

@@ -3,9 +3,10 @@
 //! ```text
 //! x:[2,3] -> Reshape([2,-1]) -> y:[2,3]      =>      x
 //! ```
-//! The target comes from the constant shape input (0 copies the input dim unless `allowzero`,
-//! -1 takes the rest) and is compared with the input's static shape. Opsets 5+ (shape as an
-//! input); refuses a non-constant target or an input shape that is not fully known.
+//! Either inference found the output's shape equal to the input's (symbolic dims included:
+//! `[batch, seq, 128]` to `[batch, seq, 128]`), or the constant target (0 copies the input dim
+//! unless `allowzero`, -1 takes the rest) gives the input's static shape. Opsets 5+ (shape as an
+//! input).
 
 use super::rewrite::{attr_i, bypass_all, const_i64s, is_op};
 use super::{Pass, PassContext, PassError, PassKind};
@@ -52,6 +53,9 @@ impl Pass for EliminateNopReshape {
         bypass_all(graph, ctx, |g, ctx, n| {
             if !is_op(n, "Reshape") || n.input.len() < 2 {
                 return None;
+            }
+            if ctx.same_shape(&n.input[0], n.output.first()?) {
+                return Some(n.input[0].clone());
             }
             let dims = ctx.static_shape(&n.input[0])?;
             let target = const_i64s(g, ctx, &n.input[1])?;

@@ -17,7 +17,7 @@ pub struct EliminateNopSlice;
 /// starts, ends, axes and steps of a Slice.
 type SliceParams = (Vec<i64>, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>);
 
-fn params(g: &Graph, ctx: &PassContext, n: &NodeProto) -> Option<SliceParams> {
+pub(super) fn params(g: &Graph, ctx: &PassContext, n: &NodeProto) -> Option<SliceParams> {
     if n.input.len() >= 3 {
         let opt = |k: usize| {
             n.input

@@ -22,17 +22,21 @@ mod eliminate_dropout;
 mod eliminate_identity;
 mod eliminate_nop_arithmetic;
 mod eliminate_nop_cast;
+mod eliminate_nop_concat;
 mod eliminate_nop_expand;
 mod eliminate_nop_pad;
 mod eliminate_nop_reshape;
 mod eliminate_nop_slice;
 mod eliminate_nop_transpose;
+mod eliminate_nop_where;
 mod eliminate_unused_initializers;
 mod fold_constants;
+mod fold_reshape_targets;
 mod fuse_add_bias_into_conv;
 mod fuse_bn_into_conv;
 mod fuse_bn_into_gemm;
 mod fuse_consecutive_reshapes;
+mod fuse_consecutive_slices;
 mod fuse_consecutive_squeezes;
 mod fuse_consecutive_transposes;
 mod fuse_consecutive_unsqueezes;
@@ -83,12 +87,16 @@ pub fn registry() -> Vec<&'static dyn Pass> {
         &eliminate_nop_pad::EliminateNopPad,
         &eliminate_nop_slice::EliminateNopSlice,
         &eliminate_nop_expand::EliminateNopExpand,
+        &eliminate_nop_concat::EliminateNopConcat,
+        &eliminate_nop_where::EliminateNopWhere,
         &eliminate_nop_arithmetic::EliminateNopArithmetic,
         &fold_constants::FoldConstants,
+        &fold_reshape_targets::FoldReshapeTargets,
         &eliminate_common_subexpressions::EliminateCommonSubexpressions,
         &dedupe_initializers::DedupeInitializers,
         &fuse_consecutive_transposes::FuseConsecutiveTransposes,
         &fuse_consecutive_reshapes::FuseConsecutiveReshapes,
+        &fuse_consecutive_slices::FuseConsecutiveSlices,
         &fuse_consecutive_squeezes::FuseConsecutiveSqueezes,
         &fuse_consecutive_unsqueezes::FuseConsecutiveUnsqueezes,
         &fuse_pad_into_conv::FusePadIntoConv,
