@@ -312,3 +312,46 @@ fn a_refresh_recomputes_only_what_an_edit_reaches() {
     // broadcasting [8, batch] with [batch, 8]: a valid model has batch 8 (or 1)
     assert_eq!(shape_str(&inf, "y"), "[8, 8]");
 }
+
+#[test]
+fn model_local_functions_are_inferred_with_the_callers_attributes() {
+    use crate::onnx::proto::{AttributeProto, FunctionProto, NodeProto, OperatorSetIdProto};
+    // Scaled(x) = Transpose(x, perm = the caller's `order`)
+    let body = NodeProto {
+        op_type: Some("Transpose".into()),
+        input: vec!["in".into()],
+        output: vec!["out".into()],
+        attribute: vec![AttributeProto {
+            name: Some("perm".into()),
+            ref_attr_name: Some("order".into()),
+            r#type: Some(crate::onnx::proto::attribute_proto::AttributeType::Ints as i32),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let function = FunctionProto {
+        name: Some("Reorder".into()),
+        domain: Some("local".into()),
+        input: vec!["in".into()],
+        output: vec!["out".into()],
+        attribute: vec!["order".into()],
+        node: vec![body],
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
+        ..Default::default()
+    };
+    let mut m = ModelBuilder::new(17)
+        .opset("local", 1)
+        .input("x", Float, &["batch", "3", "5"])
+        .node("Reorder", &["x"], &["y"])
+        .attr(attr_ints("order", &[2, 0, 1]))
+        .output("y", Float, &[])
+        .build();
+    m.graph.as_mut().unwrap().node[0].domain = Some("local".into());
+    m.functions.push(function);
+    let inf = infer(m);
+    assert_eq!(shape_str(&inf, "y"), "[5, batch, 3]");
+    assert_eq!(inf.elem_type("y"), Some(Float));
+}

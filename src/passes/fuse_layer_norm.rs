@@ -21,10 +21,13 @@ pub struct FuseLayerNorm;
 /// Whether the ReduceMean at `i` reduces only the last axis of its input (keeping dims).
 fn last_axis_mean(graph: &Graph, ctx: &PassContext, i: usize) -> bool {
     let n = &graph.nodes()[i];
-    let rank = ctx.rank(&n.input[0]).map(|r| r as i64);
+    // check the op first: other nodes (a Constant, say) may have no input 0
+    if !is_op(n, "ReduceMean") {
+        return false;
+    }
+    let rank = n.input.first().and_then(|x| ctx.rank(x)).map(|r| r as i64);
     let axes = axes_of(graph, ctx, n);
-    is_op(n, "ReduceMean")
-        && attr_i(n, "keepdims", 1) == 1
+    attr_i(n, "keepdims", 1) == 1
         && match (axes.as_deref(), rank) {
             (Some([-1]), _) => true,
             (Some([a]), Some(r)) => *a == r - 1,
@@ -179,6 +182,19 @@ mod tests {
     use crate::graph::builder::attr_ints;
     use crate::onnx::DataType;
     use crate::passes::testing::{max_difference, ops};
+
+    /// A Constant node has no input 0: the pass read it before checking the op type and
+    /// panicked on every opset-17 model with a Constant that survives folding.
+    #[test]
+    fn a_constant_node_without_inputs_does_not_crash_the_pass() {
+        use crate::graph::builder::{attr_tensor, tensor_f32};
+        let m = ModelBuilder::new(17)
+            .node("Constant", &[], &["c"])
+            .attr(attr_tensor("value", tensor_f32("", &[2], &[1.0, 2.0])))
+            .output("c", DataType::Float, &["2"])
+            .build();
+        assert_eq!(crate::passes::testing::run_pass(&FuseLayerNorm, &m).1, 0);
+    }
 
     fn model(opset: i64, affine: bool, square_with_mul: bool) -> crate::onnx::ModelProto {
         let mut b = ModelBuilder::new(opset)
