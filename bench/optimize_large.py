@@ -58,6 +58,7 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "mdeploy",
                     "--example", "make_large_model"], cwd=ROOT, check=True)
     work = args.workdir or tempfile.mkdtemp(prefix="mdeploy-bench-")
+    os.makedirs(work, exist_ok=True)
     models = list(args.model)
     if not models:
         for layers in (12, 24):

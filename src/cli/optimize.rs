@@ -15,7 +15,6 @@ use mdeploy::passes::{
 use mdeploy::progress::Progress;
 use mdeploy::verify::{Inputs, Status, Tolerance, VerifyReport, verify_models};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::printer::{Bar, CheckFailed, UsageError, note, print_json, print_stdout};
 
@@ -125,8 +124,12 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     let quiet = args.quiet || args.json;
     let original = Model::load(input)?;
     check_model(&original)?;
-    let input_sha256 = hex::encode(Sha256::digest(std::fs::read(input)?));
     let mut model = Model::load(input)?;
+    // the report's lineage, only when a report is asked for: hashed from the mapping that
+    // saving reads anyway (hashing `original`'s would make a second copy resident)
+    let input_sha256 = (args.json || args.report.is_some())
+        .then(|| model.file_sha256())
+        .flatten();
     let shapes = args.data.shapes()?;
     mdeploy::convert::apply_input_shapes(&mut model, &shapes)?;
     let pruning = prune(&args, &mut model)?;

@@ -98,6 +98,14 @@ impl Model {
         self.file_len
     }
 
+    /// The SHA-256 (hex) of the file the model was loaded from, hashed from the mapping (no copy).
+    pub fn file_sha256(&self) -> Option<String> {
+        use sha2::Digest;
+        self.source
+            .as_ref()
+            .map(|s| hex::encode(sha2::Sha256::digest(s.as_ref())))
+    }
+
     /// Where `bytes` sit in the file the model was loaded from, if they are a slice of it
     /// (tensor data nobody changed): lets another reader take them from the file directly.
     pub fn offset_in_source(&self, bytes: &Bytes) -> Option<u64> {

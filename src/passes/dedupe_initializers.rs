@@ -6,10 +6,11 @@
 //! The later copies' readers read the first; the copies become unused. Initializers that are graph
 //! inputs or outputs are left alone. Results are bit-identical.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use super::{Pass, PassContext, PassError, PassKind};
 use crate::graph::Graph;
+use crate::onnx::proto::TensorProto;
 
 pub struct DedupeInitializers;
 
@@ -24,20 +25,29 @@ impl Pass for DedupeInitializers {
         "merge initializers with identical type, shape and bytes"
     }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
-        let mut first: HashMap<(i32, Vec<i64>, bytes::Bytes), String> = HashMap::new();
-        let mut renames: Vec<(String, String)> = Vec::new();
+        // only tensors of one type and shape can be equal: bytes are read and compared within
+        // such groups alone (a model of distinct weights reads none of them)
+        let mut groups: BTreeMap<(i32, Vec<i64>), Vec<&TensorProto>> = BTreeMap::new();
         for t in &graph.proto().initializer {
             let name = t.name();
             if graph.is_input(name) || graph.is_output(name) || graph.consumers(name).is_empty() {
                 continue;
             }
-            let Ok(raw) = ctx.tensor_data(t).and_then(|d| d.to_raw()) else {
-                continue;
-            };
-            match first.get(&(t.data_type(), t.dims.clone(), raw.clone())) {
-                Some(kept) => renames.push((name.to_string(), kept.clone())),
-                None => {
-                    first.insert((t.data_type(), t.dims.clone(), raw), name.to_string());
+            groups
+                .entry((t.data_type(), t.dims.clone()))
+                .or_default()
+                .push(t);
+        }
+        let mut renames: Vec<(String, String)> = Vec::new();
+        for tensors in groups.values().filter(|g| g.len() > 1) {
+            let mut kept: Vec<(&str, bytes::Bytes)> = Vec::new();
+            for t in tensors {
+                let Ok(raw) = ctx.tensor_data(t).and_then(|d| d.to_raw()) else {
+                    continue;
+                };
+                match kept.iter().find(|(_, b)| *b == raw) {
+                    Some((first, _)) => renames.push((t.name().to_string(), first.to_string())),
+                    None => kept.push((t.name(), raw)),
                 }
             }
         }
