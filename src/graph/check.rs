@@ -135,7 +135,7 @@ pub enum ModelError {
     Node {
         graph: String,
         node: String,
-        violation: crate::onnx::schema::SchemaViolation,
+        violation: Box<crate::onnx::schema::SchemaViolation>,
     },
 }
 
@@ -165,7 +165,7 @@ fn check_nodes(model: &crate::onnx::Model, g: &GraphProto) -> Result<(), ModelEr
             schema::check_node(n, s).map_err(|violation| ModelError::Node {
                 graph: g.name().to_string(),
                 node: node_label(n, i),
-                violation,
+                violation: Box::new(violation),
             })?;
         }
         for sg in subgraphs(n) {

@@ -67,10 +67,7 @@ impl Dim {
     /// The name when the dim is exactly one named symbol.
     pub fn as_symbol(&self) -> Option<&str> {
         match self.single_monomial() {
-            Some((atoms, 1)) => match atoms {
-                [Atom::Symbol(s)] => Some(s),
-                _ => None,
-            },
+            Some(([Atom::Symbol(s)], 1)) => Some(s),
             _ => None,
         }
     }

@@ -404,7 +404,7 @@ fn rule(
             let dims = ins.value(0)?.to_vec();
             let fill = attr(node, "value")
                 .and_then(|a| a.t.as_ref())
-                .and_then(|t| small_int_tensor(t))
+                .and_then(small_int_tensor)
                 .and_then(|v| v.first().cloned())
                 .unwrap_or_else(|| Dim::constant(0));
             let count = product(&dims).and_then(|p| p.as_const());

@@ -457,6 +457,15 @@ fn malformed_models_are_clear_input_errors() {
     let mut ir = common::fixtures::mlp();
     ir.ir_version = Some(99);
     let ir = write_model(d, "ir.onnx", ir);
+    // a node with fewer inputs than its op needs: passes may index validated nodes
+    let mut arity = common::fixtures::mlp();
+    arity.graph.as_mut().unwrap().node[0].input.truncate(1);
+    let arity = write_model(d, "arity.onnx", arity);
+    let mut attr_type = common::fixtures::cnn();
+    let conv = &mut attr_type.graph.as_mut().unwrap().node[0];
+    conv.attribute
+        .push(mdeploy::graph::builder::attr_float("group", 1.0));
+    let attr_type = write_model(d, "attr_type.onnx", attr_type);
 
     let cases: Vec<(&Path, Vec<&str>)> = vec![
         (&truncated, vec!["truncated.onnx", "not a valid ONNX model"]),
@@ -469,6 +478,17 @@ fn malformed_models_are_clear_input_errors() {
         (&dtype, vec!["'w1'", "unknown data type 99"]),
         (&short, vec!["'b1'", "needs 36"]),
         (&ir, vec!["ir_version 99"]),
+        (
+            &arity,
+            vec!["'fc1' (MatMul)", "has 1 inputs, MatMul takes 2 to 2"],
+        ),
+        (
+            &attr_type,
+            vec![
+                "(Conv)",
+                "attribute 'group' of Conv must be int, found float",
+            ],
+        ),
         (
             Path::new("/nonexistent/model.onnx"),
             vec!["cannot read", "/nonexistent/model.onnx"],
