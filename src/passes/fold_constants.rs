@@ -338,6 +338,45 @@ mod tests {
         );
     }
 
+    /// tract evaluated a node before its result's size was checked: a ConstantOfShape of 2^36
+    /// floats (256 GiB) aborted the process. The size now comes from inference first.
+    #[test]
+    fn a_constant_of_shape_bomb_is_refused_before_evaluating() {
+        let m = ModelBuilder::new(13)
+            .input("x", DataType::Float, &["1"])
+            .initializer_i64("huge", &[2], &[1 << 18, 1 << 18])
+            .node("ConstantOfShape", &["huge"], &["bomb"])
+            .node("ReduceSum", &["bomb"], &["s"])
+            .node("Add", &["x", "s"], &["y"])
+            .output("y", DataType::Float, &["1"])
+            .build();
+        let mut model = Model::from_proto(m, std::env::temp_dir());
+        let report =
+            crate::passes::optimize(&mut model, &[&FoldConstants], &Default::default()).unwrap();
+        assert_eq!(report.per_pass["fold_constants"].applied, 0);
+        let reason = &report.skipped_folds[0].reason;
+        assert!(reason.contains("274877906944 bytes"), "{reason}");
+    }
+
+    #[test]
+    fn shape_arithmetic_on_symbolic_dims_folds_what_is_known() {
+        // Gather(Shape(x), 1) of x: [N, 3] is 3 whatever N is
+        let m = ModelBuilder::new(13)
+            .input("x", DataType::Float, &["N", "3"])
+            .node("Shape", &["x"], &["s"])
+            .initializer_i64("one", &[], &[1])
+            .node("Gather", &["s", "one"], &["c"])
+            .node("Cast", &["c"], &["cf"])
+            .attr(attr_int("to", 1))
+            .node("Mul", &["x", "cf"], &["y"])
+            .output("y", DataType::Float, &["N", "3"])
+            .build();
+        let (after, n) = run_pass(&FoldConstants, &m);
+        assert!(n >= 2, "{n}");
+        assert!(!ops(&after).contains(&"Gather".to_string()), "{:?}", ops(&after));
+        assert_eq!(max_difference(&m, &after), 0.0);
+    }
+
     #[test]
     fn graph_outputs_are_not_folded_away() {
         let m = ModelBuilder::new(13)
