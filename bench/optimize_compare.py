@@ -5,7 +5,8 @@ before/after, wall time and peak RSS of each tool, and onnxruntime latency befor
     cargo build --release
     .venv/bin/python bench/optimize_compare.py [--runs 20]
 
-Shared machines are noisy: latency is the median of --runs runs after a warm-up.
+Shared machines are noisy: latency is the median of --runs runs after a warm-up, the three
+models measured interleaved (rounds of 5 runs each, alternating order).
 """
 
 import argparse
@@ -52,17 +53,26 @@ def feeds_for(model_dir, model_path):
     return feeds
 
 
-def latency_ms(model_path, feeds, runs):
+def latencies_ms(model_paths, feeds, runs):
+    """Median latency of each model, measured interleaved: rounds of a few runs of each model
+    in turn (alternating the order), so that machine noise falls on all of them alike."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
-    session.run(None, feeds)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    sessions = [ort.InferenceSession(p, options, providers=["CPUExecutionProvider"]) for p in model_paths]
+    for s in sessions:
+        s.run(None, feeds)
+    times = [[] for _ in sessions]
+    per_round = 5
+    for r in range(max(1, runs // per_round)):
+        order = list(range(len(sessions)))
+        if r % 2:
+            order.reverse()
+        for k in order:
+            for _ in range(per_round):
+                start = time.perf_counter()
+                sessions[k].run(None, feeds)
+                times[k].append((time.perf_counter() - start) * 1000)
+    return [statistics.median(t) for t in times]
 
 
 def main():
@@ -86,7 +96,7 @@ def main():
                 nodes(src), nodes(ours), nodes(slim),
                 os.path.getsize(src) / 1e6, os.path.getsize(ours) / 1e6, os.path.getsize(slim) / 1e6,
                 t_ours, rss_ours, t_slim, rss_slim,
-                latency_ms(src, feeds, args.runs), latency_ms(ours, feeds, args.runs), latency_ms(slim, feeds, args.runs),
+                *latencies_ms([src, ours, slim], feeds, args.runs),
             ])
     header = ["model", "nodes", "mdeploy", "onnxslim", "MB", "mdeploy MB", "onnxslim MB",
               "mdeploy s", "mdeploy RSS MiB", "onnxslim s", "onnxslim RSS MiB",
