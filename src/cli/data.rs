@@ -1,10 +1,11 @@
-//! The data options `verify` and `optimize` share: given files, or seeded random samples.
+//! The data options `verify` and `optimize` share: given files, or seeded random samples, and
+//! the engine that runs the models.
 
 use std::path::PathBuf;
 
 use clap::Args;
 use mdeploy::onnx::Model;
-use mdeploy::run::{InputShapes, graph_inputs, random_inputs};
+use mdeploy::run::{EngineChoice, InputShapes, graph_inputs, random_inputs};
 use mdeploy::verify::{Sample, load_samples};
 
 use super::printer::UsageError;
@@ -23,9 +24,31 @@ pub struct DataArgs {
     /// Fix dims: `INPUT=1,3,224,224` or one symbolic dim `batch=2`. Repeatable.
     #[arg(long = "input-shape", value_name = "NAME=DIMS")]
     pub input_shapes: Vec<String>,
+    /// Engine that runs the models: tract, ort (onnxruntime, loaded from ORT_DYLIB_PATH or the
+    /// onnxruntime Python package), or auto (tract, and onnxruntime where tract cannot run the
+    /// model). `tract,ort` runs with tract and also reports how far onnxruntime disagrees.
+    #[arg(long, default_value = "auto", value_name = "ENGINE")]
+    pub engine: String,
 }
 
 impl DataArgs {
+    /// The engine choice, and whether both engines are to be compared (`tract,ort`).
+    pub fn engines(&self) -> anyhow::Result<(EngineChoice, bool)> {
+        let parts: Vec<&str> = self.engine.split(',').map(str::trim).collect();
+        let choice = |s: &str| s.parse::<EngineChoice>().map_err(UsageError);
+        match parts.as_slice() {
+            [one] => Ok((choice(one)?, false)),
+            [a, b] if a != b && choice(a)? != EngineChoice::Auto && choice(b)? != EngineChoice::Auto => {
+                Ok((choice(a)?, true))
+            }
+            _ => Err(UsageError(format!(
+                "--engine '{}': one of tract, ort, auto, or the pair tract,ort",
+                self.engine
+            ))
+            .into()),
+        }
+    }
+
     /// The `--input-shape` settings, parsed.
     pub fn shapes(&self) -> anyhow::Result<InputShapes> {
         Ok(InputShapes::parse(&self.input_shapes).map_err(UsageError)?)

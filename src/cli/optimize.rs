@@ -55,8 +55,12 @@ pub struct OptimizeArgs {
     /// Skip verifying the result against the input model.
     #[arg(long)]
     no_verify: bool,
-    /// Fail (write nothing) when the result cannot be verified (tract cannot run the model).
+    /// Write the result even when no available engine can run the input model to verify it
+    /// (by default that is a failure and nothing is written).
     #[arg(long)]
+    allow_unverified: bool,
+    /// Accepted for compatibility: an unverifiable result is a failure by default now.
+    #[arg(long, hide = true)]
     require_verify: bool,
     /// Write the result even when verification fails.
     #[arg(long)]
@@ -154,7 +158,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     let enforced = !lossy || args.tolerance.is_some();
     let refuse = match status {
         Some(Status::Failed) => enforced && !args.keep_failed,
-        Some(Status::Unsupported) => args.require_verify,
+        Some(Status::Unsupported) => !args.allow_unverified,
         _ => false,
     };
     let saved = if refuse {
@@ -179,7 +183,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
             "numbers changed (lossy pruning; see the verification report)"
         }
         Some(Status::Failed) => "FAILED verification",
-        Some(Status::Unsupported) => "UNVERIFIED: tract cannot run the model",
+        Some(Status::Unsupported) => "UNVERIFIED: no available engine can run the model",
     };
     let document = json!({
         "format": "mdeploy.optimize/1",
@@ -246,8 +250,8 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
             }
         ))
         .into()),
-        Some(Status::Unsupported) if args.require_verify => Err(CheckFailed(
-            "the result cannot be verified (--require-verify); nothing written".into(),
+        Some(Status::Unsupported) if !args.allow_unverified => Err(CheckFailed(
+            "the result cannot be verified: no available engine runs the input model; nothing written (--allow-unverified writes it anyway)".into(),
         )
         .into()),
         _ => Ok(ExitCode::SUCCESS),
@@ -297,9 +301,12 @@ fn verify(
     let tolerance = Tolerance::from_preset(
         mdeploy::verify::preset(if lossless_only { "exact" } else { "fp32" }).expect("preset"),
     );
+    let (engine, compare_engines) = args.data.engines()?;
     let inputs = Inputs {
         samples: &samples,
         random_seed,
+        engine,
+        compare_engines,
     };
     let name = args
         .output
@@ -314,7 +321,7 @@ fn verify(
         &mdeploy::progress::NoProgress,
     )?;
     let culprit = (v.status == Status::Failed && args.bisect)
-        .then(|| bisect(original, passes, options, &samples, &tolerance))
+        .then(|| bisect(original, passes, options, &samples, &tolerance, engine))
         .flatten();
     Ok((v, culprit))
 }

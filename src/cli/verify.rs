@@ -17,8 +17,8 @@ use super::printer::{Bar, UsageError, note, print_json};
 
 /// Prove a model computes what its reference does, or what stored expected outputs say.
 ///
-/// With two models, both run with tract on the same inputs (given with --data, or --samples
-/// seeded random ones) and every output is compared. With one model, --data must hold expected
+/// With two models, both run on the same inputs (given with --data, or --samples seeded random
+/// ones) in the chosen engine and every output is compared. With one model, --data must hold expected
 /// outputs (the ONNX test layout: input_K.pb and output_K.pb).
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -89,12 +89,15 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     if args.data.data.is_empty() && args.candidate.is_none() {
         return Err(UsageError("with one model, give --data with expected outputs".into()).into());
     }
+    let (engine, compare_engines) = args.data.engines()?;
     let (samples, seed) = args.data.load(&reference)?;
     let quiet = args.quiet || args.json;
     let bar = Bar::new(quiet);
     let inputs = Inputs {
         samples: &samples,
         random_seed: seed,
+        engine,
+        compare_engines,
     };
     let report = match (&candidate, &candidate_name) {
         (Some(c), Some(name)) => verify_models(
@@ -145,11 +148,10 @@ fn save_data(args: &VerifyArgs, samples: &[Sample], reference: &Model) -> anyhow
         )?;
     }
     if let Some(path) = &args.save_outputs {
-        let mut runner = mdeploy::run::Runner::new(reference)?;
-        let outputs = samples
-            .iter()
-            .map(|s| runner.run(&s.inputs))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (engine, _) = args.data.engines()?;
+        let inputs: Vec<&[mdeploy::run::NamedTensor]> =
+            samples.iter().map(|s| s.inputs.as_slice()).collect();
+        let (_, outputs) = mdeploy::run::run_all(reference, engine, &inputs, || {})?;
         save_samples(path, &outputs)?;
     }
     Ok(())
@@ -171,12 +173,20 @@ fn render(r: &VerifyReport) -> String {
             .iter()
             .map(|o| format!("{} (node '{}')", o.op, o.node))
             .collect();
-        let _ = writeln!(s, "cannot verify: tract cannot run the {} model", u.model);
+        let _ = writeln!(s, "cannot verify: no available engine can run the {} model", u.model);
         if !ops.is_empty() {
             let _ = writeln!(s, "  unsupported: {}", ops.join(", "));
         }
         let _ = writeln!(s, "  {}", u.message);
         let _ = write!(s, "FAILED (unsupported)");
+        return s;
+    }
+    let engines: Vec<String> = r.engines.iter().map(|(m, e)| format!("{m} in {e}")).collect();
+    if !engines.is_empty() {
+        let _ = writeln!(s, "ran {}", engines.join(", "));
+    }
+    if let Some(f) = &r.failure {
+        let _ = write!(s, "FAILED: {f}");
         return s;
     }
     let _ = writeln!(
@@ -224,6 +234,32 @@ fn render(r: &VerifyReport) -> String {
             fmt(Some(m.atol), 2),
             fmt(Some(m.rtol), 2)
         );
+    }
+    if let Some(c) = &r.cross_engine {
+        match &c.error {
+            Some(e) => {
+                let _ = writeln!(s, "{} model in tract and onnxruntime: not compared ({e})", c.model);
+            }
+            None => {
+                let worst = c.outputs.iter().map(|o| o.max_abs_error).fold(0.0, f64::max);
+                let cos = c
+                    .outputs
+                    .iter()
+                    .filter_map(|o| o.cosine_similarity)
+                    .fold(1.0, f64::min);
+                let _ = writeln!(
+                    s,
+                    "{} model in tract against onnxruntime: max abs {}, min cosine {cos:.6}{}",
+                    c.model,
+                    fmt(Some(worst), 2),
+                    if c.outputs.iter().all(|o| o.passed) {
+                        ", the same answers within the tolerance"
+                    } else {
+                        ", OUTSIDE the tolerance"
+                    }
+                );
+            }
+        }
     }
     let _ = write!(
         s,

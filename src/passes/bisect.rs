@@ -35,6 +35,7 @@ pub fn bisect(
     options: &OptimizeOptions,
     samples: &[Sample],
     tolerance: &Tolerance,
+    engine: crate::run::EngineChoice,
 ) -> Option<Culprit> {
     let mut previous: Option<Model> = None;
     for k in 0..passes.len() {
@@ -43,6 +44,8 @@ pub fn bisect(
         let inputs = Inputs {
             samples,
             random_seed: None,
+            engine,
+            compare_engines: false,
         };
         let report = verify_models(
             (original, "original"),

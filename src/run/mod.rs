@@ -2,6 +2,8 @@
 //! evaluation. A [`Runner`] parses the model once and plans it per set of concrete input shapes,
 //! so symbolic dims (batch, sequence) take whatever size the inputs have.
 
+mod engine;
+pub mod ort;
 mod random;
 mod shapes;
 pub mod tensor_io;
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use prost::Message;
 use tract_onnx::prelude::*;
 
+pub use engine::{Engine, EngineChoice, EngineKind, is_input_problem, run_all};
 pub use random::random_inputs;
 pub use shapes::{Dim, InputShapes, ValueShape};
 pub use tensor_io::NamedTensor;
@@ -30,6 +33,14 @@ pub enum RunError {
     Input { name: String, what: String },
     #[error("no value for input '{0}'")]
     MissingInput(String),
+    #[error("onnxruntime is not available: {0}")]
+    OrtUnavailable(String),
+    #[error("onnxruntime cannot load the model: {0}")]
+    OrtLoad(String),
+    #[error("onnxruntime cannot run the model: {0}")]
+    OrtRun(String),
+    #[error("neither engine can run the model; tract: {tract}; onnxruntime: {ort}")]
+    Neither { tract: String, ort: String },
 }
 
 /// A graph input as the model declares it.
@@ -147,8 +158,9 @@ pub fn tract_model(model: &Model) -> Result<InferenceModel, RunError> {
     let load = |e: &dyn std::fmt::Display| RunError::Load(e.to_string());
     // the encoded bytes are dropped as soon as tract's own proto is decoded from them
     let pb = {
-        let bytes = proto_for_tract(model)
+        let bytes = proto_by_reference(model)
             .map_err(|e| load(&e))?
+            .0
             .encode_to_vec();
         tract_onnx::pb::ModelProto::decode(bytes.as_slice()).map_err(|e| load(&e))?
     };
@@ -165,13 +177,17 @@ pub fn tract_model(model: &Model) -> Result<InferenceModel, RunError> {
     .map_err(RunError::Load)
 }
 
-/// Tensors at least this large are handed to tract by reference into the model file.
+/// Tensors at least this large are handed to an engine by reference into the model file.
 const BY_REFERENCE: usize = 1 << 16;
 
-/// The proto given to tract: large unchanged tensors become external-data references into the
-/// file the model was loaded from, so tract reads each weight from the file once instead of
-/// through two in-memory copies of the whole model (its protobuf types copy `raw_data`).
-fn proto_for_tract(model: &Model) -> Result<crate::onnx::ModelProto, crate::onnx::OnnxError> {
+/// The proto given to an engine: large unchanged tensors become external-data references into
+/// the file the model was loaded from, so the engine reads each weight from the file once
+/// instead of through in-memory copies of the whole model (tract's protobuf types copy
+/// `raw_data`; onnxruntime parses from an encoded buffer). Says whether any tensor went by
+/// reference.
+pub(crate) fn proto_by_reference(
+    model: &Model,
+) -> Result<(crate::onnx::ModelProto, bool), crate::onnx::OnnxError> {
     use crate::onnx::proto::StringStringEntryProto;
     use crate::onnx::proto::tensor_proto::DataLocation;
     let mut proto = model.proto.clone();
@@ -180,8 +196,9 @@ fn proto_for_tract(model: &Model) -> Result<crate::onnx::ModelProto, crate::onnx
         .and_then(|p| p.file_name())
         .and_then(|n| n.to_str())
     else {
-        return Ok(proto);
+        return Ok((proto, false));
     };
+    let mut any = false;
     let entry = |k: &str, v: String| StringStringEntryProto {
         key: Some(k.into()),
         value: Some(v),
@@ -197,10 +214,11 @@ fn proto_for_tract(model: &Model) -> Result<crate::onnx::ModelProto, crate::onnx
             ];
             t.data_location = Some(DataLocation::External as i32);
             t.raw_data = None;
+            any = true;
         }
         Ok(())
     })?;
-    Ok(proto)
+    Ok((proto, any))
 }
 
 impl Runner {
@@ -231,7 +249,7 @@ impl Runner {
 
     /// Runs the model. Inputs are matched by name; unnamed tensors are taken in input order.
     pub fn run(&mut self, given: &[NamedTensor]) -> Result<Vec<NamedTensor>, RunError> {
-        let ordered = self.order_inputs(given)?;
+        let ordered = order_inputs(&self.inputs, given)?;
         let shapes: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape().to_vec()).collect();
         let plan = match self.plans.get(&shapes) {
             Some(p) => p.clone(),
@@ -254,22 +272,6 @@ impl Runner {
             .collect())
     }
 
-    fn order_inputs(&self, given: &[NamedTensor]) -> Result<Vec<Tensor>, RunError> {
-        let all_unnamed = given.iter().all(|t| t.name.is_empty());
-        let mut out = Vec::with_capacity(self.inputs.len());
-        for (pos, desc) in self.inputs.iter().enumerate() {
-            let found = if all_unnamed {
-                given.get(pos)
-            } else {
-                given.iter().find(|t| t.name == desc.name)
-            };
-            let t = found.ok_or_else(|| RunError::MissingInput(desc.name.clone()))?;
-            desc.check(&t.tensor)?;
-            out.push(t.tensor.clone());
-        }
-        Ok(out)
-    }
-
     fn plan(&self, inputs: &[Tensor]) -> Result<Plan, RunError> {
         let mut model = self.model.clone();
         let facts: Vec<InferenceFact> = inputs
@@ -284,6 +286,27 @@ impl Runner {
         })
         .map_err(RunError::Load)
     }
+}
+
+/// The tensors for `inputs`, in order: matched by name, or taken in input order when none is
+/// named; each checked against its declared type and fixed dims.
+pub(crate) fn order_inputs(
+    inputs: &[InputDesc],
+    given: &[NamedTensor],
+) -> Result<Vec<Tensor>, RunError> {
+    let all_unnamed = given.iter().all(|t| t.name.is_empty());
+    let mut out = Vec::with_capacity(inputs.len());
+    for (pos, desc) in inputs.iter().enumerate() {
+        let found = if all_unnamed {
+            given.get(pos)
+        } else {
+            given.iter().find(|t| t.name == desc.name)
+        };
+        let t = found.ok_or_else(|| RunError::MissingInput(desc.name.clone()))?;
+        desc.check(&t.tensor)?;
+        out.push(t.tensor.clone());
+    }
+    Ok(out)
 }
 
 /// tract computes shapes as `TDim`; ONNX says INT64.

@@ -1,8 +1,10 @@
 //! `verify`: proves a candidate model computes what its reference does (or what stored expected
 //! outputs say), output by output, with the evidence in a versioned report (`docs/verify.md`).
 //!
-//! A model tract cannot run is not a pass: it is `unsupported`, naming the op and node, distinct
-//! from `failed` (out of tolerance).
+//! Models run in the engine the caller chooses (`auto`: tract, and onnxruntime where tract cannot
+//! run the model); the report says which engine ran which model. A candidate that cannot be run
+//! while its reference can is a failure. `unsupported` is left for a reference (or the only
+//! model) that no available engine can run: never a pass, and distinct from `failed`.
 
 mod metrics;
 mod samples;
@@ -19,7 +21,7 @@ pub use tolerance::{PRESETS, Preset, Tolerance, preset};
 use crate::convert::OpRef;
 use crate::onnx::Model;
 use crate::progress::Progress;
-use crate::run::{NamedTensor, RunError, Runner, tract_model};
+use crate::run::{EngineChoice, EngineKind, NamedTensor, RunError, is_input_problem, tract_model};
 
 /// Identifies the report's format; bumped on any incompatible change.
 pub const VERIFY_FORMAT: &str = "mdeploy.verify/1";
@@ -67,6 +69,24 @@ pub struct VerifyReport {
     pub outputs: Vec<OutputReport>,
     pub min_required: Option<MinRequired>,
     pub unsupported: Option<Unsupported>,
+    /// The engine that ran each model (`reference`, `candidate`).
+    pub engines: BTreeMap<&'static str, EngineKind>,
+    /// Why the check failed without comparing outputs (a candidate that does not run).
+    pub failure: Option<String>,
+    /// With `compare_engines`: the candidate's outputs in tract against its outputs in
+    /// onnxruntime, at the same tolerance (evidence; it does not decide the status).
+    pub cross_engine: Option<CrossEngine>,
+}
+
+/// How far two engines' answers for one model are apart.
+#[derive(Debug, Clone, Serialize)]
+pub struct CrossEngine {
+    pub model: &'static str,
+    pub engines: [EngineKind; 2],
+    pub outputs: Vec<OutputReport>,
+    pub min_required: Option<MinRequired>,
+    /// Why the comparison could not be made, if it could not.
+    pub error: Option<String>,
 }
 
 /// Why verification could not even be attempted (the inputs' fault: exit 2).
@@ -80,15 +100,13 @@ pub enum VerifyError {
     Data(#[from] crate::run::tensor_io::TensorIoError),
 }
 
-/// Where the compared values come from.
+/// Where the compared values come from, and which engines compute them.
 pub struct Inputs<'a> {
     pub samples: &'a [Sample],
     pub random_seed: Option<u64>,
-}
-
-/// Loads a model into tract for running, or says why it cannot be run.
-fn runner(model: &Model, which: &'static str) -> Result<Runner, Unsupported> {
-    Runner::new(model).map_err(|e| unsupported(model, which, &e))
+    pub engine: EngineChoice,
+    /// Also run the candidate in both tract and onnxruntime and report how far they disagree.
+    pub compare_engines: bool,
 }
 
 /// Describes a tract failure: the ops tract does not know (from the parsed model), else the op
@@ -194,6 +212,8 @@ pub fn unsupported_report(
     let inputs = Inputs {
         samples: &[],
         random_seed: None,
+        engine: EngineChoice::Auto,
+        compare_engines: false,
     };
     let mode = if candidate.is_some() {
         "models"
@@ -205,31 +225,21 @@ pub fn unsupported_report(
     finish(report)
 }
 
-fn is_input_problem(e: &RunError) -> bool {
-    matches!(e, RunError::Input { .. } | RunError::MissingInput(_))
-}
-
-/// Runs `runner` on every sample; a run failure that is not the inputs' fault is unsupported.
-fn run_all(
+/// Runs a model on every sample in the chosen engine; a failure that is not the inputs' fault
+/// is returned as what could not be run.
+fn run_samples(
     model: &Model,
     which: &'static str,
     samples: &[Sample],
+    engine: EngineChoice,
     progress: &dyn Progress,
-) -> Result<Result<Vec<Vec<NamedTensor>>, Unsupported>, VerifyError> {
-    let mut runner = match runner(model, which) {
-        Ok(r) => r,
-        Err(u) => return Ok(Err(u)),
-    };
-    let mut all = Vec::with_capacity(samples.len());
-    for s in samples {
-        match runner.run(&s.inputs) {
-            Ok(out) => all.push(out),
-            Err(e) if is_input_problem(&e) => return Err(VerifyError::Run(e)),
-            Err(e) => return Ok(Err(unsupported(model, which, &e))),
-        }
-        progress.on_advance(1);
+) -> Result<Result<(EngineKind, Vec<Vec<NamedTensor>>), Unsupported>, VerifyError> {
+    let inputs: Vec<&[NamedTensor]> = samples.iter().map(|s| s.inputs.as_slice()).collect();
+    match crate::run::run_all(model, engine, &inputs, || progress.on_advance(1)) {
+        Ok(done) => Ok(Ok(done)),
+        Err(e) if is_input_problem(&e) => Err(VerifyError::Run(e)),
+        Err(e) => Ok(Err(unsupported(model, which, &e))),
     }
-    Ok(Ok(all))
 }
 
 /// Compares a candidate against its reference on the same inputs.
@@ -243,14 +253,48 @@ pub fn verify_models(
     let mut report = empty_report("models", reference.1, Some(candidate.1), &inputs, tolerance);
     check_outputs_named(&report.tolerance, reference.0)?;
     progress.on_start("verify", 2 * inputs.samples.len() as u64);
-    let want = run_all(reference.0, "reference", inputs.samples, progress)?;
-    let got = run_all(candidate.0, "candidate", inputs.samples, progress)?;
+    let want = run_samples(reference.0, "reference", inputs.samples, inputs.engine, progress)?;
+    let got = run_samples(candidate.0, "candidate", inputs.samples, inputs.engine, progress)?;
     progress.on_finish();
     match (want, got) {
-        (Err(u), _) | (_, Err(u)) => report.unsupported = Some(u),
-        (Ok(want), Ok(got)) => compare(&mut report, &want, &got),
+        (Err(u), _) => report.unsupported = Some(u),
+        (Ok((engine, _)), Err(u)) => {
+            // the reference runs: a candidate that does not is a failure, never "unsupported"
+            report.engines.insert("reference", engine);
+            report.failure = Some(format!("the candidate does not run: {}", u.message));
+        }
+        (Ok((a, want)), Ok((b, got))) => {
+            report.engines.insert("reference", a);
+            report.engines.insert("candidate", b);
+            compare(&mut report, &want, &got);
+        }
+    }
+    if inputs.compare_engines && report.failure.is_none() && report.unsupported.is_none() {
+        report.cross_engine = Some(cross_engine(candidate.0, inputs.samples, &report.tolerance));
     }
     Ok(finish(report))
+}
+
+/// The model's outputs in tract against its outputs in onnxruntime.
+fn cross_engine(model: &Model, samples: &[Sample], tolerance: &Tolerance) -> CrossEngine {
+    let inputs: Vec<&[NamedTensor]> = samples.iter().map(|s| s.inputs.as_slice()).collect();
+    let mut result = CrossEngine {
+        model: "candidate",
+        engines: [EngineKind::Tract, EngineKind::Ort],
+        outputs: vec![],
+        min_required: None,
+        error: None,
+    };
+    let run = |kind| crate::run::run_all(model, EngineChoice::Only(kind), &inputs, || {});
+    match (run(EngineKind::Tract), run(EngineKind::Ort)) {
+        (Ok((_, a)), Ok((_, b))) => {
+            let (outputs, min_required) = compare_outputs(tolerance, &a, &b);
+            result.outputs = outputs;
+            result.min_required = min_required;
+        }
+        (Err(e), _) | (_, Err(e)) => result.error = Some(e.to_string()),
+    }
+    result
 }
 
 /// Checks a model against the expected outputs stored with each sample.
@@ -277,11 +321,19 @@ pub fn verify_stored(
         want.push(name_by_position(expected, &names));
     }
     progress.on_start("verify", inputs.samples.len() as u64);
-    let got = run_all(model.0, "reference", inputs.samples, progress)?;
+    let got = run_samples(model.0, "reference", inputs.samples, inputs.engine, progress)?;
     progress.on_finish();
     match got {
         Err(u) => report.unsupported = Some(u),
-        Ok(got) => compare(&mut report, &want, &got),
+        Ok((engine, got)) => {
+            report.engines.insert("reference", engine);
+            compare(&mut report, &want, &got);
+        }
+    }
+    if inputs.compare_engines && report.unsupported.is_none() {
+        let mut cross = cross_engine(model.0, inputs.samples, &report.tolerance);
+        cross.model = "reference";
+        report.cross_engine = Some(cross);
     }
     Ok(finish(report))
 }
@@ -340,36 +392,44 @@ fn empty_report(
         outputs: vec![],
         min_required: None,
         unsupported: None,
+        engines: BTreeMap::new(),
+        failure: None,
+        cross_engine: None,
     }
 }
 
-/// Compares outputs by name, in the reference's order.
+/// Compares outputs by name, in the reference's order, into the report.
 fn compare(report: &mut VerifyReport, want: &[Vec<NamedTensor>], got: &[Vec<NamedTensor>]) {
+    let (outputs, min_required) = compare_outputs(&report.tolerance, want, got);
+    report.outputs = outputs;
+    report.min_required = min_required;
+}
+
+/// Per-output metrics of `got` against `want`, and the smallest tolerances that pass them all.
+fn compare_outputs(
+    tol: &Tolerance,
+    want: &[Vec<NamedTensor>],
+    got: &[Vec<NamedTensor>],
+) -> (Vec<OutputReport>, Option<MinRequired>) {
     let mut acc: BTreeMap<String, Accumulator> = BTreeMap::new();
     let order: Vec<String> = want
         .first()
         .map(|w| w.iter().map(|t| t.name.clone()).collect())
         .unwrap_or_default();
-    let mut missing: Vec<String> = Vec::new();
     for (w, g) in want.iter().zip(got) {
         for reference in w {
-            let (atol, rtol) = (
-                report.tolerance.atol_for(&reference.name),
-                report.tolerance.rtol_for(&reference.name),
-            );
-            match g.iter().find(|c| c.name == reference.name) {
-                Some(candidate) => acc.entry(reference.name.clone()).or_default().add(
+            let (atol, rtol) = (tol.atol_for(&reference.name), tol.rtol_for(&reference.name));
+            if let Some(candidate) = g.iter().find(|c| c.name == reference.name) {
+                acc.entry(reference.name.clone()).or_default().add(
                     &reference.tensor,
                     &candidate.tensor,
                     atol,
                     rtol,
-                ),
-                None if !missing.contains(&reference.name) => missing.push(reference.name.clone()),
-                None => {}
+                );
             }
         }
     }
-    let tol = &report.tolerance;
+    let mut outputs = Vec::new();
     for name in order {
         let (atol, rtol) = (tol.atol_for(&name), tol.rtol_for(&name));
         let out = match acc.remove(&name) {
@@ -381,26 +441,22 @@ fn compare(report: &mut VerifyReport, want: &[Vec<NamedTensor>], got: &[Vec<Name
                 a
             }
         };
-        report.outputs.push(out);
+        outputs.push(out);
     }
-    report.min_required = Some(MinRequired {
-        atol: report
-            .outputs
-            .iter()
-            .map(|o| o.min_atol)
-            .fold(0.0, f64::max),
-        rtol: report
-            .outputs
-            .iter()
-            .map(|o| o.min_rtol)
-            .fold(0.0, f64::max),
+    let min_required = Some(MinRequired {
+        atol: outputs.iter().map(|o| o.min_atol).fold(0.0, f64::max),
+        rtol: outputs.iter().map(|o| o.min_rtol).fold(0.0, f64::max),
     });
+    (outputs, min_required)
 }
 
 fn finish(mut report: VerifyReport) -> VerifyReport {
     report.status = if report.unsupported.is_some() {
         Status::Unsupported
-    } else if !report.outputs.is_empty() && report.outputs.iter().all(|o| o.passed) {
+    } else if report.failure.is_none()
+        && !report.outputs.is_empty()
+        && report.outputs.iter().all(|o| o.passed)
+    {
         Status::Passed
     } else {
         Status::Failed

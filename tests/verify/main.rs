@@ -376,6 +376,8 @@ fn conformance_suite_summary() {
                 let inputs = Inputs {
                     samples: &samples,
                     random_seed: None,
+                    engine: mdeploy::run::EngineChoice::Only(mdeploy::run::EngineKind::Tract),
+                    compare_engines: false,
                 };
                 match verify_stored((&model, &name), inputs, tolerance.clone(), &NoProgress) {
                     Ok(r) if r.status == Status::Passed => serde_json::json!({"status": "passed"}),

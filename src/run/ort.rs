@@ -1,0 +1,294 @@
+//! The onnxruntime engine, through the `ort` crate with the library loaded at run time: mdeploy
+//! never links or downloads onnxruntime. The library is found from `ORT_DYLIB_PATH`, else the
+//! `onnxruntime` Python package of the active virtualenv (`VIRTUAL_ENV`), else that of `python3`
+//! on PATH (`onnxruntime/capi/libonnxruntime.so.*`).
+//!
+//! Models are handed over from our in-memory proto: large tensors that are unchanged slices of
+//! the model file go by reference (external data pointing into that file), so onnxruntime reads
+//! them from disk instead of from a second in-memory copy.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::memory::Allocator;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{DynTensor, TensorElementType, ValueType};
+use prost::Message;
+use tract_onnx::prelude::{DatumType, Tensor};
+
+use super::{InputDesc, NamedTensor, RunError, graph_inputs, order_inputs};
+use crate::onnx::Model;
+
+/// The loaded library and the process's onnxruntime environment.
+struct Runtime {
+    path: PathBuf,
+    environment: ort::environment::Environment,
+}
+
+fn runtime() -> Result<&'static Runtime, RunError> {
+    static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let path = find_library()?;
+            let builder = ort::init_from(&path)
+                .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+            let environment = builder
+                .with_name("mdeploy")
+                .build()
+                .map_err(|e| format!("cannot start onnxruntime from {}: {e}", path.display()))?;
+            Ok(Runtime { path, environment })
+        })
+        .as_ref()
+        .map_err(|e| RunError::OrtUnavailable(e.clone()))
+}
+
+/// Where the onnxruntime library was loaded from, or why none could be.
+pub fn library() -> Result<&'static Path, RunError> {
+    runtime().map(|r| r.path.as_path())
+}
+
+fn find_library() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("ORT_DYLIB_PATH names {}, which is not a file", p.display()))
+        };
+    }
+    let mut searched = Vec::new();
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+        let lib = Path::new(&venv).join("lib");
+        for dir in std::fs::read_dir(&lib).into_iter().flatten().flatten() {
+            let site = dir.path().join("site-packages");
+            if let Some(found) = in_site_packages(&site) {
+                return Ok(found);
+            }
+            searched.push(site);
+        }
+    }
+    for site in python_site_packages() {
+        if let Some(found) = in_site_packages(&site) {
+            return Ok(found);
+        }
+        searched.push(site);
+    }
+    let searched: Vec<String> = searched.iter().map(|p| p.display().to_string()).collect();
+    Err(format!(
+        "no onnxruntime library found (searched ORT_DYLIB_PATH, {})",
+        if searched.is_empty() {
+            "and found no Python".to_string()
+        } else {
+            searched.join(", ")
+        }
+    ))
+}
+
+/// `onnxruntime/capi/libonnxruntime.so*` under a site-packages directory.
+fn in_site_packages(site: &Path) -> Option<PathBuf> {
+    let capi = site.join("onnxruntime").join("capi");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&capi)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so") || n == "libonnxruntime.dylib")
+        })
+        .collect();
+    // the versioned file (libonnxruntime.so.1.31.1) over the bare link
+    found.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    found.into_iter().next()
+}
+
+/// The site-packages directories of `python3` on PATH (without importing onnxruntime).
+fn python_site_packages() -> Vec<PathBuf> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import site, sysconfig\nprint(sysconfig.get_paths()['purelib'])\nprint(sysconfig.get_paths()['platlib'])\nprint(site.getusersitepackages())",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(PathBuf::from)
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// A model loaded in onnxruntime.
+pub struct OrtRunner {
+    session: Session,
+    inputs: Vec<InputDesc>,
+    outputs: Vec<String>,
+}
+
+impl std::fmt::Debug for OrtRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrtRunner")
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .finish()
+    }
+}
+
+fn load_err(e: impl std::fmt::Display) -> RunError {
+    RunError::OrtLoad(e.to_string())
+}
+
+impl OrtRunner {
+    /// Loads `model` with onnxruntime's default (all) graph optimizations.
+    pub fn new(model: &Model) -> Result<OrtRunner, RunError> {
+        OrtRunner::with_level(model, GraphOptimizationLevel::All)
+    }
+
+    pub fn with_level(model: &Model, level: GraphOptimizationLevel) -> Result<OrtRunner, RunError> {
+        let rt = runtime()?;
+        let (proto, by_reference) = super::proto_by_reference(model).map_err(load_err)?;
+        let bytes = proto.encode_to_vec();
+        drop(proto);
+        let mut builder = Session::builder(&rt.environment)
+            .map_err(load_err)?
+            .with_optimization_level(level)
+            .map_err(load_err)?
+            .with_log_level(ort::logging::LogLevel::Fatal)
+            .map_err(load_err)?;
+        if by_reference || !model.dir().as_os_str().is_empty() {
+            // external data (ours by reference into the model file, or the model's own
+            // external data files) resolves against the model's directory
+            builder = builder
+                .with_config_entry(
+                    "session.model_external_initializers_file_folder_path",
+                    model.dir().to_string_lossy(),
+                )
+                .map_err(load_err)?;
+        }
+        let session = builder.commit_from_memory(&bytes).map_err(load_err)?;
+        Ok(OrtRunner {
+            session,
+            inputs: graph_inputs(model),
+            outputs: model
+                .graph()
+                .output
+                .iter()
+                .map(|o| o.name().to_string())
+                .collect(),
+        })
+    }
+
+    pub fn inputs(&self) -> &[InputDesc] {
+        &self.inputs
+    }
+
+    pub fn outputs(&self) -> &[String] {
+        &self.outputs
+    }
+
+    pub fn run(&mut self, given: &[NamedTensor]) -> Result<Vec<NamedTensor>, RunError> {
+        let ordered = order_inputs(&self.inputs, given)?;
+        let mut feeds: Vec<(String, ort::session::SessionInputValue<'static>)> = Vec::new();
+        for (desc, t) in self.inputs.iter().zip(&ordered) {
+            let value = to_ort(t).map_err(|what| RunError::Input {
+                name: desc.name.clone(),
+                what,
+            })?;
+            feeds.push((desc.name.clone(), value.into()));
+        }
+        let run = |e: ort::Error| RunError::OrtRun(e.to_string());
+        let outputs = self.session.run(feeds).map_err(run)?;
+        self.outputs
+            .iter()
+            .map(|name| {
+                let v = outputs
+                    .get(name)
+                    .ok_or_else(|| RunError::OrtRun(format!("no output '{name}'")))?;
+                Ok(NamedTensor {
+                    name: name.clone(),
+                    tensor: from_ort(v).map_err(|e| RunError::OrtRun(format!("output '{name}': {e}")))?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn element_type(dt: DatumType) -> Option<TensorElementType> {
+    Some(match dt {
+        DatumType::F32 => TensorElementType::Float32,
+        DatumType::F64 => TensorElementType::Float64,
+        DatumType::F16 => TensorElementType::Float16,
+        DatumType::I8 => TensorElementType::Int8,
+        DatumType::I16 => TensorElementType::Int16,
+        DatumType::I32 => TensorElementType::Int32,
+        DatumType::I64 => TensorElementType::Int64,
+        DatumType::U8 => TensorElementType::Uint8,
+        DatumType::U16 => TensorElementType::Uint16,
+        DatumType::U32 => TensorElementType::Uint32,
+        DatumType::U64 => TensorElementType::Uint64,
+        DatumType::Bool => TensorElementType::Bool,
+        _ => return None,
+    })
+}
+
+fn datum_type(t: TensorElementType) -> Option<DatumType> {
+    Some(match t {
+        TensorElementType::Float32 => DatumType::F32,
+        TensorElementType::Float64 => DatumType::F64,
+        TensorElementType::Float16 => DatumType::F16,
+        TensorElementType::Int8 => DatumType::I8,
+        TensorElementType::Int16 => DatumType::I16,
+        TensorElementType::Int32 => DatumType::I32,
+        TensorElementType::Int64 => DatumType::I64,
+        TensorElementType::Uint8 => DatumType::U8,
+        TensorElementType::Uint16 => DatumType::U16,
+        TensorElementType::Uint32 => DatumType::U32,
+        TensorElementType::Uint64 => DatumType::U64,
+        TensorElementType::Bool => DatumType::Bool,
+        _ => return None,
+    })
+}
+
+/// A tensor as an onnxruntime value (the bytes are copied once, into onnxruntime's buffer).
+fn to_ort(t: &Tensor) -> Result<DynTensor, String> {
+    let ty = element_type(t.datum_type())
+        .ok_or_else(|| format!("onnxruntime inputs of type {:?} are not supported here", t.datum_type()))?;
+    let shape: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
+    let mut value =
+        DynTensor::new(&Allocator::default(), ty, shape).map_err(|e| e.to_string())?;
+    let bytes = t.as_bytes();
+    if !bytes.is_empty() {
+        // SAFETY: onnxruntime allocated exactly shape's element count of `ty`, whose size is
+        // the tract type's; the buffers do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), value.data_ptr_mut().cast::<u8>(), bytes.len());
+        }
+    }
+    Ok(value)
+}
+
+/// An onnxruntime output as a tract tensor.
+fn from_ort(v: &ort::value::DynValue) -> Result<Tensor, String> {
+    let ValueType::Tensor { ty, shape, .. } = v.dtype() else {
+        return Err(format!("{} values are not tensors", v.dtype()));
+    };
+    let dt = datum_type(*ty).ok_or_else(|| format!("element type {ty:?} is not supported here"))?;
+    let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+    let count: usize = shape.iter().product();
+    let len = count * dt.size_of();
+    let view = v
+        .view()
+        .downcast::<ort::value::DynTensorValueType>()
+        .map_err(|e| e.to_string())?;
+    let data = view.data_ptr().cast::<u8>();
+    // SAFETY: onnxruntime's buffer holds `count` elements of `ty` (checked by its own dtype);
+    // tract copies them into an owned, aligned tensor.
+    unsafe {
+        let bytes = if len == 0 { &[][..] } else { std::slice::from_raw_parts(data, len) };
+        Tensor::from_raw_dt(dt, &shape, bytes).map_err(|e| e.to_string())
+    }
+}
