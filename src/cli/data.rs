@@ -38,7 +38,11 @@ impl DataArgs {
         let choice = |s: &str| s.parse::<EngineChoice>().map_err(UsageError);
         match parts.as_slice() {
             [one] => Ok((choice(one)?, false)),
-            [a, b] if a != b && choice(a)? != EngineChoice::Auto && choice(b)? != EngineChoice::Auto => {
+            [a, b]
+                if a != b
+                    && choice(a)? != EngineChoice::Auto
+                    && choice(b)? != EngineChoice::Auto =>
+            {
                 Ok((choice(a)?, true))
             }
             _ => Err(UsageError(format!(

@@ -173,7 +173,11 @@ fn render(r: &VerifyReport) -> String {
             .iter()
             .map(|o| format!("{} (node '{}')", o.op, o.node))
             .collect();
-        let _ = writeln!(s, "cannot verify: no available engine can run the {} model", u.model);
+        let _ = writeln!(
+            s,
+            "cannot verify: no available engine can run the {} model",
+            u.model
+        );
         if !ops.is_empty() {
             let _ = writeln!(s, "  unsupported: {}", ops.join(", "));
         }
@@ -181,7 +185,11 @@ fn render(r: &VerifyReport) -> String {
         let _ = write!(s, "FAILED (unsupported)");
         return s;
     }
-    let engines: Vec<String> = r.engines.iter().map(|(m, e)| format!("{m} in {e}")).collect();
+    let engines: Vec<String> = r
+        .engines
+        .iter()
+        .map(|(m, e)| format!("{m} in {e}"))
+        .collect();
     if !engines.is_empty() {
         let _ = writeln!(s, "ran {}", engines.join(", "));
     }
@@ -238,10 +246,18 @@ fn render(r: &VerifyReport) -> String {
     if let Some(c) = &r.cross_engine {
         match &c.error {
             Some(e) => {
-                let _ = writeln!(s, "{} model in tract and onnxruntime: not compared ({e})", c.model);
+                let _ = writeln!(
+                    s,
+                    "{} model in tract and onnxruntime: not compared ({e})",
+                    c.model
+                );
             }
             None => {
-                let worst = c.outputs.iter().map(|o| o.max_abs_error).fold(0.0, f64::max);
+                let worst = c
+                    .outputs
+                    .iter()
+                    .map(|o| o.max_abs_error)
+                    .fold(0.0, f64::max);
                 let cos = c
                     .outputs
                     .iter()

@@ -373,7 +373,11 @@ mod tests {
             .build();
         let (after, n) = run_pass(&FoldConstants, &m);
         assert!(n >= 2, "{n}");
-        assert!(!ops(&after).contains(&"Gather".to_string()), "{:?}", ops(&after));
+        assert!(
+            !ops(&after).contains(&"Gather".to_string()),
+            "{:?}",
+            ops(&after)
+        );
         assert_eq!(max_difference(&m, &after), 0.0);
     }
 

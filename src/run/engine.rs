@@ -61,12 +61,12 @@ impl Engine {
             EngineChoice::Auto => match Runner::new(model) {
                 Ok(r) => Ok(Engine::Tract(Box::new(r))),
                 Err(tract) => match super::ort::library() {
-                    Ok(_) => Engine::load_in(model, EngineKind::Ort).map_err(|ort| {
-                        RunError::Neither {
+                    Ok(_) => {
+                        Engine::load_in(model, EngineKind::Ort).map_err(|ort| RunError::Neither {
                             tract: tract.to_string(),
                             ort: ort.to_string(),
-                        }
-                    }),
+                        })
+                    }
                     Err(_) => Err(tract),
                 },
             },

@@ -54,7 +54,10 @@ fn find_library() -> Result<PathBuf, String> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(format!("ORT_DYLIB_PATH names {}, which is not a file", p.display()))
+            Err(format!(
+                "ORT_DYLIB_PATH names {}, which is not a file",
+                p.display()
+            ))
         };
     }
     let mut searched = Vec::new();
@@ -74,13 +77,21 @@ fn find_library() -> Result<PathBuf, String> {
         }
         searched.push(site);
     }
-    let searched: Vec<String> = searched.iter().map(|p| p.display().to_string()).collect();
+    let mut listed: Vec<String> = Vec::new();
+    for p in searched {
+        let p = p.display().to_string();
+        if !listed.contains(&p) {
+            listed.push(p);
+        }
+    }
     Err(format!(
-        "no onnxruntime library found (searched ORT_DYLIB_PATH, {})",
-        if searched.is_empty() {
+        "no onnxruntime library found (looked at ORT_DYLIB_PATH, {}); \
+         `pip install onnxruntime` into the active virtualenv, or set ORT_DYLIB_PATH to \
+         libonnxruntime.so",
+        if listed.is_empty() {
             "and found no Python".to_string()
         } else {
-            searched.join(", ")
+            listed.join(", ")
         }
     ))
 }
@@ -210,7 +221,8 @@ impl OrtRunner {
                     .ok_or_else(|| RunError::OrtRun(format!("no output '{name}'")))?;
                 Ok(NamedTensor {
                     name: name.clone(),
-                    tensor: from_ort(v).map_err(|e| RunError::OrtRun(format!("output '{name}': {e}")))?,
+                    tensor: from_ort(v)
+                        .map_err(|e| RunError::OrtRun(format!("output '{name}': {e}")))?,
                 })
             })
             .collect()
@@ -255,17 +267,24 @@ fn datum_type(t: TensorElementType) -> Option<DatumType> {
 
 /// A tensor as an onnxruntime value (the bytes are copied once, into onnxruntime's buffer).
 fn to_ort(t: &Tensor) -> Result<DynTensor, String> {
-    let ty = element_type(t.datum_type())
-        .ok_or_else(|| format!("onnxruntime inputs of type {:?} are not supported here", t.datum_type()))?;
+    let ty = element_type(t.datum_type()).ok_or_else(|| {
+        format!(
+            "onnxruntime inputs of type {:?} are not supported here",
+            t.datum_type()
+        )
+    })?;
     let shape: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
-    let mut value =
-        DynTensor::new(&Allocator::default(), ty, shape).map_err(|e| e.to_string())?;
+    let mut value = DynTensor::new(&Allocator::default(), ty, shape).map_err(|e| e.to_string())?;
     let bytes = t.as_bytes();
     if !bytes.is_empty() {
         // SAFETY: onnxruntime allocated exactly shape's element count of `ty`, whose size is
         // the tract type's; the buffers do not overlap.
         unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), value.data_ptr_mut().cast::<u8>(), bytes.len());
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                value.data_ptr_mut().cast::<u8>(),
+                bytes.len(),
+            );
         }
     }
     Ok(value)
@@ -288,7 +307,11 @@ fn from_ort(v: &ort::value::DynValue) -> Result<Tensor, String> {
     // SAFETY: onnxruntime's buffer holds `count` elements of `ty` (checked by its own dtype);
     // tract copies them into an owned, aligned tensor.
     unsafe {
-        let bytes = if len == 0 { &[][..] } else { std::slice::from_raw_parts(data, len) };
+        let bytes = if len == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(data, len)
+        };
         Tensor::from_raw_dt(dt, &shape, bytes).map_err(|e| e.to_string())
     }
 }

@@ -237,7 +237,10 @@ fn run_samples(
     let inputs: Vec<&[NamedTensor]> = samples.iter().map(|s| s.inputs.as_slice()).collect();
     match crate::run::run_all(model, engine, &inputs, || progress.on_advance(1)) {
         Ok(done) => Ok(Ok(done)),
-        Err(e) if is_input_problem(&e) => Err(VerifyError::Run(e)),
+        // bad inputs, or an engine asked for by name that is not installed: the caller's to fix
+        Err(e) if is_input_problem(&e) || matches!(e, RunError::OrtUnavailable(_)) => {
+            Err(VerifyError::Run(e))
+        }
         Err(e) => Ok(Err(unsupported(model, which, &e))),
     }
 }
@@ -253,8 +256,20 @@ pub fn verify_models(
     let mut report = empty_report("models", reference.1, Some(candidate.1), &inputs, tolerance);
     check_outputs_named(&report.tolerance, reference.0)?;
     progress.on_start("verify", 2 * inputs.samples.len() as u64);
-    let want = run_samples(reference.0, "reference", inputs.samples, inputs.engine, progress)?;
-    let got = run_samples(candidate.0, "candidate", inputs.samples, inputs.engine, progress)?;
+    let want = run_samples(
+        reference.0,
+        "reference",
+        inputs.samples,
+        inputs.engine,
+        progress,
+    )?;
+    let got = run_samples(
+        candidate.0,
+        "candidate",
+        inputs.samples,
+        inputs.engine,
+        progress,
+    )?;
     progress.on_finish();
     match (want, got) {
         (Err(u), _) => report.unsupported = Some(u),
@@ -321,7 +336,13 @@ pub fn verify_stored(
         want.push(name_by_position(expected, &names));
     }
     progress.on_start("verify", inputs.samples.len() as u64);
-    let got = run_samples(model.0, "reference", inputs.samples, inputs.engine, progress)?;
+    let got = run_samples(
+        model.0,
+        "reference",
+        inputs.samples,
+        inputs.engine,
+        progress,
+    )?;
     progress.on_finish();
     match got {
         Err(u) => report.unsupported = Some(u),

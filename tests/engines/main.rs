@@ -1,0 +1,349 @@
+//! The engine layer end to end: onnxruntime is found (from the venv `.ci/run` creates), models
+//! tract cannot run are verified through onnxruntime, the two engines agree on real models, a
+//! perturbed weight fails in either engine, and what no engine can run never passes.
+//!
+//! These tests need onnxruntime: run them through `.ci/run` (which sets `VIRTUAL_ENV`), or set
+//! `VIRTUAL_ENV` / `ORT_DYLIB_PATH` yourself. Without it they fail: they never skip.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{json, mdeploy, real_models, s, stderr};
+use mdeploy::graph::ModelBuilder;
+use mdeploy::graph::builder::{attr_float, attr_graph, attr_int, attr_ints};
+use mdeploy::onnx::{DataType, Model, ModelProto};
+use serde_json::Value;
+
+fn write(dir: &Path, name: &str, proto: &ModelProto) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, prost::Message::encode_to_vec(proto)).unwrap();
+    path
+}
+
+fn require_ort() {
+    if let Err(e) = mdeploy::run::ort::library() {
+        panic!("these tests need onnxruntime (run them through .ci/run): {e}");
+    }
+}
+
+#[test]
+fn onnxruntime_library_is_found() {
+    // in CI this is the venv's onnxruntime wheel: a run without it must not pass quietly
+    let path = mdeploy::run::ort::library().unwrap_or_else(|e| panic!("{e}"));
+    assert!(path.is_file(), "{}", path.display());
+    eprintln!("onnxruntime from {}", path.display());
+}
+
+/// A scaled matrix product as standard ops (tract runs them) and as onnxruntime's
+/// `com.microsoft::FusedMatMul` contrib op (tract does not know it): what models onnxruntime's
+/// tools produced look like.
+fn fused_matmul_pair() -> (ModelProto, ModelProto) {
+    let w: Vec<f32> = (0..32).map(|i| (i as f32 - 16.0) / 16.0).collect();
+    let decomposed = ModelBuilder::new(17)
+        .input("a", DataType::Float, &["2", "8"])
+        .initializer_f32("w", &[8, 4], &w)
+        .initializer_f32("half", &[], &[0.5])
+        .node("MatMul", &["a", "w"], &["p"])
+        .node("Mul", &["p", "half"], &["y"])
+        .output("y", DataType::Float, &["2", "4"])
+        .build();
+    let mut contrib = ModelBuilder::new(17)
+        .opset("com.microsoft", 1)
+        .input("a", DataType::Float, &["2", "8"])
+        .initializer_f32("w", &[8, 4], &w)
+        .node("FusedMatMul", &["a", "w"], &["y"])
+        .attr(attr_float("alpha", 0.5))
+        .output("y", DataType::Float, &["2", "4"])
+        .build();
+    contrib.graph.as_mut().unwrap().node[0].domain = Some("com.microsoft".into());
+    (decomposed, contrib)
+}
+
+#[test]
+fn a_model_with_contrib_ops_is_verified_through_onnxruntime() {
+    require_ort();
+    let tmp = tempfile::tempdir().unwrap();
+    let (decomposed, contrib) = fused_matmul_pair();
+    let reference = write(tmp.path(), "decomposed.onnx", &decomposed);
+    let candidate = write(tmp.path(), "contrib.onnx", &contrib);
+    let o = mdeploy(&["verify", s(&reference), s(&candidate), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = json(&o);
+    assert_eq!(r["status"], "passed");
+    assert_eq!(r["engines"]["reference"], "tract");
+    assert_eq!(r["engines"]["candidate"], "ort");
+    // tract alone cannot run the candidate: a candidate that does not run is a failure
+    let o = mdeploy(&[
+        "verify",
+        s(&reference),
+        s(&candidate),
+        "--engine",
+        "tract",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let r = json(&o);
+    assert_eq!(r["status"], "failed");
+    assert!(
+        r["failure"]
+            .as_str()
+            .unwrap()
+            .starts_with("the candidate does not run"),
+        "{r}"
+    );
+    // and as the reference it cannot be verified at all: unsupported, never passed
+    let o = mdeploy(&[
+        "verify",
+        s(&candidate),
+        s(&reference),
+        "--engine",
+        "tract",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(json(&o)["status"], "unsupported");
+}
+
+#[test]
+fn an_if_whose_other_branch_cannot_hold_runs_in_onnxruntime() {
+    require_ort();
+    // then: Squeeze axis 1 (only valid when it is 1); else: ReduceMean over axis 1. The
+    // condition is false for every reasonable input, so onnxruntime takes the else branch;
+    // tract plans both branches and refuses the Squeeze of a dim of 4.
+    let then = mdeploy::graph::GraphBuilder::new("then")
+        .initializer_i64("axis1", &[1], &[1])
+        .node("Squeeze", &["x", "axis1"], &["t"])
+        .output("t", DataType::Float, &[])
+        .build();
+    let other = mdeploy::graph::GraphBuilder::new("else")
+        .node("ReduceMean", &["x"], &["e"])
+        .attr(attr_ints("axes", &[1]))
+        .attr(attr_int("keepdims", 0))
+        .output("e", DataType::Float, &[])
+        .build();
+    // symbolic dims, as in the real Silero VAD: only concrete inputs show the Squeeze invalid
+    let with_if = ModelBuilder::new(17)
+        .input("x", DataType::Float, &["N", "T"])
+        .node("ReduceSum", &["x"], &["total"])
+        .attr(attr_int("keepdims", 0))
+        .initializer_f32("huge", &[], &[1e30])
+        .node("Greater", &["total", "huge"], &["cond"])
+        .node("If", &["cond"], &["y"])
+        .attr(attr_graph("then_branch", then))
+        .attr(attr_graph("else_branch", other))
+        .output("y", DataType::Float, &["N"])
+        .build();
+    let plain = ModelBuilder::new(17)
+        .input("x", DataType::Float, &["N", "T"])
+        .node("ReduceMean", &["x"], &["y"])
+        .attr(attr_ints("axes", &[1]))
+        .attr(attr_int("keepdims", 0))
+        .output("y", DataType::Float, &["N"])
+        .build();
+    let tmp = tempfile::tempdir().unwrap();
+    let with_if = write(tmp.path(), "if.onnx", &with_if);
+    let plain = write(tmp.path(), "plain.onnx", &plain);
+    let o = mdeploy(&["verify", s(&plain), s(&with_if), "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let r = json(&o);
+    assert_eq!(r["engines"]["candidate"], "ort", "{r}");
+    assert_eq!(r["engines"]["reference"], "tract", "{r}");
+}
+
+#[test]
+fn nhwc_conv_with_a_channel_bias_add_agrees_in_both_engines() {
+    require_ort();
+    // the tf2onnx pattern: NHWC in, Transpose, Conv without bias, Add of a [C,1,1] bias
+    let w: Vec<f32> = (0..4 * 3 * 9)
+        .map(|i| ((i * 37 % 11) as f32 - 5.0) / 10.0)
+        .collect();
+    let model = ModelBuilder::new(13)
+        .input("image", DataType::Float, &["N", "8", "8", "3"])
+        .initializer_f32("w", &[4, 3, 3, 3], &w)
+        .initializer_f32("bias", &[4, 1, 1], &[0.1, -0.2, 0.3, -0.4])
+        .node("Transpose", &["image"], &["nchw"])
+        .attr(attr_ints("perm", &[0, 3, 1, 2]))
+        .node("Conv", &["nchw", "w"], &["c"])
+        .attr(attr_ints("pads", &[1, 1, 1, 1]))
+        .node("Add", &["c", "bias"], &["b"])
+        .node("LeakyRelu", &["b"], &["r"])
+        .attr(attr_float("alpha", 0.1))
+        .node("Transpose", &["r"], &["y"])
+        .attr(attr_ints("perm", &[0, 2, 3, 1]))
+        .output("y", DataType::Float, &["N", "8", "8", "4"])
+        .build();
+    let tmp = tempfile::tempdir().unwrap();
+    let m = write(tmp.path(), "nhwc.onnx", &model);
+    let o = mdeploy(&["verify", s(&m), s(&m), "--engine", "tract,ort", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let cross = &json(&o)["cross_engine"];
+    assert!(cross["error"].is_null(), "{cross}");
+    assert!(
+        cross["outputs"][0]["max_abs_error"].as_f64().unwrap() < 1e-5,
+        "{cross}"
+    );
+}
+
+#[test]
+fn an_op_no_engine_runs_fails_and_optimize_writes_nothing() {
+    require_ort();
+    let (decomposed, _) = fused_matmul_pair();
+    let mut bogus = decomposed.clone();
+    bogus
+        .opset_import
+        .push(mdeploy::onnx::proto::OperatorSetIdProto {
+            domain: Some("example.custom".into()),
+            version: Some(1),
+        });
+    let g = bogus.graph.as_mut().unwrap();
+    g.node[1].op_type = Some("NoSuchScale".into());
+    g.node[1].domain = Some("example.custom".into());
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = write(tmp.path(), "decomposed.onnx", &decomposed);
+    let bogus = write(tmp.path(), "bogus.onnx", &bogus);
+    let o = mdeploy(&["verify", s(&reference), s(&bogus), "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let r = json(&o);
+    assert_eq!(r["status"], "failed");
+    assert!(
+        r["failure"].as_str().unwrap().contains("neither engine"),
+        "{r}"
+    );
+    // optimize cannot verify what no engine runs: a failure unless asked to write it anyway
+    let out = tmp.path().join("out.onnx");
+    let o = mdeploy(&["optimize", s(&bogus), "-o", s(&out)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--allow-unverified"), "{}", stderr(&o));
+    assert!(!out.exists());
+    let o = mdeploy(&["optimize", s(&bogus), "-o", s(&out), "--allow-unverified"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("UNVERIFIED"));
+    assert!(out.exists());
+}
+
+/// The largest initializer (or Constant tensor) of a model, with Gaussian-like noise of half its
+/// standard deviation added to every element.
+fn perturb_largest_weight(proto: &mut ModelProto) -> String {
+    let g = proto.graph.as_mut().unwrap();
+    let mut tensors: Vec<&mut mdeploy::onnx::proto::TensorProto> = g
+        .initializer
+        .iter_mut()
+        .chain(
+            g.node
+                .iter_mut()
+                .filter(|n| n.op_type() == "Constant")
+                .filter_map(|n| {
+                    n.attribute
+                        .iter_mut()
+                        .find(|a| a.name() == "value")
+                        .and_then(|a| a.t.as_mut())
+                }),
+        )
+        .filter(|t| t.data_type() == DataType::Float.code())
+        .collect();
+    let count = |t: &mdeploy::onnx::proto::TensorProto| t.dims.iter().product::<i64>();
+    tensors.sort_by_key(|t| std::cmp::Reverse(count(t)));
+    let t = tensors.into_iter().next().expect("a float weight");
+    let values = mdeploy::onnx::TensorData::new(t, None)
+        .unwrap()
+        .f32s()
+        .unwrap();
+    t.float_data.clear();
+    let n = values.len() as f64;
+    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let std = (values
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt();
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let noisy: Vec<u8> = values
+        .iter()
+        .flat_map(|&v| {
+            // a sum of four uniforms: roughly normal, variance 1/3, scaled to 0.5 std
+            let mut u = 0.0;
+            for _ in 0..4 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                u += (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+            }
+            ((v as f64 + u * 3f64.sqrt() * 0.5 * std) as f32).to_le_bytes()
+        })
+        .collect();
+    t.raw_data = Some(noisy.into());
+    t.name().to_string()
+}
+
+#[test]
+fn a_perturbed_weight_fails_on_every_real_model_in_both_engines() {
+    require_ort();
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, path) in real_models() {
+        let mut proto = Model::load(&path).unwrap().proto;
+        let weight = perturb_largest_weight(&mut proto);
+        let perturbed = write(tmp.path(), &format!("{name}.onnx"), &proto);
+        // on verify's default data (seeded random samples): the stored samples of a confident
+        // classifier can saturate its softmax so that no output moves measurably
+        for engine in ["auto", "ort"] {
+            let o = mdeploy(&[
+                "verify",
+                s(&path),
+                s(&perturbed),
+                "--engine",
+                engine,
+                "--json",
+            ]);
+            let r: Value = json(&o);
+            assert_eq!(
+                (o.status.code(), r["status"].as_str()),
+                (Some(1), Some("failed")),
+                "{name} with {weight} perturbed passed in {engine}: {}",
+                r["outputs"]
+            );
+        }
+    }
+}
+
+#[test]
+fn every_real_model_verifies_against_its_stored_outputs_in_onnxruntime() {
+    require_ort();
+    for (name, path) in real_models() {
+        let dir = path.parent().unwrap();
+        for engine in ["ort", "auto"] {
+            let o = mdeploy(&[
+                "verify",
+                s(&path),
+                "--data",
+                s(&dir.join("test_data_set_0")),
+                "--data",
+                s(&dir.join("test_data_set_1")),
+                "--engine",
+                engine,
+                "--json",
+            ]);
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "{name} in {engine}: {}",
+                stderr(&o)
+            );
+            let o = mdeploy(&["verify", s(&path), s(&path), "--engine", engine, "--json"]);
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "{name} in {engine}: {}",
+                stderr(&o)
+            );
+        }
+    }
+}
