@@ -146,8 +146,15 @@ mod tests {
         static BROKEN: Broken = Broken;
         let passes: Vec<&'static dyn Pass> = vec![identity, &BROKEN];
         let tol = Tolerance::from_preset(crate::verify::preset("fp32").unwrap());
-        let culprit =
-            bisect(&original, &passes, &Default::default(), &samples, &tol).expect("found");
+        let culprit = bisect(
+            &original,
+            &passes,
+            &Default::default(),
+            &samples,
+            &tol,
+            Default::default(),
+        )
+        .expect("found");
         assert_eq!(culprit.pass, "broken");
         assert!(
             culprit.nodes_changed.contains(&"-'act' (Relu)".to_string()),
@@ -160,6 +167,16 @@ mod tests {
             culprit.nodes_changed
         );
         // without the broken pass, nothing to find
-        assert!(bisect(&original, &passes[..1], &Default::default(), &samples, &tol).is_none());
+        assert!(
+            bisect(
+                &original,
+                &passes[..1],
+                &Default::default(),
+                &samples,
+                &tol,
+                Default::default()
+            )
+            .is_none()
+        );
     }
 }

@@ -66,6 +66,16 @@ pub struct SideCounts {
     pub candidate: u64,
 }
 
+/// The largest finite magnitude of a numeric tensor (0 for anything else): the scale that
+/// scale-aware tolerances are relative to.
+pub fn magnitude(t: &Tensor) -> f64 {
+    as_f64(t).map_or(0.0, |v| {
+        v.iter()
+            .filter(|x| x.is_finite())
+            .fold(0.0, |m, x| m.max(x.abs()))
+    })
+}
+
 fn as_f64(t: &Tensor) -> Option<Vec<f64>> {
     let t = t.cast_to::<f64>().ok()?;
     Some(

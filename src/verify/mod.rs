@@ -276,7 +276,19 @@ pub fn verify_models(
         (Ok((engine, _)), Err(u)) => {
             // the reference runs: a candidate that does not is a failure, never "unsupported"
             report.engines.insert("reference", engine);
-            report.failure = Some(format!("the candidate does not run: {}", u.message));
+            let ops: Vec<String> = u
+                .ops
+                .iter()
+                .map(|o| format!("{} (node '{}')", o.op, o.node))
+                .collect();
+            report.failure = Some(match ops.is_empty() {
+                true => format!("the candidate does not run: {}", u.message),
+                false => format!(
+                    "the candidate does not run ({}): {}",
+                    ops.join(", "),
+                    u.message
+                ),
+            });
         }
         (Ok((a, want)), Ok((b, got))) => {
             report.engines.insert("reference", a);
@@ -439,7 +451,16 @@ fn compare_outputs(
         .unwrap_or_default();
     for (w, g) in want.iter().zip(got) {
         for reference in w {
-            let (atol, rtol) = (tol.atol_for(&reference.name), tol.rtol_for(&reference.name));
+            // an atol given for this output replaces the preset's, scaled term included
+            let scale = if tol.atol_by_output.contains_key(&reference.name) {
+                0.0
+            } else {
+                tol.scaled_atol * metrics::magnitude(&reference.tensor)
+            };
+            let (atol, rtol) = (
+                tol.atol_for(&reference.name) + scale,
+                tol.rtol_for(&reference.name),
+            );
             if let Some(candidate) = g.iter().find(|c| c.name == reference.name) {
                 acc.entry(reference.name.clone()).or_default().add(
                     &reference.tensor,
