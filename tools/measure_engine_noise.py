@@ -15,6 +15,7 @@ reference is not tiny. Prints one row per model, data set and comparison, then t
 
 import glob
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -73,7 +74,8 @@ def tract_outputs(model, data_dir, names, tmp):
     if proc.returncode != 0 or not os.path.exists(out):
         return None
     z = np.load(out)
-    return {k.split("/", 1)[-1]: z[k] for k in z.files}
+    # one sample: entries named after the outputs; several: `sample_K/OUTPUT`
+    return {re.sub(r"^sample_\d+/", "", k): z[k] for k in z.files}
 
 
 def main():

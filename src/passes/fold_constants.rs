@@ -1,5 +1,5 @@
 //! `fold_constants`: replaces nodes whose inputs are all constant by initializers holding their
-//! results, evaluated with tract.
+//! results.
 //!
 //! ```text
 //! Constant -> c;  Shape(x:[2,3]) -> s;  Gather(s, 1) -> g      =>      initializers c, s, g
@@ -7,9 +7,9 @@
 //! `Constant` nodes become initializers as they are. A node whose every output inference knows
 //! as numbers (shape arithmetic: `Gather(Shape(x), 1)` where x is `[batch, 3, H, W]` is 3, even
 //! with `batch` symbolic) becomes an initializer without evaluating anything. Other nodes are
-//! evaluated by tract on their constant inputs, but only after inference has predicted the size
-//! of every result: a result whose size is unknown, or over `--fold-size-limit` bytes, is refused
-//! before anything is allocated. Refuses also: random ops, nodes with subgraphs, non-default
+//! evaluated by tract (onnxruntime, when installed, where tract cannot) on their constant inputs,
+//! but only after inference has predicted the size of every result: a result whose size is
+//! unknown, or over `--fold-size-limit` bytes, is refused before anything is allocated. Refuses also: random ops, nodes with subgraphs, non-default
 //! domains, nodes producing graph outputs, results tract types differently from ONNX, and folds
 //! that would grow the model past its budget (a few percent): each refusal is reported. IR < 4
 //! models are left alone (their initializers must also be graph inputs).
@@ -99,7 +99,7 @@ fn predicted_bytes(node: &NodeProto, ctx: &PassContext) -> Result<u64, String> {
     Ok(total)
 }
 
-/// Evaluates one node on its constant inputs with tract.
+/// Evaluates one node on its constant inputs with tract (onnxruntime where tract cannot).
 fn evaluate(
     graph: &Graph,
     ctx: &PassContext,
@@ -137,8 +137,11 @@ fn evaluate(
         ..Default::default()
     };
     let model = Model::from_proto(proto, ctx.dir().to_path_buf());
-    let mut runner = crate::run::Runner::new(&model).map_err(|e| e.to_string())?;
-    let results = runner.run(&[]).map_err(|e| e.to_string())?;
+    // tract, or onnxruntime (when installed) for what tract cannot evaluate
+    let (_, mut results) =
+        crate::run::run_all(&model, crate::run::EngineChoice::Auto, &[&[]], || {})
+            .map_err(|e| e.to_string())?;
+    let results = results.pop().unwrap_or_default();
     results
         .iter()
         .map(|r| to_proto(&r.name, &r.tensor).map_err(|e| e.to_string()))
@@ -203,7 +206,7 @@ impl Pass for FoldConstants {
                         ctx.skip_fold(
                             &label,
                             node.op_type(),
-                            format!("tract cannot evaluate it: {e}"),
+                            format!("it cannot be evaluated: {e}"),
                         );
                         continue;
                     }

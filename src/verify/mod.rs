@@ -225,6 +225,9 @@ pub fn unsupported_report(
     finish(report)
 }
 
+/// What a model gave on every sample, and the engine that ran it.
+type Outputs = (EngineKind, Vec<Vec<NamedTensor>>);
+
 /// Runs a model on every sample in the chosen engine; a failure that is not the inputs' fault
 /// is returned as what could not be run.
 fn run_samples(
@@ -233,7 +236,7 @@ fn run_samples(
     samples: &[Sample],
     engine: EngineChoice,
     progress: &dyn Progress,
-) -> Result<Result<(EngineKind, Vec<Vec<NamedTensor>>), Unsupported>, VerifyError> {
+) -> Result<Result<Outputs, Unsupported>, VerifyError> {
     let inputs: Vec<&[NamedTensor]> = samples.iter().map(|s| s.inputs.as_slice()).collect();
     match crate::run::run_all(model, engine, &inputs, || progress.on_advance(1)) {
         Ok(done) => Ok(Ok(done)),
