@@ -45,10 +45,11 @@ pub struct OptimizeArgs {
     /// to what consumes them; layers where that is not provably safe are skipped and reported.
     #[arg(long, value_name = "FRACTION")]
     prune_channels: Option<f64>,
-    /// Tolerance preset verification must meet (default: exact or fp32 for lossless passes; for
-    /// pruning, the numbers are reported and only a preset given here is enforced).
-    #[arg(long)]
-    tolerance: Option<String>,
+    /// Tolerance preset verification must meet: exact, fp32, fp16, int8 (default: exact when
+    /// only cleanup passes applied, else fp32; for pruning, the numbers are reported and only a
+    /// preset given here is enforced).
+    #[arg(long, value_parser = mdeploy::verify::parse_preset)]
+    tolerance: Option<mdeploy::verify::Preset>,
     /// Largest tensor constant folding may create, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     fold_size_limit: usize,
@@ -298,8 +299,10 @@ fn verify(
         .iter()
         .filter(|p| report.per_pass.get(p.name()).is_some_and(|s| s.applied > 0))
         .all(|p| p.kind() == PassKind::Cleanup);
+    let automatic = if lossless_only { "exact" } else { "fp32" };
     let tolerance = Tolerance::from_preset(
-        mdeploy::verify::preset(if lossless_only { "exact" } else { "fp32" }).expect("preset"),
+        args.tolerance
+            .unwrap_or_else(|| mdeploy::verify::preset(automatic).expect("a preset")),
     );
     let (engine, compare_engines) = args.data.engines()?;
     let inputs = Inputs {

@@ -47,10 +47,10 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.is::<PassError>() {
             return EXIT_INTERNAL;
         }
-        if let Some(RunError::Run(_)) = cause.downcast_ref::<RunError>() {
-            return EXIT_CHECK_FAILED;
-        }
+        // a model an engine cannot run, or a file that cannot be read, is the input's problem
+        // (a run failure outside a verification is no failed check; writes are OnnxError::Write)
         if cause.is::<UsageError>()
+            || cause.is::<std::io::Error>()
             || cause.is::<OnnxError>()
             || cause.is::<GraphError>()
             || cause.is::<ModelError>()
@@ -215,5 +215,27 @@ impl Progress for Bar {
         {
             b.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model an engine could not run exited 1 ("a check failed") and an unreadable file 3
+    /// ("a bug"): both are the input's problem.
+    #[test]
+    fn run_errors_and_unreadable_files_are_input_errors() {
+        let run = anyhow::Error::new(RunError::Run("shape mismatch".into()));
+        assert_eq!(exit_code(&run), EXIT_USAGE);
+        let ort = anyhow::Error::new(RunError::OrtRun("bad node".into()));
+        assert_eq!(exit_code(&ort), EXIT_USAGE);
+        let io = anyhow::Error::new(std::io::Error::new(std::io::ErrorKind::NotFound, "gone"));
+        assert_eq!(exit_code(&io), EXIT_USAGE);
+        assert_eq!(
+            exit_code(&anyhow::Error::new(CheckFailed("x".into()))),
+            EXIT_CHECK_FAILED
+        );
+        assert_eq!(exit_code(&anyhow::anyhow!("untyped")), EXIT_INTERNAL);
     }
 }

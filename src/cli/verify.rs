@@ -9,8 +9,8 @@ use clap::Args;
 use mdeploy::graph::check_model;
 use mdeploy::onnx::Model;
 use mdeploy::verify::{
-    Inputs, PRESETS, Sample, Status, Tolerance, VerifyReport, interface_problem, preset,
-    save_samples, unsupported_report, verify_models, verify_stored,
+    Inputs, Sample, Status, Tolerance, VerifyReport, interface_problem, save_samples,
+    unsupported_report, verify_models, verify_stored,
 };
 
 use super::printer::{Bar, UsageError, note, print_json};
@@ -29,8 +29,8 @@ pub struct VerifyArgs {
     #[command(flatten)]
     data: DataArgs,
     /// Tolerance preset: exact, fp32, fp16, int8 (see docs/verify.md).
-    #[arg(long, default_value = "fp32")]
-    tolerance: String,
+    #[arg(long, default_value = "fp32", value_parser = mdeploy::verify::parse_preset)]
+    tolerance: mdeploy::verify::Preset,
     /// Absolute tolerance, for all outputs (`1e-5`) or one (`logits=1e-3`). Repeatable.
     #[arg(long, value_name = "[OUTPUT=]X")]
     atol: Vec<String>,
@@ -61,15 +61,7 @@ fn load(path: &Path) -> anyhow::Result<Model> {
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let p = preset(&args.tolerance).ok_or_else(|| {
-        let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
-        UsageError(format!(
-            "unknown --tolerance '{}' (presets: {})",
-            args.tolerance,
-            names.join(", ")
-        ))
-    })?;
-    let mut tolerance = Tolerance::from_preset(p);
+    let mut tolerance = Tolerance::from_preset(args.tolerance);
     tolerance
         .apply(&args.atol, &args.rtol)
         .map_err(UsageError)?;

@@ -79,22 +79,33 @@ impl Pass for FuseBnIntoConv {
     }
 }
 
-fn candidate(graph: &Graph, _ctx: &PassContext, conv: usize) -> Option<usize> {
+fn candidate(graph: &Graph, ctx: &PassContext, conv: usize) -> Option<usize> {
     let node = &graph.nodes()[conv];
     if !is_op(node, "Conv") || node.input.len() < 2 {
         return None;
     }
-    let bn = sole_consumer(graph, &node.output[0])?;
+    bn_follower(graph, ctx, &node.output[0])
+}
+
+/// The inference-mode `BatchNormalization` that alone reads `value`, as its data input X (not
+/// as its scale or mean), with no other output read: what a producer of `value` may absorb.
+/// Inference mode: `training_mode` 0 (opset 14+), `is_test` 1 (opsets before 7), `spatial` 1
+/// (opsets before 9, where 0 means per-element statistics).
+pub fn bn_follower(graph: &Graph, ctx: &PassContext, value: &str) -> Option<usize> {
+    let bn = sole_consumer(graph, value)?;
     let b = &graph.nodes()[bn];
     let single_output = b
         .output
         .iter()
         .skip(1)
         .all(|o| o.is_empty() || graph.consumers(o).is_empty() && !graph.is_output(o));
+    let inference = attr_i(b, "training_mode", 0) == 0
+        && (ctx.opset >= 7 || attr_i(b, "is_test", 0) == 1)
+        && (ctx.opset >= 9 || attr_i(b, "spatial", 1) == 1);
     (is_op(b, "BatchNormalization")
         && b.input.len() == 5
-        && b.input[0] == node.output[0]
-        && attr_i(b, "training_mode", 0) == 0
+        && b.input[0] == value
+        && inference
         && single_output)
         .then_some(bn)
 }

@@ -11,9 +11,7 @@
 //! stays fine, but a non-constant B, a C of shape [M, N] with unknown M, a BN in training mode or
 //! with extra outputs read. Computed in f64, stored as f32: results change by rounding only.
 
-use super::rewrite::{
-    absorb, attr_f, attr_i, const_f32s, f32_tensor, is_op, rewrite_each, sole_consumer,
-};
+use super::rewrite::{absorb, attr_f, attr_i, const_f32s, f32_tensor, is_op, rewrite_each};
 use super::{Pass, PassContext, PassError, PassKind};
 use crate::graph::Graph;
 use crate::graph::builder::{attr_float, attr_int};
@@ -27,18 +25,7 @@ fn candidate(graph: &Graph, ctx: &PassContext, i: usize) -> Option<usize> {
     if !gemm && !matmul {
         return None;
     }
-    let bn = sole_consumer(graph, &node.output[0])?;
-    let b = &graph.nodes()[bn];
-    let extra_outputs_unused = b
-        .output
-        .iter()
-        .skip(1)
-        .all(|o| o.is_empty() || graph.consumers(o).is_empty() && !graph.is_output(o));
-    (is_op(b, "BatchNormalization")
-        && b.input.len() == 5
-        && attr_i(b, "training_mode", 0) == 0
-        && extra_outputs_unused)
-        .then_some(bn)
+    super::fuse_bn_into_conv::bn_follower(graph, ctx, &node.output[0])
 }
 
 fn fuse(graph: &mut Graph, ctx: &PassContext, i: usize, bn: usize) -> Option<()> {
@@ -207,6 +194,37 @@ mod tests {
                 DataType::Float,
                 &["2", "3"],
             ));
+        assert_eq!(run_pass(&FuseBnIntoGemm, &m).1, 0);
+    }
+
+    /// The Gemm lacked the Conv twin's check that the BN reads its output as X: a Gemm whose
+    /// output is a BN's mean was "fused" into it.
+    #[test]
+    fn a_gemm_feeding_the_bn_mean_is_not_fused() {
+        let m = ModelBuilder::new(13)
+            .input("a", DataType::Float, &["3", "4"])
+            .input("x", DataType::Float, &["2", "3"])
+            .initializer_f32("w", &[4, 1], &[0.5, 0.25, -0.5, 1.0])
+            .initializer_f32("scale", &[3], &[1.5, 0.5, -1.0])
+            .initializer_f32("bias", &[3], &[0.0, 1.0, -1.0])
+            .initializer_f32("var", &[3], &[1.0, 0.25, 2.0])
+            .node("Gemm", &["a", "w"], &["mean"])
+            .node(
+                "BatchNormalization",
+                &["x", "scale", "bias", "mean", "var"],
+                &["y"],
+            )
+            .output("y", DataType::Float, &["2", "3"])
+            .build();
+        assert_eq!(run_pass(&FuseBnIntoGemm, &m).1, 0);
+    }
+
+    /// Opsets before 7: `is_test` 0 is training mode, whose statistics are not constants.
+    #[test]
+    fn a_training_mode_bn_of_opset_6_is_not_fused() {
+        let mut m = model("Gemm", 0, None);
+        m.opset_import[0].version = Some(6);
+        m.ir_version = Some(3);
         assert_eq!(run_pass(&FuseBnIntoGemm, &m).1, 0);
     }
 }

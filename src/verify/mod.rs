@@ -16,7 +16,7 @@ use serde::Serialize;
 
 pub use metrics::{Accumulator, OutputReport, SideCounts};
 pub use samples::{Sample, load_samples, save_samples};
-pub use tolerance::{PRESETS, Preset, Tolerance, preset};
+pub use tolerance::{PRESETS, Preset, Tolerance, parse_preset, preset};
 
 use crate::convert::OpRef;
 use crate::onnx::Model;

@@ -65,6 +65,14 @@ pub fn preset(name: &str) -> Option<Preset> {
     PRESETS.iter().copied().find(|p| p.name == name)
 }
 
+/// A preset by name, or an error listing the presets (a command-line value parser).
+pub fn parse_preset(name: &str) -> Result<Preset, String> {
+    preset(name).ok_or_else(|| {
+        let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+        format!("unknown preset '{name}' (presets: {})", names.join(", "))
+    })
+}
+
 /// Bounds per output: a default and overrides by output name.
 #[derive(Debug, Clone, Serialize)]
 pub struct Tolerance {
