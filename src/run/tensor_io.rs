@@ -292,7 +292,17 @@ pub fn parse_npy(path: &Path, bytes: &[u8]) -> Result<Tensor, TensorIoError> {
             data.len()
         )));
     }
-    // SAFETY: `data` holds exactly the bytes of `shape` elements of `dt`, little-endian.
+    // a bool is one byte that must be 0 or 1: normalise as numpy does (nonzero is true)
+    // rather than hand tract a byte that is no valid `bool`
+    let normalised: Vec<u8>;
+    let data = if dt == DatumType::Bool {
+        normalised = data.iter().map(|&b| u8::from(b != 0)).collect();
+        &normalised[..]
+    } else {
+        data
+    };
+    // SAFETY: `data` holds exactly the bytes of `shape` elements of `dt`, little-endian, and
+    // every bit pattern is a valid value of `dt` (bools normalised above).
     unsafe { Tensor::from_raw_dt(dt, &shape, data) }.map_err(|e| bad(&e.to_string()))
 }
 
@@ -396,5 +406,30 @@ pub fn read_tensors(path: &Path) -> Result<Vec<NamedTensor>, TensorIoError> {
             path,
             "expected a .npz, .npy or .pb file, or a test data directory",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `.npy` of dtype `b1` whose bytes are not 0/1 was handed to tract as `bool` as is:
+    /// undefined behaviour for any byte but 0 and 1. Nonzero now reads as true, as numpy does.
+    #[test]
+    fn npy_bools_other_than_0_and_1_are_normalised() {
+        let header = "{'descr': '|b1', 'fortran_order': False, 'shape': (4,), }";
+        let mut padded = header.to_string();
+        while (10 + padded.len() + 1) % 64 != 0 {
+            padded.push(' ');
+        }
+        padded.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(padded.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(padded.as_bytes());
+        bytes.extend_from_slice(&[0, 1, 2, 255]);
+        let t = parse_npy(Path::new("b.npy"), &bytes).unwrap();
+        assert_eq!(t.as_bytes(), &[0, 1, 1, 1]);
+        let v = t.to_plain_array_view::<bool>().unwrap();
+        assert_eq!(v.iter().copied().collect::<Vec<_>>(), [false, true, true, true]);
     }
 }
