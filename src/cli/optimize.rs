@@ -190,7 +190,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
         "format": "mdeploy.optimize/1",
         "mdeploy_version": env!("CARGO_PKG_VERSION"),
         "input": {"path": input.display().to_string(), "sha256": input_sha256, "bytes": original.file_len()},
-        "output": saved,
+        "output": output_summary(saved.as_ref(), output, args.json || args.report.is_some())?,
         "verification": verification.as_ref().map(|(v, _)| v),
         "bisect": culprit,
         "prune": pruning,
@@ -257,6 +257,24 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
         .into()),
         _ => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// What was written, with its SHA-256 when a report is asked for: `pack --optimize-report`
+/// checks that the report describes the model it packs.
+fn output_summary(
+    saved: Option<&mdeploy::onnx::SaveSummary>,
+    path: &std::path::Path,
+    with_digest: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let Some(saved) = saved else {
+        return Ok(serde_json::Value::Null);
+    };
+    let mut summary = serde_json::to_value(saved)?;
+    if with_digest {
+        let written = Model::load(path)?;
+        summary["sha256"] = json!(written.file_sha256());
+    }
+    Ok(summary)
 }
 
 /// Applies the requested pruning before the lossless passes; returns what it did.

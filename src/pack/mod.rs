@@ -296,12 +296,10 @@ fn build_manifest(
     } else {
         "none"
     };
-    let source_sha256 = o
-        .optimize_report
-        .as_ref()
-        .and_then(|r| r.pointer("/input/sha256").and_then(Value::as_str))
-        .map(str::to_string)
-        .unwrap_or(model_sha);
+    let source_sha256 = match &o.optimize_report {
+        Some(report) => optimize_source(report, &model_sha)?,
+        None => model_sha,
+    };
     Ok(Manifest {
         format: ARCHIVE_FORMAT.into(),
         name: o.name.clone(),
@@ -341,6 +339,39 @@ fn build_manifest(
         metadata: o.metadata.clone(),
         signed: o.key.is_some(),
     })
+}
+
+/// The source an optimize report names, once it is known to be an optimize report that
+/// describes the model being packed (its output's digest is the packed model's): a signed
+/// archive must not vouch for lineage nobody checked.
+fn optimize_source(report: &Value, packed_sha256: &str) -> Result<String, PackError> {
+    const FORMAT: &str = "mdeploy.optimize/1";
+    if report.get("format").and_then(Value::as_str) != Some(FORMAT) {
+        return Err(PackError::Usage(format!(
+            "--optimize-report is not a {FORMAT} document"
+        )));
+    }
+    let output = report.pointer("/output/sha256").and_then(Value::as_str);
+    match output {
+        Some(sha) if sha == packed_sha256 => {}
+        Some(sha) => {
+            return Err(PackError::Usage(format!(
+                "--optimize-report describes another model (its output has sha256 {sha}, the \
+                 model packed has {packed_sha256})"
+            )));
+        }
+        None => {
+            return Err(PackError::Usage(
+                "--optimize-report names no output digest (write it with mdeploy optimize --report)"
+                    .into(),
+            ));
+        }
+    }
+    report
+        .pointer("/input/sha256")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| PackError::Usage("--optimize-report names no input digest".into()))
 }
 
 /// The parts of a verify report an archive keeps: the verdict and per-output evidence.

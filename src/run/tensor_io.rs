@@ -430,6 +430,9 @@ mod tests {
         let t = parse_npy(Path::new("b.npy"), &bytes).unwrap();
         assert_eq!(t.as_bytes(), &[0, 1, 1, 1]);
         let v = t.to_plain_array_view::<bool>().unwrap();
-        assert_eq!(v.iter().copied().collect::<Vec<_>>(), [false, true, true, true]);
+        assert_eq!(
+            v.iter().copied().collect::<Vec<_>>(),
+            [false, true, true, true]
+        );
     }
 }

@@ -4,6 +4,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+use std::path::Path;
+
 use common::{fixture, json, mdeploy, s, stderr};
 use mdeploy::onnx::Model;
 use serde_json::Value;
@@ -275,6 +277,38 @@ fn the_report_is_lineage_for_pack() {
         m["lineage"]["optimize"]["optimize"]["passes"],
         r["optimize"]["passes"]
     );
+    // the lineage was recorded from any JSON: another model, or another document, is refused
+    let pack = |model: &Path, report: &Path| {
+        mdeploy(&[
+            "pack",
+            s(model),
+            "-o",
+            s(&tmp.path().join("b.mdpkg")),
+            "--name",
+            "cnn",
+            "--version",
+            "1.0.0",
+            "--optimize-report",
+            s(report),
+        ])
+    };
+    let o = pack(&cnn, &report);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("describes another model"),
+        "{}",
+        stderr(&o)
+    );
+    let forged = tmp.path().join("forged.json");
+    std::fs::write(&forged, br#"{"input": {"sha256": "00"}}"#).unwrap();
+    let o = pack(&out, &forged);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a mdeploy.optimize/1 document"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!tmp.path().join("b.mdpkg").exists());
 }
 
 #[test]
