@@ -142,6 +142,8 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
         fold_size_limit: args.fold_size_limit,
         ..Default::default()
     };
+    // what the passes start from (bisection replays them from here, not from the file as read)
+    let start = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     let bar = Bar::new(quiet);
     bar.on_start("optimize", 1);
     let report = optimize(&mut model, &passes, &options)?;
@@ -150,7 +152,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
         None
     } else {
         Some(verify(
-            &args, &original, &model, &report, &passes, &options,
+            &args, &original, &start, &model, &report, &passes, &options,
         )?)
     };
     let status = verification.as_ref().map(|(v, _)| v.status);
@@ -307,6 +309,7 @@ fn prune(args: &OptimizeArgs, model: &mut Model) -> anyhow::Result<Option<serde_
 fn verify(
     args: &OptimizeArgs,
     original: &Model,
+    start: &Model,
     optimized: &Model,
     report: &OptimizeReport,
     passes: &[&'static dyn Pass],
@@ -342,7 +345,11 @@ fn verify(
         &mdeploy::progress::NoProgress,
     )?;
     let culprit = (v.status == Status::Failed && args.bisect)
-        .then(|| bisect(original, passes, options, &samples, &tolerance, engine))
+        .then(|| {
+            bisect(
+                original, start, passes, options, &samples, &tolerance, engine,
+            )
+        })
         .flatten();
     Ok((v, culprit))
 }

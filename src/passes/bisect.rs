@@ -28,29 +28,48 @@ fn node_names(m: &Model) -> Vec<String> {
         .collect()
 }
 
-/// Runs growing prefixes of `passes` and verifies each against `original`.
+/// Runs growing prefixes of `passes` on `start` (the model as the passes first saw it: with
+/// `--input-shape` and pruning applied) and verifies each against `original`.
 pub fn bisect(
     original: &Model,
+    start: &Model,
     passes: &[&'static dyn Pass],
     options: &OptimizeOptions,
     samples: &[Sample],
     tolerance: &Tolerance,
     engine: crate::run::EngineChoice,
 ) -> Option<Culprit> {
+    let inputs = || Inputs {
+        samples,
+        random_seed: None,
+        engine,
+        compare_engines: false,
+    };
+    // the start itself (input shapes fixed, pruned) may already differ: then no pass is to blame
+    let before = verify_models(
+        (original, "original"),
+        (start, "before any pass"),
+        inputs(),
+        tolerance.clone(),
+        &NoProgress,
+    )
+    .ok()?;
+    if before.status == Status::Failed {
+        return Some(Culprit {
+            pass: "(none: the outputs differ before any pass, after --input-shape and pruning)"
+                .into(),
+            nodes_changed: vec![],
+            outputs: failing_outputs(&before),
+        });
+    }
     let mut previous: Option<Model> = None;
     for k in 0..passes.len() {
-        let mut candidate = Model::from_proto(original.proto.clone(), original.dir().to_path_buf());
+        let mut candidate = Model::from_proto(start.proto.clone(), start.dir().to_path_buf());
         optimize(&mut candidate, &passes[..=k], options).ok()?;
-        let inputs = Inputs {
-            samples,
-            random_seed: None,
-            engine,
-            compare_engines: false,
-        };
         let report = verify_models(
             (original, "original"),
             (&candidate, passes[k].name()),
-            inputs,
+            inputs(),
             tolerance.clone(),
             &NoProgress,
         )
@@ -59,7 +78,7 @@ pub fn bisect(
             let before = previous
                 .as_ref()
                 .map(node_names)
-                .unwrap_or_else(|| node_names(original));
+                .unwrap_or_else(|| node_names(start));
             let after = node_names(&candidate);
             let mut changed: Vec<String> = before
                 .iter()
@@ -75,16 +94,21 @@ pub fn bisect(
             return Some(Culprit {
                 pass: passes[k].name().to_string(),
                 nodes_changed: changed,
-                outputs: report
-                    .outputs
-                    .iter()
-                    .filter_map(|o| o.message.clone())
-                    .collect(),
+                outputs: failing_outputs(&report),
             });
         }
         previous = Some(candidate);
     }
     None
+}
+
+fn failing_outputs(report: &crate::verify::VerifyReport) -> Vec<String> {
+    report
+        .outputs
+        .iter()
+        .filter_map(|o| o.message.clone())
+        .chain(report.failure.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -148,6 +172,7 @@ mod tests {
         let tol = Tolerance::from_preset(crate::verify::preset("fp32").unwrap());
         let culprit = bisect(
             &original,
+            &original,
             &passes,
             &Default::default(),
             &samples,
@@ -170,6 +195,7 @@ mod tests {
         assert!(
             bisect(
                 &original,
+                &original,
                 &passes[..1],
                 &Default::default(),
                 &samples,
@@ -178,5 +204,42 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    /// Bisection replayed the passes on the model as read, not on the model the passes saw
+    /// (input shapes fixed, pruned), so it blamed a pass for what happened before any ran.
+    #[test]
+    fn a_difference_from_before_the_passes_is_not_blamed_on_one() {
+        let proto = ModelBuilder::new(14)
+            .input("x", DataType::Float, &["2", "3"])
+            .initializer_f32("w", &[3], &[1.0, 2.0, 3.0])
+            .node("Mul", &["x", "w"], &["y"])
+            .output("y", DataType::Float, &["2", "3"])
+            .build();
+        let original = Model::from_proto(proto.clone(), std::env::temp_dir());
+        let mut pruned = proto;
+        pruned.graph.as_mut().unwrap().initializer[0] =
+            crate::graph::builder::tensor_f32("w", &[3], &[1.0, 0.0, 3.0]);
+        let start = Model::from_proto(pruned, std::env::temp_dir());
+        let samples: Vec<Sample> = (0..2)
+            .map(|s| Sample {
+                origin: format!("random #{s}"),
+                inputs: random_inputs(&graph_inputs(&original), &InputShapes::default(), s)
+                    .unwrap(),
+                expected: None,
+            })
+            .collect();
+        let tol = Tolerance::from_preset(crate::verify::preset("fp32").unwrap());
+        let culprit = bisect(
+            &original,
+            &start,
+            &registry(),
+            &Default::default(),
+            &samples,
+            &tol,
+            Default::default(),
+        )
+        .expect("a difference is found");
+        assert!(culprit.pass.starts_with("(none"), "{}", culprit.pass);
     }
 }
