@@ -419,7 +419,7 @@ mod tests {
     fn npy_bools_other_than_0_and_1_are_normalised() {
         let header = "{'descr': '|b1', 'fortran_order': False, 'shape': (4,), }";
         let mut padded = header.to_string();
-        while (10 + padded.len() + 1) % 64 != 0 {
+        while !(10 + padded.len() + 1).is_multiple_of(64) {
             padded.push(' ');
         }
         padded.push('\n');
