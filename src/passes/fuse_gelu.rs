@@ -142,6 +142,11 @@ impl Pass for FuseGelu {
             let Some(((x, last), approximate)) = found else {
                 continue;
             };
+            // Gelu keeps x's shape: a chain whose constants broadcast it to another shape (a
+            // `[1,1,1]` "scalar" raising the rank) is not a GELU of x
+            if !ctx.same_shape(&x, &graph.nodes()[last].output[0]) {
+                continue;
+            }
             let n = &mut graph.proto_mut().node[last];
             n.op_type = Some("Gelu".into());
             n.domain = None;
@@ -180,6 +185,24 @@ mod tests {
                 .node("Mul", &["m", "half"], &["y"])
         };
         b.output("y", DataType::Float, &["2", "8"]).build()
+    }
+
+    /// A "scalar" 0.5 of shape [1,1,1] makes the chain's output rank 3 where Gelu(x) keeps
+    /// rank 2: is_scalar accepted it and the fusion dropped the broadcast.
+    #[test]
+    fn a_rank_raising_constant_is_not_part_of_a_gelu() {
+        let mut m = erf_model(20, false);
+        let g = m.graph.as_mut().unwrap();
+        let half = g
+            .initializer
+            .iter_mut()
+            .find(|t| t.name() == "half")
+            .unwrap();
+        *half = crate::graph::builder::tensor_f32("half", &[1, 1, 1], &[0.5]);
+        g.output[0] = crate::graph::builder::value_info("y", DataType::Float, &["1", "2", "8"]);
+        let mut model = crate::onnx::Model::from_proto(m, std::env::temp_dir());
+        let r = crate::passes::optimize(&mut model, &[&FuseGelu], &Default::default()).unwrap();
+        assert_eq!(r.per_pass["fuse_gelu"].applied, 0);
     }
 
     fn tanh_model() -> crate::onnx::ModelProto {

@@ -136,20 +136,38 @@ impl Pass for FuseLayerNorm {
             let Some(f) = find(graph, ctx, i) else {
                 continue;
             };
-            let width = match ctx.dims(&f.x).and_then(|s| s.last().copied().flatten()) {
+            // LayerNormalization keeps x's shape and computes in x's type: a chain that
+            // broadcasts to another shape, or whose parameters are of another type, is not one
+            if !ctx.same_shape(&f.x, &graph.nodes()[f.last].output[0])
+                || ctx.elem_type(&f.x) != Some(crate::onnx::DataType::Float.code())
+            {
+                continue;
+            }
+            let width = ctx.dims(&f.x).and_then(|s| s.last().copied().flatten());
+            // gamma and beta: one FLOAT value per element of the last axis (a `[1]` gamma
+            // broadcasts in the chain but is no LayerNormalization scale)
+            let per_axis = |name: &Option<String>| {
+                name.as_ref()
+                    .and_then(|n| graph.constant(n))
+                    .is_none_or(|t| {
+                        t.data_type() == crate::onnx::DataType::Float.code()
+                            && match (t.dims.as_slice(), width) {
+                                ([k], Some(w)) => *k == w,
+                                ([k], None) => *k > 1,
+                                _ => false,
+                            }
+                    })
+            };
+            let given =
+                |name: &Option<String>| name.as_ref().is_none_or(|n| graph.constant(n).is_some());
+            if !per_axis(&f.gamma) || !per_axis(&f.beta) || !given(&f.gamma) || !given(&f.beta) {
+                continue;
+            }
+            let width = match width {
                 Some(w) => w,
                 None if f.gamma.is_some() && f.beta.is_some() => 0,
                 None => continue, // ones/zeros need the axis size
             };
-            // gamma and beta must be one value per element of the last axis
-            let per_axis = |name: &Option<String>| {
-                name.as_ref()
-                    .and_then(|n| graph.constant(n))
-                    .is_none_or(|t| t.dims.len() == 1)
-            };
-            if !per_axis(&f.gamma) || !per_axis(&f.beta) {
-                continue;
-            }
             let gamma = match f.gamma {
                 Some(g) => g,
                 None => graph.add_initializer(
@@ -225,6 +243,32 @@ mod tests {
         }
         .output("y", DataType::Float, &["2", "3", "8"])
         .build()
+    }
+
+    /// A `[1]` gamma passed the rank-only check, and missing gamma/beta were made FLOAT whatever
+    /// the input's type.
+    #[test]
+    fn a_one_element_gamma_is_no_layer_norm_scale() {
+        let mut m = model(17, true, false);
+        let g = m.graph.as_mut().unwrap();
+        let gamma = g
+            .initializer
+            .iter_mut()
+            .find(|t| t.name() == "gamma")
+            .unwrap();
+        *gamma = crate::graph::builder::tensor_f32("gamma", &[1], &[2.0]);
+        assert_eq!(fuse_and_clean(&m).1, 0);
+        // the same chain over doubles: LayerNormalization would need DOUBLE parameters
+        let mut d = model(17, false, false);
+        let g = d.graph.as_mut().unwrap();
+        for v in g.input.iter_mut().chain(g.output.iter_mut()) {
+            if let Some(crate::onnx::proto::type_proto::Value::TensorType(t)) =
+                v.r#type.as_mut().and_then(|t| t.value.as_mut())
+            {
+                t.elem_type = Some(DataType::Double.code());
+            }
+        }
+        assert_eq!(fuse_and_clean(&d).1, 0);
     }
 
     fn fuse_and_clean(m: &crate::onnx::ModelProto) -> (crate::onnx::ModelProto, usize) {
