@@ -198,6 +198,8 @@ impl UseDef {
 pub struct Graph {
     proto: GraphProto,
     index: OnceCell<UseDef>,
+    /// Names defined in the enclosing graphs (for a subgraph): a new name must not shadow them.
+    outer: HashSet<String>,
 }
 
 impl Graph {
@@ -205,6 +207,16 @@ impl Graph {
         Graph {
             proto,
             index: OnceCell::new(),
+            outer: HashSet::new(),
+        }
+    }
+
+    /// A subgraph being edited, inside enclosing graphs that define `outer`.
+    pub fn in_scope(proto: GraphProto, outer: HashSet<String>) -> Graph {
+        Graph {
+            proto,
+            index: OnceCell::new(),
+            outer,
         }
     }
 
@@ -344,9 +356,11 @@ impl Graph {
             .collect();
     }
 
-    /// A value name not yet used anywhere in this graph, built from `base`.
+    /// A value name not yet used anywhere in this graph or its enclosing graphs, built from
+    /// `base`.
     pub fn fresh_name(&self, base: &str) -> String {
-        let used = self.all_names();
+        let mut used = self.all_names();
+        used.extend(self.outer.iter().cloned());
         if !used.contains(base) {
             return base.to_string();
         }

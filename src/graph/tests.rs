@@ -159,3 +159,17 @@ fn fresh_names_do_not_collide() {
     assert_eq!(name, "a_1");
     assert!(g.initializer("a_1").is_some());
 }
+
+/// A new name in a subgraph took only the subgraph's own names into account, so it could
+/// shadow a value of an enclosing graph that the body reads.
+#[test]
+fn fresh_names_in_a_subgraph_do_not_shadow_outer_values() {
+    let body = crate::graph::GraphBuilder::new("body")
+        .node("Relu", &["outer_w"], &["y"])
+        .output("y", DataType::Float, &[])
+        .build();
+    let outer: HashSet<String> = ["outer_w".to_string(), "w".to_string()].into();
+    let g = Graph::in_scope(body, outer);
+    assert_eq!(g.fresh_name("w"), "w_1");
+    assert_eq!(Graph::new(GraphProto::default()).fresh_name("w"), "w");
+}

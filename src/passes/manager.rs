@@ -202,7 +202,7 @@ fn run_recursive(
         scope.extend(g.node.iter().flat_map(|n| n.output.iter().cloned()));
         for node in graph.proto_mut().node.iter_mut() {
             for sub in subgraphs_mut(node) {
-                let mut sg = Graph::new(std::mem::take(sub));
+                let mut sg = Graph::in_scope(std::mem::take(sub), scope.clone());
                 let result = run_recursive(pass, &mut sg, ctx, &scope);
                 *sub = sg.into_proto();
                 n += result?;
