@@ -182,6 +182,27 @@ mod tests {
             .build()
     }
 
+    /// IR 3 requires every initializer to be a graph input too: the fused weights were added
+    /// as initializers only, an invalid IR 3 model.
+    #[test]
+    fn fused_weights_are_graph_inputs_in_ir3_models() {
+        // (an initializer listed as an input is overridable and never folded into a conv, so
+        // the weights here are not listed yet; what matters is what the pass leaves)
+        let mut m = model(1, 1, true);
+        m.ir_version = Some(3);
+        m.opset_import[0].version = Some(8);
+        let (after, n) = run_pass(&FuseBnIntoConv, &m);
+        assert_eq!(n, 1);
+        let g = after.graph.as_ref().unwrap();
+        for t in &g.initializer {
+            assert!(
+                g.input.iter().any(|i| i.name() == t.name()),
+                "{} is no input",
+                t.name()
+            );
+        }
+    }
+
     #[test]
     fn bn_folds_into_plain_grouped_and_dilated_convs() {
         for (group, dilation, bias) in [(1, 1, true), (1, 1, false), (2, 1, true), (4, 2, false)] {

@@ -110,6 +110,10 @@ impl Pass for FuseBnIntoGemm {
         "fold inference BatchNormalization into the preceding Gemm or 2-D MatMul"
     }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
+        if ctx.opset < 7 {
+            // Gemm before opset 7 broadcasts C only with `broadcast=1`: not handled
+            return Ok(0);
+        }
         Ok(rewrite_each(graph, |g, i| {
             candidate(g, ctx, i).is_some_and(|bn| fuse(g, ctx, i, bn).is_some())
         }))

@@ -59,6 +59,10 @@ impl Pass for FuseMatmulAddIntoGemm {
         "turn a 2-D MatMul with a constant weight and a constant Add into a Gemm"
     }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
+        if ctx.opset < 7 {
+            // Gemm before opset 7 broadcasts C only with `broadcast=1`: not handled
+            return Ok(0);
+        }
         Ok(rewrite_each(graph, |g, i| {
             let Some((add, c)) = candidate(g, ctx, i) else {
                 return false;

@@ -170,6 +170,9 @@ pub fn optimize(
         }
     }
     drop_stale_value_info(model.graph_mut());
+    if model.proto.ir_version() < 4 {
+        list_initializers_as_inputs(model.graph_mut());
+    }
     Ok(OptimizeReport {
         passes: passes.iter().map(|p| p.name().to_string()).collect(),
         iterations,
@@ -210,6 +213,41 @@ fn run_recursive(
         }
     }
     Ok(n)
+}
+
+/// IR versions before 4 require every initializer to be listed as a graph input too; passes add
+/// initializers (folded constants, fused weights) without knowing the IR version.
+fn list_initializers_as_inputs(g: &mut GraphProto) {
+    use crate::onnx::proto::{
+        TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,
+    };
+    let listed: HashSet<String> = g.input.iter().map(|i| i.name().to_string()).collect();
+    let missing: Vec<ValueInfoProto> = g
+        .initializer
+        .iter()
+        .filter(|t| !listed.contains(t.name()))
+        .map(|t| ValueInfoProto {
+            name: Some(t.name().to_string()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(t.data_type()),
+                    shape: Some(TensorShapeProto {
+                        dim: t
+                            .dims
+                            .iter()
+                            .map(|&d| tensor_shape_proto::Dimension {
+                                value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+                                denotation: None,
+                            })
+                            .collect(),
+                    }),
+                })),
+                denotation: None,
+            }),
+            ..Default::default()
+        })
+        .collect();
+    g.input.extend(missing);
 }
 
 /// value_info entries of values the passes removed would only mislead.
