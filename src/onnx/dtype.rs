@@ -139,7 +139,9 @@ impl DataType {
 
     /// Bytes `count` elements take in `raw_data` (sub-byte types are packed, rounded up).
     pub fn raw_len(self, count: usize) -> Option<usize> {
-        self.bits().map(|b| (count * b).div_ceil(8))
+        self.bits()
+            .and_then(|b| count.checked_mul(b))
+            .map(|bits| bits.div_ceil(8))
     }
 
     pub fn is_float(self) -> bool {

@@ -8,8 +8,13 @@ use tract_onnx::prelude::*;
 use super::{InputDesc, InputShapes, NamedTensor, RunError};
 use crate::onnx::DataType;
 
+/// The most bytes one generated input may take: a declared dim of 2^40 must be a clear error,
+/// not an allocation that aborts the process.
+pub const MAX_INPUT_BYTES: u64 = 4 << 30;
+
 /// One tensor per input: floats uniform in [-1, 1); integers in [0, 8), or below the size of the
-/// table they index; inputs named like masks all ones; booleans fair coins.
+/// table they index; inputs named like masks all ones; booleans fair coins. An input whose
+/// shape would take more than [`MAX_INPUT_BYTES`] is an error naming the size.
 pub fn random_inputs(
     inputs: &[InputDesc],
     shapes: &InputShapes,
@@ -24,6 +29,21 @@ pub fn random_inputs(
                 name: input.name.clone(),
                 what: "the model does not declare its element type".into(),
             })?;
+            let bytes = shape
+                .iter()
+                .try_fold(dtype.raw_len(1).unwrap_or(8) as u64, |acc, &d| {
+                    acc.checked_mul(d as u64)
+                });
+            if bytes.is_none_or(|b| b > MAX_INPUT_BYTES) {
+                return Err(RunError::Input {
+                    name: input.name.clone(),
+                    what: format!(
+                        "random data of shape {shape:?} would take {} bytes, over the budget of \
+                         {MAX_INPUT_BYTES} bytes (fix the dims with --input-shape, or give --data)",
+                        bytes.map_or("more than 2^64".to_string(), |b| b.to_string())
+                    ),
+                });
+            }
             let is_mask = input.name.to_ascii_lowercase().contains("mask");
             let high = if is_mask {
                 1

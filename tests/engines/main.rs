@@ -347,3 +347,27 @@ fn every_real_model_verifies_against_its_stored_outputs_in_onnxruntime() {
         }
     }
 }
+
+/// An input declaring a batch of 2^40 aborted `optimize` and `verify` (SIGABRT) when random
+/// data for it was allocated: it is an input error naming the size now.
+#[test]
+fn an_absurd_declared_dim_is_an_input_error_not_an_abort() {
+    let model = ModelBuilder::new(17)
+        .input("x", DataType::Float, &["1099511627776", "4"])
+        .node("Relu", &["x"], &["y"])
+        .output("y", DataType::Float, &["1099511627776", "4"])
+        .build();
+    let tmp = tempfile::tempdir().unwrap();
+    let m = write(tmp.path(), "huge.onnx", &model);
+    let out = tmp.path().join("out.onnx");
+    for args in [
+        vec!["verify", s(&m), s(&m)],
+        vec!["optimize", s(&m), "-o", s(&out)],
+    ] {
+        let o = mdeploy(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("over the budget"), "{}", stderr(&o));
+        assert!(stderr(&o).contains("--input-shape"), "{}", stderr(&o));
+        assert!(!out.exists());
+    }
+}
