@@ -86,6 +86,21 @@ impl PassContext {
         matches!((self.facts.shape(a), self.facts.shape(b)), (Some(x), Some(y)) if x == y)
     }
 
+    /// Does broadcasting a constant of shape `dims` against `x` leave x's shape as it is? Its
+    /// rank must be at most x's and each dim 1 or x's (known) dim; with x's shape unknown only a
+    /// true scalar (`[]`) is known not to grow it. The one broadcast check rewrites use.
+    pub fn broadcast_keeps_shape(&self, dims: &[i64], x: &str) -> bool {
+        let Some(shape) = self.facts.shape(x) else {
+            return dims.is_empty();
+        };
+        let Some(offset) = shape.len().checked_sub(dims.len()) else {
+            return false;
+        };
+        dims.iter()
+            .enumerate()
+            .all(|(k, &d)| d == 1 || shape[offset + k].as_const() == Some(d))
+    }
+
     pub fn rank(&self, value: &str) -> Option<usize> {
         self.facts.rank(value)
     }

@@ -5,8 +5,9 @@
 //! ```
 //! The constant must be all zeros (Add, Sub) or all ones (Mul, Div) and must not broadcast `x` to
 //! a larger shape: its rank is at most x's, and each of its dims is 1 or equal to x's (known)
-//! dim. Where x's shape is unknown, a 1-D constant still qualifies when x comes from a MatMul or
-//! Gemm whose constant weight fixes x's last dim to the constant's length. Exporters leave such
+//! dim (`PassContext::broadcast_keeps_shape`). Where x's shape is unknown, a 1-D constant still
+//! qualifies when x comes from a MatMul or Gemm whose constant weight fixes x's last dim to the
+//! constant's length; a `[1]` does not (x could be a scalar it would raise to rank 1). Exporters leave such
 //! nodes behind for zero-initialised biases and unit scales. Results are identical except that
 //! `-0.0 + 0` gives `+0.0`, which compares equal.
 
@@ -31,30 +32,17 @@ fn last_dim_from_weight(graph: &Graph, x: &str) -> Option<i64> {
     }
 }
 
-/// Whether a constant of shape `dims` broadcasts into `x` without changing x's shape. Where
-/// tract could not follow x's dims (symbolic shapes), a 1-D constant along a last dim the
-/// producer's weight fixes still cannot grow x.
+/// Whether a constant of shape `dims` broadcasts into `x` without changing x's shape. Where x's
+/// shape is unknown, a 1-D constant along a last dim the producer's weight fixes still cannot
+/// grow x (that dim exists, so x has rank 1 or more).
 fn broadcasts_into(graph: &Graph, ctx: &PassContext, dims: &[i64], x: &str) -> bool {
-    let Some(x_dims) = ctx.dims(x) else {
-        return match dims {
-            [] => true,
-            [d] => *d == 1 || last_dim_from_weight(graph, x) == Some(*d),
-            _ => false,
-        };
-    };
-    if dims.len() > x_dims.len() {
-        return false;
+    if ctx.broadcast_keeps_shape(dims, x) {
+        return true;
     }
-    let offset = x_dims.len() - dims.len();
-    let last = x_dims.len() - 1;
-    dims.iter().enumerate().all(|(k, &d)| {
-        let known = match x_dims[offset + k] {
-            Some(v) => Some(v),
-            None if offset + k == last => last_dim_from_weight(graph, x),
-            None => None,
-        };
-        d == 1 || known == Some(d)
-    })
+    match dims {
+        [d] if ctx.facts.shape(x).is_none() => last_dim_from_weight(graph, x) == Some(*d),
+        _ => false,
+    }
 }
 
 /// Whether `name` is a constant whose every element is `neutral`, broadcasting into `x`.
@@ -111,6 +99,25 @@ mod tests {
     use crate::graph::ModelBuilder;
     use crate::onnx::DataType;
     use crate::passes::testing::{max_difference, ops, run_pass};
+
+    /// With x's shape unknown, a `[1]` zero was taken as harmless: it raises a scalar x to
+    /// rank 1, so `x + [0]` is not x.
+    #[test]
+    fn a_one_element_constant_on_a_value_of_unknown_shape_stays() {
+        let mut m = ModelBuilder::new(13)
+            .opset("com.example", 1)
+            .input("a", DataType::Float, &[])
+            .node("Opaque", &["a"], &["o"])
+            // Cast makes the type known (FLOAT) while the shape stays unknown
+            .node("Cast", &["o"], &["x"])
+            .attr(crate::graph::builder::attr_int("to", 1))
+            .initializer_f32("zero", &[1], &[0.0])
+            .node("Add", &["x", "zero"], &["y"])
+            .output("y", DataType::Float, &["1"])
+            .build();
+        m.graph.as_mut().unwrap().node[0].domain = Some("com.example".into());
+        assert_eq!(run_pass(&EliminateNopArithmetic, &m).1, 0);
+    }
 
     fn model(op: &str, c_dims: &[i64], c: &[f32]) -> crate::onnx::ModelProto {
         ModelBuilder::new(13)
