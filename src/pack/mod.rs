@@ -702,11 +702,14 @@ pub fn inspect_archive(
     key: Option<&VerifyingKey>,
 ) -> Result<UnpackSummary, PackError> {
     let file = std::fs::File::open(archive_path).map_err(|e| PackError::io(archive_path, e))?;
-    read_verified(
-        std::io::BufReader::new(file),
-        &Sink::Discard,
-        key,
-        true,
-        true,
-    )
+    check_archive(std::io::BufReader::new(file), key)
+}
+
+/// Checks an archive read from `input` (every digest; the signature when a key is given)
+/// without writing anything: what `inspect` and `unpack --check` do, for any reader.
+pub fn check_archive(
+    input: impl Read,
+    key: Option<&VerifyingKey>,
+) -> Result<UnpackSummary, PackError> {
+    read_verified(input, &Sink::Discard, key, true, true)
 }

@@ -140,7 +140,12 @@ pub fn to_proto(name: &str, tensor: &Tensor) -> Result<TensorProto, OnnxError> {
 /// Reads one TensorProto `.pb` file.
 pub fn read_pb(path: &Path) -> Result<NamedTensor, TensorIoError> {
     let bytes = std::fs::read(path).map_err(|e| format_err(path, e.to_string()))?;
-    let proto = TensorProto::decode(bytes.as_slice())
+    parse_pb(path, &bytes)
+}
+
+/// Parses a TensorProto `.pb` document (`path` names it in errors).
+pub fn parse_pb(path: &Path, bytes: &[u8]) -> Result<NamedTensor, TensorIoError> {
+    let proto = TensorProto::decode(bytes)
         .map_err(|e| format_err(path, format!("not a TensorProto: {e}")))?;
     if proto.data_type.is_none() {
         return Err(format_err(path, "not a TensorProto: no data_type"));
@@ -336,11 +341,22 @@ pub fn encode_npy(t: &Tensor) -> Result<Vec<u8>, String> {
 /// Reads every array of a `.npz` archive, named by its entry (without `.npy`), in archive order.
 pub fn read_npz(path: &Path) -> Result<Vec<NamedTensor>, TensorIoError> {
     let file = std::fs::File::open(path).map_err(|e| format_err(path, e.to_string()))?;
-    let mut archive = zip::ZipArchive::new(file)
+    parse_npz(path, std::io::BufReader::new(file))
+}
+
+/// The most bytes one `.npz` entry may expand to (a header may claim anything).
+pub const MAX_NPZ_ENTRY_BYTES: u64 = 4 << 30;
+
+/// Parses a `.npz` archive from a reader (`path` names it in errors).
+pub fn parse_npz(
+    path: &Path,
+    reader: impl std::io::Read + std::io::Seek,
+) -> Result<Vec<NamedTensor>, TensorIoError> {
+    let mut archive = zip::ZipArchive::new(reader)
         .map_err(|e| format_err(path, format!("not a .npz archive: {e}")))?;
-    let mut out = Vec::with_capacity(archive.len());
+    let mut out = Vec::with_capacity(archive.len().min(1024));
     for i in 0..archive.len() {
-        let mut entry = archive
+        let entry = archive
             .by_index(i)
             .map_err(|e| format_err(path, e.to_string()))?;
         let name = entry
@@ -348,10 +364,18 @@ pub fn read_npz(path: &Path) -> Result<Vec<NamedTensor>, TensorIoError> {
             .map_err(|e| format_err(path, e.to_string()))?
             .trim_end_matches(".npy")
             .to_string();
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        // the declared size only hints the allocation; what is read is bounded by the budget
+        let mut bytes = Vec::with_capacity(entry.size().min(64 << 20) as usize);
         entry
+            .take(MAX_NPZ_ENTRY_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| format_err(path, format!("{name}: {e}")))?;
+        if bytes.len() as u64 > MAX_NPZ_ENTRY_BYTES {
+            return Err(format_err(
+                path,
+                format!("{name}: expands past {MAX_NPZ_ENTRY_BYTES} bytes"),
+            ));
+        }
         let tensor = parse_npy(&path.join(&name), &bytes)?;
         out.push(NamedTensor { name, tensor });
     }

@@ -49,10 +49,8 @@ fn mutations(model: &ModelProto) -> Vec<(&'static str, ModelProto)> {
         }
     });
     m("dangling_input", &|m| {
-        if let Some(n) = g(m).node.get_mut(1) {
-            if let Some(i) = n.input.first_mut() {
-                *i = "no_such_value".into();
-            }
+        if let Some(i) = g(m).node.get_mut(1).and_then(|n| n.input.first_mut()) {
+            *i = "no_such_value".into();
         }
     });
     m("duplicate_output", &|m| {
@@ -83,10 +81,9 @@ fn mutations(model: &ModelProto) -> Vec<(&'static str, ModelProto)> {
     m("absurd_dim", &|m| set_dim(m, 1 << 40));
     m("negative_dim", &|m| set_dim(m, -5));
     m("initializer_size_lie", &|m| {
-        if let Some(t) = g(m).initializer.iter_mut().max_by_key(|t| t.dims.len()) {
-            if let Some(d) = t.dims.first_mut() {
-                *d *= 2;
-            }
+        let t = g(m).initializer.iter_mut().max_by_key(|t| t.dims.len());
+        if let Some(d) = t.and_then(|t| t.dims.first_mut()) {
+            *d *= 2;
         }
     });
     m("unknown_dtype", &|m| {
