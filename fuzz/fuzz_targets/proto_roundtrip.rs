@@ -24,5 +24,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let again = Model::load(&path).expect("a saved model loads");
-    assert_eq!(again.proto, model.proto, "the saved model decodes to another model");
+    assert_eq!(
+        again.proto, model.proto,
+        "the saved model decodes to another model"
+    );
 });
