@@ -638,10 +638,10 @@ fn reseat(f: &Fact, fresh: &mut Fresh) -> Fact {
     }
 }
 
-/// Is a `dim_param` a name? Some exporters write `?` or `-1` for every dynamic dim of an input,
-/// which would make its height equal its width; such a "name" is an unknown.
+/// Is a `dim_param` a name? Some exporters write `?`, `-1` or `None` for every dynamic dim of an
+/// input, which would make its height equal its width; such a "name" is an unknown.
 fn names_a_dim(p: &str) -> bool {
-    p.chars().any(|c| c.is_alphanumeric()) && p != "-1"
+    p.chars().any(|c| c.is_alphanumeric()) && !matches!(p, "-1" | "None" | "none" | "null")
 }
 
 fn shapes_axis(a: i64, rank: usize) -> Option<usize> {

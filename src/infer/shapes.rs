@@ -1331,7 +1331,9 @@ fn resize(node: &NodeProto, opset: i64, ins: &Inputs, fresh: &mut Fresh) -> Opti
         let Some(sizes) = ins.value(3) else {
             return Some(vec![shaped(fresh.dims(r))]);
         };
-        if sizes.len() == r && attr(node, "axes").is_none() {
+        // `keep_aspect_ratio_policy` (opset 18) other than stretch rescales the sizes given
+        let stretch = attr_s(node, "keep_aspect_ratio_policy").is_none_or(|p| p == "stretch");
+        if sizes.len() == r && attr(node, "axes").is_none() && stretch {
             return Some(vec![shaped(sizes.to_vec())]);
         }
         return Some(vec![shaped(fresh.dims(r))]);
