@@ -22,24 +22,9 @@ import tempfile
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import helper, numpy_helper, shape_inference
+from onnx import helper, shape_inference
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-SHARED = os.environ.get("MDEPLOY_SHARED", os.path.join(ROOT, "..", "shared"))
-MDEPLOY = os.environ.get("MDEPLOY_BIN", os.path.join(ROOT, "target", "debug", "mdeploy"))
-
-
-def load_inputs(directory, names):
-    files = sorted(glob.glob(os.path.join(directory, "input_*.pb")),
-                   key=lambda p: int(p.rsplit("_", 1)[1][:-3]))
-    out = {}
-    for i, path in enumerate(files):
-        t = onnx.TensorProto()
-        with open(path, "rb") as f:
-            t.ParseFromString(f.read())
-        out[t.name or names[i]] = numpy_helper.to_array(t)
-    return out
+from check_models import MDEPLOY, SHARED, load_set
 
 
 def intermediates(graph):
@@ -100,7 +85,7 @@ def check(name, model_path, data_dirs, out_dir):
     input_names = [i.name for i in session.get_inputs()]
     output_names = [o.name for o in session.get_outputs()]
     for data_dir in data_dirs:
-        feeds = load_inputs(data_dir, input_names)
+        feeds = load_set(data_dir, "input", input_names)
         results = dict(zip(output_names, session.run(None, feeds)))
         symbols = {}
         for vname, vi in recorded.items():
