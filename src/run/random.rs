@@ -34,7 +34,8 @@ pub fn random_inputs(
                 .try_fold(dtype.raw_len(1).unwrap_or(8) as u64, |acc, &d| {
                     acc.checked_mul(d as u64)
                 });
-            if bytes.is_none_or(|b| b > MAX_INPUT_BYTES) {
+            let layout = super::tensor_io::fits_tract(&shape, dtype.raw_len(1).unwrap_or(8));
+            if bytes.is_none_or(|b| b > MAX_INPUT_BYTES) || !layout {
                 return Err(RunError::Input {
                     name: input.name.clone(),
                     what: format!(

@@ -76,6 +76,15 @@ pub fn onnx_dtype(dt: DatumType) -> Option<DataType> {
     })
 }
 
+/// Whether tract can lay out a tensor of these dims: the product of the non-zero dims, in bytes,
+/// must fit an `isize` (tract computes it for empty tensors too, and panics when it does not).
+pub(crate) fn fits_tract(dims: &[usize], elem_bytes: usize) -> bool {
+    dims.iter()
+        .filter(|&&d| d != 0)
+        .try_fold(elem_bytes.max(1), |acc, &d| acc.checked_mul(d))
+        .is_some_and(|b| b <= isize::MAX as usize)
+}
+
 /// Converts ONNX tensor data to a tract tensor.
 pub fn to_tract(data: &TensorData) -> Result<Tensor, OnnxError> {
     let dt = datum_type(data.dtype).ok_or_else(|| {
@@ -85,6 +94,12 @@ pub fn to_tract(data: &TensorData) -> Result<Tensor, OnnxError> {
         )
     })?;
     let tract_err = |e: anyhow::Error| OnnxError::tensor(&data.name, e.to_string());
+    if !fits_tract(&data.dims, dt.size_of()) {
+        return Err(OnnxError::tensor(
+            &data.name,
+            format!("shape {:?} is too large to hold", data.dims),
+        ));
+    }
     if dt == DatumType::String {
         let strings = data
             .strings()?
@@ -286,6 +301,9 @@ pub fn parse_npy(path: &Path, bytes: &[u8]) -> Result<Tensor, TensorIoError> {
         .map_err(|_| bad("bad shape"))?;
     let dt = descr_datum(descr)
         .ok_or_else(|| bad(&format!("element type '{descr}' is not supported")))?;
+    if !fits_tract(&shape, dt.size_of()) {
+        return Err(bad(&format!("shape {shape:?} is too large to hold")));
+    }
     let data = &bytes[start + header_len..];
     let want = shape
         .iter()
@@ -436,6 +454,20 @@ pub fn read_tensors(path: &Path) -> Result<Vec<NamedTensor>, TensorIoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (tensor_readers): an empty STRING TensorProto whose other dims multiply
+    /// past isize made tract panic laying it out.
+    #[test]
+    fn an_empty_tensor_with_huge_dims_is_an_error_not_a_panic() {
+        let crash = [
+            0x08u8, 0x01, 0x10, 0x08, 0x0a, 0x0a, 0x11, 0xf7, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0x7f, 0x00,
+        ];
+        let proto = TensorProto::decode(&crash[..]);
+        assert!(proto.is_ok());
+        let err = parse_pb(Path::new("crash.pb"), &crash).unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
+    }
 
     /// A `.npy` of dtype `b1` whose bytes are not 0/1 was handed to tract as `bool` as is:
     /// undefined behaviour for any byte but 0 and 1. Nonzero now reads as true, as numpy does.
