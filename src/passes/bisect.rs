@@ -120,6 +120,17 @@ mod tests {
     use crate::passes::{PassContext, PassError, PassKind, registry};
     use crate::run::{InputShapes, graph_inputs, random_inputs};
 
+    /// Two seeded random samples for `model`.
+    fn random_samples(model: &Model) -> Vec<Sample> {
+        (0..2)
+            .map(|s| Sample {
+                origin: format!("random #{s}"),
+                inputs: random_inputs(&graph_inputs(model), &InputShapes::default(), s).unwrap(),
+                expected: None,
+            })
+            .collect()
+    }
+
     /// A pass that breaks numbers: turns every Relu into Neg.
     struct Broken;
     impl Pass for Broken {
@@ -155,14 +166,7 @@ mod tests {
             .output("y", DataType::Float, &["4"])
             .build();
         let original = Model::from_proto(proto, std::env::temp_dir());
-        let samples: Vec<Sample> = (0..2)
-            .map(|s| Sample {
-                origin: format!("random #{s}"),
-                inputs: random_inputs(&graph_inputs(&original), &InputShapes::default(), s)
-                    .unwrap(),
-                expected: None,
-            })
-            .collect();
+        let samples = random_samples(&original);
         let identity = registry()
             .into_iter()
             .find(|p| p.name() == "eliminate_identity")
@@ -221,14 +225,7 @@ mod tests {
         pruned.graph.as_mut().unwrap().initializer[0] =
             crate::graph::builder::tensor_f32("w", &[3], &[1.0, 0.0, 3.0]);
         let start = Model::from_proto(pruned, std::env::temp_dir());
-        let samples: Vec<Sample> = (0..2)
-            .map(|s| Sample {
-                origin: format!("random #{s}"),
-                inputs: random_inputs(&graph_inputs(&original), &InputShapes::default(), s)
-                    .unwrap(),
-                expected: None,
-            })
-            .collect();
+        let samples = random_samples(&original);
         let tol = Tolerance::from_preset(crate::verify::preset("fp32").unwrap());
         let culprit = bisect(
             &original,

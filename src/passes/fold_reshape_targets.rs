@@ -11,13 +11,10 @@
 //! `eliminate_dead_nodes`. Refuses `allowzero` (0 would then be a real zero) and targets with a
 //! second unknown element. Opsets 5+ (target as an input). Results are bit-identical.
 
-use bytes::Bytes;
-
 use super::rewrite::{attr_i, is_op};
 use super::{Pass, PassContext, PassError, PassKind};
 use crate::graph::Graph;
-use crate::onnx::DataType;
-use crate::onnx::proto::{NodeProto, TensorProto};
+use crate::onnx::proto::NodeProto;
 
 pub struct FoldReshapeTargets;
 
@@ -63,17 +60,7 @@ impl Pass for FoldReshapeTargets {
             let Some(target) = constant_target(graph, ctx, &graph.nodes()[i]) else {
                 continue;
             };
-            let tensor = TensorProto {
-                data_type: Some(DataType::Int64.code()),
-                dims: vec![target.len() as i64],
-                raw_data: Some(Bytes::from(
-                    target
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect::<Vec<u8>>(),
-                )),
-                ..Default::default()
-            };
+            let tensor = crate::graph::builder::tensor_i64("", &[target.len() as i64], &target);
             let name = graph.add_initializer("reshape_target", tensor);
             graph.proto_mut().node[i].input[1] = name;
             count += 1;
@@ -87,6 +74,7 @@ mod tests {
     use super::*;
     use crate::graph::ModelBuilder;
     use crate::graph::builder::attr_int;
+    use crate::onnx::DataType;
     use crate::passes::testing::{max_difference, ops, run_pass};
 
     /// Reshape(x, Concat(Shape(x)[0:1], [tail])): a flatten written as a shape chain.

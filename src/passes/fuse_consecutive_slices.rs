@@ -12,13 +12,10 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-
 use super::eliminate_nop_slice::params;
 use super::rewrite::{is_op, sole_consumer};
 use super::{Pass, PassContext, PassError, PassKind};
 use crate::graph::Graph;
-use crate::onnx::DataType;
 use crate::onnx::proto::{NodeProto, TensorProto};
 
 pub struct FuseConsecutiveSlices;
@@ -72,18 +69,9 @@ fn combine(
     Some(out)
 }
 
+/// A 1-D INT64 constant (the builder's, as tests make them).
 fn i64_tensor(values: &[i64]) -> TensorProto {
-    TensorProto {
-        data_type: Some(DataType::Int64.code()),
-        dims: vec![values.len() as i64],
-        raw_data: Some(Bytes::from(
-            values
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        )),
-        ..Default::default()
-    }
+    crate::graph::builder::tensor_i64("", &[values.len() as i64], values)
 }
 
 impl Pass for FuseConsecutiveSlices {
@@ -143,6 +131,7 @@ impl Pass for FuseConsecutiveSlices {
 mod tests {
     use super::*;
     use crate::graph::ModelBuilder;
+    use crate::onnx::DataType;
     use crate::passes::testing::{max_difference, ops, run_pass};
 
     fn model(first: [i64; 3], second: [i64; 3]) -> crate::onnx::ModelProto {
