@@ -14,5 +14,6 @@ pub mod onnx;
 pub mod pack;
 pub mod passes;
 pub mod progress;
+pub mod quantize;
 pub mod run;
 pub mod verify;

@@ -45,6 +45,23 @@ pub struct OptimizeArgs {
     /// to what consumes them; layers where that is not provably safe are skipped and reported.
     #[arg(long, value_name = "FRACTION")]
     prune_channels: Option<f64>,
+    /// Lossy: convert weights and computation to float16; graph inputs and outputs stay float32
+    /// (Casts at the boundary). Values float16 cannot hold stay float32 and are reported.
+    #[arg(long)]
+    fp16: bool,
+    /// With --fp16: graph inputs and outputs become float16 too.
+    #[arg(long, requires = "fp16")]
+    fp16_io: bool,
+    /// Data the float model is measured on before quantizing (as --data: test_data_set_N/
+    /// folders, .npz, .npy, .pb); default: the verification samples.
+    #[arg(long, value_name = "PATH")]
+    calibration: Vec<PathBuf>,
+    /// Nodes (by name) quantization leaves in float32.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    exclude_nodes: Vec<String>,
+    /// Op types quantization leaves in float32.
+    #[arg(long, value_delimiter = ',', value_name = "OPS")]
+    exclude_op_types: Vec<String>,
     /// Tolerance preset verification must meet: exact, fp32, fp16, int8 (default: exact when
     /// only cleanup passes applied, else fp32; for pruning, the numbers are reported and only a
     /// preset given here is enforced).
@@ -148,11 +165,18 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     bar.on_start("optimize", 1);
     let report = optimize(&mut model, &passes, &options)?;
     bar.on_finish();
+    let fp16 = quantize(&args, &mut model)?;
     let verification = if args.no_verify {
         None
     } else {
         Some(verify(
-            &args, &original, &start, &model, &report, &passes, &options,
+            &args,
+            &original,
+            &start,
+            &model,
+            &passes,
+            &options,
+            automatic_preset(&report, &passes, fp16.is_some()),
         )?)
     };
     let status = verification.as_ref().map(|(v, _)| v.status);
@@ -196,6 +220,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
         "verification": verification.as_ref().map(|(v, _)| v),
         "bisect": culprit,
         "prune": pruning,
+        "fp16": fp16,
         "optimize": report,
     });
     if let Some(path) = &args.report {
@@ -214,6 +239,9 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
             saved.as_ref().map(|s| s.bytes),
         ),
     );
+    if let Some(stage) = &fp16 {
+        note(quiet, &render_fp16(stage));
+    }
     note(
         quiet && status != Some(Status::Unsupported),
         &format!("{} -> {}: {verdict}", input.display(), output.display()),
@@ -279,6 +307,57 @@ fn output_summary(
     Ok(summary)
 }
 
+/// Converts to float16 when asked, measuring the float model on the calibration data first.
+fn quantize(
+    args: &OptimizeArgs,
+    model: &mut Model,
+) -> anyhow::Result<Option<mdeploy::quantize::Fp16Stage>> {
+    if !args.fp16 {
+        if !args.calibration.is_empty() || !args.exclude_nodes.is_empty() {
+            return Err(UsageError(
+                "--calibration and --exclude-nodes apply to quantization (--fp16)".into(),
+            )
+            .into());
+        }
+        return Ok(None);
+    }
+    let (samples, origin) = if args.calibration.is_empty() {
+        let (samples, seed) = args.data.load(model)?;
+        let origin = match seed {
+            Some(seed) => format!("{} random samples, seed {seed}", samples.len()),
+            None => "the verification data".into(),
+        };
+        (samples, origin)
+    } else {
+        let samples = mdeploy::verify::load_samples(&args.calibration)?;
+        let names: Vec<String> = args
+            .calibration
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        (samples, names.join(", "))
+    };
+    let inputs: Vec<&[mdeploy::run::NamedTensor]> =
+        samples.iter().map(|s| s.inputs.as_slice()).collect();
+    let (engine, _) = args.data.engines()?;
+    let options = mdeploy::quantize::fp16::Fp16Options {
+        keep_io_types: !args.fp16_io,
+        exclude_nodes: args.exclude_nodes.iter().cloned().collect(),
+        exclude_op_types: args.exclude_op_types.iter().cloned().collect(),
+        ..Default::default()
+    };
+    let calibration = mdeploy::quantize::Calibration {
+        samples: &inputs,
+        engine,
+        origin,
+    };
+    Ok(Some(mdeploy::quantize::to_fp16(
+        model,
+        options,
+        Some(calibration),
+    )?))
+}
+
 /// Applies the requested pruning before the lossless passes; returns what it did.
 fn prune(args: &OptimizeArgs, model: &mut Model) -> anyhow::Result<Option<serde_json::Value>> {
     if args.prune.is_none() && args.prune_channels.is_none() {
@@ -304,6 +383,24 @@ fn prune(args: &OptimizeArgs, model: &mut Model) -> anyhow::Result<Option<serde_
     Ok(Some(json!({"channels": channels, "magnitude": magnitude})))
 }
 
+/// The tolerance what was done warrants: fp16 after float16 conversion, exact when only cleanup
+/// passes applied, else fp32.
+fn automatic_preset(
+    report: &OptimizeReport,
+    passes: &[&'static dyn Pass],
+    fp16: bool,
+) -> &'static str {
+    let lossless_only = passes
+        .iter()
+        .filter(|p| report.per_pass.get(p.name()).is_some_and(|s| s.applied > 0))
+        .all(|p| p.kind() == PassKind::Cleanup);
+    match () {
+        _ if fp16 => "fp16",
+        _ if lossless_only => "exact",
+        _ => "fp32",
+    }
+}
+
 /// Verifies the result against the input on --data or seeded random samples, with the tolerance
 /// the applied passes warrant; bisects on failure when asked.
 fn verify(
@@ -311,16 +408,11 @@ fn verify(
     original: &Model,
     start: &Model,
     optimized: &Model,
-    report: &OptimizeReport,
     passes: &[&'static dyn Pass],
     options: &OptimizeOptions,
+    automatic: &str,
 ) -> anyhow::Result<(VerifyReport, Option<mdeploy::passes::Culprit>)> {
     let (samples, random_seed) = args.data.load(original)?;
-    let lossless_only = passes
-        .iter()
-        .filter(|p| report.per_pass.get(p.name()).is_some_and(|s| s.applied > 0))
-        .all(|p| p.kind() == PassKind::Cleanup);
-    let automatic = if lossless_only { "exact" } else { "fp32" };
     let tolerance = Tolerance::from_preset(
         args.tolerance
             .unwrap_or_else(|| mdeploy::verify::preset(automatic).expect("a preset")),
@@ -352,6 +444,40 @@ fn verify(
         })
         .flatten();
     Ok((v, culprit))
+}
+
+/// What float16 conversion did, with each node kept float32 and why (the first 20; the
+/// report has all).
+fn render_fp16(stage: &mdeploy::quantize::Fp16Stage) -> String {
+    let c = &stage.conversion;
+    let mut s = format!(
+        "float16: {} nodes, {} weights; {} nodes kept float32; {} casts",
+        c.nodes_float16,
+        c.weights_float16,
+        c.kept_float32.len(),
+        c.casts_inserted
+    );
+    if let Some(cal) = &stage.calibration {
+        let _ = write!(
+            s,
+            "\n  ranges measured on {} ({} samples, {})",
+            cal.origin, cal.samples, cal.engine
+        );
+    }
+    for k in c.kept_float32.iter().take(20) {
+        let _ = write!(s, "\n  kept float32: {}: {}", k.node, k.reason);
+    }
+    if c.kept_float32.len() > 20 {
+        let _ = write!(s, "\n  ... and {} more (see --report)", c.kept_float32.len() - 20);
+    }
+    for w in c.weight_ranges.iter().filter(|w| !w.kept_float32 && w.flushed > 0) {
+        let _ = write!(
+            s,
+            "\n  {}: {} of {} nonzero values are zero in float16",
+            w.name, w.flushed, w.nonzero
+        );
+    }
+    s
 }
 
 fn render(r: &OptimizeReport, size_before: Option<u64>, size_after: Option<u64>) -> String {

@@ -114,6 +114,52 @@ impl Inference {
         inf
     }
 
+    /// Every place where `model`'s element types, as inferred, break a schema's type constraints
+    /// or a graph output's declared type: the check a rewrite that changes types (float16
+    /// conversion) must pass, naming the node and the values. Run on an [`Inference::of_model`]
+    /// of `model` itself.
+    pub fn type_errors(&self, model: &Model) -> Vec<String> {
+        let mut errors = Vec::new();
+        self.graph_type_errors(model, model.graph(), &mut errors);
+        errors
+    }
+
+    fn graph_type_errors(&self, model: &Model, g: &GraphProto, errors: &mut Vec<String>) {
+        let ty = |name: &String| (!name.is_empty()).then(|| self.elem_type(name)).flatten();
+        for (i, node) in g.node.iter().enumerate() {
+            let domain = crate::onnx::schema::normalize_domain(node.domain());
+            if let Some(schema) = model
+                .opset(domain)
+                .and_then(|v| crate::onnx::schema::schema(domain, node.op_type(), v))
+            {
+                let inputs: Vec<_> = node.input.iter().map(ty).collect();
+                let outputs: Vec<_> = node.output.iter().map(ty).collect();
+                for e in types::binding_errors(node, schema, &inputs, &outputs) {
+                    errors.push(format!("{}: {e}", crate::graph::node_label(node, i)));
+                }
+            }
+            for body in crate::graph::subgraphs(node) {
+                self.graph_type_errors(model, body, errors);
+            }
+        }
+        for vi in &g.output {
+            let declared = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+                Some(type_proto::Value::TensorType(t)) => DataType::from_code(t.elem_type()).ok(),
+                _ => None,
+            };
+            let inferred = self.elem_type(vi.name());
+            if let (Some(d), Some(t)) = (declared, inferred)
+                && d != t
+            {
+                errors.push(format!(
+                    "graph '{}' output '{}' is declared {d} but computed as {t}",
+                    g.name(),
+                    vi.name()
+                ));
+            }
+        }
+    }
+
     pub fn fact(&self, name: &str) -> Option<&Fact> {
         self.facts.get(name)
     }

@@ -85,3 +85,72 @@ pub fn output_types(
         })
         .collect()
 }
+
+/// What is wrong with the element types a node's known inputs and outputs carry, by its schema:
+/// values bound to one type constraint must share a type the constraint allows, and a fixed
+/// type must be met. Unknown types pass; so do formals of mixed variadic type.
+pub fn binding_errors(
+    node: &NodeProto,
+    schema: &OpSchema,
+    inputs: &[Option<DataType>],
+    outputs: &[Option<DataType>],
+) -> Vec<String> {
+    use crate::onnx::schema::{ParamOption, elem_type_named};
+    let mut bound: std::collections::BTreeMap<&str, (DataType, String)> = Default::default();
+    let mut errors = Vec::new();
+    let slots = node
+        .input
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            (
+                schema.input(k),
+                name,
+                inputs.get(k).copied().flatten(),
+                "input",
+            )
+        })
+        .chain(node.output.iter().enumerate().map(|(k, name)| {
+            (
+                schema.output(k),
+                name,
+                outputs.get(k).copied().flatten(),
+                "output",
+            )
+        }));
+    for (formal, name, ty, side) in slots {
+        let (Some(formal), Some(ty)) = (formal, ty) else {
+            continue;
+        };
+        if name.is_empty() || formal.option() == ParamOption::VariadicMixed {
+            continue;
+        }
+        let ts = formal.type_str();
+        let allowed: Vec<Option<DataType>> = match schema.types.get(ts) {
+            Some(list) => list.iter().map(|s| elem_type_named(s)).collect(),
+            None => vec![elem_type_named(ts)],
+        };
+        // a constraint over sequences or optionals: not a plain tensor type to check here
+        if allowed.iter().all(Option::is_none) {
+            continue;
+        }
+        if !allowed.contains(&Some(ty)) {
+            errors.push(format!(
+                "{side} '{name}' is {ty}, which '{ts}' does not allow"
+            ));
+            continue;
+        }
+        if schema.types.contains_key(ts) {
+            match bound.get(ts) {
+                Some((first, other)) if *first != ty => errors.push(format!(
+                    "{side} '{name}' is {ty} but '{other}' is {first}, both bound to '{ts}'"
+                )),
+                Some(_) => {}
+                None => {
+                    bound.insert(ts, (ty, name.clone()));
+                }
+            }
+        }
+    }
+    errors
+}

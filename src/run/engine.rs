@@ -54,22 +54,20 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// Loads `model` in the chosen engine (for `auto`: tract, else onnxruntime if available).
+    /// Loads `model` in the chosen engine (for `auto`: the first of [`auto_order`] that loads).
     pub fn load(model: &Model, choice: EngineChoice) -> Result<Engine, RunError> {
         match choice {
             EngineChoice::Only(kind) => Engine::load_in(model, kind),
-            EngineChoice::Auto => match Runner::new(model) {
-                Ok(r) => Ok(Engine::Tract(Box::new(r))),
-                Err(tract) => match super::ort::library() {
-                    Ok(_) => {
-                        Engine::load_in(model, EngineKind::Ort).map_err(|ort| RunError::Neither {
-                            tract: tract.to_string(),
-                            ort: ort.to_string(),
-                        })
+            EngineChoice::Auto => {
+                let [first, second] = auto_order(model);
+                match Engine::load_in(model, first) {
+                    Ok(e) => Ok(e),
+                    Err(e) if !available(second) => Err(e),
+                    Err(e) => {
+                        Engine::load_in(model, second).map_err(|other| neither(first, e, other))
                     }
-                    Err(_) => Err(tract),
-                },
-            },
+                }
+            }
         }
     }
 
@@ -109,50 +107,98 @@ impl Engine {
     }
 }
 
+/// The order `auto` tries the engines in: tract, then onnxruntime; for a model that computes in
+/// float16, onnxruntime first when it is installed. onnxruntime's CPU provider runs float16 ops
+/// through float32 kernels with Casts; tract emulates float16 arithmetic where the CPU has none,
+/// which takes minutes on a detection network a second takes in onnxruntime.
+pub fn auto_order(model: &Model) -> [EngineKind; 2] {
+    let float16 = model
+        .graph()
+        .initializer
+        .iter()
+        .any(|t| t.data_type() == crate::onnx::DataType::Float16.code());
+    if float16 && available(EngineKind::Ort) {
+        [EngineKind::Ort, EngineKind::Tract]
+    } else {
+        [EngineKind::Tract, EngineKind::Ort]
+    }
+}
+
+fn available(kind: EngineKind) -> bool {
+    kind == EngineKind::Tract || super::ort::library().is_ok()
+}
+
+fn neither(first: EngineKind, first_error: RunError, ort_or_tract: RunError) -> RunError {
+    let (tract, ort) = match first {
+        EngineKind::Tract => (first_error, ort_or_tract),
+        EngineKind::Ort => (ort_or_tract, first_error),
+    };
+    RunError::Neither {
+        tract: tract.to_string(),
+        ort: ort.to_string(),
+    }
+}
+
 /// Is a run error the inputs' fault (rather than the engine's or the model's)?
 pub fn is_input_problem(e: &RunError) -> bool {
     matches!(e, RunError::Input { .. } | RunError::MissingInput(_))
 }
 
-/// Runs `model` on every set of inputs in the chosen engine. With `auto`, a model tract loads
-/// but cannot run (a shape only the taken branch of an If satisfies, say) is run again, from
-/// the first sample, in onnxruntime. Returns the engine that produced the outputs.
+/// Runs `model` on every set of inputs in the chosen engine. With `auto`, a model the first
+/// engine loads but cannot run (in tract: a shape only the taken branch of an If satisfies,
+/// say) is run again, from the first sample, in the other. Returns the engine that produced the outputs.
 pub fn run_all(
     model: &Model,
     choice: EngineChoice,
     samples: &[&[NamedTensor]],
     mut on_sample: impl FnMut(),
 ) -> Result<(EngineKind, Vec<Vec<NamedTensor>>), RunError> {
+    let mut all = Vec::with_capacity(samples.len());
+    let kind = run_each(model, choice, samples, |k, out| {
+        all.truncate(k);
+        all.push(out);
+        on_sample();
+    })?;
+    Ok((kind, all))
+}
+
+/// [`run_all`] without keeping the outputs: `on_output(k, outputs)` gets sample `k`'s outputs as
+/// they come, so memory does not grow with the number of samples. After a fall-back to
+/// onnxruntime the samples come again from 0: a caller that accumulates starts over when `k`
+/// is 0.
+pub fn run_each(
+    model: &Model,
+    choice: EngineChoice,
+    samples: &[&[NamedTensor]],
+    mut on_output: impl FnMut(usize, Vec<NamedTensor>),
+) -> Result<EngineKind, RunError> {
     let mut engine = Engine::load(model, choice)?;
     let mut fell_back = false;
     loop {
-        let mut all = Vec::with_capacity(samples.len());
         let mut failure = None;
-        for s in samples {
+        for (k, s) in samples.iter().enumerate() {
             match engine.run(s) {
-                Ok(out) => all.push(out),
+                Ok(out) => on_output(k, out),
                 Err(e) => {
                     failure = Some(e);
                     break;
                 }
             }
-            on_sample();
         }
         let Some(e) = failure else {
-            return Ok((engine.kind(), all));
+            return Ok(engine.kind());
         };
-        let retry = choice == EngineChoice::Auto
-            && !fell_back
-            && engine.kind() == EngineKind::Tract
-            && !is_input_problem(&e)
-            && super::ort::library().is_ok();
+        let other = match engine.kind() {
+            EngineKind::Tract => EngineKind::Ort,
+            EngineKind::Ort => EngineKind::Tract,
+        };
+        let retry =
+            choice == EngineChoice::Auto && !fell_back && !is_input_problem(&e) && available(other);
         if !retry {
             return Err(e);
         }
-        engine = Engine::load_in(model, EngineKind::Ort).map_err(|ort| RunError::Neither {
-            tract: e.to_string(),
-            ort: ort.to_string(),
-        })?;
+        let failed = engine.kind();
+        engine = Engine::load_in(model, other).map_err(|o| neither(failed, e, o))?;
         fell_back = true;
     }
 }

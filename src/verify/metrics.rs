@@ -193,7 +193,14 @@ impl Accumulator {
         atol: f64,
         rtol: f64,
         min_cosine: Option<f64>,
+        max_outliers: f64,
     ) -> OutputReport {
+        // outliers are allowed only where the direction is checked too
+        let allowed = if min_cosine.is_some() {
+            (max_outliers * self.elements as f64).floor() as u64
+        } else {
+            0
+        };
         let count = self.abs_errors.len();
         let p99 = if count == 0 {
             0.0
@@ -237,10 +244,18 @@ impl Accumulator {
                 "{} elements are NaN on one side only",
                 self.nan_mismatch
             ))
-        } else if self.violations > 0 {
+        } else if self.violations > allowed {
             Some(format!(
-                "{} of {} elements out of tolerance (max abs error {:.3e}, max rel error {:.3e})",
-                self.violations, self.elements, self.max_abs, self.max_rel
+                "{} of {} elements out of tolerance (max abs error {:.3e}, max rel error {:.3e}){}",
+                self.violations,
+                self.elements,
+                self.max_abs,
+                self.max_rel,
+                if allowed > 0 {
+                    format!("; at most {allowed} may be")
+                } else {
+                    String::new()
+                }
             ))
         } else if let (Some(min), Some(c)) = (min_cosine, cosine)
             && c < min
@@ -298,7 +313,7 @@ mod tests {
         let mut a = Accumulator::default();
         let x = t(&[1.0, -2.0, 3.0, 0.5], &[2, 2]);
         a.add(&x, &x, 0.0, 0.0);
-        let r = a.finish("y", 0.0, 0.0, Some(0.99));
+        let r = a.finish("y", 0.0, 0.0, Some(0.99), 0.0);
         assert!(r.passed);
         assert_eq!(
             (r.max_abs_error, r.max_rel_error, r.violations),
@@ -318,7 +333,7 @@ mod tests {
             1e-5,
             1e-3,
         );
-        let r = a.finish("y", 1e-5, 1e-3, None);
+        let r = a.finish("y", 1e-5, 1e-3, None, 0.0);
         assert!(!r.passed);
         assert_eq!(r.max_abs_error, 4.0);
         assert_eq!(r.min_atol, 4.0);
@@ -338,18 +353,18 @@ mod tests {
             0.0,
         );
         assert!(
-            a.finish("y", 0.0, 0.0, None).passed,
+            a.finish("y", 0.0, 0.0, None, 0.0).passed,
             "NaN where the reference has NaN is agreement"
         );
         let mut a = Accumulator::default();
         a.add(&t(&[1.0, 1.0], &[2]), &t(&[f32::NAN, 1.0], &[2]), 1.0, 1.0);
-        let r = a.finish("y", 1.0, 1.0, None);
+        let r = a.finish("y", 1.0, 1.0, None, 0.0);
         assert!(!r.passed && r.message.unwrap().contains("NaN"));
         assert_eq!(r.nan.candidate, 1);
         let mut a = Accumulator::default();
         a.add(&t(&[1.0, 1.0], &[2]), &t(&[1.0, 1.0], &[1, 2]), 1.0, 1.0);
         assert!(
-            a.finish("y", 1.0, 1.0, None)
+            a.finish("y", 1.0, 1.0, None, 0.0)
                 .message
                 .unwrap()
                 .contains("shape")
@@ -368,7 +383,7 @@ mod tests {
         );
         let mut a = Accumulator::default();
         a.add(&reference, &candidate, 1.0, 0.0);
-        let r = a.finish("scores", 1.0, 0.0, None);
+        let r = a.finish("scores", 1.0, 0.0, None, 0.0);
         assert_eq!(r.top1_agreement, Some(0.5));
         assert_eq!(r.top5_agreement, Some(1.0));
     }
@@ -377,7 +392,35 @@ mod tests {
     fn cosine_threshold_fails_a_preset_that_requires_it() {
         let mut a = Accumulator::default();
         a.add(&t(&[1.0, 0.0], &[2]), &t(&[0.0, 1.0], &[2]), 10.0, 0.0);
-        let r = a.finish("y", 10.0, 0.0, Some(0.99));
+        let r = a.finish("y", 10.0, 0.0, Some(0.99), 0.0);
         assert!(!r.passed && r.message.unwrap().contains("cosine"));
+    }
+
+    /// Quantized outputs may have a few elements past the elementwise bound, but only as many as
+    /// the preset allows and only where the cosine is checked too.
+    #[test]
+    fn outliers_pass_only_within_the_allowed_fraction_and_with_a_cosine_check() {
+        let reference: Vec<f32> = (0..1000).map(|k| k as f32).collect();
+        let with_errors = |n: usize| {
+            let mut c = reference.clone();
+            for v in c.iter_mut().take(n) {
+                *v += 5.0;
+            }
+            c
+        };
+        let run = |n: usize, min_cosine: Option<f64>| {
+            let mut a = Accumulator::default();
+            a.add(
+                &t(&reference, &[1000]),
+                &t(&with_errors(n), &[1000]),
+                1.0,
+                0.0,
+            );
+            a.finish("y", 1.0, 0.0, min_cosine, 0.01)
+        };
+        assert!(run(10, Some(0.99)).passed);
+        let r = run(11, Some(0.99));
+        assert!(!r.passed && r.message.unwrap().contains("at most 10 may be"));
+        assert!(!run(1, None).passed);
     }
 }

@@ -248,6 +248,44 @@ fn run_samples(
     }
 }
 
+/// The samples with every float32 tensor fed to a float16 input of `model` rounded to float16;
+/// `None` when the model takes no float16 input.
+fn half_inputs(model: &Model, samples: &[Sample]) -> Option<Vec<Sample>> {
+    use tract_onnx::prelude::{DatumType, f16};
+    let half: Vec<String> = crate::run::graph_inputs(model)
+        .into_iter()
+        .filter(|i| i.dtype == Some(crate::onnx::DataType::Float16))
+        .map(|i| i.name)
+        .collect();
+    if half.is_empty() {
+        return None;
+    }
+    let mut samples = samples.to_vec();
+    for s in &mut samples {
+        for t in s.inputs.iter_mut().filter(|t| half.contains(&t.name)) {
+            if t.tensor.datum_type() == DatumType::F32
+                && let Ok(h) = t.tensor.cast_to::<f16>()
+            {
+                t.tensor = h.into_owned();
+            }
+        }
+    }
+    Some(samples)
+}
+
+/// Float16 outputs as float32, to compare with a float32 reference.
+fn widen_half(mut outputs: Vec<Vec<NamedTensor>>) -> Vec<Vec<NamedTensor>> {
+    use tract_onnx::prelude::DatumType;
+    for t in outputs.iter_mut().flatten() {
+        if t.tensor.datum_type() == DatumType::F16
+            && let Ok(f) = t.tensor.cast_to::<f32>()
+        {
+            t.tensor = f.into_owned();
+        }
+    }
+    outputs
+}
+
 /// Compares a candidate against its reference on the same inputs.
 pub fn verify_models(
     reference: (&Model, &str),
@@ -266,13 +304,17 @@ pub fn verify_models(
         inputs.engine,
         progress,
     )?;
+    // a candidate with a float16 interface (`optimize --fp16 --fp16-io`) takes the same inputs
+    // rounded to float16, and its float16 outputs are compared as float32
+    let rounded = half_inputs(candidate.0, inputs.samples);
     let got = run_samples(
         candidate.0,
         "candidate",
-        inputs.samples,
+        rounded.as_deref().unwrap_or(inputs.samples),
         inputs.engine,
         progress,
-    )?;
+    )?
+    .map(|(engine, outputs)| (engine, widen_half(outputs)));
     progress.on_finish();
     match (want, got) {
         (Err(u), _) => report.unsupported = Some(u),
@@ -478,9 +520,9 @@ fn compare_outputs(
     for name in order {
         let (atol, rtol) = (tol.atol_for(&name), tol.rtol_for(&name));
         let out = match acc.remove(&name) {
-            Some(a) => a.finish(&name, atol, rtol, tol.min_cosine),
+            Some(a) => a.finish(&name, atol, rtol, tol.min_cosine, tol.max_outliers),
             None => {
-                let mut a = Accumulator::default().finish(&name, atol, rtol, None);
+                let mut a = Accumulator::default().finish(&name, atol, rtol, None, 0.0);
                 a.passed = false;
                 a.message = Some("the candidate has no output of this name".into());
                 a

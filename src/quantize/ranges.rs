@@ -1,0 +1,147 @@
+//! What a model's float values do on calibration data: the model runs in float32, through the
+//! engine layer, with the values of interest exposed as extra outputs, one sample at a time.
+//! Only running statistics are kept (min, max, NaN), never the activations, so memory does not
+//! grow with the number of samples.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Serialize;
+
+use super::QuantizeError;
+use crate::graph::builder::value_info;
+use crate::infer::Inference;
+use crate::onnx::{DataType, Model};
+use crate::run::{EngineChoice, EngineKind, NamedTensor, run_each};
+
+/// The span of one value over every sample seen.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ValueRange {
+    pub min: f32,
+    pub max: f32,
+    /// Whether a NaN or an infinity was seen.
+    pub non_finite: bool,
+}
+
+impl ValueRange {
+    pub fn max_abs(&self) -> f32 {
+        if self.non_finite {
+            f32::INFINITY
+        } else {
+            self.min.abs().max(self.max.abs())
+        }
+    }
+
+    fn empty() -> ValueRange {
+        ValueRange {
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+            non_finite: false,
+        }
+    }
+
+    fn add<'a>(&mut self, values: impl Iterator<Item = &'a f32>) {
+        for &v in values {
+            if v.is_finite() {
+                self.min = self.min.min(v);
+                self.max = self.max.max(v);
+            } else {
+                self.non_finite = true;
+            }
+        }
+    }
+}
+
+/// The float32 values of `model`'s main graph computed by nodes (not inputs, not constants).
+pub fn float_activations(model: &Model, facts: &Inference) -> Vec<String> {
+    let g = model.graph();
+    let outputs: HashSet<&str> = g.output.iter().map(|o| o.name()).collect();
+    let mut seen = HashSet::new();
+    g.node
+        .iter()
+        .filter(|n| n.op_type() != "Constant")
+        .flat_map(|n| &n.output)
+        .filter(|v| !v.is_empty() && facts.elem_type(v) == Some(DataType::Float))
+        .filter(|v| outputs.contains(v.as_str()) || seen.insert(v.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// `model` with `values` (of the main graph) exposed as graph outputs too.
+pub fn exposing(model: &Model, values: &[String]) -> Model {
+    let mut proto = model.proto.clone();
+    let g = proto.graph.get_or_insert_with(Default::default);
+    let present: HashSet<String> = g.output.iter().map(|o| o.name().to_string()).collect();
+    for v in values.iter().filter(|v| !present.contains(*v)) {
+        g.output.push(value_info(v, DataType::Float, &[]));
+        // no shape: the engines infer it
+        if let Some(t) = g.output.last_mut().and_then(|o| o.r#type.as_mut())
+            && let Some(crate::onnx::proto::type_proto::Value::TensorType(tt)) = t.value.as_mut()
+        {
+            tt.shape = None;
+        }
+    }
+    Model::from_proto(proto, model.dir().to_path_buf())
+}
+
+/// Runs `model` on every sample and returns the range of each of `values`, with the engine that
+/// computed them.
+pub fn observe(
+    model: &Model,
+    values: &[String],
+    samples: &[&[NamedTensor]],
+    engine: EngineChoice,
+) -> Result<(EngineKind, BTreeMap<String, ValueRange>), QuantizeError> {
+    let exposed = exposing(model, values);
+    let wanted: HashSet<&str> = values.iter().map(String::as_str).collect();
+    let mut ranges: BTreeMap<String, ValueRange> = BTreeMap::new();
+    let kind = run_each(&exposed, engine, samples, |k, outputs| {
+        if k == 0 {
+            ranges.clear();
+        }
+        for out in outputs {
+            if !wanted.contains(out.name.as_str()) {
+                continue;
+            }
+            if let Ok(values) = out.tensor.to_plain_array_view::<f32>() {
+                ranges
+                    .entry(out.name)
+                    .or_insert_with(ValueRange::empty)
+                    .add(values.iter());
+            }
+        }
+    })?;
+    Ok((kind, ranges))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::builder::ModelBuilder;
+    use tract_onnx::prelude::{Tensor, tract_ndarray};
+
+    #[test]
+    fn ranges_cover_every_sample_and_exposed_values_only() {
+        let proto = ModelBuilder::new(17)
+            .input("x", DataType::Float, &["3"])
+            .node("Relu", &["x"], &["r"])
+            .node("Neg", &["r"], &["y"])
+            .output("y", DataType::Float, &["3"])
+            .build();
+        let model = Model::from_proto(proto, ".".into());
+        let facts = Inference::of_model(&model);
+        let values = float_activations(&model, &facts);
+        assert_eq!(values, ["r", "y"]);
+        let sample = |v: [f32; 3]| {
+            vec![NamedTensor {
+                name: "x".into(),
+                tensor: Tensor::from(tract_ndarray::arr1(&v)),
+            }]
+        };
+        let (a, b) = (sample([-1.0, 2.0, 0.5]), sample([3.0, -7.0, 0.0]));
+        let (_, ranges) = observe(&model, &values, &[&a, &b], EngineChoice::Auto).unwrap();
+        assert_eq!(ranges["r"].max, 3.0);
+        assert_eq!(ranges["r"].min, 0.0);
+        assert_eq!(ranges["y"].min, -3.0);
+        assert_eq!(ranges["y"].max_abs(), 3.0);
+    }
+}

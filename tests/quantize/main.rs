@@ -1,0 +1,148 @@
+//! `mdeploy optimize --fp16` end to end on the real models: every one converts, verifies under
+//! the fp16 preset, halves in size, keeps its interface, and reports what stayed float32; a
+//! result that misses its tolerance is not written.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use common::{json, mdeploy, s, stderr};
+use mdeploy::onnx::proto::{ValueInfoProto, type_proto};
+use mdeploy::onnx::{DataType, Model};
+
+fn elem_type(vi: &ValueInfoProto) -> i32 {
+    match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) => t.elem_type(),
+        _ => 0,
+    }
+}
+
+fn data_args(path: &std::path::Path) -> Vec<String> {
+    let dir = path.parent().unwrap();
+    ["test_data_set_0", "test_data_set_1"]
+        .iter()
+        .flat_map(|d| ["--data".to_string(), dir.join(d).display().to_string()])
+        .collect()
+}
+
+#[test]
+fn every_real_model_converts_to_fp16_verifies_and_halves() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, path) in common::real_models() {
+        let out = tmp.path().join(format!("{name}.onnx"));
+        let data = data_args(&path);
+        let mut args = vec!["optimize", s(&path), "-o", s(&out), "--fp16", "--json"];
+        args.extend(data.iter().map(String::as_str));
+        let o = mdeploy(&args);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let r = json(&o);
+        let v = &r["verification"];
+        assert_eq!(v["status"], "passed", "{name}");
+        assert_eq!(v["tolerance"]["preset"], "fp16", "{name}");
+        for output in v["outputs"].as_array().unwrap() {
+            let cosine = output["cosine_similarity"].as_f64().unwrap();
+            assert!(cosine >= 0.999, "{name}: {output}");
+        }
+        let f = &r["fp16"];
+        assert!(f["nodes_float16"].as_u64().unwrap() > 0, "{name}");
+        assert!(f["calibration"]["samples"].as_u64() == Some(2), "{name}");
+        // weights are most of each file: float16 halves it, give or take what stays float32
+        let (before, after) = (
+            r["input"]["bytes"].as_u64().unwrap(),
+            r["output"]["bytes"].as_u64().unwrap(),
+        );
+        assert!(after * 100 < before * 56, "{name}: {before} -> {after}");
+        // the interface keeps its names and float32 types
+        let (original, converted) = (Model::load(&path).unwrap(), Model::load(&out).unwrap());
+        mdeploy::graph::check_model(&converted).unwrap();
+        let io = |m: &Model| -> Vec<(String, i32)> {
+            let g = m.graph();
+            g.input
+                .iter()
+                .chain(&g.output)
+                .map(|v| (v.name().to_string(), elem_type(v)))
+                .collect()
+        };
+        assert_eq!(io(&original), io(&converted), "{name}");
+        assert!(
+            converted
+                .graph()
+                .initializer
+                .iter()
+                .any(|t| t.data_type() == DataType::Float16.code()),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn fp16_io_makes_the_interface_float16_and_a_missed_tolerance_writes_nothing() {
+    let (_, path) = common::real_models()
+        .into_iter()
+        .find(|(n, _)| n == "squeezenet1_1")
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("half.onnx");
+    let o = mdeploy(&[
+        "optimize",
+        s(&path),
+        "-o",
+        s(&out),
+        "--fp16",
+        "--fp16-io",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = Model::load(&out).unwrap();
+    assert_eq!(elem_type(&m.graph().input[0]), DataType::Float16.code());
+    assert_eq!(elem_type(&m.graph().output[0]), DataType::Float16.code());
+    // float16 cannot meet the exact preset: exit 1 and no file
+    let failed = tmp.path().join("exact.onnx");
+    let o = mdeploy(&[
+        "optimize",
+        s(&path),
+        "-o",
+        s(&failed),
+        "--fp16",
+        "--tolerance",
+        "exact",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!failed.exists());
+    // quantization options without quantization are a usage error
+    let o = mdeploy(&[
+        "optimize",
+        s(&path),
+        "-o",
+        s(&failed),
+        "--exclude-nodes",
+        "x",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn excluded_op_types_stay_float32_and_are_reported() {
+    let (_, path) = common::real_models()
+        .into_iter()
+        .find(|(n, _)| n == "mtcnn_pnet")
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("pnet.onnx");
+    let o = mdeploy(&[
+        "optimize",
+        s(&path),
+        "-o",
+        s(&out),
+        "--fp16",
+        "--exclude-op-types",
+        "PRelu",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = json(&o);
+    let kept = r["fp16"]["kept_float32"].as_array().unwrap();
+    assert!(!kept.is_empty());
+    assert!(kept.iter().all(
+        |k| k["op"] == "PRelu" && k["reason"].as_str().unwrap().contains("--exclude-op-types")
+    ));
+}
