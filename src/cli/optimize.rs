@@ -13,10 +13,16 @@ use mdeploy::passes::{
     OptimizeOptions, OptimizeReport, Pass, PassKind, bisect, optimize, preset, registry,
 };
 use mdeploy::progress::Progress;
+use mdeploy::quantize::QuantizeReport;
 use mdeploy::verify::{Inputs, Status, Tolerance, VerifyReport, verify_models};
 use serde_json::json;
 
 use super::printer::{Bar, CheckFailed, UsageError, note, print_json, print_stdout};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Int8Mode {
+    Dynamic,
+}
 
 /// Rewrite a model to be smaller and faster without changing what it computes, and prove it.
 #[derive(Debug, Args)]
@@ -49,6 +55,10 @@ pub struct OptimizeArgs {
     /// (Casts at the boundary). Values float16 cannot hold stay float32 and are reported.
     #[arg(long)]
     fp16: bool,
+    /// Lossy: int8 quantization. `dynamic`: MatMul/Gemm weights int8 per channel, activations
+    /// quantized at run time (DynamicQuantizeLinear + MatMulInteger); Conv stays float.
+    #[arg(long, value_enum, value_name = "MODE", conflicts_with = "fp16")]
+    int8: Option<Int8Mode>,
     /// With --fp16: graph inputs and outputs become float16 too.
     #[arg(long, requires = "fp16")]
     fp16_io: bool,
@@ -165,7 +175,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     bar.on_start("optimize", 1);
     let report = optimize(&mut model, &passes, &options)?;
     bar.on_finish();
-    let fp16 = quantize(&args, &mut model)?;
+    let quantized = quantize(&args, &mut model)?;
     let verification = if args.no_verify {
         None
     } else {
@@ -176,7 +186,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
             &model,
             &passes,
             &options,
-            automatic_preset(&report, &passes, fp16.is_some()),
+            automatic_preset(&report, &passes, quantized.as_ref()),
         )?)
     };
     let status = verification.as_ref().map(|(v, _)| v.status);
@@ -220,7 +230,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
         "verification": verification.as_ref().map(|(v, _)| v),
         "bisect": culprit,
         "prune": pruning,
-        "fp16": fp16,
+        "quantize": quantized,
         "optimize": report,
     });
     if let Some(path) = &args.report {
@@ -239,8 +249,10 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
             saved.as_ref().map(|s| s.bytes),
         ),
     );
-    if let Some(stage) = &fp16 {
-        note(quiet, &render_fp16(stage));
+    match &quantized {
+        Some(QuantizeReport::Fp16(stage)) => note(quiet, &render_fp16(stage)),
+        Some(QuantizeReport::Int8Dynamic(stage)) => note(quiet, &render_int8(stage)),
+        None => {}
     }
     note(
         quiet && status != Some(Status::Unsupported),
@@ -307,15 +319,12 @@ fn output_summary(
     Ok(summary)
 }
 
-/// Converts to float16 when asked, measuring the float model on the calibration data first.
-fn quantize(
-    args: &OptimizeArgs,
-    model: &mut Model,
-) -> anyhow::Result<Option<mdeploy::quantize::Fp16Stage>> {
-    if !args.fp16 {
+/// Quantizes when asked (--fp16, --int8), measuring the float model on the calibration data.
+fn quantize(args: &OptimizeArgs, model: &mut Model) -> anyhow::Result<Option<QuantizeReport>> {
+    if !args.fp16 && args.int8.is_none() {
         if !args.calibration.is_empty() || !args.exclude_nodes.is_empty() {
             return Err(UsageError(
-                "--calibration and --exclude-nodes apply to quantization (--fp16)".into(),
+                "--calibration and --exclude-nodes apply to quantization (--fp16, --int8)".into(),
             )
             .into());
         }
@@ -340,22 +349,39 @@ fn quantize(
     let inputs: Vec<&[mdeploy::run::NamedTensor]> =
         samples.iter().map(|s| s.inputs.as_slice()).collect();
     let (engine, _) = args.data.engines()?;
-    let options = mdeploy::quantize::fp16::Fp16Options {
-        keep_io_types: !args.fp16_io,
-        exclude_nodes: args.exclude_nodes.iter().cloned().collect(),
-        exclude_op_types: args.exclude_op_types.iter().cloned().collect(),
-        ..Default::default()
-    };
     let calibration = mdeploy::quantize::Calibration {
         samples: &inputs,
         engine,
         origin,
     };
-    Ok(Some(mdeploy::quantize::to_fp16(
-        model,
-        options,
-        Some(calibration),
-    )?))
+    let exclude_nodes = args.exclude_nodes.iter().cloned().collect();
+    let exclude_op_types = args.exclude_op_types.iter().cloned().collect();
+    Ok(Some(match args.int8 {
+        Some(Int8Mode::Dynamic) => {
+            let options = mdeploy::quantize::dynamic::DynamicOptions {
+                exclude_nodes,
+                exclude_op_types,
+            };
+            QuantizeReport::Int8Dynamic(mdeploy::quantize::to_int8_dynamic(
+                model,
+                &options,
+                Some(calibration),
+            )?)
+        }
+        None => {
+            let options = mdeploy::quantize::fp16::Fp16Options {
+                keep_io_types: !args.fp16_io,
+                exclude_nodes,
+                exclude_op_types,
+                ..Default::default()
+            };
+            QuantizeReport::Fp16(mdeploy::quantize::to_fp16(
+                model,
+                options,
+                Some(calibration),
+            )?)
+        }
+    }))
 }
 
 /// Applies the requested pruning before the lossless passes; returns what it did.
@@ -388,16 +414,16 @@ fn prune(args: &OptimizeArgs, model: &mut Model) -> anyhow::Result<Option<serde_
 fn automatic_preset(
     report: &OptimizeReport,
     passes: &[&'static dyn Pass],
-    fp16: bool,
+    quantized: Option<&QuantizeReport>,
 ) -> &'static str {
     let lossless_only = passes
         .iter()
         .filter(|p| report.per_pass.get(p.name()).is_some_and(|s| s.applied > 0))
         .all(|p| p.kind() == PassKind::Cleanup);
-    match () {
-        _ if fp16 => "fp16",
-        _ if lossless_only => "exact",
-        _ => "fp32",
+    match quantized {
+        Some(q) => q.preset(),
+        None if lossless_only => "exact",
+        None => "fp32",
     }
 }
 
@@ -468,14 +494,54 @@ fn render_fp16(stage: &mdeploy::quantize::Fp16Stage) -> String {
         let _ = write!(s, "\n  kept float32: {}: {}", k.node, k.reason);
     }
     if c.kept_float32.len() > 20 {
-        let _ = write!(s, "\n  ... and {} more (see --report)", c.kept_float32.len() - 20);
+        let _ = write!(
+            s,
+            "\n  ... and {} more (see --report)",
+            c.kept_float32.len() - 20
+        );
     }
-    for w in c.weight_ranges.iter().filter(|w| !w.kept_float32 && w.flushed > 0) {
+    for w in c
+        .weight_ranges
+        .iter()
+        .filter(|w| !w.kept_float32 && w.flushed > 0)
+    {
         let _ = write!(
             s,
             "\n  {}: {} of {} nonzero values are zero in float16",
             w.name, w.flushed, w.nonzero
         );
+    }
+    s
+}
+
+/// What int8 quantization did: nodes quantized and kept float, and the quantized outputs that
+/// moved most (lowest SQNR first; the report has all).
+fn render_int8(stage: &mdeploy::quantize::DynamicStage) -> String {
+    let q = &stage.quantization;
+    let mut s = format!(
+        "int8 dynamic: {} nodes quantized, {} kept float",
+        q.quantized.len(),
+        q.kept_float.len()
+    );
+    for k in q.kept_float.iter().take(10) {
+        let _ = write!(s, "\n  kept float: {}: {}", k.node, k.reason);
+    }
+    if q.kept_float.len() > 10 {
+        let _ = write!(
+            s,
+            "\n  ... and {} more (see --report)",
+            q.kept_float.len() - 10
+        );
+    }
+    if !stage.output_sqnr_db.is_empty() {
+        let _ = write!(
+            s,
+            "\n  {:<50} {:>10}",
+            "quantized output (lowest SQNR first)", "SQNR dB"
+        );
+        for (name, db) in stage.output_sqnr_db.iter().take(10) {
+            let _ = write!(s, "\n  {name:<50} {db:>10.1}");
+        }
     }
     s
 }

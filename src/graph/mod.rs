@@ -44,6 +44,15 @@ pub fn subgraphs_mut(node: &mut NodeProto) -> impl Iterator<Item = &mut GraphPro
         .flat_map(|a| a.g.iter_mut().chain(a.graphs.iter_mut()))
 }
 
+/// The names a graph defines for its bodies to read: inputs, initializers, node outputs.
+pub fn defined_names(g: &GraphProto) -> impl Iterator<Item = String> + '_ {
+    g.input
+        .iter()
+        .map(|i| i.name().to_string())
+        .chain(g.initializer.iter().map(|t| t.name().to_string()))
+        .chain(g.node.iter().flat_map(|n| n.output.iter().cloned()))
+}
+
 /// Names a graph reads from enclosing scopes: used inside it (or its own subgraphs) but not
 /// defined there.
 pub fn captured_names(graph: &GraphProto) -> BTreeSet<String> {

@@ -199,10 +199,7 @@ fn run_recursive(
         .any(|node| crate::graph::subgraphs(node).next().is_some());
     if has_subgraphs {
         let mut scope = outer.clone();
-        let g = graph.proto();
-        scope.extend(g.input.iter().map(|i| i.name().to_string()));
-        scope.extend(g.initializer.iter().map(|t| t.name().to_string()));
-        scope.extend(g.node.iter().flat_map(|n| n.output.iter().cloned()));
+        scope.extend(crate::graph::defined_names(graph.proto()));
         for node in graph.proto_mut().node.iter_mut() {
             for sub in subgraphs_mut(node) {
                 let mut sg = Graph::in_scope(std::mem::take(sub), scope.clone());

@@ -1,7 +1,7 @@
 //! Quantization: float16 conversion ([`fp16`]) and int8 ([`dynamic`]), measured against the
 //! float model on calibration data ([`ranges`]).
 
-// pub mod dynamic;
+pub mod dynamic;
 pub mod fp16;
 mod fp16_ops;
 pub mod ranges;
@@ -46,6 +46,73 @@ pub struct CalibrationSummary {
     pub samples: usize,
     pub engine: EngineKind,
     pub values_measured: usize,
+}
+
+/// What quantization did, by mode.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "mode")]
+pub enum QuantizeReport {
+    #[serde(rename = "fp16")]
+    Fp16(Fp16Stage),
+    #[serde(rename = "int8-dynamic")]
+    Int8Dynamic(DynamicStage),
+}
+
+impl QuantizeReport {
+    /// The verification preset the mode warrants.
+    pub fn preset(&self) -> &'static str {
+        match self {
+            QuantizeReport::Fp16(_) => "fp16",
+            QuantizeReport::Int8Dynamic(_) => "int8",
+        }
+    }
+}
+
+/// The dynamic int8 stage's report: what was quantized, and how far each quantized node's
+/// output moved from float on the calibration data.
+#[derive(Debug, Clone, Serialize)]
+pub struct DynamicStage {
+    #[serde(flatten)]
+    pub quantization: dynamic::DynamicReport,
+    pub calibration: Option<CalibrationSummary>,
+    /// Per quantized node's output: SQNR in dB against the float model (lowest first).
+    pub output_sqnr_db: Vec<(String, f64)>,
+}
+
+/// Quantizes `model`'s MatMul/Gemm weights to int8 with activations quantized at run time; with
+/// calibration data, measures each quantized node's output against the float model.
+pub fn to_int8_dynamic(
+    model: &mut Model,
+    options: &dynamic::DynamicOptions,
+    calibration: Option<Calibration>,
+) -> Result<DynamicStage, QuantizeError> {
+    let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
+    let quantization = dynamic::quantize(model, options)?;
+    let (summary, output_sqnr_db) = match calibration {
+        Some(c) => {
+            let values: Vec<String> = quantization
+                .quantized
+                .iter()
+                .map(|q| q.output.clone())
+                .collect();
+            let (engine, sqnr) = ranges::compare(&float, model, &values, c.samples, c.engine)?;
+            let mut sqnr: Vec<(String, f64)> = sqnr.into_iter().collect();
+            sqnr.sort_by(|a, b| a.1.total_cmp(&b.1));
+            let summary = CalibrationSummary {
+                origin: c.origin,
+                samples: c.samples.len(),
+                engine,
+                values_measured: values.len(),
+            };
+            (Some(summary), sqnr)
+        }
+        None => (None, Vec::new()),
+    };
+    Ok(DynamicStage {
+        quantization,
+        calibration: summary,
+        output_sqnr_db,
+    })
 }
 
 /// The float16 stage's report.

@@ -113,6 +113,60 @@ pub fn observe(
     Ok((kind, ranges))
 }
 
+/// Runs `reference` and `candidate` side by side on every sample with `values` exposed in both,
+/// and returns each value's SQNR in dB (candidate against reference, over all samples), with the
+/// engine that ran the candidate. Streams: one sample's values at a time.
+pub fn compare(
+    reference: &Model,
+    candidate: &Model,
+    values: &[String],
+    samples: &[&[NamedTensor]],
+    engine: EngineChoice,
+) -> Result<(EngineKind, BTreeMap<String, f64>), QuantizeError> {
+    use crate::run::Engine;
+    let mut a = Engine::load(&exposing(reference, values), engine)?;
+    let mut b = Engine::load(&exposing(candidate, values), engine)?;
+    let wanted: HashSet<&str> = values.iter().map(String::as_str).collect();
+    let mut sums: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for s in samples {
+        let want = a.run(s)?;
+        let got = b.run(s)?;
+        for (w, g) in want.iter().zip(&got) {
+            if !wanted.contains(w.name.as_str()) || w.name != g.name {
+                continue;
+            }
+            let name = w.name.clone();
+            let (Ok(w), Ok(g)) = (
+                w.tensor.to_plain_array_view::<f32>(),
+                g.tensor.to_plain_array_view::<f32>(),
+            ) else {
+                continue;
+            };
+            if w.shape() != g.shape() {
+                continue;
+            }
+            let entry = sums.entry(name).or_default();
+            for (x, y) in w.iter().zip(g.iter()) {
+                let (x, y) = (f64::from(*x), f64::from(*y));
+                entry.0 += x * x;
+                entry.1 += (x - y) * (x - y);
+            }
+        }
+    }
+    let sqnr = sums
+        .into_iter()
+        .map(|(name, (signal, noise))| {
+            let db = if noise == 0.0 {
+                f64::INFINITY
+            } else {
+                10.0 * (signal / noise).log10()
+            };
+            (name, db)
+        })
+        .collect();
+    Ok((b.kind(), sqnr))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

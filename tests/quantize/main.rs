@@ -42,7 +42,8 @@ fn every_real_model_converts_to_fp16_verifies_and_halves() {
             let cosine = output["cosine_similarity"].as_f64().unwrap();
             assert!(cosine >= 0.999, "{name}: {output}");
         }
-        let f = &r["fp16"];
+        let f = &r["quantize"];
+        assert_eq!(f["mode"], "fp16");
         assert!(f["nodes_float16"].as_u64().unwrap() > 0, "{name}");
         assert!(f["calibration"]["samples"].as_u64() == Some(2), "{name}");
         // weights are most of each file: float16 halves it, give or take what stays float32
@@ -140,9 +141,60 @@ fn excluded_op_types_stay_float32_and_are_reported() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r = json(&o);
-    let kept = r["fp16"]["kept_float32"].as_array().unwrap();
+    let kept = r["quantize"]["kept_float32"].as_array().unwrap();
     assert!(!kept.is_empty());
     assert!(kept.iter().all(
         |k| k["op"] == "PRelu" && k["reason"].as_str().unwrap().contains("--exclude-op-types")
     ));
+}
+
+/// Dynamic int8 on every real model: it verifies under the int8 preset, transformers' MatMuls
+/// become MatMulInteger, and no Conv becomes ConvInteger (which onnxruntime runs several times
+/// slower than its float Conv).
+#[test]
+fn every_real_model_quantizes_to_dynamic_int8_and_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, path) in common::real_models() {
+        let out = tmp.path().join(format!("{name}.onnx"));
+        let data = data_args(&path);
+        let mut args = vec![
+            "optimize",
+            s(&path),
+            "-o",
+            s(&out),
+            "--int8",
+            "dynamic",
+            "--json",
+        ];
+        args.extend(data.iter().map(String::as_str));
+        let o = mdeploy(&args);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let r = json(&o);
+        assert_eq!(r["verification"]["status"], "passed", "{name}");
+        assert_eq!(r["verification"]["tolerance"]["preset"], "int8", "{name}");
+        let q = &r["quantize"];
+        assert_eq!(q["mode"], "int8-dynamic");
+        let m = Model::load(&out).unwrap();
+        mdeploy::graph::check_model(&m).unwrap();
+        let ops: Vec<&str> = m.graph().node.iter().map(|n| n.op_type()).collect();
+        assert!(!ops.contains(&"ConvInteger"), "{name}");
+        let quantized = q["quantized"].as_array().unwrap().len();
+        assert_eq!(
+            ops.iter().filter(|o| **o == "MatMulInteger").count(),
+            quantized,
+            "{name}"
+        );
+        // every quantized node's output was measured against float
+        assert_eq!(
+            q["output_sqnr_db"].as_array().unwrap().len(),
+            quantized,
+            "{name}"
+        );
+        if name == "bert_tiny_random" {
+            assert_eq!(quantized, 12 + 1, "{name}: every projection and the pooler");
+            for entry in q["output_sqnr_db"].as_array().unwrap() {
+                assert!(entry[1].as_f64().unwrap() > 25.0, "{name}: {entry}");
+            }
+        }
+    }
 }

@@ -1,0 +1,545 @@
+//! Dynamic int8 quantization of MatMul and Gemm: weights become int8 once, per output channel
+//! and symmetric (zero point 0); activations are quantized at run time. Standard ONNX only.
+//!
+//! ```text
+//!   MatMul(A, W:f32[K,N])
+//! becomes
+//!   (A_q, a_scale, a_zero) = DynamicQuantizeLinear(A)          one per A, shared by its readers
+//!   Y = Cast<f32>(MatMulInteger(A_q, W_q:i8[K,N], a_zero, 0:i8)) * (a_scale * w_scale[N])
+//! ```
+//!
+//! A weight on the left (`MatMul(W[M,K], X)`) is quantized per row and multiplies `X_q` from the
+//! left (`w_scale` of shape `[M,1]`). A Gemm (transA 0) takes its weight transposed to `[K,N]`
+//! when `transB` is set, alpha folds into the scale and `beta * C` is added after. A weight may be
+//! an initializer, a Constant node, or either behind Identity or a Cast to float, in this graph
+//! or an enclosing one; bodies of If/Loop/Scan are quantized too.
+//!
+//! Conv stays float. Without a calibrated activation range an int8 Conv would be ConvInteger,
+//! which onnxruntime's CPU provider runs several times slower than its float Conv (measured by
+//! `bench/quantize_compare.py`): static quantization (QDQ) is the way to an int8 Conv.
+//!
+//! Left alone, and reported: weights of fewer than [`MIN_WEIGHT_ELEMENTS`] elements (a tiny head
+//! gains nothing and loses the most), weights that are not 2-D, activations of rank below 2
+//! or unknown, Gemm with transA, nodes and op types the user excludes.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use super::QuantizeError;
+use crate::graph::builder::{attr_int, raw_tensor, tensor_f32};
+use crate::graph::{Graph, constant_tensor, node_label, subgraphs_mut};
+use crate::infer::Inference;
+use crate::onnx::attributes::{attr_f, attr_i};
+use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
+use crate::onnx::{DataType, Model};
+use crate::passes::PassContext;
+
+/// Weights smaller than this stay float.
+pub const MIN_WEIGHT_ELEMENTS: usize = 256;
+
+#[derive(Debug, Clone, Default)]
+pub struct DynamicOptions {
+    pub exclude_nodes: HashSet<String>,
+    pub exclude_op_types: HashSet<String>,
+}
+
+/// One quantized node.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantizedNode {
+    pub node: String,
+    pub op: String,
+    /// The value the node writes (its name is kept).
+    pub output: String,
+    pub weight: String,
+    /// `[K, N]` as multiplied (after any transpose).
+    pub weight_shape: [usize; 2],
+    /// Signal-to-quantization-noise ratio of the int8 weight against the float one, in dB.
+    pub weight_sqnr_db: f64,
+}
+
+/// A MatMul or Gemm left in float, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptFloat {
+    pub node: String,
+    pub op: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DynamicReport {
+    pub quantized: Vec<QuantizedNode>,
+    pub kept_float: Vec<KeptFloat>,
+}
+
+/// Quantizes every eligible MatMul and Gemm of `model` (bodies included) in place.
+pub fn quantize(
+    model: &mut Model,
+    options: &DynamicOptions,
+) -> Result<DynamicReport, QuantizeError> {
+    let facts = Inference::of_model(model);
+    let ctx = PassContext::new(model, 0, 0);
+    let mut q = Quantizer {
+        facts: &facts,
+        ctx: &ctx,
+        options,
+        report: DynamicReport::default(),
+    };
+    let mut graph = std::mem::take(model.graph_mut());
+    let result = q.graph(&mut graph, &HashMap::new(), &HashSet::new());
+    *model.graph_mut() = graph;
+    result?;
+    // the float weights the rewrites orphaned
+    let cleanup: Vec<&'static dyn crate::passes::Pass> =
+        ["eliminate_dead_nodes", "eliminate_unused_initializers"]
+            .iter()
+            .filter_map(|n| crate::passes::by_name(n))
+            .collect();
+    crate::passes::optimize(model, &cleanup, &Default::default())
+        .map_err(|e| QuantizeError::Inconsistent(vec![e.to_string()]))?;
+    Ok(q.report)
+}
+
+struct Quantizer<'a> {
+    facts: &'a Inference,
+    ctx: &'a PassContext,
+    options: &'a DynamicOptions,
+    report: DynamicReport,
+}
+
+/// Where the weight sits in a product.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// `A x W`: per column of `W`.
+    Right,
+    /// `W x X`: per row of `W`.
+    Left,
+}
+
+/// A weight ready to multiply: `[K, N]` (right) or `[M, K]` (left), float values row-major.
+struct Weight {
+    name: String,
+    dims: [usize; 2],
+    values: Vec<f32>,
+}
+
+impl Quantizer<'_> {
+    /// Quantizes one graph; `outer` holds the constants of the enclosing graphs, `outer_names`
+    /// every name they define.
+    fn graph(
+        &mut self,
+        g: &mut GraphProto,
+        outer: &HashMap<String, TensorProto>,
+        outer_names: &HashSet<String>,
+    ) -> Result<(), QuantizeError> {
+        let mut edit = Graph::in_scope(std::mem::take(g), outer_names.clone());
+        let mut quantized_inputs: HashMap<String, [String; 3]> = HashMap::new();
+        let count = edit.nodes().len();
+        let mut doomed = Vec::new();
+        let mut added: Vec<NodeProto> = Vec::new();
+        for i in 0..count {
+            let node = edit.nodes()[i].clone();
+            if !matches!(node.op_type(), "MatMul" | "Gemm")
+                || !matches!(node.domain(), "" | "ai.onnx")
+            {
+                continue;
+            }
+            let label = node_label(&node, i);
+            let plan = match self.plan(&edit, outer, &node) {
+                Ok(plan) => plan,
+                Err(reason) => {
+                    self.report.kept_float.push(KeptFloat {
+                        node: label,
+                        op: node.op_type().into(),
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            let (activation, side, weight, bias) = plan;
+            let dq = match quantized_inputs.get(&activation) {
+                Some(names) => names.clone(),
+                None => {
+                    let names = [
+                        edit.fresh_name(&format!("{activation}_quantized")),
+                        edit.fresh_name(&format!("{activation}_scale")),
+                        edit.fresh_name(&format!("{activation}_zero_point")),
+                    ];
+                    added.push(node_of(
+                        "DynamicQuantizeLinear",
+                        &format!("{activation}/dynamic_quantize"),
+                        &[&activation],
+                        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+                        vec![],
+                    ));
+                    quantized_inputs.insert(activation.clone(), names.clone());
+                    names
+                }
+            };
+            let output = node.output[0].clone();
+            let alpha = if node.op_type() == "Gemm" {
+                attr_f(&node, "alpha", 1.0)
+            } else {
+                1.0
+            };
+            let (q, sqnr) = quantize_weight(&weight, side, alpha);
+            let w_q = edit.add_initializer(&format!("{}_quantized", weight.name), q.tensor);
+            let w_scale = edit.add_initializer(&format!("{}_scale", weight.name), q.scale);
+            let w_zero = edit.add_initializer(
+                &format!("{}_zero_point", weight.name),
+                raw_tensor("", DataType::Int8, &[], vec![0]),
+            );
+            let base = if node.name().is_empty() {
+                output.clone()
+            } else {
+                node.name().to_string()
+            };
+            let product = edit.fresh_name(&format!("{output}_int32"));
+            let inputs: [&str; 4] = match side {
+                Side::Right => [&dq[0], &w_q, &dq[2], &w_zero],
+                Side::Left => [&w_q, &dq[0], &w_zero, &dq[2]],
+            };
+            added.push(node_of(
+                "MatMulInteger",
+                &format!("{base}/integer"),
+                &inputs,
+                &[&product],
+                vec![],
+            ));
+            let float = edit.fresh_name(&format!("{output}_float"));
+            added.push(node_of(
+                "Cast",
+                &format!("{base}/to_float"),
+                &[&product],
+                &[&float],
+                vec![attr_int("to", DataType::Float.code().into())],
+            ));
+            let scale = edit.fresh_name(&format!("{output}_scale"));
+            added.push(node_of(
+                "Mul",
+                &format!("{base}/scale"),
+                &[&dq[1], &w_scale],
+                &[&scale],
+                vec![],
+            ));
+            match bias {
+                None => added.push(node_of(
+                    "Mul",
+                    &format!("{base}/rescale"),
+                    &[&float, &scale],
+                    &[&output],
+                    vec![],
+                )),
+                Some(bias) => {
+                    let rescaled = edit.fresh_name(&format!("{output}_rescaled"));
+                    added.push(node_of(
+                        "Mul",
+                        &format!("{base}/rescale"),
+                        &[&float, &scale],
+                        &[&rescaled],
+                        vec![],
+                    ));
+                    let bias = match bias {
+                        Bias::Value(v) => v,
+                        Bias::Tensor(t) => edit.add_initializer(&format!("{output}_bias"), *t),
+                        Bias::Scaled(c, beta) => {
+                            let beta_name = edit.add_initializer(
+                                &format!("{output}_beta"),
+                                tensor_f32("", &[], &[beta]),
+                            );
+                            let scaled = edit.fresh_name(&format!("{output}_bias"));
+                            added.push(node_of(
+                                "Mul",
+                                &format!("{base}/beta"),
+                                &[&c, &beta_name],
+                                &[&scaled],
+                                vec![],
+                            ));
+                            scaled
+                        }
+                    };
+                    added.push(node_of(
+                        "Add",
+                        &format!("{base}/bias"),
+                        &[&rescaled, &bias],
+                        &[&output],
+                        vec![],
+                    ));
+                }
+            }
+            doomed.push(i);
+            self.report.quantized.push(QuantizedNode {
+                node: label,
+                op: node.op_type().into(),
+                output,
+                weight: weight.name.clone(),
+                weight_shape: match side {
+                    Side::Right => weight.dims,
+                    Side::Left => [weight.dims[1], weight.dims[0]],
+                },
+                weight_sqnr_db: sqnr,
+            });
+        }
+        edit.remove_nodes(&doomed);
+        edit.proto_mut().node.extend(added);
+        edit.sort_topologically()?;
+        *g = edit.into_proto();
+        // bodies see this graph's constants and names
+        let mut scope = outer.clone();
+        let view = Graph::new(g.clone());
+        for t in &g.initializer {
+            if let Some(c) = view.constant(t.name()) {
+                scope.insert(t.name().to_string(), c.into_owned());
+            }
+        }
+        for n in &g.node {
+            if let (Some(t), Some(o)) = (constant_tensor(n), n.output.first()) {
+                scope.insert(o.clone(), t);
+            }
+        }
+        let mut names = outer_names.clone();
+        names.extend(crate::graph::defined_names(g));
+        for node in &mut g.node {
+            for body in subgraphs_mut(node) {
+                self.graph(body, &scope, &names)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What to quantize in `node`: its activation, the weight's side, the weight, and a bias to
+    /// add; or why it stays float.
+    fn plan(
+        &self,
+        graph: &Graph,
+        outer: &HashMap<String, TensorProto>,
+        node: &NodeProto,
+    ) -> Result<(String, Side, Weight, Option<Bias>), String> {
+        if self.options.exclude_nodes.contains(node.name()) {
+            return Err("excluded by --exclude-nodes".into());
+        }
+        if self.options.exclude_op_types.contains(node.op_type()) {
+            return Err("excluded by --exclude-op-types".into());
+        }
+        let float = |v: &str| self.facts.elem_type(v) == Some(DataType::Float);
+        if node.input.len() < 2 || !float(&node.input[0]) || !float(&node.input[1]) {
+            return Err("not a float32 product".into());
+        }
+        let (a, b) = (&node.input[0], &node.input[1]);
+        let (activation, side, weight) = if node.op_type() == "Gemm" {
+            if attr_i(node, "transA", 0) != 0 {
+                return Err("Gemm with transA".into());
+            }
+            let w = self
+                .weight(graph, outer, b, attr_i(node, "transB", 0) != 0)?
+                .ok_or("its B is not a constant")?;
+            (a.clone(), Side::Right, w)
+        } else {
+            match (
+                self.weight(graph, outer, b, false)?,
+                self.weight(graph, outer, a, false)?,
+            ) {
+                (Some(w), _) => (a.clone(), Side::Right, w),
+                (None, Some(w)) => (b.clone(), Side::Left, w),
+                (None, None) => return Err("neither side is a constant weight".into()),
+            }
+        };
+        if self.facts.rank(&activation).is_none_or(|r| r < 2) {
+            return Err("the activation's rank is unknown or below 2".into());
+        }
+        if weight.values.len() < MIN_WEIGHT_ELEMENTS {
+            return Err(format!(
+                "weight of {} elements: below {MIN_WEIGHT_ELEMENTS}, int8 gains nothing",
+                weight.values.len()
+            ));
+        }
+        let bias = if node.op_type() == "Gemm" {
+            let beta = attr_f(node, "beta", 1.0);
+            match node.input.get(2).filter(|c| !c.is_empty()) {
+                None => None,
+                Some(_) if beta == 0.0 => None,
+                Some(c) => Some(match self.constant(graph, outer, c) {
+                    Some(t) if beta != 1.0 => {
+                        let v = self
+                            .ctx
+                            .tensor_data(&t)
+                            .and_then(|d| d.f32s())
+                            .map_err(|e| e.to_string())?;
+                        Bias::Tensor(Box::new(tensor_f32(
+                            "",
+                            &t.dims,
+                            &v.iter().map(|x| x * beta).collect::<Vec<_>>(),
+                        )))
+                    }
+                    _ if beta != 1.0 => Bias::Scaled(c.clone(), beta),
+                    _ => Bias::Value(c.clone()),
+                }),
+            }
+        } else {
+            None
+        };
+        Ok((activation, side, weight, bias))
+    }
+
+    /// The constant behind `value`: an initializer or Constant node here or in an enclosing
+    /// graph, through Identity and Cast-to-float.
+    fn constant(
+        &self,
+        graph: &Graph,
+        outer: &HashMap<String, TensorProto>,
+        value: &str,
+    ) -> Option<TensorProto> {
+        let mut name = value.to_string();
+        for _ in 0..16 {
+            if let Some(t) = graph.constant(&name) {
+                return Some(t.into_owned());
+            }
+            if graph.index().producer(&name).is_none() && !graph.is_input(&name) {
+                return outer.get(&name).cloned();
+            }
+            let p = graph.producer(&name)?;
+            let through = match p.op_type() {
+                "Identity" => true,
+                "Cast" => attr_i(p, "to", 0) == i64::from(DataType::Float.code()),
+                _ => false,
+            };
+            if !through || p.input.is_empty() {
+                return None;
+            }
+            name = p.input[0].clone();
+        }
+        None
+    }
+
+    /// `value` as a 2-D float weight (transposed when asked), if it is a constant one.
+    fn weight(
+        &self,
+        graph: &Graph,
+        outer: &HashMap<String, TensorProto>,
+        value: &str,
+        transpose: bool,
+    ) -> Result<Option<Weight>, String> {
+        let Some(t) = self.constant(graph, outer, value) else {
+            return Ok(None);
+        };
+        let data = self.ctx.tensor_data(&t).map_err(|e| e.to_string())?;
+        let Some(values) = data.to_f64_lossy() else {
+            return Ok(None);
+        };
+        let [r, c] = t.dims[..] else {
+            return Err(format!("its weight has {} dims, not 2", t.dims.len()));
+        };
+        let (r, c) = (r as usize, c as usize);
+        if r * c != values.len() {
+            return Err("its weight's size does not match its dims".into());
+        }
+        let values: Vec<f32> = if transpose {
+            (0..c)
+                .flat_map(|j| (0..r).map(move |i| (i, j)))
+                .map(|(i, j)| values[i * c + j] as f32)
+                .collect()
+        } else {
+            values.iter().map(|&v| v as f32).collect()
+        };
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err("its weight holds NaN or infinity".into());
+        }
+        Ok(Some(Weight {
+            name: if t.name().is_empty() {
+                value.to_string()
+            } else {
+                t.name().to_string()
+            },
+            dims: if transpose { [c, r] } else { [r, c] },
+            values,
+        }))
+    }
+}
+
+enum Bias {
+    /// Added as it is (beta 1).
+    Value(String),
+    /// `beta * C` of a constant C, precomputed.
+    Tensor(Box<TensorProto>),
+    /// A computed C times beta.
+    Scaled(String, f32),
+}
+
+struct QuantizedWeight {
+    tensor: TensorProto,
+    scale: TensorProto,
+}
+
+/// Symmetric int8 per output channel (columns on the right, rows on the left), zero point 0 and
+/// the range [-127, 127]; the scale tensor carries `alpha` (Gemm's) too. Returns the tensors
+/// and the weight's SQNR in dB.
+fn quantize_weight(w: &Weight, side: Side, alpha: f32) -> (QuantizedWeight, f64) {
+    let [rows, cols] = w.dims;
+    let channels = if side == Side::Right { cols } else { rows };
+    let channel = |i: usize, j: usize| if side == Side::Right { j } else { i };
+    let mut max = vec![0f32; channels];
+    for i in 0..rows {
+        for j in 0..cols {
+            let c = channel(i, j);
+            max[c] = max[c].max(w.values[i * cols + j].abs());
+        }
+    }
+    let scale: Vec<f32> = max
+        .iter()
+        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
+        .collect();
+    let mut q = Vec::with_capacity(w.values.len());
+    let (mut signal, mut noise) = (0f64, 0f64);
+    for i in 0..rows {
+        for j in 0..cols {
+            let v = w.values[i * cols + j];
+            let s = scale[channel(i, j)];
+            let k = (v / s).round().clamp(-127.0, 127.0);
+            q.push(k as i8 as u8);
+            signal += f64::from(v) * f64::from(v);
+            let d = f64::from(v) - f64::from(k * s);
+            noise += d * d;
+        }
+    }
+    let sqnr = if noise == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (signal / noise).log10()
+    };
+    let scale_dims: Vec<i64> = match side {
+        Side::Right => vec![cols as i64],
+        Side::Left => vec![rows as i64, 1],
+    };
+    (
+        QuantizedWeight {
+            tensor: raw_tensor("", DataType::Int8, &[rows as i64, cols as i64], q),
+            scale: tensor_f32(
+                "",
+                &scale_dims,
+                &scale.iter().map(|s| s * alpha).collect::<Vec<_>>(),
+            ),
+        },
+        sqnr,
+    )
+}
+
+fn node_of(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attribute: Vec<crate::onnx::proto::AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.into()),
+        name: Some(name.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        attribute,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+#[path = "dynamic_tests.rs"]
+mod tests;

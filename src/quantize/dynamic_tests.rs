@@ -1,0 +1,251 @@
+//! Dynamic int8 quantization on built graphs: the rewritten structure, the int8 weights and their
+//! zero points, what stays float and why, and the numbers (tract runs both models).
+
+use super::*;
+use crate::graph::builder::{ModelBuilder, attr_float, attr_graph, attr_tensor};
+use crate::onnx::proto::ModelProto;
+use crate::passes::testing::max_difference;
+
+fn model(proto: ModelProto) -> Model {
+    Model::from_proto(proto, std::env::temp_dir())
+}
+
+fn ops(m: &Model) -> Vec<&str> {
+    m.graph().node.iter().map(|n| n.op_type()).collect()
+}
+
+fn weights(n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|k| ((k * 37 % 23) as f32 - 11.0) * scale)
+        .collect()
+}
+
+fn matmul(weight_left: bool) -> ModelProto {
+    let b = ModelBuilder::new(17).initializer_f32("W", &[32, 16], &weights(512, 0.02));
+    if weight_left {
+        b.input("x", DataType::Float, &["2", "16", "8"])
+            .node("MatMul", &["W", "x"], &["y"])
+            .output("y", DataType::Float, &["2", "32", "8"])
+            .build()
+    } else {
+        b.input("x", DataType::Float, &["2", "4", "32"])
+            .node("MatMul", &["x", "W"], &["y"])
+            .output("y", DataType::Float, &["2", "4", "16"])
+            .build()
+    }
+}
+
+#[test]
+fn matmul_weight_becomes_int8_per_column_with_zero_point_zero() {
+    let before = matmul(false);
+    let mut m = model(before.clone());
+    let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
+    assert_eq!(
+        ops(&m),
+        [
+            "DynamicQuantizeLinear",
+            "MatMulInteger",
+            "Cast",
+            "Mul",
+            "Mul"
+        ]
+    );
+    assert_eq!(report.quantized.len(), 1);
+    assert_eq!(report.quantized[0].weight_shape, [32, 16]);
+    assert!(
+        report.quantized[0].weight_sqnr_db > 35.0,
+        "{:?}",
+        report.quantized
+    );
+    let g = m.graph();
+    let w = g.initializer.iter().find(|t| t.dims == [32, 16]).unwrap();
+    assert_eq!(w.data_type(), DataType::Int8.code());
+    let scale = g
+        .initializer
+        .iter()
+        .find(|t| t.name() == "W_scale")
+        .unwrap();
+    assert_eq!(scale.dims, [16], "one scale per output column");
+    let zero = g
+        .initializer
+        .iter()
+        .find(|t| t.name() == "W_zero_point")
+        .unwrap();
+    assert_eq!(zero.raw_data.as_deref(), Some(&[0u8][..]));
+    // the float weight is gone, the output keeps its name
+    assert!(g.initializer.iter().all(|t| t.name() != "W"));
+    assert_eq!(g.node.last().unwrap().output[0], "y");
+    let d = max_difference(&before, &m.proto);
+    assert!(d < 0.05, "int8 drifted by {d}");
+}
+
+#[test]
+fn a_weight_on_the_left_is_quantized_per_row() {
+    let before = matmul(true);
+    let mut m = model(before.clone());
+    let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
+    assert_eq!(report.quantized.len(), 1);
+    let scale = m
+        .graph()
+        .initializer
+        .iter()
+        .find(|t| t.name() == "W_scale")
+        .unwrap();
+    assert_eq!(scale.dims, [32, 1]);
+    let mmi = m
+        .graph()
+        .node
+        .iter()
+        .find(|n| n.op_type() == "MatMulInteger")
+        .unwrap();
+    assert_eq!(mmi.input[0], "W_quantized");
+    let d = max_difference(&before, &m.proto);
+    assert!(d < 0.05, "int8 drifted by {d}");
+}
+
+#[test]
+fn gemm_with_trans_b_alpha_and_beta_keeps_its_numbers() {
+    let before = ModelBuilder::new(17)
+        .input("x", DataType::Float, &["3", "32"])
+        .initializer_f32("W", &[16, 32], &weights(512, 0.02))
+        .initializer_f32("C", &[16], &weights(16, 0.1))
+        .node("Gemm", &["x", "W", "C"], &["y"])
+        .attr(crate::graph::builder::attr_int("transB", 1))
+        .attr(attr_float("alpha", 0.5))
+        .attr(attr_float("beta", 2.0))
+        .output("y", DataType::Float, &["3", "16"])
+        .build();
+    let mut m = model(before.clone());
+    let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
+    assert_eq!(
+        report.quantized[0].weight_shape,
+        [32, 16],
+        "transposed to [K, N]"
+    );
+    assert!(ops(&m).contains(&"Add"));
+    let d = max_difference(&before, &m.proto);
+    assert!(d < 0.05, "int8 drifted by {d}");
+}
+
+#[test]
+fn weights_in_constant_nodes_behind_identity_and_cast_are_found() {
+    let w = crate::graph::builder::tensor_f32("", &[32, 16], &weights(512, 0.02));
+    let before = ModelBuilder::new(17)
+        .input("x", DataType::Float, &["2", "32"])
+        .node("Constant", &[], &["w_const"])
+        .attr(attr_tensor("value", w))
+        .node("Identity", &["w_const"], &["w_id"])
+        .node("Cast", &["w_id"], &["w"])
+        .attr(crate::graph::builder::attr_int(
+            "to",
+            DataType::Float.code().into(),
+        ))
+        .node("MatMul", &["x", "w"], &["y"])
+        .output("y", DataType::Float, &["2", "16"])
+        .build();
+    let mut m = model(before.clone());
+    let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
+    assert_eq!(report.quantized.len(), 1, "{:?}", report.kept_float);
+    // the Constant, Identity and Cast are left dead and removed
+    assert!(!ops(&m).contains(&"Identity"));
+    assert!(!ops(&m).contains(&"Constant"));
+    let d = max_difference(&before, &m.proto);
+    assert!(d < 0.05, "int8 drifted by {d}");
+}
+
+#[test]
+fn readers_of_one_activation_share_its_dynamic_quantization() {
+    let before = ModelBuilder::new(17)
+        .input("x", DataType::Float, &["2", "32"])
+        .initializer_f32("Wq", &[32, 16], &weights(512, 0.02))
+        .initializer_f32("Wk", &[32, 16], &weights(512, -0.03))
+        .node("MatMul", &["x", "Wq"], &["q"])
+        .node("MatMul", &["x", "Wk"], &["k"])
+        .node("Add", &["q", "k"], &["y"])
+        .output("y", DataType::Float, &["2", "16"])
+        .build();
+    let mut m = model(before.clone());
+    quantize(&mut m, &DynamicOptions::default()).unwrap();
+    let dql = ops(&m)
+        .iter()
+        .filter(|o| **o == "DynamicQuantizeLinear")
+        .count();
+    assert_eq!(dql, 1);
+    assert!(max_difference(&before, &m.proto) < 0.1);
+}
+
+#[test]
+fn small_weights_activation_products_convs_and_exclusions_stay_float() {
+    let before = ModelBuilder::new(17)
+        .input("x", DataType::Float, &["2", "8"])
+        .input("z", DataType::Float, &["8", "2"])
+        .initializer_f32("small", &[8, 8], &weights(64, 0.1))
+        .node("MatMul", &["x", "small"], &["a"])
+        .node("MatMul", &["a", "z"], &["y"])
+        .output("y", DataType::Float, &["2", "2"])
+        .build();
+    let mut m = model(before.clone());
+    let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
+    assert!(report.quantized.is_empty());
+    let reasons: Vec<&str> = report
+        .kept_float
+        .iter()
+        .map(|k| k.reason.as_str())
+        .collect();
+    assert!(reasons[0].contains("below 256"), "{reasons:?}");
+    assert!(reasons[1].contains("neither side"), "{reasons:?}");
+    assert_eq!(m.proto, before);
+    // excluded by op type
+    let mut m = model(matmul(false));
+    let options = DynamicOptions {
+        exclude_op_types: ["MatMul".to_string()].into(),
+        ..Default::default()
+    };
+    let report = quantize(&mut m, &options).unwrap();
+    assert!(report.quantized.is_empty());
+    assert!(report.kept_float[0].reason.contains("--exclude-op-types"));
+}
+
+#[test]
+fn weights_captured_by_a_body_are_quantized_inside_it() {
+    let body = crate::graph::GraphBuilder::new("then")
+        .node("MatMul", &["x", "W"], &["then_out"])
+        .output("then_out", DataType::Float, &["2", "16"])
+        .build();
+    let other = crate::graph::GraphBuilder::new("else")
+        .node("Neg", &["x16"], &["else_out"])
+        .output("else_out", DataType::Float, &["2", "16"])
+        .build();
+    let before = ModelBuilder::new(17)
+        .input("x", DataType::Float, &["2", "32"])
+        .input("x16", DataType::Float, &["2", "16"])
+        .input("c", DataType::Bool, &[])
+        .initializer_f32("W", &[32, 16], &weights(512, 0.02))
+        .node("If", &["c"], &["y"])
+        .attr(attr_graph("then_branch", body))
+        .attr(attr_graph("else_branch", other))
+        .output("y", DataType::Float, &["2", "16"])
+        .build();
+    let mut m = model(before);
+    let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
+    assert_eq!(report.quantized.len(), 1);
+    let if_node = &m.graph().node[0];
+    let then = crate::onnx::attributes::attr_g(if_node, "then_branch").unwrap();
+    let ops: Vec<&str> = then.node.iter().map(|n| n.op_type()).collect();
+    assert_eq!(
+        ops,
+        [
+            "DynamicQuantizeLinear",
+            "MatMulInteger",
+            "Cast",
+            "Mul",
+            "Mul"
+        ]
+    );
+    assert!(
+        then.initializer
+            .iter()
+            .any(|t| t.data_type() == DataType::Int8.code())
+    );
+    assert!(Inference::of_model(&m).type_errors(&m).is_empty());
+}
