@@ -1,5 +1,6 @@
 //! Dynamic int8 quantization of MatMul and Gemm: weights become int8 once, per output channel
-//! and symmetric (zero point 0); activations are quantized at run time. Standard ONNX only.
+//! and symmetric (zero point 0); activations are quantized at run time. Embedding tables read by
+//! Gather become int8 rows with a scale per row. Standard ONNX only.
 //!
 //! ```text
 //!   MatMul(A, W:f32[K,N])
@@ -139,12 +140,21 @@ impl Quantizer<'_> {
         let mut added: Vec<NodeProto> = Vec::new();
         for i in 0..count {
             let node = edit.nodes()[i].clone();
-            if !matches!(node.op_type(), "MatMul" | "Gemm")
+            if !matches!(node.op_type(), "MatMul" | "Gemm" | "Gather")
                 || !matches!(node.domain(), "" | "ai.onnx")
             {
                 continue;
             }
             let label = node_label(&node, i);
+            if node.op_type() == "Gather" {
+                // an embedding table: only a large constant one is worth it; others are not
+                // reported (most Gathers index shapes)
+                if let Some(weight) = self.table(&edit, outer, &node) {
+                    self.rewrite_gather(&mut edit, &node, &label, &weight, &mut added);
+                    doomed.push(i);
+                }
+                continue;
+            }
             let plan = match self.plan(&edit, outer, &node) {
                 Ok(plan) => plan,
                 Err(reason) => {
@@ -305,6 +315,85 @@ impl Quantizer<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The embedding table a Gather reads along axis 0, if it is a large 2-D float constant
+    /// and the node is not excluded.
+    fn table(
+        &self,
+        graph: &Graph,
+        outer: &HashMap<String, TensorProto>,
+        node: &NodeProto,
+    ) -> Option<Weight> {
+        let excluded = self.options.exclude_nodes.contains(node.name())
+            || self.options.exclude_op_types.contains(node.op_type());
+        let axis = attr_i(node, "axis", 0);
+        if excluded || !matches!(axis, 0 | -2) || node.input.len() != 2 {
+            return None;
+        }
+        let w = self.weight(graph, outer, &node.input[0], false).ok()??;
+        (w.values.len() >= MIN_WEIGHT_ELEMENTS).then_some(w)
+    }
+
+    /// `Gather(W, ids)` becomes `Cast<f32>(Gather(W_q, ids)) * Gather(w_scale[V,1], ids)`: int8
+    /// rows with one scale per row.
+    fn rewrite_gather(
+        &mut self,
+        edit: &mut Graph,
+        node: &NodeProto,
+        label: &str,
+        weight: &Weight,
+        added: &mut Vec<NodeProto>,
+    ) {
+        let output = node.output[0].clone();
+        let ids = node.input[1].clone();
+        let base = if node.name().is_empty() {
+            output.clone()
+        } else {
+            node.name().to_string()
+        };
+        let (q, sqnr) = quantize_weight(weight, Side::Left, 1.0);
+        let w_q = edit.add_initializer(&format!("{}_quantized", weight.name), q.tensor);
+        let w_scale = edit.add_initializer(&format!("{}_scale", weight.name), q.scale);
+        let rows = edit.fresh_name(&format!("{output}_int8"));
+        let float = edit.fresh_name(&format!("{output}_float"));
+        let scale = edit.fresh_name(&format!("{output}_scale"));
+        added.push(node_of(
+            "Gather",
+            &format!("{base}/rows"),
+            &[&w_q, &ids],
+            &[&rows],
+            vec![],
+        ));
+        added.push(node_of(
+            "Cast",
+            &format!("{base}/to_float"),
+            &[&rows],
+            &[&float],
+            vec![attr_int("to", DataType::Float.code().into())],
+        ));
+        added.push(node_of(
+            "Gather",
+            &format!("{base}/scales"),
+            &[&w_scale, &ids],
+            &[&scale],
+            vec![],
+        ));
+        added.push(node_of(
+            "Mul",
+            &format!("{base}/rescale"),
+            &[&float, &scale],
+            &[&output],
+            vec![],
+        ));
+        self.report.quantized.push(QuantizedNode {
+            node: label.to_string(),
+            op: "Gather".into(),
+            output,
+            weight: weight.name.clone(),
+            weight_shape: weight.dims,
+            weight_sqnr_db: sqnr,
+        });
     }
 
     /// What to quantize in `node`: its activation, the weight's side, the weight, and a bias to

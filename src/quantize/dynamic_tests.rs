@@ -249,3 +249,33 @@ fn weights_captured_by_a_body_are_quantized_inside_it() {
     );
     assert!(Inference::of_model(&m).type_errors(&m).is_empty());
 }
+
+#[test]
+fn an_embedding_table_becomes_int8_rows_with_a_scale_each() {
+    let before = ModelBuilder::new(17)
+        .input("ids", DataType::Int64, &["2", "5"])
+        .initializer_f32("E", &[40, 16], &weights(640, 0.05))
+        .node("Gather", &["E", "ids"], &["y"])
+        .output("y", DataType::Float, &["2", "5", "16"])
+        .build();
+    let mut m = model(before.clone());
+    let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
+    assert_eq!(report.quantized.len(), 1);
+    assert_eq!(ops(&m), ["Gather", "Cast", "Gather", "Mul"]);
+    let e = m
+        .graph()
+        .initializer
+        .iter()
+        .find(|t| t.name() == "E_quantized")
+        .unwrap();
+    assert_eq!(e.data_type(), DataType::Int8.code());
+    let scale = m
+        .graph()
+        .initializer
+        .iter()
+        .find(|t| t.name() == "E_scale")
+        .unwrap();
+    assert_eq!(scale.dims, [40, 1]);
+    let d = max_difference(&before, &m.proto);
+    assert!(d < 0.01, "int8 rows drifted by {d}");
+}

@@ -1,0 +1,149 @@
+"""mdeploy's quantization against the tools a user would otherwise pick, on every model in
+../shared/models, in one run:
+
+  fp16:         mdeploy optimize --fp16   vs  onnxconverter-common convert_float_to_float16
+                                              and onnxruntime.transformers.float16 (both with
+                                              keep_io_types=True)
+  int8 dynamic: mdeploy optimize --int8 dynamic  vs  onnxruntime quantize_dynamic (QInt8)
+
+Per model and tool: does onnxruntime load the result, the worst output cosine against the float
+model on both stored data sets, the task-level check (top-1 class, detection map at 0.3, VAD
+decision at 0.5; see tests/interop/check_quantized.py), file size, onnxruntime latency against
+the float model (median, all variants of a model measured interleaved), and the tool's wall time
+and peak RSS. mdeploy's wall time includes measuring the float model on the data and verifying
+its result; the others verify nothing.
+
+    .venv/bin/pip install onnxconverter-common   # once
+    cargo build --release
+    .venv/bin/python bench/quantize_compare.py [--runs 20] [--models a,b]
+"""
+
+import argparse
+import glob
+import os
+import sys
+import tempfile
+
+import numpy as np
+import onnxruntime as ort
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "interop"))
+from optimize_compare import MDEPLOY, SHARED, latencies_ms, timed  # noqa: E402
+from check_quantized import TASKS, cosine, task_problem  # noqa: E402
+from check_models import load_set  # noqa: E402
+
+PY = sys.executable
+
+CONVERTERS = {
+    "onnxconverter-common": (
+        "import onnx, sys\n"
+        "from onnxconverter_common import float16\n"
+        "m = onnx.load(sys.argv[1])\n"
+        "onnx.save(float16.convert_float_to_float16(m, keep_io_types=True), sys.argv[2])\n"
+    ),
+    "ort-transformers-fp16": (
+        "import onnx, sys\n"
+        "from onnxruntime.transformers.float16 import convert_float_to_float16\n"
+        "m = onnx.load(sys.argv[1])\n"
+        "onnx.save(convert_float_to_float16(m, keep_io_types=True), sys.argv[2])\n"
+    ),
+    "ort-quantize_dynamic": (
+        "import sys\n"
+        "from onnxruntime.quantization import quantize_dynamic, QuantType\n"
+        "quantize_dynamic(sys.argv[1], sys.argv[2], weight_type=QuantType.QInt8)\n"
+    ),
+}
+
+MODES = {
+    "fp16": [("mdeploy", ["--fp16"]), ("onnxconverter-common", None), ("ort-transformers-fp16", None)],
+    "int8-dyn": [("mdeploy", ["--int8", "dynamic"]), ("ort-quantize_dynamic", None)],
+}
+
+
+def produce(tool, args, src, dst, sets):
+    if tool == "mdeploy":
+        cmd = [MDEPLOY, "optimize", src, "-o", dst, "-q", *args]
+        for d in sets:
+            cmd += ["--data", d]
+    else:
+        cmd = [PY, "-c", CONVERTERS[tool], src, dst]
+    return timed(cmd)
+
+
+def accuracy(name, path, sets):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    worst, task = 1.0, "-"
+    for d in sets:
+        feeds = load_set(d, "input", inputs)
+        want = load_set(d, "output", outputs)
+        got = dict(zip(outputs, session.run(None, {k: feeds[k] for k in inputs})))
+        for out in outputs:
+            worst = min(worst, cosine(want[out], np.asarray(got[out], np.float32)))
+            t = TASKS.get(name, {}).get(out)
+            if t:
+                problem = task_problem(*t, want[out], np.asarray(got[out], np.float32))
+                task = "ok" if problem is None and task in ("-", "ok") else "FAIL"
+    return worst, task
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--models", default="")
+    args = parser.parse_args()
+    wanted = set(filter(None, args.models.split(",")))
+    rows = []
+    for src in sorted(glob.glob(os.path.join(SHARED, "models", "*", "model.onnx"))):
+        model_dir = os.path.dirname(src)
+        name = os.path.basename(model_dir)
+        if wanted and name not in wanted:
+            continue
+        sets = sorted(glob.glob(os.path.join(model_dir, "test_data_set_*")))
+        names = [i.name for i in ort.InferenceSession(src, providers=["CPUExecutionProvider"]).get_inputs()]
+        feeds = load_set(sets[0], "input", names)
+        with tempfile.TemporaryDirectory() as tmp:
+            for mode, tools in MODES.items():
+                made = []
+                for tool, extra in tools:
+                    dst = os.path.join(tmp, f"{mode}.{tool}.onnx")
+                    row = {"model": name, "mode": mode, "tool": tool}
+                    try:
+                        row["wall"], row["rss"] = produce(tool, extra, src, dst, sets)
+                    except RuntimeError as e:
+                        row["error"] = str(e).strip().splitlines()[-1][:90]
+                        rows.append(row)
+                        continue
+                    row["bytes"] = os.path.getsize(dst)
+                    try:
+                        row["cosine"], row["task"] = accuracy(name, dst, sets)
+                        made.append((row, dst))
+                    except Exception as e:  # noqa: BLE001
+                        row["error"] = "ort: " + str(e).strip().splitlines()[0][:90]
+                    rows.append(row)
+                if made:
+                    ms = latencies_ms([src] + [d for _, d in made], feeds, args.runs)
+                    for (row, _), t in zip(made, ms[1:]):
+                        row["speed"] = t / ms[0]
+                        row["ms"] = t
+                        row["float_ms"] = ms[0]
+    print("| model | mode | tool | loads | worst cosine | task | bytes | latency vs float | tool wall s | tool RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['model']} | {r['mode']} | {r['tool']} | no: {r['error']} | | | | | {r.get('wall', 0):.1f} | {r.get('rss', 0):.0f} |")
+            continue
+        print(
+            f"| {r['model']} | {r['mode']} | {r['tool']} | yes | {r['cosine']:.5f} | {r['task']} | {r['bytes']} "
+            f"| {r.get('speed', float('nan')):.2f}x ({r.get('ms', 0):.2f} ms vs {r.get('float_ms', 0):.2f}) "
+            f"| {r['wall']:.1f} | {r['rss']:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
