@@ -22,6 +22,7 @@ use super::printer::{Bar, CheckFailed, UsageError, note, print_json, print_stdou
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Int8Mode {
     Dynamic,
+    Static,
 }
 
 /// Rewrite a model to be smaller and faster without changing what it computes, and prove it.
@@ -57,6 +58,8 @@ pub struct OptimizeArgs {
     fp16: bool,
     /// Lossy: int8 quantization. `dynamic`: MatMul/Gemm weights int8 per channel, activations
     /// quantized at run time (DynamicQuantizeLinear + MatMulInteger); Conv stays float.
+    /// `static`: QDQ with int8 weights per channel and activation ranges calibrated on
+    /// --calibration data (Conv, ConvTranspose, Gemm, MatMul).
     #[arg(long, value_enum, value_name = "MODE", conflicts_with = "fp16")]
     int8: Option<Int8Mode>,
     /// With --fp16: graph inputs and outputs become float16 too.
@@ -66,6 +69,22 @@ pub struct OptimizeArgs {
     /// folders, .npz, .npy, .pb); default: the verification samples.
     #[arg(long, value_name = "PATH")]
     calibration: Vec<PathBuf>,
+    /// How static int8 sets activation ranges: minmax, percentile[:P] (default, P 99.999) or
+    /// entropy.
+    #[arg(long, default_value = "percentile", value_parser = mdeploy::quantize::calibrate::Method::parse)]
+    calibration_method: mdeploy::quantize::calibrate::Method,
+    /// Static int8: reuse the activation ranges saved in this file when they fit, else
+    /// calibrate and save them there.
+    #[arg(long, value_name = "FILE.json")]
+    calibration_cache: Option<PathBuf>,
+    /// Static int8: what every output must keep against the float model on the calibration and
+    /// verification data: cosine (`cos=X`) and, for classifier outputs, top-1 agreement
+    /// (`top1=X`); nodes that lose most return to float until it holds.
+    #[arg(long, value_name = "cos=X,top1=Y", default_value = "cos=0.99,top1=1", value_parser = mdeploy::quantize::AccuracyTarget::parse)]
+    accuracy_target: mdeploy::quantize::AccuracyTarget,
+    /// Static int8: the op types to quantize (default Conv,ConvTranspose,Gemm,MatMul).
+    #[arg(long, value_delimiter = ',', value_name = "OPS")]
+    int8_ops: Vec<String>,
     /// Nodes (by name) quantization leaves in float32.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     exclude_nodes: Vec<String>,
@@ -251,7 +270,33 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     );
     match &quantized {
         Some(QuantizeReport::Fp16(stage)) => note(quiet, &render_fp16(stage)),
-        Some(QuantizeReport::Int8Dynamic(stage)) => note(quiet, &render_int8(stage)),
+        Some(QuantizeReport::Int8Dynamic(stage)) => note(
+            quiet,
+            &render_int8(
+                "int8 dynamic",
+                &stage.quantization.quantized,
+                &stage.quantization.kept_float,
+                &stage.output_sqnr_db,
+            ),
+        ),
+        Some(QuantizeReport::Int8Static(stage)) => note(
+            quiet,
+            &render_int8(
+                &format!(
+                    "int8 static ({} activations, {:?} ranges{})",
+                    stage.quantization.activations,
+                    stage.method,
+                    if stage.ranges_from_cache {
+                        ", from the cache"
+                    } else {
+                        ""
+                    }
+                ),
+                &stage.quantization.quantized,
+                &stage.quantization.kept_float,
+                &stage.output_sqnr_db,
+            ),
+        ),
         None => {}
     }
     note(
@@ -330,6 +375,15 @@ fn quantize(args: &OptimizeArgs, model: &mut Model) -> anyhow::Result<Option<Qua
         }
         return Ok(None);
     }
+    if matches!(args.int8, Some(Int8Mode::Static))
+        && args.calibration.is_empty()
+        && args.data.data.is_empty()
+    {
+        return Err(UsageError(
+            "--int8 static needs calibration data: --calibration DIR (or --data)".into(),
+        )
+        .into());
+    }
     let (samples, origin) = if args.calibration.is_empty() {
         let (samples, seed) = args.data.load(model)?;
         let origin = match seed {
@@ -348,9 +402,28 @@ fn quantize(args: &OptimizeArgs, model: &mut Model) -> anyhow::Result<Option<Qua
     };
     let inputs: Vec<&[mdeploy::run::NamedTensor]> =
         samples.iter().map(|s| s.inputs.as_slice()).collect();
+    // accuracy is measured on the calibration data and the verification data, when given
+    let held_out_paths: Vec<PathBuf> = args
+        .data
+        .data
+        .iter()
+        .filter(|d| !args.calibration.contains(d))
+        .cloned()
+        .collect();
+    let held_out = if args.calibration.is_empty() || held_out_paths.is_empty() {
+        Vec::new()
+    } else {
+        mdeploy::verify::load_samples(&held_out_paths)?
+    };
+    let evaluation: Vec<&[mdeploy::run::NamedTensor]> = inputs
+        .iter()
+        .copied()
+        .chain(held_out.iter().map(|s| s.inputs.as_slice()))
+        .collect();
     let (engine, _) = args.data.engines()?;
     let calibration = mdeploy::quantize::Calibration {
         samples: &inputs,
+        evaluation: &evaluation,
         engine,
         origin,
     };
@@ -367,6 +440,40 @@ fn quantize(args: &OptimizeArgs, model: &mut Model) -> anyhow::Result<Option<Qua
                 &options,
                 Some(calibration),
             )?)
+        }
+        Some(Int8Mode::Static) => {
+            let options = mdeploy::quantize::qdq::StaticOptions {
+                ops: (!args.int8_ops.is_empty()).then(|| args.int8_ops.iter().cloned().collect()),
+                exclude_nodes,
+                exclude_op_types,
+            };
+            let cache = match &args.calibration_cache {
+                Some(path) if path.exists() => Some(
+                    serde_json::from_slice::<mdeploy::quantize::CalibrationCache>(&std::fs::read(
+                        path,
+                    )?)
+                    .map_err(|e| {
+                        UsageError(format!("{}: not a calibration cache: {e}", path.display()))
+                    })?,
+                ),
+                _ => None,
+            };
+            let (stage, ranges) = mdeploy::quantize::to_int8_static(
+                model,
+                &options,
+                args.calibration_method,
+                args.accuracy_target,
+                calibration,
+                cache.as_ref(),
+            )?;
+            if let Some(path) = &args.calibration_cache
+                && !stage.ranges_from_cache
+            {
+                let mut text = serde_json::to_vec_pretty(&ranges)?;
+                text.push(b'\n');
+                mdeploy::onnx::save_bytes_atomically(path, &text)?;
+            }
+            QuantizeReport::Int8Static(stage)
         }
         None => {
             let options = mdeploy::quantize::fp16::Fp16Options {
@@ -516,30 +623,34 @@ fn render_fp16(stage: &mdeploy::quantize::Fp16Stage) -> String {
 
 /// What int8 quantization did: nodes quantized and kept float, and the quantized outputs that
 /// moved most (lowest SQNR first; the report has all).
-fn render_int8(stage: &mdeploy::quantize::DynamicStage) -> String {
-    let q = &stage.quantization;
+fn render_int8(
+    what: &str,
+    quantized: &[mdeploy::quantize::dynamic::QuantizedNode],
+    kept_float: &[mdeploy::quantize::dynamic::KeptFloat],
+    output_sqnr_db: &[(String, f64)],
+) -> String {
     let mut s = format!(
-        "int8 dynamic: {} nodes quantized, {} kept float",
-        q.quantized.len(),
-        q.kept_float.len()
+        "{what}: {} nodes quantized, {} kept float",
+        quantized.len(),
+        kept_float.len()
     );
-    for k in q.kept_float.iter().take(10) {
+    for k in kept_float.iter().take(10) {
         let _ = write!(s, "\n  kept float: {}: {}", k.node, k.reason);
     }
-    if q.kept_float.len() > 10 {
+    if kept_float.len() > 10 {
         let _ = write!(
             s,
             "\n  ... and {} more (see --report)",
-            q.kept_float.len() - 10
+            kept_float.len() - 10
         );
     }
-    if !stage.output_sqnr_db.is_empty() {
+    if !output_sqnr_db.is_empty() {
         let _ = write!(
             s,
             "\n  {:<50} {:>10}",
             "quantized output (lowest SQNR first)", "SQNR dB"
         );
-        for (name, db) in stage.output_sqnr_db.iter().take(10) {
+        for (name, db) in output_sqnr_db.iter().take(10) {
             let _ = write!(s, "\n  {name:<50} {db:>10.1}");
         }
     }

@@ -447,7 +447,7 @@ impl Quantizer<'_> {
             match node.input.get(2).filter(|c| !c.is_empty()) {
                 None => None,
                 Some(_) if beta == 0.0 => None,
-                Some(c) => Some(match self.constant(graph, outer, c) {
+                Some(c) => Some(match super::weights::constant_behind(graph, outer, c) {
                     Some(t) if beta != 1.0 => {
                         let v = self
                             .ctx
@@ -470,36 +470,6 @@ impl Quantizer<'_> {
         Ok((activation, side, weight, bias))
     }
 
-    /// The constant behind `value`: an initializer or Constant node here or in an enclosing
-    /// graph, through Identity and Cast-to-float.
-    fn constant(
-        &self,
-        graph: &Graph,
-        outer: &HashMap<String, TensorProto>,
-        value: &str,
-    ) -> Option<TensorProto> {
-        let mut name = value.to_string();
-        for _ in 0..16 {
-            if let Some(t) = graph.constant(&name) {
-                return Some(t.into_owned());
-            }
-            if graph.index().producer(&name).is_none() && !graph.is_input(&name) {
-                return outer.get(&name).cloned();
-            }
-            let p = graph.producer(&name)?;
-            let through = match p.op_type() {
-                "Identity" => true,
-                "Cast" => attr_i(p, "to", 0) == i64::from(DataType::Float.code()),
-                _ => false,
-            };
-            if !through || p.input.is_empty() {
-                return None;
-            }
-            name = p.input[0].clone();
-        }
-        None
-    }
-
     /// `value` as a 2-D float weight (transposed when asked), if it is a constant one.
     fn weight(
         &self,
@@ -508,7 +478,7 @@ impl Quantizer<'_> {
         value: &str,
         transpose: bool,
     ) -> Result<Option<Weight>, String> {
-        let Some(t) = self.constant(graph, outer, value) else {
+        let Some(t) = super::weights::constant_behind(graph, outer, value) else {
             return Ok(None);
         };
         let data = self.ctx.tensor_data(&t).map_err(|e| e.to_string())?;
@@ -564,51 +534,24 @@ struct QuantizedWeight {
 /// and the weight's SQNR in dB.
 fn quantize_weight(w: &Weight, side: Side, alpha: f32) -> (QuantizedWeight, f64) {
     let [rows, cols] = w.dims;
-    let channels = if side == Side::Right { cols } else { rows };
-    let channel = |i: usize, j: usize| if side == Side::Right { j } else { i };
-    let mut max = vec![0f32; channels];
-    for i in 0..rows {
-        for j in 0..cols {
-            let c = channel(i, j);
-            max[c] = max[c].max(w.values[i * cols + j].abs());
-        }
-    }
-    let scale: Vec<f32> = max
-        .iter()
-        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
-        .collect();
-    let mut q = Vec::with_capacity(w.values.len());
-    let (mut signal, mut noise) = (0f64, 0f64);
-    for i in 0..rows {
-        for j in 0..cols {
-            let v = w.values[i * cols + j];
-            let s = scale[channel(i, j)];
-            let k = (v / s).round().clamp(-127.0, 127.0);
-            q.push(k as i8 as u8);
-            signal += f64::from(v) * f64::from(v);
-            let d = f64::from(v) - f64::from(k * s);
-            noise += d * d;
-        }
-    }
-    let sqnr = if noise == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (signal / noise).log10()
-    };
+    let axis = if side == Side::Right { 1 } else { 0 };
+    let q = super::weights::quantize_symmetric(&w.values, &w.dims, Some(axis));
     let scale_dims: Vec<i64> = match side {
         Side::Right => vec![cols as i64],
         Side::Left => vec![rows as i64, 1],
     };
+    let scales: Vec<f32> = q.scales.iter().map(|s| s * alpha).collect();
     (
         QuantizedWeight {
-            tensor: raw_tensor("", DataType::Int8, &[rows as i64, cols as i64], q),
-            scale: tensor_f32(
+            tensor: raw_tensor(
                 "",
-                &scale_dims,
-                &scale.iter().map(|s| s * alpha).collect::<Vec<_>>(),
+                DataType::Int8,
+                &[rows as i64, cols as i64],
+                q.values.iter().map(|&v| v as u8).collect(),
             ),
+            scale: tensor_f32("", &scale_dims, &scales),
         },
-        sqnr,
+        q.sqnr_db,
     )
 }
 

@@ -1,10 +1,13 @@
 //! Quantization: float16 conversion ([`fp16`]) and int8 ([`dynamic`]), measured against the
 //! float model on calibration data ([`ranges`]).
 
+pub mod calibrate;
 pub mod dynamic;
 pub mod fp16;
 mod fp16_ops;
+pub mod qdq;
 pub mod ranges;
+pub mod weights;
 
 use crate::graph::GraphError;
 use crate::onnx::OnnxError;
@@ -34,6 +37,8 @@ use crate::run::{EngineChoice, EngineKind, NamedTensor};
 /// Calibration data and the engine that runs the float model on it.
 pub struct Calibration<'a> {
     pub samples: &'a [&'a [NamedTensor]],
+    /// What accuracy is measured on: the calibration samples and any verification data.
+    pub evaluation: &'a [&'a [NamedTensor]],
     pub engine: EngineChoice,
     /// Where the samples came from, for the report.
     pub origin: String,
@@ -56,6 +61,8 @@ pub enum QuantizeReport {
     Fp16(Fp16Stage),
     #[serde(rename = "int8-dynamic")]
     Int8Dynamic(DynamicStage),
+    #[serde(rename = "int8-static")]
+    Int8Static(StaticStage),
 }
 
 impl QuantizeReport {
@@ -63,7 +70,7 @@ impl QuantizeReport {
     pub fn preset(&self) -> &'static str {
         match self {
             QuantizeReport::Fp16(_) => "fp16",
-            QuantizeReport::Int8Dynamic(_) => "int8",
+            QuantizeReport::Int8Dynamic(_) | QuantizeReport::Int8Static(_) => "int8",
         }
     }
 }
@@ -95,8 +102,9 @@ pub fn to_int8_dynamic(
                 .iter()
                 .map(|q| q.output.clone())
                 .collect();
-            let (engine, sqnr) = ranges::compare(&float, model, &values, c.samples, c.engine)?;
-            let mut sqnr: Vec<(String, f64)> = sqnr.into_iter().collect();
+            let (engine, sqnr) = ranges::compare(&float, model, &values, c.evaluation, c.engine)?;
+            let mut sqnr: Vec<(String, f64)> =
+                sqnr.into_iter().map(|(k, a)| (k, a.sqnr_db)).collect();
             sqnr.sort_by(|a, b| a.1.total_cmp(&b.1));
             let summary = CalibrationSummary {
                 origin: c.origin,
@@ -113,6 +121,295 @@ pub fn to_int8_dynamic(
         calibration: summary,
         output_sqnr_db,
     })
+}
+
+/// The static int8 stage's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StaticStage {
+    #[serde(flatten)]
+    pub quantization: qdq::StaticReport,
+    pub calibration: CalibrationSummary,
+    pub method: calibrate::Method,
+    /// Whether the ranges came from `--calibration-cache` rather than a run.
+    pub ranges_from_cache: bool,
+    /// Per quantized node's output: SQNR in dB against the float model (lowest first).
+    pub output_sqnr_db: Vec<(String, f64)>,
+    pub accuracy: AccuracyOutcome,
+}
+
+/// Ranges saved by `--calibration-cache`: reused when the method matches and every activation
+/// to quantize is in it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct CalibrationCache {
+    pub format: String,
+    pub method: calibrate::Method,
+    pub ranges: std::collections::BTreeMap<String, (f32, f32)>,
+}
+
+pub const CALIBRATION_CACHE_FORMAT: &str = "mdeploy.calibration/1";
+
+/// What static quantization must keep against the float model on the calibration and
+/// verification data: the smallest cosine of every graph output, and for classifier outputs
+/// (2-D, several classes) the fraction of rows whose top-1 class stays the same.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AccuracyTarget {
+    pub min_cosine: f64,
+    pub min_top1: f64,
+}
+
+impl AccuracyTarget {
+    /// `cos=0.99`, `top1=1`, or both: `cos=0.99,top1=1` (an absent one does not bind).
+    pub fn parse(s: &str) -> Result<AccuracyTarget, String> {
+        let mut t = AccuracyTarget {
+            min_cosine: 0.0,
+            min_top1: 0.0,
+        };
+        for part in s.split(',') {
+            let value = |v: &str| match v.parse::<f64>() {
+                Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+                _ => Err(format!("accuracy target '{part}': a number in [0, 1]")),
+            };
+            match part.trim().split_once('=') {
+                Some(("cos", v)) => t.min_cosine = value(v)?,
+                Some(("top1", v)) => t.min_top1 = value(v)?,
+                _ => {
+                    return Err(format!(
+                        "accuracy target '{part}': cos=X or top1=X (e.g. cos=0.99,top1=1)"
+                    ));
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    /// The worst cosine and top-1 agreement over these outputs, and whether they meet it.
+    fn judge<'a>(&self, measured: impl Iterator<Item = &'a ranges::Agreement>) -> (f64, f64, bool) {
+        let (mut cosine, mut top1) = (1.0f64, 1.0f64);
+        for a in measured {
+            cosine = cosine.min(a.cosine);
+            top1 = top1.min(a.top1.unwrap_or(1.0));
+        }
+        (
+            cosine,
+            top1,
+            cosine >= self.min_cosine && top1 >= self.min_top1,
+        )
+    }
+}
+
+/// How the accuracy target was met.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccuracyOutcome {
+    pub target: AccuracyTarget,
+    /// The smallest output cosine of the result.
+    pub achieved_cosine: f64,
+    /// The smallest top-1 agreement of its classifier outputs (1 where it has none).
+    pub achieved_top1: f64,
+    pub met: bool,
+    /// Quantize-and-measure rounds it took.
+    pub rounds: usize,
+    pub returned_to_float: usize,
+}
+
+/// The best SQNR an 8-bit grid gives a full-range signal (6.02 x 8 + 1.76 dB, rounded up): what
+/// a node reading unquantized values starts from.
+const INT8_CEILING_DB: f64 = 50.0;
+
+/// Quantize-and-measure rounds the search for the fewest nodes to return to float may take.
+const MAX_ROUNDS: usize = 10;
+
+/// Quantizes `model` to int8 QDQ: plans what to quantize, calibrates the activations it needs
+/// (or takes them from `cache`), rewrites, and measures each quantized node's output against
+/// the float model. When a graph output's cosine misses `target`, the nodes that lose the most
+/// (their output's SQNR below the SQNR of the quantized values they read) return to float: the
+/// fewest of them, most harmful first, for which the target holds (by bisection).
+pub fn to_int8_static(
+    model: &mut Model,
+    options: &qdq::StaticOptions,
+    method: calibrate::Method,
+    target: AccuracyTarget,
+    calibration: Calibration,
+    cache: Option<&CalibrationCache>,
+) -> Result<(StaticStage, CalibrationCache), QuantizeError> {
+    let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
+    let plan = qdq::plan(model, options)?;
+    let wanted = plan.activations();
+    let cached = cache.filter(|c| {
+        c.format == CALIBRATION_CACHE_FORMAT
+            && c.method == method
+            && wanted.iter().all(|v| c.ranges.contains_key(v))
+    });
+    let (engine, ranges) = match cached {
+        Some(c) => (None, c.ranges.clone()),
+        None => {
+            let (engine, ranges) = calibrate::activation_ranges(
+                model,
+                &wanted,
+                calibration.samples,
+                calibration.engine,
+                method,
+            )?;
+            (Some(engine), ranges)
+        }
+    };
+    let outputs: Vec<String> = float
+        .graph()
+        .output
+        .iter()
+        .map(|o| o.name().to_string())
+        .collect();
+    // quantize everything, rank by loss, then find the fewest nodes (most harmful first) to
+    // return to float for the target to hold: the outcome of returning k of them is monotone
+    // enough in k for a bisection
+    // the result must also pass the int8 verification preset on the same data
+    let tolerance = crate::verify::Tolerance::from_preset(
+        crate::verify::preset("int8").expect("the int8 preset"),
+    );
+    let (_, reference) =
+        crate::run::run_all(&float, calibration.engine, calibration.evaluation, || {})?;
+    let evaluate = |reverted: &std::collections::BTreeMap<String, String>| {
+        let current = plan.without(reverted);
+        let mut candidate = Model::from_proto(float.proto.clone(), float.dir().to_path_buf());
+        let quantization = qdq::apply(&mut candidate, &current, &ranges)?;
+        let mut values: Vec<String> = quantization
+            .quantized
+            .iter()
+            .map(|q| q.output.clone())
+            .collect();
+        values.extend(outputs.iter().cloned());
+        let (engine, measured) = ranges::compare(
+            &float,
+            &candidate,
+            &values,
+            calibration.evaluation,
+            calibration.engine,
+        )?;
+        let (cosine, top1, met) = target.judge(outputs.iter().filter_map(|o| measured.get(o)));
+        let met = met && {
+            let (_, got) = crate::run::run_all(
+                &candidate,
+                calibration.engine,
+                calibration.evaluation,
+                || {},
+            )?;
+            crate::verify::outputs_agree(&tolerance, &reference, &got)
+        };
+        Ok::<_, QuantizeError>((
+            (cosine, top1, met),
+            (candidate, quantization, measured, engine),
+            current,
+        ))
+    };
+    let none = std::collections::BTreeMap::new();
+    let (judged, mut best, full_plan) = evaluate(&none)?;
+    let (worst, worst_top1, mut met) = judged;
+    let mut reverted = none;
+    let mut rounds = 1;
+    if !met {
+        let ranked = sensitivity(&full_plan, &best.2);
+        let reason = |lost: f64| {
+            format!(
+                "returned to float: with every node int8 the outputs keep cosine {worst:.5} and top-1 {worst_top1:.3}, short of the target (cos {}, top-1 {}); this node lost {lost:.1} dB",
+                target.min_cosine, target.min_top1
+            )
+        };
+        let first = |k: usize| -> std::collections::BTreeMap<String, String> {
+            ranked
+                .iter()
+                .take(k)
+                .map(|(o, lost)| (o.clone(), reason(*lost)))
+                .collect()
+        };
+        // smallest k in (lo, hi] that meets the target; returning all of them does
+        let (mut lo, mut hi) = (0usize, ranked.len());
+        let mut at_hi = None;
+        while hi - lo > 1 && rounds < MAX_ROUNDS {
+            let mid = (lo + hi) / 2;
+            let ((_, _, meets), result, _) = evaluate(&first(mid))?;
+            rounds += 1;
+            if meets {
+                hi = mid;
+                at_hi = Some(result);
+            } else {
+                lo = mid;
+            }
+        }
+        reverted = first(hi);
+        (best, met) = match at_hi {
+            Some(result) => (result, true),
+            None => {
+                rounds += 1;
+                let ((_, _, meets), result, _) = evaluate(&reverted)?;
+                (result, meets)
+            }
+        };
+    }
+    let (quantized, quantization, measured, compared_in) = best;
+    let round = rounds;
+    *model = quantized;
+    let (achieved_cosine, achieved_top1, _) =
+        target.judge(outputs.iter().filter_map(|o| measured.get(o)));
+    let mut output_sqnr_db: Vec<(String, f64)> = quantization
+        .quantized
+        .iter()
+        .filter_map(|q| {
+            measured
+                .get(&q.output)
+                .map(|a| (q.output.clone(), a.sqnr_db))
+        })
+        .collect();
+    output_sqnr_db.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let stage = StaticStage {
+        calibration: CalibrationSummary {
+            origin: calibration.origin,
+            samples: calibration.samples.len(),
+            engine: engine.unwrap_or(compared_in),
+            values_measured: wanted.len(),
+        },
+        method,
+        ranges_from_cache: cached.is_some(),
+        output_sqnr_db,
+        accuracy: AccuracyOutcome {
+            target,
+            achieved_cosine,
+            achieved_top1,
+            met,
+            rounds: round,
+            returned_to_float: reverted.len(),
+        },
+        quantization,
+    };
+    let cache = CalibrationCache {
+        format: CALIBRATION_CACHE_FORMAT.into(),
+        method,
+        ranges,
+    };
+    Ok((stage, cache))
+}
+
+/// The quantized nodes by how much they lose, most first: the SQNR of the quantized values
+/// they read (the worst of the nearest quantized nodes upstream; unbounded at graph inputs)
+/// minus their own output's.
+fn sensitivity(
+    plan: &qdq::StaticPlan,
+    measured: &std::collections::BTreeMap<String, ranges::Agreement>,
+) -> Vec<(String, f64)> {
+    let own = |o: &str| measured.get(o).map_or(f64::INFINITY, |a| a.sqnr_db);
+    let nodes: Vec<(&str, &str)> = plan.nodes().collect();
+    let mut ranked: Vec<(String, f64)> = nodes
+        .iter()
+        .map(|(output, _)| {
+            let upstream = plan
+                .upstream_outputs(output)
+                .iter()
+                .map(|u| own(u))
+                .fold(f64::INFINITY, f64::min);
+            let lost = upstream.min(INT8_CEILING_DB) - own(output).min(INT8_CEILING_DB);
+            (output.to_string(), lost)
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    ranked
 }
 
 /// The float16 stage's report.

@@ -113,21 +113,40 @@ pub fn observe(
     Ok((kind, ranges))
 }
 
+mod ndarray_row {
+    /// One row of a 2-D view.
+    pub type Row<'a> = tract_onnx::prelude::tract_ndarray::ArrayView1<'a, f32>;
+}
+
+/// How far a candidate's value is from the reference's, over all samples.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Agreement {
+    pub sqnr_db: f64,
+    pub cosine: f64,
+    /// For a 2-D output of several classes per row: the fraction of rows whose largest class
+    /// is the same.
+    pub top1: Option<f64>,
+}
+
 /// Runs `reference` and `candidate` side by side on every sample with `values` exposed in both,
-/// and returns each value's SQNR in dB (candidate against reference, over all samples), with the
-/// engine that ran the candidate. Streams: one sample's values at a time.
+/// and returns how far each value is apart (SQNR in dB and cosine, candidate against reference,
+/// over all samples), with the engine that ran the candidate. Streams: one sample's values at a
+/// time.
 pub fn compare(
     reference: &Model,
     candidate: &Model,
     values: &[String],
     samples: &[&[NamedTensor]],
     engine: EngineChoice,
-) -> Result<(EngineKind, BTreeMap<String, f64>), QuantizeError> {
+) -> Result<(EngineKind, BTreeMap<String, Agreement>), QuantizeError> {
     use crate::run::Engine;
     let mut a = Engine::load(&exposing(reference, values), engine)?;
     let mut b = Engine::load(&exposing(candidate, values), engine)?;
     let wanted: HashSet<&str> = values.iter().map(String::as_str).collect();
-    let mut sums: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    // signal, noise, dot product, candidate energy
+    let mut sums: BTreeMap<String, [f64; 4]> = BTreeMap::new();
+    // rows with the same largest class, rows
+    let mut top1: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for s in samples {
         let want = a.run(s)?;
         let got = b.run(s)?;
@@ -145,23 +164,57 @@ pub fn compare(
             if w.shape() != g.shape() {
                 continue;
             }
-            let entry = sums.entry(name).or_default();
+            if let [_, classes] = w.shape()
+                && *classes > 1
+            {
+                let argmax = |row: ndarray_row::Row| {
+                    row.iter()
+                        .enumerate()
+                        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+                        .map(|(k, _)| k)
+                };
+                let t = top1.entry(name.clone()).or_default();
+                for (a, b) in w.rows().into_iter().zip(g.rows()) {
+                    t.0 += u64::from(argmax(a) == argmax(b));
+                    t.1 += 1;
+                }
+            }
+            let entry = sums.entry(name.clone()).or_default();
             for (x, y) in w.iter().zip(g.iter()) {
                 let (x, y) = (f64::from(*x), f64::from(*y));
-                entry.0 += x * x;
-                entry.1 += (x - y) * (x - y);
+                entry[0] += x * x;
+                entry[1] += (x - y) * (x - y);
+                entry[2] += x * y;
+                entry[3] += y * y;
             }
         }
     }
     let sqnr = sums
         .into_iter()
-        .map(|(name, (signal, noise))| {
-            let db = if noise == 0.0 {
+        .map(|(name, [signal, noise, dot, energy])| {
+            let sqnr_db = if noise == 0.0 {
                 f64::INFINITY
             } else {
                 10.0 * (signal / noise).log10()
             };
-            (name, db)
+            let norms = (signal * energy).sqrt();
+            let cosine = if norms == 0.0 {
+                if signal == energy { 1.0 } else { 0.0 }
+            } else {
+                dot / norms
+            };
+            let top1 = top1
+                .get(&name)
+                .filter(|t| t.1 > 0)
+                .map(|t| t.0 as f64 / t.1 as f64);
+            (
+                name,
+                Agreement {
+                    sqnr_db,
+                    cosine,
+                    top1,
+                },
+            )
         })
         .collect();
     Ok((b.kind(), sqnr))

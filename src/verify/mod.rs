@@ -483,6 +483,11 @@ fn compare(report: &mut VerifyReport, want: &[Vec<NamedTensor>], got: &[Vec<Name
     report.min_required = min_required;
 }
 
+/// Does every output of `got` pass `tol` against `want` (the samples' outputs, in order)?
+pub fn outputs_agree(tol: &Tolerance, want: &[Vec<NamedTensor>], got: &[Vec<NamedTensor>]) -> bool {
+    compare_outputs(tol, want, got).0.iter().all(|o| o.passed)
+}
+
 /// Per-output metrics of `got` against `want`, and the smallest tolerances that pass them all.
 fn compare_outputs(
     tol: &Tolerance,

@@ -215,3 +215,85 @@ fn every_real_model_quantizes_to_dynamic_int8_and_verifies() {
         }
     }
 }
+
+/// Static int8 (QDQ) on every real model, calibrated on one data set and verified on both: it
+/// passes the int8 preset, its accuracy target holds (nodes returned to float where needed), and
+/// the ranges saved to a calibration cache are reused on a second run with the same result.
+#[test]
+fn every_real_model_quantizes_to_static_int8_within_its_accuracy_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, path) in common::real_models() {
+        let out = tmp.path().join(format!("{name}.onnx"));
+        let cache = tmp.path().join(format!("{name}.ranges.json"));
+        let dir = path.parent().unwrap().join("test_data_set_0");
+        let data = data_args(&path);
+        let mut args = vec![
+            "optimize",
+            s(&path),
+            "-o",
+            s(&out),
+            "--int8",
+            "static",
+            "--calibration",
+            s(&dir),
+            "--calibration-cache",
+            s(&cache),
+            "--json",
+        ];
+        args.extend(data.iter().map(String::as_str));
+        let o = mdeploy(&args);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let r = json(&o);
+        assert_eq!(r["verification"]["status"], "passed", "{name}");
+        let q = &r["quantize"];
+        assert_eq!(q["mode"], "int8-static");
+        assert_eq!(q["accuracy"]["met"], true, "{name}");
+        assert_eq!(q["ranges_from_cache"], false);
+        let m = Model::load(&out).unwrap();
+        mdeploy::graph::check_model(&m).unwrap();
+        let dq = m
+            .graph()
+            .node
+            .iter()
+            .filter(|n| n.op_type() == "DequantizeLinear")
+            .count();
+        let quantized = q["quantized"].as_array().unwrap().len();
+        assert!(
+            dq >= quantized,
+            "{name}: {dq} DequantizeLinear for {quantized} nodes"
+        );
+        // the cache is reused, and gives the same model
+        let first = std::fs::read(&out).unwrap();
+        let r = json(&mdeploy(&args));
+        assert_eq!(r["quantize"]["ranges_from_cache"], true, "{name}");
+        assert!(
+            std::fs::read(&out).unwrap() == first,
+            "{name}: not deterministic"
+        );
+    }
+}
+
+#[test]
+fn static_int8_without_calibration_data_is_a_usage_error() {
+    let (_, path) = common::real_models()
+        .into_iter()
+        .find(|(n, _)| n == "squeezenet1_1")
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("s.onnx");
+    let o = mdeploy(&["optimize", s(&path), "-o", s(&out), "--int8", "static"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--calibration"), "{}", stderr(&o));
+    assert!(!out.exists());
+    let o = mdeploy(&[
+        "optimize",
+        s(&path),
+        "-o",
+        s(&out),
+        "--int8",
+        "static",
+        "--calibration-method",
+        "kl",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -1,0 +1,281 @@
+//! Activation ranges for static quantization, from calibration data run through the float model.
+//!
+//! Streaming: the first pass keeps each value's min and max ([`super::ranges::observe`]); for
+//! `percentile` and `entropy` a second pass fills a fixed histogram per value over that span
+//! ([`BINS`] bins). Memory is a histogram per value, whatever the number of samples; no
+//! activation is ever stored.
+//!
+//! - `minmax`: the span seen.
+//! - `percentile P` (default 99.999): the span between the (100 - P)th and the Pth percentile,
+//!   so a rare outlier does not stretch the int8 grid for every other value.
+//! - `entropy`: the clipping threshold over |x| that minimizes the KL divergence between the
+//!   histogram and its 128-level quantization (the TensorRT calibration method).
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::QuantizeError;
+use super::ranges::{ValueRange, exposing, observe};
+use crate::onnx::Model;
+use crate::run::{EngineChoice, EngineKind, NamedTensor, run_each};
+
+/// Histogram bins per value.
+pub const BINS: usize = 2048;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "method", content = "percentile")]
+pub enum Method {
+    MinMax,
+    Percentile(f64),
+    Entropy,
+}
+
+impl Method {
+    /// `minmax`, `percentile`, `percentile:99.99` or `entropy`.
+    pub fn parse(s: &str) -> Result<Method, String> {
+        match s.split_once(':') {
+            None if s == "minmax" => Ok(Method::MinMax),
+            None if s == "percentile" => Ok(Method::Percentile(99.999)),
+            None if s == "entropy" => Ok(Method::Entropy),
+            Some(("percentile", p)) => match p.parse::<f64>() {
+                Ok(p) if p > 50.0 && p <= 100.0 => Ok(Method::Percentile(p)),
+                _ => Err(format!("percentile '{p}': a number in (50, 100]")),
+            },
+            _ => Err(format!(
+                "calibration method '{s}': minmax, percentile[:P] or entropy"
+            )),
+        }
+    }
+}
+
+/// Each value's range, by name.
+pub type Ranges = BTreeMap<String, (f32, f32)>;
+
+/// The range each of `values` is quantized over, with the engine that computed it.
+pub fn activation_ranges(
+    model: &Model,
+    values: &[String],
+    samples: &[&[NamedTensor]],
+    engine: EngineChoice,
+    method: Method,
+) -> Result<(EngineKind, Ranges), QuantizeError> {
+    let (kind, spans) = observe(model, values, samples, engine)?;
+    if method == Method::MinMax {
+        let ranges = spans
+            .iter()
+            .map(|(k, r)| (k.clone(), (r.min, r.max)))
+            .collect();
+        return Ok((kind, ranges));
+    }
+    let entropy = method == Method::Entropy;
+    let mut histograms: BTreeMap<String, Histogram> = spans
+        .iter()
+        .filter(|(_, r)| r.min <= r.max)
+        .map(|(k, r)| (k.clone(), Histogram::over(r, entropy)))
+        .collect();
+    let exposed = exposing(model, values);
+    let wanted: HashSet<&str> = values.iter().map(String::as_str).collect();
+    run_each(&exposed, EngineChoice::Only(kind), samples, |k, outputs| {
+        if k == 0 {
+            histograms.values_mut().for_each(Histogram::clear);
+        }
+        for out in outputs {
+            if !wanted.contains(out.name.as_str()) {
+                continue;
+            }
+            if let (Some(h), Ok(v)) = (
+                histograms.get_mut(&out.name),
+                out.tensor.to_plain_array_view::<f32>(),
+            ) {
+                h.add(v.iter().copied());
+            }
+        }
+    })?;
+    let ranges = spans
+        .iter()
+        .map(|(name, r)| {
+            let range = match (histograms.get(name), method) {
+                (Some(h), Method::Percentile(p)) => h.percentile_range(p),
+                (Some(h), Method::Entropy) => h.entropy_range(r),
+                _ => (r.min, r.max),
+            };
+            (name.clone(), range)
+        })
+        .collect();
+    Ok((kind, ranges))
+}
+
+/// Counts over `[lo, hi]` in [`BINS`] equal bins (of |x| for entropy).
+struct Histogram {
+    lo: f32,
+    hi: f32,
+    absolute: bool,
+    bins: Vec<u64>,
+}
+
+impl Histogram {
+    fn over(r: &ValueRange, absolute: bool) -> Histogram {
+        let (lo, hi) = if absolute {
+            (0.0, r.min.abs().max(r.max.abs()))
+        } else {
+            (r.min, r.max)
+        };
+        Histogram {
+            lo,
+            hi,
+            absolute,
+            bins: vec![0; BINS],
+        }
+    }
+
+    fn clear(&mut self) {
+        self.bins.iter_mut().for_each(|b| *b = 0);
+    }
+
+    fn width(&self) -> f32 {
+        (self.hi - self.lo) / BINS as f32
+    }
+
+    fn add(&mut self, values: impl Iterator<Item = f32>) {
+        let w = self.width();
+        for v in values.filter(|v| v.is_finite()) {
+            let v = if self.absolute { v.abs() } else { v };
+            let k = if w > 0.0 {
+                (((v - self.lo) / w) as usize).min(BINS - 1)
+            } else {
+                0
+            };
+            self.bins[k] += 1;
+        }
+    }
+
+    /// The span between the (100 - p)th and the pth percentile.
+    fn percentile_range(&self, p: f64) -> (f32, f32) {
+        let total: u64 = self.bins.iter().sum();
+        if total == 0 {
+            return (self.lo, self.hi);
+        }
+        let tail = ((100.0 - p) / 100.0 * total as f64).floor() as u64;
+        let w = self.width();
+        let mut seen = 0;
+        let mut lo = self.lo;
+        for (k, &b) in self.bins.iter().enumerate() {
+            seen += b;
+            if seen > tail {
+                lo = self.lo + k as f32 * w;
+                break;
+            }
+        }
+        seen = 0;
+        let mut hi = self.hi;
+        for (k, &b) in self.bins.iter().enumerate().rev() {
+            seen += b;
+            if seen > tail {
+                hi = self.lo + (k + 1) as f32 * w;
+                break;
+            }
+        }
+        (lo, hi)
+    }
+
+    /// The threshold over |x| whose clipped, 128-level quantized histogram diverges least from
+    /// the histogram (KL), as a range within what was seen.
+    fn entropy_range(&self, seen: &ValueRange) -> (f32, f32) {
+        const LEVELS: usize = 128;
+        let total: u64 = self.bins.iter().sum();
+        if total == 0 || self.hi <= 0.0 {
+            return (seen.min, seen.max);
+        }
+        let mut best = (f64::INFINITY, BINS);
+        for i in (LEVELS..=BINS).step_by(4) {
+            let mut p: Vec<f64> = self.bins[..i].iter().map(|&b| b as f64).collect();
+            let outliers: u64 = self.bins[i..].iter().sum();
+            p[i - 1] += outliers as f64;
+            // the reference quantized to LEVELS levels, spread back over its nonzero bins
+            let mut q = vec![0f64; i];
+            for level in 0..LEVELS {
+                let (start, end) = (level * i / LEVELS, (level + 1) * i / LEVELS);
+                let bins = &self.bins[start..end];
+                let sum: f64 = bins.iter().map(|&b| b as f64).sum();
+                let nonzero = bins.iter().filter(|&&b| b > 0).count();
+                if nonzero > 0 {
+                    for (q, &b) in q[start..end].iter_mut().zip(bins) {
+                        if b > 0 {
+                            *q = sum / nonzero as f64;
+                        }
+                    }
+                }
+            }
+            let (sp, sq): (f64, f64) = (p.iter().sum(), q.iter().sum());
+            if sq == 0.0 {
+                continue;
+            }
+            let kl: f64 = p
+                .iter()
+                .zip(&q)
+                .filter(|(p, _)| **p > 0.0)
+                .map(|(p, q)| {
+                    let (p, q) = (p / sp, (q / sq).max(1e-12));
+                    p * (p / q).ln()
+                })
+                .sum();
+            if kl < best.0 {
+                best = (kl, i);
+            }
+        }
+        let t = best.1 as f32 * self.width();
+        (seen.min.max(-t), seen.max.min(t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn histogram(values: &[f32], absolute: bool) -> (Histogram, ValueRange) {
+        let r = ValueRange {
+            min: values.iter().copied().fold(f32::INFINITY, f32::min),
+            max: values.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            non_finite: false,
+        };
+        let mut h = Histogram::over(&r, absolute);
+        h.add(values.iter().copied());
+        (h, r)
+    }
+
+    #[test]
+    fn percentile_drops_a_rare_outlier_minmax_would_keep() {
+        let mut v: Vec<f32> = (0..100_000).map(|k| (k % 1000) as f32 / 1000.0).collect();
+        v.push(100.0);
+        let (h, _) = histogram(&v, false);
+        let (lo, hi) = h.percentile_range(99.99);
+        assert!(lo <= 0.001 && hi < 1.1, "({lo}, {hi})");
+        let (lo, hi) = h.percentile_range(100.0);
+        assert_eq!((lo, hi), (0.0, 100.0));
+    }
+
+    #[test]
+    fn entropy_clips_a_long_tail() {
+        // a bell of |x| < 3 and a handful of values out to 50
+        let mut v: Vec<f32> = (0..50_000)
+            .map(|k| ((k % 601) as f32 - 300.0) / 100.0)
+            .collect();
+        v.extend([40.0, -45.0, 50.0]);
+        let (h, r) = histogram(&v, true);
+        let (lo, hi) = h.entropy_range(&r);
+        assert!((2.5..10.0).contains(&hi), "({lo}, {hi})");
+        assert!((-10.0..=-2.5).contains(&lo) && lo > -10.0, "({lo}, {hi})");
+    }
+
+    #[test]
+    fn methods_parse() {
+        assert_eq!(Method::parse("percentile"), Ok(Method::Percentile(99.999)));
+        assert_eq!(
+            Method::parse("percentile:99.9"),
+            Ok(Method::Percentile(99.9))
+        );
+        assert!(Method::parse("percentile:12").is_err());
+        assert!(Method::parse("kl").is_err());
+    }
+}

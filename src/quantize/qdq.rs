@@ -1,0 +1,556 @@
+//! Static int8 quantization in the QDQ format: QuantizeLinear/DequantizeLinear pairs around the
+//! values a Conv, ConvTranspose, Gemm or MatMul reads, with ranges calibrated beforehand.
+//!
+//! ```text
+//!   x ─ Conv(W, B) ─            becomes
+//!   x ─ Q(s_x, z_x) ─ DQ ─ Conv(DQ(W_q:i8, s_w[C], 0, axis), DQ(B_q:i32, s_x*s_w[C], 0)) ─
+//! ```
+//!
+//! - Weights: int8 per output channel, symmetric (zero point exactly 0), axis Conv 0,
+//!   ConvTranspose 1, Gemm 0 with transB else 1, MatMul 1 (a weight on the right). Models
+//!   before opset 13 have no per-axis DequantizeLinear: their weights are per tensor, and a
+//!   weight whose per-tensor SQNR falls below [`MIN_PER_TENSOR_SQNR_DB`] stays float.
+//! - Activations: int8, asymmetric, over the calibrated range (which always includes 0, so zero
+//!   is exact). A value read through pass-through ops (Reshape, Transpose, MaxPool, Resize,
+//!   Squeeze, ...) shares one scale and zero point with the values those ops read, so
+//!   onnxruntime fuses the int8 chain; the range is the union of the chain's.
+//! - Bias: int32 with scale = input scale x weight scale and zero point 0, as DequantizeLinear.
+//! - Relu/Clip: a value is quantized where a quantized op reads it, which is after any Relu or
+//!   Clip: their range is the one calibrated, and the op before them is not quantized at its
+//!   output (no range that a later Relu would halve).
+//! - What is not quantized by default keeps transformers accurate: LayerNormalization and its
+//!   decomposition, Softmax, GELU/Erf and residual Adds are not among the quantized ops, and a
+//!   MatMul of two activations (attention scores, attention times values) stays float.
+//! - The main graph only: bodies of If/Loop/Scan stay float.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+
+use super::QuantizeError;
+use super::dynamic::{KeptFloat, QuantizedNode};
+use super::weights::{constant_behind, quantize_symmetric};
+use crate::graph::builder::{attr_int, raw_tensor, tensor_f32};
+use crate::graph::{Graph, node_label};
+use crate::infer::Inference;
+use crate::onnx::attributes::{attr_f, attr_i};
+use crate::onnx::proto::{NodeProto, TensorProto};
+use crate::onnx::{DataType, Model};
+use crate::passes::PassContext;
+
+/// The ops quantized by default.
+pub const QUANTIZED_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
+/// Ops whose int8 output is their int8 input rearranged or selected: they share its parameters.
+pub const PASS_THROUGH: &[&str] = &[
+    "Reshape",
+    "Transpose",
+    "MaxPool",
+    "GlobalMaxPool",
+    "Resize",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "Slice",
+    "Identity",
+];
+/// Below this SQNR a per-tensor int8 weight (opset < 13) is too coarse: the node stays float.
+pub const MIN_PER_TENSOR_SQNR_DB: f64 = 25.0;
+
+#[derive(Debug, Clone, Default)]
+pub struct StaticOptions {
+    /// Op types to quantize (default [`QUANTIZED_OPS`]).
+    pub ops: Option<HashSet<String>>,
+    pub exclude_nodes: HashSet<String>,
+    pub exclude_op_types: HashSet<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StaticReport {
+    pub quantized: Vec<QuantizedNode>,
+    pub kept_float: Vec<KeptFloat>,
+    /// Activations with a Q/DQ pair.
+    pub activations: usize,
+    /// Whether weights have a scale per channel (opset 13+) or one per tensor.
+    pub per_channel: bool,
+}
+
+/// A node to quantize.
+#[derive(Debug, Clone)]
+struct Planned {
+    index: usize,
+    label: String,
+    op: String,
+    output: String,
+    activation: String,
+    /// The activation, then the values the pass-through ops above it read, upstream last.
+    chain: Vec<String>,
+    /// The outputs of the nearest planned nodes upstream of the activation.
+    upstream: Vec<String>,
+    weight: TensorProto,
+    axis: usize,
+    bias: Option<TensorProto>,
+}
+
+/// What static quantization will do: the nodes, and the activations whose ranges it needs.
+pub struct StaticPlan {
+    nodes: Vec<Planned>,
+    /// Activation -> the value whose parameters it shares (itself, or the upstream end of its
+    /// pass-through chain).
+    groups: BTreeMap<String, String>,
+    kept_float: Vec<KeptFloat>,
+    per_channel: bool,
+}
+
+impl StaticPlan {
+    /// Every activation to calibrate.
+    pub fn activations(&self) -> Vec<String> {
+        self.groups.keys().cloned().collect()
+    }
+}
+
+/// Chooses what to quantize in `model`'s main graph.
+pub fn plan(model: &Model, options: &StaticOptions) -> Result<StaticPlan, QuantizeError> {
+    let facts = Inference::of_model(model);
+    let ctx = PassContext::new(model, 0, 0);
+    let graph = Graph::new(model.graph().clone());
+    let per_channel = model.opset("").unwrap_or(1) >= 13;
+    let ops: HashSet<String> = options
+        .ops
+        .clone()
+        .unwrap_or_else(|| QUANTIZED_OPS.iter().map(|s| s.to_string()).collect());
+    let mut nodes = Vec::new();
+    let mut kept_float = Vec::new();
+    for (i, node) in graph.nodes().iter().enumerate() {
+        if !ops.contains(node.op_type()) || !matches!(node.domain(), "" | "ai.onnx") {
+            continue;
+        }
+        let reason = if options.exclude_nodes.contains(node.name()) {
+            Err("excluded by --exclude-nodes".to_string())
+        } else if options.exclude_op_types.contains(node.op_type()) {
+            Err("excluded by --exclude-op-types".to_string())
+        } else {
+            plan_node(&graph, &facts, &ctx, node, i, per_channel)
+        };
+        match reason {
+            Ok(p) => nodes.push(p),
+            Err(reason) => kept_float.push(KeptFloat {
+                node: node_label(node, i),
+                op: node.op_type().into(),
+                reason,
+            }),
+        }
+    }
+    // each activation, and the pass-through chain above it
+    for p in &mut nodes {
+        let mut value = p.activation.clone();
+        while let Some(producer) = graph.producer(&value) {
+            let data = producer.input.first().cloned().unwrap_or_default();
+            let float = facts.elem_type(&data) == Some(DataType::Float);
+            if !PASS_THROUGH.contains(&producer.op_type())
+                || !float
+                || graph.constant(&data).is_some()
+                || p.chain.contains(&data)
+            {
+                break;
+            }
+            p.chain.push(data.clone());
+            value = data;
+        }
+    }
+    // the nearest quantized nodes upstream of each one's input
+    let outputs: HashSet<String> = nodes.iter().map(|p| p.output.clone()).collect();
+    for p in &mut nodes {
+        let mut stack = vec![p.activation.clone()];
+        let mut seen = HashSet::new();
+        while let Some(v) = stack.pop() {
+            if !seen.insert(v.clone()) || seen.len() > 10_000 {
+                continue;
+            }
+            if outputs.contains(&v) {
+                p.upstream.push(v);
+                continue;
+            }
+            if let Some(producer) = graph.producer(&v) {
+                stack.extend(producer.input.iter().filter(|i| !i.is_empty()).cloned());
+            }
+        }
+    }
+    let groups = groups_of(&nodes);
+    Ok(StaticPlan {
+        nodes,
+        groups,
+        kept_float,
+        per_channel,
+    })
+}
+
+/// Activation -> the value whose parameters it shares, for these nodes: the upstream end of
+/// its chain, or of the first chain it joins.
+fn groups_of(nodes: &[Planned]) -> BTreeMap<String, String> {
+    let mut groups: BTreeMap<String, String> = BTreeMap::new();
+    for p in nodes {
+        let joined = p.chain.iter().position(|v| groups.contains_key(v));
+        let root = match joined {
+            Some(j) => groups[&p.chain[j]].clone(),
+            None => p.chain.last().expect("the activation at least").clone(),
+        };
+        for v in &p.chain[..joined.unwrap_or(p.chain.len())] {
+            groups.insert(v.clone(), root.clone());
+        }
+    }
+    groups
+}
+
+impl StaticPlan {
+    /// The plan without the nodes at these positions of [`StaticPlan::nodes`] (returned to
+    /// float with `reason`).
+    pub fn without(&self, reverted: &BTreeMap<String, String>) -> StaticPlan {
+        let nodes: Vec<Planned> = self
+            .nodes
+            .iter()
+            .filter(|p| !reverted.contains_key(&p.output))
+            .cloned()
+            .collect();
+        let mut kept_float = self.kept_float.clone();
+        for p in self
+            .nodes
+            .iter()
+            .filter(|p| reverted.contains_key(&p.output))
+        {
+            kept_float.push(KeptFloat {
+                node: p.label.clone(),
+                op: p.op.clone(),
+                reason: reverted[&p.output].clone(),
+            });
+        }
+        StaticPlan {
+            groups: groups_of(&nodes),
+            nodes,
+            kept_float,
+            per_channel: self.per_channel,
+        }
+    }
+
+    /// The outputs of the nearest planned nodes upstream of the one writing `output`.
+    pub fn upstream_outputs(&self, output: &str) -> &[String] {
+        self.nodes
+            .iter()
+            .find(|p| p.output == output)
+            .map_or(&[], |p| p.upstream.as_slice())
+    }
+
+    /// Each planned node's output and the activation it reads.
+    pub fn nodes(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.nodes
+            .iter()
+            .map(|p| (p.output.as_str(), p.activation.as_str()))
+    }
+}
+
+fn plan_node(
+    graph: &Graph,
+    facts: &Inference,
+    ctx: &PassContext,
+    node: &NodeProto,
+    index: usize,
+    per_channel: bool,
+) -> Result<Planned, String> {
+    let float = |v: &str| facts.elem_type(v) == Some(DataType::Float);
+    let input = |k: usize| node.input.get(k).filter(|v| !v.is_empty());
+    let (Some(x), Some(w)) = (input(0), input(1)) else {
+        return Err("not a product of two inputs".into());
+    };
+    if !float(x) || !float(w) {
+        return Err("not float32".into());
+    }
+    if graph.constant(x).is_some() {
+        return Err("its input is a constant".into());
+    }
+    let no_outer = HashMap::new();
+    let weight = constant_behind(graph, &no_outer, w).ok_or_else(|| match node.op_type() {
+        "MatMul" if constant_behind(graph, &no_outer, x).is_some() => {
+            "its weight is on the left".to_string()
+        }
+        "MatMul" => "a product of two activations (attention) stays float".to_string(),
+        _ => "its weight is not a constant".to_string(),
+    })?;
+    let rank = weight.dims.len();
+    let axis = match node.op_type() {
+        "Conv" if rank >= 3 => 0,
+        "ConvTranspose" if rank >= 3 && attr_i(node, "group", 1) == 1 => 1,
+        "ConvTranspose" => return Err("grouped ConvTranspose".into()),
+        "Gemm" if rank == 2 => {
+            if attr_i(node, "transA", 0) != 0 {
+                return Err("Gemm with transA".into());
+            }
+            if attr_f(node, "alpha", 1.0) != 1.0 || attr_f(node, "beta", 1.0) != 1.0 {
+                return Err("Gemm with alpha or beta other than 1".into());
+            }
+            if attr_i(node, "transB", 0) != 0 { 0 } else { 1 }
+        }
+        "MatMul" if rank == 2 => 1,
+        _ => return Err(format!("a weight of rank {rank}")),
+    };
+    let channels = weight.dims[axis] as usize;
+    let bias = match input(2).map(|b| constant_behind(graph, &no_outer, b)) {
+        None => None,
+        Some(Some(b)) if b.dims == [channels as i64] => Some(b),
+        Some(_) => return Err("its bias is not a constant of one value per channel".into()),
+    };
+    if !per_channel {
+        let values = ctx
+            .tensor_data(&weight)
+            .and_then(|d| d.f32s())
+            .map_err(|e| e.to_string())?;
+        let dims: Vec<usize> = weight.dims.iter().map(|&d| d as usize).collect();
+        let sqnr = quantize_symmetric(&values, &dims, None).sqnr_db;
+        if sqnr < MIN_PER_TENSOR_SQNR_DB {
+            return Err(format!(
+                "opset < 13 allows one weight scale per tensor, and that gives {sqnr:.1} dB \
+                 (< {MIN_PER_TENSOR_SQNR_DB})"
+            ));
+        }
+    }
+    Ok(Planned {
+        index,
+        label: node_label(node, index),
+        op: node.op_type().into(),
+        output: node.output.first().cloned().unwrap_or_default(),
+        activation: x.clone(),
+        chain: vec![x.clone()],
+        upstream: Vec::new(),
+        weight,
+        axis,
+        bias,
+    })
+}
+
+/// Int8 asymmetric parameters of a range (stretched to include 0).
+fn activation_params(lo: f32, hi: f32) -> (f32, i8) {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let scale = (hi - lo) / 255.0;
+    if scale.is_nan() || scale <= 0.0 || !scale.is_finite() {
+        return (1.0, 0);
+    }
+    let zero = (-128.0 - lo / scale).round().clamp(-128.0, 127.0);
+    (scale, zero as i8)
+}
+
+/// Rewrites `model` by `plan`, with each activation quantized over `ranges`.
+pub fn apply(
+    model: &mut Model,
+    plan: &StaticPlan,
+    ranges: &BTreeMap<String, (f32, f32)>,
+) -> Result<StaticReport, QuantizeError> {
+    let ctx = PassContext::new(model, 0, 0);
+    let mut report = StaticReport {
+        kept_float: plan.kept_float.clone(),
+        per_channel: plan.per_channel,
+        ..Default::default()
+    };
+    // each group's range: the union of its members'
+    let mut group_range: HashMap<&str, (f32, f32)> = HashMap::new();
+    for (value, root) in &plan.groups {
+        let Some(&(lo, hi)) = ranges.get(value) else {
+            continue;
+        };
+        let e = group_range.entry(root).or_insert((lo, hi));
+        *e = (e.0.min(lo), e.1.max(hi));
+    }
+    let mut edit = Graph::new(std::mem::take(model.graph_mut()));
+    let mut added: Vec<NodeProto> = Vec::new();
+    // one scale and zero point per group; a Q/DQ pair per activation
+    let mut params: HashMap<String, (String, String, f32)> = HashMap::new();
+    let mut dequantized: HashMap<String, String> = HashMap::new();
+    for (value, root) in &plan.groups {
+        let Some(&(lo, hi)) = group_range.get(root.as_str()) else {
+            continue;
+        };
+        let (scale, zero) = activation_params(lo, hi);
+        let (s, z, _) = params
+            .entry(root.clone())
+            .or_insert_with(|| {
+                let s =
+                    edit.add_initializer(&format!("{root}_scale"), tensor_f32("", &[], &[scale]));
+                let z = edit.add_initializer(
+                    &format!("{root}_zero_point"),
+                    raw_tensor("", DataType::Int8, &[], vec![zero as u8]),
+                );
+                (s, z, scale)
+            })
+            .clone();
+        let q = edit.fresh_name(&format!("{value}_quantized"));
+        let dq = edit.fresh_name(&format!("{value}_dequantized"));
+        added.push(node("QuantizeLinear", &[value, &s, &z], &q, vec![]));
+        added.push(node("DequantizeLinear", &[&q, &s, &z], &dq, vec![]));
+        dequantized.insert(value.clone(), dq);
+        report.activations += 1;
+    }
+    // readers in the chains read the dequantized values
+    let chain_readers: Vec<(usize, String)> = edit
+        .nodes()
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| PASS_THROUGH.contains(&n.op_type()))
+        .filter(|(_, n)| {
+            n.output
+                .first()
+                .is_some_and(|o| plan.groups.contains_key(o))
+        })
+        .filter_map(|(i, n)| n.input.first().map(|x| (i, x.clone())))
+        .collect();
+    for (i, x) in chain_readers {
+        if let Some(dq) = dequantized.get(&x) {
+            edit.proto_mut().node[i].input[0] = dq.clone();
+        }
+    }
+    for p in &plan.nodes {
+        let Some(dq) = dequantized.get(&p.activation).cloned() else {
+            report.kept_float.push(KeptFloat {
+                node: node_label(&edit.nodes()[p.index], p.index),
+                op: edit.nodes()[p.index].op_type().into(),
+                reason: "its input has no calibrated range".into(),
+            });
+            continue;
+        };
+        let root = &plan.groups[&p.activation];
+        let x_scale = params[root].2;
+        let values = ctx.tensor_data(&p.weight)?.f32s()?;
+        let dims: Vec<usize> = p.weight.dims.iter().map(|&d| d as usize).collect();
+        let q = quantize_symmetric(&values, &dims, plan.per_channel.then_some(p.axis));
+        let wname = if p.weight.name().is_empty() {
+            "weight"
+        } else {
+            p.weight.name()
+        };
+        let channel_dims: Vec<i64> = if plan.per_channel {
+            vec![q.scales.len() as i64]
+        } else {
+            vec![]
+        };
+        let w_q = edit.add_initializer(
+            &format!("{wname}_quantized"),
+            raw_tensor(
+                "",
+                DataType::Int8,
+                &p.weight.dims,
+                q.values.iter().map(|&v| v as u8).collect(),
+            ),
+        );
+        let w_s = edit.add_initializer(
+            &format!("{wname}_scale"),
+            tensor_f32("", &channel_dims, &q.scales),
+        );
+        let w_z = edit.add_initializer(
+            &format!("{wname}_zero_point"),
+            raw_tensor("", DataType::Int8, &channel_dims, vec![0; q.scales.len()]),
+        );
+        let w_dq = edit.fresh_name(&format!("{wname}_dequantized"));
+        let axis_attr = if plan.per_channel {
+            vec![attr_int("axis", p.axis as i64)]
+        } else {
+            vec![]
+        };
+        added.push(node(
+            "DequantizeLinear",
+            &[&w_q, &w_s, &w_z],
+            &w_dq,
+            axis_attr,
+        ));
+        let mut bias_dq = None;
+        if let Some(b) = &p.bias {
+            let bias = ctx.tensor_data(b)?.f32s()?;
+            let scales: Vec<f32> = (0..bias.len())
+                .map(|c| x_scale * q.scales[if plan.per_channel { c } else { 0 }])
+                .collect();
+            let ints: Option<Vec<i32>> = bias
+                .iter()
+                .zip(&scales)
+                .map(|(b, s)| {
+                    let v = (b / s).round();
+                    (v.abs() < i32::MAX as f32).then_some(v as i32)
+                })
+                .collect();
+            // a bias too large for int32 at this scale stays float
+            if let Some(ints) = ints {
+                let bname = if b.name().is_empty() {
+                    "bias"
+                } else {
+                    b.name()
+                };
+                let n = ints.len() as i64;
+                let raw: Vec<u8> = ints.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let b_q = edit.add_initializer(
+                    &format!("{bname}_quantized"),
+                    raw_tensor("", DataType::Int32, &[n], raw),
+                );
+                let (scale, zero, axis) = if plan.per_channel {
+                    (
+                        tensor_f32("", &[n], &scales),
+                        raw_tensor("", DataType::Int32, &[n], vec![0; 4 * ints.len()]),
+                        vec![attr_int("axis", 0)],
+                    )
+                } else {
+                    (
+                        tensor_f32("", &[], &scales[..1]),
+                        raw_tensor("", DataType::Int32, &[], vec![0; 4]),
+                        vec![],
+                    )
+                };
+                let b_s = edit.add_initializer(&format!("{bname}_scale"), scale);
+                let b_z = edit.add_initializer(&format!("{bname}_zero_point"), zero);
+                let b_dq = edit.fresh_name(&format!("{bname}_dequantized"));
+                added.push(node("DequantizeLinear", &[&b_q, &b_s, &b_z], &b_dq, axis));
+                bias_dq = Some(b_dq);
+            }
+        }
+        let target = &mut edit.proto_mut().node[p.index];
+        target.input[0] = dq;
+        target.input[1] = w_dq;
+        if let Some(b) = bias_dq {
+            target.input[2] = b;
+        }
+        let target = &edit.nodes()[p.index];
+        report.quantized.push(QuantizedNode {
+            node: node_label(target, p.index),
+            op: target.op_type().into(),
+            output: target.output[0].clone(),
+            weight: wname.to_string(),
+            weight_shape: [dims[0], dims[1..].iter().product()],
+            weight_sqnr_db: q.sqnr_db,
+        });
+    }
+    edit.proto_mut().node.extend(added);
+    edit.sort_topologically()?;
+    *model.graph_mut() = edit.into_proto();
+    let cleanup: Vec<&'static dyn crate::passes::Pass> =
+        ["eliminate_dead_nodes", "eliminate_unused_initializers"]
+            .iter()
+            .filter_map(|n| crate::passes::by_name(n))
+            .collect();
+    crate::passes::optimize(model, &cleanup, &Default::default())
+        .map_err(|e| QuantizeError::Inconsistent(vec![e.to_string()]))?;
+    Ok(report)
+}
+
+/// A node named after its output (a fresh value name, so node names stay unique even where one
+/// weight or bias is shared by several nodes).
+fn node(
+    op: &str,
+    inputs: &[&str],
+    output: &str,
+    attribute: Vec<crate::onnx::proto::AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.into()),
+        name: Some(output.to_string()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.to_string()],
+        attribute,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+#[path = "qdq_tests.rs"]
+mod tests;

@@ -1,0 +1,163 @@
+//! Static QDQ quantization on built graphs: where Q/DQ pairs go, the weights' and bias's
+//! encodings, shared parameters through pass-through ops, what stays float, and the numbers.
+
+use super::*;
+use crate::graph::builder::{ModelBuilder, attr_ints};
+use crate::onnx::proto::ModelProto;
+use crate::passes::testing::max_difference;
+
+fn model(proto: ModelProto) -> Model {
+    Model::from_proto(proto, std::env::temp_dir())
+}
+
+fn weights(n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|k| ((k * 37 % 23) as f32 - 11.0) * scale)
+        .collect()
+}
+
+/// x -> Conv(W, B) -> Relu -> MaxPool -> Conv(W2) -> y
+fn cnn() -> ModelProto {
+    ModelBuilder::new(17)
+        .input("x", DataType::Float, &["1", "2", "6", "6"])
+        .initializer_f32("W", &[4, 2, 3, 3], &weights(72, 0.05))
+        .initializer_f32("B", &[4], &[0.1, -0.2, 0.3, 0.0])
+        .initializer_f32("W2", &[3, 4, 1, 1], &weights(12, 0.1))
+        .node("Conv", &["x", "W", "B"], &["c"])
+        .attr(attr_ints("pads", &[1, 1, 1, 1]))
+        .node("Relu", &["c"], &["r"])
+        .node("MaxPool", &["r"], &["p"])
+        .attr(attr_ints("kernel_shape", &[2, 2]))
+        .attr(attr_ints("strides", &[2, 2]))
+        .node("Conv", &["p", "W2"], &["y"])
+        .output("y", DataType::Float, &["1", "3", "3", "3"])
+        .build()
+}
+
+fn ranges() -> BTreeMap<String, (f32, f32)> {
+    [("x", (-3.0, 3.0)), ("r", (0.0, 4.0)), ("p", (0.0, 4.0))]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+#[test]
+fn conv_inputs_weights_and_bias_get_their_qdq_encodings() {
+    let before = cnn();
+    let mut m = model(before.clone());
+    let plan = plan(&m, &StaticOptions::default()).unwrap();
+    assert_eq!(plan.activations(), ["p", "r", "x"]);
+    let report = apply(&mut m, &plan, &ranges()).unwrap();
+    assert_eq!(report.quantized.len(), 2);
+    assert!(report.per_channel);
+    let g = m.graph();
+    let init = |name: &str| g.initializer.iter().find(|t| t.name() == name).unwrap();
+    // weights: int8 per output channel (axis 0), zero point 0
+    assert_eq!(init("W_quantized").data_type(), DataType::Int8.code());
+    assert_eq!(init("W_scale").dims, [4]);
+    assert!(
+        init("W_zero_point")
+            .raw_data
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0)
+    );
+    let wdq = g
+        .node
+        .iter()
+        .find(|n| n.input.first().is_some_and(|i| i == "W_quantized"))
+        .unwrap();
+    assert_eq!(attr_i(wdq, "axis", -1), 0);
+    // bias: int32, scale = input scale x weight scale
+    assert_eq!(init("B_quantized").data_type(), DataType::Int32.code());
+    let x_scale = f32::from_le_bytes(
+        init("x_scale").raw_data.as_ref().unwrap()[..4]
+            .try_into()
+            .unwrap(),
+    );
+    let w_scales: Vec<f32> = init("W_scale")
+        .raw_data
+        .as_ref()
+        .unwrap()
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let b_scales: Vec<f32> = init("B_scale")
+        .raw_data
+        .as_ref()
+        .unwrap()
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    for (b, w) in b_scales.iter().zip(&w_scales) {
+        assert!((b - x_scale * w).abs() <= 1e-12, "{b} vs {x_scale} x {w}");
+    }
+    // the MaxPool reads r through a Q/DQ pair with the same parameters as its output's
+    let pool = g.node.iter().find(|n| n.op_type() == "MaxPool").unwrap();
+    let dq = g
+        .node
+        .iter()
+        .find(|n| n.output[0] == pool.input[0])
+        .unwrap();
+    assert_eq!(dq.op_type(), "DequantizeLinear");
+    assert_eq!(dq.input[1], "r_scale");
+    let conv2 = g
+        .node
+        .iter()
+        .filter(|n| n.op_type() == "Conv")
+        .nth(1)
+        .unwrap();
+    let dq2 = g
+        .node
+        .iter()
+        .find(|n| n.output[0] == conv2.input[0])
+        .unwrap();
+    assert_eq!(dq2.input[1], "r_scale", "p shares r's parameters");
+    assert!(Inference::of_model(&m).type_errors(&m).is_empty());
+    let d = max_difference(&before, &m.proto);
+    assert!(d < 0.1, "int8 drifted by {d}");
+}
+
+#[test]
+fn activation_parameters_make_zero_exact() {
+    let (scale, zero) = activation_params(0.0, 4.0);
+    assert_eq!(zero, -128);
+    assert!((scale - 4.0 / 255.0).abs() < 1e-9);
+    // the range's ends land on the int8 grid's ends; 0 is the zero point itself
+    let (scale, zero) = activation_params(-1.0, 3.0);
+    assert_eq!(zero, -64);
+    assert_eq!((-1.0 / scale).round() as i32 + zero as i32, -128);
+    assert_eq!((3.0 / scale).round() as i32 + zero as i32, 127);
+    // a range away from zero is stretched to include it
+    let (scale, _) = activation_params(2.0, 4.0);
+    assert!((scale - 4.0 / 255.0).abs() < 1e-9);
+    assert_eq!(activation_params(0.0, 0.0), (1.0, 0));
+}
+
+#[test]
+fn attention_products_excluded_ops_and_old_opsets_stay_float() {
+    let proto = ModelBuilder::new(17)
+        .input("q", DataType::Float, &["2", "4", "8"])
+        .input("k", DataType::Float, &["2", "8", "4"])
+        .node("MatMul", &["q", "k"], &["y"])
+        .output("y", DataType::Float, &["2", "4", "4"])
+        .build();
+    let p = plan(&model(proto), &StaticOptions::default()).unwrap();
+    assert!(p.activations().is_empty());
+    assert!(p.kept_float[0].reason.contains("two activations"));
+    let options = StaticOptions {
+        exclude_op_types: ["Conv".to_string()].into(),
+        ..Default::default()
+    };
+    let p = plan(&model(cnn()), &options).unwrap();
+    assert!(p.activations().is_empty());
+    // opset 12: one scale per tensor, and no axis attribute
+    let mut old = cnn();
+    old.opset_import[0].version = Some(12);
+    let mut m = model(old);
+    let p = plan(&m, &StaticOptions::default()).unwrap();
+    let report = apply(&mut m, &p, &ranges()).unwrap();
+    assert!(!report.per_channel);
+    assert!(m.graph().node.iter().all(|n| attr_i(n, "axis", -1) == -1));
+}

@@ -1,0 +1,113 @@
+//! Weights as the quantizers see them: the constant behind a value (through Identity and Cast to
+//! float, here or in an enclosing graph), and symmetric int8 quantization along a channel axis.
+
+use std::collections::HashMap;
+
+use crate::graph::Graph;
+use crate::onnx::DataType;
+use crate::onnx::attributes::attr_i;
+use crate::onnx::proto::TensorProto;
+
+/// The constant behind `value`: an initializer or Constant node of `graph`, or of an enclosing
+/// graph (`outer`), reached through Identity and Cast-to-float nodes.
+pub fn constant_behind(
+    graph: &Graph,
+    outer: &HashMap<String, TensorProto>,
+    value: &str,
+) -> Option<TensorProto> {
+    let mut name = value.to_string();
+    for _ in 0..16 {
+        if let Some(t) = graph.constant(&name) {
+            return Some(t.into_owned());
+        }
+        if graph.index().producer(&name).is_none() && !graph.is_input(&name) {
+            return outer.get(&name).cloned();
+        }
+        let p = graph.producer(&name)?;
+        let through = match p.op_type() {
+            "Identity" => true,
+            "Cast" => attr_i(p, "to", 0) == i64::from(DataType::Float.code()),
+            _ => false,
+        };
+        if !through || p.input.is_empty() {
+            return None;
+        }
+        name = p.input[0].clone();
+    }
+    None
+}
+
+/// Symmetric int8 values of a weight.
+pub struct Int8Weight {
+    /// Row-major, as the float values were.
+    pub values: Vec<i8>,
+    /// One per channel along the axis (one in all for per-tensor).
+    pub scales: Vec<f32>,
+    /// Signal-to-quantization-noise ratio against the float weight, in dB.
+    pub sqnr_db: f64,
+}
+
+/// Quantizes `values` of shape `dims` to int8 in [-127, 127] with zero point 0, one scale per
+/// index along `axis` (`None`: one scale for the whole tensor). An all-zero channel gets scale 1.
+pub fn quantize_symmetric(values: &[f32], dims: &[usize], axis: Option<usize>) -> Int8Weight {
+    let (channels, inner) = match axis {
+        Some(a) => (dims[a], dims[a + 1..].iter().product::<usize>()),
+        None => (1, values.len().max(1)),
+    };
+    let channel = |k: usize| (k / inner) % channels;
+    let mut max = vec![0f32; channels];
+    for (k, v) in values.iter().enumerate() {
+        let c = channel(k);
+        max[c] = max[c].max(v.abs());
+    }
+    let scales: Vec<f32> = max
+        .iter()
+        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
+        .collect();
+    let (mut signal, mut noise) = (0f64, 0f64);
+    let q = values
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| {
+            let s = scales[channel(k)];
+            let q = (v / s).round().clamp(-127.0, 127.0);
+            signal += f64::from(v) * f64::from(v);
+            let d = f64::from(v) - f64::from(q * s);
+            noise += d * d;
+            q as i8
+        })
+        .collect();
+    let sqnr_db = if noise == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (signal / noise).log10()
+    };
+    Int8Weight {
+        values: q,
+        scales,
+        sqnr_db,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_channel_gets_its_own_scale_and_zero_stays_zero() {
+        // two channels along axis 0 of [2, 3]: the second ten times the first
+        let w = [0.1, -0.2, 0.0, 1.0, -2.0, 0.5];
+        let q = quantize_symmetric(&w, &[2, 3], Some(0));
+        assert_eq!(q.scales.len(), 2);
+        assert!((q.scales[0] - 0.2 / 127.0).abs() < 1e-9);
+        assert!((q.scales[1] - 2.0 / 127.0).abs() < 1e-9);
+        assert_eq!(q.values, [64, -127, 0, 64, -127, 32]);
+        // along axis 1: three channels
+        let q = quantize_symmetric(&w, &[2, 3], Some(1));
+        assert_eq!(q.scales.len(), 3);
+        assert_eq!(q.values[1], -13);
+        let all = quantize_symmetric(&[0.0, 0.0], &[2], None);
+        assert_eq!(all.scales, [1.0]);
+        assert!(all.sqnr_db.is_infinite());
+    }
+}
