@@ -5,6 +5,8 @@
                                               and onnxruntime.transformers.float16 (both with
                                               keep_io_types=True)
   int8 dynamic: mdeploy optimize --int8 dynamic  vs  onnxruntime quantize_dynamic (QInt8)
+  int8 static:  mdeploy optimize --int8 static   vs  onnxruntime quantize_static (QDQ, per
+                channel, int8 activations), both calibrated on test_data_set_0
 
 Per model and tool: does onnxruntime load the result, the worst output cosine against the float
 model on both stored data sets, the task-level check (top-1 class, detection map at 0.3, VAD
@@ -49,6 +51,25 @@ CONVERTERS = {
         "m = onnx.load(sys.argv[1])\n"
         "onnx.save(convert_float_to_float16(m, keep_io_types=True), sys.argv[2])\n"
     ),
+    "ort-quantize_static": (
+        "import sys, glob, os, onnx\n"
+        "from onnx import numpy_helper\n"
+        "import onnxruntime as ort\n"
+        "from onnxruntime.quantization import quantize_static, QuantFormat, QuantType, CalibrationDataReader\n"
+        "names = [i.name for i in ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider']).get_inputs()]\n"
+        "class Reader(CalibrationDataReader):\n"
+        "    def __init__(self):\n"
+        "        files = sorted(glob.glob(os.path.join(sys.argv[3], 'input_*.pb')), key=lambda p: int(p.rsplit('_', 1)[1][:-3]))\n"
+        "        feed = {}\n"
+        "        for k, f in enumerate(files):\n"
+        "            t = onnx.load_tensor(f)\n"
+        "            feed[t.name or names[k]] = numpy_helper.to_array(t)\n"
+        "        self.feeds = iter([feed])\n"
+        "    def get_next(self):\n"
+        "        return next(self.feeds, None)\n"
+        "quantize_static(sys.argv[1], sys.argv[2], Reader(), quant_format=QuantFormat.QDQ,\n"
+        "                per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)\n"
+    ),
     "ort-quantize_dynamic": (
         "import sys\n"
         "from onnxruntime.quantization import quantize_dynamic, QuantType\n"
@@ -59,16 +80,20 @@ CONVERTERS = {
 MODES = {
     "fp16": [("mdeploy", ["--fp16"]), ("onnxconverter-common", None), ("ort-transformers-fp16", None)],
     "int8-dyn": [("mdeploy", ["--int8", "dynamic"]), ("ort-quantize_dynamic", None)],
+    "int8-static": [("mdeploy", ["--int8", "static"]), ("ort-quantize_static", None)],
 }
 
 
 def produce(tool, args, src, dst, sets):
+    """Static quantizers calibrate on set 0; every result is judged on both sets."""
     if tool == "mdeploy":
         cmd = [MDEPLOY, "optimize", src, "-o", dst, "-q", *args]
         for d in sets:
             cmd += ["--data", d]
+        if "static" in args:
+            cmd += ["--calibration", sets[0]]
     else:
-        cmd = [PY, "-c", CONVERTERS[tool], src, dst]
+        cmd = [PY, "-c", CONVERTERS[tool], src, dst, sets[0]]
     return timed(cmd)
 
 

@@ -473,6 +473,17 @@ fn quantize(args: &OptimizeArgs, model: &mut Model) -> anyhow::Result<Option<Qua
                 text.push(b'\n');
                 mdeploy::onnx::save_bytes_atomically(path, &text)?;
             }
+            if !stage.accuracy.met {
+                return Err(CheckFailed(format!(
+                    "static int8 cannot meet the accuracy target (cos {}, top-1 {}): the best \
+                     reached cosine {:.5}, top-1 {:.3}; nothing written",
+                    stage.accuracy.target.min_cosine,
+                    stage.accuracy.target.min_top1,
+                    stage.accuracy.achieved_cosine,
+                    stage.accuracy.achieved_top1
+                ))
+                .into());
+            }
             QuantizeReport::Int8Static(stage)
         }
         None => {

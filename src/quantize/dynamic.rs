@@ -81,6 +81,7 @@ pub fn quantize(
     let facts = Inference::of_model(model);
     let ctx = PassContext::new(model, 0, 0);
     let mut q = Quantizer {
+        opset: model.opset("").unwrap_or(1),
         facts: &facts,
         ctx: &ctx,
         options,
@@ -102,6 +103,7 @@ pub fn quantize(
 }
 
 struct Quantizer<'a> {
+    opset: i64,
     facts: &'a Inference,
     ctx: &'a PassContext,
     options: &'a DynamicOptions,
@@ -328,7 +330,9 @@ impl Quantizer<'_> {
         let excluded = self.options.exclude_nodes.contains(node.name())
             || self.options.exclude_op_types.contains(node.op_type());
         let axis = attr_i(node, "axis", 0);
-        if excluded || !matches!(axis, 0 | -2) || node.input.len() != 2 {
+        let float = self.facts.elem_type(&node.input[0]) == Some(DataType::Float);
+        if excluded || !float || self.opset < 11 || !matches!(axis, 0 | -2) || node.input.len() != 2
+        {
             return None;
         }
         let w = self.weight(graph, outer, &node.input[0], false).ok()??;
@@ -404,6 +408,12 @@ impl Quantizer<'_> {
         outer: &HashMap<String, TensorProto>,
         node: &NodeProto,
     ) -> Result<(String, Side, Weight, Option<Bias>), String> {
+        if self.opset < 11 {
+            return Err(format!(
+                "DynamicQuantizeLinear needs opset 11; the model has {}",
+                self.opset
+            ));
+        }
         if self.options.exclude_nodes.contains(node.name()) {
             return Err("excluded by --exclude-nodes".into());
         }

@@ -279,3 +279,20 @@ fn an_embedding_table_becomes_int8_rows_with_a_scale_each() {
     let d = max_difference(&before, &m.proto);
     assert!(d < 0.01, "int8 rows drifted by {d}");
 }
+
+/// An integer lookup table read by a Gather is not an embedding: it stays as it is (a review
+/// found it rewritten to float).
+#[test]
+fn an_integer_table_is_left_alone() {
+    let table: Vec<i64> = (0..600).collect();
+    let before = ModelBuilder::new(17)
+        .input("ids", DataType::Int64, &["4"])
+        .initializer(crate::graph::builder::tensor_i64("T", &[300, 2], &table))
+        .node("Gather", &["T", "ids"], &["y"])
+        .output("y", DataType::Int64, &["4", "2"])
+        .build();
+    let mut m = model(before.clone());
+    let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
+    assert!(report.quantized.is_empty());
+    assert_eq!(m.proto, before);
+}

@@ -122,7 +122,10 @@ type NodeSlots = (Vec<Option<Slot>>, Vec<Option<Slot>>);
 
 /// Converts `model` to float16 in place.
 pub fn convert(model: &mut Model, options: &Fp16Options) -> Result<Fp16Report, QuantizeError> {
-    super::fp16_ops::split_gemm_bias(model.graph_mut());
+    // Gemm's C is optional from opset 11
+    if model.opset("").unwrap_or(1) >= 11 {
+        super::fp16_ops::split_gemm_bias(model.graph_mut());
+    }
     let facts = Inference::of_model(model);
     let ctx = PassContext::new(model, 0, 0);
     let opsets: HashMap<String, i64> = model
@@ -140,7 +143,7 @@ pub fn convert(model: &mut Model, options: &Fp16Options) -> Result<Fp16Report, Q
         aliases: HashMap::new(),
     };
     let mut graph = std::mem::take(model.graph_mut());
-    let result = converter.graph(&mut graph, &HashMap::new(), true);
+    let result = converter.graph(&mut graph, &HashMap::new(), &HashSet::new(), true);
     *model.graph_mut() = graph;
     result?;
     let after = Inference::of_model(model);
@@ -171,6 +174,11 @@ struct Plan {
 }
 
 impl Converter<'_> {
+    fn type_of(&self, value: &str) -> Option<DataType> {
+        let name = self.aliases.get(value).map_or(value, String::as_str);
+        self.facts.elem_type(name)
+    }
+
     fn is_float(&self, value: &str) -> bool {
         let name = self.aliases.get(value).map_or(value, String::as_str);
         !value.is_empty() && self.facts.elem_type(name) == Some(DataType::Float)
@@ -283,6 +291,25 @@ impl Converter<'_> {
         if typed_by_attribute && node.op_type() != "Cast" {
             return Some("its output type is set by an attribute".into());
         }
+        let unknown = node
+            .input
+            .iter()
+            .chain(&node.output)
+            .find(|v| !v.is_empty() && self.type_of(v).is_none());
+        if let Some(v) = unknown {
+            return Some(format!(
+                "the type of '{v}' is unknown: no Cast could be placed for it"
+            ));
+        }
+        // before opset 11 Gemm's C is required: it cannot be split off (split_gemm_bias)
+        if node.op_type() == "Gemm"
+            && node.input.get(2).is_some_and(|c| !c.is_empty())
+            && self.opsets.get("").copied().unwrap_or(0) < 11
+        {
+            return Some(
+                "a Gemm with a bias before opset 11: tract cannot load it in float16".into(),
+            );
+        }
         let half = slots
             .0
             .iter()
@@ -306,7 +333,8 @@ impl Converter<'_> {
             if max.is_finite() && max * OVERFLOW_MARGIN <= FP16_MAX {
                 continue;
             }
-            if self.is_float(value) && graph.index().producer(value).is_some() {
+            let defined = graph.index().producer(value).is_some() || graph.is_input(value);
+            if self.is_float(value) && defined {
                 self.report.overflowing_values.insert(value.clone(), max);
                 pinned.entry(value.clone()).or_insert_with(|| {
                     format!(
@@ -464,6 +492,7 @@ impl Converter<'_> {
         &mut self,
         g: &mut GraphProto,
         outer: &HashMap<String, DataType>,
+        outer_names: &HashSet<String>,
         main: bool,
     ) -> Result<(), QuantizeError> {
         let plan = self.plan(g)?;
@@ -564,7 +593,7 @@ impl Converter<'_> {
                 retype_attributes(node);
             }
         }
-        let mut edit = Graph::new(std::mem::take(g));
+        let mut edit = Graph::in_scope(std::mem::take(g), outer_names.clone());
         let mut made: HashMap<(String, i32), String> = HashMap::new();
         for (i, k, want) in casts {
             let value = edit.proto().node[i].input[k].clone();
@@ -595,10 +624,12 @@ impl Converter<'_> {
                 set_elem_type(vi, DataType::Float16);
             }
         }
-        // bodies, seeing this graph's new types
+        // bodies, seeing this graph's new types and names
+        let mut names = outer_names.clone();
+        names.extend(crate::graph::defined_names(g));
         for node in &mut g.node {
             for body in subgraphs_mut(node) {
-                self.graph(body, &types, false)?;
+                self.graph(body, &types, &names, false)?;
             }
         }
         Ok(())

@@ -314,3 +314,28 @@ fn integer_graphs_are_left_alone() {
     assert_eq!(m.proto, proto);
     assert_eq!(report.nodes_float16, 0);
 }
+
+/// A value whose type nothing determines (a contrib op's output) gets no Cast, so what reads it
+/// stays float32 rather than mixing types (a review found `Add(f32, f16)` passing the check).
+#[test]
+fn readers_of_a_value_of_unknown_type_stay_float32() {
+    let proto = ModelBuilder::new(17)
+        .opset("com.example", 1)
+        .input("x", DataType::Float, &["4"])
+        .initializer_f32("b", &[4], &[1.0, 2.0, 3.0, 4.0])
+        .node("Mystery", &["x"], &["m"])
+        .node("Add", &["m", "b"], &["y"])
+        .output("y", DataType::Float, &["4"])
+        .build();
+    let mut proto = proto;
+    proto.graph.as_mut().unwrap().node[0].domain = Some("com.example".into());
+    let mut m = model(proto);
+    let report = convert(&mut m, &Fp16Options::default()).unwrap();
+    assert_eq!(elem_type_of(&m, "b"), Some(DataType::Float));
+    assert!(
+        report
+            .kept_float32
+            .iter()
+            .any(|k| k.op == "Add" && k.reason.contains("unknown"))
+    );
+}

@@ -182,18 +182,23 @@ impl AccuracyTarget {
         Ok(t)
     }
 
-    /// The worst cosine and top-1 agreement over these outputs, and whether they meet it.
-    fn judge<'a>(&self, measured: impl Iterator<Item = &'a ranges::Agreement>) -> (f64, f64, bool) {
-        let (mut cosine, mut top1) = (1.0f64, 1.0f64);
+    /// The worst cosine and top-1 agreement over these outputs (`None`: an output that could
+    /// not be measured), and whether they meet it. Nothing measured, or NaN, does not.
+    fn judge<'a>(
+        &self,
+        measured: impl Iterator<Item = Option<&'a ranges::Agreement>>,
+    ) -> (f64, f64, bool) {
+        let (mut cosine, mut top1, mut seen) = (1.0f64, 1.0f64, false);
         for a in measured {
+            let Some(a) = a.filter(|a| !a.cosine.is_nan()) else {
+                return (f64::NAN, f64::NAN, false);
+            };
+            seen = true;
             cosine = cosine.min(a.cosine);
             top1 = top1.min(a.top1.unwrap_or(1.0));
         }
-        (
-            cosine,
-            top1,
-            cosine >= self.min_cosine && top1 >= self.min_top1,
-        )
+        let met = seen && cosine >= self.min_cosine && top1 >= self.min_top1;
+        (cosine, top1, met)
     }
 }
 
@@ -252,11 +257,14 @@ pub fn to_int8_static(
             (Some(engine), ranges)
         }
     };
+    // the float outputs: the ones quantization moves and `compare` measures
+    let facts = crate::infer::Inference::of_model(&float);
     let outputs: Vec<String> = float
         .graph()
         .output
         .iter()
         .map(|o| o.name().to_string())
+        .filter(|o| facts.elem_type(o) == Some(crate::onnx::DataType::Float))
         .collect();
     // quantize everything, rank by loss, then find the fewest nodes (most harmful first) to
     // return to float for the target to hold: the outcome of returning k of them is monotone
@@ -284,7 +292,7 @@ pub fn to_int8_static(
             calibration.evaluation,
             calibration.engine,
         )?;
-        let (cosine, top1, met) = target.judge(outputs.iter().filter_map(|o| measured.get(o)));
+        let (cosine, top1, met) = target.judge(outputs.iter().map(|o| measured.get(o)));
         let met = met && {
             let (_, got) = crate::run::run_all(
                 &candidate,
@@ -347,8 +355,7 @@ pub fn to_int8_static(
     let (quantized, quantization, measured, compared_in) = best;
     let round = rounds;
     *model = quantized;
-    let (achieved_cosine, achieved_top1, _) =
-        target.judge(outputs.iter().filter_map(|o| measured.get(o)));
+    let (achieved_cosine, achieved_top1, _) = target.judge(outputs.iter().map(|o| measured.get(o)));
     let mut output_sqnr_db: Vec<(String, f64)> = quantization
         .quantized
         .iter()
@@ -437,6 +444,22 @@ pub fn to_fp16(
                 .map(|(name, r)| (name.clone(), r.max_abs()))
                 .collect();
             options.observed.extend(observed);
+            // graph inputs, from the samples themselves
+            for sample in c.samples {
+                for t in sample.iter() {
+                    if let Ok(v) = t.tensor.to_plain_array_view::<f32>() {
+                        let max = v.iter().fold(0f32, |m, x| {
+                            if x.is_finite() {
+                                m.max(x.abs())
+                            } else {
+                                f32::INFINITY
+                            }
+                        });
+                        let e = options.observed.entry(t.name.clone()).or_insert(0.0);
+                        *e = e.max(max);
+                    }
+                }
+            }
             Some(CalibrationSummary {
                 origin: c.origin,
                 samples: c.samples.len(),

@@ -113,7 +113,8 @@ pub fn plan(model: &Model, options: &StaticOptions) -> Result<StaticPlan, Quanti
     let facts = Inference::of_model(model);
     let ctx = PassContext::new(model, 0, 0);
     let graph = Graph::new(model.graph().clone());
-    let per_channel = model.opset("").unwrap_or(1) >= 13;
+    let opset = model.opset("").unwrap_or(1);
+    let per_channel = opset >= 13;
     let ops: HashSet<String> = options
         .ops
         .clone()
@@ -124,7 +125,11 @@ pub fn plan(model: &Model, options: &StaticOptions) -> Result<StaticPlan, Quanti
         if !ops.contains(node.op_type()) || !matches!(node.domain(), "" | "ai.onnx") {
             continue;
         }
-        let reason = if options.exclude_nodes.contains(node.name()) {
+        let reason = if opset < 10 {
+            Err(format!(
+                "QuantizeLinear needs opset 10; the model has {opset}"
+            ))
+        } else if options.exclude_nodes.contains(node.name()) {
             Err("excluded by --exclude-nodes".to_string())
         } else if options.exclude_op_types.contains(node.op_type()) {
             Err("excluded by --exclude-op-types".to_string())
@@ -298,10 +303,7 @@ fn plan_node(
         Some(_) => return Err("its bias is not a constant of one value per channel".into()),
     };
     if !per_channel {
-        let values = ctx
-            .tensor_data(&weight)
-            .and_then(|d| d.f32s())
-            .map_err(|e| e.to_string())?;
+        let values = float_values(ctx, &weight).map_err(|e| e.to_string())?;
         let dims: Vec<usize> = weight.dims.iter().map(|&d| d as usize).collect();
         let sqnr = quantize_symmetric(&values, &dims, None).sqnr_db;
         if sqnr < MIN_PER_TENSOR_SQNR_DB {
@@ -323,6 +325,16 @@ fn plan_node(
         axis,
         bias,
     })
+}
+
+/// A weight's values as f32, whatever float type it is stored in (a float16 weight behind a Cast
+/// to float is one).
+fn float_values(ctx: &PassContext, t: &TensorProto) -> Result<Vec<f32>, crate::onnx::OnnxError> {
+    let data = ctx.tensor_data(t)?;
+    match data.to_f64_lossy() {
+        Some(v) => Ok(v.into_iter().map(|x| x as f32).collect()),
+        None => data.f32s(),
+    }
 }
 
 /// Int8 asymmetric parameters of a range (stretched to include 0).
@@ -415,7 +427,7 @@ pub fn apply(
         };
         let root = &plan.groups[&p.activation];
         let x_scale = params[root].2;
-        let values = ctx.tensor_data(&p.weight)?.f32s()?;
+        let values = float_values(&ctx, &p.weight)?;
         let dims: Vec<usize> = p.weight.dims.iter().map(|&d| d as usize).collect();
         let q = quantize_symmetric(&values, &dims, plan.per_channel.then_some(p.axis));
         let wname = if p.weight.name().is_empty() {
@@ -459,7 +471,7 @@ pub fn apply(
         ));
         let mut bias_dq = None;
         if let Some(b) = &p.bias {
-            let bias = ctx.tensor_data(b)?.f32s()?;
+            let bias = float_values(&ctx, b)?;
             let scales: Vec<f32> = (0..bias.len())
                 .map(|c| x_scale * q.scales[if plan.per_channel { c } else { 0 }])
                 .collect();

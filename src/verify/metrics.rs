@@ -19,6 +19,10 @@ pub struct Accumulator {
     nan: (u64, u64),
     inf: (u64, u64),
     nan_mismatch: u64,
+    /// Elements infinite on one side and not the same on the other: never an allowed outlier.
+    inf_mismatch: u64,
+    /// Whether the values are floats (the only ones quantization may move).
+    float: bool,
     violations: u64,
     rows: u64,
     top1: u64,
@@ -97,6 +101,7 @@ impl Accumulator {
         self.shape.get_or_insert_with(|| rs.to_vec());
         self.dtype
             .get_or_insert_with(|| format!("{:?}", reference.datum_type()));
+        self.float = reference.datum_type().is_float();
         if rs != cs {
             self.problem = Some(format!("shape {cs:?} differs from the reference's {rs:?}"));
             return;
@@ -150,6 +155,7 @@ impl Accumulator {
             }
             if r.is_infinite() || c.is_infinite() {
                 if r != c {
+                    self.inf_mismatch += 1;
                     self.violations += 1;
                     self.max_abs = f64::INFINITY;
                     self.max_rel = f64::INFINITY;
@@ -195,8 +201,8 @@ impl Accumulator {
         min_cosine: Option<f64>,
         max_outliers: f64,
     ) -> OutputReport {
-        // outliers are allowed only where the direction is checked too
-        let allowed = if min_cosine.is_some() {
+        // outliers are allowed only in float values, only where the direction is checked too
+        let allowed = if min_cosine.is_some() && self.float {
             (max_outliers * self.elements as f64).floor() as u64
         } else {
             0
@@ -243,6 +249,11 @@ impl Accumulator {
             Some(format!(
                 "{} elements are NaN on one side only",
                 self.nan_mismatch
+            ))
+        } else if self.inf_mismatch > 0 && min_cosine.is_some() {
+            Some(format!(
+                "{} elements are infinite on one side only (an overflow)",
+                self.inf_mismatch
             ))
         } else if self.violations > allowed {
             Some(format!(
@@ -422,5 +433,25 @@ mod tests {
         let r = run(11, Some(0.99));
         assert!(!r.passed && r.message.unwrap().contains("at most 10 may be"));
         assert!(!run(1, None).passed);
+    }
+
+    /// An overflow to infinity is never one of the allowed outliers, and integer outputs get no
+    /// allowance at all (the review of the outlier rule found both).
+    #[test]
+    fn infinities_and_integers_are_never_allowed_outliers() {
+        let reference: Vec<f32> = (0..1000).map(|k| k as f32).collect();
+        let mut overflowed = reference.clone();
+        overflowed[5] = f32::INFINITY;
+        let mut a = Accumulator::default();
+        a.add(&t(&reference, &[1000]), &t(&overflowed, &[1000]), 1.0, 0.0);
+        let r = a.finish("y", 1.0, 0.0, Some(0.9), 0.01);
+        assert!(!r.passed && r.message.unwrap().contains("infinite"));
+        let ints = |v: Vec<i64>| Tensor::from(tract_onnx::prelude::tract_ndarray::Array1::from(v));
+        let labels: Vec<i64> = (0..1000).collect();
+        let mut moved = labels.clone();
+        moved[3] = 7;
+        let mut a = Accumulator::default();
+        a.add(&ints(labels), &ints(moved), 0.0, 0.0);
+        assert!(!a.finish("labels", 0.0, 0.0, Some(0.9), 0.01).passed);
     }
 }
