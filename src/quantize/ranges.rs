@@ -139,9 +139,43 @@ pub fn compare(
     samples: &[&[NamedTensor]],
     engine: EngineChoice,
 ) -> Result<(EngineKind, BTreeMap<String, Agreement>), QuantizeError> {
+    let (reference, candidate) = (exposing(reference, values), exposing(candidate, values));
+    // `auto` tries the engines in turn, from the first sample, as `run_each` does
+    let choices: Vec<EngineChoice> = match engine {
+        EngineChoice::Auto => crate::run::auto_order(&candidate)
+            .into_iter()
+            .map(EngineChoice::Only)
+            .collect(),
+        only => vec![only],
+    };
+    let mut first_error = None;
+    for choice in choices {
+        match measure(&reference, &candidate, values, samples, choice) {
+            Ok(result) => return Ok(result),
+            Err(e) => {
+                let input_problem =
+                    matches!(&e, QuantizeError::Run(r) if crate::run::is_input_problem(r));
+                first_error.get_or_insert(e);
+                if input_problem {
+                    break;
+                }
+            }
+        }
+    }
+    Err(first_error.expect("one engine at least was tried"))
+}
+
+/// [`compare`] in one engine.
+fn measure(
+    reference: &Model,
+    candidate: &Model,
+    values: &[String],
+    samples: &[&[NamedTensor]],
+    engine: EngineChoice,
+) -> Result<(EngineKind, BTreeMap<String, Agreement>), QuantizeError> {
     use crate::run::Engine;
-    let mut a = Engine::load(&exposing(reference, values), engine)?;
-    let mut b = Engine::load(&exposing(candidate, values), engine)?;
+    let mut a = Engine::load(reference, engine)?;
+    let mut b = Engine::load(candidate, engine)?;
     let wanted: HashSet<&str> = values.iter().map(String::as_str).collect();
     // signal, noise, dot product, candidate energy
     let mut sums: BTreeMap<String, [f64; 4]> = BTreeMap::new();

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use prost::Message;
 use tract_onnx::prelude::*;
 
-pub use engine::{Engine, EngineChoice, EngineKind, is_input_problem, run_all, run_each};
+pub use engine::{
+    Engine, EngineChoice, EngineKind, auto_order, is_input_problem, run_all, run_each,
+};
 pub use random::random_inputs;
 pub use shapes::{Dim, InputShapes, ValueShape};
 pub use tensor_io::NamedTensor;
