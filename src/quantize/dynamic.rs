@@ -92,13 +92,7 @@ pub fn quantize(
     *model.graph_mut() = graph;
     result?;
     // the float weights the rewrites orphaned
-    let cleanup: Vec<&'static dyn crate::passes::Pass> =
-        ["eliminate_dead_nodes", "eliminate_unused_initializers"]
-            .iter()
-            .filter_map(|n| crate::passes::by_name(n))
-            .collect();
-    crate::passes::optimize(model, &cleanup, &Default::default())
-        .map_err(|e| QuantizeError::Inconsistent(vec![e.to_string()]))?;
+    super::remove_orphans(model)?;
     Ok(q.report)
 }
 
@@ -177,7 +171,7 @@ impl Quantizer<'_> {
                         edit.fresh_name(&format!("{activation}_scale")),
                         edit.fresh_name(&format!("{activation}_zero_point")),
                     ];
-                    added.push(node_of(
+                    added.push(super::new_node(
                         "DynamicQuantizeLinear",
                         &format!("{activation}/dynamic_quantize"),
                         &[&activation],
@@ -211,7 +205,7 @@ impl Quantizer<'_> {
                 Side::Right => [&dq[0], &w_q, &dq[2], &w_zero],
                 Side::Left => [&w_q, &dq[0], &w_zero, &dq[2]],
             };
-            added.push(node_of(
+            added.push(super::new_node(
                 "MatMulInteger",
                 &format!("{base}/integer"),
                 &inputs,
@@ -219,7 +213,7 @@ impl Quantizer<'_> {
                 vec![],
             ));
             let float = edit.fresh_name(&format!("{output}_float"));
-            added.push(node_of(
+            added.push(super::new_node(
                 "Cast",
                 &format!("{base}/to_float"),
                 &[&product],
@@ -227,7 +221,7 @@ impl Quantizer<'_> {
                 vec![attr_int("to", DataType::Float.code().into())],
             ));
             let scale = edit.fresh_name(&format!("{output}_scale"));
-            added.push(node_of(
+            added.push(super::new_node(
                 "Mul",
                 &format!("{base}/scale"),
                 &[&dq[1], &w_scale],
@@ -235,7 +229,7 @@ impl Quantizer<'_> {
                 vec![],
             ));
             match bias {
-                None => added.push(node_of(
+                None => added.push(super::new_node(
                     "Mul",
                     &format!("{base}/rescale"),
                     &[&float, &scale],
@@ -244,7 +238,7 @@ impl Quantizer<'_> {
                 )),
                 Some(bias) => {
                     let rescaled = edit.fresh_name(&format!("{output}_rescaled"));
-                    added.push(node_of(
+                    added.push(super::new_node(
                         "Mul",
                         &format!("{base}/rescale"),
                         &[&float, &scale],
@@ -260,7 +254,7 @@ impl Quantizer<'_> {
                                 tensor_f32("", &[], &[beta]),
                             );
                             let scaled = edit.fresh_name(&format!("{output}_bias"));
-                            added.push(node_of(
+                            added.push(super::new_node(
                                 "Mul",
                                 &format!("{base}/beta"),
                                 &[&c, &beta_name],
@@ -270,7 +264,7 @@ impl Quantizer<'_> {
                             scaled
                         }
                     };
-                    added.push(node_of(
+                    added.push(super::new_node(
                         "Add",
                         &format!("{base}/bias"),
                         &[&rescaled, &bias],
@@ -362,28 +356,28 @@ impl Quantizer<'_> {
         let rows = edit.fresh_name(&format!("{output}_int8"));
         let float = edit.fresh_name(&format!("{output}_float"));
         let scale = edit.fresh_name(&format!("{output}_scale"));
-        added.push(node_of(
+        added.push(super::new_node(
             "Gather",
             &format!("{base}/rows"),
             &[&w_q, &ids],
             &[&rows],
             vec![],
         ));
-        added.push(node_of(
+        added.push(super::new_node(
             "Cast",
             &format!("{base}/to_float"),
             &[&rows],
             &[&float],
             vec![attr_int("to", DataType::Float.code().into())],
         ));
-        added.push(node_of(
+        added.push(super::new_node(
             "Gather",
             &format!("{base}/scales"),
             &[&w_scale, &ids],
             &[&scale],
             vec![],
         ));
-        added.push(node_of(
+        added.push(super::new_node(
             "Mul",
             &format!("{base}/rescale"),
             &[&float, &scale],
@@ -563,23 +557,6 @@ fn quantize_weight(w: &Weight, side: Side, alpha: f32) -> (QuantizedWeight, f64)
         },
         q.sqnr_db,
     )
-}
-
-fn node_of(
-    op: &str,
-    name: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    attribute: Vec<crate::onnx::proto::AttributeProto>,
-) -> NodeProto {
-    NodeProto {
-        op_type: Some(op.into()),
-        name: Some(name.into()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        attribute,
-        ..Default::default()
-    }
 }
 
 #[cfg(test)]

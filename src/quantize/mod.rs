@@ -11,6 +11,7 @@ pub mod weights;
 
 use crate::graph::GraphError;
 use crate::onnx::OnnxError;
+use crate::onnx::proto::{AttributeProto, NodeProto};
 use crate::run::RunError;
 
 #[derive(Debug, thiserror::Error)]
@@ -474,4 +475,35 @@ pub fn to_fp16(
         calibration: summary,
         conversion,
     })
+}
+
+/// A node the quantizers add.
+fn new_node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attribute: Vec<AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.into()),
+        name: Some(name.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        attribute,
+        ..Default::default()
+    }
+}
+
+/// Removes what a quantizer's rewrites orphaned (the float weights, the nodes that fed them),
+/// with the passes that do it everywhere else.
+fn remove_orphans(model: &mut Model) -> Result<(), QuantizeError> {
+    let cleanup: Vec<&'static dyn crate::passes::Pass> =
+        ["eliminate_dead_nodes", "eliminate_unused_initializers"]
+            .iter()
+            .filter_map(|n| crate::passes::by_name(n))
+            .collect();
+    crate::passes::optimize(model, &cleanup, &Default::default())
+        .map_err(|e| QuantizeError::Inconsistent(vec![e.to_string()]))?;
+    Ok(())
 }

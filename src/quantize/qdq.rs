@@ -34,7 +34,7 @@ use crate::graph::builder::{attr_int, raw_tensor, tensor_f32};
 use crate::graph::{Graph, node_label};
 use crate::infer::Inference;
 use crate::onnx::attributes::{attr_f, attr_i};
-use crate::onnx::proto::{NodeProto, TensorProto};
+use crate::onnx::proto::{AttributeProto, NodeProto, TensorProto};
 use crate::onnx::{DataType, Model};
 use crate::passes::PassContext;
 
@@ -535,32 +535,14 @@ pub fn apply(
     edit.proto_mut().node.extend(added);
     edit.sort_topologically()?;
     *model.graph_mut() = edit.into_proto();
-    let cleanup: Vec<&'static dyn crate::passes::Pass> =
-        ["eliminate_dead_nodes", "eliminate_unused_initializers"]
-            .iter()
-            .filter_map(|n| crate::passes::by_name(n))
-            .collect();
-    crate::passes::optimize(model, &cleanup, &Default::default())
-        .map_err(|e| QuantizeError::Inconsistent(vec![e.to_string()]))?;
+    super::remove_orphans(model)?;
     Ok(report)
 }
 
 /// A node named after its output (a fresh value name, so node names stay unique even where one
 /// weight or bias is shared by several nodes).
-fn node(
-    op: &str,
-    inputs: &[&str],
-    output: &str,
-    attribute: Vec<crate::onnx::proto::AttributeProto>,
-) -> NodeProto {
-    NodeProto {
-        op_type: Some(op.into()),
-        name: Some(output.to_string()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.to_string()],
-        attribute,
-        ..Default::default()
-    }
+fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+    super::new_node(op, output, inputs, &[output], attribute)
 }
 
 #[cfg(test)]

@@ -22,6 +22,15 @@ pub fn shared() -> PathBuf {
 }
 
 /// Every `model.onnx` of `../shared/models`, by model name.
+/// One real model of ../shared/models, by name.
+pub fn real_model(name: &str) -> PathBuf {
+    real_models()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| panic!("no real model {name}"))
+}
+
 pub fn real_models() -> Vec<(String, PathBuf)> {
     let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(shared().join("models"))
         .unwrap()

@@ -77,10 +77,7 @@ fn every_real_model_converts_to_fp16_verifies_and_halves() {
 
 #[test]
 fn fp16_io_makes_the_interface_float16_and_a_missed_tolerance_writes_nothing() {
-    let (_, path) = common::real_models()
-        .into_iter()
-        .find(|(n, _)| n == "squeezenet1_1")
-        .unwrap();
+    let path = common::real_model("squeezenet1_1");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("half.onnx");
     let o = mdeploy(&[
@@ -123,10 +120,7 @@ fn fp16_io_makes_the_interface_float16_and_a_missed_tolerance_writes_nothing() {
 
 #[test]
 fn excluded_op_types_stay_float32_and_are_reported() {
-    let (_, path) = common::real_models()
-        .into_iter()
-        .find(|(n, _)| n == "mtcnn_pnet")
-        .unwrap();
+    let path = common::real_model("mtcnn_pnet");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("pnet.onnx");
     let o = mdeploy(&[
@@ -275,10 +269,7 @@ fn every_real_model_quantizes_to_static_int8_within_its_accuracy_target() {
 
 #[test]
 fn static_int8_without_calibration_data_is_a_usage_error() {
-    let (_, path) = common::real_models()
-        .into_iter()
-        .find(|(n, _)| n == "squeezenet1_1")
-        .unwrap();
+    let path = common::real_model("squeezenet1_1");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("s.onnx");
     let o = mdeploy(&["optimize", s(&path), "-o", s(&out), "--int8", "static"]);
