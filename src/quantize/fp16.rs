@@ -740,14 +740,13 @@ fn short(t: DataType) -> &'static str {
 }
 
 fn cast_node(input: &str, output: &str, to: DataType) -> NodeProto {
-    NodeProto {
-        op_type: Some("Cast".into()),
-        name: Some(format!("{output}_cast")),
-        input: vec![input.into()],
-        output: vec![output.into()],
-        attribute: vec![crate::graph::builder::attr_int("to", to.code().into())],
-        ..Default::default()
-    }
+    super::new_node(
+        "Cast",
+        &format!("{output}_cast"),
+        &[input],
+        &[output],
+        vec![crate::graph::builder::attr_int("to", to.code().into())],
+    )
 }
 
 /// Makes whatever defines `old` in this graph (a node output or an initializer) define `new`.
