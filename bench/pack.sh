@@ -26,7 +26,7 @@ time_it() {
 }
 
 rm -rf "$work/out" "$work/tar-out"
-time_it "mdeploy pack" "rm -f '$work/a.mdpkg'; $bin pack '$work/model/model.onnx' -o '$work/a.mdpkg' --name m --version 1.0.0 --key '$work/keys/mdeploy.key'"
+time_it "mdeploy pack" "rm -f '$work/a.mdpkg'; $bin pack '$work/model/model.onnx' -o '$work/a.mdpkg' --name m --model-version 1.0.0 --key '$work/keys/mdeploy.key'"
 time_it "tar|zstd -3 -T2 + sha256sum" "sha256sum '$work/model/model.onnx' > /dev/null && tar --sort=name -C '$work/model' -cf - . | zstd -3 -T2 -q -f -o '$work/b.tar.zst'"
 time_it "mdeploy unpack" "rm -rf '$work/out'; $bin unpack '$work/a.mdpkg' -o '$work/out' --key '$work/keys/mdeploy.pub'"
 time_it "zstd -d|tar -x + sha256sum" "rm -rf '$work/tar-out'; mkdir '$work/tar-out'; zstd -d -q -c '$work/b.tar.zst' | tar -x -C '$work/tar-out' && sha256sum '$work/tar-out/model.onnx' > /dev/null"

@@ -39,7 +39,7 @@ pub enum ConvertError {
 }
 
 /// A node named in a report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct OpRef {
     pub op: String,
     pub node: String,

@@ -2,10 +2,12 @@
 //!
 //! The library holds everything but the command line: [`onnx`] reads and writes models losslessly,
 //! [`graph`] is the editable graph passes work on, [`run`] executes models with tract, and
-//! [`inspect`] / [`convert`] are the first two stages of the pipeline. Only `src/cli/` knows about
+//! [`inspect`] / [`convert`] are the first two stages of the pipeline, and [`pipeline`] composes
+//! the stages (convert, optimize, verify, pack) and runs `mdeploy build`. Only `src/cli/` knows about
 //! terminals; libraries report progress through [`progress::Progress`].
 
 pub mod convert;
+pub mod error;
 pub mod graph;
 pub mod infer;
 pub mod inspect;
@@ -13,6 +15,7 @@ pub mod lint;
 pub mod onnx;
 pub mod pack;
 pub mod passes;
+pub mod pipeline;
 pub mod progress;
 pub mod quantize;
 pub mod run;

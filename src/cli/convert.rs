@@ -3,16 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, ValueEnum};
-use mdeploy::convert::{normalize, write_nnef};
-use mdeploy::lint::lint;
-use mdeploy::onnx::{ExternalDataPolicy, Model, SaveOptions};
-use mdeploy::progress::Progress;
-use mdeploy::run::InputShapes;
-use serde_json::json;
+use mdeploy::pipeline::{ConvertRequest, ConvertTarget, convert_file};
 
-use super::printer::{Bar, UsageError, note, print_json};
+use super::printer::{OutputArgs, Printer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Target {
@@ -24,6 +18,10 @@ enum Target {
 
 /// Import a model: lint it, fix named dynamic dims, infer and record shapes, write it normalised.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  mdeploy convert model.onnx -o model.normalized.onnx
+  mdeploy convert model.onnx -o fixed.onnx --input-shape batch=1
+  mdeploy convert model.onnx -o model.nnef.tgz --to nnef --input-shape input=1,3,224,224")]
 pub struct ConvertArgs {
     /// The ONNX model to import.
     input: PathBuf,
@@ -39,90 +37,49 @@ pub struct ConvertArgs {
     /// Store tensors of 1 KiB or more in `<OUTPUT>.data` (automatic past 2 GiB).
     #[arg(long)]
     external_data: bool,
-    /// Print the conversion report as JSON on stdout.
-    #[arg(long)]
-    json: bool,
-    /// No notes on stderr.
-    #[arg(short, long)]
-    quiet: bool,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
-    let shapes = InputShapes::parse(&args.input_shapes).map_err(UsageError)?;
-    if args.output.is_dir() {
-        return Err(UsageError(format!(
-            "{} is a directory; -o takes a file",
-            args.output.display()
-        ))
-        .into());
-    }
-    let quiet = args.quiet || args.json;
-    let bar = Bar::new(quiet);
-    bar.on_start("convert", 3);
-    let mut model = Model::load(&args.input)?;
-    let findings = lint(&model);
-    bar.on_advance(1);
-    let report = normalize(&mut model, &shapes)
-        .with_context(|| format!("converting {}", args.input.display()))?;
-    bar.on_advance(1);
-    let written = match args.to {
-        Target::Onnx => {
-            let policy = if args.external_data {
-                ExternalDataPolicy::External { threshold: 1024 }
-            } else {
-                ExternalDataPolicy::Auto
-            };
-            let saved = model.save(
-                &args.output,
-                SaveOptions {
-                    external_data: policy,
-                },
-            )?;
-            serde_json::to_value(saved)?
-        }
-        Target::Nnef => serde_json::to_value(write_nnef(&model, &args.output)?)?,
+    let printer = Printer::new(&args.out);
+    let req = ConvertRequest {
+        input: args.input.clone(),
+        output: args.output.clone(),
+        input_shapes: args.input_shapes.clone(),
+        to: match args.to {
+            Target::Onnx => ConvertTarget::Onnx,
+            Target::Nnef => ConvertTarget::Nnef,
+        },
+        external_data: args.external_data,
     };
-    bar.on_advance(1);
-    bar.on_finish();
-    for f in &findings {
-        note(quiet, &format!("lint: [{}] {}", f.kind, f.message));
+    let doc = convert_file(&req, printer.progress())?;
+    for f in &doc.lint {
+        printer.note(&format!("lint: [{}] {}", f.kind, f.message));
     }
+    let report = &doc.report;
     if !report.not_analysed.is_empty() {
         let ops: Vec<String> = report
             .not_analysed
             .iter()
             .map(|o| format!("{} (node '{}')", o.op, o.node))
             .collect();
-        note(
-            quiet,
-            &format!(
-                "warning: no type or shape rules for {}; what depends on them is not recorded",
-                ops.join(", ")
-            ),
-        );
+        printer.note(&format!(
+            "warning: no type or shape rules for {}; what depends on them is not recorded",
+            ops.join(", ")
+        ));
     }
-    note(
-        quiet,
-        &format!(
-            "wrote {} ({} shapes recorded, {} unknown{})",
-            args.output.display(),
-            report.shapes_recorded,
-            report.shapes_unknown,
-            if report.reordered {
-                ", nodes reordered"
-            } else {
-                ""
-            }
-        ),
-    );
-    if args.json {
-        print_json(&json!({
-            "format": "mdeploy.convert/2",
-            "input": args.input.display().to_string(),
-            "output": written,
-            "report": report,
-            "lint": findings,
-        }))?;
-    }
+    printer.note(&format!(
+        "wrote {} ({} shapes recorded, {} unknown{})",
+        args.output.display(),
+        report.shapes_recorded,
+        report.shapes_unknown,
+        if report.reordered {
+            ", nodes reordered"
+        } else {
+            ""
+        }
+    ));
+    printer.document(&doc)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -10,20 +10,23 @@ use mdeploy::graph::check_model;
 use mdeploy::inspect::{Inspection, inspect};
 use mdeploy::onnx::Model;
 
-use super::printer::{print_json, print_stdout};
+use super::printer::{OutputArgs, Printer, print_stdout};
 
 /// Show what a model holds (interface, opsets, ops, parameters, external data, lint findings), or
 /// an archive's manifest and whether it verifies.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  mdeploy inspect model.onnx
+  mdeploy inspect model.onnx --json | jq .parameters
+  mdeploy inspect rnet-1.0.0.mdpkg --key keys/mdeploy.pub")]
 pub struct InspectArgs {
     /// The ONNX model, or an .mdpkg archive.
     model: PathBuf,
     /// For an archive: the public key its signature must verify with.
     #[arg(long)]
     key: Option<PathBuf>,
-    /// Print one JSON document (format `mdeploy.inspect/1`, see docs/inspect-json.md).
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 /// zstd's frame magic: archives are zstd streams, ONNX files protobuf.
@@ -46,9 +49,8 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     check_model(&model)
         .with_context(|| format!("{} is not a usable model", args.model.display()))?;
     let report = inspect(&model).with_context(|| format!("inspecting {}", args.model.display()))?;
-    if args.json {
-        print_json(&report)?;
-    } else {
+    Printer::new(&args.out).document(&report)?;
+    if !args.out.json {
         print_stdout(&render(&report))?;
     }
     Ok(ExitCode::SUCCESS)
@@ -187,8 +189,8 @@ fn inspect_archive(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         .map(mdeploy::pack::keys::load_verifying_key)
         .transpose()?;
     let summary = mdeploy::pack::inspect_archive(&args.model, key.as_ref())?;
-    if args.json {
-        print_json(&summary)?;
+    Printer::new(&args.out).document(&summary)?;
+    if args.out.json {
         return Ok(ExitCode::SUCCESS);
     }
     let m = &summary.manifest;
@@ -218,6 +220,23 @@ fn inspect_archive(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         m.parameters, m.precision.quantization
     );
     let _ = writeln!(w, "source      sha256 {}", m.lineage.source_sha256);
+    for (title, values) in [("inputs", &m.inputs), ("outputs", &m.outputs)] {
+        let _ = writeln!(w, "{title}");
+        for v in values {
+            let text = |k: &str| match &v[k] {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "?".into(),
+                other => other.to_string(),
+            };
+            let _ = writeln!(
+                w,
+                "  {:<24} {:<8} {}",
+                text("name"),
+                text("dtype"),
+                text("shape")
+            );
+        }
+    }
     if let Some(v) = &m.lineage.verify {
         let _ = writeln!(
             w,
@@ -225,6 +244,7 @@ fn inspect_archive(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             v["status"], v["samples"], v["tolerance"]
         );
     }
+    let _ = writeln!(w, "files");
     for f in &m.files {
         let _ = writeln!(w, "  {:<40} {:>12}  {}", f.path, f.size, f.sha256);
     }

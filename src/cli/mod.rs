@@ -1,6 +1,7 @@
 //! The command line: clap definitions (one file per subcommand), the printer for stdout data and
 //! stderr progress, and the mapping of errors to documented exit codes.
 
+mod build;
 mod convert;
 mod data;
 mod inspect;
@@ -17,15 +18,28 @@ use printer::report_error;
 
 /// Take a trained ONNX model to a deployable artifact you can trust.
 #[derive(Debug, Parser)]
-// no propagate_version: `pack --version` is the model's semantic version
-#[command(name = "mdeploy", version, about)]
-struct Cli {
+#[command(
+    name = "mdeploy",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Examples:
+  mdeploy build examples/mtcnn-rnet      # convert, optimize, verify, sign and pack a model repository
+  mdeploy inspect model.onnx
+  mdeploy optimize model.onnx -o model.opt.onnx --report optimize.json
+  mdeploy verify model.onnx model.opt.onnx --data test_data_set_0
+
+Exit codes: 0 success, 1 a check failed (verification, signature), 2 bad input or usage,
+3 internal error."
+)]
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Build(build::BuildArgs),
     Inspect(inspect::InspectArgs),
     Convert(convert::ConvertArgs),
     Optimize(optimize::OptimizeArgs),
@@ -33,6 +47,21 @@ enum Command {
     Keygen(pack::KeygenArgs),
     Pack(pack::PackArgs),
     Unpack(pack::UnpackArgs),
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) of mdeploy and its subcommands.
+    #[command(after_help = "Examples:\n  mdeploy manpage > mdeploy.1 && man ./mdeploy.1")]
+    Manpage,
+}
+
+/// Print a shell completion script.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  mdeploy completions bash > ~/.local/share/bash-completion/completions/mdeploy
+  mdeploy completions zsh > ~/.zfunc/_mdeploy
+  mdeploy completions fish > ~/.config/fish/completions/mdeploy.fish")]
+struct CompletionsArgs {
+    /// The shell.
+    shell: clap_complete::Shell,
 }
 
 /// Runs the command line; never panics outward (a panic is an internal error, exit 3).
@@ -45,10 +74,14 @@ pub fn run() -> ExitCode {
 }
 
 fn parse_and_run() -> ExitCode {
+    printer::set_json_errors(std::env::args_os().skip(1).any(|a| a == "--json"));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
+            if e.use_stderr() {
+                let _ = printer::print_json_error(&e.to_string(), printer::EXIT_USAGE);
+            }
             return match e.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
                     ExitCode::SUCCESS
@@ -58,6 +91,7 @@ fn parse_and_run() -> ExitCode {
         }
     };
     let outcome = match cli.command {
+        Command::Build(args) => build::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Optimize(args) => optimize::run(args),
@@ -65,9 +99,33 @@ fn parse_and_run() -> ExitCode {
         Command::Keygen(args) => pack::run_keygen(args),
         Command::Pack(args) => pack::run_pack(args),
         Command::Unpack(args) => pack::run_unpack(args),
+        Command::Completions(args) => completions(args),
+        Command::Manpage => manpage(),
     };
     match outcome {
         Ok(code) => code,
         Err(e) => report_error(&e),
     }
+}
+
+fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(args.shell, &mut Cli::command(), "mdeploy", &mut out);
+    printer::print_stdout(&String::from_utf8_lossy(&out))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn manpage() -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    let cmd = Cli::command();
+    clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+    for sub in cmd.get_subcommands() {
+        out.extend_from_slice(b"\n");
+        let name: &'static str = Box::leak(format!("mdeploy-{}", sub.get_name()).into_boxed_str());
+        clap_mangen::Man::new(sub.clone().name(name)).render(&mut out)?;
+    }
+    printer::print_stdout(&String::from_utf8_lossy(&out))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -7,17 +7,13 @@ use std::process::ExitCode;
 
 use super::data::DataArgs;
 use clap::Args;
-use mdeploy::graph::check_model;
-use mdeploy::onnx::{ExternalDataPolicy, Model, SaveOptions};
-use mdeploy::passes::{
-    OptimizeOptions, OptimizeReport, Pass, PassKind, bisect, optimize, preset, registry,
+use mdeploy::passes::{OptimizeReport, registry};
+use mdeploy::pipeline::optimize::{
+    OptimizeRequest, QuantizeMode, QuantizeOptions, Verdict, optimize_file,
 };
-use mdeploy::progress::Progress;
 use mdeploy::quantize::QuantizeReport;
-use mdeploy::verify::{Inputs, Status, Tolerance, VerifyReport, verify_models};
-use serde_json::json;
 
-use super::printer::{Bar, CheckFailed, UsageError, note, print_json, print_stdout};
+use super::printer::{OutputArgs, Printer, UsageError, print_stdout};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Int8Mode {
@@ -27,6 +23,12 @@ enum Int8Mode {
 
 /// Rewrite a model to be smaller and faster without changing what it computes, and prove it.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  mdeploy optimize model.onnx -o model.opt.onnx
+  mdeploy optimize model.onnx -o model.opt.onnx --data test_data_set_0 --report optimize.json
+  mdeploy optimize model.onnx -o model.fp16.onnx --fp16
+  mdeploy optimize model.onnx -o model.int8.onnx --int8 static --calibration calib/
+  mdeploy optimize --list-passes")]
 pub struct OptimizeArgs {
     /// The ONNX model.
     input: Option<PathBuf>,
@@ -122,35 +124,8 @@ pub struct OptimizeArgs {
     /// Store tensors of 1 KiB or more in `<OUTPUT>.data` (automatic past 2 GiB).
     #[arg(long)]
     external_data: bool,
-    /// Write the report (passes, before/after, verification) as JSON to this file.
-    #[arg(long, value_name = "FILE.json")]
-    report: Option<PathBuf>,
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    json: bool,
-    #[arg(short, long)]
-    quiet: bool,
-}
-
-fn choose_passes(args: &OptimizeArgs) -> anyhow::Result<Vec<&'static dyn Pass>> {
-    let known: Vec<&str> = registry().iter().map(|p| p.name()).collect();
-    for name in args.passes.iter().chain(&args.skip) {
-        if !known.contains(&name.as_str()) {
-            return Err(UsageError(format!("no pass '{name}' (see --list-passes)")).into());
-        }
-    }
-    let base = if args.passes.is_empty() {
-        preset(args.level)
-    } else {
-        registry()
-            .into_iter()
-            .filter(|p| args.passes.iter().any(|n| n == p.name()))
-            .collect()
-    };
-    Ok(base
-        .into_iter()
-        .filter(|p| !args.skip.iter().any(|n| n == p.name()))
-        .collect())
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
@@ -171,140 +146,94 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     let (Some(input), Some(output)) = (&args.input, &args.output) else {
         return Err(UsageError("optimize takes a model and -o OUTPUT".into()).into());
     };
-    let passes = choose_passes(&args)?;
-    let quiet = args.quiet || args.json;
-    let original = Model::load(input)?;
-    check_model(&original)?;
-    let mut model = Model::load(input)?;
-    // the report's lineage, only when a report is asked for: hashed from the mapping that
-    // saving reads anyway (hashing `original`'s would make a second copy resident)
-    let input_sha256 = (args.json || args.report.is_some())
-        .then(|| model.file_sha256())
-        .flatten();
-    let shapes = args.data.shapes()?;
-    mdeploy::convert::apply_input_shapes(&mut model, &shapes)?;
-    let pruning = prune(&args, &mut model)?;
-    let options = OptimizeOptions {
-        fold_size_limit: args.fold_size_limit,
-        ..Default::default()
-    };
-    // what the passes start from (bisection replays them from here, not from the file as read)
-    let start = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
-    let bar = Bar::new(quiet);
-    bar.on_start("optimize", 1);
-    let report = optimize(&mut model, &passes, &options)?;
-    bar.on_finish();
-    let quantized = quantize(&args, &mut model)?;
-    let verification = if args.no_verify {
-        None
-    } else {
-        Some(verify(
-            &args,
-            &original,
-            &start,
-            &model,
-            &passes,
-            &options,
-            automatic_preset(&report, &passes, quantized.as_ref()),
-        )?)
-    };
-    let status = verification.as_ref().map(|(v, _)| v.status);
-    let culprit = verification.as_ref().and_then(|(_, c)| c.clone());
-    let lossy = pruning.is_some();
-    let enforced = !lossy || args.tolerance.is_some();
-    let refuse = match status {
-        Some(Status::Failed) => enforced && !args.keep_failed,
-        Some(Status::Unsupported) => !args.allow_unverified,
-        _ => false,
-    };
-    let saved = if refuse {
-        None
-    } else {
-        let policy = if args.external_data {
-            ExternalDataPolicy::External { threshold: 1024 }
-        } else {
-            ExternalDataPolicy::Auto
-        };
-        Some(model.save(
-            output,
-            SaveOptions {
-                external_data: policy,
+    if (!args.calibration.is_empty() || !args.exclude_nodes.is_empty())
+        && !args.fp16
+        && args.int8.is_none()
+    {
+        return Err(UsageError(
+            "--calibration and --exclude-nodes apply to quantization (--fp16, --int8)".into(),
+        )
+        .into());
+    }
+    let printer = Printer::new(&args.out);
+    let req = OptimizeRequest {
+        level: args.level,
+        passes: args.passes.clone(),
+        skip: args.skip.clone(),
+        prune: args.prune,
+        prune_channels: args.prune_channels,
+        quantize: QuantizeOptions {
+            mode: match (args.fp16, args.int8) {
+                (true, _) => Some(QuantizeMode::Fp16 { io: args.fp16_io }),
+                (false, Some(Int8Mode::Dynamic)) => Some(QuantizeMode::Int8Dynamic),
+                (false, Some(Int8Mode::Static)) => Some(QuantizeMode::Int8Static),
+                (false, None) => None,
             },
-        )?)
+            calibration: args.calibration.clone(),
+            method: args.calibration_method,
+            cache: args.calibration_cache.clone(),
+            accuracy_target: args.accuracy_target,
+            int8_ops: args.int8_ops.clone(),
+            exclude_nodes: args.exclude_nodes.clone(),
+            exclude_op_types: args.exclude_op_types.clone(),
+        },
+        tolerance: args.tolerance,
+        fold_size_limit: args.fold_size_limit,
+        verify: !args.no_verify,
+        allow_unverified: args.allow_unverified,
+        keep_failed: args.keep_failed,
+        bisect: args.bisect,
+        data: args.data.options(),
+        external_data: args.external_data,
+        // the digests `pack` checks a report against, only when a report is asked for
+        lineage: args.out.json || args.out.report.is_some(),
+        ..OptimizeRequest::new(input.clone(), output.clone())
     };
-    let verdict = match status {
-        None => "not verified (--no-verify)",
-        Some(Status::Passed) => "verified",
-        Some(Status::Failed) if !enforced => {
-            "numbers changed (lossy pruning; see the verification report)"
-        }
-        Some(Status::Failed) => "FAILED verification",
-        Some(Status::Unsupported) => "UNVERIFIED: no available engine can run the model",
-    };
-    let document = json!({
-        "format": "mdeploy.optimize/1",
-        "mdeploy_version": env!("CARGO_PKG_VERSION"),
-        "input": {"path": input.display().to_string(), "sha256": input_sha256, "bytes": original.file_len()},
-        "output": output_summary(saved.as_ref(), output, args.json || args.report.is_some())?,
-        "verification": verification.as_ref().map(|(v, _)| v),
-        "bisect": culprit,
-        "prune": pruning,
-        "quantize": quantized,
-        "optimize": report,
-    });
-    if let Some(path) = &args.report {
-        let mut text = serde_json::to_vec_pretty(&document)?;
-        text.push(b'\n');
-        mdeploy::onnx::save_bytes_atomically(path, &text)?;
-    }
-    if args.json {
-        print_json(&document)?;
-    }
-    note(
-        quiet,
-        &render(
-            &report,
-            original.file_len(),
-            saved.as_ref().map(|s| s.bytes),
-        ),
-    );
-    match &quantized {
-        Some(QuantizeReport::Fp16(stage)) => note(quiet, &render_fp16(stage)),
-        Some(QuantizeReport::Int8Dynamic(stage)) => note(
-            quiet,
-            &render_int8(
-                "int8 dynamic",
-                &stage.quantization.quantized,
-                &stage.quantization.kept_float,
-                &stage.output_sqnr_db,
+    let outcome = optimize_file(&req, printer.progress())?;
+    let doc = &outcome.document;
+    printer.document(doc)?;
+    printer.note(&render(
+        &doc.optimize,
+        doc.input.bytes,
+        doc.output.as_ref().map(|o| o.saved.bytes),
+    ));
+    match &doc.quantize {
+        Some(QuantizeReport::Fp16(stage)) => printer.note(&render_fp16(stage)),
+        Some(QuantizeReport::Int8Dynamic(stage)) => printer.note(&render_int8(
+            "int8 dynamic",
+            &stage.quantization.quantized,
+            &stage.quantization.kept_float,
+            &stage.output_sqnr_db,
+        )),
+        Some(QuantizeReport::Int8Static(stage)) => printer.note(&render_int8(
+            &format!(
+                "int8 static ({} activations, {:?} ranges{})",
+                stage.quantization.activations,
+                stage.method,
+                if stage.ranges_from_cache {
+                    ", from the cache"
+                } else {
+                    ""
+                }
             ),
-        ),
-        Some(QuantizeReport::Int8Static(stage)) => note(
-            quiet,
-            &render_int8(
-                &format!(
-                    "int8 static ({} activations, {:?} ranges{})",
-                    stage.quantization.activations,
-                    stage.method,
-                    if stage.ranges_from_cache {
-                        ", from the cache"
-                    } else {
-                        ""
-                    }
-                ),
-                &stage.quantization.quantized,
-                &stage.quantization.kept_float,
-                &stage.output_sqnr_db,
-            ),
-        ),
+            &stage.quantization.quantized,
+            &stage.quantization.kept_float,
+            &stage.output_sqnr_db,
+        )),
         None => {}
     }
-    note(
-        quiet && status != Some(Status::Unsupported),
-        &format!("{} -> {}: {verdict}", input.display(), output.display()),
+    // an unverifiable result is always said, even with --quiet
+    super::printer::note(
+        printer.quiet() && outcome.verdict != Verdict::Unverifiable,
+        &format!(
+            "{} -> {}: {}",
+            input.display(),
+            output.display(),
+            outcome.verdict.describe()
+        ),
     );
-    if let Some(c) = &culprit {
-        note(
+    if let Some(c) = &doc.bisect {
+        super::printer::note(
             false,
             &format!(
                 "bisect: outputs diverge after pass {} (nodes {})",
@@ -313,281 +242,22 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
             ),
         );
     }
-    if let Some((v, _)) = &verification
-        && lossy
+    if let Some(v) = &doc.verification
+        && doc.prune.is_some()
     {
         for o in &v.outputs {
-            note(
-                quiet,
-                &format!(
-                    "  {}: max abs error {:.3e}, cosine {:.6}",
-                    o.name,
-                    o.max_abs_error,
-                    o.cosine_similarity.unwrap_or(f64::NAN)
-                ),
-            );
+            printer.note(&format!(
+                "  {}: max abs error {:.3e}, cosine {:.6}",
+                o.name,
+                o.max_abs_error,
+                o.cosine_similarity.unwrap_or(f64::NAN)
+            ));
         }
     }
-    match status {
-        Some(Status::Failed) if enforced => Err(CheckFailed(format!(
-            "the optimized model does not match the input{}",
-            if refuse {
-                "; nothing written (--keep-failed writes it anyway)"
-            } else {
-                ""
-            }
-        ))
-        .into()),
-        Some(Status::Unsupported) if !args.allow_unverified => Err(CheckFailed(
-            "the result cannot be verified: no available engine runs the input model; nothing written (--allow-unverified writes it anyway)".into(),
-        )
-        .into()),
-        _ => Ok(ExitCode::SUCCESS),
+    match outcome.failure {
+        Some(f) => Err(f.into()),
+        None => Ok(ExitCode::SUCCESS),
     }
-}
-
-/// What was written, with its SHA-256 when a report is asked for: `pack --optimize-report`
-/// checks that the report describes the model it packs.
-fn output_summary(
-    saved: Option<&mdeploy::onnx::SaveSummary>,
-    path: &std::path::Path,
-    with_digest: bool,
-) -> anyhow::Result<serde_json::Value> {
-    let Some(saved) = saved else {
-        return Ok(serde_json::Value::Null);
-    };
-    let mut summary = serde_json::to_value(saved)?;
-    if with_digest {
-        let written = Model::load(path)?;
-        summary["sha256"] = json!(written.file_sha256());
-    }
-    Ok(summary)
-}
-
-/// Quantizes when asked (--fp16, --int8), measuring the float model on the calibration data.
-fn quantize(args: &OptimizeArgs, model: &mut Model) -> anyhow::Result<Option<QuantizeReport>> {
-    if !args.fp16 && args.int8.is_none() {
-        if !args.calibration.is_empty() || !args.exclude_nodes.is_empty() {
-            return Err(UsageError(
-                "--calibration and --exclude-nodes apply to quantization (--fp16, --int8)".into(),
-            )
-            .into());
-        }
-        return Ok(None);
-    }
-    if matches!(args.int8, Some(Int8Mode::Static))
-        && args.calibration.is_empty()
-        && args.data.data.is_empty()
-    {
-        return Err(UsageError(
-            "--int8 static needs calibration data: --calibration DIR (or --data)".into(),
-        )
-        .into());
-    }
-    let (samples, origin) = if args.calibration.is_empty() {
-        let (samples, seed) = args.data.load(model)?;
-        let origin = match seed {
-            Some(seed) => format!("{} random samples, seed {seed}", samples.len()),
-            None => "the verification data".into(),
-        };
-        (samples, origin)
-    } else {
-        let samples = mdeploy::verify::load_samples(&args.calibration)?;
-        let names: Vec<String> = args
-            .calibration
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        (samples, names.join(", "))
-    };
-    let inputs: Vec<&[mdeploy::run::NamedTensor]> =
-        samples.iter().map(|s| s.inputs.as_slice()).collect();
-    // accuracy is measured on the calibration data and the verification data, when given
-    let held_out_paths: Vec<PathBuf> = args
-        .data
-        .data
-        .iter()
-        .filter(|d| !args.calibration.contains(d))
-        .cloned()
-        .collect();
-    let held_out = if args.calibration.is_empty() || held_out_paths.is_empty() {
-        Vec::new()
-    } else {
-        mdeploy::verify::load_samples(&held_out_paths)?
-    };
-    let evaluation: Vec<&[mdeploy::run::NamedTensor]> = inputs
-        .iter()
-        .copied()
-        .chain(held_out.iter().map(|s| s.inputs.as_slice()))
-        .collect();
-    let (engine, _) = args.data.engines()?;
-    let calibration = mdeploy::quantize::Calibration {
-        samples: &inputs,
-        evaluation: &evaluation,
-        engine,
-        origin,
-    };
-    let exclude_nodes = args.exclude_nodes.iter().cloned().collect();
-    let exclude_op_types = args.exclude_op_types.iter().cloned().collect();
-    Ok(Some(match args.int8 {
-        Some(Int8Mode::Dynamic) => {
-            let options = mdeploy::quantize::dynamic::DynamicOptions {
-                exclude_nodes,
-                exclude_op_types,
-            };
-            QuantizeReport::Int8Dynamic(mdeploy::quantize::to_int8_dynamic(
-                model,
-                &options,
-                Some(calibration),
-            )?)
-        }
-        Some(Int8Mode::Static) => {
-            let options = mdeploy::quantize::qdq::StaticOptions {
-                ops: (!args.int8_ops.is_empty()).then(|| args.int8_ops.iter().cloned().collect()),
-                exclude_nodes,
-                exclude_op_types,
-            };
-            let cache = match &args.calibration_cache {
-                Some(path) if path.exists() => Some(
-                    serde_json::from_slice::<mdeploy::quantize::CalibrationCache>(&std::fs::read(
-                        path,
-                    )?)
-                    .map_err(|e| {
-                        UsageError(format!("{}: not a calibration cache: {e}", path.display()))
-                    })?,
-                ),
-                _ => None,
-            };
-            let (stage, ranges) = mdeploy::quantize::to_int8_static(
-                model,
-                &options,
-                args.calibration_method,
-                args.accuracy_target,
-                calibration,
-                cache.as_ref(),
-            )?;
-            if let Some(path) = &args.calibration_cache
-                && !stage.ranges_from_cache
-            {
-                let mut text = serde_json::to_vec_pretty(&ranges)?;
-                text.push(b'\n');
-                mdeploy::onnx::save_bytes_atomically(path, &text)?;
-            }
-            if !stage.accuracy.met {
-                return Err(CheckFailed(format!(
-                    "static int8 cannot meet the accuracy target (cos {}, top-1 {}): the best \
-                     reached cosine {:.5}, top-1 {:.3}; nothing written",
-                    stage.accuracy.target.min_cosine,
-                    stage.accuracy.target.min_top1,
-                    stage.accuracy.achieved_cosine,
-                    stage.accuracy.achieved_top1
-                ))
-                .into());
-            }
-            QuantizeReport::Int8Static(stage)
-        }
-        None => {
-            let options = mdeploy::quantize::fp16::Fp16Options {
-                keep_io_types: !args.fp16_io,
-                exclude_nodes,
-                exclude_op_types,
-                ..Default::default()
-            };
-            QuantizeReport::Fp16(mdeploy::quantize::to_fp16(
-                model,
-                options,
-                Some(calibration),
-            )?)
-        }
-    }))
-}
-
-/// Applies the requested pruning before the lossless passes; returns what it did.
-fn prune(args: &OptimizeArgs, model: &mut Model) -> anyhow::Result<Option<serde_json::Value>> {
-    if args.prune.is_none() && args.prune_channels.is_none() {
-        return Ok(None);
-    }
-    for (flag, v) in [
-        ("--prune", args.prune),
-        ("--prune-channels", args.prune_channels),
-    ] {
-        if v.is_some_and(|v| !(0.0..1.0).contains(&v)) {
-            return Err(UsageError(format!("{flag} takes a fraction in [0, 1)")).into());
-        }
-    }
-    let ctx = mdeploy::passes::PassContext::new(model, 0, 0);
-    let mut graph = mdeploy::graph::Graph::new(std::mem::take(model.graph_mut()));
-    let channels = args
-        .prune_channels
-        .map(|f| mdeploy::passes::prune::prune_channels(&mut graph, &ctx, f));
-    let magnitude = args
-        .prune
-        .map(|s| mdeploy::passes::prune::prune_magnitude(&mut graph, &ctx, s));
-    *model.graph_mut() = graph.into_proto();
-    Ok(Some(json!({"channels": channels, "magnitude": magnitude})))
-}
-
-/// The tolerance what was done warrants: fp16 after float16 conversion, exact when only cleanup
-/// passes applied, else fp32.
-fn automatic_preset(
-    report: &OptimizeReport,
-    passes: &[&'static dyn Pass],
-    quantized: Option<&QuantizeReport>,
-) -> &'static str {
-    let lossless_only = passes
-        .iter()
-        .filter(|p| report.per_pass.get(p.name()).is_some_and(|s| s.applied > 0))
-        .all(|p| p.kind() == PassKind::Cleanup);
-    match quantized {
-        Some(q) => q.preset(),
-        None if lossless_only => "exact",
-        None => "fp32",
-    }
-}
-
-/// Verifies the result against the input on --data or seeded random samples, with the tolerance
-/// the applied passes warrant; bisects on failure when asked.
-fn verify(
-    args: &OptimizeArgs,
-    original: &Model,
-    start: &Model,
-    optimized: &Model,
-    passes: &[&'static dyn Pass],
-    options: &OptimizeOptions,
-    automatic: &str,
-) -> anyhow::Result<(VerifyReport, Option<mdeploy::passes::Culprit>)> {
-    let (samples, random_seed) = args.data.load(original)?;
-    let tolerance = Tolerance::from_preset(
-        args.tolerance
-            .unwrap_or_else(|| mdeploy::verify::preset(automatic).expect("a preset")),
-    );
-    let (engine, compare_engines) = args.data.engines()?;
-    let inputs = Inputs {
-        samples: &samples,
-        random_seed,
-        engine,
-        compare_engines,
-    };
-    let name = args
-        .output
-        .as_ref()
-        .map(|o| o.display().to_string())
-        .unwrap_or_default();
-    let v = verify_models(
-        (original, "input"),
-        (optimized, &name),
-        inputs,
-        tolerance.clone(),
-        &mdeploy::progress::NoProgress,
-    )?;
-    let culprit = (v.status == Status::Failed && args.bisect)
-        .then(|| {
-            bisect(
-                original, start, passes, options, &samples, &tolerance, engine,
-            )
-        })
-        .flatten();
-    Ok((v, culprit))
 }
 
 /// What float16 conversion did, with each node kept float32 and why (the first 20; the

@@ -7,20 +7,29 @@ use std::process::ExitCode;
 use clap::Args;
 use mdeploy::pack::keys::{keygen, load_signing_key, load_verifying_key};
 use mdeploy::pack::{PackOptions, UnpackSummary, pack, unpack};
-use serde_json::Value;
+use mdeploy::pipeline::OptimizeDocument;
+use mdeploy::verify::VerifyReport;
 
-use super::printer::{UsageError, note, print_json};
+use super::printer::{OutputArgs, Printer, UsageError};
 
 /// Make an ECDSA P-256 key pair for signing archives (mdeploy.key, mode 0600; mdeploy.pub).
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  mdeploy keygen -o keys")]
 pub struct KeygenArgs {
     /// Directory to write the keys into (created if missing; existing keys are never overwritten).
     #[arg(short, long)]
     output: PathBuf,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 /// Write a signed, versioned, reproducible archive (.mdpkg) of a model.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  mdeploy pack model.onnx -o rnet-1.0.0.mdpkg --name rnet --model-version 1.0.0 --key keys/mdeploy.key
+  mdeploy pack model.opt.onnx -o rnet.mdpkg --name rnet --model-version 1.1.0 --key keys/mdeploy.key \\
+      --optimize-report optimize.json --verify-report verify.json --include labels.txt")]
 pub struct PackArgs {
     /// The ONNX model (its external data files come along).
     model: PathBuf,
@@ -31,7 +40,7 @@ pub struct PackArgs {
     #[arg(long)]
     name: String,
     /// Its semantic version (1.2.3, 1.0.0-rc.1).
-    #[arg(long = "version")]
+    #[arg(long)]
     model_version: String,
     /// Private key (PEM) to sign with; without it the archive is unsigned.
     #[arg(long)]
@@ -57,16 +66,15 @@ pub struct PackArgs {
     /// zstd compression level (1 to 22).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
     level: i32,
-    /// Print throughput.
-    #[arg(short, long)]
-    verbose: bool,
-    /// Print the manifest and a summary as JSON.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 /// Verify an archive while extracting it; the directory appears only if everything checks out.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  mdeploy unpack rnet-1.0.0.mdpkg -o rnet --key keys/mdeploy.pub
+  mdeploy unpack rnet-1.0.0.mdpkg --check --key keys/mdeploy.pub")]
 pub struct UnpackArgs {
     /// The archive.
     archive: PathBuf,
@@ -82,28 +90,24 @@ pub struct UnpackArgs {
     /// Verify only; write nothing.
     #[arg(long)]
     check: bool,
-    /// Print the result as JSON.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 pub fn run_keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
+    let printer = Printer::new(&args.out);
     let (private, public) = keygen(&args.output)?;
-    note(
-        false,
-        &format!(
-            "wrote {} (private, 0600) and {}",
-            private.display(),
-            public.display()
-        ),
-    );
+    printer.note(&format!(
+        "wrote {} (private, 0600) and {}",
+        private.display(),
+        public.display()
+    ));
+    printer.document(&serde_json::json!({"private_key": private, "public_key": public}))?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_json(path: &PathBuf) -> anyhow::Result<Value> {
-    let bytes = std::fs::read(path).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
-    Ok(serde_json::from_slice(&bytes)
-        .map_err(|e| UsageError(format!("{}: not JSON: {e}", path.display())))?)
+fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    Ok(std::fs::read(path).map_err(|e| UsageError(format!("{}: {e}", path.display())))?)
 }
 
 pub fn run_pack(args: PackArgs) -> anyhow::Result<ExitCode> {
@@ -114,14 +118,8 @@ pub fn run_pack(args: PackArgs) -> anyhow::Result<ExitCode> {
             .ok_or_else(|| UsageError(format!("--metadata '{m}': expected KEY=VALUE")))?;
         metadata.insert(k.to_string(), v.to_string());
     }
-    let mtime = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v.trim().parse().map_err(|_| {
-            UsageError(format!(
-                "SOURCE_DATE_EPOCH '{v}' is not a number of seconds"
-            ))
-        })?,
-        Err(_) => 0,
-    };
+    let printer = Printer::new(&args.out);
+    let mtime = mdeploy::pipeline::build::source_date_epoch()?;
     let options = PackOptions {
         model: args.model.clone(),
         output: args.output.clone(),
@@ -129,8 +127,16 @@ pub fn run_pack(args: PackArgs) -> anyhow::Result<ExitCode> {
         version: args.model_version.clone(),
         key: args.key.as_deref().map(load_signing_key).transpose()?,
         include: args.include.clone(),
-        optimize_report: args.optimize_report.as_ref().map(read_json).transpose()?,
-        verify_report: args.verify_report.as_ref().map(read_json).transpose()?,
+        optimize_report: args
+            .optimize_report
+            .as_ref()
+            .map(|p| OptimizeDocument::from_json(&read(p)?, p).map_err(anyhow::Error::from))
+            .transpose()?,
+        verify_report: args
+            .verify_report
+            .as_ref()
+            .map(|p| VerifyReport::from_json(&read(p)?, p).map_err(anyhow::Error::from))
+            .transpose()?,
         metadata,
         level: args.level,
         threads: 2,
@@ -142,39 +148,30 @@ pub fn run_pack(args: PackArgs) -> anyhow::Result<ExitCode> {
     };
     let (manifest, summary) = pack(&options)?;
     let mb = summary.input_bytes as f64 / 1e6;
-    if args.verbose {
-        note(
-            false,
-            &format!(
-                "packed {mb:.1} MB in {:.2} s: {:.0} MB/s",
-                summary.seconds,
-                mb / summary.seconds.max(1e-9)
-            ),
-        );
-    }
-    note(
-        args.json,
-        &format!(
-            "{} {} ({} files, {:.1} MB -> {:.1} MB, {})",
-            if summary.unchanged {
-                "unchanged"
-            } else {
-                "wrote"
-            },
-            summary.path,
-            summary.files,
-            mb,
-            summary.bytes as f64 / 1e6,
-            if summary.signed { "signed" } else { "unsigned" }
-        ),
-    );
-    if args.json {
-        print_json(&serde_json::json!({"summary": summary, "manifest": manifest}))?;
-    }
+    printer.detail(&format!(
+        "packed {mb:.1} MB in {:.2} s: {:.0} MB/s",
+        summary.seconds,
+        mb / summary.seconds.max(1e-9)
+    ));
+    printer.note(&format!(
+        "{} {} ({} files, {:.1} MB -> {:.1} MB, {})",
+        if summary.unchanged {
+            "unchanged"
+        } else {
+            "wrote"
+        },
+        summary.path,
+        summary.files,
+        mb,
+        summary.bytes as f64 / 1e6,
+        if summary.signed { "signed" } else { "unsigned" }
+    ));
+    printer.document(&serde_json::json!({"summary": summary, "manifest": manifest}))?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn run_unpack(args: UnpackArgs) -> anyhow::Result<ExitCode> {
+    let printer = Printer::new(&args.out);
     let key = args.key.as_deref().map(load_verifying_key).transpose()?;
     if key.is_none() && !args.allow_unsigned {
         return Err(UsageError(
@@ -193,20 +190,15 @@ pub fn run_unpack(args: UnpackArgs) -> anyhow::Result<ExitCode> {
         Some(d) => format!("unpacked to {}", d.display()),
         None => "checked".to_string(),
     };
-    note(
-        args.json,
-        &format!(
-            "{} {} {}: {} files, {} bytes, signature {}; {what}",
-            m.name,
-            m.version,
-            args.archive.display(),
-            summary.files,
-            summary.bytes,
-            summary.signature
-        ),
-    );
-    if args.json {
-        print_json(&summary)?;
-    }
+    printer.note(&format!(
+        "{} {} {}: {} files, {} bytes, signature {}; {what}",
+        m.name,
+        m.version,
+        args.archive.display(),
+        summary.files,
+        summary.bytes,
+        summary.signature
+    ));
+    printer.document(&summary)?;
     Ok(ExitCode::SUCCESS)
 }

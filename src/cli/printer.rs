@@ -2,8 +2,12 @@
 //! chain and a hint; exit codes 0 ok, 1 a check failed, 2 usage or input error, 3 internal error.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Args;
 
 use mdeploy::convert::ConvertError;
 use mdeploy::graph::{GraphError, ModelError};
@@ -18,15 +22,79 @@ pub const EXIT_CHECK_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_INTERNAL: u8 = 3;
 
-/// A usage problem found by a command (not by clap): exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use mdeploy::error::{CheckFailed, UsageError};
+use mdeploy::pipeline::config::ConfigError;
 
-/// A check that ran and failed: exit code 1.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CheckFailed(pub String);
+/// The output flags every subcommand has.
+#[derive(Debug, Clone, Default, Args)]
+pub struct OutputArgs {
+    /// Print the result as one JSON document on stdout (errors too).
+    #[arg(long)]
+    pub json: bool,
+    /// Write the JSON report to this file.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    /// Nothing on stderr but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// More on stderr: per-stage timings, throughput.
+    #[arg(short, long, conflicts_with = "quiet")]
+    pub verbose: bool,
+}
+
+/// Where a command's results go: the data or JSON on stdout, notes and bars on stderr, the
+/// report to its file.
+pub struct Printer {
+    pub out: OutputArgs,
+    bar: Bar,
+}
+
+impl Printer {
+    pub fn new(out: &OutputArgs) -> Self {
+        Printer {
+            bar: Bar::new(out.quiet || out.json, out.verbose),
+            out: out.clone(),
+        }
+    }
+
+    /// Notes are silenced by --quiet and by --json (stdout is for the document).
+    pub fn quiet(&self) -> bool {
+        self.out.quiet || self.out.json
+    }
+
+    /// A note on stderr, unless quiet.
+    pub fn note(&self, text: &str) {
+        note(self.quiet(), text);
+    }
+
+    /// A note only with --verbose.
+    pub fn detail(&self, text: &str) {
+        note(!self.out.verbose || self.out.json, text);
+    }
+
+    /// The progress reporter for library calls.
+    pub fn progress(&self) -> &dyn Progress {
+        &self.bar
+    }
+
+    /// Writes the report where --report says, and prints it with --json.
+    pub fn document<T: serde::Serialize>(&self, document: &T) -> anyhow::Result<()> {
+        if let Some(path) = &self.out.report {
+            mdeploy::pipeline::write_report(path, document)?;
+        }
+        if self.out.json {
+            print_json(document)?;
+        }
+        Ok(())
+    }
+}
+
+/// Set when the command line asks for JSON: errors are printed as JSON on stdout too.
+static JSON_ERRORS: AtomicBool = AtomicBool::new(false);
+
+pub fn set_json_errors(on: bool) {
+    JSON_ERRORS.store(on, Ordering::Relaxed);
+}
 
 /// The exit code an error maps to, from the first typed error in its chain.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
@@ -50,6 +118,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         // a model an engine cannot run, or a file that cannot be read, is the input's problem
         // (a run failure outside a verification is no failed check; writes are OnnxError::Write)
         if cause.is::<UsageError>()
+            || cause.is::<ConfigError>()
             || cause.is::<std::io::Error>()
             || cause.is::<OnnxError>()
             || cause.is::<GraphError>()
@@ -68,25 +137,52 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 /// Prints an error chain (and a hint where one helps) and returns its exit code.
 pub fn report_error(e: &anyhow::Error) -> ExitCode {
     let code = exit_code(e);
+    let hint = hint(e).or_else(|| {
+        (code == EXIT_INTERNAL)
+            .then(|| "this is a bug in mdeploy or an I/O failure; please report it".to_string())
+    });
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "error: {e}");
     for cause in e.chain().skip(1) {
         let _ = writeln!(err, "  caused by: {cause}");
     }
-    if let Some(hint) = hint(e) {
+    if let Some(hint) = &hint {
         let _ = writeln!(err, "hint: {hint}");
     }
-    if code == EXIT_INTERNAL {
-        let _ = writeln!(
-            err,
-            "hint: this is a bug in mdeploy or an I/O failure; please report it"
-        );
+    if JSON_ERRORS.load(Ordering::Relaxed) {
+        let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
+        let _ = print_json(&serde_json::json!({"error": {
+            "message": e.to_string(), "causes": causes, "hint": hint, "exit_code": code,
+        }}));
     }
     ExitCode::from(code)
 }
 
+/// With --json, a usage error clap found, as JSON on stdout.
+pub fn print_json_error(message: &str, code: u8) -> anyhow::Result<()> {
+    if !JSON_ERRORS.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let first = message
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("error: ");
+    print_json(&serde_json::json!({"error": {
+        "message": first, "causes": [], "hint": null, "exit_code": code,
+    }}))
+}
+
 fn hint(e: &anyhow::Error) -> Option<String> {
     for cause in e.chain() {
+        if let Some(c) = cause.downcast_ref::<ConfigError>() {
+            return c.hint.clone();
+        }
+        if let Some(mdeploy::pack::PackError::Unsigned) =
+            cause.downcast_ref::<mdeploy::pack::PackError>()
+        {
+            return Some("give --key PUB to check the signature".into());
+        }
         if let Some(ConvertError::Nnef { unsupported, .. }) = cause.downcast_ref::<ConvertError>()
             && !unsupported.is_empty()
         {
@@ -171,17 +267,22 @@ pub fn note(quiet: bool, text: &str) {
     }
 }
 
-/// A progress bar on stderr, shown only when stderr is a terminal.
+/// A progress bar on stderr, shown only when stderr is a terminal; stage lines unless quiet,
+/// with timings when verbose.
 pub struct Bar {
     bar: Mutex<Option<indicatif::ProgressBar>>,
     enabled: bool,
+    quiet: bool,
+    verbose: bool,
 }
 
 impl Bar {
-    pub fn new(quiet: bool) -> Self {
+    pub fn new(quiet: bool, verbose: bool) -> Self {
         Bar {
             bar: Mutex::new(None),
             enabled: !quiet && std::io::stderr().is_terminal(),
+            quiet,
+            verbose,
         }
     }
 }
@@ -215,6 +316,14 @@ impl Progress for Bar {
         {
             b.finish_and_clear();
         }
+    }
+    fn on_stage_done(&self, stage: &str, seconds: f64, outcome: &str) {
+        let timing = if self.verbose && (outcome == "done" || outcome == "failed") {
+            format!(" ({seconds:.2} s)")
+        } else {
+            String::new()
+        };
+        note(self.quiet, &format!("{stage:>10}: {outcome}{timing}"));
     }
 }
 

@@ -1,19 +1,15 @@
 //! `mdeploy verify REFERENCE [CANDIDATE] [--data ...] [--samples N] [--seed S] [--atol ...] ...`.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::data::DataArgs;
 use clap::Args;
-use mdeploy::graph::check_model;
-use mdeploy::onnx::Model;
-use mdeploy::verify::{
-    Inputs, Sample, Status, Tolerance, VerifyReport, interface_problem, save_samples,
-    unsupported_report, verify_models, verify_stored,
-};
+use mdeploy::pipeline::{VerifyRequest, verify_files};
+use mdeploy::verify::{Sample, Status, Tolerance, VerifyReport, save_samples};
 
-use super::printer::{Bar, UsageError, note, print_json};
+use super::printer::{OutputArgs, Printer, UsageError};
 
 /// Prove a model computes what its reference does, or what stored expected outputs say.
 ///
@@ -21,6 +17,11 @@ use super::printer::{Bar, UsageError, note, print_json};
 /// ones) in the chosen engine and every output is compared. With one model, --data must hold expected
 /// outputs (the ONNX test layout: input_K.pb and output_K.pb).
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  mdeploy verify model.onnx model.opt.onnx
+  mdeploy verify model.onnx model.fp16.onnx --tolerance fp16 --data test_data_set_0
+  mdeploy verify model.onnx --data test_data_set_0 --engine tract,ort
+  mdeploy verify model.onnx model.opt.onnx --atol logits=1e-4 --report verify.json")]
 pub struct VerifyArgs {
     /// The reference model (or the only model, checked against --data's expected outputs).
     reference: PathBuf,
@@ -37,27 +38,14 @@ pub struct VerifyArgs {
     /// Relative tolerance, for all outputs or one. Repeatable.
     #[arg(long, value_name = "[OUTPUT=]X")]
     rtol: Vec<String>,
-    /// Write the JSON report to this file.
-    #[arg(long, value_name = "FILE.json")]
-    report: Option<PathBuf>,
-    /// Print the JSON report on stdout.
-    #[arg(long)]
-    json: bool,
     /// Save the inputs used to this .npz.
     #[arg(long, value_name = "FILE.npz")]
     save_inputs: Option<PathBuf>,
     /// Save the reference's outputs to this .npz.
     #[arg(long, value_name = "FILE.npz")]
     save_outputs: Option<PathBuf>,
-    /// No table on stderr.
-    #[arg(short, long)]
-    quiet: bool,
-}
-
-fn load(path: &Path) -> anyhow::Result<Model> {
-    let model = Model::load(path)?;
-    check_model(&model)?;
-    Ok(model)
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -65,66 +53,17 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     tolerance
         .apply(&args.atol, &args.rtol)
         .map_err(UsageError)?;
-    let reference = load(&args.reference)?;
-    let candidate = args.candidate.as_deref().map(load).transpose()?;
-    let reference_name = args.reference.display().to_string();
-    let candidate_name = args.candidate.as_ref().map(|c| c.display().to_string());
-    let problem = interface_problem(&reference, "reference").or_else(|| {
-        candidate
-            .as_ref()
-            .and_then(|c| interface_problem(c, "candidate"))
-    });
-    if let Some(u) = problem {
-        let report = unsupported_report(&reference_name, candidate_name.as_deref(), tolerance, u);
-        return finish(&args, &report);
-    }
-    if args.data.data.is_empty() && args.candidate.is_none() {
-        return Err(UsageError("with one model, give --data with expected outputs".into()).into());
-    }
-    let (engine, compare_engines) = args.data.engines()?;
-    let (samples, seed) = args.data.load(&reference)?;
-    let quiet = args.quiet || args.json;
-    let bar = Bar::new(quiet);
-    let inputs = Inputs {
-        samples: &samples,
-        random_seed: seed,
-        engine,
-        compare_engines,
+    let printer = Printer::new(&args.out);
+    let req = VerifyRequest {
+        reference: args.reference.clone(),
+        candidate: args.candidate.clone(),
+        data: args.data.options(),
+        tolerance,
     };
-    let report = match (&candidate, &candidate_name) {
-        (Some(c), Some(name)) => verify_models(
-            (&reference, &reference_name),
-            (c, name),
-            inputs,
-            tolerance,
-            &bar,
-        )?,
-        _ => {
-            if samples.iter().any(|s| s.expected.is_none()) {
-                return Err(UsageError(
-                    "with one model, --data must hold expected outputs (output_K.pb); give a candidate model to compare two".into(),
-                )
-                .into());
-            }
-            verify_stored((&reference, &reference_name), inputs, tolerance, &bar)?
-        }
-    };
-    save_data(&args, &samples, &reference)?;
-    finish(&args, &report)
-}
-
-/// Writes the report where asked and maps its status to the exit code.
-fn finish(args: &VerifyArgs, report: &VerifyReport) -> anyhow::Result<ExitCode> {
-    let quiet = args.quiet || args.json;
-    if let Some(path) = &args.report {
-        let mut text = serde_json::to_vec_pretty(&report)?;
-        text.push(b'\n');
-        mdeploy::onnx::save_bytes_atomically(path, &text)?;
-    }
-    if args.json {
-        print_json(report)?;
-    }
-    note(quiet, &render(report));
+    let (report, samples) = verify_files(&req, printer.progress())?;
+    save_data(&args, &samples)?;
+    printer.document(&report)?;
+    printer.note(&render(&report));
     Ok(match report.status {
         Status::Passed => ExitCode::SUCCESS,
         _ => ExitCode::from(super::printer::EXIT_CHECK_FAILED),
@@ -132,7 +71,7 @@ fn finish(args: &VerifyArgs, report: &VerifyReport) -> anyhow::Result<ExitCode> 
 }
 
 /// `--save-inputs` and `--save-outputs` (the reference's outputs: golden data).
-fn save_data(args: &VerifyArgs, samples: &[Sample], reference: &Model) -> anyhow::Result<()> {
+fn save_data(args: &VerifyArgs, samples: &[Sample]) -> anyhow::Result<()> {
     if let Some(path) = &args.save_inputs {
         save_samples(
             path,
@@ -140,10 +79,11 @@ fn save_data(args: &VerifyArgs, samples: &[Sample], reference: &Model) -> anyhow
         )?;
     }
     if let Some(path) = &args.save_outputs {
-        let (engine, _) = args.data.engines()?;
+        let (engine, _) = args.data.options().engines()?;
+        let reference = mdeploy::onnx::Model::load(&args.reference)?;
         let inputs: Vec<&[mdeploy::run::NamedTensor]> =
             samples.iter().map(|s| s.inputs.as_slice()).collect();
-        let (_, outputs) = mdeploy::run::run_all(reference, engine, &inputs, || {})?;
+        let (_, outputs) = mdeploy::run::run_all(&reference, engine, &inputs, || {})?;
         save_samples(path, &outputs)?;
     }
     Ok(())

@@ -42,7 +42,7 @@ impl Default for SaveOptions {
 }
 
 /// What a save wrote.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SaveSummary {
     pub path: PathBuf,
     pub bytes: u64,

@@ -56,14 +56,14 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PackError> {
 
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, PackError> {
     let pem = std::fs::read_to_string(path).map_err(|e| PackError::io(path, e))?;
-    SigningKey::from_pkcs8_pem(&pem)
-        .or_else(|_| p256::SecretKey::from_sec1_pem(&pem).map(SigningKey::from))
-        .map_err(|_| {
-            PackError::Key(format!(
-                "{} is not a P-256 private key in PEM",
-                path.display()
-            ))
-        })
+    signing_key_from_pem(&pem, &path.display().to_string())
+}
+
+/// A P-256 private key from PEM text (PKCS#8 or SEC1); `origin` names it in errors.
+pub fn signing_key_from_pem(pem: &str, origin: &str) -> Result<SigningKey, PackError> {
+    SigningKey::from_pkcs8_pem(pem)
+        .or_else(|_| p256::SecretKey::from_sec1_pem(pem).map(SigningKey::from))
+        .map_err(|_| PackError::Key(format!("{origin} is not a P-256 private key in PEM")))
 }
 
 pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, PackError> {

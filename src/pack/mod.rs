@@ -23,6 +23,8 @@ use sha2::{Digest, Sha256};
 
 use crate::onnx::Model;
 use crate::onnx::external::{ExternalRef, map_file};
+use crate::pipeline::optimize::OptimizeDocument;
+use crate::verify::VerifyReport;
 use archive::Entry;
 use manifest::{
     ARCHIVE_FORMAT, CreatedBy, FileEntry, Lineage, MANIFEST_FILE, Manifest, ModelEntry, Precision,
@@ -79,8 +81,8 @@ pub struct PackOptions {
     pub version: String,
     pub key: Option<SigningKey>,
     pub include: Vec<PathBuf>,
-    pub optimize_report: Option<Value>,
-    pub verify_report: Option<Value>,
+    pub optimize_report: Option<OptimizeDocument>,
+    pub verify_report: Option<VerifyReport>,
     pub metadata: BTreeMap<String, String>,
     /// zstd level (1..=22).
     pub level: i32,
@@ -298,7 +300,7 @@ fn build_manifest(
     };
     let source_sha256 = match &o.optimize_report {
         Some(report) => optimize_source(report, &model_sha)?,
-        None => model_sha,
+        None => model_sha.clone(),
     };
     Ok(Manifest {
         format: ARCHIVE_FORMAT.into(),
@@ -327,8 +329,17 @@ fn build_manifest(
         parameters: info.parameters.count,
         lineage: Lineage {
             source_sha256,
-            optimize: o.optimize_report.clone(),
-            verify: o.verify_report.as_ref().map(verify_summary).transpose()?,
+            optimize: o
+                .optimize_report
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose()
+                .map_err(|e| PackError::Usage(format!("the optimize report: {e}")))?,
+            verify: o
+                .verify_report
+                .as_ref()
+                .map(|v| verify_summary(v, &model_sha))
+                .transpose()?,
             source_signature: None,
         },
         files,
@@ -341,64 +352,74 @@ fn build_manifest(
     })
 }
 
-/// The source an optimize report names, once it is known to be an optimize report that
-/// describes the model being packed (its output's digest is the packed model's): a signed
-/// archive must not vouch for lineage nobody checked.
-fn optimize_source(report: &Value, packed_sha256: &str) -> Result<String, PackError> {
-    const FORMAT: &str = "mdeploy.optimize/1";
-    if report.get("format").and_then(Value::as_str) != Some(FORMAT) {
-        return Err(PackError::Usage(format!(
-            "--optimize-report is not a {FORMAT} document"
-        )));
-    }
-    let output = report.pointer("/output/sha256").and_then(Value::as_str);
-    match output {
+/// The source an optimize report names, once it is known to describe the model being packed (its
+/// output's digest is the packed model's): a signed archive must not vouch for lineage nobody
+/// checked.
+fn optimize_source(report: &OptimizeDocument, packed_sha256: &str) -> Result<String, PackError> {
+    match report.output.as_ref().and_then(|o| o.sha256.as_deref()) {
         Some(sha) if sha == packed_sha256 => {}
         Some(sha) => {
             return Err(PackError::Usage(format!(
-                "--optimize-report describes another model (its output has sha256 {sha}, the \
+                "the optimize report describes another model (its output has sha256 {sha}, the \
                  model packed has {packed_sha256})"
             )));
         }
         None => {
             return Err(PackError::Usage(
-                "--optimize-report names no output digest (write it with mdeploy optimize --report)"
+                "the optimize report names no output digest (write it with mdeploy optimize \
+                 --report)"
                     .into(),
             ));
         }
     }
     report
-        .pointer("/input/sha256")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| PackError::Usage("--optimize-report names no input digest".into()))
+        .input
+        .sha256
+        .clone()
+        .ok_or_else(|| PackError::Usage("the optimize report names no input digest".into()))
 }
 
-/// The parts of a verify report an archive keeps: the verdict and per-output evidence.
-fn verify_summary(report: &Value) -> Result<Value, PackError> {
-    if report.get("format").and_then(Value::as_str) != Some(crate::verify::VERIFY_FORMAT) {
+/// The parts of a verify report an archive keeps: the verdict and per-output evidence, once the
+/// report is known to vouch for the model being packed and to have passed.
+fn verify_summary(report: &VerifyReport, packed_sha256: &str) -> Result<Value, PackError> {
+    match report.checked_sha256() {
+        Some(sha) if sha == packed_sha256 => {}
+        Some(sha) => {
+            return Err(PackError::Usage(format!(
+                "the verify report checked another model (sha256 {sha}, the model packed has \
+                 {packed_sha256})"
+            )));
+        }
+        None => {
+            return Err(PackError::Usage(
+                "the verify report names no model digest (write it with mdeploy verify --report)"
+                    .into(),
+            ));
+        }
+    }
+    if report.status != crate::verify::Status::Passed {
         return Err(PackError::Usage(format!(
-            "--verify-report is not a {} document",
-            crate::verify::VERIFY_FORMAT
+            "the verify report says the model {}: an archive records passed checks only",
+            match report.status {
+                crate::verify::Status::Unsupported => "could not be verified",
+                _ => "failed verification",
+            }
         )));
     }
-    let outputs: Vec<Value> = report["outputs"]
-        .as_array()
+    let outputs: Vec<Value> = report
+        .outputs
+        .iter()
         .map(|o| {
-            o.iter()
-                .map(|o| {
-                    serde_json::json!({
-                        "name": o["name"], "passed": o["passed"], "max_abs_error": o["max_abs_error"],
-                        "cosine_similarity": o["cosine_similarity"], "sqnr_db": o["sqnr_db"],
-                    })
-                })
-                .collect()
+            serde_json::json!({
+                "name": o.name, "passed": o.passed, "max_abs_error": o.max_abs_error,
+                "cosine_similarity": o.cosine_similarity, "sqnr_db": o.sqnr_db,
+            })
         })
-        .unwrap_or_default();
+        .collect();
     Ok(serde_json::json!({
-        "status": report["status"], "mode": report["mode"], "samples": report["samples"],
-        "tolerance": report["tolerance"]["preset"], "mdeploy_version": report["mdeploy_version"],
-        "outputs": outputs,
+        "status": report.status, "mode": report.mode, "samples": report.samples,
+        "tolerance": report.tolerance.preset, "mdeploy_version": report.mdeploy_version,
+        "model_sha256": packed_sha256, "outputs": outputs,
     }))
 }
 

@@ -1,7 +1,7 @@
 //! `--bisect`: when an optimized model fails verification, find the first pass after which its
 //! outputs diverge from the original's, and the nodes that pass changed.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::onnx::Model;
 use crate::progress::NoProgress;
@@ -10,7 +10,7 @@ use crate::verify::{Inputs, Sample, Status, Tolerance, verify_models};
 use super::{OptimizeOptions, Pass, optimize};
 
 /// The first pass whose addition makes verification fail.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Culprit {
     pub pass: String,
     /// Nodes (by name, or op and position) that pass removed or added.

@@ -2,7 +2,7 @@
 //! data included), the types and shapes our inference finds (`crate::infer`), and the
 //! constant-folding budget.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::infer::Inference;
 use crate::onnx::external::{ExternalData, ExternalRef};
@@ -10,7 +10,7 @@ use crate::onnx::proto::{OperatorSetIdProto, TensorProto};
 use crate::onnx::{OnnxError, TensorData};
 
 /// A fold that was not done, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SkippedFold {
     pub node: String,
     pub op: String,

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, GraphError, check_graph, subgraphs_mut};
 use crate::onnx::Model;
@@ -31,14 +31,14 @@ pub enum PassError {
 }
 
 /// How one pass did over the whole run.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PassStats {
     pub applied: usize,
     pub seconds: f64,
 }
 
 /// A summary of a model's size.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ModelSize {
     pub nodes: usize,
     pub initializers: usize,
@@ -47,7 +47,7 @@ pub struct ModelSize {
 }
 
 /// What an optimization run did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OptimizeReport {
     pub passes: Vec<String>,
     pub iterations: usize,
@@ -60,7 +60,7 @@ pub struct OptimizeReport {
 }
 
 /// What keeping types and shapes current cost over the run.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InferenceStats {
     pub refreshes: usize,
     pub seconds: f64,
@@ -114,6 +114,16 @@ pub fn optimize(
     passes: &[&'static dyn Pass],
     options: &OptimizeOptions,
 ) -> Result<OptimizeReport, PassError> {
+    optimize_with_progress(model, passes, options, &crate::progress::NoProgress)
+}
+
+/// [`optimize`], reporting each pass run of each iteration to `progress`.
+pub fn optimize_with_progress(
+    model: &mut Model,
+    passes: &[&'static dyn Pass],
+    options: &OptimizeOptions,
+    progress: &dyn crate::progress::Progress,
+) -> Result<OptimizeReport, PassError> {
     let before = model_size(model);
     let param_bytes = crate::inspect::inspect(model)
         .map(|i| i.parameters.bytes)
@@ -131,7 +141,9 @@ pub fn optimize(
     while iterations < options.max_iterations {
         iterations += 1;
         let mut changed = 0;
+        progress.on_start(&format!("passes #{iterations}"), passes.len() as u64);
         for pass in passes {
+            progress.on_advance(1);
             if stale {
                 let start = Instant::now();
                 ctx.facts.refresh(model);
@@ -165,6 +177,7 @@ pub fn optimize(
                 stale = true;
             }
         }
+        progress.on_finish();
         if changed == 0 {
             break;
         }

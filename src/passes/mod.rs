@@ -49,12 +49,14 @@ mod fuse_transpose_into_gemm;
 
 pub use bisect::{Culprit, bisect};
 pub use context::{PassContext, SkippedFold};
-pub use manager::{OptimizeOptions, OptimizeReport, PassError, PassStats, optimize};
+pub use manager::{
+    OptimizeOptions, OptimizeReport, PassError, PassStats, optimize, optimize_with_progress,
+};
 
 use crate::graph::Graph;
 
 /// What a pass does to the numbers a model computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PassKind {
     /// Removes what computes nothing: results are bit-identical.

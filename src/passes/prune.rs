@@ -9,14 +9,14 @@
 //!   into anything else (a residual Add, Concat, Flatten, a graph output, a grouped conv) removing
 //!   them is not provably safe: that layer is skipped and the reason reported.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::PassContext;
 use super::rewrite::{attr_i, const_f32s, f32_tensor, is_op};
 use crate::graph::Graph;
 
 /// What magnitude pruning did to one weight tensor.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SparsityReport {
     pub tensor: String,
     pub elements: usize,
@@ -65,7 +65,7 @@ pub fn prune_magnitude(graph: &mut Graph, ctx: &PassContext, sparsity: f64) -> V
 }
 
 /// What channel pruning did to one Conv.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChannelReport {
     pub node: String,
     pub channels: usize,

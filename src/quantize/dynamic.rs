@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::QuantizeError;
 use crate::graph::builder::{attr_int, raw_tensor, tensor_f32};
@@ -46,7 +46,7 @@ pub struct DynamicOptions {
 }
 
 /// One quantized node.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QuantizedNode {
     pub node: String,
     pub op: String,
@@ -60,14 +60,14 @@ pub struct QuantizedNode {
 }
 
 /// A MatMul or Gemm left in float, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeptFloat {
     pub node: String,
     pub op: String,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DynamicReport {
     pub quantized: Vec<QuantizedNode>,
     pub kept_float: Vec<KeptFloat>,

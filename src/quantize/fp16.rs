@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use half::f16;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::QuantizeError;
 use super::fp16_ops::float32_only;
@@ -76,7 +76,7 @@ impl Default for Fp16Options {
 }
 
 /// A node with float values that stays float32, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeptNode {
     pub node: String,
     pub op: String,
@@ -85,7 +85,7 @@ pub struct KeptNode {
 
 /// A float32 weight float16 does not hold exactly: beyond its range, or with elements that
 /// flush to zero.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WeightRange {
     pub name: String,
     pub max_abs: f32,
@@ -95,7 +95,7 @@ pub struct WeightRange {
     pub kept_float32: bool,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Fp16Report {
     pub nodes_float16: usize,
     pub kept_float32: Vec<KeptNode>,

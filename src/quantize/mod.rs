@@ -30,7 +30,7 @@ pub enum QuantizeError {
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::onnx::Model;
 use crate::run::{EngineChoice, EngineKind, NamedTensor};
@@ -46,7 +46,7 @@ pub struct Calibration<'a> {
 }
 
 /// What measuring the float model on calibration data found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CalibrationSummary {
     pub origin: String,
     pub samples: usize,
@@ -55,7 +55,7 @@ pub struct CalibrationSummary {
 }
 
 /// What quantization did, by mode.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "mode")]
 pub enum QuantizeReport {
     #[serde(rename = "fp16")]
@@ -78,7 +78,7 @@ impl QuantizeReport {
 
 /// The dynamic int8 stage's report: what was quantized, and how far each quantized node's
 /// output moved from float on the calibration data.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DynamicStage {
     #[serde(flatten)]
     pub quantization: dynamic::DynamicReport,
@@ -125,7 +125,7 @@ pub fn to_int8_dynamic(
 }
 
 /// The static int8 stage's report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StaticStage {
     #[serde(flatten)]
     pub quantization: qdq::StaticReport,
@@ -152,7 +152,7 @@ pub const CALIBRATION_CACHE_FORMAT: &str = "mdeploy.calibration/1";
 /// What static quantization must keep against the float model on the calibration and
 /// verification data: the smallest cosine of every graph output, and for classifier outputs
 /// (2-D, several classes) the fraction of rows whose top-1 class stays the same.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AccuracyTarget {
     pub min_cosine: f64,
     pub min_top1: f64,
@@ -204,7 +204,7 @@ impl AccuracyTarget {
 }
 
 /// How the accuracy target was met.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccuracyOutcome {
     pub target: AccuracyTarget,
     /// The smallest output cosine of the result.
@@ -421,7 +421,7 @@ fn sensitivity(
 }
 
 /// The float16 stage's report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fp16Stage {
     pub calibration: Option<CalibrationSummary>,
     #[serde(flatten)]

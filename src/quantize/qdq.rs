@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::QuantizeError;
 use super::dynamic::{KeptFloat, QuantizedNode};
@@ -64,7 +64,7 @@ pub struct StaticOptions {
     pub exclude_op_types: HashSet<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StaticReport {
     pub quantized: Vec<QuantizedNode>,
     pub kept_float: Vec<KeptFloat>,

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::QuantizeError;
 use crate::graph::builder::value_info;
@@ -14,7 +14,7 @@ use crate::onnx::{DataType, Model};
 use crate::run::{EngineChoice, EngineKind, NamedTensor, run_each};
 
 /// The span of one value over every sample seen.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ValueRange {
     pub min: f32,
     pub max: f32,
@@ -119,7 +119,7 @@ mod ndarray_row {
 }
 
 /// How far a candidate's value is from the reference's, over all samples.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Agreement {
     pub sqnr_db: f64,
     pub cosine: f64,

@@ -2,14 +2,14 @@
 //! onnxruntime (loaded at run time when installed). `auto` runs tract, and onnxruntime where
 //! tract cannot load or run the model; callers say which engine produced what.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ort::OrtRunner;
 use super::{InputDesc, NamedTensor, RunError, Runner};
 use crate::onnx::Model;
 
 /// An engine by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     Tract,

@@ -1,7 +1,7 @@
 //! Comparing one output of a candidate against its reference, over one or more samples:
 //! error statistics, agreement of top-k classes, and the smallest tolerance that would pass.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
 
 /// Accumulates the comparison of one output across samples.
@@ -33,7 +33,7 @@ pub struct Accumulator {
 }
 
 /// The result for one output.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutputReport {
     pub name: String,
     pub passed: bool,
@@ -64,7 +64,7 @@ pub struct OutputReport {
     pub min_rtol: f64,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct SideCounts {
     pub reference: u64,
     pub candidate: u64,

@@ -12,7 +12,7 @@ mod tolerance;
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use metrics::{Accumulator, OutputReport, SideCounts};
 pub use samples::{Sample, load_samples, save_samples};
@@ -26,7 +26,7 @@ use crate::run::{EngineChoice, EngineKind, NamedTensor, RunError, is_input_probl
 /// Identifies the report's format; bumped on any incompatible change.
 pub const VERIFY_FORMAT: &str = "mdeploy.verify/1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Passed,
@@ -35,15 +35,15 @@ pub enum Status {
 }
 
 /// A model tract cannot run: which ops (where known) and tract's message.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Unsupported {
     /// `reference` or `candidate`.
-    pub model: &'static str,
+    pub model: String,
     pub ops: Vec<OpRef>,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MinRequired {
     /// The smallest single atol (with rtol 0) under which every output passes.
     pub atol: f64,
@@ -52,17 +52,24 @@ pub struct MinRequired {
 }
 
 /// The verification report (JSON format `mdeploy.verify/1`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyReport {
-    pub format: &'static str,
-    pub mdeploy_version: &'static str,
+    pub format: String,
+    pub mdeploy_version: String,
     pub status: Status,
     /// `models` (reference against candidate) or `stored` (a model against expected outputs).
-    pub mode: &'static str,
+    pub mode: String,
     pub reference: String,
     pub candidate: Option<String>,
+    /// SHA-256 of the reference's ONNX file, when the caller recorded it (`pack` checks that a
+    /// report describes the model it packs).
+    #[serde(default)]
+    pub reference_sha256: Option<String>,
+    /// SHA-256 of the candidate's ONNX file, when recorded.
+    #[serde(default)]
+    pub candidate_sha256: Option<String>,
     /// `random` (with `seed`) or `files`.
-    pub data: &'static str,
+    pub data: String,
     pub seed: Option<u64>,
     pub samples: usize,
     pub tolerance: Tolerance,
@@ -70,7 +77,7 @@ pub struct VerifyReport {
     pub min_required: Option<MinRequired>,
     pub unsupported: Option<Unsupported>,
     /// The engine that ran each model (`reference`, `candidate`).
-    pub engines: BTreeMap<&'static str, EngineKind>,
+    pub engines: BTreeMap<String, EngineKind>,
     /// Why the check failed without comparing outputs (a candidate that does not run).
     pub failure: Option<String>,
     /// With `compare_engines`: the candidate's outputs in tract against its outputs in
@@ -78,10 +85,46 @@ pub struct VerifyReport {
     pub cross_engine: Option<CrossEngine>,
 }
 
+impl VerifyReport {
+    /// Records the SHA-256 of the files the models were loaded from.
+    pub fn with_digests(mut self, reference: &Model, candidate: Option<&Model>) -> Self {
+        self.reference_sha256 = reference.file_sha256();
+        self.candidate_sha256 = candidate.and_then(Model::file_sha256);
+        self
+    }
+
+    /// Reads a report, refusing anything that is not a verify report.
+    pub fn from_json(bytes: &[u8], origin: &std::path::Path) -> Result<Self, VerifyError> {
+        let value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| VerifyError::Input(format!("{}: not JSON: {e}", origin.display())))?;
+        if value.get("format").and_then(|f| f.as_str()) != Some(VERIFY_FORMAT) {
+            return Err(VerifyError::Input(format!(
+                "{}: not a {VERIFY_FORMAT} document",
+                origin.display()
+            )));
+        }
+        serde_json::from_value(value).map_err(|e| {
+            VerifyError::Input(format!(
+                "{}: a malformed {VERIFY_FORMAT} document: {e}",
+                origin.display()
+            ))
+        })
+    }
+
+    /// The SHA-256 of the model this report vouches for: the candidate's, or with one model
+    /// checked against stored outputs, that model's.
+    pub fn checked_sha256(&self) -> Option<&str> {
+        match &self.candidate {
+            Some(_) => self.candidate_sha256.as_deref(),
+            None => self.reference_sha256.as_deref(),
+        }
+    }
+}
+
 /// How far two engines' answers for one model are apart.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CrossEngine {
-    pub model: &'static str,
+    pub model: String,
     pub engines: [EngineKind; 2],
     pub outputs: Vec<OutputReport>,
     pub min_required: Option<MinRequired>,
@@ -137,7 +180,7 @@ fn unsupported(model: &Model, which: &'static str, error: &RunError) -> Unsuppor
         ops.push(op);
     }
     Unsupported {
-        model: which,
+        model: which.to_string(),
         ops,
         message,
     }
@@ -193,7 +236,7 @@ pub fn interface_problem(model: &Model, which: &'static str) -> Option<Unsupport
         };
         if let Some(message) = problem {
             return Some(Unsupported {
-                model: which,
+                model: which.to_string(),
                 ops: vec![],
                 message,
             });
@@ -326,7 +369,7 @@ pub fn verify_models(
         (Err(u), _) => report.unsupported = Some(u),
         (Ok((engine, _)), Err(u)) => {
             // the reference runs: a candidate that does not is a failure, never "unsupported"
-            report.engines.insert("reference", engine);
+            report.engines.insert("reference".to_string(), engine);
             let ops: Vec<String> = u
                 .ops
                 .iter()
@@ -342,8 +385,8 @@ pub fn verify_models(
             });
         }
         (Ok((a, want)), Ok((b, got))) => {
-            report.engines.insert("reference", a);
-            report.engines.insert("candidate", b);
+            report.engines.insert("reference".to_string(), a);
+            report.engines.insert("candidate".to_string(), b);
             let got = widen_half(got, &want);
             compare(&mut report, &want, &got);
         }
@@ -358,7 +401,7 @@ pub fn verify_models(
 fn cross_engine(model: &Model, samples: &[Sample], tolerance: &Tolerance) -> CrossEngine {
     let inputs: Vec<&[NamedTensor]> = samples.iter().map(|s| s.inputs.as_slice()).collect();
     let mut result = CrossEngine {
-        model: "candidate",
+        model: "candidate".to_string(),
         engines: [EngineKind::Tract, EngineKind::Ort],
         outputs: vec![],
         min_required: None,
@@ -411,13 +454,13 @@ pub fn verify_stored(
     match got {
         Err(u) => report.unsupported = Some(u),
         Ok((engine, got)) => {
-            report.engines.insert("reference", engine);
+            report.engines.insert("reference".to_string(), engine);
             compare(&mut report, &want, &got);
         }
     }
     if inputs.compare_engines && report.unsupported.is_none() {
         let mut cross = cross_engine(model.0, inputs.samples, &report.tolerance);
-        cross.model = "reference";
+        cross.model = "reference".to_string();
         report.cross_engine = Some(cross);
     }
     Ok(finish(report))
@@ -460,16 +503,18 @@ fn empty_report(
     tolerance: Tolerance,
 ) -> VerifyReport {
     VerifyReport {
-        format: VERIFY_FORMAT,
-        mdeploy_version: env!("CARGO_PKG_VERSION"),
+        format: VERIFY_FORMAT.to_string(),
+        mdeploy_version: env!("CARGO_PKG_VERSION").to_string(),
         status: Status::Failed,
-        mode,
+        mode: mode.to_string(),
         reference: reference.to_string(),
         candidate: candidate.map(str::to_string),
+        reference_sha256: None,
+        candidate_sha256: None,
         data: if inputs.random_seed.is_some() {
-            "random"
+            "random".to_string()
         } else {
-            "files"
+            "files".to_string()
         },
         seed: inputs.random_seed,
         samples: inputs.samples.len(),

@@ -6,10 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A named set of bounds for a kind of transformation.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Preset {
     pub name: &'static str,
     pub atol: f64,
@@ -86,9 +86,9 @@ pub fn parse_preset(name: &str) -> Result<Preset, String> {
 }
 
 /// Bounds per output: a default and overrides by output name.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tolerance {
-    pub preset: &'static str,
+    pub preset: String,
     pub atol: f64,
     pub rtol: f64,
     pub scaled_atol: f64,
@@ -101,7 +101,7 @@ pub struct Tolerance {
 impl Tolerance {
     pub fn from_preset(p: Preset) -> Tolerance {
         Tolerance {
-            preset: p.name,
+            preset: p.name.to_string(),
             atol: p.atol,
             rtol: p.rtol,
             scaled_atol: p.scaled_atol,

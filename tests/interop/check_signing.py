@@ -44,7 +44,7 @@ def main():
 
         archive = os.path.join(tmp, "squeezenet.mdpkg")
         run([MDEPLOY, "pack", os.path.join(model_dir, "model.onnx"), "-o", archive, "--name", "squeezenet",
-             "--version", "1.0.0", "--key", private, "--include", os.path.join(model_dir, "info.json")], "ok")
+             "--model-version", "1.0.0", "--key", private, "--include", os.path.join(model_dir, "info.json")], "ok")
         unpacked = os.path.join(tmp, "unpacked")
         run([MDEPLOY, "unpack", archive, "-o", unpacked, "--key", public], "ok")
         signature = os.path.join(unpacked, "model.sig")
@@ -60,7 +60,7 @@ def main():
         source_sig = os.path.join(source, "model.sig")
         run([MODEL_SIGNING, "sign", "key", "--private_key", private, "--signature", source_sig, source], "ok")
         pack_source = [MDEPLOY, "pack", os.path.join(source, "model.onnx"), "-o", os.path.join(tmp, "s.mdpkg"),
-                       "--name", "s", "--version", "1.0.0", "--source-signature", source_sig, "--source-key", public]
+                       "--name", "s", "--model-version", "1.0.0", "--source-signature", source_sig, "--source-key", public]
         run(pack_source, "ok")
         with open(os.path.join(source, "info.json"), "a") as f:
             f.write(" ")

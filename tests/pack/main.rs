@@ -39,7 +39,7 @@ fn pack_fixture(dir: &Path, k: &Keys, extra: &[&str]) -> PathBuf {
         s(&out),
         "--name",
         "mlp",
-        "--version",
+        "--model-version",
         "1.2.3",
         "--key",
         s(&k.private),
@@ -83,7 +83,7 @@ fn every_real_model_packs_and_unpacks_to_the_same_files() {
             s(&archive),
             "--name",
             &name,
-            "--version",
+            "--model-version",
             "0.1.0",
             "--key",
             s(&k.private),
@@ -140,7 +140,7 @@ fn packing_is_reproducible_and_leaves_identical_outputs_alone() {
         s(&a),
         "--name",
         "mlp",
-        "--version",
+        "--model-version",
         "1.2.3",
         "--key",
         s(&k.private),
@@ -166,7 +166,7 @@ fn packing_is_reproducible_and_leaves_identical_outputs_alone() {
             s(&b),
             "--name",
             "mlp",
-            "--version",
+            "--model-version",
             "1.2.3",
             "--key",
             s(&k.private),
@@ -194,7 +194,7 @@ fn external_data_travels_with_the_model() {
         s(&archive),
         "--name",
         "e",
-        "--version",
+        "--model-version",
         "1.0.0",
         "--key",
         s(&k.private),
@@ -229,17 +229,17 @@ fn bad_pack_arguments_are_usage_errors() {
     let out = tmp.path().join("x.mdpkg");
     let mlp = fixture("mlp.onnx");
     for (args, needle) in [
-        (vec!["--version", "1.0"], "not a semantic version"),
+        (vec!["--model-version", "1.0"], "not a semantic version"),
         (
-            vec!["--version", "1.0.0", "--include", "/nonexistent"],
+            vec!["--model-version", "1.0.0", "--include", "/nonexistent"],
             "not a file",
         ),
         (
-            vec!["--version", "1.0.0", "--metadata", "novalue"],
+            vec!["--model-version", "1.0.0", "--metadata", "novalue"],
             "KEY=VALUE",
         ),
         (
-            vec!["--version", "1.0.0", "--key", s(&k.public)],
+            vec!["--model-version", "1.0.0", "--key", s(&k.public)],
             "not a P-256 private key",
         ),
     ] {
@@ -346,7 +346,7 @@ fn signatures_must_be_present_right_and_from_the_right_key() {
             s(&unsigned),
             "--name",
             "u",
-            "--version",
+            "--model-version",
             "1.0.0"
         ])
         .status
@@ -372,7 +372,7 @@ fn signatures_must_be_present_right_and_from_the_right_key() {
                 s(&p),
                 "--name",
                 "mlp",
-                "--version",
+                "--model-version",
                 "1.2.3",
                 "--key",
                 s(&k.private)
@@ -504,7 +504,7 @@ fn unpack_accepts_only_what_pack_writes() {
             s(&unsigned),
             "--name",
             "u",
-            "--version",
+            "--model-version",
             "1.0.0"
         ])
         .status
@@ -680,7 +680,7 @@ fn pack_checks_a_source_directory_signature() {
         s(&out),
         "--name",
         "p",
-        "--version",
+        "--model-version",
         "1.0.0",
         "--source-signature",
         s(&sig),

@@ -1,0 +1,598 @@
+//! The optimize stage: pruning when asked, the lossless passes, quantization when asked, the
+//! verification of the result against its input, and the report (`mdeploy.optimize/1`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::data::DataOptions;
+use crate::error::{CheckFailed, UsageError, nearest};
+use crate::graph::check_model;
+use crate::onnx::{ExternalDataPolicy, Model, SaveOptions, SaveSummary};
+use crate::passes::prune::{ChannelReport, SparsityReport};
+use crate::passes::{
+    Culprit, OptimizeOptions, OptimizeReport, Pass, PassKind, bisect, optimize_with_progress,
+    preset, registry,
+};
+use crate::progress::Progress;
+use crate::quantize::calibrate::Method;
+use crate::quantize::{AccuracyTarget, CalibrationCache, QuantizeReport};
+use crate::run::NamedTensor;
+use crate::verify::{Inputs, Preset, Status, Tolerance, VerifyReport, verify_models};
+
+/// The report's format name.
+pub const OPTIMIZE_FORMAT: &str = "mdeploy.optimize/1";
+
+/// Which quantization to apply after the lossless passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuantizeMode {
+    /// float16 weights and computation; `io` makes graph inputs and outputs float16 too.
+    Fp16 {
+        io: bool,
+    },
+    Int8Dynamic,
+    Int8Static,
+}
+
+/// Quantization and its calibration.
+#[derive(Debug, Clone)]
+pub struct QuantizeOptions {
+    pub mode: Option<QuantizeMode>,
+    /// Data the float model is measured on (default: the verification samples).
+    pub calibration: Vec<PathBuf>,
+    pub method: Method,
+    /// Static int8: ranges reused from (or saved to) this file.
+    pub cache: Option<PathBuf>,
+    pub accuracy_target: AccuracyTarget,
+    /// Static int8: the op types to quantize (empty: the default set).
+    pub int8_ops: Vec<String>,
+    pub exclude_nodes: Vec<String>,
+    pub exclude_op_types: Vec<String>,
+}
+
+impl Default for QuantizeOptions {
+    fn default() -> Self {
+        QuantizeOptions {
+            mode: None,
+            calibration: Vec::new(),
+            method: Method::parse("percentile").expect("a method"),
+            cache: None,
+            accuracy_target: AccuracyTarget::parse("cos=0.99,top1=1").expect("a target"),
+            int8_ops: Vec::new(),
+            exclude_nodes: Vec::new(),
+            exclude_op_types: Vec::new(),
+        }
+    }
+}
+
+/// Everything the optimize stage needs.
+#[derive(Debug, Clone)]
+pub struct OptimizeRequest {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    /// 0 nothing, 1 cleanup and folding, 2 every lossless pass.
+    pub level: u8,
+    /// Only these passes (empty: the level's preset).
+    pub passes: Vec<String>,
+    pub skip: Vec<String>,
+    /// Magnitude pruning: the fraction of smallest weights zeroed.
+    pub prune: Option<f64>,
+    /// Channel pruning: the fraction of each Conv's output channels removed.
+    pub prune_channels: Option<f64>,
+    pub quantize: QuantizeOptions,
+    /// The preset verification must meet (default: what was done warrants).
+    pub tolerance: Option<Preset>,
+    pub fold_size_limit: usize,
+    /// Verify the result against the input.
+    pub verify: bool,
+    /// Write the result even when no engine can run the input to verify it.
+    pub allow_unverified: bool,
+    /// Write the result even when verification fails.
+    pub keep_failed: bool,
+    /// On a failed verification, find the first pass after which outputs diverge.
+    pub bisect: bool,
+    pub data: DataOptions,
+    /// Store tensors of 1 KiB or more in `<output>.data`.
+    pub external_data: bool,
+    /// Record the input's and output's SHA-256 (what `pack` checks a report against).
+    pub lineage: bool,
+}
+
+impl OptimizeRequest {
+    /// A request with the defaults the command line has.
+    pub fn new(input: PathBuf, output: PathBuf) -> Self {
+        OptimizeRequest {
+            input,
+            output,
+            level: 2,
+            passes: Vec::new(),
+            skip: Vec::new(),
+            prune: None,
+            prune_channels: None,
+            quantize: QuantizeOptions::default(),
+            tolerance: None,
+            fold_size_limit: 16 << 20,
+            verify: true,
+            allow_unverified: false,
+            keep_failed: false,
+            bisect: false,
+            data: DataOptions::default(),
+            external_data: false,
+            lineage: true,
+        }
+    }
+}
+
+/// The model the stage read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InputFile {
+    pub path: String,
+    pub sha256: Option<String>,
+    pub bytes: Option<u64>,
+}
+
+/// The model the stage wrote.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutputFile {
+    #[serde(flatten)]
+    pub saved: SaveSummary,
+    /// SHA-256 of the ONNX file written (present when lineage was asked for).
+    pub sha256: Option<String>,
+}
+
+/// What pruning removed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PruneReport {
+    pub channels: Option<Vec<ChannelReport>>,
+    pub magnitude: Option<Vec<SparsityReport>>,
+}
+
+/// The optimize report (`mdeploy.optimize/1`): written by `optimize --report` and `build`, read
+/// by `pack` and `build` through this same type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OptimizeDocument {
+    pub format: String,
+    pub mdeploy_version: String,
+    pub input: InputFile,
+    /// Absent when nothing was written (a failed or impossible verification).
+    pub output: Option<OutputFile>,
+    pub verification: Option<VerifyReport>,
+    pub bisect: Option<Culprit>,
+    pub prune: Option<PruneReport>,
+    pub quantize: Option<QuantizeReport>,
+    pub optimize: OptimizeReport,
+}
+
+impl OptimizeDocument {
+    /// Reads a report, refusing anything that is not an optimize report.
+    pub fn from_json(bytes: &[u8], origin: &Path) -> Result<Self, UsageError> {
+        let value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| UsageError(format!("{}: not JSON: {e}", origin.display())))?;
+        if value.get("format").and_then(|f| f.as_str()) != Some(OPTIMIZE_FORMAT) {
+            return Err(UsageError(format!(
+                "{}: not a {OPTIMIZE_FORMAT} document",
+                origin.display()
+            )));
+        }
+        serde_json::from_value(value).map_err(|e| {
+            UsageError(format!(
+                "{}: a malformed {OPTIMIZE_FORMAT} document: {e}",
+                origin.display()
+            ))
+        })
+    }
+
+    /// The tolerance preset what was done warrants: the quantizer's after quantization, exact
+    /// when only cleanup passes applied, else fp32.
+    pub fn automatic_preset(&self) -> &'static str {
+        let kinds: std::collections::HashMap<&str, PassKind> =
+            registry().iter().map(|p| (p.name(), p.kind())).collect();
+        let lossless_only = self
+            .optimize
+            .per_pass
+            .iter()
+            .filter(|(_, s)| s.applied > 0)
+            .all(|(name, _)| kinds.get(name.as_str()) == Some(&PassKind::Cleanup));
+        match &self.quantize {
+            Some(q) => q.preset(),
+            None if lossless_only => "exact",
+            None => "fp32",
+        }
+    }
+}
+
+/// How the result stands against its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    NotVerified,
+    Verified,
+    /// Lossy pruning changed the numbers and no tolerance was asked for: reported, not enforced.
+    NumbersChanged,
+    Failed,
+    /// No available engine can run the input model.
+    Unverifiable,
+}
+
+impl Verdict {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Verdict::NotVerified => "not verified (verification off)",
+            Verdict::Verified => "verified",
+            Verdict::NumbersChanged => {
+                "numbers changed (lossy pruning; see the verification report)"
+            }
+            Verdict::Failed => "FAILED verification",
+            Verdict::Unverifiable => "UNVERIFIED: no available engine can run the model",
+        }
+    }
+}
+
+/// What the optimize stage produced.
+#[derive(Debug)]
+pub struct OptimizeOutcome {
+    pub document: OptimizeDocument,
+    pub verdict: Verdict,
+    /// Set when the stage failed after its report was made (verification failed or could not be
+    /// made): the report still describes what happened.
+    pub failure: Option<CheckFailed>,
+}
+
+/// The passes a level, `passes` and `skip` select; an unknown name is a usage error naming the
+/// nearest pass.
+pub fn choose_passes(
+    level: u8,
+    passes: &[String],
+    skip: &[String],
+) -> Result<Vec<&'static dyn Pass>, UsageError> {
+    let known: Vec<&str> = registry().iter().map(|p| p.name()).collect();
+    for name in passes.iter().chain(skip) {
+        if !known.contains(&name.as_str()) {
+            let hint = nearest(name, known.iter().copied())
+                .map(|n| format!("; did you mean '{n}'?"))
+                .unwrap_or_default();
+            return Err(UsageError(format!(
+                "no pass '{name}' (see `mdeploy optimize --list-passes`){hint}"
+            )));
+        }
+    }
+    if level > 2 {
+        return Err(UsageError(format!("optimization level {level}: 0, 1 or 2")));
+    }
+    let base = if passes.is_empty() {
+        preset(level)
+    } else {
+        registry()
+            .into_iter()
+            .filter(|p| passes.iter().any(|n| n == p.name()))
+            .collect()
+    };
+    Ok(base
+        .into_iter()
+        .filter(|p| !skip.iter().any(|n| n == p.name()))
+        .collect())
+}
+
+/// Runs the optimize stage: reads `input`, rewrites it, verifies and writes `output` (unless
+/// verification refuses it), and returns the report.
+pub fn optimize_file(
+    req: &OptimizeRequest,
+    progress: &dyn Progress,
+) -> anyhow::Result<OptimizeOutcome> {
+    let passes = choose_passes(req.level, &req.passes, &req.skip)?;
+    if !req.quantize.calibration.is_empty() && req.quantize.mode.is_none() {
+        return Err(
+            UsageError("calibration data applies to quantization (fp16, int8)".into()).into(),
+        );
+    }
+    let original = Model::load(&req.input)?;
+    check_model(&original)?;
+    let mut model = Model::load(&req.input)?;
+    // hashed from the mapping saving reads anyway (hashing `original`'s would make a second
+    // copy resident)
+    let input_sha256 = req.lineage.then(|| model.file_sha256()).flatten();
+    let shapes = req.data.shapes()?;
+    crate::convert::apply_input_shapes(&mut model, &shapes)?;
+    let pruning = prune(req, &mut model)?;
+    let options = OptimizeOptions {
+        fold_size_limit: req.fold_size_limit,
+        ..Default::default()
+    };
+    // what the passes start from (bisection replays them from here, not from the file as read)
+    let start = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
+    let report = optimize_with_progress(&mut model, &passes, &options, progress)?;
+    let quantized = quantize(req, &mut model, progress)?;
+    let mut document = OptimizeDocument {
+        format: OPTIMIZE_FORMAT.into(),
+        mdeploy_version: env!("CARGO_PKG_VERSION").into(),
+        input: InputFile {
+            path: req.input.display().to_string(),
+            sha256: input_sha256,
+            bytes: original.file_len(),
+        },
+        output: None,
+        verification: None,
+        bisect: None,
+        prune: pruning,
+        quantize: quantized,
+        optimize: report,
+    };
+    if req.verify {
+        let automatic = document.automatic_preset();
+        let (v, culprit) = verify(
+            req, &original, &start, &model, &passes, &options, automatic, progress,
+        )?;
+        document.verification = Some(v);
+        document.bisect = culprit;
+    }
+    let status = document.verification.as_ref().map(|v| v.status);
+    let lossy = document.prune.is_some();
+    let enforced = !lossy || req.tolerance.is_some();
+    let refuse = match status {
+        Some(Status::Failed) => enforced && !req.keep_failed,
+        Some(Status::Unsupported) => !req.allow_unverified,
+        _ => false,
+    };
+    if !refuse {
+        let policy = if req.external_data {
+            ExternalDataPolicy::External { threshold: 1024 }
+        } else {
+            ExternalDataPolicy::Auto
+        };
+        let saved = model.save(
+            &req.output,
+            SaveOptions {
+                external_data: policy,
+            },
+        )?;
+        drop(model);
+        let sha256 = if req.lineage {
+            Model::load(&req.output)?.file_sha256()
+        } else {
+            None
+        };
+        document.output = Some(OutputFile { saved, sha256 });
+    }
+    let verdict = match status {
+        None => Verdict::NotVerified,
+        Some(Status::Passed) => Verdict::Verified,
+        Some(Status::Failed) if !enforced => Verdict::NumbersChanged,
+        Some(Status::Failed) => Verdict::Failed,
+        Some(Status::Unsupported) => Verdict::Unverifiable,
+    };
+    let failure = match verdict {
+        Verdict::Failed => Some(CheckFailed(format!(
+            "the optimized model does not match the input{}",
+            if refuse {
+                "; nothing written (--keep-failed writes it anyway)"
+            } else {
+                ""
+            }
+        ))),
+        Verdict::Unverifiable if refuse => Some(CheckFailed(
+            "the result cannot be verified: no available engine runs the input model; nothing \
+             written (--allow-unverified writes it anyway)"
+                .into(),
+        )),
+        _ => None,
+    };
+    Ok(OptimizeOutcome {
+        document,
+        verdict,
+        failure,
+    })
+}
+
+/// Quantizes when asked, measuring the float model on the calibration data.
+fn quantize(
+    req: &OptimizeRequest,
+    model: &mut Model,
+    progress: &dyn Progress,
+) -> anyhow::Result<Option<QuantizeReport>> {
+    let q = &req.quantize;
+    let Some(mode) = q.mode else {
+        if !q.exclude_nodes.is_empty() || !q.exclude_op_types.is_empty() {
+            return Err(UsageError(
+                "excluded nodes and op types apply to quantization (fp16, int8)".into(),
+            )
+            .into());
+        }
+        return Ok(None);
+    };
+    if mode == QuantizeMode::Int8Static && q.calibration.is_empty() && req.data.data.is_empty() {
+        return Err(UsageError(
+            "static int8 needs calibration data: --calibration DIR (or --data)".into(),
+        )
+        .into());
+    }
+    progress.on_start("quantize", 1);
+    let (samples, origin) = if q.calibration.is_empty() {
+        let (samples, seed) = req.data.load(model)?;
+        let origin = match seed {
+            Some(seed) => format!("{} random samples, seed {seed}", samples.len()),
+            None => "the verification data".into(),
+        };
+        (samples, origin)
+    } else {
+        let samples = crate::verify::load_samples(&q.calibration)?;
+        let names: Vec<String> = q
+            .calibration
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        (samples, names.join(", "))
+    };
+    let inputs: Vec<&[NamedTensor]> = samples.iter().map(|s| s.inputs.as_slice()).collect();
+    // accuracy is measured on the calibration data and the verification data, when given
+    let held_out_paths: Vec<PathBuf> = req
+        .data
+        .data
+        .iter()
+        .filter(|d| !q.calibration.contains(d))
+        .cloned()
+        .collect();
+    let held_out = if q.calibration.is_empty() || held_out_paths.is_empty() {
+        Vec::new()
+    } else {
+        crate::verify::load_samples(&held_out_paths)?
+    };
+    let evaluation: Vec<&[NamedTensor]> = inputs
+        .iter()
+        .copied()
+        .chain(held_out.iter().map(|s| s.inputs.as_slice()))
+        .collect();
+    let (engine, _) = req.data.engines()?;
+    let calibration = crate::quantize::Calibration {
+        samples: &inputs,
+        evaluation: &evaluation,
+        engine,
+        origin,
+    };
+    let exclude_nodes: BTreeSet<String> = q.exclude_nodes.iter().cloned().collect();
+    let exclude_op_types: BTreeSet<String> = q.exclude_op_types.iter().cloned().collect();
+    let report = match mode {
+        QuantizeMode::Int8Dynamic => {
+            let options = crate::quantize::dynamic::DynamicOptions {
+                exclude_nodes: exclude_nodes.into_iter().collect(),
+                exclude_op_types: exclude_op_types.into_iter().collect(),
+            };
+            QuantizeReport::Int8Dynamic(crate::quantize::to_int8_dynamic(
+                model,
+                &options,
+                Some(calibration),
+            )?)
+        }
+        QuantizeMode::Int8Static => {
+            let options = crate::quantize::qdq::StaticOptions {
+                ops: (!q.int8_ops.is_empty()).then(|| q.int8_ops.iter().cloned().collect()),
+                exclude_nodes: exclude_nodes.into_iter().collect(),
+                exclude_op_types: exclude_op_types.into_iter().collect(),
+            };
+            let cache = match &q.cache {
+                Some(path) if path.exists() => Some(
+                    serde_json::from_slice::<CalibrationCache>(&std::fs::read(path)?).map_err(
+                        |e| UsageError(format!("{}: not a calibration cache: {e}", path.display())),
+                    )?,
+                ),
+                _ => None,
+            };
+            let (stage, ranges) = crate::quantize::to_int8_static(
+                model,
+                &options,
+                q.method,
+                q.accuracy_target,
+                calibration,
+                cache.as_ref(),
+            )?;
+            if let Some(path) = &q.cache
+                && !stage.ranges_from_cache
+            {
+                let mut text = serde_json::to_vec_pretty(&ranges)?;
+                text.push(b'\n');
+                crate::onnx::save_bytes_atomically(path, &text)?;
+            }
+            if !stage.accuracy.met {
+                return Err(CheckFailed(format!(
+                    "static int8 cannot meet the accuracy target (cos {}, top-1 {}): the best \
+                     reached cosine {:.5}, top-1 {:.3}; nothing written",
+                    stage.accuracy.target.min_cosine,
+                    stage.accuracy.target.min_top1,
+                    stage.accuracy.achieved_cosine,
+                    stage.accuracy.achieved_top1
+                ))
+                .into());
+            }
+            QuantizeReport::Int8Static(stage)
+        }
+        QuantizeMode::Fp16 { io } => {
+            let options = crate::quantize::fp16::Fp16Options {
+                keep_io_types: !io,
+                exclude_nodes: exclude_nodes.into_iter().collect(),
+                exclude_op_types: exclude_op_types.into_iter().collect(),
+                ..Default::default()
+            };
+            QuantizeReport::Fp16(crate::quantize::to_fp16(model, options, Some(calibration))?)
+        }
+    };
+    progress.on_finish();
+    Ok(Some(report))
+}
+
+/// Applies the requested pruning before the lossless passes; returns what it did.
+fn prune(req: &OptimizeRequest, model: &mut Model) -> anyhow::Result<Option<PruneReport>> {
+    if req.prune.is_none() && req.prune_channels.is_none() {
+        return Ok(None);
+    }
+    for (what, v) in [
+        ("magnitude pruning", req.prune),
+        ("channel pruning", req.prune_channels),
+    ] {
+        if v.is_some_and(|v| !(0.0..1.0).contains(&v)) {
+            return Err(UsageError(format!("{what} takes a fraction in [0, 1)")).into());
+        }
+    }
+    let ctx = crate::passes::PassContext::new(model, 0, 0);
+    let mut graph = crate::graph::Graph::new(std::mem::take(model.graph_mut()));
+    let channels = req
+        .prune_channels
+        .map(|f| crate::passes::prune::prune_channels(&mut graph, &ctx, f));
+    let magnitude = req
+        .prune
+        .map(|s| crate::passes::prune::prune_magnitude(&mut graph, &ctx, s));
+    *model.graph_mut() = graph.into_proto();
+    Ok(Some(PruneReport {
+        channels,
+        magnitude,
+    }))
+}
+
+/// Verifies the result against the input on the data (or seeded random samples), with the
+/// tolerance asked for or the one what was done warrants; bisects on failure when asked.
+#[allow(clippy::too_many_arguments)]
+fn verify(
+    req: &OptimizeRequest,
+    original: &Model,
+    start: &Model,
+    optimized: &Model,
+    passes: &[&'static dyn Pass],
+    options: &OptimizeOptions,
+    automatic: &str,
+    progress: &dyn Progress,
+) -> anyhow::Result<(VerifyReport, Option<Culprit>)> {
+    let (samples, random_seed) = req.data.load(original)?;
+    let tolerance = Tolerance::from_preset(
+        req.tolerance
+            .unwrap_or_else(|| crate::verify::preset(automatic).expect("a preset")),
+    );
+    let (engine, compare_engines) = req.data.engines()?;
+    let inputs = Inputs {
+        samples: &samples,
+        random_seed,
+        engine,
+        compare_engines,
+    };
+    let name = req.output.display().to_string();
+    let v = verify_models(
+        (original, "input"),
+        (optimized, &name),
+        inputs,
+        tolerance.clone(),
+        progress,
+    )?;
+    let culprit = (v.status == Status::Failed && req.bisect)
+        .then(|| {
+            bisect(
+                original,
+                start,
+                &passes.to_vec(),
+                options,
+                &samples,
+                &tolerance,
+                engine,
+            )
+        })
+        .flatten();
+    Ok((v, culprit))
+}
