@@ -11,6 +11,7 @@ pub mod error;
 pub mod graph;
 pub mod infer;
 pub mod inspect;
+pub mod json;
 pub mod lint;
 pub mod onnx;
 pub mod pack;

@@ -24,7 +24,7 @@ use printer::report_error;
     about,
     propagate_version = true,
     after_help = "Examples:
-  mdeploy build examples/mtcnn-rnet      # convert, optimize, verify, sign and pack a model repository
+  mdeploy build examples/mtcnn-rnet    # convert, optimize, verify, sign, pack
   mdeploy inspect model.onnx
   mdeploy optimize model.onnx -o model.opt.onnx --report optimize.json
   mdeploy verify model.onnx model.opt.onnx --data test_data_set_0

@@ -44,7 +44,7 @@ pub struct OptimizeArgs {
     /// Leave these passes out.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
-    /// Print every pass with a one-line description, and exit.
+    /// Print every pass with a one-line description (with --json: and its details), and exit.
     #[arg(long)]
     list_passes: bool,
     /// Lossy: zero this fraction of the smallest weights of every Conv/Gemm/MatMul weight.
@@ -130,6 +130,17 @@ pub struct OptimizeArgs {
 
 pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     if args.list_passes {
+        if args.out.json {
+            let passes: Vec<serde_json::Value> = registry()
+                .iter()
+                .map(|p| {
+                    serde_json::json!({"name": p.name(), "kind": p.kind(),
+                        "description": p.description(), "details": p.details()})
+                })
+                .collect();
+            super::printer::print_json(&passes)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         let mut s = String::new();
         for p in registry() {
             let _ = writeln!(

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use mdeploy::pack::keys::{keygen, load_signing_key, load_verifying_key};
-use mdeploy::pack::{PackOptions, UnpackSummary, pack, unpack};
+use mdeploy::pack::{PackOptions, UnpackSummary, pack_with_progress, unpack};
 use mdeploy::pipeline::OptimizeDocument;
 use mdeploy::verify::VerifyReport;
 
@@ -146,7 +146,7 @@ pub fn run_pack(args: PackArgs) -> anyhow::Result<ExitCode> {
             _ => None,
         },
     };
-    let (manifest, summary) = pack(&options)?;
+    let (manifest, summary) = pack_with_progress(&options, printer.progress())?;
     let mb = summary.input_bytes as f64 / 1e6;
     printer.detail(&format!(
         "packed {mb:.1} MB in {:.2} s: {:.0} MB/s",

@@ -149,7 +149,8 @@ pub fn report_error(e: &anyhow::Error) -> ExitCode {
     if let Some(hint) = &hint {
         let _ = writeln!(err, "hint: {hint}");
     }
-    if JSON_ERRORS.load(Ordering::Relaxed) {
+    // a command that printed its document (which says what failed) prints no second one
+    if JSON_ERRORS.load(Ordering::Relaxed) && !DOCUMENT_PRINTED.load(Ordering::Relaxed) {
         let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
         let _ = print_json(&serde_json::json!({"error": {
             "message": e.to_string(), "causes": causes, "hint": hint, "exit_code": code,
@@ -253,8 +254,12 @@ pub fn print_stdout(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Set once a JSON document is on stdout.
+static DOCUMENT_PRINTED: AtomicBool = AtomicBool::new(false);
+
 /// Prints one JSON document on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    DOCUMENT_PRINTED.store(true, Ordering::Relaxed);
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
     print_stdout(&text)

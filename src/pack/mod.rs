@@ -112,6 +112,14 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Packs a model into an archive.
 pub fn pack(o: &PackOptions) -> Result<(Manifest, PackSummary), PackError> {
+    pack_with_progress(o, &crate::progress::NoProgress)
+}
+
+/// [`pack`], reporting the files hashed (in bytes) to `progress`.
+pub fn pack_with_progress(
+    o: &PackOptions,
+    progress: &dyn crate::progress::Progress,
+) -> Result<(Manifest, PackSummary), PackError> {
     let start = std::time::Instant::now();
     semver::Version::parse(&o.version).map_err(|e| {
         PackError::Usage(format!(
@@ -140,14 +148,23 @@ pub fn pack(o: &PackOptions) -> Result<(Manifest, PackSummary), PackError> {
         None => None,
     };
     let files = collect_files(&model, &o.model, &o.include)?;
+    progress.on_start(
+        "hash files",
+        files.iter().map(|e| e.data.len() as u64).sum(),
+    );
     let digests: Vec<FileEntry> = files
         .iter()
-        .map(|e| FileEntry {
-            path: e.path.clone(),
-            size: e.data.len() as u64,
-            sha256: sha256_hex(&e.data),
+        .map(|e| {
+            let entry = FileEntry {
+                path: e.path.clone(),
+                size: e.data.len() as u64,
+                sha256: sha256_hex(&e.data),
+            };
+            progress.on_advance(entry.size);
+            entry
         })
         .collect();
+    progress.on_finish();
     let mut manifest = build_manifest(o, &model, digests)?;
     manifest.lineage.source_signature = source_signature;
     let manifest_bytes = to_json(&manifest)?;

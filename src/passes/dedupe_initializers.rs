@@ -24,6 +24,9 @@ impl Pass for DedupeInitializers {
     fn description(&self) -> &'static str {
         "merge initializers with identical type, shape and bytes"
     }
+    fn details(&self) -> &'static str {
+        "initializers with the same type, shape and bytes become one"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         // only tensors of one type and shape can be equal: bytes are read and compared within
         // such groups alone (a model of distinct weights reads none of them)

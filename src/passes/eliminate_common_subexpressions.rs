@@ -36,6 +36,9 @@ impl Pass for EliminateCommonSubexpressions {
     fn description(&self) -> &'static str {
         "compute identical nodes (same op, inputs and attributes) once"
     }
+    fn details(&self) -> &'static str {
+        "identical nodes (op, inputs, attributes) compute once; never random ops"
+    }
     fn run(&self, graph: &mut Graph, _: &mut PassContext) -> Result<usize, PassError> {
         let order = graph.topological_order().map_err(|e| PassError::Broke {
             pass: "eliminate_common_subexpressions",

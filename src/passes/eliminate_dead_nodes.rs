@@ -22,6 +22,9 @@ impl Pass for EliminateDeadNodes {
     fn description(&self) -> &'static str {
         "remove nodes that contribute to no graph output"
     }
+    fn details(&self) -> &'static str {
+        "removes nodes that reach no graph output (subgraph reads count as uses)"
+    }
     fn run(&self, graph: &mut Graph, _: &mut PassContext) -> Result<usize, PassError> {
         let dead = graph.dead_nodes();
         graph.remove_nodes(&dead);

@@ -22,6 +22,9 @@ impl Pass for EliminateDropout {
     fn description(&self) -> &'static str {
         "remove Dropout nodes (inference)"
     }
+    fn details(&self) -> &'static str {
+        "removes inference Dropout (not when the mask is read or training_mode is on)"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         bypass_all(graph, ctx, |g, ctx, n| {
             if !is_op(n, "Dropout") || n.input.first().is_none_or(|i| i.is_empty()) {

@@ -23,6 +23,9 @@ impl Pass for EliminateIdentity {
     fn description(&self) -> &'static str {
         "remove Identity nodes"
     }
+    fn details(&self) -> &'static str {
+        "removes Identity nodes (renaming the producer when the output is a graph output)"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         bypass_all(graph, ctx, |_, _, n| {
             (is_op(n, "Identity") && n.input.first().is_some_and(|i| !i.is_empty()))

@@ -69,6 +69,9 @@ impl Pass for EliminateNopArithmetic {
     fn description(&self) -> &'static str {
         "remove Add/Sub of zeros and Mul/Div by ones that do not broadcast"
     }
+    fn details(&self) -> &'static str {
+        "removes x+0, x-0, x*1, x/1 when the constant does not broadcast x"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         bypass_all(graph, ctx, |g, ctx, n| {
             if n.input.len() != 2 {

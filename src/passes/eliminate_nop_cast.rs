@@ -22,6 +22,9 @@ impl Pass for EliminateNopCast {
     fn description(&self) -> &'static str {
         "remove Cast nodes to the type the value already has"
     }
+    fn details(&self) -> &'static str {
+        "removes a Cast to the type the value already has"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         bypass_all(graph, ctx, |_, ctx, n| {
             let input = n.input.first().filter(|i| !i.is_empty())?;

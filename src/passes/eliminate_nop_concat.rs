@@ -21,6 +21,9 @@ impl Pass for EliminateNopConcat {
     fn description(&self) -> &'static str {
         "remove Concat nodes of a single input"
     }
+    fn details(&self) -> &'static str {
+        "removes a Concat of a single input"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         bypass_all(graph, ctx, |_, _, n| {
             let inputs: Vec<&String> = n.input.iter().filter(|i| !i.is_empty()).collect();

@@ -23,6 +23,9 @@ impl Pass for EliminateNopExpand {
     fn description(&self) -> &'static str {
         "remove Expand nodes that broadcast to the shape the value already has"
     }
+    fn details(&self) -> &'static str {
+        "removes an Expand to the value's own shape (symbolic dims included)"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         bypass_all(graph, ctx, |g, ctx, n| {
             if !is_op(n, "Expand") || n.input.len() < 2 {

@@ -22,6 +22,9 @@ impl Pass for EliminateNopPad {
     fn description(&self) -> &'static str {
         "remove Pad nodes whose pads are all zero"
     }
+    fn details(&self) -> &'static str {
+        "removes a Pad whose pads are all zero"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         bypass_all(graph, ctx, |g, ctx, n| {
             if !is_op(n, "Pad") {

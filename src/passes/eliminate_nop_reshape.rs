@@ -49,6 +49,9 @@ impl Pass for EliminateNopReshape {
     fn description(&self) -> &'static str {
         "remove Reshape nodes to the shape the value already has"
     }
+    fn details(&self) -> &'static str {
+        "removes a Reshape to the value's own shape (symbolic dims included)"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         bypass_all(graph, ctx, |g, ctx, n| {
             if !is_op(n, "Reshape") || n.input.len() < 2 {

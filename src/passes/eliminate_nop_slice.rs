@@ -59,6 +59,9 @@ impl Pass for EliminateNopSlice {
     fn description(&self) -> &'static str {
         "remove Slice nodes that keep every element"
     }
+    fn details(&self) -> &'static str {
+        "removes a Slice that keeps every element"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         bypass_all(graph, ctx, |g, ctx, n| {
             if !is_op(n, "Slice") {

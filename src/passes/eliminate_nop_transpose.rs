@@ -22,6 +22,9 @@ impl Pass for EliminateNopTranspose {
     fn description(&self) -> &'static str {
         "remove Transpose nodes whose permutation is the identity"
     }
+    fn details(&self) -> &'static str {
+        "removes a Transpose with the identity permutation"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         bypass_all(graph, ctx, |_, ctx, n| {
             if !is_op(n, "Transpose") {

@@ -24,6 +24,10 @@ impl Pass for EliminateNopWhere {
     fn description(&self) -> &'static str {
         "remove Where nodes whose constant condition picks one side everywhere"
     }
+    fn details(&self) -> &'static str {
+        "removes a Where whose constant condition picks one side everywhere, when that side \
+         already has the output's shape"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         bypass_all(graph, ctx, |g, ctx, n| {
             if !is_op(n, "Where") || n.input.len() != 3 {

@@ -19,6 +19,9 @@ impl Pass for EliminateUnusedInitializers {
     fn description(&self) -> &'static str {
         "remove initializers nothing reads"
     }
+    fn details(&self) -> &'static str {
+        "removes initializers nothing reads (not those that are also graph inputs)"
+    }
     fn run(&self, graph: &mut Graph, _: &mut PassContext) -> Result<usize, PassError> {
         let unused: Vec<String> = graph
             .unused_initializers()

@@ -54,6 +54,11 @@ impl Pass for FoldReshapeTargets {
     fn description(&self) -> &'static str {
         "replace Reshape targets computed from shapes by constants (0 copies a dim, -1 the rest)"
     }
+    fn details(&self) -> &'static str {
+        "a Reshape target computed from shapes becomes a constant where inference knows it: 0 \
+         for a dim copied from the input, -1 for the one remaining symbolic size (`Reshape(x, \
+         Concat(Shape(x)[0:1], [200]))` is `Reshape(x, [0, 200])`)"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         let mut count = 0;
         for i in 0..graph.nodes().len() {

@@ -52,6 +52,9 @@ impl Pass for FuseAddBiasIntoConv {
     fn description(&self) -> &'static str {
         "fold a per-channel constant Add after a Conv into its bias"
     }
+    fn details(&self) -> &'static str {
+        "a per-channel constant Add after a Conv becomes its bias"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         // conv + c = conv * 1 + c
         Ok(fuse_followers(graph, ctx, "Add", |c| {

@@ -72,6 +72,9 @@ impl Pass for FuseBnIntoConv {
     fn description(&self) -> &'static str {
         "fold inference BatchNormalization into the preceding Conv's weights and bias"
     }
+    fn details(&self) -> &'static str {
+        "inference BatchNormalization folds into the Conv before it (grouped and dilated too)"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         Ok(rewrite_each(graph, |g, i| {
             candidate(g, ctx, i).is_some_and(|bn| fuse(g, ctx, i, bn).is_some())

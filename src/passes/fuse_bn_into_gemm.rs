@@ -109,6 +109,9 @@ impl Pass for FuseBnIntoGemm {
     fn description(&self) -> &'static str {
         "fold inference BatchNormalization into the preceding Gemm or 2-D MatMul"
     }
+    fn details(&self) -> &'static str {
+        "inference BatchNormalization folds into the Gemm or 2-D MatMul before it"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         if ctx.opset < 7 {
             // Gemm before opset 7 broadcasts C only with `broadcast=1`: not handled

@@ -23,6 +23,9 @@ impl Pass for FuseConsecutiveReshapes {
     fn description(&self) -> &'static str {
         "reshape the original value directly instead of a reshaped one"
     }
+    fn details(&self) -> &'static str {
+        "Reshape of a Reshape reshapes the original (not with 0 in the target)"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         let mut count = 0;
         for i in 0..graph.nodes().len() {

@@ -84,6 +84,10 @@ impl Pass for FuseConsecutiveSlices {
     fn description(&self) -> &'static str {
         "merge a Slice of a Slice into one Slice"
     }
+    fn details(&self) -> &'static str {
+        "Slice of a Slice becomes one (different axes; or one axis, step 1, non-negative \
+         bounds)"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         let mut count = 0;
         for i in 0..graph.nodes().len() {

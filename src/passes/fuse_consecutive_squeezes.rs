@@ -46,6 +46,9 @@ impl Pass for FuseConsecutiveSqueezes {
     fn description(&self) -> &'static str {
         "merge consecutive Squeeze nodes"
     }
+    fn details(&self) -> &'static str {
+        "two Squeezes with constant axes become one"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         Ok(merge_pairs(graph, ctx, "Squeeze", combine))
     }

@@ -23,6 +23,9 @@ impl Pass for FuseConsecutiveTransposes {
     fn description(&self) -> &'static str {
         "compose consecutive Transpose nodes"
     }
+    fn details(&self) -> &'static str {
+        "Transpose of a Transpose becomes one (or none)"
+    }
     fn run(&self, graph: &mut Graph, _: &mut PassContext) -> Result<usize, PassError> {
         let mut count = 0;
         let mut i = 0;

@@ -49,6 +49,9 @@ impl Pass for FuseConsecutiveUnsqueezes {
     fn description(&self) -> &'static str {
         "merge consecutive Unsqueeze nodes"
     }
+    fn details(&self) -> &'static str {
+        "two Unsqueezes with constant axes become one"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         Ok(super::fuse_consecutive_squeezes::merge_pairs(
             graph,

@@ -125,6 +125,9 @@ impl Pass for FuseGelu {
     fn description(&self) -> &'static str {
         "turn erf- and tanh-GELU chains into Gelu (opset 20+)"
     }
+    fn details(&self) -> &'static str {
+        "erf- and tanh-GELU chains become `Gelu` (opset 20+ only; earlier opsets have no Gelu)"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         if ctx.opset < 20 {
             return Ok(0);

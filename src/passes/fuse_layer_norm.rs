@@ -127,6 +127,9 @@ impl Pass for FuseLayerNorm {
     fn description(&self) -> &'static str {
         "turn decomposed layer normalization into LayerNormalization (opset 17+)"
     }
+    fn details(&self) -> &'static str {
+        "a decomposed layer norm over the last axis becomes `LayerNormalization` (opset 17+)"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         if ctx.opset < 17 {
             return Ok(0);

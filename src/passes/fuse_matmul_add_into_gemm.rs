@@ -58,6 +58,9 @@ impl Pass for FuseMatmulAddIntoGemm {
     fn description(&self) -> &'static str {
         "turn a 2-D MatMul with a constant weight and a constant Add into a Gemm"
     }
+    fn details(&self) -> &'static str {
+        "a 2-D MatMul with a constant weight plus a constant Add becomes a Gemm"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         if ctx.opset < 7 {
             // Gemm before opset 7 broadcasts C only with `broadcast=1`: not handled

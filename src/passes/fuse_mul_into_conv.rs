@@ -22,6 +22,9 @@ impl Pass for FuseMulIntoConv {
     fn description(&self) -> &'static str {
         "fold a per-channel constant Mul after a Conv into its weights and bias"
     }
+    fn details(&self) -> &'static str {
+        "a per-channel constant Mul after a Conv scales its weights and bias"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         // conv * s = conv * s + 0
         Ok(fuse_followers(graph, ctx, "Mul", |s| {

@@ -55,6 +55,10 @@ impl Pass for FusePadIntoConv {
     fn description(&self) -> &'static str {
         "merge a zero Pad of the spatial axes into the following Conv or AveragePool"
     }
+    fn details(&self) -> &'static str {
+        "a zero Pad of the spatial axes becomes the padding of the next Conv or AveragePool \
+         (not MaxPool)"
+    }
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, PassError> {
         let mut count = 0;
         for i in 0..graph.nodes().len() {

@@ -22,6 +22,9 @@ impl Pass for FuseTransposeIntoGemm {
     fn description(&self) -> &'static str {
         "absorb a 2-D Transpose of Gemm's A or B into transA/transB"
     }
+    fn details(&self) -> &'static str {
+        "a Transpose of Gemm's A or B becomes transA/transB"
+    }
     fn run(&self, graph: &mut Graph, _: &mut PassContext) -> Result<usize, PassError> {
         let mut count = 0;
         for i in 0..graph.nodes().len() {

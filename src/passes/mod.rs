@@ -72,6 +72,11 @@ pub trait Pass: Sync {
     /// The pass's name, its file's name.
     fn name(&self) -> &'static str;
     fn kind(&self) -> PassKind;
+    /// What it does, when it applies and what it refuses: the pass reference (docs/passes.md) is
+    /// generated from this.
+    fn details(&self) -> &'static str {
+        self.description()
+    }
     /// One line for `--list-passes`.
     fn description(&self) -> &'static str;
     /// Rewrites `graph` once; returns how many rewrites it made.

@@ -321,7 +321,6 @@ impl Builder<'_> {
         let signed = key_source.is_some();
         let public_key = key_source.as_ref().and_then(|k| k.public.clone());
         self.stage("pack", key, &[&archive], |progress| {
-            progress.on_start("pack", 1);
             let options = PackOptions {
                 model: optimized.clone(),
                 output: archive.clone(),
@@ -340,8 +339,7 @@ impl Builder<'_> {
                 mtime,
                 source_signature: None,
             };
-            crate::pack::pack(&options)?;
-            progress.on_finish();
+            crate::pack::pack_with_progress(&options, progress)?;
             Ok(())
         })?;
         Ok(BuildSummary {

@@ -146,7 +146,7 @@ pub fn verify_files(
         ));
     }
     if req.data.data.is_empty() && candidate.is_none() {
-        return Err(UsageError("with one model, give data with expected outputs".into()).into());
+        return Err(UsageError("with one model, give --data with expected outputs".into()).into());
     }
     let (engine, compare_engines) = req.data.engines()?;
     let (samples, seed) = req.data.load(&reference)?;
@@ -167,7 +167,7 @@ pub fn verify_files(
         _ => {
             if samples.iter().any(|s| s.expected.is_none()) {
                 return Err(UsageError(
-                    "with one model, the data must hold expected outputs (output_K.pb); give a \
+                    "with one model, --data must hold expected outputs (output_K.pb); give a \
                      candidate model to compare two"
                         .into(),
                 )

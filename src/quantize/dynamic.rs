@@ -56,6 +56,7 @@ pub struct QuantizedNode {
     /// `[K, N]` as multiplied (after any transpose).
     pub weight_shape: [usize; 2],
     /// Signal-to-quantization-noise ratio of the int8 weight against the float one, in dB.
+    #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub weight_sqnr_db: f64,
 }
 

@@ -84,6 +84,7 @@ pub struct DynamicStage {
     pub quantization: dynamic::DynamicReport,
     pub calibration: Option<CalibrationSummary>,
     /// Per quantized node's output: SQNR in dB against the float model (lowest first).
+    #[serde(deserialize_with = "crate::json::pairs_inf_if_null")]
     pub output_sqnr_db: Vec<(String, f64)>,
 }
 
@@ -134,6 +135,7 @@ pub struct StaticStage {
     /// Whether the ranges came from `--calibration-cache` rather than a run.
     pub ranges_from_cache: bool,
     /// Per quantized node's output: SQNR in dB against the float model (lowest first).
+    #[serde(deserialize_with = "crate::json::pairs_inf_if_null")]
     pub output_sqnr_db: Vec<(String, f64)>,
     pub accuracy: AccuracyOutcome,
 }
@@ -208,8 +210,10 @@ impl AccuracyTarget {
 pub struct AccuracyOutcome {
     pub target: AccuracyTarget,
     /// The smallest output cosine of the result.
+    #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub achieved_cosine: f64,
     /// The smallest top-1 agreement of its classifier outputs (1 where it has none).
+    #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub achieved_top1: f64,
     pub met: bool,
     /// Quantize-and-measure rounds it took.

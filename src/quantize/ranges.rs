@@ -121,7 +121,9 @@ mod ndarray_row {
 /// How far a candidate's value is from the reference's, over all samples.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Agreement {
+    #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub sqnr_db: f64,
+    #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub cosine: f64,
     /// For a 2-D output of several classes per row: the fraction of rows whose largest class
     /// is the same.

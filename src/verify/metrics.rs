@@ -41,12 +41,18 @@ pub struct OutputReport {
     pub message: Option<String>,
     pub shape: Option<Vec<usize>>,
     pub dtype: Option<String>,
+    #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub atol: f64,
+    #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub rtol: f64,
     pub elements: u64,
+    #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub max_abs_error: f64,
+    #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub mean_abs_error: f64,
+    #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub max_rel_error: f64,
+    #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub p99_abs_error: f64,
     pub cosine_similarity: Option<f64>,
     pub sqnr_db: Option<f64>,
@@ -60,7 +66,9 @@ pub struct OutputReport {
     /// is among the candidate's top five.
     pub top5_agreement: Option<f64>,
     /// Smallest atol that passes with rtol 0, and smallest rtol that passes with atol 0.
+    #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub min_atol: f64,
+    #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub min_rtol: f64,
 }
 

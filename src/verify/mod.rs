@@ -46,8 +46,10 @@ pub struct Unsupported {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MinRequired {
     /// The smallest single atol (with rtol 0) under which every output passes.
+    #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub atol: f64,
     /// The smallest single rtol (with atol 0) under which every output passes.
+    #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub rtol: f64,
 }
 

@@ -309,6 +309,46 @@ fn the_report_is_lineage_for_pack() {
         stderr(&o)
     );
     assert!(!tmp.path().join("b.mdpkg").exists());
+
+    // a verify report is read through the same types and must vouch for the packed model
+    let verify_report = tmp.path().join("v.json");
+    let o = mdeploy(&[
+        "verify",
+        s(&cnn),
+        s(&out),
+        "--report",
+        s(&verify_report),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let with_verify = |model: &Path| {
+        mdeploy(&[
+            "pack",
+            s(model),
+            "-o",
+            s(&tmp.path().join("c.mdpkg")),
+            "--name",
+            "cnn",
+            "--model-version",
+            "1.0.0",
+            "--verify-report",
+            s(&verify_report),
+            "--json",
+        ])
+    };
+    let o = with_verify(&out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        json(&o)["manifest"]["lineage"]["verify"]["status"],
+        "passed"
+    );
+    let o = with_verify(&cnn);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the verify report checked another model"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -1,0 +1,43 @@
+//! Reading back what the reports write: serde_json writes a non-finite float as `null`, and in a
+//! report such a value is an unbounded error or ratio (a relative error against an exact zero, the
+//! SQNR of identical values), so a `null` where a number belongs reads as infinity.
+
+use serde::{Deserialize, Deserializer};
+
+/// An `f64` field that may have been written as `null` (infinite).
+pub fn inf_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
+
+/// `(name, f64)` pairs whose numbers may have been written as `null` (infinite).
+pub fn pairs_inf_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, f64)>, D::Error> {
+    Ok(Vec::<(String, Option<f64>)>::deserialize(d)?
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or(f64::INFINITY)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct R {
+        #[serde(deserialize_with = "super::inf_if_null")]
+        x: f64,
+        #[serde(deserialize_with = "super::pairs_inf_if_null")]
+        p: Vec<(String, f64)>,
+    }
+
+    #[test]
+    fn infinities_survive_a_round_trip() {
+        let text = serde_json::to_string(&R {
+            x: f64::INFINITY,
+            p: vec![("a".into(), f64::INFINITY), ("b".into(), 2.0)],
+        })
+        .unwrap();
+        assert_eq!(text, r#"{"x":null,"p":[["a",null],["b",2.0]]}"#);
+        let r: R = serde_json::from_str(&text).unwrap();
+        assert_eq!(r.x, f64::INFINITY);
+        assert_eq!(r.p[0].1, f64::INFINITY);
+        assert_eq!(r.p[1].1, 2.0);
+    }
+}
