@@ -586,7 +586,7 @@ fn verify(
             bisect(
                 original,
                 start,
-                &passes.to_vec(),
+                passes,
                 options,
                 &samples,
                 &tolerance,
