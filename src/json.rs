@@ -17,6 +17,28 @@ pub fn pairs_inf_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String,
         .collect())
 }
 
+/// An `f32` magnitude or maximum that may have been written as `null` (infinite).
+pub fn f32_inf_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::INFINITY))
+}
+
+/// An `f32` minimum that may have been written as `null` (minus infinity).
+pub fn f32_neg_inf_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::NEG_INFINITY))
+}
+
+/// A map of `f32` magnitudes that may have been written as `null` (infinite).
+pub fn map_f32_inf_if_null<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, f32>, D::Error> {
+    Ok(
+        std::collections::BTreeMap::<String, Option<f32>>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or(f32::INFINITY)))
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(serde::Serialize, serde::Deserialize)]
@@ -25,6 +47,10 @@ mod tests {
         x: f64,
         #[serde(deserialize_with = "super::pairs_inf_if_null")]
         p: Vec<(String, f64)>,
+        #[serde(deserialize_with = "super::f32_neg_inf_if_null")]
+        lo: f32,
+        #[serde(deserialize_with = "super::map_f32_inf_if_null")]
+        m: std::collections::BTreeMap<String, f32>,
     }
 
     #[test]
@@ -32,10 +58,17 @@ mod tests {
         let text = serde_json::to_string(&R {
             x: f64::INFINITY,
             p: vec![("a".into(), f64::INFINITY), ("b".into(), 2.0)],
+            lo: f32::NEG_INFINITY,
+            m: [("v".to_string(), f32::INFINITY)].into(),
         })
         .unwrap();
-        assert_eq!(text, r#"{"x":null,"p":[["a",null],["b",2.0]]}"#);
+        assert_eq!(
+            text,
+            r#"{"x":null,"p":[["a",null],["b",2.0]],"lo":null,"m":{"v":null}}"#
+        );
         let r: R = serde_json::from_str(&text).unwrap();
+        assert_eq!(r.lo, f32::NEG_INFINITY);
+        assert_eq!(r.m["v"], f32::INFINITY);
         assert_eq!(r.x, f64::INFINITY);
         assert_eq!(r.p[0].1, f64::INFINITY);
         assert_eq!(r.p[1].1, 2.0);

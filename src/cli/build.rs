@@ -35,17 +35,35 @@ pub struct BuildArgs {
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    // the plan of a dry run is its output: on stdout, not as progress on stderr
+    let progress_out = OutputArgs {
+        quiet: args.out.quiet || args.dry_run,
+        ..args.out.clone()
+    };
     let printer = Printer::new(&args.out);
+    let progress = Printer::new(&progress_out);
     let req = BuildRequest {
         target: args.target.clone(),
         out_dir: args.output.clone(),
         dry_run: args.dry_run,
         force: args.force,
     };
-    let summary = build(&req, printer.progress())?;
+    let summary = build(&req, progress.progress())?;
     printer.document(&summary)?;
     let ran = summary.stages.iter().any(|s| s.state == StageState::Ran);
     if args.dry_run {
+        if !args.out.json {
+            let mut plan = String::new();
+            for s in &summary.stages {
+                let state = match (&s.state, &s.reason) {
+                    (StageState::WouldRun, Some(r)) => format!("would run ({r})"),
+                    (StageState::WouldRun, None) => "would run".into(),
+                    _ => "up to date".into(),
+                };
+                plan.push_str(&format!("{:>10}: {state}\n", s.stage));
+            }
+            super::printer::print_stdout(&plan)?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let signed = if summary.signed { "signed" } else { "UNSIGNED" };

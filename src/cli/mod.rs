@@ -22,7 +22,6 @@ use printer::report_error;
     name = "mdeploy",
     version,
     about,
-    propagate_version = true,
     after_help = "Examples:
   mdeploy build examples/mtcnn-rnet    # convert, optimize, verify, sign, pack
   mdeploy inspect model.onnx

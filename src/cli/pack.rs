@@ -40,8 +40,11 @@ pub struct PackArgs {
     #[arg(long)]
     name: String,
     /// Its semantic version (1.2.3, 1.0.0-rc.1).
-    #[arg(long)]
-    model_version: String,
+    #[arg(long, required_unless_present = "old_version")]
+    model_version: Option<String>,
+    /// The old spelling of --model-version, refused with a hint (--version is mdeploy's own).
+    #[arg(long = "version", hide = true, value_name = "SEMVER")]
+    old_version: Option<String>,
     /// Private key (PEM) to sign with; without it the archive is unsigned.
     #[arg(long)]
     key: Option<PathBuf>,
@@ -111,6 +114,12 @@ fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
 }
 
 pub fn run_pack(args: PackArgs) -> anyhow::Result<ExitCode> {
+    if let Some(v) = &args.old_version {
+        return Err(UsageError(format!(
+            "pack takes the model's version as --model-version {v} (--version prints mdeploy's)"
+        ))
+        .into());
+    }
     let mut metadata = BTreeMap::new();
     for m in &args.metadata {
         let (k, v) = m
@@ -124,13 +133,17 @@ pub fn run_pack(args: PackArgs) -> anyhow::Result<ExitCode> {
         model: args.model.clone(),
         output: args.output.clone(),
         name: args.name.clone(),
-        version: args.model_version.clone(),
+        version: args.model_version.clone().unwrap_or_default(),
         key: args.key.as_deref().map(load_signing_key).transpose()?,
         include: args.include.clone(),
         optimize_report: args
             .optimize_report
             .as_ref()
-            .map(|p| OptimizeDocument::from_json(&read(p)?, p).map_err(anyhow::Error::from))
+            .map(|p| {
+                OptimizeDocument::from_json(&read(p)?, p)
+                    .map(OptimizeDocument::for_lineage)
+                    .map_err(anyhow::Error::from)
+            })
             .transpose()?,
         verify_report: args
             .verify_report

@@ -61,7 +61,10 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         tolerance,
     };
     let (report, samples) = verify_files(&req, printer.progress())?;
-    save_data(&args, &samples)?;
+    // nothing ran when a model's interface cannot be run at all: there is nothing to save
+    if report.unsupported.is_none() && !samples.is_empty() {
+        save_data(&args, &samples)?;
+    }
     printer.document(&report)?;
     printer.note(&render(&report));
     Ok(match report.status {

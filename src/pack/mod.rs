@@ -315,6 +315,20 @@ fn build_manifest(
     } else {
         "none"
     };
+    // both reports: the verification must have compared the optimized model with the model the
+    // optimization started from, not with something else (or itself)
+    if let (Some(opt), Some(v)) = (&o.optimize_report, &o.verify_report)
+        && v.candidate.is_some()
+        && v.reference_sha256.is_some()
+        && v.reference_sha256 != opt.input.sha256
+    {
+        return Err(PackError::Usage(format!(
+            "the verify report's reference (sha256 {}) is not the model the optimize report \
+             started from (sha256 {})",
+            v.reference_sha256.as_deref().unwrap_or("-"),
+            opt.input.sha256.as_deref().unwrap_or("-")
+        )));
+    }
     let source_sha256 = match &o.optimize_report {
         Some(report) => optimize_source(report, &model_sha)?,
         None => model_sha.clone(),
@@ -436,7 +450,8 @@ fn verify_summary(report: &VerifyReport, packed_sha256: &str) -> Result<Value, P
     Ok(serde_json::json!({
         "status": report.status, "mode": report.mode, "samples": report.samples,
         "tolerance": report.tolerance.preset, "mdeploy_version": report.mdeploy_version,
-        "model_sha256": packed_sha256, "outputs": outputs,
+        "model_sha256": packed_sha256, "reference_sha256": report.reference_sha256,
+        "outputs": outputs,
     }))
 }
 

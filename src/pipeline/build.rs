@@ -29,6 +29,8 @@ use crate::verify::{Status, Tolerance, VerifyReport};
 /// The state file in the build directory.
 const STATE_FILE: &str = ".mdeploy-build.json";
 const STATE_FORMAT: &str = "mdeploy.build-state/1";
+/// The stages, in the order they run.
+const STAGES: [&str; 4] = ["convert", "optimize", "verify", "pack"];
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -151,10 +153,14 @@ impl Builder<'_> {
     /// A path as the state file and stage keys name it: relative to the repository, so a build
     /// from another working directory finds the same stages up to date.
     fn relative(&self, p: &Path) -> String {
-        p.strip_prefix(&self.root)
-            .unwrap_or(p)
-            .to_string_lossy()
-            .replace('\\', "/")
+        match p.strip_prefix(&self.root) {
+            Ok(rel) => rel.to_string_lossy().replace('\\', "/"),
+            // outside the repository (a build directory elsewhere): absolute
+            Err(_) => std::path::absolute(p)
+                .unwrap_or_else(|_| p.to_path_buf())
+                .to_string_lossy()
+                .into_owned(),
+        }
     }
 
     fn read_state(&self) -> State {
@@ -209,7 +215,11 @@ impl Builder<'_> {
         data.engines()?;
 
         // convert
-        let key = self.key("convert", json!(c.model.input_shapes), &[&source])?;
+        let key = self.key(
+            "convert",
+            json!({"input_shapes": c.model.input_shapes, "external_data": c.optimize.external_data}),
+            &[&source],
+        )?;
         let convert_req = ConvertRequest {
             input: source.clone(),
             output: converted.clone(),
@@ -328,7 +338,7 @@ impl Builder<'_> {
                 version: c.model.version.clone(),
                 key: key_source.map(|k| k.key),
                 include: include.clone(),
-                optimize_report: Some(read_optimize_report(&optimize_report)?),
+                optimize_report: Some(read_optimize_report(&optimize_report)?.for_lineage()),
                 verify_report: Some(VerifyReport::from_json(
                     &std::fs::read(&verify_report)?,
                     &verify_report,
@@ -418,7 +428,9 @@ impl Builder<'_> {
         }
         let mut digests = Vec::new();
         for p in inputs {
-            digests.push(json!([self.relative(p), digest_input(p)?]));
+            let digest = digest_input(p)
+                .map_err(|e| e.context(format!("build stopped at the {stage} stage")))?;
+            digests.push(json!([self.relative(p), digest]));
         }
         let material = json!({
             "stage": stage,
@@ -490,8 +502,15 @@ impl Builder<'_> {
             return Ok(());
         }
         let key = key.expect("only a dry run leaves a key unknown");
-        // a stage that fails must not look up to date afterwards
-        if self.state.stages.remove(name).is_some() {
+        // a stage that fails must not look up to date afterwards, nor anything after it
+        let later: Vec<String> = STAGES
+            .iter()
+            .skip_while(|s| **s != name)
+            .map(|s| s.to_string())
+            .collect();
+        let before = self.state.stages.len();
+        self.state.stages.retain(|k, _| !later.contains(k));
+        if self.state.stages.len() != before {
             self.write_state()?;
         }
         self.progress.on_stage(name);
@@ -536,12 +555,10 @@ impl Builder<'_> {
         if let Ok(v) = std::env::var("MDEPLOY_KEY")
             && !v.trim().is_empty()
         {
-            let key = if v.trim_start().starts_with("-----BEGIN") {
-                keys::signing_key_from_pem(&v, "MDEPLOY_KEY")?
-            } else {
-                keys::load_signing_key(Path::new(v.trim()))?
-            };
-            return Ok(Some(Signer { key, public: None }));
+            return Ok(Some(Signer {
+                key: key_from_env(&v)?,
+                public: None,
+            }));
         }
         let Some(path) = &self.config.pack.key else {
             if self.config.pack.unsigned {
@@ -578,6 +595,26 @@ impl Builder<'_> {
             public: public.exists().then_some(public),
         }))
     }
+}
+
+/// The key `MDEPLOY_KEY` holds: a PEM private key, or the path of a file holding one. The value
+/// is a secret: no error repeats it.
+fn key_from_env(value: &str) -> anyhow::Result<SigningKey> {
+    let refused = || {
+        UsageError(
+            "MDEPLOY_KEY is neither the path of a readable P-256 private key file nor such a key \
+             in PEM (its value is not shown)"
+                .into(),
+        )
+    };
+    if value.contains("-----BEGIN") {
+        return keys::signing_key_from_pem(value, "MDEPLOY_KEY").map_err(|_| refused().into());
+    }
+    let path = Path::new(value.trim());
+    if value.trim().contains('\n') || !path.is_file() {
+        return Err(refused().into());
+    }
+    keys::load_signing_key(path).map_err(|_| refused().into())
 }
 
 struct Signer {
@@ -636,7 +673,10 @@ fn digest_input(path: &Path) -> anyhow::Result<String> {
         return Ok(hex::encode(hasher.finalize()));
     }
     let own = digest_file(path)?;
-    if path.extension().is_none_or(|e| e != "onnx") {
+    if path
+        .extension()
+        .is_none_or(|e| !e.eq_ignore_ascii_case("onnx"))
+    {
         return Ok(own);
     }
     let model = crate::onnx::Model::load(path)?;
@@ -659,8 +699,18 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> anyhow::Re
     for entry in entries {
         let entry = entry.map_err(|e| UsageError(format!("{}: {e}", dir.display())))?;
         let path = entry.path();
-        if path.is_dir() {
+        // a symlinked directory is not followed (a link loop would never end)
+        let kind = entry
+            .file_type()
+            .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+        if kind.is_dir() {
             walk(root, &path, out)?;
+        } else if kind.is_symlink() && path.is_dir() {
+            return Err(UsageError(format!(
+                "{}: a symbolic link to a directory inside build data is not followed",
+                path.display()
+            ))
+            .into());
         } else {
             let rel = path
                 .strip_prefix(root)

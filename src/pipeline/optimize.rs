@@ -184,6 +184,35 @@ impl OptimizeDocument {
         })
     }
 
+    /// The report as an archive records it: the same facts without what differs from run to run
+    /// (timings) or machine to machine (directories), so the same inputs give the same archive.
+    pub fn for_lineage(mut self) -> Self {
+        fn file_name(p: &str) -> String {
+            Path::new(p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| p.to_string())
+        }
+        self.input.path = file_name(&self.input.path);
+        if let Some(o) = &mut self.output {
+            o.saved.path = PathBuf::from(file_name(&o.saved.path.to_string_lossy()));
+            o.saved.external_data_file = o
+                .saved
+                .external_data_file
+                .as_ref()
+                .map(|f| PathBuf::from(file_name(&f.to_string_lossy())));
+        }
+        if let Some(v) = &mut self.verification {
+            v.reference = file_name(&v.reference);
+            v.candidate = v.candidate.as_deref().map(file_name);
+        }
+        for stats in self.optimize.per_pass.values_mut() {
+            stats.seconds = 0.0;
+        }
+        self.optimize.inference.seconds = 0.0;
+        self
+    }
+
     /// The tolerance preset what was done warrants: the quantizer's after quantization, exact
     /// when only cleanup passes applied, else fp32.
     pub fn automatic_preset(&self) -> &'static str {
@@ -584,13 +613,7 @@ fn verify(
     let culprit = (v.status == Status::Failed && req.bisect)
         .then(|| {
             bisect(
-                original,
-                start,
-                passes,
-                options,
-                &samples,
-                &tolerance,
-                engine,
+                original, start, passes, options, &samples, &tolerance, engine,
             )
         })
         .flatten();

@@ -88,6 +88,7 @@ pub struct KeptNode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WeightRange {
     pub name: String,
+    #[serde(deserialize_with = "crate::json::f32_inf_if_null")]
     pub max_abs: f32,
     /// Nonzero elements that are zero in float16.
     pub flushed: usize,
@@ -103,6 +104,7 @@ pub struct Fp16Report {
     pub weight_ranges: Vec<WeightRange>,
     pub casts_inserted: usize,
     /// Values pinned to float32 because calibration saw them near float16's limit.
+    #[serde(deserialize_with = "crate::json::map_f32_inf_if_null")]
     pub overflowing_values: BTreeMap<String, f32>,
 }
 

@@ -16,7 +16,9 @@ use crate::run::{EngineChoice, EngineKind, NamedTensor, run_each};
 /// The span of one value over every sample seen.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ValueRange {
+    #[serde(deserialize_with = "crate::json::f32_neg_inf_if_null")]
     pub min: f32,
+    #[serde(deserialize_with = "crate::json::f32_inf_if_null")]
     pub max: f32,
     /// Whether a NaN or an infinity was seen.
     pub non_finite: bool,

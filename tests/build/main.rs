@@ -182,6 +182,50 @@ fn the_example_builds_to_a_signed_archive_that_unpacks_and_verifies_and_rebuilds
     assert_eq!(states(&repaired)[1].1, "ran", "{repaired}");
 }
 
+/// A build directory given relative to the working directory, outside the repository: the second
+/// build is still a no-op; and a forced rebuild gives the same archive bytes (the archive records
+/// no timings and no directories).
+#[test]
+fn a_build_directory_elsewhere_stays_incremental_and_forced_rebuilds_are_byte_identical() {
+    let work = tempfile::tempdir().unwrap();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mtcnn-rnet"),
+        &work.path().join("repo"),
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec!["build", "repo/mdeploy.toml", "-o", "out/rnet", "--json"];
+        args.extend_from_slice(extra);
+        let o = Command::new(env!("CARGO_BIN_EXE_mdeploy"))
+            .args(&args)
+            .current_dir(work.path())
+            .env_remove("MDEPLOY_KEY")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str::<Value>(&stdout(&o)).unwrap()
+    };
+    let first = run(&[]);
+    let archive = work.path().join("out/rnet/mtcnn-rnet-1.0.0.mdpkg");
+    assert!(archive.is_file(), "{first}");
+    let bytes = std::fs::read(&archive).unwrap();
+    let again = run(&[]);
+    assert!(
+        states(&again).iter().all(|(_, st)| st == "up-to-date"),
+        "{again}"
+    );
+    let forced = run(&["--force"]);
+    assert!(
+        states(&forced).iter().all(|(_, st)| st == "ran"),
+        "{forced}"
+    );
+    assert_eq!(
+        bytes,
+        std::fs::read(&archive).unwrap(),
+        "a forced rebuild changed the archive"
+    );
+}
+
 #[test]
 fn the_example_makefile_builds_checks_and_stays_quiet() {
     let repo = example();
@@ -199,6 +243,14 @@ fn the_example_makefile_builds_checks_and_stays_quiet() {
     assert!(repo.path().join("build/mtcnn-rnet-1.0.0.mdpkg").is_file());
     let o = make("all");
     assert!(o.status.success());
+    assert!(stdout(&o).contains("Nothing to be done"), "{}", stdout(&o));
+    // a touched but unchanged source: one no-op build, then quiet again
+    let config = repo.path().join("mdeploy.toml");
+    std::fs::write(&config, std::fs::read(&config).unwrap()).unwrap();
+    let o = make("all");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("up to date"), "{}", stderr(&o));
+    let o = make("all");
     assert!(stdout(&o).contains("Nothing to be done"), "{}", stdout(&o));
     let o = make("check");
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
@@ -266,6 +318,21 @@ fn configuration_errors_name_file_line_key_and_the_nearest_key() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("no signing key"), "{}", stderr(&o));
     assert!(!dir.path().join("build/m-1.0.0.mdpkg").exists());
+    // a key in the environment that is no key: refused without repeating the secret
+    for secret in [
+        "c2VjcmV0LWtleS1tYXRlcmlhbA==",
+        "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n",
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_mdeploy"))
+            .args(["build", s(dir.path()), "--json"])
+            .env("MDEPLOY_KEY", secret)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let all = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(all.contains("MDEPLOY_KEY is neither"), "{all}");
+        assert!(!all.contains("c2VjcmV0"), "the secret leaked: {all}");
+    }
 }
 
 #[test]

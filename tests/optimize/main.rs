@@ -349,6 +349,35 @@ fn the_report_is_lineage_for_pack() {
         "{}",
         stderr(&o)
     );
+    // with both reports, the verification must have compared against the optimization's input:
+    // a model verified against itself proves nothing
+    let itself = tmp.path().join("itself.json");
+    let o = mdeploy(&["verify", s(&out), s(&out), "--report", s(&itself), "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let both = |verify: &Path| {
+        mdeploy(&[
+            "pack",
+            s(&out),
+            "-o",
+            s(&tmp.path().join("d.mdpkg")),
+            "--name",
+            "cnn",
+            "--model-version",
+            "1.0.0",
+            "--optimize-report",
+            s(&report),
+            "--verify-report",
+            s(verify),
+        ])
+    };
+    assert!(both(&verify_report).status.success());
+    let o = both(&itself);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is not the model the optimize report started from"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
