@@ -20,4 +20,5 @@ pub mod pipeline;
 pub mod progress;
 pub mod quantize;
 pub mod run;
+pub mod serve;
 pub mod verify;

@@ -8,6 +8,7 @@ mod inspect;
 mod optimize;
 mod pack;
 mod printer;
+mod serve;
 mod verify;
 
 use std::process::ExitCode;
@@ -46,6 +47,7 @@ enum Command {
     Keygen(pack::KeygenArgs),
     Pack(pack::PackArgs),
     Unpack(pack::UnpackArgs),
+    Serve(serve::ServeArgs),
     Completions(CompletionsArgs),
     /// Print the man page (roff) of mdeploy and its subcommands.
     #[command(after_help = "Examples:\n  mdeploy manpage > mdeploy.1 && man ./mdeploy.1")]
@@ -98,6 +100,7 @@ fn parse_and_run() -> ExitCode {
         Command::Keygen(args) => pack::run_keygen(args),
         Command::Pack(args) => pack::run_pack(args),
         Command::Unpack(args) => pack::run_unpack(args),
+        Command::Serve(args) => serve::run(args),
         Command::Completions(args) => completions(args),
         Command::Manpage => manpage(),
     };

@@ -1,0 +1,441 @@
+//! `mdeploy serve`: signed archives served over the Open Inference Protocol (KServe v2), REST on
+//! one port and gRPC on another, with Prometheus metrics, dynamic batching, backpressure and a
+//! clean drain on SIGTERM.
+//!
+//! Every archive is verified (digests and signature) and unpacked before anything of it is
+//! loaded; only its model and external data are used. Inference runs on each model's worker
+//! threads ([`model`]); the async front ends ([`rest`], [`grpc`]) only parse, queue and answer.
+
+pub mod grpc;
+pub mod metrics;
+pub mod model;
+pub mod rest;
+pub mod tensor;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use p256::ecdsa::VerifyingKey;
+
+use crate::error::CheckFailed;
+use crate::run::NamedTensor;
+use metrics::Metrics;
+use model::{InferError, Job, PoolOptions, ServedModel};
+
+/// Everything `serve` needs.
+#[derive(Clone)]
+pub struct ServeOptions {
+    pub archives: Vec<PathBuf>,
+    pub key: Option<VerifyingKey>,
+    pub allow_unsigned: bool,
+    pub host: String,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub pool: PoolOptions,
+    /// Largest REST request body.
+    pub max_request_bytes: usize,
+    /// Largest gRPC message, both ways.
+    pub grpc_max_message_bytes: usize,
+    pub request_timeout: Duration,
+    pub drain_timeout: Duration,
+    /// Bearer token every request but the health checks must carry.
+    pub auth_token: Option<String>,
+    /// A directory polled for new archives.
+    pub watch: Option<PathBuf>,
+    pub watch_interval: Duration,
+}
+
+/// The shared state of a running server.
+pub struct Server {
+    models: RwLock<BTreeMap<String, BTreeMap<semver::Version, Arc<ServedModel>>>>,
+    pub metrics: Arc<Metrics>,
+    draining: AtomicBool,
+    /// Inference requests admitted and not yet answered (the drain waits for none).
+    admitted: AtomicUsize,
+    pub options: ServeOptions,
+}
+
+/// An admitted inference request; dropping it (answered or abandoned) ends it.
+pub struct Admission<'a>(&'a AtomicUsize);
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A log line on stderr.
+pub fn log(message: &str) {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    eprintln!("{now:.3} mdeploy serve: {message}");
+}
+
+impl Server {
+    fn add(&self, model: ServedModel) {
+        let model = Arc::new(model);
+        if let Ok(mut m) = self.models.write() {
+            m.entry(model.name.clone())
+                .or_default()
+                .insert(model.version.clone(), model);
+        }
+    }
+
+    /// A model by name, and version (default: the highest).
+    pub fn model(&self, name: &str, version: Option<&str>) -> Result<Arc<ServedModel>, InferError> {
+        let models = self
+            .models
+            .read()
+            .map_err(|_| InferError::Failed("model registry poisoned".into()))?;
+        let versions = models
+            .get(name)
+            .ok_or_else(|| InferError::NotFound(format!("no model '{name}'")))?;
+        match version.filter(|v| !v.is_empty()) {
+            None => versions
+                .values()
+                .next_back()
+                .cloned()
+                .ok_or_else(|| InferError::NotFound(format!("no model '{name}'"))),
+            Some(v) => {
+                let parsed = semver::Version::parse(v).map_err(|_| {
+                    InferError::NotFound(format!("model '{name}' has no version '{v}'"))
+                })?;
+                versions.get(&parsed).cloned().ok_or_else(|| {
+                    InferError::NotFound(format!("model '{name}' has no version '{v}'"))
+                })
+            }
+        }
+    }
+
+    /// Every version of a model, lowest first.
+    pub fn versions(&self, name: &str) -> Vec<String> {
+        self.models
+            .read()
+            .map(|m| {
+                m.get(name)
+                    .map(|v| v.keys().map(|k| k.to_string()).collect())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every model served, as (name, version).
+    pub fn served(&self) -> Vec<(String, String)> {
+        self.models
+            .read()
+            .map(|m| {
+                m.iter()
+                    .flat_map(|(n, vs)| vs.keys().map(move |v| (n.clone(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Admits an inference request as it arrives, before its body is read: one that arrived
+    /// before a SIGTERM is answered, one after it is refused (503, UNAVAILABLE).
+    pub fn admit(&self) -> Result<Admission<'_>, InferError> {
+        self.admitted.fetch_add(1, Ordering::SeqCst);
+        let admission = Admission(&self.admitted);
+        if self.is_draining() {
+            return Err(InferError::Draining);
+        }
+        Ok(admission)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Ready: every model loaded (the server starts serving only then) and not draining.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining()
+    }
+
+    /// Runs one inference: checks the inputs, queues them for the model's workers and waits
+    /// for the answer (up to the request timeout); `requested` outputs only when given.
+    pub async fn infer(
+        &self,
+        model: &Arc<ServedModel>,
+        inputs: Vec<NamedTensor>,
+        requested: &[String],
+    ) -> Result<Vec<NamedTensor>, InferError> {
+        let label = (model.name.clone(), model.version.to_string());
+        let start = Instant::now();
+        self.metrics.start(&label);
+        let result = self.infer_unobserved(model, inputs, requested).await;
+        let outcome = match &result {
+            Ok(_) => Ok(()),
+            Err(InferError::BadRequest(_)) => Err("bad_request"),
+            Err(InferError::NotFound(_)) => Err("not_found"),
+            Err(InferError::Overloaded(_)) => Err("overloaded"),
+            Err(InferError::Draining) => Err("draining"),
+            Err(InferError::Timeout(_)) => Err("timeout"),
+            Err(InferError::Failed(_)) => Err("failed"),
+        };
+        self.metrics.finish(&label, outcome, start.elapsed());
+        result
+    }
+
+    async fn infer_unobserved(
+        &self,
+        model: &Arc<ServedModel>,
+        inputs: Vec<NamedTensor>,
+        requested: &[String],
+    ) -> Result<Vec<NamedTensor>, InferError> {
+        for r in requested {
+            if !model.outputs.iter().any(|o| &o.name == r) {
+                return Err(InferError::BadRequest(format!(
+                    "model '{}' has no output '{r}'",
+                    model.name
+                )));
+            }
+        }
+        model.check_inputs(&inputs)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        model.submit(Job {
+            inputs,
+            reply: tx,
+            enqueued: Instant::now(),
+        })?;
+        let timeout = self.options.request_timeout;
+        let outputs = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(InferError::Failed("the worker stopped".into())),
+            Err(_) => return Err(InferError::Timeout(timeout)),
+        };
+        Ok(if requested.is_empty() {
+            outputs
+        } else {
+            requested
+                .iter()
+                .filter_map(|r| outputs.iter().find(|o| &o.name == r).cloned())
+                .collect()
+        })
+    }
+}
+
+/// Loads one archive, naming it in any error (a refused archive is a failed check: exit 1).
+fn load(path: &Path, options: &ServeOptions, metrics: Arc<Metrics>) -> anyhow::Result<ServedModel> {
+    model::load_archive(
+        path,
+        options.key.as_ref(),
+        options.allow_unsigned,
+        &options.pool,
+        metrics,
+    )
+    .map_err(|e| {
+        let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        CheckFailed(format!(
+            "archive {} refused: {}",
+            path.display(),
+            causes.join(": ")
+        ))
+        .into()
+    })
+}
+
+/// Where the server listens, once it does.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub http: std::net::SocketAddr,
+    pub grpc: std::net::SocketAddr,
+}
+
+/// Verifies and loads every archive, then serves until SIGTERM or SIGINT, then drains.
+pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let server = Arc::new(Server {
+        models: RwLock::new(BTreeMap::new()),
+        metrics: metrics.clone(),
+        draining: AtomicBool::new(false),
+        admitted: AtomicUsize::new(0),
+        options: options.clone(),
+    });
+    // every archive verified and loaded before anything listens: ready means ready
+    for path in &options.archives {
+        let opts = options.clone();
+        let p = path.clone();
+        let m = metrics.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(&p, &opts, m)).await??;
+        log(&format!(
+            "loaded {} {} from {} ({} engine, {} workers{})",
+            loaded.name,
+            loaded.version,
+            path.display(),
+            loaded.engine,
+            options.pool.workers,
+            if loaded.batchable && options.pool.max_batch > 1 {
+                format!(", batches up to {}", options.pool.max_batch)
+            } else {
+                String::new()
+            }
+        ));
+        server.add(loaded);
+    }
+    let http = tokio::net::TcpListener::bind((options.host.as_str(), options.http_port))
+        .await
+        .map_err(|e| {
+            crate::error::UsageError(format!(
+                "cannot listen on {}:{}: {e}",
+                options.host, options.http_port
+            ))
+        })?;
+    let grpc = tokio::net::TcpListener::bind((options.host.as_str(), options.grpc_port))
+        .await
+        .map_err(|e| {
+            crate::error::UsageError(format!(
+                "cannot listen on {}:{}: {e}",
+                options.host, options.grpc_port
+            ))
+        })?;
+    let bound = Bound {
+        http: http.local_addr()?,
+        grpc: grpc.local_addr()?,
+    };
+    log(&format!(
+        "serving {} model(s): REST on http://{}, gRPC on {}",
+        server.served().len(),
+        bound.http,
+        bound.grpc
+    ));
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    health
+        .set_service_status(grpc::SERVICE_NAME, tonic_health::ServingStatus::Serving)
+        .await;
+    let rest = tokio::spawn(rest::run(
+        server.clone(),
+        http,
+        wait_for(shutdown_rx.clone()),
+    ));
+    let grpc_task = tokio::spawn(grpc::run(
+        server.clone(),
+        grpc,
+        health_service,
+        wait_for(shutdown_rx.clone()),
+    ));
+    if let Some(dir) = options.watch.clone() {
+        tokio::spawn(watch(server.clone(), dir, wait_for(shutdown_rx.clone())));
+    }
+    shutdown_signal().await;
+    // readiness goes false at once; in-flight requests finish; then the listeners close
+    server.draining.store(true, Ordering::SeqCst);
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    health
+        .set_service_status(grpc::SERVICE_NAME, tonic_health::ServingStatus::NotServing)
+        .await;
+    log("draining: not ready; waiting for requests in flight");
+    let deadline = Instant::now() + options.drain_timeout;
+    while server.admitted.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = server.admitted.load(Ordering::SeqCst);
+    let _ = shutdown_tx.send(true);
+    let _ = rest.await;
+    let _ = grpc_task.await;
+    if left > 0 {
+        log(&format!(
+            "drain timeout: {left} request(s) still in flight were abandoned"
+        ));
+    } else {
+        log("drained; exiting");
+    }
+    Ok(())
+}
+
+/// Resolves when the shutdown flag turns true.
+async fn wait_for(mut rx: tokio::sync::watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => log("SIGINT"),
+        _ = term => log("SIGTERM"),
+    }
+}
+
+/// Polls `dir` for archives: a new one (or a changed file) is verified and loaded beside what
+/// serves (a new highest version becomes the default); a bad one is logged and not retried until
+/// it changes.
+async fn watch(server: Arc<Server>, dir: PathBuf, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut seen: HashMap<PathBuf, (SystemTime, u64)> = HashMap::new();
+    for p in &server.options.archives {
+        if let Ok(m) = std::fs::metadata(p) {
+            seen.insert(
+                std::path::absolute(p).unwrap_or_else(|_| p.clone()),
+                (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()),
+            );
+        }
+    }
+    loop {
+        let entries: Vec<(PathBuf, (SystemTime, u64))> = std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "mdpkg"))
+                    .filter_map(|p| {
+                        let m = std::fs::metadata(&p).ok()?;
+                        let abs = std::path::absolute(&p).unwrap_or(p);
+                        Some((abs, (m.modified().ok()?, m.len())))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (path, stamp) in entries {
+            if seen.get(&path) == Some(&stamp) {
+                continue;
+            }
+            seen.insert(path.clone(), stamp);
+            let opts = server.options.clone();
+            let m = server.metrics.clone();
+            let p = path.clone();
+            match tokio::task::spawn_blocking(move || load(&p, &opts, m)).await {
+                Ok(Ok(model)) => {
+                    log(&format!(
+                        "watch: loaded {} {} from {}",
+                        model.name,
+                        model.version,
+                        path.display()
+                    ));
+                    server.add(model);
+                }
+                Ok(Err(e)) => log(&format!("watch: {e}")),
+                Err(e) => log(&format!("watch: loading {} failed: {e}", path.display())),
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(server.options.watch_interval) => {}
+        }
+    }
+}

@@ -1,0 +1,384 @@
+"""`mdeploy serve` driven by clients nobody here wrote: the Triton Python clients
+(`tritonclient[http,grpc]`), over HTTP (JSON and binary tensors) and gRPC, on real models of
+../shared/models, comparing outputs with the stored ones; plus raw HTTP for the errors (malformed
+JSON 400, unknown model 404, oversized 413), a tampered archive refused, bearer-token auth, the
+gRPC health service, SIGTERM with requests in flight (none fail, exit 0), and hot-loading a new
+version from a watched directory.
+Run by .ci/run from its venv; exits non-zero on any failure.
+"""
+
+import concurrent.futures
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SHARED = os.environ.get("MDEPLOY_SHARED", os.path.join(ROOT, "..", "shared"))
+MDEPLOY = os.environ.get("MDEPLOY_BIN", os.path.join(ROOT, "target", "debug", "mdeploy"))
+
+MODELS = ["mtcnn_rnet", "squeezenet1_1", "bert_tiny_random"]
+
+failures = []
+passed = []
+
+
+def check(label, ok, detail=""):
+    print(f"serve interop: {label} ... {'ok' if ok else 'FAILED'}")
+    (passed if ok else failures).append(label)
+    if not ok and detail:
+        print(f"    {detail}"[:3000])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stored(model, k=0):
+    """Inputs and expected outputs of test_data_set_k, by name."""
+    d = os.path.join(SHARED, "models", model, f"test_data_set_{k}")
+    def load(pattern):
+        out = {}
+        for f in sorted(glob.glob(os.path.join(d, pattern))):
+            t = onnx.TensorProto()
+            with open(f, "rb") as fh:
+                t.ParseFromString(fh.read())
+            out[t.name] = numpy_helper.to_array(t)
+        return out
+    return load("input_*.pb"), load("output_*.pb")
+
+
+def close(got, want):
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    return got.shape == want.shape and np.allclose(got, want, rtol=1e-3, atol=1e-4)
+
+
+class Server:
+    def __init__(self, archives, *extra, key=None, workers=2):
+        self.http = free_port()
+        self.grpc = free_port()
+        args = [MDEPLOY, "serve", *archives, "--http-port", str(self.http),
+                "--grpc-port", str(self.grpc), "--workers", str(workers)]
+        args += ["--key", key] if key else ["--allow-unsigned"]
+        args += list(extra)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.url = f"localhost:{self.http}"
+
+    def wait_ready(self, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with urllib.request.urlopen(f"http://{self.url}/v2/health/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return True
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.2)
+        return False
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        return self.proc.returncode, err
+
+
+def http(method, url, body=None, headers=None):
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def pack(tmp, model, name, version, key):
+    out = os.path.join(tmp, f"{name}-{version}.mdpkg")
+    subprocess.run([MDEPLOY, "pack", os.path.join(SHARED, "models", model, "model.onnx"),
+                    "-o", out, "--name", name, "--model-version", version, "--key", key, "-q"],
+                   check=True)
+    return out
+
+
+def triton_checks(server, names):
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    h = httpclient.InferenceServerClient(url=server.url)
+    g = grpcclient.InferenceServerClient(url=f"localhost:{server.grpc}")
+    check("http: server live and ready", h.is_server_live() and h.is_server_ready())
+    check("grpc: server live and ready", g.is_server_live() and g.is_server_ready())
+    check("http: server metadata", h.get_server_metadata()["name"] == "mdeploy")
+    check("grpc: server metadata", g.get_server_metadata().name == "mdeploy")
+    for model, name in names:
+        meta = h.get_model_metadata(name)
+        gmeta = g.get_model_metadata(name)
+        check(f"{name}: metadata over http and grpc agree",
+              [i["name"] for i in meta["inputs"]] == [i.name for i in gmeta.inputs]
+              and meta["platform"] == "onnx" and -1 in meta["inputs"][0]["shape"], str(meta))
+        check(f"{name}: model ready", h.is_model_ready(name) and g.is_model_ready(name))
+        for k in (0, 1):
+            inputs, outputs = stored(model, k)
+            for binary in (True, False):
+                ins = []
+                for i in meta["inputs"]:
+                    arr = inputs[i["name"]]
+                    x = httpclient.InferInput(i["name"], list(arr.shape), i["datatype"])
+                    x.set_data_from_numpy(arr, binary_data=binary)
+                    ins.append(x)
+                outs = [httpclient.InferRequestedOutput(o["name"], binary_data=binary)
+                        for o in meta["outputs"]]
+                r = h.infer(name, ins, outputs=outs, request_id=f"req-{k}")
+                ok = all(close(r.as_numpy(n), v) for n, v in outputs.items())
+                check(f"{name}: http infer set {k} ({'binary' if binary else 'json'})", ok,
+                      str({n: (r.as_numpy(n), v) for n, v in outputs.items()}))
+                check(f"{name}: http id echoed", r.get_response()["id"] == f"req-{k}")
+            gins = []
+            for i in gmeta.inputs:
+                arr = inputs[i.name]
+                x = grpcclient.InferInput(i.name, list(arr.shape), i.datatype)
+                x.set_data_from_numpy(arr)
+                gins.append(x)
+            r = g.infer(name, gins)
+            ok = all(close(r.as_numpy(n), v) for n, v in outputs.items())
+            check(f"{name}: grpc infer set {k}", ok)
+        # one requested output only
+        inputs, outputs = stored(model, 0)
+        first = meta["outputs"][0]["name"]
+        ins = []
+        for i in meta["inputs"]:
+            x = httpclient.InferInput(i["name"], list(inputs[i["name"]].shape), i["datatype"])
+            x.set_data_from_numpy(inputs[i["name"]])
+            ins.append(x)
+        r = h.infer(name, ins, outputs=[httpclient.InferRequestedOutput(first)])
+        names_back = [o["name"] for o in r.get_response()["outputs"]]
+        check(f"{name}: requested outputs only", names_back == [first], str(names_back))
+
+
+def error_checks(server):
+    base = f"http://{server.url}"
+    status, body = http("POST", f"{base}/v2/models/mtcnn-rnet/infer", b"{not json",
+                        {"Content-Type": "application/json"})
+    check("malformed JSON is 400 with an error document",
+          status == 400 and "error" in json.loads(body), f"{status} {body[:200]}")
+    status, body = http("POST", f"{base}/v2/models/nope/infer", b"{}")
+    check("unknown model is 404", status == 404 and "error" in json.loads(body), str(status))
+    status, _ = http("GET", f"{base}/v2/models/mtcnn-rnet/versions/9.9.9")
+    check("unknown version is 404", status == 404, str(status))
+    with tempfile.NamedTemporaryFile(suffix=".bin") as big:
+        big.write(b"x" * (9 << 20))
+        big.flush()
+        proc = subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}",
+                               "--data-binary", f"@{big.name}",
+                               f"{base}/v2/models/mtcnn-rnet/infer"],
+                              capture_output=True, text=True)
+        lines = proc.stdout.strip().splitlines()
+        check("an oversized body is 413 (curl)", lines[-1:] == ["413"], proc.stdout[-300:])
+    req = {"inputs": [{"name": "input_2", "shape": [1, 24, 24, 4], "datatype": "FP32",
+                       "data": [0.0] * (24 * 24 * 4)}]}
+    status, body = http("POST", f"{base}/v2/models/mtcnn-rnet/infer", json.dumps(req).encode())
+    check("a wrong shape is 400 naming the input",
+          status == 400 and b"input_2" in body, f"{status} {body[:200]}")
+    status, body = http("GET", f"{base}/metrics")
+    text = body.decode()
+    check("metrics count requests by model and version",
+          status == 200 and 'mdeploy_requests_total{model="mtcnn-rnet",version="1.0.0",status="success"}' in text
+          and "mdeploy_request_duration_seconds_bucket" in text, text[:500])
+
+
+
+
+def main():
+    if not os.path.exists(MDEPLOY):
+        print(f"no mdeploy binary at {MDEPLOY}")
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        keys = os.path.join(tmp, "keys")
+        subprocess.run([MDEPLOY, "keygen", "-o", keys], check=True, capture_output=True)
+        key, pub = os.path.join(keys, "mdeploy.key"), os.path.join(keys, "mdeploy.pub")
+        names = [("mtcnn_rnet", "mtcnn-rnet"), ("squeezenet1_1", "squeezenet"),
+                 ("bert_tiny_random", "bert")]
+        archives = [pack(tmp, m, n, "1.0.0", key) for m, n in names]
+
+        # a tampered archive: refused at start, exit 1, named
+        bad = os.path.join(tmp, "bad.mdpkg")
+        data = bytearray(open(archives[0], "rb").read())
+        data[len(data) // 2] ^= 0xFF
+        open(bad, "wb").write(bytes(data))
+        proc = subprocess.run([MDEPLOY, "serve", bad, "--key", pub, "--http-port",
+                               str(free_port()), "--grpc-port", str(free_port())],
+                              capture_output=True, text=True, timeout=120)
+        check("a tampered archive is refused (exit 1, named)",
+              proc.returncode == 1 and "bad.mdpkg" in proc.stderr, proc.stderr[-500:])
+        other = os.path.join(tmp, "other-keys")
+        subprocess.run([MDEPLOY, "keygen", "-o", other], check=True, capture_output=True)
+        proc = subprocess.run([MDEPLOY, "serve", archives[0], "--key",
+                               os.path.join(other, "mdeploy.pub"), "--http-port",
+                               str(free_port()), "--grpc-port", str(free_port())],
+                              capture_output=True, text=True, timeout=120)
+        check("an archive signed by another key is refused (exit 1)", proc.returncode == 1,
+              proc.stderr[-500:])
+
+        server = Server(archives, "--max-request-bytes", str(8 << 20), key=pub)
+        try:
+            if not server.wait_ready():
+                check("server starts", False, server.stop()[1][-2000:])
+                return 1
+            triton_checks(server, names)
+            error_checks(server)
+            try:
+                import grpc
+                from grpc_health.v1 import health_pb2, health_pb2_grpc
+                stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"localhost:{server.grpc}"))
+                status = stub.Check(health_pb2.HealthCheckRequest(service="")).status
+                check("grpc.health.v1 reports SERVING",
+                      status == health_pb2.HealthCheckResponse.SERVING, str(status))
+            except ImportError:
+                pass
+        finally:
+            code, err = server.stop()
+        check("SIGTERM on an idle server exits 0", code == 0, err[-1000:])
+
+        # auth: a token file; health stays open
+        token = os.path.join(tmp, "token")
+        open(token, "w").write("s3cret-token\n")
+        server = Server([archives[0]], "--auth-token-file", token, key=pub)
+        try:
+            ok = server.wait_ready()
+            check("health needs no token", ok)
+            status, _ = http("GET", f"http://{server.url}/v2/models/mtcnn-rnet")
+            check("no token: 401", status == 401, str(status))
+            status, _ = http("GET", f"http://{server.url}/v2/models/mtcnn-rnet",
+                             headers={"Authorization": "Bearer wrong"})
+            check("a wrong token: 401", status == 401, str(status))
+            status, _ = http("GET", f"http://{server.url}/v2/models/mtcnn-rnet",
+                             headers={"Authorization": "Bearer s3cret-token"})
+            check("the token: 200", status == 200, str(status))
+            import tritonclient.grpc as grpcclient
+            g = grpcclient.InferenceServerClient(url=f"localhost:{server.grpc}")
+            try:
+                g.get_model_metadata("mtcnn-rnet")
+                check("grpc without the token is refused", False)
+            except Exception as e:  # tritonclient raises InferenceServerException
+                check("grpc without the token is refused", "UNAUTHENTICATED" in str(e), str(e))
+            md = g.get_model_metadata("mtcnn-rnet",
+                                      headers={"authorization": "Bearer s3cret-token"})
+            check("grpc with the token works", md.name == "mtcnn-rnet")
+        finally:
+            server.stop()
+
+        # SIGTERM with requests in flight: none fails, exit 0
+        server = Server([archives[1]], key=pub, workers=1)
+        try:
+            server.wait_ready()
+            import tritonclient.http as httpclient
+            inputs, outputs = stored("squeezenet1_1", 0)
+
+            # a batch of 8 per request, one worker: 16 requests queue up for seconds
+            batch = np.concatenate([inputs["input"]] * 8)
+            want = np.concatenate([outputs["logits"]] * 8)
+
+            def one(_):
+                c = httpclient.InferenceServerClient(url=server.url, network_timeout=300)
+                x = httpclient.InferInput("input", list(batch.shape), "FP32")
+                x.set_data_from_numpy(batch)
+                r = c.infer("squeezenet", [x])
+                return close(r.as_numpy("logits"), want)
+
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                futures = [pool.submit(one, i) for i in range(16)]
+                time.sleep(1.0)
+                server.proc.send_signal(signal.SIGTERM)
+                time.sleep(0.2)
+                status, _ = http("GET", f"http://{server.url}/v2/health/ready")
+                results = []
+                for f in futures:
+                    try:
+                        results.append(f.result())
+                    except Exception as e:  # a failed request
+                        results.append(repr(e))
+            code, err = server.stop()
+            check("during the drain, readiness is false", status == 503, str(status))
+            check("SIGTERM with 16 requests in flight: all answered correctly",
+                  all(r is True for r in results), str(results))
+            check("SIGTERM drain exits 0", code == 0, err[-1000:])
+        finally:
+            if server.proc.poll() is None:
+                server.proc.kill()
+
+        # hot-loading: a watched directory
+        watched = os.path.join(tmp, "watched")
+        os.makedirs(watched)
+        shutil.copy(archives[0], watched)
+        server = Server([], "--watch", watched, "--watch-interval-ms", "200", key=pub)
+        try:
+            ok = server.wait_ready()
+            deadline = time.time() + 60
+            meta = {}
+            while time.time() < deadline:
+                status, body = http("GET", f"http://{server.url}/v2/models/mtcnn-rnet")
+                if status == 200:
+                    meta = json.loads(body)
+                    break
+                time.sleep(0.2)
+            check("watch: the archive in the directory is served", meta.get("versions") == ["1.0.0"],
+                  str(meta))
+            open(os.path.join(watched, "broken.mdpkg"), "wb").write(b"not an archive")
+            newer = pack(tmp, "mtcnn_rnet", "mtcnn-rnet", "1.1.0", key)
+            shutil.copy(newer, watched)
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                status, body = http("GET", f"http://{server.url}/v2/models/mtcnn-rnet")
+                meta = json.loads(body) if status == 200 else {}
+                if meta.get("versions") == ["1.0.0", "1.1.0"]:
+                    break
+                time.sleep(0.2)
+            check("watch: a new version loads beside the old one",
+                  meta.get("versions") == ["1.0.0", "1.1.0"], str(meta))
+            inputs, _ = stored("mtcnn_rnet", 0)
+            req = {"inputs": [{"name": "input_2", "shape": list(inputs["input_2"].shape),
+                               "datatype": "FP32",
+                               "data": inputs["input_2"].flatten().tolist()}]}
+            status, body = http("POST", f"http://{server.url}/v2/models/mtcnn-rnet/infer",
+                                json.dumps(req).encode())
+            check("watch: the new version is the default",
+                  status == 200 and json.loads(body)["model_version"] == "1.1.0", body[:200])
+            status, body = http("POST",
+                                f"http://{server.url}/v2/models/mtcnn-rnet/versions/1.0.0/infer",
+                                json.dumps(req).encode())
+            check("watch: the old version still answers by version",
+                  status == 200 and json.loads(body)["model_version"] == "1.0.0", body[:200])
+        finally:
+            code, err = server.stop()
+        check("watch: a bad archive is logged and ignored",
+              "broken.mdpkg" in err and code == 0, err[-1500:])
+
+    print(f"serve interop: {len(passed)} passed, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
