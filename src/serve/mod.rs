@@ -277,6 +277,16 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         ));
         server.add(loaded);
     }
+    // the archives already in a watched directory load before anything listens, too
+    let mut seen = HashMap::new();
+    if let Some(dir) = &options.watch {
+        for p in &options.archives {
+            if let Some((abs, stamp)) = stamp_of(p) {
+                seen.insert(abs, stamp);
+            }
+        }
+        load_new(&server, dir, &mut seen).await;
+    }
     let http = tokio::net::TcpListener::bind((options.host.as_str(), options.http_port))
         .await
         .map_err(|e| {
@@ -323,7 +333,12 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         wait_for(shutdown_rx.clone()),
     ));
     if let Some(dir) = options.watch.clone() {
-        tokio::spawn(watch(server.clone(), dir, wait_for(shutdown_rx.clone())));
+        tokio::spawn(watch(
+            server.clone(),
+            dir,
+            seen,
+            wait_for(shutdown_rx.clone()),
+        ));
     }
     shutdown_signal().await;
     // readiness goes false at once; in-flight requests finish; then the listeners close
@@ -383,59 +398,68 @@ async fn shutdown_signal() {
     }
 }
 
-/// Polls `dir` for archives: a new one (or a changed file) is verified and loaded beside what
-/// serves (a new highest version becomes the default); a bad one is logged and not retried until
-/// it changes.
-async fn watch(server: Arc<Server>, dir: PathBuf, stop: impl std::future::Future<Output = ()>) {
-    tokio::pin!(stop);
-    let mut seen: HashMap<PathBuf, (SystemTime, u64)> = HashMap::new();
-    for p in &server.options.archives {
-        if let Ok(m) = std::fs::metadata(p) {
-            seen.insert(
-                std::path::absolute(p).unwrap_or_else(|_| p.clone()),
-                (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()),
-            );
+/// A file's identity for the watcher: its absolute path, modification time and size.
+fn stamp_of(p: &Path) -> Option<(PathBuf, (SystemTime, u64))> {
+    let m = std::fs::metadata(p).ok()?;
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    Some((abs, (m.modified().ok()?, m.len())))
+}
+
+/// Loads the archives of `dir` not seen yet (or changed since); a bad one is logged and not
+/// retried until it changes.
+async fn load_new(
+    server: &Arc<Server>,
+    dir: &Path,
+    seen: &mut HashMap<PathBuf, (SystemTime, u64)>,
+) {
+    let mut entries: Vec<(PathBuf, (SystemTime, u64))> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "mdpkg"))
+                .filter_map(|p| stamp_of(&p))
+                .collect()
+        })
+        .unwrap_or_default();
+    entries.sort();
+    for (path, stamp) in entries {
+        if seen.get(&path) == Some(&stamp) {
+            continue;
+        }
+        seen.insert(path.clone(), stamp);
+        let opts = server.options.clone();
+        let m = server.metrics.clone();
+        let p = path.clone();
+        match tokio::task::spawn_blocking(move || load(&p, &opts, m)).await {
+            Ok(Ok(model)) => {
+                log(&format!(
+                    "watch: loaded {} {} from {}",
+                    model.name,
+                    model.version,
+                    path.display()
+                ));
+                server.add(model);
+            }
+            Ok(Err(e)) => log(&format!("watch: {e}")),
+            Err(e) => log(&format!("watch: loading {} failed: {e}", path.display())),
         }
     }
+}
+
+/// Polls `dir` for archives: a new one (or a changed file) is verified and loaded beside what
+/// serves (a new highest version becomes the default); a bad one is logged and ignored.
+async fn watch(
+    server: Arc<Server>,
+    dir: PathBuf,
+    mut seen: HashMap<PathBuf, (SystemTime, u64)>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
     loop {
-        let entries: Vec<(PathBuf, (SystemTime, u64))> = std::fs::read_dir(&dir)
-            .map(|rd| {
-                rd.filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|e| e == "mdpkg"))
-                    .filter_map(|p| {
-                        let m = std::fs::metadata(&p).ok()?;
-                        let abs = std::path::absolute(&p).unwrap_or(p);
-                        Some((abs, (m.modified().ok()?, m.len())))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        for (path, stamp) in entries {
-            if seen.get(&path) == Some(&stamp) {
-                continue;
-            }
-            seen.insert(path.clone(), stamp);
-            let opts = server.options.clone();
-            let m = server.metrics.clone();
-            let p = path.clone();
-            match tokio::task::spawn_blocking(move || load(&p, &opts, m)).await {
-                Ok(Ok(model)) => {
-                    log(&format!(
-                        "watch: loaded {} {} from {}",
-                        model.name,
-                        model.version,
-                        path.display()
-                    ));
-                    server.add(model);
-                }
-                Ok(Err(e)) => log(&format!("watch: {e}")),
-                Err(e) => log(&format!("watch: loading {} failed: {e}", path.display())),
-            }
-        }
         tokio::select! {
             _ = &mut stop => return,
             _ = tokio::time::sleep(server.options.watch_interval) => {}
         }
+        load_new(&server, &dir, &mut seen).await;
     }
 }

@@ -211,10 +211,77 @@ def error_checks(server):
 
 
 
+def serve_flags():
+    """The long flags `mdeploy serve --help` documents."""
+    import re
+    text = subprocess.run([MDEPLOY, "serve", "--help"], capture_output=True, text=True).stdout
+    return set(re.findall(r"(--[a-z][a-z0-9-]*)", text))
+
+
+def check_args(label, args, flags):
+    unknown = [a for a in args if a.startswith("--") and a not in flags]
+    check(f"{label}: every flag exists in mdeploy serve", args[:1] == ["serve"] and not unknown,
+          f"{args} unknown: {unknown}")
+
+
+def deployment_recipes():
+    """examples/serve: the container build and the Kubernetes and KServe manifests parse and
+    use flags, ports and health paths the server has."""
+    import shlex
+    import yaml
+    flags = serve_flags()
+    recipes = os.path.join(ROOT, "examples", "serve")
+    docker = open(os.path.join(recipes, "Dockerfile")).read()
+    entry = [l for l in docker.splitlines() if l.startswith("ENTRYPOINT")]
+    args = json.loads(entry[0][len("ENTRYPOINT"):]) if entry else []
+    check_args("Dockerfile", args[1:], flags)
+    check("Dockerfile: listens on all interfaces, ports exposed",
+          "0.0.0.0" in args and "EXPOSE 8000 8001" in docker, str(args))
+    docs = []
+    for f in sorted(glob.glob(os.path.join(recipes, "kubernetes", "*.yaml"))):
+        docs += [d for d in yaml.safe_load_all(open(f)) if d]
+    kinds = {d["kind"]: d for d in docs}
+    check("manifests: Deployment, Service, HPA, ClusterServingRuntime, InferenceService",
+          {"Deployment", "Service", "HorizontalPodAutoscaler", "ClusterServingRuntime",
+           "InferenceService"} <= set(kinds), str(sorted(kinds)))
+    dep = kinds["Deployment"]
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    check_args("Deployment", c["args"], flags)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    a = c["args"]
+    check("Deployment: container ports are the server's",
+          str(ports["http"]) == a[a.index("--http-port") + 1]
+          and str(ports["grpc"]) == a[a.index("--grpc-port") + 1], str(ports))
+    probes = {k: c[k]["httpGet"]["path"] for k in ("startupProbe", "readinessProbe", "livenessProbe")}
+    check("Deployment: probes on the protocol's health endpoints",
+          probes == {"startupProbe": "/v2/health/live", "readinessProbe": "/v2/health/ready",
+                     "livenessProbe": "/v2/health/live"}, str(probes))
+    grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    check("Deployment: the grace period outlasts the drain",
+          grace > int(a[a.index("--drain-timeout") + 1]), str(grace))
+    svc = kinds["Service"]
+    check("Service: targets the named container ports",
+          {p["targetPort"] for p in svc["spec"]["ports"]} <= set(ports)
+          and svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"])
+    hpa = kinds["HorizontalPodAutoscaler"]
+    check("HPA: scales the Deployment",
+          hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"])
+    rt = kinds["ClusterServingRuntime"]
+    rc = rt["spec"]["containers"][0]
+    check_args("ClusterServingRuntime", rc["args"], flags)
+    check("ClusterServingRuntime: the v2 protocol, models from /mnt/models",
+          "v2" in rt["spec"]["protocolVersions"] and "/mnt/models" in rc["args"])
+    isvc = kinds["InferenceService"]["spec"]["predictor"]["model"]
+    check("InferenceService: uses the runtime",
+          isvc["runtime"] == rt["metadata"]["name"]
+          and isvc["modelFormat"]["name"] in [f["name"] for f in rt["spec"]["supportedModelFormats"]])
+
+
 def main():
     if not os.path.exists(MDEPLOY):
         print(f"no mdeploy binary at {MDEPLOY}")
         return 1
+    deployment_recipes()
     with tempfile.TemporaryDirectory() as tmp:
         keys = os.path.join(tmp, "keys")
         subprocess.run([MDEPLOY, "keygen", "-o", keys], check=True, capture_output=True)
@@ -249,15 +316,13 @@ def main():
                 return 1
             triton_checks(server, names)
             error_checks(server)
-            try:
-                import grpc
-                from grpc_health.v1 import health_pb2, health_pb2_grpc
-                stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"localhost:{server.grpc}"))
-                status = stub.Check(health_pb2.HealthCheckRequest(service="")).status
-                check("grpc.health.v1 reports SERVING",
+            import grpc
+            from grpc_health.v1 import health_pb2, health_pb2_grpc
+            stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"localhost:{server.grpc}"))
+            for service in ("", "inference.GRPCInferenceService"):
+                status = stub.Check(health_pb2.HealthCheckRequest(service=service)).status
+                check(f"grpc.health.v1 reports SERVING for '{service}'",
                       status == health_pb2.HealthCheckResponse.SERVING, str(status))
-            except ImportError:
-                pass
         finally:
             code, err = server.stop()
         check("SIGTERM on an idle server exits 0", code == 0, err[-1000:])
