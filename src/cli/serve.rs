@@ -79,6 +79,12 @@ pub struct ServeArgs {
     /// How often --watch polls, milliseconds.
     #[arg(long, default_value_t = 2000)]
     watch_interval_ms: u64,
+    /// TLS on both ports: the certificate chain (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the certificate's private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -109,6 +115,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     {
         return Err(UsageError(format!("--watch {}: not a directory", dir.display())).into());
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))
+            };
+            let pem = mdeploy::serve::tls::TlsPem {
+                cert: read(cert)?,
+                key: read(key)?,
+            };
+            // a bad pair is a usage error now, not a log line once serving
+            mdeploy::serve::tls::rest_config(&pem)?;
+            Some(pem)
+        }
+        _ => None,
+    };
     let engine = args
         .engine
         .parse::<mdeploy::run::EngineChoice>()
@@ -135,6 +156,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         auth_token,
         watch: args.watch.clone(),
         watch_interval: Duration::from_millis(args.watch_interval_ms.max(50)),
+        tls,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores.clamp(1, 4))

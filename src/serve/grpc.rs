@@ -69,7 +69,19 @@ pub async fn run(
         }
         Ok(request)
     };
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(pem) = &server.options.tls {
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&pem.cert, &pem.key));
+        builder = match builder.tls_config(tls) {
+            Ok(b) => b,
+            Err(e) => {
+                log(&format!("gRPC server: TLS: {e}"));
+                return;
+            }
+        };
+    }
+    let result = builder
         .add_service(health)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             inference, check,

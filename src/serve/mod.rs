@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod model;
 pub mod rest;
 pub mod tensor;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -45,6 +46,8 @@ pub struct ServeOptions {
     pub auth_token: Option<String>,
     /// A directory polled for new archives.
     pub watch: Option<PathBuf>,
+    /// TLS for both ports.
+    pub tls: Option<tls::TlsPem>,
     pub watch_interval: Duration,
 }
 
@@ -307,11 +310,17 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         http: http.local_addr()?,
         grpc: grpc.local_addr()?,
     };
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     log(&format!(
-        "serving {} model(s): REST on http://{}, gRPC on {}",
+        "serving {} model(s): REST on {scheme}://{}, gRPC on {}{}",
         server.served().len(),
         bound.http,
-        bound.grpc
+        bound.grpc,
+        if options.tls.is_some() { " (TLS)" } else { "" }
     ));
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();

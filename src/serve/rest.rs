@@ -69,11 +69,30 @@ pub async fn run(
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(server.clone(), auth))
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(server);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
+        .with_state(server.clone());
+    let result = match &server.options.tls {
+        Some(pem) => match super::tls::rest_config(pem) {
+            Ok(config) => {
+                let listener = super::tls::TlsListener {
+                    tcp: listener,
+                    acceptor: tokio_rustls::TlsAcceptor::from(config),
+                };
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            Err(e) => {
+                log(&format!("REST server: {e}"));
+                return;
+            }
+        },
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    };
+    if let Err(e) = result {
         log(&format!("REST server: {e}"));
     }
 }

@@ -211,6 +211,31 @@ def error_checks(server):
 
 
 
+def self_signed(tmp):
+    """A self-signed certificate for localhost and its key, as PEM files."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
+    open(cert_path, "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+    open(key_path, "wb").write(key.private_bytes(serialization.Encoding.PEM,
+                                                 serialization.PrivateFormat.PKCS8,
+                                                 serialization.NoEncryption()))
+    return cert_path, key_path
+
+
 def serve_flags():
     """The long flags `mdeploy serve --help` documents."""
     import re
@@ -352,6 +377,47 @@ def main():
             md = g.get_model_metadata("mtcnn-rnet",
                                       headers={"authorization": "Bearer s3cret-token"})
             check("grpc with the token works", md.name == "mtcnn-rnet")
+        finally:
+            server.stop()
+
+        # TLS on both ports, with a self-signed certificate for localhost
+        cert, keyfile = self_signed(tmp)
+        server = Server([archives[0]], "--tls-cert", cert, "--tls-key", keyfile, key=pub)
+        try:
+            import ssl
+            ctx = ssl.create_default_context(cafile=cert)
+            deadline = time.time() + 120
+            ok = False
+            while time.time() < deadline and not ok:
+                try:
+                    with urllib.request.urlopen(f"https://localhost:{server.http}/v2/health/ready",
+                                                context=ctx, timeout=2) as r:
+                        ok = r.status == 200
+                except OSError:
+                    time.sleep(0.3)
+            check("tls: REST over https with the certificate", ok)
+            try:
+                urllib.request.urlopen(f"http://localhost:{server.http}/v2/health/ready", timeout=5)
+                check("tls: plain http is refused", False)
+            except Exception:  # a TLS alert where an HTTP status line should be
+                check("tls: plain http is refused", True)
+            import tritonclient.grpc as grpcclient
+            import tritonclient.http as httpclient
+            h = httpclient.InferenceServerClient(url=f"localhost:{server.http}", ssl=True,
+                                                 ssl_context_factory=lambda: ctx)
+            inputs, outputs = stored("mtcnn_rnet", 0)
+            x = httpclient.InferInput("input_2", list(inputs["input_2"].shape), "FP32")
+            x.set_data_from_numpy(inputs["input_2"])
+            r = h.infer("mtcnn-rnet", [x])
+            check("tls: Triton http client infers over https",
+                  all(close(r.as_numpy(n), v) for n, v in outputs.items()))
+            g = grpcclient.InferenceServerClient(url=f"localhost:{server.grpc}", ssl=True,
+                                                 root_certificates=cert)
+            gx = grpcclient.InferInput("input_2", list(inputs["input_2"].shape), "FP32")
+            gx.set_data_from_numpy(inputs["input_2"])
+            r = g.infer("mtcnn-rnet", [gx])
+            check("tls: Triton grpc client infers over TLS",
+                  all(close(r.as_numpy(n), v) for n, v in outputs.items()))
         finally:
             server.stop()
 
