@@ -31,7 +31,7 @@ class OnnxModel(Model):
             out.set_data_from_numpy(value, binary_data=False)
             outputs.append(out)
         return InferResponse(model_name=self.name, infer_outputs=outputs,
-                             response_id=payload.id)
+                             response_id=payload.id or "")
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def wait_ready(port, proc, timeout=180):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stderr.read()[-2000:]}")
+            raise SystemExit(f"server exited: {open(proc.log_path).read()[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as r:
                 if r.status == 200:
@@ -115,7 +115,10 @@ def wrk(port, name, body_file, concurrency, duration):
         v, unit = float(m.group(1)), m.group(2)
         return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rps, pct(50), pct(99), int(errors.group(1)) if errors else 0
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    failed = (int(errors.group(1)) if errors else 0) + (
+        sum(int(g) for g in socket.groups()) if socket else 0)
+    return rps, pct(50), pct(99), failed
 
 
 def run_server(kind, args, model, name, archive, key, tmp):
@@ -127,7 +130,10 @@ def run_server(kind, args, model, name, archive, key, tmp):
     else:
         cmd = [args.kserve_python, os.path.join(ROOT, "bench", "kserve_onnx_server.py"), name,
                os.path.join(SHARED, "models", model, "model.onnx"), str(http), str(grpc)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # the servers' logs go to a file: a pipe nobody reads would fill up and stall a chatty server
+    log = open(os.path.join(tmp, f"{kind}-{name}.log"), "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, text=True)
+    proc.log_path = log.name
     wait_ready(http, proc)
     return proc, http
 
@@ -175,7 +181,7 @@ def main():
                         proc.kill()
                 rows = [r[:7] + (rss,) if r[0] == model and r[1] == kind else r for r in rows]
     print()
-    print("| model | server | concurrency | req/s | p50 ms | p99 ms | non-2xx | peak RSS MB |")
+    print("| model | server | concurrency | req/s | p50 ms | p99 ms | failed | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|")
     for model, kind, c, rps, p50, p99, errors, rss in rows:
         print(f"| {model} | {kind} | {c} | {rps:.1f} | {p50:.2f} | {p99:.2f} | {errors} | {rss:.0f} |")

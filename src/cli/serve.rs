@@ -79,6 +79,9 @@ pub struct ServeArgs {
     /// How often --watch polls, milliseconds.
     #[arg(long, default_value_t = 2000)]
     watch_interval_ms: u64,
+    /// Log level: info (loading, watching, draining) or debug (also one line per request).
+    #[arg(long, default_value = "info", value_parser = ["info", "debug"])]
+    log_level: String,
     /// TLS on both ports: the certificate chain (PEM).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -156,6 +159,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         auth_token,
         watch: args.watch.clone(),
         watch_interval: Duration::from_millis(args.watch_interval_ms.max(50)),
+        log_requests: args.log_level == "debug",
         tls,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

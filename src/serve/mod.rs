@@ -49,6 +49,8 @@ pub struct ServeOptions {
     /// TLS for both ports.
     pub tls: Option<tls::TlsPem>,
     pub watch_interval: Duration,
+    /// One log line per request (the debug level).
+    pub log_requests: bool,
 }
 
 /// The shared state of a running server.
@@ -180,7 +182,20 @@ impl Server {
             Err(InferError::Timeout(_)) => Err("timeout"),
             Err(InferError::Failed(_)) => Err("failed"),
         };
-        self.metrics.finish(&label, outcome, start.elapsed());
+        let took = start.elapsed();
+        self.metrics.finish(&label, outcome, took);
+        if self.options.log_requests {
+            log(&format!(
+                "request model={} version={} status={} ms={:.3}",
+                label.0,
+                label.1,
+                match outcome {
+                    Ok(()) => "success",
+                    Err(reason) => reason,
+                },
+                took.as_secs_f64() * 1e3
+            ));
+        }
         result
     }
 
