@@ -72,7 +72,8 @@ pub async fn run(
     let mut builder = tonic::transport::Server::builder();
     if let Some(pem) = &server.options.tls {
         let tls = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(&pem.cert, &pem.key));
+            .identity(tonic::transport::Identity::from_pem(&pem.cert, &pem.key))
+            .timeout(std::time::Duration::from_secs(10));
         builder = match builder.tls_config(tls) {
             Ok(b) => b,
             Err(e) => {
@@ -181,8 +182,15 @@ fn from_contents(
             let v: Vec<String> = c
                 .bytes_contents
                 .iter()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .collect();
+                .enumerate()
+                .map(|(k, b)| {
+                    String::from_utf8(b.to_vec()).map_err(|_| {
+                        BadTensor(format!(
+                            "BYTES element {k} is not UTF-8 text (binary BYTES are not supported)"
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
             tract_ndarray::ArrayD::from_shape_vec(dims, v)
                 .map(Tensor::from)
                 .map_err(|e| BadTensor(e.to_string()))

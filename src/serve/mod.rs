@@ -84,10 +84,19 @@ pub fn log(message: &str) {
 impl Server {
     fn add(&self, model: ServedModel) {
         let model = Arc::new(model);
-        if let Ok(mut m) = self.models.write() {
-            m.entry(model.name.clone())
+        if let Ok(mut m) = self.models.write()
+            && let Some(old) = m
+                .entry(model.name.clone())
                 .or_default()
-                .insert(model.version.clone(), model);
+                .insert(model.version.clone(), model.clone())
+        {
+            log(&format!(
+                "{} {} from {} replaces the one from {}",
+                model.name,
+                model.version,
+                model.archive.display(),
+                old.archive.display()
+            ));
         }
     }
 
@@ -156,9 +165,10 @@ impl Server {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Ready: every model loaded (the server starts serving only then) and not draining.
+    /// Ready: every model loaded (the server starts serving only then), at least one model
+    /// served (a watched directory may have none yet), and not draining.
     pub fn is_ready(&self) -> bool {
-        !self.is_draining()
+        !self.is_draining() && !self.served().is_empty()
     }
 
     /// Runs one inference: checks the inputs, queues them for the model's workers and waits
@@ -364,7 +374,22 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             wait_for(shutdown_rx.clone()),
         ));
     }
-    shutdown_signal().await;
+    // a front end that stops by itself (it cannot accept any more) ends the server: a process
+    // that cannot serve must not stay up looking ready
+    let mut rest = rest;
+    let mut grpc_task = grpc_task;
+    let failed = tokio::select! {
+        _ = shutdown_signal() => None,
+        _ = &mut rest => Some("REST"),
+        _ = &mut grpc_task => Some("gRPC"),
+    };
+    if let Some(which) = failed {
+        server.draining.store(true, Ordering::SeqCst);
+        let _ = shutdown_tx.send(true);
+        return Err(anyhow::anyhow!(
+            "the {which} server stopped; shutting down (see the log above)"
+        ));
+    }
     // readiness goes false at once; in-flight requests finish; then the listeners close
     server.draining.store(true, Ordering::SeqCst);
     health
@@ -380,8 +405,10 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     }
     let left = server.admitted.load(Ordering::SeqCst);
     let _ = shutdown_tx.send(true);
-    let _ = rest.await;
-    let _ = grpc_task.await;
+    // connections still open (a slow upload, a client that keeps its connection) get a moment
+    let grace = Duration::from_secs(2);
+    let _ = tokio::time::timeout(grace, &mut rest).await;
+    let _ = tokio::time::timeout(grace, &mut grpc_task).await;
     if left > 0 {
         log(&format!(
             "drain timeout: {left} request(s) still in flight were abandoned"
@@ -441,6 +468,8 @@ async fn load_new(
             rd.filter_map(Result::ok)
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|e| e == "mdpkg"))
+                // regular files only: reading a FIFO would block the watcher
+                .filter(|p| p.metadata().is_ok_and(|m| m.is_file()))
                 .filter_map(|p| stamp_of(&p))
                 .collect()
         })

@@ -106,8 +106,15 @@ fn meta(name: &str, dtype: Option<crate::onnx::DataType>, shape: &ValueShape) ->
     }
 }
 
-fn dynamic_first_axis(shape: &ValueShape) -> bool {
-    matches!(shape, ValueShape::Known(d) if matches!(d.first(), Some(Dim::Symbol(_) | Dim::Unknown)))
+/// The named dim on a shape's first axis.
+fn first_symbol(shape: &ValueShape) -> Option<&str> {
+    match shape {
+        ValueShape::Known(d) => match d.first() {
+            Some(Dim::Symbol(s)) => Some(s.as_str()),
+            _ => None,
+        },
+        ValueShape::UnknownRank => None,
+    }
 }
 
 /// Verifies and unpacks an archive, loads its model in an engine per worker, and starts the
@@ -128,7 +135,21 @@ pub fn load_archive(
     let manifest = summary.manifest;
     let version = semver::Version::parse(&manifest.version)
         .map_err(|e| anyhow::anyhow!("version '{}': {e}", manifest.version))?;
-    let model = Model::load(&unpacked.join(&manifest.model.entry_point))?;
+    // the entry point must be one of the verified files, inside the archive
+    let entry = &manifest.model.entry_point;
+    let inside = std::path::Path::new(entry)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !inside || !manifest.files.iter().any(|f| &f.path == entry) {
+        anyhow::bail!("the manifest's entry point '{entry}' is not a file of the archive");
+    }
+    if summary.signature != "verified" {
+        super::log(&format!(
+            "{}: unsigned archive accepted (--allow-unsigned)",
+            path.display()
+        ));
+    }
+    let model = Model::load(&unpacked.join(entry))?;
     crate::graph::check_model(&model)?;
     let inputs_desc = crate::run::graph_inputs(&model);
     let inputs: Vec<TensorMeta> = inputs_desc
@@ -151,9 +172,16 @@ pub fn load_archive(
         .iter()
         .map(|(n, d, s)| meta(n, *d, s))
         .collect();
-    let batchable = !inputs_desc.is_empty()
-        && inputs_desc.iter().all(|i| dynamic_first_axis(&i.shape))
-        && outputs_info.iter().all(|(_, _, s)| dynamic_first_axis(s));
+    // batchable: one named dim leads every input and output (an unnamed or differently named
+    // first axis may not be a batch of independent rows)
+    let batch_symbol = inputs_desc.first().and_then(|i| first_symbol(&i.shape));
+    let batchable = batch_symbol.is_some()
+        && inputs_desc
+            .iter()
+            .all(|i| first_symbol(&i.shape) == batch_symbol)
+        && outputs_info
+            .iter()
+            .all(|(_, _, s)| first_symbol(s) == batch_symbol);
     let workers = options.workers.max(1);
     let mut engines = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -255,7 +283,16 @@ fn worker(
     metrics: &Metrics,
     label: &(String, String),
 ) {
-    while let Ok(first) = rx.recv() {
+    // a request that did not fit the previous batch starts the next one
+    let mut carry: Option<Job> = None;
+    loop {
+        let first = match carry.take() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            },
+        };
         let mut jobs = vec![first];
         if max_batch > 1 {
             let deadline = Instant::now() + delay;
@@ -266,6 +303,10 @@ fn worker(
                     break;
                 }
                 match rx.recv_timeout(deadline - now) {
+                    Ok(j) if rows + batch_rows(&j) > max_batch => {
+                        carry = Some(j);
+                        break;
+                    }
                     Ok(j) => {
                         rows += batch_rows(&j);
                         jobs.push(j);
@@ -283,15 +324,36 @@ fn worker(
         for j in &jobs {
             metrics.observe_queue(label, now.duration_since(j.enqueued));
         }
-        run_jobs(&mut engine, jobs, metrics, label);
+        // a panic inside an engine fails these requests, not the worker
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_jobs(&mut engine, jobs, metrics, label)
+        }));
+        if outcome.is_err() {
+            super::log(&format!(
+                "a worker of {} {} recovered from a panic in the engine",
+                label.0, label.1
+            ));
+        }
     }
 }
 
+/// The rows a request brings to a batch: the first dim its inputs share (1 when they do not
+/// share one; such a request never stacks).
 fn batch_rows(job: &Job) -> usize {
-    job.inputs
-        .first()
-        .and_then(|t| t.tensor.shape().first().copied())
-        .unwrap_or(1)
+    let mut dims = job.inputs.iter().map(|t| t.tensor.shape().first().copied());
+    match dims.next().flatten() {
+        Some(d) if dims.all(|o| o == Some(d)) => d,
+        _ => 1,
+    }
+}
+
+/// Whether every input of the request has the same first dim.
+fn uniform_rows(job: &Job) -> bool {
+    let mut dims = job.inputs.iter().map(|t| t.tensor.shape().first().copied());
+    match dims.next().flatten() {
+        Some(d) => dims.all(|o| o == Some(d)),
+        None => false,
+    }
 }
 
 /// Runs jobs: as one batch when they stack (same names, types and trailing dims), else one by one.
@@ -331,6 +393,9 @@ fn run_jobs(engine: &mut Engine, jobs: Vec<Job>, metrics: &Metrics, label: &(Str
 
 /// The jobs' inputs concatenated along the first axis, when they all fit together.
 fn stack(jobs: &[Job]) -> Option<Vec<NamedTensor>> {
+    if !jobs.iter().all(uniform_rows) {
+        return None;
+    }
     let first = &jobs[0].inputs;
     let mut out = Vec::with_capacity(first.len());
     for (k, t) in first.iter().enumerate() {

@@ -73,10 +73,8 @@ pub async fn run(
     let result = match &server.options.tls {
         Some(pem) => match super::tls::rest_config(pem) {
             Ok(config) => {
-                let listener = super::tls::TlsListener {
-                    tcp: listener,
-                    acceptor: tokio_rustls::TlsAcceptor::from(config),
-                };
+                let listener =
+                    super::tls::TlsListener::new(listener, tokio_rustls::TlsAcceptor::from(config));
                 axum::serve(listener, app)
                     .with_graceful_shutdown(stop)
                     .await

@@ -78,15 +78,31 @@ pub fn datum_type(name: &str) -> Result<DatumType, BadTensor> {
 
 /// Checks a shape and returns its element count.
 pub fn element_count(shape: &[i64]) -> Result<usize, BadTensor> {
+    if shape.len() > MAX_RANK {
+        return Err(bad(format!(
+            "a shape of rank {} (at most {MAX_RANK})",
+            shape.len()
+        )));
+    }
     let mut n: usize = 1;
+    // the product of the dims with zeros counted as ones must fit too: strides are computed
+    // from it even for an empty tensor
+    let mut span: usize = 1;
     for &d in shape {
         let d = usize::try_from(d).map_err(|_| bad(format!("negative dimension in {shape:?}")))?;
         n = n
             .checked_mul(d)
             .ok_or_else(|| bad(format!("shape {shape:?} is too large")))?;
+        span = span
+            .checked_mul(d.max(1))
+            .filter(|&s| s <= isize::MAX as usize)
+            .ok_or_else(|| bad(format!("shape {shape:?} is too large")))?;
     }
     Ok(n)
 }
+
+/// The highest rank a request may use (ONNX models rarely pass 8).
+pub const MAX_RANK: usize = 32;
 
 fn dims(shape: &[i64]) -> Vec<usize> {
     shape.iter().map(|&d| d as usize).collect()
@@ -109,6 +125,13 @@ pub fn from_raw(datatype: &str, shape: &[i64], bytes: &[u8]) -> Result<Tensor, B
     let n = element_count(shape)?;
     let shape = dims(shape);
     if dt == DatumType::String {
+        // every element takes at least its 4-byte length prefix
+        if n > bytes.len() / 4 {
+            return Err(bad(format!(
+                "{} bytes of BYTES data cannot hold the {n} elements of shape {shape:?}",
+                bytes.len()
+            )));
+        }
         let mut out = Vec::with_capacity(n);
         let mut rest = bytes;
         while !rest.is_empty() {
@@ -119,7 +142,13 @@ pub fn from_raw(datatype: &str, shape: &[i64], bytes: &[u8]) -> Result<Tensor, B
             if tail.len() < len {
                 return Err(bad("BYTES data ends inside an element"));
             }
-            out.push(String::from_utf8_lossy(&tail[..len]).into_owned());
+            let text = std::str::from_utf8(&tail[..len]).map_err(|_| {
+                bad(format!(
+                    "BYTES element {} is not UTF-8 text (binary BYTES are not supported)",
+                    out.len()
+                ))
+            })?;
+            out.push(text.to_string());
             rest = &tail[len..];
         }
         if out.len() != n {
@@ -133,7 +162,9 @@ pub fn from_raw(datatype: &str, shape: &[i64], bytes: &[u8]) -> Result<Tensor, B
             .map(Tensor::from)
             .map_err(|e| bad(e.to_string()));
     }
-    let want = n * dt.size_of();
+    let want = n
+        .checked_mul(dt.size_of())
+        .ok_or_else(|| bad(format!("shape {shape:?} is too large")))?;
     if bytes.len() != want {
         return Err(bad(format!(
             "{} bytes of {datatype} data for shape {shape:?}: {want} expected",
@@ -379,5 +410,12 @@ mod tests {
         assert!(from_json("FP32", &[2], &serde_json::json!([1.0])).is_err());
         assert!(from_json("FP32", &[1], &serde_json::json!(["x"])).is_err());
         assert!(datum_type("COMPLEX").is_err());
+        // element counts from the client never size an allocation before the data is checked
+        assert!(from_raw("BYTES", &[1 << 60], &[]).is_err());
+        assert!(from_raw("BYTES", &[1 << 33], b"\x01\0\0\0a").is_err());
+        assert!(from_raw("FP64", &[1 << 62, 4], &[]).is_err());
+        assert!(from_raw("FP32", &[0, 1 << 40, 1 << 40], &[]).is_err());
+        assert!(from_raw("BYTES", &[1], b"\x01\0\0\0\xff").is_err());
+        assert!(element_count(&[1; 33]).is_err());
     }
 }

@@ -42,10 +42,25 @@ pub fn rest_config(pem: &TlsPem) -> Result<Arc<ServerConfig>, UsageError> {
     Ok(Arc::new(config))
 }
 
-/// Accepts TCP connections and completes their TLS handshakes (each bounded in time).
+/// Handshakes in progress at once; connections past this wait in the kernel's backlog.
+const MAX_HANDSHAKES: usize = 256;
+
+/// Accepts TCP connections and completes their TLS handshakes concurrently, each bounded in
+/// time, so a client that connects and sends nothing holds up no one else.
 pub struct TlsListener {
-    pub tcp: TcpListener,
-    pub acceptor: TlsAcceptor,
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+    pending: tokio::task::JoinSet<Option<(TlsStream<TcpStream>, std::net::SocketAddr)>>,
+}
+
+impl TlsListener {
+    pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> Self {
+        TlsListener {
+            tcp,
+            acceptor,
+            pending: tokio::task::JoinSet::new(),
+        }
+    }
 }
 
 impl axum::serve::Listener for TlsListener {
@@ -54,18 +69,31 @@ impl axum::serve::Listener for TlsListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            let (stream, addr) = match self.tcp.accept().await {
-                Ok(c) => c,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+            tokio::select! {
+                conn = self.tcp.accept(), if self.pending.len() < MAX_HANDSHAKES => match conn {
+                    Ok((stream, addr)) => {
+                        let acceptor = self.acceptor.clone();
+                        self.pending.spawn(async move {
+                            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => Some((tls, addr)),
+                                Ok(Err(e)) => {
+                                    super::log(&format!("TLS handshake with {addr} failed: {e}"));
+                                    None
+                                }
+                                Err(_) => {
+                                    super::log(&format!("TLS handshake with {addr} timed out"));
+                                    None
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                },
+                Some(done) = self.pending.join_next(), if !self.pending.is_empty() => {
+                    if let Ok(Some(connection)) = done {
+                        return connection;
+                    }
                 }
-            };
-            let handshake = self.acceptor.accept(stream);
-            match tokio::time::timeout(Duration::from_secs(10), handshake).await {
-                Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(e)) => super::log(&format!("TLS handshake with {addr} failed: {e}")),
-                Err(_) => super::log(&format!("TLS handshake with {addr} timed out")),
             }
         }
     }

@@ -202,6 +202,17 @@ def error_checks(server):
     status, body = http("POST", f"{base}/v2/models/mtcnn-rnet/infer", json.dumps(req).encode())
     check("a wrong shape is 400 naming the input",
           status == 400 and b"input_2" in body, f"{status} {body[:200]}")
+    # element counts a client makes up never size an allocation: 400, and the server lives on
+    header = json.dumps({"inputs": [{"name": "input_2", "shape": [1 << 40], "datatype": "BYTES",
+                                     "parameters": {"binary_data_size": 5}}]}).encode()
+    status, body = http("POST", f"{base}/v2/models/mtcnn-rnet/infer", header + b"\x01\0\0\0a",
+                        {"Inference-Header-Content-Length": str(len(header))})
+    live, _ = http("GET", f"{base}/v2/health/live")
+    check("a huge made-up shape is 400 and the server lives on",
+          status == 400 and live == 200, f"{status} {body[:200]}")
+    req = {"inputs": [{"name": "input_2", "shape": [1] * 40, "datatype": "FP32", "data": [0.0]}]}
+    status, body = http("POST", f"{base}/v2/models/mtcnn-rnet/infer", json.dumps(req).encode())
+    check("a rank-40 shape is 400", status == 400, f"{status} {body[:200]}")
     status, body = http("GET", f"{base}/metrics")
     text = body.decode()
     check("metrics count requests by model and version",
