@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// Largest REST request body, bytes (larger: 413).
     #[arg(long, default_value_t = 64 << 20)]
     max_request_bytes: usize,
+    /// Inference requests accepted at once, server-wide, bodies being read included (more:
+    /// 429, RESOURCE_EXHAUSTED); with the body limit it bounds the memory requests take.
+    #[arg(long, default_value_t = 128)]
+    max_in_flight: usize,
     /// Largest gRPC message, bytes, both ways.
     #[arg(long, default_value_t = 64 << 20)]
     grpc_max_message_bytes: usize,
@@ -153,6 +157,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             engine,
         },
         max_request_bytes: args.max_request_bytes,
+        max_in_flight: args.max_in_flight.max(1),
         grpc_max_message_bytes: args.grpc_max_message_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
         drain_timeout: Duration::from_secs(args.drain_timeout),

@@ -38,6 +38,9 @@ pub struct ServeOptions {
     pub pool: PoolOptions,
     /// Largest REST request body.
     pub max_request_bytes: usize,
+    /// Inference requests admitted at once, server-wide (bodies being read included): with the
+    /// body limit, this bounds the memory requests can take.
+    pub max_in_flight: usize,
     /// Largest gRPC message, both ways.
     pub grpc_max_message_bytes: usize,
     pub request_timeout: Duration,
@@ -153,10 +156,16 @@ impl Server {
     /// Admits an inference request as it arrives, before its body is read: one that arrived
     /// before a SIGTERM is answered, one after it is refused (503, UNAVAILABLE).
     pub fn admit(&self) -> Result<Admission<'_>, InferError> {
-        self.admitted.fetch_add(1, Ordering::SeqCst);
+        let before = self.admitted.fetch_add(1, Ordering::SeqCst);
         let admission = Admission(&self.admitted);
         if self.is_draining() {
             return Err(InferError::Draining);
+        }
+        if before >= self.options.max_in_flight {
+            return Err(InferError::Overloaded(format!(
+                "{} requests in flight, the most --max-in-flight allows",
+                self.options.max_in_flight
+            )));
         }
         Ok(admission)
     }

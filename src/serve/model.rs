@@ -27,7 +27,7 @@ pub enum InferError {
     #[error("{0}")]
     NotFound(String),
     /// The queue is full (429, RESOURCE_EXHAUSTED).
-    #[error("the server is overloaded: the queue of model '{0}' is full; retry later")]
+    #[error("the server is overloaded ({0}); retry later")]
     Overloaded(String),
     /// The server is draining (503, UNAVAILABLE).
     #[error("the server is shutting down")]
@@ -266,7 +266,10 @@ impl ServedModel {
     pub fn submit(&self, job: Job) -> Result<(), InferError> {
         match self.queue.try_send(job) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(InferError::Overloaded(self.name.clone())),
+            Err(TrySendError::Full(_)) => Err(InferError::Overloaded(format!(
+                "the queue of model '{}' is full",
+                self.name
+            ))),
             Err(TrySendError::Disconnected(_)) => {
                 Err(InferError::Failed("the model's workers stopped".into()))
             }

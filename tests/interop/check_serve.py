@@ -421,6 +421,35 @@ def main():
         finally:
             server.stop()
 
+        # backpressure: past --max-in-flight, requests are refused with 429 at once
+        server = Server([archives[1]], "--max-in-flight", "2", "--queue-size", "1", key=pub,
+                        workers=1)
+        try:
+            server.wait_ready()
+            inputs, _ = stored("squeezenet1_1", 0)
+            batch = np.concatenate([inputs["input"]] * 8)
+            header = json.dumps({"inputs": [{"name": "input", "shape": list(batch.shape),
+                                             "datatype": "FP32",
+                                             "parameters": {"binary_data_size": batch.nbytes}}]})
+            body_file = os.path.join(tmp, "batch.bin")
+            open(body_file, "wb").write(header.encode() + batch.tobytes())
+
+            def post(_):
+                # curl reads an answer sent before the upload ends (a refusal does not wait)
+                out = subprocess.run(
+                    ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--data-binary",
+                     f"@{body_file}", "-H", f"Inference-Header-Content-Length: {len(header)}",
+                     f"http://{server.url}/v2/models/squeezenet/infer"],
+                    capture_output=True, text=True).stdout
+                return int(out or 0)
+
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                codes = list(pool.map(post, range(8)))
+            check("backpressure: some requests answered, the rest refused with 429",
+                  set(codes) <= {200, 429} and 200 in codes and 429 in codes, str(codes))
+        finally:
+            server.stop()
+
         # TLS on both ports, with a self-signed certificate for localhost
         cert, keyfile = self_signed(tmp)
         server = Server([archives[0]], "--tls-cert", cert, "--tls-key", keyfile, key=pub)
