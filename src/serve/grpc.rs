@@ -49,26 +49,11 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let limit = server.options.grpc_max_message_bytes;
-    let token = server.options.auth_token.clone();
     let inference = GrpcInferenceServiceServer::new(Service {
         server: server.clone(),
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);
-    let check = move |request: Request<()>| -> Result<Request<()>, Status> {
-        if let Some(token) = &token {
-            let given = request
-                .metadata()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if !given.is_some_and(|g| super::rest::constant_time_eq(g.as_bytes(), token.as_bytes()))
-            {
-                return Err(Status::unauthenticated("missing or wrong bearer token"));
-            }
-        }
-        Ok(request)
-    };
     let mut builder = tonic::transport::Server::builder();
     if let Some(pem) = &server.options.tls {
         let tls = tonic::transport::ServerTlsConfig::new()
@@ -84,9 +69,7 @@ pub async fn run(
     }
     let result = builder
         .add_service(health)
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            inference, check,
-        ))
+        .add_service(inference)
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop)
         .await;
     if let Err(e) = result {
@@ -200,6 +183,24 @@ fn from_contents(
 }
 
 impl Service {
+    /// The bearer-token check of every method but liveness and readiness (which stay open, as
+    /// the REST health endpoints and grpc.health.v1 do).
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(token) = &self.server.options.auth_token else {
+            return Ok(());
+        };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given.is_some_and(|g| super::rest::constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("missing or wrong bearer token"))
+        }
+    }
+
     fn model_for(
         &self,
         name: &str,
@@ -233,6 +234,7 @@ impl GrpcInferenceService for Service {
         &self,
         request: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
+        self.authorize(&request)?;
         let r = request.into_inner();
         let known = self.server.model(&r.name, Some(&r.version)).is_ok();
         Ok(Response::new(ModelReadyResponse {
@@ -242,8 +244,9 @@ impl GrpcInferenceService for Service {
 
     async fn server_metadata(
         &self,
-        _: Request<ServerMetadataRequest>,
+        request: Request<ServerMetadataRequest>,
     ) -> Result<Response<ServerMetadataResponse>, Status> {
+        self.authorize(&request)?;
         Ok(Response::new(ServerMetadataResponse {
             name: "mdeploy".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -258,6 +261,7 @@ impl GrpcInferenceService for Service {
         &self,
         request: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
+        self.authorize(&request)?;
         let r = request.into_inner();
         let m = self.model_for(&r.name, &r.version)?;
         let tensors = |list: &[super::model::TensorMeta]| {
@@ -282,6 +286,7 @@ impl GrpcInferenceService for Service {
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
+        self.authorize(&request)?;
         let _admission = self.server.admit().map_err(|e| status(&e))?;
         let r = request.into_inner();
         let model = self.model_for(&r.model_name, &r.model_version)?;
@@ -303,7 +308,11 @@ impl GrpcInferenceService for Service {
                     None => Err(BadTensor("no contents and no raw_input_contents".into())),
                 }
             }
-            .map_err(|e| Status::invalid_argument(format!("input '{}': {e}", i.name)))?;
+            .map_err(|e| {
+                let e = InferError::BadRequest(format!("input '{}': {e}", i.name));
+                self.server.reject(&model, &e);
+                status(&e)
+            })?;
             inputs.push(NamedTensor {
                 name: i.name.clone(),
                 tensor: t,

@@ -188,34 +188,19 @@ impl Server {
         inputs: Vec<NamedTensor>,
         requested: &[String],
     ) -> Result<Vec<NamedTensor>, InferError> {
-        let label = (model.name.clone(), model.version.to_string());
-        let start = Instant::now();
-        self.metrics.start(&label);
+        let mut observed = Observed::new(self, model);
         let result = self.infer_unobserved(model, inputs, requested).await;
-        let outcome = match &result {
+        observed.outcome = Some(match &result {
             Ok(_) => Ok(()),
-            Err(InferError::BadRequest(_)) => Err("bad_request"),
-            Err(InferError::NotFound(_)) => Err("not_found"),
-            Err(InferError::Overloaded(_)) => Err("overloaded"),
-            Err(InferError::Draining) => Err("draining"),
-            Err(InferError::Timeout(_)) => Err("timeout"),
-            Err(InferError::Failed(_)) => Err("failed"),
-        };
-        let took = start.elapsed();
-        self.metrics.finish(&label, outcome, took);
-        if self.options.log_requests {
-            log(&format!(
-                "request model={} version={} status={} ms={:.3}",
-                label.0,
-                label.1,
-                match outcome {
-                    Ok(()) => "success",
-                    Err(reason) => reason,
-                },
-                took.as_secs_f64() * 1e3
-            ));
-        }
+            Err(e) => Err(reason(e)),
+        });
         result
+    }
+
+    /// Records a request for `model` refused before inference (its body did not decode).
+    pub fn reject(&self, model: &ServedModel, error: &InferError) {
+        let mut observed = Observed::new(self, model);
+        observed.outcome = Some(Err(reason(error)));
     }
 
     async fn infer_unobserved(
@@ -253,6 +238,60 @@ impl Server {
                 .filter_map(|r| outputs.iter().find(|o| &o.name == r).cloned())
                 .collect()
         })
+    }
+}
+
+/// The metrics label of a failure.
+fn reason(e: &InferError) -> &'static str {
+    match e {
+        InferError::BadRequest(_) => "bad_request",
+        InferError::NotFound(_) => "not_found",
+        InferError::Overloaded(_) => "overloaded",
+        InferError::Draining => "draining",
+        InferError::Timeout(_) => "timeout",
+        InferError::Failed(_) => "failed",
+    }
+}
+
+/// A request counted in flight until dropped; it records its outcome then, or `abandoned` when
+/// the client went away before the answer (the request's future was dropped).
+struct Observed<'a> {
+    server: &'a Server,
+    label: metrics::Label,
+    start: Instant,
+    outcome: Option<Result<(), &'static str>>,
+}
+
+impl<'a> Observed<'a> {
+    fn new(server: &'a Server, model: &ServedModel) -> Self {
+        let label = (model.name.clone(), model.version.to_string());
+        server.metrics.start(&label);
+        Observed {
+            server,
+            label,
+            start: Instant::now(),
+            outcome: None,
+        }
+    }
+}
+
+impl Drop for Observed<'_> {
+    fn drop(&mut self) {
+        let outcome = self.outcome.unwrap_or(Err("abandoned"));
+        let took = self.start.elapsed();
+        self.server.metrics.finish(&self.label, outcome, took);
+        if self.server.options.log_requests {
+            log(&format!(
+                "request model={} version={} status={} ms={:.3}",
+                self.label.0,
+                self.label.1,
+                match outcome {
+                    Ok(()) => "success",
+                    Err(reason) => reason,
+                },
+                took.as_secs_f64() * 1e3
+            ));
+        }
     }
 }
 

@@ -285,13 +285,15 @@ async fn infer_any(
         Ok(m) => m,
         Err(e) => return infer_error(&e),
     };
-    let (request, binary) = match parse(&headers, &bytes) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    let inputs = match decode_inputs(&request, &binary) {
-        Ok(i) => i,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    let decoded = parse(&headers, &bytes)
+        .and_then(|(request, binary)| Ok((decode_inputs(&request, &binary)?, request)));
+    let (inputs, request) = match decoded {
+        Ok(d) => d,
+        Err(e) => {
+            let e = InferError::BadRequest(e);
+            server.reject(&model, &e);
+            return infer_error(&e);
+        }
     };
     let requested: Vec<String> = request.outputs.iter().map(|o| o.name.clone()).collect();
     let outputs = match server.infer(&model, inputs, &requested).await {

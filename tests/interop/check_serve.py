@@ -217,6 +217,8 @@ def error_checks(server):
     text = body.decode()
     check("metrics count requests by model and version",
           status == 200 and 'mdeploy_requests_total{model="mtcnn-rnet",version="1.0.0",status="success"}' in text
+          and 'status="failure",reason="bad_request"' in text
+          and 'mdeploy_inflight_requests{model="mtcnn-rnet",version="1.0.0"} 0' in text
           and "mdeploy_request_duration_seconds_bucket" in text, text[:500])
 
 
@@ -293,8 +295,9 @@ def deployment_recipes():
           probes == {"startupProbe": "/v2/health/live", "readinessProbe": "/v2/health/ready",
                      "livenessProbe": "/v2/health/live"}, str(probes))
     grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    check("Deployment: the grace period outlasts the drain",
-          grace > int(a[a.index("--drain-timeout") + 1]), str(grace))
+    pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    check("Deployment: the grace period outlasts the preStop pause and the drain",
+          grace > pre_stop + int(a[a.index("--drain-timeout") + 1]), str(grace))
     svc = kinds["Service"]
     check("Service: targets the named container ports",
           {p["targetPort"] for p in svc["spec"]["ports"]} <= set(ports)
@@ -388,6 +391,8 @@ def main():
             md = g.get_model_metadata("mtcnn-rnet",
                                       headers={"authorization": "Bearer s3cret-token"})
             check("grpc with the token works", md.name == "mtcnn-rnet")
+            check("grpc liveness and readiness need no token",
+                  g.is_server_live() and g.is_server_ready())
         finally:
             server.stop()
 
