@@ -272,12 +272,26 @@ async fn infer_any(
             format!("the request body is larger than {limit} bytes"),
         );
     }
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => {
+    // a body that trickles in is bounded by the request timeout too
+    let timeout = server.options.request_timeout;
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) if e.to_string().contains("length limit") => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the request body is larger than {limit} bytes"),
+            );
+        }
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the request body could not be read: {e}"),
+            );
+        }
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {timeout:?}"),
             );
         }
     };

@@ -426,6 +426,27 @@ def main():
         finally:
             server.stop()
 
+        # a body that trickles in is cut off (408); a chunked body past the limit is 413
+        server = Server([archives[0]], "--request-timeout-ms", "1000", "--max-request-bytes",
+                        "1000", key=pub)
+        try:
+            server.wait_ready()
+            with socket.create_connection(("localhost", server.http)) as sock:
+                sock.sendall(b"POST /v2/models/mtcnn-rnet/infer HTTP/1.1\r\nHost: x\r\n"
+                             b"Content-Length: 500\r\n\r\n{")
+                sock.settimeout(30)
+                first = sock.recv(4096).split(b"\r\n")[0]
+            check("a body that never finishes arriving is 408", b" 408 " in first, str(first))
+            big = os.path.join(tmp, "big.json")
+            open(big, "wb").write(b" " * 5000)
+            out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                                  "Transfer-Encoding: chunked", "--data-binary", f"@{big}",
+                                  f"http://{server.url}/v2/models/mtcnn-rnet/infer"],
+                                 capture_output=True, text=True).stdout
+            check("a chunked body past the limit is 413", out == "413", out)
+        finally:
+            server.stop()
+
         # backpressure: past --max-in-flight, requests are refused with 429 at once
         server = Server([archives[1]], "--max-in-flight", "2", "--queue-size", "1", key=pub,
                         workers=1)
