@@ -4,6 +4,22 @@
 
 use serde::{Deserialize, Deserializer};
 
+/// Reads a JSON document of the given `format` (its `format` field) into its type; the error
+/// names the file and what is wrong.
+pub fn read_document<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    origin: &std::path::Path,
+    format: &str,
+) -> Result<T, String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| format!("{}: not JSON: {e}", origin.display()))?;
+    if value.get("format").and_then(|f| f.as_str()) != Some(format) {
+        return Err(format!("{}: not a {format} document", origin.display()));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| format!("{}: a malformed {format} document: {e}", origin.display()))
+}
+
 /// An `f64` field that may have been written as `null` (infinite).
 pub fn inf_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))

@@ -168,20 +168,7 @@ pub struct OptimizeDocument {
 impl OptimizeDocument {
     /// Reads a report, refusing anything that is not an optimize report.
     pub fn from_json(bytes: &[u8], origin: &Path) -> Result<Self, UsageError> {
-        let value: serde_json::Value = serde_json::from_slice(bytes)
-            .map_err(|e| UsageError(format!("{}: not JSON: {e}", origin.display())))?;
-        if value.get("format").and_then(|f| f.as_str()) != Some(OPTIMIZE_FORMAT) {
-            return Err(UsageError(format!(
-                "{}: not a {OPTIMIZE_FORMAT} document",
-                origin.display()
-            )));
-        }
-        serde_json::from_value(value).map_err(|e| {
-            UsageError(format!(
-                "{}: a malformed {OPTIMIZE_FORMAT} document: {e}",
-                origin.display()
-            ))
-        })
+        crate::json::read_document(bytes, origin, OPTIMIZE_FORMAT).map_err(UsageError)
     }
 
     /// The report as an archive records it: the same facts without what differs from run to run

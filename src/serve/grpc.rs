@@ -99,54 +99,41 @@ fn from_contents(
         }
         Tensor::from_shape(dims, &v).map_err(|e| BadTensor(e.to_string()))
     }
-    let narrow = |v: &[i32], what: &str| -> Result<Vec<i64>, BadTensor> {
-        let _ = what;
-        Ok(v.iter().map(|&x| x as i64).collect())
-    };
+    /// Typed contents narrowed to the element type, each value checked.
+    fn narrowed<S: Copy, T: TryFrom<S>>(values: &[S], what: &str) -> Result<Vec<T>, BadTensor> {
+        values
+            .iter()
+            .map(|&x| T::try_from(x).map_err(|_| BadTensor(format!("{what} value out of range"))))
+            .collect()
+    }
     match dt {
         DatumType::Bool => make(&dims, c.bool_contents.clone(), n, "bool_contents"),
-        DatumType::I8 => {
-            let v: Result<Vec<i8>, _> = narrow(&c.int_contents, "INT8")?
-                .into_iter()
-                .map(i8::try_from)
-                .collect();
-            make(
-                &dims,
-                v.map_err(|_| BadTensor("an INT8 value out of range".into()))?,
-                n,
-                "int_contents",
-            )
-        }
-        DatumType::I16 => {
-            let v: Result<Vec<i16>, _> = c.int_contents.iter().map(|&x| i16::try_from(x)).collect();
-            make(
-                &dims,
-                v.map_err(|_| BadTensor("an INT16 value out of range".into()))?,
-                n,
-                "int_contents",
-            )
-        }
+        DatumType::I8 => make::<i8>(
+            &dims,
+            narrowed(&c.int_contents, "an INT8")?,
+            n,
+            "int_contents",
+        ),
+        DatumType::I16 => make::<i16>(
+            &dims,
+            narrowed(&c.int_contents, "an INT16")?,
+            n,
+            "int_contents",
+        ),
         DatumType::I32 => make(&dims, c.int_contents.clone(), n, "int_contents"),
         DatumType::I64 => make(&dims, c.int64_contents.clone(), n, "int64_contents"),
-        DatumType::U8 => {
-            let v: Result<Vec<u8>, _> = c.uint_contents.iter().map(|&x| u8::try_from(x)).collect();
-            make(
-                &dims,
-                v.map_err(|_| BadTensor("a UINT8 value out of range".into()))?,
-                n,
-                "uint_contents",
-            )
-        }
-        DatumType::U16 => {
-            let v: Result<Vec<u16>, _> =
-                c.uint_contents.iter().map(|&x| u16::try_from(x)).collect();
-            make(
-                &dims,
-                v.map_err(|_| BadTensor("a UINT16 value out of range".into()))?,
-                n,
-                "uint_contents",
-            )
-        }
+        DatumType::U8 => make::<u8>(
+            &dims,
+            narrowed(&c.uint_contents, "a UINT8")?,
+            n,
+            "uint_contents",
+        ),
+        DatumType::U16 => make::<u16>(
+            &dims,
+            narrowed(&c.uint_contents, "a UINT16")?,
+            n,
+            "uint_contents",
+        ),
         DatumType::U32 => make(&dims, c.uint_contents.clone(), n, "uint_contents"),
         DatumType::U64 => make(&dims, c.uint64_contents.clone(), n, "uint64_contents"),
         DatumType::F16 => {

@@ -315,6 +315,16 @@ fn load(path: &Path, options: &ServeOptions, metrics: Arc<Metrics>) -> anyhow::R
     })
 }
 
+/// Binds a listening port; a port in use or a bad host is the caller's to fix.
+async fn listen(
+    host: &str,
+    port: u16,
+) -> Result<tokio::net::TcpListener, crate::error::UsageError> {
+    tokio::net::TcpListener::bind((host, port))
+        .await
+        .map_err(|e| crate::error::UsageError(format!("cannot listen on {host}:{port}: {e}")))
+}
+
 /// Where the server listens, once it does.
 #[derive(Debug, Clone)]
 pub struct Bound {
@@ -363,22 +373,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         }
         load_new(&server, dir, &mut seen).await;
     }
-    let http = tokio::net::TcpListener::bind((options.host.as_str(), options.http_port))
-        .await
-        .map_err(|e| {
-            crate::error::UsageError(format!(
-                "cannot listen on {}:{}: {e}",
-                options.host, options.http_port
-            ))
-        })?;
-    let grpc = tokio::net::TcpListener::bind((options.host.as_str(), options.grpc_port))
-        .await
-        .map_err(|e| {
-            crate::error::UsageError(format!(
-                "cannot listen on {}:{}: {e}",
-                options.host, options.grpc_port
-            ))
-        })?;
+    let http = listen(&options.host, options.http_port).await?;
+    let grpc = listen(&options.host, options.grpc_port).await?;
     let bound = Bound {
         http: http.local_addr()?,
         grpc: grpc.local_addr()?,

@@ -97,20 +97,7 @@ impl VerifyReport {
 
     /// Reads a report, refusing anything that is not a verify report.
     pub fn from_json(bytes: &[u8], origin: &std::path::Path) -> Result<Self, VerifyError> {
-        let value: serde_json::Value = serde_json::from_slice(bytes)
-            .map_err(|e| VerifyError::Input(format!("{}: not JSON: {e}", origin.display())))?;
-        if value.get("format").and_then(|f| f.as_str()) != Some(VERIFY_FORMAT) {
-            return Err(VerifyError::Input(format!(
-                "{}: not a {VERIFY_FORMAT} document",
-                origin.display()
-            )));
-        }
-        serde_json::from_value(value).map_err(|e| {
-            VerifyError::Input(format!(
-                "{}: a malformed {VERIFY_FORMAT} document: {e}",
-                origin.display()
-            ))
-        })
+        crate::json::read_document(bytes, origin, VERIFY_FORMAT).map_err(VerifyError::Input)
     }
 
     /// The SHA-256 of the model this report vouches for: the candidate's, or with one model
