@@ -5,11 +5,12 @@ and each server's peak RSS. Bounded: every run lasts --duration seconds.
 
     python3 bench/serve_compare.py --kserve-python /path/to/venv/bin/python \
         [--mdeploy target/release/mdeploy] [--models mtcnn_rnet,squeezenet1_1]
-        [--concurrency 1,8,32] [--duration 10] [--max-batch 1]
+        [--concurrency 1,8,32] [--duration 10] [--max-batch 1,8] [--workers N]
 
 Needs wrk on PATH and, in the KServe venv: `pip install kserve onnxruntime numpy`. The JSON body
 comes from each model's stored test_data_set_0; both servers' answers are checked against the
-stored outputs before timing.
+stored outputs before timing. `--max-batch 1,8` runs mdeploy once per value in the same run
+(1: no dynamic batching), so the table shows what batching does on this machine.
 """
 
 import argparse
@@ -121,17 +122,19 @@ def wrk(port, name, body_file, concurrency, duration):
     return rps, pct(50), pct(99), failed
 
 
-def run_server(kind, args, model, name, archive, key, tmp):
+def run_server(kind, batch, args, model, name, archive, key, tmp):
     http, grpc = free_port(), free_port()
     if kind == "mdeploy":
         cmd = [args.mdeploy, "serve", archive, "--key", key, "--http-port", str(http),
-               "--grpc-port", str(grpc), "--queue-size", "1024",
-               "--max-batch", str(args.max_batch)]
+               "--grpc-port", str(grpc), "--queue-size", "1024", "--max-batch", str(batch),
+               "--batch-delay-us", str(args.batch_delay_us)]
+        if args.workers:
+            cmd += ["--workers", str(args.workers)]
     else:
         cmd = [args.kserve_python, os.path.join(ROOT, "bench", "kserve_onnx_server.py"), name,
                os.path.join(SHARED, "models", model, "model.onnx"), str(http), str(grpc)]
     # the servers' logs go to a file: a pipe nobody reads would fill up and stall a chatty server
-    log = open(os.path.join(tmp, f"{kind}-{name}.log"), "w")
+    log = open(os.path.join(tmp, f"{kind}-{batch}-{name}.log"), "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, text=True)
     proc.log_path = log.name
     wait_ready(http, proc)
@@ -141,11 +144,15 @@ def run_server(kind, args, model, name, archive, key, tmp):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mdeploy", default=os.path.join(ROOT, "target", "release", "mdeploy"))
-    ap.add_argument("--kserve-python", required=True)
+    ap.add_argument("--kserve-python",
+                    help="the KServe venv's python; without it only mdeploy runs")
     ap.add_argument("--models", default="mtcnn_rnet,squeezenet1_1")
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--max-batch", type=int, default=1)
+    ap.add_argument("--max-batch", default="1",
+                    help="comma-separated: one mdeploy run per value (1: no batching)")
+    ap.add_argument("--batch-delay-us", type=int, default=2000)
+    ap.add_argument("--workers", type=int, default=0, help="mdeploy --workers (0: its default)")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -163,14 +170,17 @@ def main():
                  "data": v.flatten().tolist()} for k, v in inputs.items()]}).encode()
             body_file = os.path.join(tmp, f"{name}.json")
             open(body_file, "wb").write(body)
-            for kind in ("mdeploy", "kserve"):
-                proc, port = run_server(kind, args, model, name, archive, key, tmp)
+            servers = [("mdeploy", int(b)) for b in args.max_batch.split(",")] + (
+                [("kserve", 1)] if args.kserve_python else [])
+            for kind, batch in servers:
+                label = kind if kind == "kserve" or batch == 1 else f"mdeploy b{batch}"
+                proc, port = run_server(kind, batch, args, model, name, archive, key, tmp)
                 try:
                     check_answer(port, name, body, outputs)
                     for c in [int(x) for x in args.concurrency.split(",")]:
                         rps, p50, p99, errors = wrk(port, name, body_file, c, args.duration)
-                        rows.append((model, kind, c, rps, p50, p99, errors, peak_rss_mb(proc.pid)))
-                        print(f"{model:<16} {kind:<8} c={c:<3} {rps:9.1f} req/s  p50 {p50:8.2f} ms"
+                        rows.append((model, label, c, rps, p50, p99, errors, peak_rss_mb(proc.pid)))
+                        print(f"{model:<16} {label:<11} c={c:<3} {rps:9.1f} req/s  p50 {p50:8.2f} ms"
                               f"  p99 {p99:8.2f} ms  errors {errors}", flush=True)
                 finally:
                     rss = peak_rss_mb(proc.pid)
@@ -179,7 +189,7 @@ def main():
                         proc.wait(timeout=60)
                     except subprocess.TimeoutExpired:
                         proc.kill()
-                rows = [r[:7] + (rss,) if r[0] == model and r[1] == kind else r for r in rows]
+                rows = [r[:7] + (rss,) if r[0] == model and r[1] == label else r for r in rows]
     print()
     print("| model | server | concurrency | req/s | p50 ms | p99 ms | failed | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|")

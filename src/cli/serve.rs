@@ -68,7 +68,8 @@ pub struct ServeArgs {
     /// Largest gRPC message, bytes, both ways.
     #[arg(long, default_value_t = 64 << 20)]
     grpc_max_message_bytes: usize,
-    /// Per-request timeout, milliseconds (504, DEADLINE_EXCEEDED).
+    /// Per-request timeout, milliseconds: for the headers (else the connection closes), for the
+    /// body (408), and for the answer once queued (504, DEADLINE_EXCEEDED).
     #[arg(long, default_value_t = 30_000)]
     request_timeout_ms: u64,
     /// How long requests in flight may take to finish after SIGTERM, seconds.

@@ -8,7 +8,6 @@ mod random;
 mod shapes;
 pub mod tensor_io;
 
-use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
@@ -125,7 +124,45 @@ pub struct Runner {
     model: InferenceModel,
     inputs: Vec<InputDesc>,
     outputs: Vec<String>,
-    plans: HashMap<Vec<Vec<usize>>, Plan>,
+    plans: PlanCache<Plan>,
+}
+
+/// Plans kept per runner. A plan is made per set of input shapes; a caller that sends a new
+/// shape every time (a server's clients) must not grow memory without bound, so the least
+/// recently used plan goes when a new one would pass this.
+pub const PLANS_KEPT: usize = 8;
+
+/// The most recently used plans by input shapes, at most `capacity`, most recent first.
+#[derive(Debug)]
+struct PlanCache<V> {
+    capacity: usize,
+    entries: Vec<(Vec<Vec<usize>>, V)>,
+}
+
+impl<V: Clone> PlanCache<V> {
+    fn new(capacity: usize) -> Self {
+        PlanCache {
+            capacity: capacity.max(1),
+            entries: Vec::new(),
+        }
+    }
+
+    /// The plan for `shapes`, made by `make` when not kept; kept as the most recent either way.
+    fn get_or_make<E>(
+        &mut self,
+        shapes: Vec<Vec<usize>>,
+        make: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, E> {
+        if let Some(at) = self.entries.iter().position(|(s, _)| *s == shapes) {
+            let hit = self.entries.remove(at);
+            self.entries.insert(0, hit);
+        } else {
+            let made = make()?;
+            self.entries.truncate(self.capacity - 1);
+            self.entries.insert(0, (shapes, made));
+        }
+        Ok(self.entries[0].1.clone())
+    }
 }
 
 impl std::fmt::Debug for Runner {
@@ -237,7 +274,7 @@ impl Runner {
             model: tract,
             inputs,
             outputs,
-            plans: HashMap::new(),
+            plans: PlanCache::new(PLANS_KEPT),
         })
     }
 
@@ -253,14 +290,10 @@ impl Runner {
     pub fn run(&mut self, given: &[NamedTensor]) -> Result<Vec<NamedTensor>, RunError> {
         let ordered = order_inputs(&self.inputs, given)?;
         let shapes: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape().to_vec()).collect();
-        let plan = match self.plans.get(&shapes) {
-            Some(p) => p.clone(),
-            None => {
-                let p = self.plan(&ordered)?;
-                self.plans.insert(shapes, p.clone());
-                p
-            }
-        };
+        let model = &self.model;
+        let plan = self
+            .plans
+            .get_or_make(shapes, || plan_for(model, &ordered))?;
         let values: TVec<TValue> = ordered.into_iter().map(|t| t.into_tvalue()).collect();
         let outputs = guard("running the model", || plan.run(values)).map_err(RunError::Run)?;
         Ok(self
@@ -273,21 +306,22 @@ impl Runner {
             })
             .collect())
     }
+}
 
-    fn plan(&self, inputs: &[Tensor]) -> Result<Plan, RunError> {
-        let mut model = self.model.clone();
-        let facts: Vec<InferenceFact> = inputs
-            .iter()
-            .map(|t| InferenceFact::dt_shape(t.datum_type(), t.shape()))
-            .collect();
-        guard("planning the model", move || {
-            for (i, fact) in facts.into_iter().enumerate() {
-                model.set_input_fact(i, fact)?;
-            }
-            model.into_optimized()?.into_runnable()
-        })
-        .map_err(RunError::Load)
-    }
+/// `model` planned for inputs of these types and shapes.
+fn plan_for(model: &InferenceModel, inputs: &[Tensor]) -> Result<Plan, RunError> {
+    let mut model = model.clone();
+    let facts: Vec<InferenceFact> = inputs
+        .iter()
+        .map(|t| InferenceFact::dt_shape(t.datum_type(), t.shape()))
+        .collect();
+    guard("planning the model", move || {
+        for (i, fact) in facts.into_iter().enumerate() {
+            model.set_input_fact(i, fact)?;
+        }
+        model.into_optimized()?.into_runnable()
+    })
+    .map_err(RunError::Load)
 }
 
 /// The tensors for `inputs`, in order: matched by name, or taken in input order when none is
@@ -358,5 +392,36 @@ impl InputDesc {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PlanCache;
+
+    #[test]
+    fn plan_cache_keeps_the_most_recently_used_and_no_more() {
+        let mut cache = PlanCache::new(2);
+        let mut made = 0;
+        let mut get = |cache: &mut PlanCache<usize>, n: usize| {
+            cache
+                .get_or_make::<()>(vec![vec![n]], || {
+                    made += 1;
+                    Ok(n)
+                })
+                .unwrap()
+        };
+        assert_eq!(get(&mut cache, 1), 1);
+        assert_eq!(get(&mut cache, 2), 2);
+        assert_eq!(get(&mut cache, 1), 1); // kept: 1 is now the most recent
+        assert_eq!(get(&mut cache, 3), 3); // 2 goes
+        assert_eq!(cache.entries.len(), 2);
+        assert_eq!(get(&mut cache, 1), 1);
+        assert_eq!(get(&mut cache, 2), 2); // made again
+        drop(get);
+        assert_eq!(made, 4);
+        // a failed plan is not kept
+        assert!(cache.get_or_make(vec![vec![9]], || Err("no")).is_err());
+        assert!(cache.entries.iter().all(|(s, _)| s != &vec![vec![9]]));
     }
 }

@@ -32,6 +32,7 @@ fn status(e: &InferError) -> Status {
         InferError::Draining => Status::unavailable(message),
         InferError::Timeout(_) => Status::deadline_exceeded(message),
         InferError::Failed(_) => Status::internal(message),
+        InferError::Unauthorized => Status::unauthenticated(message),
     }
 }
 
@@ -184,7 +185,8 @@ impl Service {
         if given.is_some_and(|g| super::rest::constant_time_eq(g.as_bytes(), token.as_bytes())) {
             Ok(())
         } else {
-            Err(Status::unauthenticated("missing or wrong bearer token"))
+            self.server.refuse(&InferError::Unauthorized);
+            Err(status(&InferError::Unauthorized))
         }
     }
 
@@ -274,16 +276,25 @@ impl GrpcInferenceService for Service {
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         self.authorize(&request)?;
-        let _admission = self.server.admit().map_err(|e| status(&e))?;
+        let refused = |e: InferError| {
+            self.server.refuse(&e);
+            status(&e)
+        };
+        let _admission = self.server.admit().map_err(refused)?;
         let r = request.into_inner();
-        let model = self.model_for(&r.model_name, &r.model_version)?;
+        let model = self
+            .server
+            .model(&r.model_name, Some(&r.model_version))
+            .map_err(refused)?;
         let raw = !r.raw_input_contents.is_empty();
         if raw && r.raw_input_contents.len() != r.inputs.len() {
-            return Err(Status::invalid_argument(format!(
+            let e = InferError::BadRequest(format!(
                 "{} raw_input_contents for {} inputs",
                 r.raw_input_contents.len(),
                 r.inputs.len()
-            )));
+            ));
+            self.server.reject(&model, &e);
+            return Err(status(&e));
         }
         let mut inputs = Vec::with_capacity(r.inputs.len());
         for (k, i) in r.inputs.iter().enumerate() {

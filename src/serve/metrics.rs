@@ -58,6 +58,8 @@ struct ModelMetrics {
 #[derive(Debug, Default)]
 pub struct Metrics {
     models: Mutex<BTreeMap<(String, String), ModelMetrics>>,
+    /// Inference requests refused before they reached a model, by reason.
+    refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// (model name, version).
@@ -85,6 +87,14 @@ impl Metrics {
             }
             m.request.observe(&DURATION_BUCKETS, took.as_secs_f64());
         });
+    }
+
+    /// An inference request refused before a model was chosen (no or a wrong token, too many
+    /// in flight, draining, a body too large or too slow, no such model).
+    pub fn refuse(&self, reason: &'static str) {
+        if let Ok(mut r) = self.refused.lock() {
+            *r.entry(reason).or_default() += 1;
+        }
     }
 
     pub fn observe_queue(&self, label: &Label, waited: Duration) {
@@ -156,6 +166,18 @@ impl Metrics {
                 pick(m).render(&mut out, name, &labels(label), bounds);
             }
         }
+        out.push_str(
+            "# HELP mdeploy_refused_requests_total Requests refused before reaching a model, by \
+             reason.\n",
+        );
+        out.push_str("# TYPE mdeploy_refused_requests_total counter\n");
+        let refused = self.refused.lock().map(|r| r.clone()).unwrap_or_default();
+        for (reason, n) in &refused {
+            let _ = writeln!(
+                out,
+                "mdeploy_refused_requests_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
         out.push_str("# HELP mdeploy_inflight_requests Requests being served now.\n");
         out.push_str("# TYPE mdeploy_inflight_requests gauge\n");
         for (label, m) in &models {
@@ -183,7 +205,10 @@ mod tests {
         m.start(&l);
         m.finish(&l, Err("bad_request"), Duration::from_millis(30));
         m.observe_batch(&l, 4);
+        m.refuse("unauthorized");
+        m.refuse("unauthorized");
         let text = m.render();
+        assert!(text.contains("mdeploy_refused_requests_total{reason=\"unauthorized\"} 2"));
         assert!(text.contains(
             "mdeploy_requests_total{model=\"rnet\",version=\"1.0.0\",status=\"success\"} 1"
         ));

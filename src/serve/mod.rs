@@ -197,6 +197,11 @@ impl Server {
         result
     }
 
+    /// Records an inference request refused before a model was chosen.
+    pub fn refuse(&self, error: &InferError) {
+        self.metrics.refuse(reason(error));
+    }
+
     /// Records a request for `model` refused before inference (its body did not decode).
     pub fn reject(&self, model: &ServedModel, error: &InferError) {
         let mut observed = Observed::new(self, model);
@@ -250,6 +255,7 @@ fn reason(e: &InferError) -> &'static str {
         InferError::Draining => "draining",
         InferError::Timeout(_) => "timeout",
         InferError::Failed(_) => "failed",
+        InferError::Unauthorized => "unauthorized",
     }
 }
 
@@ -342,37 +348,16 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         admitted: AtomicUsize::new(0),
         options: options.clone(),
     });
-    // every archive verified and loaded before anything listens: ready means ready
-    for path in &options.archives {
-        let opts = options.clone();
-        let p = path.clone();
-        let m = metrics.clone();
-        let loaded = tokio::task::spawn_blocking(move || load(&p, &opts, m)).await??;
-        log(&format!(
-            "loaded {} {} from {} ({} engine, {} workers{})",
-            loaded.name,
-            loaded.version,
-            path.display(),
-            loaded.engine,
-            options.pool.workers,
-            if loaded.batchable && options.pool.max_batch > 1 {
-                format!(", batches up to {}", options.pool.max_batch)
-            } else {
-                String::new()
-            }
-        ));
-        server.add(loaded);
-    }
-    // the archives already in a watched directory load before anything listens, too
-    let mut seen = HashMap::new();
-    if let Some(dir) = &options.watch {
-        for p in &options.archives {
-            if let Some((abs, stamp)) = stamp_of(p) {
-                seen.insert(abs, stamp);
-            }
+    // the signals are caught from the start: one during loading stops it (the archive being
+    // loaded finishes, no other is started) and exits 0 without serving
+    let mut stop = std::pin::pin!(shutdown_signal()?);
+    let seen = tokio::select! {
+        loaded = load_initial(&server, &options) => loaded?,
+        _ = &mut stop => {
+            log("stopped while loading; exiting without serving");
+            return Ok(());
         }
-        load_new(&server, dir, &mut seen).await;
-    }
+    };
     let http = listen(&options.host, options.http_port).await?;
     let grpc = listen(&options.host, options.grpc_port).await?;
     let bound = Bound {
@@ -423,7 +408,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let mut rest = rest;
     let mut grpc_task = grpc_task;
     let failed = tokio::select! {
-        _ = shutdown_signal() => None,
+        _ = &mut stop => None,
         _ = &mut rest => Some("REST"),
         _ = &mut grpc_task => Some("gRPC"),
     };
@@ -472,25 +457,67 @@ async fn wait_for(mut rx: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves at the first SIGTERM or SIGINT. The handlers are installed when this is called, so
+/// a signal that comes before the future is first polled is not lost (nor kills the process).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => log("SIGINT"),
+                _ = term.recv() => log("SIGTERM"),
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => log("SIGINT"),
-        _ = term => log("SIGTERM"),
+        })
     }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            log("interrupted");
+        })
+    }
+}
+
+/// Verifies and loads every archive named, then those already in a watched directory, before
+/// anything listens (ready means ready); gives the watcher what it has seen.
+async fn load_initial(
+    server: &Arc<Server>,
+    options: &ServeOptions,
+) -> anyhow::Result<HashMap<PathBuf, (SystemTime, u64)>> {
+    for path in &options.archives {
+        log(&format!("verifying and loading {}", path.display()));
+        let opts = options.clone();
+        let p = path.clone();
+        let m = server.metrics.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(&p, &opts, m)).await??;
+        log(&format!(
+            "loaded {} {} from {} ({} engine, {} workers{})",
+            loaded.name,
+            loaded.version,
+            path.display(),
+            loaded.engine,
+            options.pool.workers,
+            if loaded.batchable && options.pool.max_batch > 1 {
+                format!(", batches up to {}", options.pool.max_batch)
+            } else {
+                String::new()
+            }
+        ));
+        server.add(loaded);
+    }
+    let mut seen = HashMap::new();
+    if let Some(dir) = &options.watch {
+        for p in &options.archives {
+            if let Some((abs, stamp)) = stamp_of(p) {
+                seen.insert(abs, stamp);
+            }
+        }
+        load_new(server, dir, &mut seen).await;
+    }
+    Ok(seen)
 }
 
 /// A file's identity for the watcher: its absolute path, modification time and size.

@@ -38,6 +38,9 @@ pub enum InferError {
     /// The engine failed (500, INTERNAL).
     #[error("inference failed: {0}")]
     Failed(String),
+    /// No bearer token, or a wrong one (401, UNAUTHENTICATED).
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
 }
 
 /// A tensor as the protocol's metadata describes it.

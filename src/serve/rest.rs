@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::model::{InferError, ServedModel};
@@ -36,6 +36,7 @@ fn infer_error(e: &InferError) -> Response {
         InferError::Draining => StatusCode::SERVICE_UNAVAILABLE,
         InferError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         InferError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        InferError::Unauthorized => StatusCode::UNAUTHORIZED,
     };
     error(status, e.to_string())
 }
@@ -70,35 +71,60 @@ pub async fn run(
         .layer(axum::middleware::from_fn_with_state(server.clone(), auth))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(server.clone());
-    let result = match &server.options.tls {
+    let header_timeout = server.options.request_timeout;
+    match &server.options.tls {
         Some(pem) => match super::tls::rest_config(pem) {
             Ok(config) => {
                 let listener =
                     super::tls::TlsListener::new(listener, tokio_rustls::TlsAcceptor::from(config));
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
+                serve_connections(listener, app, header_timeout, stop).await
             }
-            Err(e) => {
-                log(&format!("REST server: {e}"));
-                return;
-            }
+            Err(e) => log(&format!("REST server: {e}")),
         },
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-    };
-    if let Err(e) = result {
-        log(&format!("REST server: {e}"));
+        None => serve_connections(listener, app, header_timeout, stop).await,
     }
 }
 
-/// Bearer-token check for everything but the health endpoints (probes carry no token).
+/// Accepts connections and serves HTTP/1.1 on each until `stop` resolves, then lets those open
+/// finish their requests. A connection must send a request's headers within `header_timeout`
+/// (an idle kept-alive one too), so clients that connect and trickle or send nothing cannot
+/// hold sockets and tasks for ever; the body is bounded by the request timeout in the handler.
+async fn serve_connections<L>(
+    mut listener: L,
+    app: Router,
+    header_timeout: std::time::Duration,
+    stop: impl std::future::Future<Output = ()>,
+) where
+    L: axum::serve::Listener,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (io, _) = tokio::select! {
+            connection = listener.accept() => connection,
+            _ = &mut stop => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// The paths open without a token: the health endpoints (probes carry none).
+const OPEN_PATHS: [&str; 2] = ["/v2/health/live", "/v2/health/ready"];
+
+/// Bearer-token check for everything but the health endpoints.
 async fn auth(State(server): State<Arc<Server>>, request: Request, next: Next) -> Response {
     if let Some(token) = &server.options.auth_token
-        && !request.uri().path().starts_with("/v2/health/")
+        && !OPEN_PATHS.contains(&request.uri().path())
     {
         let given = request
             .headers()
@@ -106,7 +132,8 @@ async fn auth(State(server): State<Arc<Server>>, request: Request, next: Next) -
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            server.refuse(&InferError::Unauthorized);
+            return infer_error(&InferError::Unauthorized);
         }
     }
     next.run(request).await
@@ -222,7 +249,33 @@ struct InputTensor {
     datatype: String,
     #[serde(default)]
     parameters: Map<String, Value>,
-    data: Option<Value>,
+    data: Option<tensor::JsonData>,
+}
+
+/// An inference response, serialized straight from the output tensors.
+#[derive(Serialize)]
+struct InferResponse<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    outputs: Vec<OutputTensor<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutputTensor<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [usize],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinaryParameters>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<tensor::JsonValues<'a>>,
+}
+
+#[derive(Serialize)]
+struct BinaryParameters {
+    binary_data_size: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -259,7 +312,10 @@ async fn infer_any(
 ) -> Response {
     let _admission = match server.admit() {
         Ok(a) => a,
-        Err(e) => return infer_error(&e),
+        Err(e) => {
+            server.refuse(&e);
+            return infer_error(&e);
+        }
     };
     let limit = server.options.max_request_bytes;
     let declared = headers
@@ -267,6 +323,7 @@ async fn infer_any(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
+        server.metrics.refuse("too_large");
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body is larger than {limit} bytes"),
@@ -277,18 +334,21 @@ async fn infer_any(
     let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) if e.to_string().contains("length limit") => {
+            server.metrics.refuse("too_large");
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the request body is larger than {limit} bytes"),
             );
         }
         Ok(Err(e)) => {
+            server.metrics.refuse("bad_request");
             return error(
                 StatusCode::BAD_REQUEST,
                 format!("the request body could not be read: {e}"),
             );
         }
         Err(_) => {
+            server.metrics.refuse("body_timeout");
             return error(
                 StatusCode::REQUEST_TIMEOUT,
                 format!("the request body did not arrive within {timeout:?}"),
@@ -297,7 +357,10 @@ async fn infer_any(
     };
     let model = match server.model(&name, version.as_deref()) {
         Ok(m) => m,
-        Err(e) => return infer_error(&e),
+        Err(e) => {
+            server.refuse(&e);
+            return infer_error(&e);
+        }
     };
     let decoded = parse(&headers, &bytes)
         .and_then(|(request, binary)| Ok((decode_inputs(&request, &binary)?, request)));
@@ -417,29 +480,31 @@ fn encode_outputs(
     for o in &outputs {
         let datatype = tensor::datatype_name(o.tensor.datum_type())
             .ok_or(format!("output '{}' has no protocol datatype", o.name))?;
-        let shape: Vec<usize> = o.tensor.shape().to_vec();
+        let mut out = OutputTensor {
+            name: &o.name,
+            datatype,
+            shape: o.tensor.shape(),
+            parameters: None,
+            data: None,
+        };
         if wants_binary(request, &o.name) {
             let raw = tensor::to_raw(&o.tensor).map_err(|e| e.to_string())?;
-            described.push(json!({
-                "name": o.name, "datatype": datatype, "shape": shape,
-                "parameters": {"binary_data_size": raw.len()},
-            }));
+            out.parameters = Some(BinaryParameters {
+                binary_data_size: raw.len(),
+            });
             binary.extend_from_slice(&raw);
         } else {
-            described.push(json!({
-                "name": o.name, "datatype": datatype, "shape": shape,
-                "data": tensor::to_json(&o.tensor).map_err(|e| e.to_string())?,
-            }));
+            out.data = Some(tensor::JsonValues(&o.tensor));
         }
+        described.push(out);
     }
-    let mut document = json!({
-        "model_name": model.name,
-        "model_version": model.version.to_string(),
-        "outputs": described,
-    });
-    if let Some(id) = &request.id {
-        document["id"] = json!(id);
-    }
+    let version = model.version.to_string();
+    let document = InferResponse {
+        model_name: &model.name,
+        model_version: &version,
+        id: request.id.as_deref(),
+        outputs: described,
+    };
     let header_bytes = serde_json::to_vec(&document).map_err(|e| e.to_string())?;
     if binary.is_empty() {
         return Ok((

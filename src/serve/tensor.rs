@@ -221,156 +221,272 @@ pub fn to_raw(t: &Tensor) -> Result<Vec<u8>, BadTensor> {
     Err(bad("raw tensors need a little-endian machine"))
 }
 
-/// Flattens nested JSON arrays (row-major) into their leaves.
-fn leaves<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Value>) {
-    match v {
-        serde_json::Value::Array(items) => items.iter().for_each(|i| leaves(i, out)),
-        other => out.push(other),
+/// The leaves of a JSON `data` field (flat or nested arrays, row-major), read straight from the
+/// request into one flat vector of one kind: numbers take 8 bytes each (16 for integers, which
+/// may be any of i64 or u64), where a parsed JSON document would take tens per element.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonData {
+    Empty,
+    Bools(Vec<bool>),
+    Ints(Vec<i128>),
+    /// Numbers with a fraction or an exponent (integers seen before the first are converted).
+    Floats(Vec<f64>),
+    Strings(Vec<String>),
+}
+
+impl JsonData {
+    fn len(&self) -> usize {
+        match self {
+            JsonData::Empty => 0,
+            JsonData::Bools(v) => v.len(),
+            JsonData::Ints(v) => v.len(),
+            JsonData::Floats(v) => v.len(),
+            JsonData::Strings(v) => v.len(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            JsonData::Empty => "nothing",
+            JsonData::Bools(_) => "booleans",
+            JsonData::Ints(_) => "integers",
+            JsonData::Floats(_) => "numbers",
+            JsonData::Strings(_) => "strings",
+        }
+    }
+
+    fn push_int(&mut self, v: i128) -> Result<(), String> {
+        match self {
+            JsonData::Empty => *self = JsonData::Ints(vec![v]),
+            JsonData::Ints(x) => x.push(v),
+            JsonData::Floats(x) => x.push(v as f64),
+            other => return Err(format!("a number among {}", other.kind())),
+        }
+        Ok(())
+    }
+
+    fn push_float(&mut self, v: f64) -> Result<(), String> {
+        match self {
+            JsonData::Empty => *self = JsonData::Floats(vec![v]),
+            JsonData::Ints(x) => {
+                let mut f: Vec<f64> = x.iter().map(|&i| i as f64).collect();
+                f.push(v);
+                *self = JsonData::Floats(f);
+            }
+            JsonData::Floats(x) => x.push(v),
+            other => return Err(format!("a number among {}", other.kind())),
+        }
+        Ok(())
+    }
+
+    fn push_bool(&mut self, v: bool) -> Result<(), String> {
+        match self {
+            JsonData::Empty => *self = JsonData::Bools(vec![v]),
+            JsonData::Bools(x) => x.push(v),
+            other => return Err(format!("a boolean among {}", other.kind())),
+        }
+        Ok(())
+    }
+
+    fn push_string(&mut self, v: String) -> Result<(), String> {
+        match self {
+            JsonData::Empty => *self = JsonData::Strings(vec![v]),
+            JsonData::Strings(x) => x.push(v),
+            other => return Err(format!("a string among {}", other.kind())),
+        }
+        Ok(())
     }
 }
 
-macro_rules! from_json_numbers {
-    ($t:ty, $values:expr, $shape:expr, $conv:expr, $what:expr) => {{
-        let v: Result<Vec<$t>, BadTensor> = $values
-            .iter()
-            .map(|x| $conv(x).ok_or_else(|| bad(format!("{} is not {}", x, $what))))
-            .collect();
-        Tensor::from_shape(&$shape, &v?).map_err(|e| bad(e.to_string()))
-    }};
+impl<'de> serde::Deserialize<'de> for JsonData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut data = JsonData::Empty;
+        d.deserialize_any(Leaves(&mut data))?;
+        Ok(data)
+    }
+}
+
+/// Adds the leaves of one JSON value to a [`JsonData`]; arrays recurse (serde_json bounds the
+/// depth).
+struct Leaves<'a>(&'a mut JsonData);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Leaves<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Leaves<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("numbers, booleans or strings, in flat or nested arrays")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.0.push_bool(v).map_err(E::custom)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.0.push_int(v.into()).map_err(E::custom)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.0.push_int(v.into()).map_err(E::custom)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.0.push_float(v).map_err(E::custom)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.push_string(v.to_string()).map_err(E::custom)
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<(), E> {
+        self.0.push_string(v).map_err(E::custom)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Leaves(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
+/// Converts every leaf with `conv`, or names the first that does not fit.
+fn convert<S: Copy + std::fmt::Display, T>(
+    values: &[S],
+    what: &str,
+    conv: impl Fn(S) -> Option<T>,
+) -> Result<Vec<T>, BadTensor> {
+    values
+        .iter()
+        .map(|&x| conv(x).ok_or_else(|| bad(format!("{x} is not {what}"))))
+        .collect()
+}
+
+/// Integers as any integer type, range-checked.
+fn ints<T: TryFrom<i128>>(data: &JsonData, what: &str) -> Result<Vec<T>, BadTensor> {
+    match data {
+        JsonData::Ints(v) => convert(v, what, |x| T::try_from(x).ok()),
+        other => Err(bad(format!(
+            "{} given; each value must be {what}",
+            other.kind()
+        ))),
+    }
+}
+
+/// Numbers (integers included) as a float type.
+fn floats<T>(data: &JsonData, conv: impl Fn(f64) -> T) -> Result<Vec<T>, BadTensor> {
+    match data {
+        JsonData::Ints(v) => Ok(v.iter().map(|&x| conv(x as f64)).collect()),
+        JsonData::Floats(v) => Ok(v.iter().map(|&x| conv(x)).collect()),
+        other => Err(bad(format!(
+            "{} given; the values must be numbers",
+            other.kind()
+        ))),
+    }
 }
 
 /// A tensor from JSON `data` (flat or nested, row-major).
-pub fn from_json(
-    datatype: &str,
-    shape: &[i64],
-    data: &serde_json::Value,
-) -> Result<Tensor, BadTensor> {
+pub fn from_json(datatype: &str, shape: &[i64], data: &JsonData) -> Result<Tensor, BadTensor> {
     let dt = datum_type(datatype)?;
     let n = element_count(shape)?;
-    let mut values = Vec::new();
-    leaves(data, &mut values);
-    if values.len() != n {
+    if data.len() != n {
         return Err(bad(format!(
             "{} values for shape {shape:?}: {n} expected",
-            values.len()
+            data.len()
         )));
     }
     let shape = dims(shape);
-    let int = |x: &serde_json::Value| x.as_i64();
-    let uint = |x: &serde_json::Value| x.as_u64();
-    let float = |x: &serde_json::Value| x.as_f64();
-    match dt {
-        DatumType::Bool => from_json_numbers!(
-            bool,
-            values,
-            shape,
-            |x: &serde_json::Value| x.as_bool(),
-            "a boolean"
-        ),
-        DatumType::U8 => from_json_numbers!(
-            u8,
-            values,
-            shape,
-            |x| uint(x).and_then(|v| u8::try_from(v).ok()),
-            "a UINT8"
-        ),
-        DatumType::U16 => from_json_numbers!(
-            u16,
-            values,
-            shape,
-            |x| uint(x).and_then(|v| u16::try_from(v).ok()),
-            "a UINT16"
-        ),
-        DatumType::U32 => from_json_numbers!(
-            u32,
-            values,
-            shape,
-            |x| uint(x).and_then(|v| u32::try_from(v).ok()),
-            "a UINT32"
-        ),
-        DatumType::U64 => from_json_numbers!(u64, values, shape, uint, "a UINT64"),
-        DatumType::I8 => from_json_numbers!(
-            i8,
-            values,
-            shape,
-            |x| int(x).and_then(|v| i8::try_from(v).ok()),
-            "an INT8"
-        ),
-        DatumType::I16 => from_json_numbers!(
-            i16,
-            values,
-            shape,
-            |x| int(x).and_then(|v| i16::try_from(v).ok()),
-            "an INT16"
-        ),
-        DatumType::I32 => from_json_numbers!(
-            i32,
-            values,
-            shape,
-            |x| int(x).and_then(|v| i32::try_from(v).ok()),
-            "an INT32"
-        ),
-        DatumType::I64 => from_json_numbers!(i64, values, shape, int, "an INT64"),
-        DatumType::F16 => from_json_numbers!(
-            f16,
-            values,
-            shape,
-            |x| float(x).map(f16::from_f64),
-            "a number"
-        ),
-        DatumType::F32 => from_json_numbers!(
-            f32,
-            values,
-            shape,
-            |x| float(x).map(|v| v as f32),
-            "a number"
-        ),
-        DatumType::F64 => from_json_numbers!(f64, values, shape, float, "a number"),
-        DatumType::String => {
-            let v: Result<Vec<String>, BadTensor> = values
-                .iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| bad(format!("{x} is not a string")))
-                })
-                .collect();
-            tract_ndarray::ArrayD::from_shape_vec(shape, v?)
-                .map(Tensor::from)
-                .map_err(|e| bad(e.to_string()))
-        }
+    fn tensor<T: tract_onnx::prelude::Datum>(
+        shape: &[usize],
+        v: Result<Vec<T>, BadTensor>,
+    ) -> Result<Tensor, BadTensor> {
+        tract_ndarray::ArrayD::from_shape_vec(shape, v?)
+            .map(Tensor::from)
+            .map_err(|e| bad(e.to_string()))
+    }
+    match (dt, data) {
+        // an empty tensor has no leaves to tell their kind
+        (_, JsonData::Empty) => Tensor::zero_dt(dt, &shape).map_err(|e| bad(e.to_string())),
+        (DatumType::Bool, JsonData::Bools(v)) => tensor(&shape, Ok(v.clone())),
+        (DatumType::Bool, other) => Err(bad(format!(
+            "{} given; the values must be booleans",
+            other.kind()
+        ))),
+        (DatumType::U8, d) => tensor::<u8>(&shape, ints(d, "a UINT8")),
+        (DatumType::U16, d) => tensor::<u16>(&shape, ints(d, "a UINT16")),
+        (DatumType::U32, d) => tensor::<u32>(&shape, ints(d, "a UINT32")),
+        (DatumType::U64, d) => tensor::<u64>(&shape, ints(d, "a UINT64")),
+        (DatumType::I8, d) => tensor::<i8>(&shape, ints(d, "an INT8")),
+        (DatumType::I16, d) => tensor::<i16>(&shape, ints(d, "an INT16")),
+        (DatumType::I32, d) => tensor::<i32>(&shape, ints(d, "an INT32")),
+        (DatumType::I64, d) => tensor::<i64>(&shape, ints(d, "an INT64")),
+        (DatumType::F16, d) => tensor(&shape, floats(d, f16::from_f64)),
+        (DatumType::F32, d) => tensor(&shape, floats(d, |x| x as f32)),
+        (DatumType::F64, d) => tensor(&shape, floats(d, |x| x)),
+        (DatumType::String, JsonData::Strings(v)) => tensor(&shape, Ok(v.clone())),
+        (DatumType::String, other) => Err(bad(format!(
+            "{} given; the values must be strings",
+            other.kind()
+        ))),
         _ => Err(bad(format!("unsupported datatype '{datatype}'"))),
     }
 }
 
-/// A tensor's values as a flat JSON array (non-finite floats, which JSON cannot hold, as null).
-pub fn to_json(t: &Tensor) -> Result<serde_json::Value, BadTensor> {
-    use serde_json::Value;
-    fn arr<T: tract_onnx::prelude::Datum>(
-        t: &Tensor,
-        f: impl Fn(&T) -> Value,
-    ) -> Result<Value, BadTensor> {
-        let view = t
-            .to_plain_array_view::<T>()
-            .map_err(|e| bad(e.to_string()))?;
-        Ok(Value::Array(view.iter().map(f).collect()))
-    }
-    let num = |v: f64| serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number);
-    match t.datum_type() {
-        DatumType::Bool => arr::<bool>(t, |v| Value::Bool(*v)),
-        DatumType::U8 => arr::<u8>(t, |v| Value::from(*v)),
-        DatumType::U16 => arr::<u16>(t, |v| Value::from(*v)),
-        DatumType::U32 => arr::<u32>(t, |v| Value::from(*v)),
-        DatumType::U64 => arr::<u64>(t, |v| Value::from(*v)),
-        DatumType::I8 => arr::<i8>(t, |v| Value::from(*v)),
-        DatumType::I16 => arr::<i16>(t, |v| Value::from(*v)),
-        DatumType::I32 => arr::<i32>(t, |v| Value::from(*v)),
-        DatumType::I64 => arr::<i64>(t, |v| Value::from(*v)),
-        DatumType::F16 => arr::<f16>(t, |v| num(v.to_f64())),
-        DatumType::F32 => arr::<f32>(t, |v| num(*v as f64)),
-        DatumType::F64 => arr::<f64>(t, |v| num(*v)),
-        DatumType::String => arr::<String>(t, |v| Value::String(v.clone())),
-        dt => Err(bad(format!("output type {dt:?} has no protocol datatype"))),
+/// A tensor's values as a flat JSON array, written element by element as the response is
+/// serialized (non-finite floats, which JSON cannot hold, as null).
+pub struct JsonValues<'a>(pub &'a Tensor);
+
+impl serde::Serialize for JsonValues<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        fn each<T: tract_onnx::prelude::Datum, S: serde::Serializer>(
+            t: &Tensor,
+            s: S,
+            f: impl Fn(&T, &mut S::SerializeSeq) -> Result<(), S::Error>,
+        ) -> Result<S::Ok, S::Error> {
+            let view = t.to_plain_array_view::<T>().map_err(S::Error::custom)?;
+            let mut seq = s.serialize_seq(Some(view.len()))?;
+            for v in view.iter() {
+                f(v, &mut seq)?;
+            }
+            seq.end()
+        }
+        fn float<Q: SerializeSeq>(seq: &mut Q, v: f64) -> Result<(), Q::Error> {
+            if v.is_finite() {
+                seq.serialize_element(&v)
+            } else {
+                seq.serialize_element(&())
+            }
+        }
+        let t = self.0;
+        match t.datum_type() {
+            DatumType::Bool => each::<bool, S>(t, s, |v, q| q.serialize_element(v)),
+            DatumType::U8 => each::<u8, S>(t, s, |v, q| q.serialize_element(v)),
+            DatumType::U16 => each::<u16, S>(t, s, |v, q| q.serialize_element(v)),
+            DatumType::U32 => each::<u32, S>(t, s, |v, q| q.serialize_element(v)),
+            DatumType::U64 => each::<u64, S>(t, s, |v, q| q.serialize_element(v)),
+            DatumType::I8 => each::<i8, S>(t, s, |v, q| q.serialize_element(v)),
+            DatumType::I16 => each::<i16, S>(t, s, |v, q| q.serialize_element(v)),
+            DatumType::I32 => each::<i32, S>(t, s, |v, q| q.serialize_element(v)),
+            DatumType::I64 => each::<i64, S>(t, s, |v, q| q.serialize_element(v)),
+            DatumType::F16 => each::<f16, S>(t, s, |v, q| float(q, v.to_f64())),
+            DatumType::F32 => each::<f32, S>(t, s, |v, q| {
+                if v.is_finite() {
+                    q.serialize_element(v)
+                } else {
+                    q.serialize_element(&())
+                }
+            }),
+            DatumType::F64 => each::<f64, S>(t, s, |v, q| float(q, *v)),
+            DatumType::String => each::<String, S>(t, s, |v, q| q.serialize_element(v)),
+            other => Err(S::Error::custom(format!(
+                "{other:?} has no JSON form in the protocol"
+            ))),
+        }
     }
 }
 
@@ -378,26 +494,47 @@ pub fn to_json(t: &Tensor) -> Result<serde_json::Value, BadTensor> {
 mod tests {
     use super::*;
 
+    fn data(text: &str) -> JsonData {
+        serde_json::from_str(text).unwrap()
+    }
+
+    fn to_json(t: &Tensor) -> serde_json::Value {
+        serde_json::to_value(JsonValues(t)).unwrap()
+    }
+
     #[test]
     fn raw_and_json_round_trips_agree() {
-        let t = from_json(
-            "FP32",
-            &[2, 2],
-            &serde_json::json!([[1.0, 2.0], [3.5, -4.0]]),
-        )
-        .unwrap();
+        let t = from_json("FP32", &[2, 2], &data("[[1.0, 2.0], [3.5, -4]]")).unwrap();
         let raw = to_raw(&t).unwrap();
         assert_eq!(raw.len(), 16);
         let back = from_raw("FP32", &[2, 2], &raw).unwrap();
         assert_eq!(back, t);
-        assert_eq!(
-            to_json(&back).unwrap(),
-            serde_json::json!([1.0, 2.0, 3.5, -4.0])
-        );
+        assert_eq!(to_json(&back), serde_json::json!([1.0, 2.0, 3.5, -4.0]));
         let s = from_raw("BYTES", &[2], b"\x02\0\0\0hi\x00\0\0\0").unwrap();
         assert_eq!(to_raw(&s).unwrap(), b"\x02\0\0\0hi\x00\0\0\0");
-        let h = from_json("FP16", &[1], &serde_json::json!([0.5])).unwrap();
+        let h = from_json("FP16", &[1], &data("[0.5]")).unwrap();
         assert_eq!(to_raw(&h).unwrap(), f16::from_f32(0.5).to_le_bytes());
+        // integers keep every bit, u64 past i64 included
+        let big = from_json("UINT64", &[2], &data("[18446744073709551615, 0]")).unwrap();
+        assert_eq!(to_json(&big), serde_json::json!([u64::MAX, 0u64]));
+        let neg = from_json("INT64", &[1], &data("[-9223372036854775808]")).unwrap();
+        assert_eq!(to_json(&neg), serde_json::json!([i64::MIN]));
+        // a scalar, an empty tensor, booleans and strings
+        assert_eq!(
+            to_json(&from_json("INT32", &[], &data("7")).unwrap()),
+            serde_json::json!([7])
+        );
+        assert_eq!(
+            from_json("FP32", &[0, 3], &data("[]")).unwrap().shape(),
+            &[0, 3]
+        );
+        let b = from_json("BOOL", &[2], &data("[true, false]")).unwrap();
+        assert_eq!(to_json(&b), serde_json::json!([true, false]));
+        let s = from_json("BYTES", &[1, 2], &data(r#"[["a", "b"]]"#)).unwrap();
+        assert_eq!(to_json(&s), serde_json::json!(["a", "b"]));
+        // a non-finite output is null, which JSON can hold
+        let inf = Tensor::from(tract_ndarray::arr1(&[f32::INFINITY, 1.5]));
+        assert_eq!(to_json(&inf), serde_json::json!([null, 1.5]));
     }
 
     #[test]
@@ -406,9 +543,16 @@ mod tests {
         assert!(from_raw("FP32", &[-1], &[]).is_err());
         assert!(from_raw("FP32", &[i64::MAX, i64::MAX], &[]).is_err());
         assert!(from_raw("BYTES", &[1], b"\x09\0\0\0hi").is_err());
-        assert!(from_json("INT8", &[1], &serde_json::json!([300])).is_err());
-        assert!(from_json("FP32", &[2], &serde_json::json!([1.0])).is_err());
-        assert!(from_json("FP32", &[1], &serde_json::json!(["x"])).is_err());
+        assert!(from_json("INT8", &[1], &data("[300]")).is_err());
+        assert!(from_json("INT32", &[1], &data("[1.5]")).is_err());
+        assert!(from_json("UINT8", &[1], &data("[-1]")).is_err());
+        assert!(from_json("FP32", &[2], &data("[1.0]")).is_err());
+        assert!(from_json("FP32", &[1], &data(r#"["x"]"#)).is_err());
+        assert!(from_json("BOOL", &[1], &data("[1]")).is_err());
+        // mixed kinds, null and objects do not parse at all
+        for text in [r#"[1, "x"]"#, "[true, 1]", "[null]", r#"[{"a": 1}]"#] {
+            assert!(serde_json::from_str::<JsonData>(text).is_err(), "{text}");
+        }
         assert!(datum_type("COMPLEX").is_err());
         // element counts from the client never size an allocation before the data is checked
         assert!(from_raw("BYTES", &[1 << 60], &[]).is_err());

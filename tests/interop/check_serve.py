@@ -11,6 +11,7 @@ import concurrent.futures
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -220,6 +221,9 @@ def error_checks(server):
           and 'status="failure",reason="bad_request"' in text
           and 'mdeploy_inflight_requests{model="mtcnn-rnet",version="1.0.0"} 0' in text
           and "mdeploy_request_duration_seconds_bucket" in text, text[:500])
+    check("metrics count refusals before a model is chosen (unknown model, too large)",
+          'mdeploy_refused_requests_total{reason="not_found"}' in text
+          and 'mdeploy_refused_requests_total{reason="too_large"}' in text, text[-800:])
 
 
 
@@ -251,7 +255,6 @@ def self_signed(tmp):
 
 def serve_flags():
     """The long flags `mdeploy serve --help` documents."""
-    import re
     text = subprocess.run([MDEPLOY, "serve", "--help"], capture_output=True, text=True).stdout
     return set(re.findall(r"(--[a-z][a-z0-9-]*)", text))
 
@@ -381,6 +384,14 @@ def main():
             status, _ = http("GET", f"http://{server.url}/v2/models/mtcnn-rnet",
                              headers={"Authorization": "Bearer s3cret-token"})
             check("the token: 200", status == 200, str(status))
+            status, _ = http("GET", f"http://{server.url}/v2/health/other")
+            check("only the two health endpoints are open: another path under them is 401",
+                  status == 401, str(status))
+            _, body = http("GET", f"http://{server.url}/metrics",
+                           headers={"Authorization": "Bearer s3cret-token"})
+            check("refused tokens are counted",
+                  re.search(r'mdeploy_refused_requests_total\{reason="unauthorized"\} [3-9]',
+                            body.decode()) is not None, body.decode()[-600:])
             import tritonclient.grpc as grpcclient
             g = grpcclient.InferenceServerClient(url=f"localhost:{server.grpc}")
             try:
@@ -418,7 +429,6 @@ def main():
                   str(results))
             _, body = http("GET", f"http://{server.url}/metrics")
             text = body.decode()
-            import re
             singles = re.search(r'mdeploy_batch_size_bucket\{model="squeezenet",version="1.0.0",le="1"\} (\d+)', text)
             calls = re.search(r'mdeploy_batch_size_count\{model="squeezenet",version="1.0.0"\} (\d+)', text)
             check("batching: requests ran in batches (fewer engine calls than requests)",
@@ -437,6 +447,21 @@ def main():
                 sock.settimeout(30)
                 first = sock.recv(4096).split(b"\r\n")[0]
             check("a body that never finishes arriving is 408", b" 408 " in first, str(first))
+            # headers that never finish, and a connection that sends nothing, are closed
+            for label, sent in (("headers that never finish", b"GET /v2/health/live HTTP/1.1\r\n"),
+                                ("a connection that sends nothing", b"")):
+                with socket.create_connection(("localhost", server.http)) as sock:
+                    sock.sendall(sent)
+                    sock.settimeout(30)
+                    start = time.time()
+                    try:
+                        while sock.recv(4096):
+                            pass
+                        closed = True
+                    except OSError:
+                        closed = False
+                check(f"{label}: the connection is closed after the request timeout",
+                      closed and time.time() - start < 10, f"{closed} {time.time() - start:.1f}s")
             big = os.path.join(tmp, "big.json")
             open(big, "wb").write(b" " * 5000)
             out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
@@ -516,6 +541,15 @@ def main():
                   all(close(r.as_numpy(n), v) for n, v in outputs.items()))
         finally:
             server.stop()
+
+        # SIGTERM while loading: no more archives load, exit 0 without serving
+        server = Server(archives, key=pub)
+        first = server.proc.stderr.readline()
+        server.proc.send_signal(signal.SIGTERM)
+        code, err = server.stop()
+        check("SIGTERM during loading exits 0 without serving",
+              "verifying and loading" in first and code == 0 and "stopped while loading" in err,
+              f"{code} {first} {err[-600:]}")
 
         # SIGTERM with requests in flight: none fails, exit 0
         server = Server([archives[1]], key=pub, workers=1)
