@@ -6,7 +6,8 @@
                                               keep_io_types=True)
   int8 dynamic: mdeploy optimize --int8 dynamic  vs  onnxruntime quantize_dynamic (QInt8)
   int8 static:  mdeploy optimize --int8 static   vs  onnxruntime quantize_static (QDQ, per
-                channel, int8 activations), both calibrated on test_data_set_0
+                channel, uint8 activations and int8 weights as both tools default to), both
+                calibrated on test_data_set_0
 
 Per model and tool: does onnxruntime load the result, the worst output cosine against the float
 model on both stored data sets, the task-level check (top-1 class, detection map at 0.3, VAD
@@ -68,7 +69,7 @@ CONVERTERS = {
         "    def get_next(self):\n"
         "        return next(self.feeds, None)\n"
         "quantize_static(sys.argv[1], sys.argv[2], Reader(), quant_format=QuantFormat.QDQ,\n"
-        "                per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)\n"
+        "                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)\n"
     ),
     "ort-quantize_dynamic": (
         "import sys\n"

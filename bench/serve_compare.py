@@ -6,6 +6,7 @@ and each server's peak RSS. Bounded: every run lasts --duration seconds.
     python3 bench/serve_compare.py --kserve-python /path/to/venv/bin/python \
         [--mdeploy target/release/mdeploy] [--models mtcnn_rnet,squeezenet1_1]
         [--concurrency 1,8,32] [--duration 10] [--max-batch 1,8] [--workers N]
+        [--engine auto|tract|ort]
 
 Needs wrk on PATH and, in the KServe venv: `pip install kserve onnxruntime numpy`. The JSON body
 comes from each model's stored test_data_set_0; both servers' answers are checked against the
@@ -130,6 +131,7 @@ def run_server(kind, batch, args, model, name, archive, key, tmp):
                "--batch-delay-us", str(args.batch_delay_us)]
         if args.workers:
             cmd += ["--workers", str(args.workers)]
+        cmd += ["--engine", args.engine]
     else:
         cmd = [args.kserve_python, os.path.join(ROOT, "bench", "kserve_onnx_server.py"), name,
                os.path.join(SHARED, "models", model, "model.onnx"), str(http), str(grpc)]
@@ -153,6 +155,7 @@ def main():
                     help="comma-separated: one mdeploy run per value (1: no batching)")
     ap.add_argument("--batch-delay-us", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=0, help="mdeploy --workers (0: its default)")
+    ap.add_argument("--engine", default="auto", help="mdeploy --engine: auto, tract or ort")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

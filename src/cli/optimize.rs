@@ -79,14 +79,18 @@ pub struct OptimizeArgs {
     /// calibrate and save them there.
     #[arg(long, value_name = "FILE.json")]
     calibration_cache: Option<PathBuf>,
-    /// Static int8: what every output must keep against the float model on the calibration and
-    /// verification data: cosine (`cos=X`) and, for classifier outputs, top-1 agreement
-    /// (`top1=X`); nodes that lose most return to float until it holds.
+    /// Int8, static and dynamic: what every output must keep against the float model on the
+    /// calibration and verification data: cosine (`cos=X`) and, for classifier outputs, top-1
+    /// agreement (`top1=X`); nodes that lose most return to float until it holds.
     #[arg(long, value_name = "cos=X,top1=Y", default_value = "cos=0.99,top1=1", value_parser = mdeploy::quantize::AccuracyTarget::parse)]
     accuracy_target: mdeploy::quantize::AccuracyTarget,
     /// Static int8: the op types to quantize (default Conv,ConvTranspose,Gemm,MatMul).
     #[arg(long, value_delimiter = ',', value_name = "OPS")]
     int8_ops: Vec<String>,
+    /// Static int8: the activations' type, uint8 (default: what onnxruntime's x86 int8 kernels
+    /// fuse) or int8.
+    #[arg(long, value_name = "uint8|int8", value_parser = mdeploy::quantize::qdq::ActivationType::parse)]
+    int8_activations: Option<mdeploy::quantize::qdq::ActivationType>,
     /// Nodes (by name) quantization leaves in float32.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     exclude_nodes: Vec<String>,
@@ -187,6 +191,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
             int8_ops: args.int8_ops.clone(),
             exclude_nodes: args.exclude_nodes.clone(),
             exclude_op_types: args.exclude_op_types.clone(),
+            activation_type: args.int8_activations.unwrap_or_default(),
         },
         tolerance: args.tolerance,
         fold_size_limit: args.fold_size_limit,

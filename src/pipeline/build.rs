@@ -191,13 +191,18 @@ impl Builder<'_> {
                 .out
                 .join(format!("{}-{}.mdpkg", c.model.name, c.model.version)),
         };
-        let verify_data: Vec<PathBuf> = c.verify.data.iter().map(|p| self.path(p)).collect();
         let calibration: Vec<PathBuf> = c
             .optimize
             .calibration
             .iter()
             .map(|p| self.path(p))
             .collect();
+        // a quantized model is verified on its calibration data when no other data is given:
+        // random inputs fall outside the calibrated ranges
+        let mut verify_data: Vec<PathBuf> = c.verify.data.iter().map(|p| self.path(p)).collect();
+        if verify_data.is_empty() && (c.optimize.fp16 || c.optimize.int8.is_some()) {
+            verify_data = calibration.clone();
+        }
         let source = self.path(&c.model.source);
         if !self.dry_run {
             for dir in [&convert_dir, &optimize_dir, &verify_dir] {
@@ -403,6 +408,10 @@ impl Builder<'_> {
             exclude_op_types: o.exclude_op_types.clone(),
             ..Default::default()
         };
+        if let Some(a) = &o.int8_activations {
+            q.activation_type = crate::quantize::qdq::ActivationType::parse(a)
+                .map_err(|e| UsageError(format!("[optimize] int8_activations: {e}")))?;
+        }
         if let Some(m) = &o.calibration_method {
             q.method = crate::quantize::calibrate::Method::parse(m)
                 .map_err(|e| UsageError(format!("[optimize] calibration_method: {e}")))?;

@@ -84,6 +84,8 @@ pub struct OptimizeSection {
     pub exclude_nodes: Vec<String>,
     #[serde(default)]
     pub exclude_op_types: Vec<String>,
+    /// Static int8 activations: `uint8` or `int8`.
+    pub int8_activations: Option<String>,
     pub prune: Option<f64>,
     pub prune_channels: Option<f64>,
     pub fold_size_limit: Option<usize>,
@@ -110,6 +112,7 @@ impl Default for OptimizeSection {
             int8_ops: Vec::new(),
             exclude_nodes: Vec::new(),
             exclude_op_types: Vec::new(),
+            int8_activations: None,
             prune: None,
             prune_channels: None,
             fold_size_limit: None,
@@ -273,6 +276,7 @@ impl BuildConfig {
             ("int8_ops", !o.int8_ops.is_empty()),
             ("exclude_nodes", !o.exclude_nodes.is_empty()),
             ("exclude_op_types", !o.exclude_op_types.is_empty()),
+            ("int8_activations", o.int8_activations.is_some()),
         ] {
             if given && !quantizing {
                 return Err(error(
@@ -297,6 +301,10 @@ impl BuildConfig {
         if let Some(m) = &o.calibration_method {
             crate::quantize::calibrate::Method::parse(m)
                 .map_err(|e| error("optimize", "calibration_method", e.to_string()))?;
+        }
+        if let Some(a) = &o.int8_activations {
+            crate::quantize::qdq::ActivationType::parse(a)
+                .map_err(|e| error("optimize", "int8_activations", e))?;
         }
         if let Some(t) = &o.accuracy_target {
             crate::quantize::AccuracyTarget::parse(t)

@@ -50,6 +50,8 @@ pub struct QuantizeOptions {
     pub int8_ops: Vec<String>,
     pub exclude_nodes: Vec<String>,
     pub exclude_op_types: Vec<String>,
+    /// Static int8: the activations' element type.
+    pub activation_type: crate::quantize::qdq::ActivationType,
 }
 
 impl Default for QuantizeOptions {
@@ -63,6 +65,7 @@ impl Default for QuantizeOptions {
             int8_ops: Vec::new(),
             exclude_nodes: Vec::new(),
             exclude_op_types: Vec::new(),
+            activation_type: Default::default(),
         }
     }
 }
@@ -473,18 +476,26 @@ fn quantize(
             let options = crate::quantize::dynamic::DynamicOptions {
                 exclude_nodes: exclude_nodes.into_iter().collect(),
                 exclude_op_types: exclude_op_types.into_iter().collect(),
+                ..Default::default()
             };
-            QuantizeReport::Int8Dynamic(crate::quantize::to_int8_dynamic(
+            let stage = crate::quantize::to_int8_dynamic(
                 model,
                 &options,
+                q.accuracy_target,
                 Some(calibration),
-            )?)
+            )?;
+            if let Some(a) = stage.accuracy.as_ref().filter(|a| !a.met) {
+                return Err(target_missed("dynamic", a));
+            }
+            QuantizeReport::Int8Dynamic(stage)
         }
         QuantizeMode::Int8Static => {
             let options = crate::quantize::qdq::StaticOptions {
+                activation_type: q.activation_type,
                 ops: (!q.int8_ops.is_empty()).then(|| q.int8_ops.iter().cloned().collect()),
                 exclude_nodes: exclude_nodes.into_iter().collect(),
                 exclude_op_types: exclude_op_types.into_iter().collect(),
+                ..Default::default()
             };
             let cache = match &q.cache {
                 Some(path) if path.exists() => Some(
@@ -510,15 +521,7 @@ fn quantize(
                 crate::onnx::save_bytes_atomically(path, &text)?;
             }
             if !stage.accuracy.met {
-                return Err(CheckFailed(format!(
-                    "static int8 cannot meet the accuracy target (cos {}, top-1 {}): the best \
-                     reached cosine {:.5}, top-1 {:.3}; nothing written",
-                    stage.accuracy.target.min_cosine,
-                    stage.accuracy.target.min_top1,
-                    stage.accuracy.achieved_cosine,
-                    stage.accuracy.achieved_top1
-                ))
-                .into());
+                return Err(target_missed("static", &stage.accuracy));
             }
             QuantizeReport::Int8Static(stage)
         }
@@ -564,6 +567,16 @@ fn prune(req: &OptimizeRequest, model: &mut Model) -> anyhow::Result<Option<Prun
     }))
 }
 
+/// The error of an int8 quantization that cannot meet its accuracy target.
+fn target_missed(mode: &str, a: &crate::quantize::AccuracyOutcome) -> anyhow::Error {
+    CheckFailed(format!(
+        "{mode} int8 cannot meet the accuracy target (cos {}, top-1 {}): the best reached \
+         cosine {:.5}, top-1 {:.3}; nothing written",
+        a.target.min_cosine, a.target.min_top1, a.achieved_cosine, a.achieved_top1
+    ))
+    .into()
+}
+
 /// Verifies the result against the input on the data (or seeded random samples), with the
 /// tolerance asked for or the one what was done warrants; bisects on failure when asked.
 #[allow(clippy::too_many_arguments)]
@@ -577,7 +590,17 @@ fn verify(
     automatic: &str,
     progress: &dyn Progress,
 ) -> anyhow::Result<(VerifyReport, Option<Culprit>)> {
-    let (samples, random_seed) = req.data.load(original)?;
+    // a model quantized on calibration data is verified on it when no other data is given:
+    // random inputs fall outside the calibrated ranges and say nothing about the model's use
+    let (samples, random_seed) = if req.data.data.is_empty() && !req.quantize.calibration.is_empty()
+    {
+        (
+            crate::verify::load_samples(&req.quantize.calibration)?,
+            None,
+        )
+    } else {
+        req.data.load(original)?
+    };
     let tolerance = Tolerance::from_preset(
         req.tolerance
             .unwrap_or_else(|| crate::verify::preset(automatic).expect("a preset")),

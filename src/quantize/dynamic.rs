@@ -43,6 +43,8 @@ pub const MIN_WEIGHT_ELEMENTS: usize = 256;
 pub struct DynamicOptions {
     pub exclude_nodes: HashSet<String>,
     pub exclude_op_types: HashSet<String>,
+    /// Nodes kept float, by the value they write, with the reason (the accuracy search's).
+    pub revert: std::collections::BTreeMap<String, String>,
 }
 
 /// One quantized node.
@@ -146,7 +148,13 @@ impl Quantizer<'_> {
             if node.op_type() == "Gather" {
                 // an embedding table: only a large constant one is worth it; others are not
                 // reported (most Gathers index shapes)
-                if let Some(weight) = self.table(&edit, outer, &node) {
+                if let Some(reason) = node.output.first().and_then(|o| self.options.revert.get(o)) {
+                    self.report.kept_float.push(KeptFloat {
+                        node: label,
+                        op: node.op_type().into(),
+                        reason: reason.clone(),
+                    });
+                } else if let Some(weight) = self.table(&edit, outer, &node) {
                     self.rewrite_gather(&mut edit, &node, &label, &weight, &mut added);
                     doomed.push(i);
                 }
@@ -414,6 +422,9 @@ impl Quantizer<'_> {
         }
         if self.options.exclude_op_types.contains(node.op_type()) {
             return Err("excluded by --exclude-op-types".into());
+        }
+        if let Some(reason) = node.output.first().and_then(|o| self.options.revert.get(o)) {
+            return Err(reason.clone());
         }
         let float = |v: &str| self.facts.elem_type(v) == Some(DataType::Float);
         if node.input.len() < 2 || !float(&node.input[0]) || !float(&node.input[1]) {

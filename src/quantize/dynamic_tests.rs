@@ -204,6 +204,16 @@ fn small_weights_activation_products_convs_and_exclusions_stay_float() {
     let report = quantize(&mut m, &options).unwrap();
     assert!(report.quantized.is_empty());
     assert!(report.kept_float[0].reason.contains("--exclude-op-types"));
+    // returned to float by the accuracy search, by the value it writes, with its reason
+    let mut m = model(matmul(false));
+    let written = m.graph().node[0].output[0].clone();
+    let options = DynamicOptions {
+        revert: [(written, "returned to float: lost 9 dB".to_string())].into(),
+        ..Default::default()
+    };
+    let report = quantize(&mut m, &options).unwrap();
+    assert!(report.quantized.is_empty());
+    assert_eq!(report.kept_float[0].reason, "returned to float: lost 9 dB");
 }
 
 #[test]

@@ -86,42 +86,89 @@ pub struct DynamicStage {
     /// Per quantized node's output: SQNR in dB against the float model (lowest first).
     #[serde(deserialize_with = "crate::json::pairs_inf_if_null")]
     pub output_sqnr_db: Vec<(String, f64)>,
+    /// The accuracy target and how it was met (with calibration data).
+    #[serde(default)]
+    pub accuracy: Option<AccuracyOutcome>,
 }
 
-/// Quantizes `model`'s MatMul/Gemm weights to int8 with activations quantized at run time; with
-/// calibration data, measures each quantized node's output against the float model.
+/// Quantizes `model`'s MatMul/Gemm weights to int8 with activations quantized at run time. With
+/// calibration data, measures each quantized node's output against the float model, and when a
+/// graph output misses `target` (or the int8 preset), returns the fewest most harmful nodes (the
+/// lowest output SQNR first) to float, as static quantization does.
 pub fn to_int8_dynamic(
     model: &mut Model,
     options: &dynamic::DynamicOptions,
+    target: AccuracyTarget,
     calibration: Option<Calibration>,
 ) -> Result<DynamicStage, QuantizeError> {
-    let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
-    let quantization = dynamic::quantize(model, options)?;
-    let (summary, output_sqnr_db) = match calibration {
-        Some(c) => {
-            let values: Vec<String> = quantization
-                .quantized
-                .iter()
-                .map(|q| q.output.clone())
-                .collect();
-            let (engine, sqnr) = ranges::compare(&float, model, &values, c.evaluation, c.engine)?;
-            let mut sqnr: Vec<(String, f64)> =
-                sqnr.into_iter().map(|(k, a)| (k, a.sqnr_db)).collect();
-            sqnr.sort_by(|a, b| a.1.total_cmp(&b.1));
-            let summary = CalibrationSummary {
-                origin: c.origin,
-                samples: c.samples.len(),
-                engine,
-                values_measured: values.len(),
-            };
-            (Some(summary), sqnr)
-        }
-        None => (None, Vec::new()),
+    let Some(c) = calibration else {
+        let quantization = dynamic::quantize(model, options)?;
+        return Ok(DynamicStage {
+            quantization,
+            calibration: None,
+            output_sqnr_db: Vec::new(),
+            accuracy: None,
+        });
     };
+    let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
+    let outputs = float_outputs(&float);
+    let quantize = |reverted: &std::collections::BTreeMap<String, String>| {
+        let mut candidate = Model::from_proto(float.proto.clone(), float.dir().to_path_buf());
+        let options = dynamic::DynamicOptions {
+            revert: reverted.clone(),
+            ..options.clone()
+        };
+        let report = dynamic::quantize(&mut candidate, &options)?;
+        let values: Vec<String> = report.quantized.iter().map(|q| q.output.clone()).collect();
+        Ok((candidate, report, values))
+    };
+    let rank = |report: &dynamic::DynamicReport,
+                measured: &std::collections::BTreeMap<String, ranges::Agreement>| {
+        let mut ranked: Vec<(String, f64)> = report
+            .quantized
+            .iter()
+            .map(|q| {
+                let own = measured.get(&q.output).map_or(f64::INFINITY, |a| a.sqnr_db);
+                (q.output.clone(), INT8_CEILING_DB - own.min(INT8_CEILING_DB))
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        ranked
+    };
+    let (best, reverted, met, rounds) =
+        search_within_target(&float, &outputs, target, &c, quantize, rank)?;
+    let (achieved_cosine, achieved_top1, _) =
+        target.judge(outputs.iter().map(|o| best.measured.get(o)));
+    let mut output_sqnr_db: Vec<(String, f64)> = best
+        .report
+        .quantized
+        .iter()
+        .filter_map(|q| {
+            best.measured
+                .get(&q.output)
+                .map(|a| (q.output.clone(), a.sqnr_db))
+        })
+        .collect();
+    output_sqnr_db.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let summary = CalibrationSummary {
+        origin: c.origin,
+        samples: c.samples.len(),
+        engine: best.engine,
+        values_measured: best.report.quantized.len(),
+    };
+    *model = best.model;
     Ok(DynamicStage {
-        quantization,
-        calibration: summary,
+        quantization: best.report,
+        calibration: Some(summary),
         output_sqnr_db,
+        accuracy: Some(AccuracyOutcome {
+            target,
+            achieved_cosine,
+            achieved_top1,
+            met,
+            rounds,
+            returned_to_float: reverted.len(),
+        }),
     })
 }
 
@@ -140,16 +187,55 @@ pub struct StaticStage {
     pub accuracy: AccuracyOutcome,
 }
 
-/// Ranges saved by `--calibration-cache`: reused when the method matches and every activation
-/// to quantize is in it.
+/// Ranges saved by `--calibration-cache`: reused when the method, the model calibrated and the
+/// calibration samples are the same (`key`) and every activation to quantize is in it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CalibrationCache {
     pub format: String,
     pub method: calibrate::Method,
+    /// SHA-256 of the model calibrated (graph and weights, external data included) and of the
+    /// calibration samples (names, types, shapes and values).
+    #[serde(default)]
+    pub key: String,
     pub ranges: std::collections::BTreeMap<String, (f32, f32)>,
 }
 
-pub const CALIBRATION_CACHE_FORMAT: &str = "mdeploy.calibration/1";
+pub const CALIBRATION_CACHE_FORMAT: &str = "mdeploy.calibration/2";
+
+/// What calibrated ranges depend on besides the method: the model (its nodes, interface and
+/// weights wherever they are stored) and the samples, as one SHA-256 in hex.
+pub fn calibration_key(model: &Model, samples: &[&[NamedTensor]]) -> Result<String, QuantizeError> {
+    use prost::Message;
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    let g = model.graph();
+    for n in &g.node {
+        part(&n.encode_to_vec());
+    }
+    for v in g.input.iter().chain(&g.output) {
+        part(&v.encode_to_vec());
+    }
+    for t in &g.initializer {
+        let mut t = t.clone();
+        if let Some(raw) = model.raw_bytes(&t)? {
+            t.raw_data = Some(raw);
+            t.external_data.clear();
+            t.data_location = None;
+        }
+        part(&t.encode_to_vec());
+    }
+    for sample in samples {
+        part(&(sample.len() as u64).to_le_bytes());
+        for t in sample.iter() {
+            part(&crate::run::tensor_io::to_proto(&t.name, &t.tensor)?.encode_to_vec());
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
 
 /// What static quantization must keep against the float model on the calibration and
 /// verification data: the smallest cosine of every graph output, and for classifier outputs
@@ -244,9 +330,11 @@ pub fn to_int8_static(
     let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     let plan = qdq::plan(model, options)?;
     let wanted = plan.activations();
+    let key = calibration_key(model, calibration.samples)?;
     let cached = cache.filter(|c| {
         c.format == CALIBRATION_CACHE_FORMAT
             && c.method == method
+            && c.key == key
             && wanted.iter().all(|v| c.ranges.contains_key(v))
     });
     let (engine, ranges) = match cached {
@@ -262,102 +350,53 @@ pub fn to_int8_static(
             (Some(engine), ranges)
         }
     };
-    // the float outputs: the ones quantization moves and `compare` measures
-    let facts = crate::infer::Inference::of_model(&float);
-    let outputs: Vec<String> = float
-        .graph()
-        .output
-        .iter()
-        .map(|o| o.name().to_string())
-        .filter(|o| facts.elem_type(o) == Some(crate::onnx::DataType::Float))
-        .collect();
-    // quantize everything, rank by loss, then find the fewest nodes (most harmful first) to
-    // return to float for the target to hold: the outcome of returning k of them is monotone
-    // enough in k for a bisection
-    // the result must also pass the int8 verification preset on the same data
-    let tolerance = crate::verify::Tolerance::from_preset(
-        crate::verify::preset("int8").expect("the int8 preset"),
-    );
-    let (_, reference) =
-        crate::run::run_all(&float, calibration.engine, calibration.evaluation, || {})?;
-    let evaluate = |reverted: &std::collections::BTreeMap<String, String>| {
-        let current = plan.without(reverted);
-        let mut candidate = Model::from_proto(float.proto.clone(), float.dir().to_path_buf());
-        let quantization = qdq::apply(&mut candidate, &current, &ranges)?;
-        let mut values: Vec<String> = quantization
-            .quantized
-            .iter()
-            .map(|q| q.output.clone())
-            .collect();
-        values.extend(outputs.iter().cloned());
-        let (engine, measured) = ranges::compare(
-            &float,
-            &candidate,
-            &values,
-            calibration.evaluation,
-            calibration.engine,
-        )?;
-        let (cosine, top1, met) = target.judge(outputs.iter().map(|o| measured.get(o)));
-        let met = met && {
-            let (_, got) = crate::run::run_all(
-                &candidate,
-                calibration.engine,
-                calibration.evaluation,
-                || {},
-            )?;
-            crate::verify::outputs_agree(&tolerance, &reference, &got)
-        };
-        Ok::<_, QuantizeError>((
-            (cosine, top1, met),
-            (candidate, quantization, measured, engine),
-            current,
-        ))
-    };
-    let none = std::collections::BTreeMap::new();
-    let (judged, mut best, full_plan) = evaluate(&none)?;
-    let (worst, worst_top1, mut met) = judged;
-    let mut reverted = none;
-    let mut rounds = 1;
-    if !met {
-        let ranked = sensitivity(&full_plan, &best.2);
-        let reason = |lost: f64| {
-            format!(
-                "returned to float: with every node int8 the outputs keep cosine {worst:.5} and top-1 {worst_top1:.3}, short of the target (cos {}, top-1 {}); this node lost {lost:.1} dB",
-                target.min_cosine, target.min_top1
-            )
-        };
-        let first = |k: usize| -> std::collections::BTreeMap<String, String> {
-            ranked
+    let outputs = float_outputs(&float);
+    let search = |plan: &qdq::StaticPlan| {
+        let evaluate = |reverted: &std::collections::BTreeMap<String, String>| {
+            let current = plan.without(reverted);
+            let mut candidate = Model::from_proto(float.proto.clone(), float.dir().to_path_buf());
+            let quantization = qdq::apply(&mut candidate, &current, &ranges)?;
+            let values: Vec<String> = quantization
+                .quantized
                 .iter()
-                .take(k)
-                .map(|(o, lost)| (o.clone(), reason(*lost)))
-                .collect()
+                .map(|q| q.output.clone())
+                .collect();
+            Ok((candidate, quantization, values))
         };
-        // smallest k in (lo, hi] that meets the target; returning all of them does
-        let (mut lo, mut hi) = (0usize, ranked.len());
-        let mut at_hi = None;
-        while hi - lo > 1 && rounds < MAX_ROUNDS {
-            let mid = (lo + hi) / 2;
-            let ((_, _, meets), result, _) = evaluate(&first(mid))?;
-            rounds += 1;
-            if meets {
-                hi = mid;
-                at_hi = Some(result);
-            } else {
-                lo = mid;
-            }
+        let ranked =
+            |_: &qdq::StaticReport,
+             measured: &std::collections::BTreeMap<String, ranges::Agreement>| {
+                sensitivity(plan, measured)
+            };
+        search_within_target(&float, &outputs, target, &calibration, evaluate, ranked)
+    };
+    let mut chosen = search(&plan)?;
+    // quantized Conv outputs make onnxruntime's int8 Convs possible but add a rounding of their
+    // own; where the target then keeps fewer than half of the nodes int8 (per-tensor weights,
+    // wide pre-activation ranges), the placement without them is tried too and the one that
+    // keeps more nodes int8 wins (the ranges measured cover both)
+    let kept = |c: &(Searched<qdq::StaticReport>, _, bool, usize)| {
+        if c.2 { c.0.report.quantized.len() } else { 0 }
+    };
+    if options.quantize_outputs && kept(&chosen) * 2 < plan.len() {
+        let inputs_only = qdq::StaticOptions {
+            quantize_outputs: false,
+            ..options.clone()
+        };
+        let other = search(&qdq::plan(model, &inputs_only)?)?;
+        let rounds = chosen.3 + other.3;
+        if kept(&other) > kept(&chosen) {
+            chosen = other;
         }
-        reverted = first(hi);
-        (best, met) = match at_hi {
-            Some(result) => (result, true),
-            None => {
-                rounds += 1;
-                let ((_, _, meets), result, _) = evaluate(&reverted)?;
-                (result, meets)
-            }
-        };
+        chosen.3 = rounds;
     }
-    let (quantized, quantization, measured, compared_in) = best;
+    let (best, reverted, met, rounds) = chosen;
+    let Searched {
+        model: quantized,
+        report: quantization,
+        measured,
+        engine: compared_in,
+    } = best;
     let round = rounds;
     *model = quantized;
     let (achieved_cosine, achieved_top1, _) = target.judge(outputs.iter().map(|o| measured.get(o)));
@@ -394,9 +433,138 @@ pub fn to_int8_static(
     let cache = CalibrationCache {
         format: CALIBRATION_CACHE_FORMAT.into(),
         method,
+        key,
         ranges,
     };
     Ok((stage, cache))
+}
+
+/// A quantized candidate and what was measured of it.
+struct Searched<R> {
+    model: Model,
+    report: R,
+    measured: std::collections::BTreeMap<String, ranges::Agreement>,
+    engine: EngineKind,
+}
+
+/// The float model's float outputs: the ones quantization moves and the target judges.
+fn float_outputs(float: &Model) -> Vec<String> {
+    let facts = crate::infer::Inference::of_model(float);
+    float
+        .graph()
+        .output
+        .iter()
+        .map(|o| o.name().to_string())
+        .filter(|o| facts.elem_type(o) == Some(crate::onnx::DataType::Float))
+        .collect()
+}
+
+/// Quantizes everything (`quantize` with nothing reverted), measures it on the evaluation data,
+/// and when `target` or the int8 verification preset is missed, returns to float the fewest of
+/// the nodes `rank` orders most harmful first, found by bisection (the outcome of returning k of
+/// them is monotone enough in k): at most [`MAX_ROUNDS`] quantize-and-measure rounds. `quantize`
+/// takes the nodes to revert (by output value, with the reason) and gives the candidate, its
+/// report and the quantized nodes' outputs (measured along with the graph outputs). Returns the
+/// best candidate, what it reverted, whether the target holds and the rounds taken.
+#[allow(clippy::type_complexity)]
+fn search_within_target<R>(
+    float: &Model,
+    outputs: &[String],
+    target: AccuracyTarget,
+    calibration: &Calibration,
+    quantize: impl Fn(
+        &std::collections::BTreeMap<String, String>,
+    ) -> Result<(Model, R, Vec<String>), QuantizeError>,
+    rank: impl Fn(&R, &std::collections::BTreeMap<String, ranges::Agreement>) -> Vec<(String, f64)>,
+) -> Result<
+    (
+        Searched<R>,
+        std::collections::BTreeMap<String, String>,
+        bool,
+        usize,
+    ),
+    QuantizeError,
+> {
+    // the result must also pass the int8 verification preset on the same data
+    let tolerance = crate::verify::Tolerance::from_preset(
+        crate::verify::preset("int8").expect("the int8 preset"),
+    );
+    let (_, reference) =
+        crate::run::run_all(float, calibration.engine, calibration.evaluation, || {})?;
+    let evaluate = |reverted: &std::collections::BTreeMap<String, String>| {
+        let (candidate, report, mut values) = quantize(reverted)?;
+        values.extend(outputs.iter().cloned());
+        let (engine, measured) = ranges::compare(
+            float,
+            &candidate,
+            &values,
+            calibration.evaluation,
+            calibration.engine,
+        )?;
+        let (cosine, top1, met) = target.judge(outputs.iter().map(|o| measured.get(o)));
+        let met = met && {
+            let (_, got) = crate::run::run_all(
+                &candidate,
+                calibration.engine,
+                calibration.evaluation,
+                || {},
+            )?;
+            crate::verify::outputs_agree(&tolerance, &reference, &got)
+        };
+        Ok::<_, QuantizeError>((
+            (cosine, top1, met),
+            Searched {
+                model: candidate,
+                report,
+                measured,
+                engine,
+            },
+        ))
+    };
+    let none = std::collections::BTreeMap::new();
+    let ((worst, worst_top1, met), first_result) = evaluate(&none)?;
+    if met {
+        return Ok((first_result, none, true, 1));
+    }
+    let ranked = rank(&first_result.report, &first_result.measured);
+    let mut rounds = 1;
+    let reason = |lost: f64| {
+        format!(
+            "returned to float: with every node int8 the outputs keep cosine {worst:.5} and top-1 {worst_top1:.3}, short of the target (cos {}, top-1 {}); this node lost {lost:.1} dB",
+            target.min_cosine, target.min_top1
+        )
+    };
+    let first = |k: usize| -> std::collections::BTreeMap<String, String> {
+        ranked
+            .iter()
+            .take(k)
+            .map(|(o, lost)| (o.clone(), reason(*lost)))
+            .collect()
+    };
+    // smallest k in (lo, hi] that meets the target; returning all of them does
+    let (mut lo, mut hi) = (0usize, ranked.len());
+    let mut at_hi = None;
+    while hi - lo > 1 && rounds < MAX_ROUNDS {
+        let mid = (lo + hi) / 2;
+        let ((_, _, meets), result) = evaluate(&first(mid))?;
+        rounds += 1;
+        if meets {
+            hi = mid;
+            at_hi = Some(result);
+        } else {
+            lo = mid;
+        }
+    }
+    let reverted = first(hi);
+    let (best, met) = match at_hi {
+        Some(result) => (result, true),
+        None => {
+            rounds += 1;
+            let ((_, _, meets), result) = evaluate(&reverted)?;
+            (result, meets)
+        }
+    };
+    Ok((best, reverted, met, rounds))
 }
 
 /// The quantized nodes by how much they lose, most first: the SQNR of the quantized values

@@ -10,20 +10,23 @@
 //!   ConvTranspose 1, Gemm 0 with transB else 1, MatMul 1 (a weight on the right). Models
 //!   before opset 13 have no per-axis DequantizeLinear: their weights are per tensor, and a
 //!   weight whose per-tensor SQNR falls below [`MIN_PER_TENSOR_SQNR_DB`] stays float.
-//! - Activations: int8, asymmetric, over the calibrated range (which always includes 0, so zero
-//!   is exact). A value read through pass-through ops (Reshape, Transpose, MaxPool, Resize,
+//! - Activations: 8-bit asymmetric (uint8 by default, see [`ActivationType`]; int8 on request),
+//!   over the calibrated range (which always includes 0, so zero is exact). A value read through pass-through ops (Reshape, Transpose, MaxPool, Resize,
 //!   Squeeze, ...) shares one scale and zero point with the values those ops read, so
 //!   onnxruntime fuses the int8 chain; the range is the union of the chain's.
 //! - Bias: int32 with scale = input scale x weight scale and zero point 0, as DequantizeLinear.
-//! - Relu/Clip: a value is quantized where a quantized op reads it, which is after any Relu or
-//!   Clip: their range is the one calibrated, and the op before them is not quantized at its
-//!   output (no range that a later Relu would halve).
+//! - Outputs: a Conv's or ConvTranspose's output is quantized too, so that onnxruntime fuses
+//!   `DQ → Conv → Q` into one int8 kernel (without a Q after it, the Conv runs in float with its
+//!   weights dequantized on every run, slower than the float model). Its readers read the DQ.
+//!   Where the only reader is a Relu whose output is quantized, no pair is added: the Relu's
+//!   range (from 0) is the one calibrated, its Q's zero point is -128, and onnxruntime folds
+//!   the Relu into that Q.
 //! - What is not quantized by default keeps transformers accurate: LayerNormalization and its
 //!   decomposition, Softmax, GELU/Erf and residual Adds are not among the quantized ops, and a
 //!   MatMul of two activations (attention scores, attention times values) stays float.
 //! - The main graph only: bodies of If/Loop/Scan stay float.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -53,11 +56,49 @@ pub const PASS_THROUGH: &[&str] = &[
     "Slice",
     "Identity",
 ];
+/// Quantized ops whose output gets a Q/DQ pair of its own (where no quantized op reads it
+/// already), so onnxruntime runs `DQ → Conv → Q` as one int8 kernel instead of a float Conv
+/// with weights dequantized on every run.
+pub const OUTPUT_QUANTIZED_OPS: &[&str] = &["Conv", "ConvTranspose"];
 /// Below this SQNR a per-tensor int8 weight (opset < 13) is too coarse: the node stays float.
 pub const MIN_PER_TENSOR_SQNR_DB: f64 = 25.0;
 
-#[derive(Debug, Clone, Default)]
+/// The element type of quantized activations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivationType {
+    /// uint8, zero point in [0, 255]: what onnxruntime's x86 int8 kernels take (u8 activations
+    /// times s8 weights); its QDQ fusion turns int8 activations into uint8 only where a Q has a
+    /// single DQ, so an int8 value read by two Convs leaves both running in float.
+    #[default]
+    Uint8,
+    /// int8, zero point in [-128, 127].
+    Int8,
+}
+
+impl ActivationType {
+    pub fn parse(s: &str) -> Result<ActivationType, String> {
+        match s {
+            "uint8" | "u8" => Ok(ActivationType::Uint8),
+            "int8" | "s8" => Ok(ActivationType::Int8),
+            other => Err(format!("activation type '{other}': uint8 or int8 expected")),
+        }
+    }
+
+    fn data_type(self) -> DataType {
+        match self {
+            ActivationType::Uint8 => DataType::Uint8,
+            ActivationType::Int8 => DataType::Int8,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct StaticOptions {
+    /// uint8 (default) or int8 activations.
+    pub activation_type: ActivationType,
+    /// Quantize the outputs of [`OUTPUT_QUANTIZED_OPS`] too (default).
+    pub quantize_outputs: bool,
     /// Op types to quantize (default [`QUANTIZED_OPS`]).
     pub ops: Option<HashSet<String>>,
     pub exclude_nodes: HashSet<String>,
@@ -72,6 +113,25 @@ pub struct StaticReport {
     pub activations: usize,
     /// Whether weights have a scale per channel (opset 13+) or one per tensor.
     pub per_channel: bool,
+    /// The activations' element type.
+    #[serde(default)]
+    pub activation_type: ActivationType,
+    /// Conv outputs quantized too (false where the accuracy target kept more nodes int8
+    /// without them).
+    #[serde(default)]
+    pub outputs_quantized: bool,
+}
+
+impl Default for StaticOptions {
+    fn default() -> Self {
+        StaticOptions {
+            activation_type: ActivationType::default(),
+            quantize_outputs: true,
+            ops: None,
+            exclude_nodes: HashSet::new(),
+            exclude_op_types: HashSet::new(),
+        }
+    }
 }
 
 /// A node to quantize.
@@ -89,6 +149,13 @@ struct Planned {
     weight: TensorProto,
     axis: usize,
     bias: Option<TensorProto>,
+    /// Its output is quantized too (an [`OUTPUT_QUANTIZED_OPS`] op whose output is not a graph
+    /// output).
+    quantize_output: bool,
+    /// The output of the Relu that is the only reader of this node's output: where that value is
+    /// quantized, the Relu folds into its Q (int8 zero point -128: Q clamps at 0 as Relu does)
+    /// and this output needs no pair of its own.
+    relu_after: Option<String>,
 }
 
 /// What static quantization will do: the nodes, and the activations whose ranges it needs.
@@ -97,11 +164,23 @@ pub struct StaticPlan {
     /// Activation -> the value whose parameters it shares (itself, or the upstream end of its
     /// pass-through chain).
     groups: BTreeMap<String, String>,
+    /// The quantized nodes' outputs with a pair of their own (every reader reads the DQ).
+    outputs: BTreeSet<String>,
     kept_float: Vec<KeptFloat>,
     per_channel: bool,
+    activation_type: ActivationType,
 }
 
 impl StaticPlan {
+    /// The nodes planned.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
     /// Every activation to calibrate.
     pub fn activations(&self) -> Vec<String> {
         self.groups.keys().cloned().collect()
@@ -180,18 +259,33 @@ pub fn plan(model: &Model, options: &StaticOptions) -> Result<StaticPlan, Quanti
             }
         }
     }
-    let groups = groups_of(&nodes);
+    // the outputs of quantized convolutions, and a Relu that may fold into their Q
+    for p in &mut nodes {
+        p.quantize_output = options.quantize_outputs
+            && OUTPUT_QUANTIZED_OPS.contains(&p.op.as_str())
+            && !graph.is_output(&p.output);
+        let readers = graph.consumers(&p.output);
+        if let [only] = readers
+            && graph.nodes()[*only].op_type() == "Relu"
+        {
+            p.relu_after = graph.nodes()[*only].output.first().cloned();
+        }
+    }
+    let (groups, outputs) = groups_of(&nodes);
     Ok(StaticPlan {
         nodes,
         groups,
+        outputs,
         kept_float,
         per_channel,
+        activation_type: options.activation_type,
     })
 }
 
 /// Activation -> the value whose parameters it shares, for these nodes: the upstream end of
-/// its chain, or of the first chain it joins.
-fn groups_of(nodes: &[Planned]) -> BTreeMap<String, String> {
+/// its chain, or of the first chain it joins; and the outputs that get a pair of their own (in
+/// a group of their own), those no quantized op reads already and no Relu folds into.
+fn groups_of(nodes: &[Planned]) -> (BTreeMap<String, String>, BTreeSet<String>) {
     let mut groups: BTreeMap<String, String> = BTreeMap::new();
     for p in nodes {
         let joined = p.chain.iter().position(|v| groups.contains_key(v));
@@ -203,7 +297,20 @@ fn groups_of(nodes: &[Planned]) -> BTreeMap<String, String> {
             groups.insert(v.clone(), root.clone());
         }
     }
-    groups
+    let mut outputs = BTreeSet::new();
+    for p in nodes.iter().filter(|p| p.quantize_output) {
+        let folded = p
+            .relu_after
+            .as_ref()
+            .is_some_and(|r| groups.contains_key(r));
+        if !groups.contains_key(&p.output) && !folded {
+            outputs.insert(p.output.clone());
+        }
+    }
+    for o in &outputs {
+        groups.insert(o.clone(), o.clone());
+    }
+    (groups, outputs)
 }
 
 impl StaticPlan {
@@ -228,11 +335,14 @@ impl StaticPlan {
                 reason: reverted[&p.output].clone(),
             });
         }
+        let (groups, outputs) = groups_of(&nodes);
         StaticPlan {
-            groups: groups_of(&nodes),
+            groups,
+            outputs,
             nodes,
             kept_float,
             per_channel: self.per_channel,
+            activation_type: self.activation_type,
         }
     }
 
@@ -324,6 +434,8 @@ fn plan_node(
         weight,
         axis,
         bias,
+        quantize_output: false,
+        relu_after: None,
     })
 }
 
@@ -337,15 +449,20 @@ fn float_values(ctx: &PassContext, t: &TensorProto) -> Result<Vec<f32>, crate::o
     }
 }
 
-/// Int8 asymmetric parameters of a range (stretched to include 0).
-fn activation_params(lo: f32, hi: f32) -> (f32, i8) {
+/// Asymmetric 8-bit parameters of a range (stretched to include 0): the scale, and the zero
+/// point as the type's byte (int8 as two's complement).
+fn activation_params(lo: f32, hi: f32, ty: ActivationType) -> (f32, u8) {
     let (lo, hi) = (lo.min(0.0), hi.max(0.0));
     let scale = (hi - lo) / 255.0;
+    let (qmin, qmax) = match ty {
+        ActivationType::Uint8 => (0.0, 255.0),
+        ActivationType::Int8 => (-128.0, 127.0),
+    };
     if scale.is_nan() || scale <= 0.0 || !scale.is_finite() {
         return (1.0, 0);
     }
-    let zero = (-128.0 - lo / scale).round().clamp(-128.0, 127.0);
-    (scale, zero as i8)
+    let zero = (qmin - lo / scale).round().clamp(qmin, qmax);
+    (scale, zero as i32 as u8)
 }
 
 /// Rewrites `model` by `plan`, with each activation quantized over `ranges`.
@@ -358,6 +475,8 @@ pub fn apply(
     let mut report = StaticReport {
         kept_float: plan.kept_float.clone(),
         per_channel: plan.per_channel,
+        activation_type: plan.activation_type,
+        outputs_quantized: !plan.outputs.is_empty(),
         ..Default::default()
     };
     // each group's range: the union of its members'
@@ -378,7 +497,7 @@ pub fn apply(
         let Some(&(lo, hi)) = group_range.get(root.as_str()) else {
             continue;
         };
-        let (scale, zero) = activation_params(lo, hi);
+        let (scale, zero) = activation_params(lo, hi, plan.activation_type);
         let (s, z, _) = params
             .entry(root.clone())
             .or_insert_with(|| {
@@ -386,7 +505,7 @@ pub fn apply(
                     edit.add_initializer(&format!("{root}_scale"), tensor_f32("", &[], &[scale]));
                 let z = edit.add_initializer(
                     &format!("{root}_zero_point"),
-                    raw_tensor("", DataType::Int8, &[], vec![zero as u8]),
+                    raw_tensor("", plan.activation_type.data_type(), &[], vec![zero]),
                 );
                 (s, z, scale)
             })
@@ -414,6 +533,12 @@ pub fn apply(
     for (i, x) in chain_readers {
         if let Some(dq) = dequantized.get(&x) {
             edit.proto_mut().node[i].input[0] = dq.clone();
+        }
+    }
+    // every reader of a quantized output reads its DQ (the Q, added below, reads the output)
+    for o in &plan.outputs {
+        if let Some(dq) = dequantized.get(o) {
+            edit.replace_all_uses(o, dq);
         }
     }
     for p in &plan.nodes {

@@ -121,18 +121,28 @@ fn conv_inputs_weights_and_bias_get_their_qdq_encodings() {
 
 #[test]
 fn activation_parameters_make_zero_exact() {
-    let (scale, zero) = activation_params(0.0, 4.0);
+    use ActivationType::{Int8, Uint8};
+    let s8 = |lo, hi| {
+        let (scale, zero) = activation_params(lo, hi, Int8);
+        (scale, zero as i8)
+    };
+    let (scale, zero) = s8(0.0, 4.0);
     assert_eq!(zero, -128);
     assert!((scale - 4.0 / 255.0).abs() < 1e-9);
     // the range's ends land on the int8 grid's ends; 0 is the zero point itself
-    let (scale, zero) = activation_params(-1.0, 3.0);
+    let (scale, zero) = s8(-1.0, 3.0);
     assert_eq!(zero, -64);
     assert_eq!((-1.0 / scale).round() as i32 + zero as i32, -128);
     assert_eq!((3.0 / scale).round() as i32 + zero as i32, 127);
+    // uint8: the same grid shifted by 128; a Relu's range starts at the zero point 0
+    let (scale, zero) = activation_params(-1.0, 3.0, Uint8);
+    assert_eq!(zero, 64);
+    assert_eq!((3.0 / scale).round() as i32 + zero as i32, 255);
+    assert_eq!(activation_params(0.0, 4.0, Uint8).1, 0);
     // a range away from zero is stretched to include it
-    let (scale, _) = activation_params(2.0, 4.0);
+    let (scale, _) = s8(2.0, 4.0);
     assert!((scale - 4.0 / 255.0).abs() < 1e-9);
-    assert_eq!(activation_params(0.0, 0.0), (1.0, 0));
+    assert_eq!(s8(0.0, 0.0), (1.0, 0));
 }
 
 #[test]
@@ -160,4 +170,95 @@ fn attention_products_excluded_ops_and_old_opsets_stay_float() {
     let report = apply(&mut m, &p, &ranges()).unwrap();
     assert!(!report.per_channel);
     assert!(m.graph().node.iter().all(|n| attr_i(n, "axis", -1) == -1));
+}
+
+/// x -> Conv(W) -> PRelu(slope) -> Conv(W2) -> y
+fn cnn_prelu() -> ModelProto {
+    ModelBuilder::new(17)
+        .input("x", DataType::Float, &["1", "2", "6", "6"])
+        .initializer_f32("W", &[4, 2, 3, 3], &weights(72, 0.05))
+        .initializer_f32("slope", &[4, 1, 1], &[0.25, 0.25, 0.1, 0.1])
+        .initializer_f32("W2", &[3, 4, 1, 1], &weights(12, 0.1))
+        .node("Conv", &["x", "W"], &["c"])
+        .attr(attr_ints("pads", &[1, 1, 1, 1]))
+        .node("PRelu", &["c", "slope"], &["r"])
+        .node("Conv", &["r", "W2"], &["y"])
+        .output("y", DataType::Float, &["1", "3", "6", "6"])
+        .build()
+}
+
+#[test]
+fn a_conv_output_read_by_a_float_op_gets_its_own_pair_and_activations_are_uint8_by_default() {
+    let mut m = model(cnn_prelu());
+    let planned = plan(&m, &StaticOptions::default()).unwrap();
+    // the Conv's output is quantized (so onnxruntime fuses DQ -> Conv -> Q); the last Conv's
+    // output is a graph output and is not
+    assert_eq!(planned.activations(), ["c", "r", "x"]);
+    let ranges: BTreeMap<String, (f32, f32)> =
+        [("x", (-3.0, 3.0)), ("c", (-1.0, 3.0)), ("r", (-0.5, 2.0))]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+    apply(&mut m, &planned, &ranges).unwrap();
+    let g = m.graph();
+    let q = g
+        .node
+        .iter()
+        .find(|n| n.op_type() == "QuantizeLinear" && n.input[0] == "c")
+        .expect("a Q reads the Conv's output");
+    // the only reader of c is that Q; the PRelu reads its DQ
+    assert_eq!(
+        g.node
+            .iter()
+            .filter(|n| n.input.contains(&"c".to_string()))
+            .count(),
+        1
+    );
+    let prelu = g.node.iter().find(|n| n.op_type() == "PRelu").unwrap();
+    let dq = g
+        .node
+        .iter()
+        .find(|n| n.output[0] == prelu.input[0])
+        .unwrap();
+    assert_eq!(
+        (dq.op_type(), dq.input[0].as_str()),
+        ("DequantizeLinear", q.output[0].as_str())
+    );
+    let zp = g
+        .initializer
+        .iter()
+        .find(|t| t.name() == q.input[2])
+        .unwrap();
+    assert_eq!(zp.data_type(), DataType::Uint8.code());
+    assert_eq!(zp.raw_data.as_deref(), Some(&[64u8][..]), "-1..3: 0 at 64");
+    assert!(Inference::of_model(&m).type_errors(&m).is_empty());
+
+    // without output quantization (the fallback the accuracy search may take): inputs only
+    let inputs_only = StaticOptions {
+        quantize_outputs: false,
+        ..Default::default()
+    };
+    assert_eq!(
+        plan(&model(cnn_prelu()), &inputs_only)
+            .unwrap()
+            .activations(),
+        ["r", "x"]
+    );
+
+    // int8 activations when asked
+    let mut m = model(cnn_prelu());
+    let options = StaticOptions {
+        activation_type: ActivationType::Int8,
+        ..Default::default()
+    };
+    let planned = plan(&m, &options).unwrap();
+    apply(&mut m, &planned, &ranges).unwrap();
+    let zp = m
+        .graph()
+        .initializer
+        .iter()
+        .find(|t| t.name() == "c_zero_point")
+        .unwrap();
+    assert_eq!(zp.data_type(), DataType::Int8.code());
+    assert_eq!(zp.raw_data.as_deref(), Some(&[(-64i8) as u8][..]));
 }

@@ -168,6 +168,7 @@ fn every_real_model_quantizes_to_dynamic_int8_and_verifies() {
         assert_eq!(r["verification"]["tolerance"]["preset"], "int8", "{name}");
         let q = &r["quantize"];
         assert_eq!(q["mode"], "int8-dynamic");
+        assert_eq!(q["accuracy"]["met"], true, "{name}");
         let m = Model::load(&out).unwrap();
         mdeploy::graph::check_model(&m).unwrap();
         let ops: Vec<&str> = m.graph().node.iter().map(|n| n.op_type()).collect();
@@ -264,7 +265,53 @@ fn every_real_model_quantizes_to_static_int8_within_its_accuracy_target() {
             std::fs::read(&out).unwrap() == first,
             "{name}: not deterministic"
         );
+        // other calibration data: the cache's ranges are not theirs, so they are measured again
+        let other = path.parent().unwrap().join("test_data_set_1");
+        let swapped: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == s(&dir) { s(&other) } else { a })
+            .collect();
+        let r = json(&mdeploy(&swapped));
+        assert_eq!(r["quantize"]["ranges_from_cache"], false, "{name}");
     }
+}
+
+/// A dynamic int8 target the fully quantized model misses: the nodes that lose most return to
+/// float, each reported with why, until it holds; a target nothing can meet writes nothing.
+#[test]
+fn dynamic_int8_returns_nodes_to_float_until_its_accuracy_target_holds() {
+    let path = common::real_model("mtcnn_rnet");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r.onnx");
+    let mut args = vec![
+        "optimize".to_string(),
+        s(&path).to_string(),
+        "-o".into(),
+        s(&out).to_string(),
+        "--int8".into(),
+        "dynamic".into(),
+        "--accuracy-target".into(),
+        "cos=0.9999999".into(),
+        "--json".into(),
+    ];
+    args.extend(data_args(&path));
+    let o = mdeploy(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let q = &json(&o)["quantize"];
+    let a = &q["accuracy"];
+    assert_eq!(a["met"], true, "{a}");
+    assert!(a["rounds"].as_u64().unwrap() > 1, "{a}");
+    let returned = a["returned_to_float"].as_u64().unwrap();
+    assert!(returned > 0, "{a}");
+    let reasons: Vec<&str> = q["kept_float"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["reason"].as_str())
+        .filter(|r| r.starts_with("returned to float"))
+        .collect();
+    assert_eq!(reasons.len() as u64, returned, "{q}");
+    assert!(a["achieved_cosine"].as_f64().unwrap() >= 0.9999999, "{a}");
 }
 
 #[test]
