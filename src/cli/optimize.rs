@@ -15,7 +15,7 @@ use mdeploy::quantize::QuantizeReport;
 
 use super::printer::{OutputArgs, Printer, UsageError, print_stdout};
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Int8Mode {
     Dynamic,
     Static,
@@ -169,6 +169,9 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
             "--calibration and --exclude-nodes apply to quantization (--fp16, --int8)".into(),
         )
         .into());
+    }
+    if args.int8_activations.is_some() && args.int8 != Some(Int8Mode::Static) {
+        return Err(UsageError("--int8-activations applies to --int8 static".into()).into());
     }
     let printer = Printer::new(&args.out);
     let req = OptimizeRequest {

@@ -305,6 +305,13 @@ impl BuildConfig {
         if let Some(a) = &o.int8_activations {
             crate::quantize::qdq::ActivationType::parse(a)
                 .map_err(|e| error("optimize", "int8_activations", e))?;
+            if o.int8 != Some(Int8::Static) {
+                return Err(error(
+                    "optimize",
+                    "int8_activations",
+                    "applies to int8 = \"static\"".into(),
+                ));
+            }
         }
         if let Some(t) = &o.accuracy_target {
             crate::quantize::AccuracyTarget::parse(t)

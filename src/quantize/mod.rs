@@ -120,7 +120,7 @@ pub fn to_int8_dynamic(
         };
         let report = dynamic::quantize(&mut candidate, &options)?;
         let values: Vec<String> = report.quantized.iter().map(|q| q.output.clone()).collect();
-        Ok((candidate, report, values))
+        Ok((candidate, report, values, Default::default()))
     };
     let rank = |report: &dynamic::DynamicReport,
                 measured: &std::collections::BTreeMap<String, ranges::Agreement>| {
@@ -212,6 +212,12 @@ pub fn calibration_key(model: &Model, samples: &[&[NamedTensor]]) -> Result<Stri
         h.update((bytes.len() as u64).to_le_bytes());
         h.update(bytes);
     };
+    for o in &model.proto.opset_import {
+        part(&o.encode_to_vec());
+    }
+    for f in &model.proto.functions {
+        part(&f.encode_to_vec());
+    }
     let g = model.graph();
     for n in &g.node {
         part(&n.encode_to_vec());
@@ -330,10 +336,13 @@ pub fn to_int8_static(
     let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     let plan = qdq::plan(model, options)?;
     let wanted = plan.activations();
-    let key = calibration_key(model, calibration.samples)?;
+    // a model whose key cannot be made (unreadable external data shows up later anyway) is
+    // calibrated every time: an empty key matches no cache
+    let key = calibration_key(model, calibration.samples).unwrap_or_default();
     let cached = cache.filter(|c| {
         c.format == CALIBRATION_CACHE_FORMAT
             && c.method == method
+            && !key.is_empty()
             && c.key == key
             && wanted.iter().all(|v| c.ranges.contains_key(v))
     });
@@ -361,7 +370,9 @@ pub fn to_int8_static(
                 .iter()
                 .map(|q| q.output.clone())
                 .collect();
-            Ok((candidate, quantization, values))
+            // a node's output with a pair of its own is measured after it: its own rounding
+            let aliases = quantization.dequantized_outputs.clone();
+            Ok((candidate, quantization, values, aliases))
         };
         let ranked =
             |_: &qdq::StaticReport,
@@ -474,7 +485,15 @@ fn search_within_target<R>(
     calibration: &Calibration,
     quantize: impl Fn(
         &std::collections::BTreeMap<String, String>,
-    ) -> Result<(Model, R, Vec<String>), QuantizeError>,
+    ) -> Result<
+        (
+            Model,
+            R,
+            Vec<String>,
+            std::collections::BTreeMap<String, String>,
+        ),
+        QuantizeError,
+    >,
     rank: impl Fn(&R, &std::collections::BTreeMap<String, ranges::Agreement>) -> Vec<(String, f64)>,
 ) -> Result<
     (
@@ -492,12 +511,13 @@ fn search_within_target<R>(
     let (_, reference) =
         crate::run::run_all(float, calibration.engine, calibration.evaluation, || {})?;
     let evaluate = |reverted: &std::collections::BTreeMap<String, String>| {
-        let (candidate, report, mut values) = quantize(reverted)?;
+        let (candidate, report, mut values, aliases) = quantize(reverted)?;
         values.extend(outputs.iter().cloned());
         let (engine, measured) = ranges::compare(
             float,
             &candidate,
             &values,
+            &aliases,
             calibration.evaluation,
             calibration.engine,
         )?;

@@ -19,8 +19,8 @@
 //!   `DQ → Conv → Q` into one int8 kernel (without a Q after it, the Conv runs in float with its
 //!   weights dequantized on every run, slower than the float model). Its readers read the DQ.
 //!   Where the only reader is a Relu whose output is quantized, no pair is added: the Relu's
-//!   range (from 0) is the one calibrated, its Q's zero point is -128, and onnxruntime folds
-//!   the Relu into that Q.
+//!   range (from 0) is the one calibrated, its Q's zero point is the type's minimum (0 or
+//!   -128), and onnxruntime folds the Relu into that Q.
 //! - What is not quantized by default keeps transformers accurate: LayerNormalization and its
 //!   decomposition, Softmax, GELU/Erf and residual Adds are not among the quantized ops, and a
 //!   MatMul of two activations (attention scores, attention times values) stays float.
@@ -85,6 +85,11 @@ impl ActivationType {
         }
     }
 
+    /// What reports that do not record the type used.
+    fn recorded_before() -> ActivationType {
+        ActivationType::Int8
+    }
+
     fn data_type(self) -> DataType {
         match self {
             ActivationType::Uint8 => DataType::Uint8,
@@ -113,13 +118,17 @@ pub struct StaticReport {
     pub activations: usize,
     /// Whether weights have a scale per channel (opset 13+) or one per tensor.
     pub per_channel: bool,
-    /// The activations' element type.
-    #[serde(default)]
+    /// The activations' element type (reports written before it was recorded used int8).
+    #[serde(default = "ActivationType::recorded_before")]
     pub activation_type: ActivationType,
     /// Conv outputs quantized too (false where the accuracy target kept more nodes int8
     /// without them).
     #[serde(default)]
     pub outputs_quantized: bool,
+    /// Each quantized output with a pair of its own -> its dequantized value (what its readers
+    /// read, and where its loss is measured).
+    #[serde(skip)]
+    pub dequantized_outputs: BTreeMap<String, String>,
 }
 
 impl Default for StaticOptions {
@@ -153,8 +162,8 @@ struct Planned {
     /// output).
     quantize_output: bool,
     /// The output of the Relu that is the only reader of this node's output: where that value is
-    /// quantized, the Relu folds into its Q (int8 zero point -128: Q clamps at 0 as Relu does)
-    /// and this output needs no pair of its own.
+    /// quantized, the Relu folds into its Q (zero point at the type's minimum: Q clamps at 0 as
+    /// Relu does) and this output needs no pair of its own.
     relu_after: Option<String>,
 }
 
@@ -181,9 +190,18 @@ impl StaticPlan {
         self.nodes.is_empty()
     }
 
-    /// Every activation to calibrate.
+    /// Every activation to calibrate: those with a pair, and every output that may get one
+    /// (a Conv output whose Relu folds into a Q gets its own pair when the node reading the Relu
+    /// returns to float).
     pub fn activations(&self) -> Vec<String> {
-        self.groups.keys().cloned().collect()
+        let mut all: BTreeSet<String> = self.groups.keys().cloned().collect();
+        all.extend(
+            self.nodes
+                .iter()
+                .filter(|p| p.quantize_output)
+                .map(|p| p.output.clone()),
+        );
+        all.into_iter().collect()
     }
 }
 
@@ -476,7 +494,6 @@ pub fn apply(
         kept_float: plan.kept_float.clone(),
         per_channel: plan.per_channel,
         activation_type: plan.activation_type,
-        outputs_quantized: !plan.outputs.is_empty(),
         ..Default::default()
     };
     // each group's range: the union of its members'
@@ -539,6 +556,8 @@ pub fn apply(
     for o in &plan.outputs {
         if let Some(dq) = dequantized.get(o) {
             edit.replace_all_uses(o, dq);
+            report.outputs_quantized = true;
+            report.dequantized_outputs.insert(o.clone(), dq.clone());
         }
     }
     for p in &plan.nodes {

@@ -140,10 +140,19 @@ pub fn compare(
     reference: &Model,
     candidate: &Model,
     values: &[String],
+    aliases: &BTreeMap<String, String>,
     samples: &[&[NamedTensor]],
     engine: EngineChoice,
 ) -> Result<(EngineKind, BTreeMap<String, Agreement>), QuantizeError> {
-    let (reference, candidate) = (exposing(reference, values), exposing(candidate, values));
+    // a value measured in the candidate under another name (its dequantized twin)
+    let in_candidate: Vec<String> = values
+        .iter()
+        .map(|v| aliases.get(v).unwrap_or(v).clone())
+        .collect();
+    let (reference, candidate) = (
+        exposing(reference, values),
+        exposing(candidate, &in_candidate),
+    );
     // `auto` tries the engines in turn, from the first sample, as `run_each` does
     let choices: Vec<EngineChoice> = match engine {
         EngineChoice::Auto => crate::run::auto_order(&candidate)
@@ -154,7 +163,7 @@ pub fn compare(
     };
     let mut first_error = None;
     for choice in choices {
-        match measure(&reference, &candidate, values, samples, choice) {
+        match measure(&reference, &candidate, values, aliases, samples, choice) {
             Ok(result) => return Ok(result),
             Err(e) => {
                 let input_problem =
@@ -174,6 +183,7 @@ fn measure(
     reference: &Model,
     candidate: &Model,
     values: &[String],
+    aliases: &BTreeMap<String, String>,
     samples: &[&[NamedTensor]],
     engine: EngineChoice,
 ) -> Result<(EngineKind, BTreeMap<String, Agreement>), QuantizeError> {
@@ -189,7 +199,8 @@ fn measure(
         let want = a.run(s)?;
         let got = b.run(s)?;
         for (w, g) in want.iter().zip(&got) {
-            if !wanted.contains(w.name.as_str()) || w.name != g.name {
+            let same = w.name == g.name || aliases.get(&w.name) == Some(&g.name);
+            if !wanted.contains(w.name.as_str()) || !same {
                 continue;
             }
             let name = w.name.clone();

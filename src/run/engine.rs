@@ -78,6 +78,13 @@ impl Engine {
         })
     }
 
+    /// Bounds the plans a tract engine keeps (onnxruntime plans on its own).
+    pub fn limit_plans(&mut self, n: usize) {
+        if let Engine::Tract(r) = self {
+            r.limit_plans(n);
+        }
+    }
+
     pub fn kind(&self) -> EngineKind {
         match self {
             Engine::Tract(_) => EngineKind::Tract,

@@ -127,9 +127,10 @@ pub struct Runner {
     plans: PlanCache<Plan>,
 }
 
-/// Plans kept per runner. A plan is made per set of input shapes; a caller that sends a new
-/// shape every time (a server's clients) must not grow memory without bound, so the least
-/// recently used plan goes when a new one would pass this.
+/// Plans a server's runner keeps at least. A plan is made per set of input shapes; clients that
+/// send a new shape every time must not grow a server's memory without bound, so there the least
+/// recently used plan goes when a new one would pass the limit ([`Runner::limit_plans`]). Runs
+/// over a fixed set of samples (verify, calibration) keep every plan.
 pub const PLANS_KEPT: usize = 8;
 
 /// The most recently used plans by input shapes, at most `capacity`, most recent first.
@@ -274,7 +275,7 @@ impl Runner {
             model: tract,
             inputs,
             outputs,
-            plans: PlanCache::new(PLANS_KEPT),
+            plans: PlanCache::new(usize::MAX),
         })
     }
 
@@ -284,6 +285,12 @@ impl Runner {
 
     pub fn outputs(&self) -> &[String] {
         &self.outputs
+    }
+
+    /// Keeps at most `n` plans from now on (the least recently used go first).
+    pub fn limit_plans(&mut self, n: usize) {
+        self.plans.capacity = n.max(1);
+        self.plans.entries.truncate(self.plans.capacity);
     }
 
     /// Runs the model. Inputs are matched by name; unnamed tensors are taken in input order.

@@ -89,8 +89,9 @@ impl Metrics {
         });
     }
 
-    /// An inference request refused before a model was chosen (no or a wrong token, too many
-    /// in flight, draining, a body too large or too slow, no such model).
+    /// A request refused before a model was chosen: no or a wrong token (on any path), or an
+    /// inference request past the in-flight limit, while draining, with a body too large, too
+    /// slow or unreadable, or for no such model.
     pub fn refuse(&self, reason: &'static str) {
         if let Ok(mut r) = self.refused.lock() {
             *r.entry(reason).or_default() += 1;

@@ -222,13 +222,15 @@ pub fn to_raw(t: &Tensor) -> Result<Vec<u8>, BadTensor> {
 }
 
 /// The leaves of a JSON `data` field (flat or nested arrays, row-major), read straight from the
-/// request into one flat vector of one kind: numbers take 8 bytes each (16 for integers, which
-/// may be any of i64 or u64), where a parsed JSON document would take tens per element.
+/// request into one flat vector of one kind: numbers take 8 bytes each, where a parsed JSON
+/// document would take tens per element.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JsonData {
     Empty,
     Bools(Vec<bool>),
-    Ints(Vec<i128>),
+    Ints(Vec<i64>),
+    /// Integers once one is past i64 (a UINT64 above 2^63 - 1).
+    Wide(Vec<i128>),
     /// Numbers with a fraction or an exponent (integers seen before the first are converted).
     Floats(Vec<f64>),
     Strings(Vec<String>),
@@ -240,6 +242,7 @@ impl JsonData {
             JsonData::Empty => 0,
             JsonData::Bools(v) => v.len(),
             JsonData::Ints(v) => v.len(),
+            JsonData::Wide(v) => v.len(),
             JsonData::Floats(v) => v.len(),
             JsonData::Strings(v) => v.len(),
         }
@@ -249,18 +252,28 @@ impl JsonData {
         match self {
             JsonData::Empty => "nothing",
             JsonData::Bools(_) => "booleans",
-            JsonData::Ints(_) => "integers",
+            JsonData::Ints(_) | JsonData::Wide(_) => "integers",
             JsonData::Floats(_) => "numbers",
             JsonData::Strings(_) => "strings",
         }
     }
 
     fn push_int(&mut self, v: i128) -> Result<(), String> {
-        match self {
-            JsonData::Empty => *self = JsonData::Ints(vec![v]),
-            JsonData::Ints(x) => x.push(v),
-            JsonData::Floats(x) => x.push(v as f64),
-            other => return Err(format!("a number among {}", other.kind())),
+        match (self, i64::try_from(v)) {
+            (this @ JsonData::Empty, Ok(v)) => *this = JsonData::Ints(vec![v]),
+            (this @ JsonData::Empty, Err(_)) => *this = JsonData::Wide(vec![v]),
+            (JsonData::Ints(x), Ok(v)) => x.push(v),
+            (this @ JsonData::Ints(_), Err(_)) => {
+                let JsonData::Ints(x) = std::mem::replace(this, JsonData::Empty) else {
+                    unreachable!("matched as integers")
+                };
+                let mut wide: Vec<i128> = x.into_iter().map(i128::from).collect();
+                wide.push(v);
+                *this = JsonData::Wide(wide);
+            }
+            (JsonData::Wide(x), _) => x.push(v),
+            (JsonData::Floats(x), _) => x.push(v as f64),
+            (other, _) => return Err(format!("a number among {}", other.kind())),
         }
         Ok(())
     }
@@ -269,6 +282,11 @@ impl JsonData {
         match self {
             JsonData::Empty => *self = JsonData::Floats(vec![v]),
             JsonData::Ints(x) => {
+                let mut f: Vec<f64> = x.iter().map(|&i| i as f64).collect();
+                f.push(v);
+                *self = JsonData::Floats(f);
+            }
+            JsonData::Wide(x) => {
                 let mut f: Vec<f64> = x.iter().map(|&i| i as f64).collect();
                 f.push(v);
                 *self = JsonData::Floats(f);
@@ -367,9 +385,10 @@ fn convert<S: Copy + std::fmt::Display, T>(
 }
 
 /// Integers as any integer type, range-checked.
-fn ints<T: TryFrom<i128>>(data: &JsonData, what: &str) -> Result<Vec<T>, BadTensor> {
+fn ints<T: TryFrom<i64> + TryFrom<i128>>(data: &JsonData, what: &str) -> Result<Vec<T>, BadTensor> {
     match data {
         JsonData::Ints(v) => convert(v, what, |x| T::try_from(x).ok()),
+        JsonData::Wide(v) => convert(v, what, |x| T::try_from(x).ok()),
         other => Err(bad(format!(
             "{} given; each value must be {what}",
             other.kind()
@@ -381,6 +400,7 @@ fn ints<T: TryFrom<i128>>(data: &JsonData, what: &str) -> Result<Vec<T>, BadTens
 fn floats<T>(data: &JsonData, conv: impl Fn(f64) -> T) -> Result<Vec<T>, BadTensor> {
     match data {
         JsonData::Ints(v) => Ok(v.iter().map(|&x| conv(x as f64)).collect()),
+        JsonData::Wide(v) => Ok(v.iter().map(|&x| conv(x as f64)).collect()),
         JsonData::Floats(v) => Ok(v.iter().map(|&x| conv(x)).collect()),
         other => Err(bad(format!(
             "{} given; the values must be numbers",
