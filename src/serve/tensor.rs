@@ -537,6 +537,10 @@ mod tests {
         // integers keep every bit, u64 past i64 included
         let big = from_json("UINT64", &[2], &data("[18446744073709551615, 0]")).unwrap();
         assert_eq!(to_json(&big), serde_json::json!([u64::MAX, 0u64]));
+        let later = from_json("UINT64", &[2], &data("[1, 18446744073709551615]")).unwrap();
+        assert_eq!(to_json(&later), serde_json::json!([1u64, u64::MAX]));
+        assert!(from_json("INT64", &[2], &data("[1, 18446744073709551615]")).is_err());
+        assert!(from_json("UINT64", &[2], &data("[-1, 18446744073709551615]")).is_err());
         let neg = from_json("INT64", &[1], &data("[-9223372036854775808]")).unwrap();
         assert_eq!(to_json(&neg), serde_json::json!([i64::MIN]));
         // a scalar, an empty tensor, booleans and strings
