@@ -197,12 +197,8 @@ impl Builder<'_> {
             .iter()
             .map(|p| self.path(p))
             .collect();
-        // a quantized model is verified on its calibration data when no other data is given:
-        // random inputs fall outside the calibrated ranges
-        let mut verify_data: Vec<PathBuf> = c.verify.data.iter().map(|p| self.path(p)).collect();
-        if verify_data.is_empty() && (c.optimize.fp16 || c.optimize.int8.is_some()) {
-            verify_data = calibration.clone();
-        }
+        let given: Vec<PathBuf> = c.verify.data.iter().map(|p| self.path(p)).collect();
+        let verify_data = super::data::verification_data(&given, &calibration);
         let source = self.path(&c.model.source);
         if !self.dry_run {
             for dir in [&convert_dir, &optimize_dir, &verify_dir] {

@@ -9,6 +9,17 @@ use crate::run::{EngineChoice, InputShapes, graph_inputs, random_inputs};
 use crate::verify::{Sample, load_samples};
 
 /// Where samples come from and what runs them.
+/// The data a result is verified on: `data` when given, else the calibration data (given only
+/// when quantizing: random inputs fall outside the calibrated ranges and say nothing about how
+/// the model is used), else none (seeded random samples).
+pub fn verification_data(data: &[PathBuf], calibration: &[PathBuf]) -> Vec<PathBuf> {
+    if data.is_empty() {
+        calibration.to_vec()
+    } else {
+        data.to_vec()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DataOptions {
     /// Test data directories (or parents of test_data_set_N/), .npz, .npy or .pb files.

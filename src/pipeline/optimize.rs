@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::data::DataOptions;
+use super::data::{DataOptions, verification_data};
 use crate::error::{CheckFailed, UsageError, nearest};
 use crate::graph::check_model;
 use crate::onnx::{ExternalDataPolicy, Model, SaveOptions, SaveSummary};
@@ -597,17 +597,11 @@ fn verify(
     automatic: &str,
     progress: &dyn Progress,
 ) -> anyhow::Result<(VerifyReport, Option<Culprit>)> {
-    // a model quantized on calibration data is verified on it when no other data is given:
-    // random inputs fall outside the calibrated ranges and say nothing about the model's use
-    let (samples, random_seed) = if req.data.data.is_empty() && !req.quantize.calibration.is_empty()
-    {
-        (
-            crate::verify::load_samples(&req.quantize.calibration)?,
-            None,
-        )
-    } else {
-        req.data.load(original)?
+    let data = DataOptions {
+        data: verification_data(&req.data.data, &req.quantize.calibration),
+        ..req.data.clone()
     };
+    let (samples, random_seed) = data.load(original)?;
     let tolerance = Tolerance::from_preset(
         req.tolerance
             .unwrap_or_else(|| crate::verify::preset(automatic).expect("a preset")),

@@ -119,8 +119,7 @@ pub fn to_int8_dynamic(
             ..options.clone()
         };
         let report = dynamic::quantize(&mut candidate, &options)?;
-        let values: Vec<String> = report.quantized.iter().map(|q| q.output.clone()).collect();
-        Ok((candidate, report, values, Default::default()))
+        Ok((candidate, report, Default::default()))
     };
     let rank = |report: &dynamic::DynamicReport,
                 measured: &std::collections::BTreeMap<String, ranges::Agreement>| {
@@ -135,21 +134,10 @@ pub fn to_int8_dynamic(
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         ranked
     };
-    let (best, reverted, met, rounds) =
-        search_within_target(&float, &outputs, target, &c, quantize, rank)?;
-    let (achieved_cosine, achieved_top1, _) =
-        target.judge(outputs.iter().map(|o| best.measured.get(o)));
-    let mut output_sqnr_db: Vec<(String, f64)> = best
-        .report
-        .quantized
-        .iter()
-        .filter_map(|q| {
-            best.measured
-                .get(&q.output)
-                .map(|a| (q.output.clone(), a.sqnr_db))
-        })
-        .collect();
-    output_sqnr_db.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let outcome = search_within_target(&float, &outputs, target, &c, quantize, rank)?;
+    let accuracy = outcome.accuracy(target, &outputs);
+    let output_sqnr_db = outcome.output_sqnr_db();
+    let best = outcome.best;
     let summary = CalibrationSummary {
         origin: c.origin,
         samples: c.samples.len(),
@@ -161,14 +149,7 @@ pub fn to_int8_dynamic(
         quantization: best.report,
         calibration: Some(summary),
         output_sqnr_db,
-        accuracy: Some(AccuracyOutcome {
-            target,
-            achieved_cosine,
-            achieved_top1,
-            met,
-            rounds,
-            returned_to_float: reverted.len(),
-        }),
+        accuracy: Some(accuracy),
     })
 }
 
@@ -365,14 +346,9 @@ pub fn to_int8_static(
             let current = plan.without(reverted);
             let mut candidate = Model::from_proto(float.proto.clone(), float.dir().to_path_buf());
             let quantization = qdq::apply(&mut candidate, &current, &ranges)?;
-            let values: Vec<String> = quantization
-                .quantized
-                .iter()
-                .map(|q| q.output.clone())
-                .collect();
             // a node's output with a pair of its own is measured after it: its own rounding
             let aliases = quantization.dequantized_outputs.clone();
-            Ok((candidate, quantization, values, aliases))
+            Ok((candidate, quantization, aliases))
         };
         let ranked =
             |_: &qdq::StaticReport,
@@ -386,60 +362,34 @@ pub fn to_int8_static(
     // own; where the target then keeps fewer than half of the nodes int8 (per-tensor weights,
     // wide pre-activation ranges), the placement without them is tried too and the one that
     // keeps more nodes int8 wins (the ranges measured cover both)
-    let kept = |c: &(Searched<qdq::StaticReport>, _, bool, usize)| {
-        if c.2 { c.0.report.quantized.len() } else { 0 }
-    };
-    if options.quantize_outputs && kept(&chosen) * 2 < plan.len() {
+    if options.quantize_outputs && chosen.kept_int8() * 2 < plan.len() {
         let inputs_only = qdq::StaticOptions {
             quantize_outputs: false,
             ..options.clone()
         };
         let other = search(&qdq::plan(model, &inputs_only)?)?;
-        let rounds = chosen.3 + other.3;
-        if kept(&other) > kept(&chosen) {
+        let rounds = chosen.rounds + other.rounds;
+        if other.kept_int8() > chosen.kept_int8() {
             chosen = other;
         }
-        chosen.3 = rounds;
+        chosen.rounds = rounds;
     }
-    let (best, reverted, met, rounds) = chosen;
-    let Searched {
-        model: quantized,
-        report: quantization,
-        measured,
-        engine: compared_in,
-    } = best;
-    let round = rounds;
-    *model = quantized;
-    let (achieved_cosine, achieved_top1, _) = target.judge(outputs.iter().map(|o| measured.get(o)));
-    let mut output_sqnr_db: Vec<(String, f64)> = quantization
-        .quantized
-        .iter()
-        .filter_map(|q| {
-            measured
-                .get(&q.output)
-                .map(|a| (q.output.clone(), a.sqnr_db))
-        })
-        .collect();
-    output_sqnr_db.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let accuracy = chosen.accuracy(target, &outputs);
+    let output_sqnr_db = chosen.output_sqnr_db();
+    let best = chosen.best;
+    *model = best.model;
     let stage = StaticStage {
         calibration: CalibrationSummary {
             origin: calibration.origin,
             samples: calibration.samples.len(),
-            engine: engine.unwrap_or(compared_in),
+            engine: engine.unwrap_or(best.engine),
             values_measured: wanted.len(),
         },
         method,
         ranges_from_cache: cached.is_some(),
         output_sqnr_db,
-        accuracy: AccuracyOutcome {
-            target,
-            achieved_cosine,
-            achieved_top1,
-            met,
-            rounds: round,
-            returned_to_float: reverted.len(),
-        },
-        quantization,
+        accuracy,
+        quantization: best.report,
     };
     let cache = CalibrationCache {
         format: CALIBRATION_CACHE_FORMAT.into(),
@@ -450,12 +400,79 @@ pub fn to_int8_static(
     Ok((stage, cache))
 }
 
+/// A quantizer's report: the nodes it quantized.
+trait QuantizedNodes {
+    fn quantized_nodes(&self) -> &[dynamic::QuantizedNode];
+}
+
+impl QuantizedNodes for dynamic::DynamicReport {
+    fn quantized_nodes(&self) -> &[dynamic::QuantizedNode] {
+        &self.quantized
+    }
+}
+
+impl QuantizedNodes for qdq::StaticReport {
+    fn quantized_nodes(&self) -> &[dynamic::QuantizedNode] {
+        &self.quantized
+    }
+}
+
 /// A quantized candidate and what was measured of it.
 struct Searched<R> {
     model: Model,
     report: R,
     measured: std::collections::BTreeMap<String, ranges::Agreement>,
     engine: EngineKind,
+}
+
+/// The candidate the accuracy search settled on.
+struct SearchOutcome<R> {
+    best: Searched<R>,
+    /// Nodes returned to float (by output value), with why.
+    reverted: std::collections::BTreeMap<String, String>,
+    met: bool,
+    rounds: usize,
+}
+
+impl<R: QuantizedNodes> SearchOutcome<R> {
+    /// The nodes it kept int8 when the target holds, else 0 (what placements compete on).
+    fn kept_int8(&self) -> usize {
+        if self.met {
+            self.best.report.quantized_nodes().len()
+        } else {
+            0
+        }
+    }
+
+    /// What the target asked and what the candidate achieved on the graph `outputs`.
+    fn accuracy(&self, target: AccuracyTarget, outputs: &[String]) -> AccuracyOutcome {
+        let (achieved_cosine, achieved_top1, _) =
+            target.judge(outputs.iter().map(|o| self.best.measured.get(o)));
+        AccuracyOutcome {
+            target,
+            achieved_cosine,
+            achieved_top1,
+            met: self.met,
+            rounds: self.rounds,
+            returned_to_float: self.reverted.len(),
+        }
+    }
+
+    /// Each quantized node's output SQNR against float, lowest first.
+    fn output_sqnr_db(&self) -> Vec<(String, f64)> {
+        let mut sqnr: Vec<(String, f64)> = self
+            .best
+            .report
+            .quantized_nodes()
+            .iter()
+            .filter_map(|q| {
+                let a = self.best.measured.get(&q.output)?;
+                Some((q.output.clone(), a.sqnr_db))
+            })
+            .collect();
+        sqnr.sort_by(|a, b| a.1.total_cmp(&b.1));
+        sqnr
+    }
 }
 
 /// The float model's float outputs: the ones quantization moves and the target judges.
@@ -475,35 +492,20 @@ fn float_outputs(float: &Model) -> Vec<String> {
 /// the nodes `rank` orders most harmful first, found by bisection (the outcome of returning k of
 /// them is monotone enough in k): at most [`MAX_ROUNDS`] quantize-and-measure rounds. `quantize`
 /// takes the nodes to revert (by output value, with the reason) and gives the candidate, its
-/// report and the quantized nodes' outputs (measured along with the graph outputs). Returns the
-/// best candidate, what it reverted, whether the target holds and the rounds taken.
+/// report and the quantized outputs measured under another name in the candidate (each node's
+/// output is measured along with the graph outputs).
 #[allow(clippy::type_complexity)]
-fn search_within_target<R>(
+fn search_within_target<R: QuantizedNodes>(
     float: &Model,
     outputs: &[String],
     target: AccuracyTarget,
     calibration: &Calibration,
     quantize: impl Fn(
         &std::collections::BTreeMap<String, String>,
-    ) -> Result<
-        (
-            Model,
-            R,
-            Vec<String>,
-            std::collections::BTreeMap<String, String>,
-        ),
-        QuantizeError,
-    >,
+    )
+        -> Result<(Model, R, std::collections::BTreeMap<String, String>), QuantizeError>,
     rank: impl Fn(&R, &std::collections::BTreeMap<String, ranges::Agreement>) -> Vec<(String, f64)>,
-) -> Result<
-    (
-        Searched<R>,
-        std::collections::BTreeMap<String, String>,
-        bool,
-        usize,
-    ),
-    QuantizeError,
-> {
+) -> Result<SearchOutcome<R>, QuantizeError> {
     // the result must also pass the int8 verification preset on the same data
     let tolerance = crate::verify::Tolerance::from_preset(
         crate::verify::preset("int8").expect("the int8 preset"),
@@ -511,8 +513,13 @@ fn search_within_target<R>(
     let (_, reference) =
         crate::run::run_all(float, calibration.engine, calibration.evaluation, || {})?;
     let evaluate = |reverted: &std::collections::BTreeMap<String, String>| {
-        let (candidate, report, mut values, aliases) = quantize(reverted)?;
-        values.extend(outputs.iter().cloned());
+        let (candidate, report, aliases) = quantize(reverted)?;
+        let values: Vec<String> = report
+            .quantized_nodes()
+            .iter()
+            .map(|q| q.output.clone())
+            .chain(outputs.iter().cloned())
+            .collect();
         let (engine, measured) = ranges::compare(
             float,
             &candidate,
@@ -544,7 +551,12 @@ fn search_within_target<R>(
     let none = std::collections::BTreeMap::new();
     let ((worst, worst_top1, met), first_result) = evaluate(&none)?;
     if met {
-        return Ok((first_result, none, true, 1));
+        return Ok(SearchOutcome {
+            best: first_result,
+            reverted: none,
+            met: true,
+            rounds: 1,
+        });
     }
     let ranked = rank(&first_result.report, &first_result.measured);
     let mut rounds = 1;
@@ -584,7 +596,12 @@ fn search_within_target<R>(
             (result, meets)
         }
     };
-    Ok((best, reverted, met, rounds))
+    Ok(SearchOutcome {
+        best,
+        reverted,
+        met,
+        rounds,
+    })
 }
 
 /// The quantized nodes by how much they lose, most first: the SQNR of the quantized values

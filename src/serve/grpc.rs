@@ -100,24 +100,17 @@ fn from_contents(
         }
         Tensor::from_shape(dims, &v).map_err(|e| BadTensor(e.to_string()))
     }
-    /// Typed contents narrowed to the element type, each value checked.
-    fn narrowed<S: Copy, T: TryFrom<S>>(values: &[S], what: &str) -> Result<Vec<T>, BadTensor> {
-        values
-            .iter()
-            .map(|&x| T::try_from(x).map_err(|_| BadTensor(format!("{what} value out of range"))))
-            .collect()
-    }
     match dt {
         DatumType::Bool => make(&dims, c.bool_contents.clone(), n, "bool_contents"),
         DatumType::I8 => make::<i8>(
             &dims,
-            narrowed(&c.int_contents, "an INT8")?,
+            tensor::narrowed(&c.int_contents, "an INT8")?,
             n,
             "int_contents",
         ),
         DatumType::I16 => make::<i16>(
             &dims,
-            narrowed(&c.int_contents, "an INT16")?,
+            tensor::narrowed(&c.int_contents, "an INT16")?,
             n,
             "int_contents",
         ),
@@ -125,13 +118,13 @@ fn from_contents(
         DatumType::I64 => make(&dims, c.int64_contents.clone(), n, "int64_contents"),
         DatumType::U8 => make::<u8>(
             &dims,
-            narrowed(&c.uint_contents, "a UINT8")?,
+            tensor::narrowed(&c.uint_contents, "a UINT8")?,
             n,
             "uint_contents",
         ),
         DatumType::U16 => make::<u16>(
             &dims,
-            narrowed(&c.uint_contents, "a UINT16")?,
+            tensor::narrowed(&c.uint_contents, "a UINT16")?,
             n,
             "uint_contents",
         ),

@@ -259,21 +259,18 @@ impl JsonData {
     }
 
     fn push_int(&mut self, v: i128) -> Result<(), String> {
-        match (self, i64::try_from(v)) {
-            (this @ JsonData::Empty, Ok(v)) => *this = JsonData::Ints(vec![v]),
-            (this @ JsonData::Empty, Err(_)) => *this = JsonData::Wide(vec![v]),
-            (JsonData::Ints(x), Ok(v)) => x.push(v),
-            (this @ JsonData::Ints(_), Err(_)) => {
-                let JsonData::Ints(x) = std::mem::replace(this, JsonData::Empty) else {
-                    unreachable!("matched as integers")
-                };
-                let mut wide: Vec<i128> = x.into_iter().map(i128::from).collect();
-                wide.push(v);
-                *this = JsonData::Wide(wide);
+        let narrow = i64::try_from(v);
+        match self {
+            JsonData::Empty => {
+                *self = narrow.map_or(JsonData::Wide(vec![v]), |n| JsonData::Ints(vec![n]))
             }
-            (JsonData::Wide(x), _) => x.push(v),
-            (JsonData::Floats(x), _) => x.push(v as f64),
-            (other, _) => return Err(format!("a number among {}", other.kind())),
+            JsonData::Ints(x) => match narrow {
+                Ok(n) => x.push(n),
+                Err(_) => *self = JsonData::Wide(widened(x, i128::from, v)),
+            },
+            JsonData::Wide(x) => x.push(v),
+            JsonData::Floats(x) => x.push(v as f64),
+            other => return Err(format!("a number among {}", other.kind())),
         }
         Ok(())
     }
@@ -281,16 +278,8 @@ impl JsonData {
     fn push_float(&mut self, v: f64) -> Result<(), String> {
         match self {
             JsonData::Empty => *self = JsonData::Floats(vec![v]),
-            JsonData::Ints(x) => {
-                let mut f: Vec<f64> = x.iter().map(|&i| i as f64).collect();
-                f.push(v);
-                *self = JsonData::Floats(f);
-            }
-            JsonData::Wide(x) => {
-                let mut f: Vec<f64> = x.iter().map(|&i| i as f64).collect();
-                f.push(v);
-                *self = JsonData::Floats(f);
-            }
+            JsonData::Ints(x) => *self = JsonData::Floats(widened(x, |i| i as f64, v)),
+            JsonData::Wide(x) => *self = JsonData::Floats(widened(x, |i| i as f64, v)),
             JsonData::Floats(x) => x.push(v),
             other => return Err(format!("a number among {}", other.kind())),
         }
@@ -314,6 +303,15 @@ impl JsonData {
         }
         Ok(())
     }
+}
+
+/// `values` converted to a wider kind, then `last`.
+fn widened<S: Copy, T>(values: &[S], conv: impl Fn(S) -> T, last: T) -> Vec<T> {
+    values
+        .iter()
+        .map(|&x| conv(x))
+        .chain(std::iter::once(last))
+        .collect()
 }
 
 impl<'de> serde::Deserialize<'de> for JsonData {
@@ -372,23 +370,23 @@ impl<'de> serde::de::Visitor<'de> for Leaves<'_> {
     }
 }
 
-/// Converts every leaf with `conv`, or names the first that does not fit.
-fn convert<S: Copy + std::fmt::Display, T>(
+/// Values narrowed to an element type, each checked; the first that does not fit is named (JSON
+/// integers, gRPC's typed contents).
+pub fn narrowed<S: Copy + std::fmt::Display, T: TryFrom<S>>(
     values: &[S],
     what: &str,
-    conv: impl Fn(S) -> Option<T>,
 ) -> Result<Vec<T>, BadTensor> {
     values
         .iter()
-        .map(|&x| conv(x).ok_or_else(|| bad(format!("{x} is not {what}"))))
+        .map(|&x| T::try_from(x).map_err(|_| bad(format!("{x} is not {what}"))))
         .collect()
 }
 
 /// Integers as any integer type, range-checked.
 fn ints<T: TryFrom<i64> + TryFrom<i128>>(data: &JsonData, what: &str) -> Result<Vec<T>, BadTensor> {
     match data {
-        JsonData::Ints(v) => convert(v, what, |x| T::try_from(x).ok()),
-        JsonData::Wide(v) => convert(v, what, |x| T::try_from(x).ok()),
+        JsonData::Ints(v) => narrowed(v, what),
+        JsonData::Wide(v) => narrowed(v, what),
         other => Err(bad(format!(
             "{} given; each value must be {what}",
             other.kind()
