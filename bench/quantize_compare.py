@@ -8,6 +8,8 @@
   int8 static:  mdeploy optimize --int8 static   vs  onnxruntime quantize_static (QDQ, per
                 channel, uint8 activations and int8 weights as both tools default to), both
                 calibrated on test_data_set_0
+  int4:         mdeploy optimize --int4 weight-only  vs  onnxruntime MatMulNBitsQuantizer (4 bits,
+                blocks of 32, asymmetric, its default MatMulNBits output)
 
 Per model and tool: does onnxruntime load the result, the worst output cosine against the float
 model on both stored data sets, the task-level check (top-1 class, detection map at 0.3, VAD
@@ -16,7 +18,7 @@ the float model (median, all variants of a model measured interleaved), and the 
 and peak RSS. mdeploy's wall time includes measuring the float model on the data and verifying
 its result; the others verify nothing.
 
-    .venv/bin/pip install onnxconverter-common   # once
+    .venv/bin/pip install onnxconverter-common onnx_ir   # once
     cargo build --release
     .venv/bin/python bench/quantize_compare.py [--runs 20] [--models a,b]
 """
@@ -71,6 +73,13 @@ CONVERTERS = {
         "quantize_static(sys.argv[1], sys.argv[2], Reader(), quant_format=QuantFormat.QDQ,\n"
         "                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)\n"
     ),
+    "ort-matmul_nbits": (
+        "import sys, onnx\n"
+        "from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer\n"
+        "q = MatMulNBitsQuantizer(onnx.load(sys.argv[1]), block_size=32, is_symmetric=False)\n"
+        "q.process()\n"
+        "q.model.save_model_to_file(sys.argv[2])\n"
+    ),
     "ort-quantize_dynamic": (
         "import sys\n"
         "from onnxruntime.quantization import quantize_dynamic, QuantType\n"
@@ -82,6 +91,7 @@ MODES = {
     "fp16": [("mdeploy", ["--fp16"]), ("onnxconverter-common", None), ("ort-transformers-fp16", None)],
     "int8-dyn": [("mdeploy", ["--int8", "dynamic"]), ("ort-quantize_dynamic", None)],
     "int8-static": [("mdeploy", ["--int8", "static"]), ("ort-quantize_static", None)],
+    "int4": [("mdeploy", ["--int4", "weight-only"]), ("ort-matmul_nbits", None)],
 }
 
 
@@ -122,7 +132,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--models", default="")
+    parser.add_argument("--modes", default="", help="comma-separated: " + ",".join(MODES))
     args = parser.parse_args()
+    modes = {m: t for m, t in MODES.items() if not args.modes or m in args.modes.split(",")}
     wanted = set(filter(None, args.models.split(",")))
     rows = []
     for src in sorted(glob.glob(os.path.join(SHARED, "models", "*", "model.onnx"))):
@@ -134,7 +146,7 @@ def main():
         names = [i.name for i in ort.InferenceSession(src, providers=["CPUExecutionProvider"]).get_inputs()]
         feeds = load_set(sets[0], "input", names)
         with tempfile.TemporaryDirectory() as tmp:
-            for mode, tools in MODES.items():
+            for mode, tools in modes.items():
                 made = []
                 for tool, extra in tools:
                     dst = os.path.join(tmp, f"{mode}.{tool}.onnx")

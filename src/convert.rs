@@ -59,6 +59,17 @@ pub struct ConvertReport {
     pub not_analysed: Vec<OpRef>,
     /// Whether the nodes had to be reordered.
     pub reordered: bool,
+    /// The opset raised by `--opset`, when asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opset_raised: Option<OpsetRaised>,
+}
+
+/// An opset raised: from, to, and the nodes rewritten to keep their meaning.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpsetRaised {
+    pub from: i64,
+    pub to: i64,
+    pub rewritten: Vec<String>,
 }
 
 /// Normalises `model` in place: checks it, fixes named dims, infers shapes, sorts nodes.

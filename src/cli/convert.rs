@@ -21,6 +21,7 @@ enum Target {
 #[command(after_help = "Examples:
   mdeploy convert model.onnx -o model.normalized.onnx
   mdeploy convert model.onnx -o fixed.onnx --input-shape batch=1
+  mdeploy convert model.onnx -o model.opset21.onnx --opset 21
   mdeploy convert model.onnx -o model.nnef.tgz --to nnef --input-shape input=1,3,224,224")]
 pub struct ConvertArgs {
     /// The ONNX model to import.
@@ -37,6 +38,10 @@ pub struct ConvertArgs {
     /// Store tensors of 1 KiB or more in `<OUTPUT>.data` (automatic past 2 GiB).
     #[arg(long)]
     external_data: bool,
+    /// Raise the model's opset to N (from 13 or above, to at most 21), only where every node
+    /// keeps its meaning; nodes whose form changed are rewritten, anything else is refused.
+    #[arg(long, value_name = "N")]
+    opset: Option<i64>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -52,6 +57,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
             Target::Nnef => ConvertTarget::Nnef,
         },
         external_data: args.external_data,
+        opset: args.opset,
     };
     let doc = convert_file(&req, printer.progress())?;
     for f in &doc.lint {
@@ -67,6 +73,14 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         printer.note(&format!(
             "warning: no type or shape rules for {}; what depends on them is not recorded",
             ops.join(", ")
+        ));
+    }
+    if let Some(r) = &report.opset_raised {
+        printer.note(&format!(
+            "opset raised from {} to {} ({} nodes rewritten to keep their meaning)",
+            r.from,
+            r.to,
+            r.rewritten.len()
         ));
     }
     printer.note(&format!(

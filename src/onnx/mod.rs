@@ -18,6 +18,7 @@ mod load;
 pub mod save;
 pub mod schema;
 mod tensor;
+pub mod upgrade;
 
 pub use dtype::DataType;
 pub use error::OnnxError;

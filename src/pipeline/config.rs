@@ -57,6 +57,13 @@ pub enum Int8 {
     Static,
 }
 
+/// Int4 quantization modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Int4 {
+    WeightOnly,
+}
+
 /// `[optimize]`: as the `optimize` command's flags.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +79,9 @@ pub struct OptimizeSection {
     #[serde(default)]
     pub fp16_io: bool,
     pub int8: Option<Int8>,
+    pub int4: Option<Int4>,
+    /// Int4: rows per block (a power of two from 16 to 256).
+    pub int4_block_size: Option<usize>,
     /// Calibration data (test_data_set_N/ folders, .npz, .npy, .pb).
     #[serde(default)]
     pub calibration: Vec<PathBuf>,
@@ -106,6 +116,8 @@ impl Default for OptimizeSection {
             fp16: false,
             fp16_io: false,
             int8: None,
+            int4: None,
+            int4_block_size: None,
             calibration: Vec::new(),
             calibration_method: None,
             accuracy_target: None,
@@ -258,6 +270,25 @@ impl BuildConfig {
                 "fp16 and int8 exclude each other".into(),
             ));
         }
+        if o.int4.is_some() && (o.fp16 || o.int8.is_some()) {
+            return Err(error(
+                "optimize",
+                "int4",
+                "int4 excludes fp16 and int8".into(),
+            ));
+        }
+        if let Some(b) = o.int4_block_size {
+            if o.int4.is_none() {
+                return Err(error("optimize", "int4_block_size", "needs int4".into()));
+            }
+            if !crate::quantize::int4::valid_block_size(b) {
+                return Err(error(
+                    "optimize",
+                    "int4_block_size",
+                    format!("{b}: a power of two from 16 to 256"),
+                ));
+            }
+        }
         if o.fp16_io && !o.fp16 {
             return Err(error("optimize", "fp16_io", "needs fp16 = true".into()));
         }
@@ -268,7 +299,7 @@ impl BuildConfig {
                 format!("{}: 0, 1 or 2", o.level),
             ));
         }
-        let quantizing = o.fp16 || o.int8.is_some();
+        let quantizing = o.fp16 || o.int8.is_some() || o.int4.is_some();
         for (key, given) in [
             ("calibration", !o.calibration.is_empty()),
             ("calibration_method", o.calibration_method.is_some()),
@@ -282,7 +313,7 @@ impl BuildConfig {
                 return Err(error(
                     "optimize",
                     key,
-                    "applies to quantization (fp16 = true or int8)".into(),
+                    "applies to quantization (fp16 = true, int8 or int4)".into(),
                 ));
             }
         }
@@ -502,5 +533,27 @@ metadata = { task = "face" }
         )
         .unwrap_err();
         assert_eq!(e.line, Some(8), "{e}");
+    }
+
+    #[test]
+    fn int4_takes_a_kernel_block_size_and_no_other_quantization() {
+        let with = |keys: &str| GOOD.replace("level = 2", &format!("level = 2\n{keys}"));
+        let c = BuildConfig::parse(
+            &with("int4 = \"weight-only\"\nint4_block_size = 64"),
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.optimize.int4, Some(Int4::WeightOnly));
+        for (keys, key) in [
+            (
+                "int4 = \"weight-only\"\nint4_block_size = 48",
+                "int4_block_size",
+            ),
+            ("int4_block_size = 32", "int4_block_size"),
+            ("int4 = \"weight-only\"\nint8 = \"dynamic\"", "int4"),
+        ] {
+            let e = BuildConfig::parse(&with(keys), Path::new("m.toml")).unwrap_err();
+            assert!(e.message.contains(key), "{keys}: {e}");
+        }
     }
 }

@@ -39,6 +39,8 @@ pub struct ConvertRequest {
     pub input_shapes: Vec<String>,
     pub to: ConvertTarget,
     pub external_data: bool,
+    /// Raise the default-domain opset to this (where that keeps every node's meaning).
+    pub opset: Option<i64>,
 }
 
 /// The convert report (`mdeploy.convert/2`).
@@ -69,9 +71,14 @@ pub fn convert_file(
     let mut model = Model::load(&req.input)?;
     let findings = lint(&model);
     progress.on_advance(1);
-    let report = normalize(&mut model, &shapes).map_err(|e| {
+    let raised = match req.opset {
+        Some(to) => Some(raise_opset(&mut model, to, &req.input)?),
+        None => None,
+    };
+    let mut report = normalize(&mut model, &shapes).map_err(|e| {
         anyhow::Error::new(e).context(format!("converting {}", req.input.display()))
     })?;
+    report.opset_raised = raised;
     progress.on_advance(1);
     let written = match req.to {
         ConvertTarget::Onnx => {
@@ -97,6 +104,35 @@ pub fn convert_file(
         output: written,
         report,
         lint: findings,
+    })
+}
+
+/// Raises `model`'s opset to `to`, or says which nodes stop it (a usage error: the model is
+/// fine, the request is not).
+fn raise_opset(
+    model: &mut Model,
+    to: i64,
+    path: &Path,
+) -> anyhow::Result<crate::convert::OpsetRaised> {
+    let from = model.opset("").unwrap_or(1);
+    if to < from {
+        return Err(UsageError(format!(
+            "{}: --opset {to} is below the model's opset {from}; mdeploy only raises it",
+            path.display()
+        ))
+        .into());
+    }
+    let done = crate::onnx::upgrade::upgrade(model, to).map_err(|why| {
+        UsageError(format!(
+            "{}: cannot raise opset {from} to {to} without changing what it computes: {}",
+            path.display(),
+            why.join("; ")
+        ))
+    })?;
+    Ok(crate::convert::OpsetRaised {
+        from: done.from,
+        to: done.to,
+        rewritten: done.rewritten,
     })
 }
 

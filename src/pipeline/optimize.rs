@@ -34,6 +34,10 @@ pub enum QuantizeMode {
     },
     Int8Dynamic,
     Int8Static,
+    /// MatMul weights uint4 in blocks of `block_size` rows.
+    Int4WeightOnly {
+        block_size: usize,
+    },
 }
 
 /// Quantization and its calibration.
@@ -302,9 +306,10 @@ pub fn optimize_file(
 ) -> anyhow::Result<OptimizeOutcome> {
     let passes = choose_passes(req.level, &req.passes, &req.skip)?;
     if !req.quantize.calibration.is_empty() && req.quantize.mode.is_none() {
-        return Err(
-            UsageError("calibration data applies to quantization (fp16, int8)".into()).into(),
-        );
+        return Err(UsageError(
+            "calibration data applies to quantization (fp16, int8, int4)".into(),
+        )
+        .into());
     }
     let original = Model::load(&req.input)?;
     check_model(&original)?;
@@ -414,7 +419,7 @@ fn quantize(
     let Some(mode) = q.mode else {
         if !q.exclude_nodes.is_empty() || !q.exclude_op_types.is_empty() {
             return Err(UsageError(
-                "excluded nodes and op types apply to quantization (fp16, int8)".into(),
+                "excluded nodes and op types apply to quantization (fp16, int8, int4)".into(),
             )
             .into());
         }
@@ -473,6 +478,15 @@ fn quantize(
     };
     let exclude_nodes: BTreeSet<String> = q.exclude_nodes.iter().cloned().collect();
     let exclude_op_types: BTreeSet<String> = q.exclude_op_types.iter().cloned().collect();
+    // on random inputs a classifier's top class is noise: only the cosine binds there
+    let target = if random {
+        crate::quantize::AccuracyTarget {
+            min_top1: 0.0,
+            ..q.accuracy_target
+        }
+    } else {
+        q.accuracy_target
+    };
     let report = match mode {
         QuantizeMode::Int8Dynamic => {
             let options = crate::quantize::dynamic::DynamicOptions {
@@ -480,19 +494,10 @@ fn quantize(
                 exclude_op_types: exclude_op_types.into_iter().collect(),
                 ..Default::default()
             };
-            // on random inputs a classifier's top class is noise: only the cosine binds there
-            let target = if random {
-                crate::quantize::AccuracyTarget {
-                    min_top1: 0.0,
-                    ..q.accuracy_target
-                }
-            } else {
-                q.accuracy_target
-            };
             let stage =
                 crate::quantize::to_int8_dynamic(model, &options, target, Some(calibration))?;
             if let Some(a) = stage.accuracy.as_ref().filter(|a| !a.met) {
-                return Err(target_missed("dynamic", a));
+                return Err(target_missed("dynamic int8", a));
             }
             QuantizeReport::Int8Dynamic(stage)
         }
@@ -516,7 +521,7 @@ fn quantize(
                 model,
                 &options,
                 q.method,
-                q.accuracy_target,
+                target,
                 calibration,
                 cache.as_ref(),
             )?;
@@ -528,9 +533,27 @@ fn quantize(
                 crate::onnx::save_bytes_atomically(path, &text)?;
             }
             if !stage.accuracy.met {
-                return Err(target_missed("static", &stage.accuracy));
+                return Err(target_missed("static int8", &stage.accuracy));
             }
             QuantizeReport::Int8Static(stage)
+        }
+        QuantizeMode::Int4WeightOnly { block_size } => {
+            let options = crate::quantize::int4::Int4Options {
+                block_size,
+                exclude_nodes: exclude_nodes.into_iter().collect(),
+                exclude_op_types: exclude_op_types.into_iter().collect(),
+                ..Default::default()
+            };
+            let stage = crate::quantize::to_int4(model, &options, target, calibration).map_err(
+                |e| match e {
+                    crate::quantize::QuantizeError::Unsupported(why) => UsageError(why).into(),
+                    e => anyhow::Error::from(e),
+                },
+            )?;
+            if !stage.accuracy.met {
+                return Err(target_missed("int4 weight-only", &stage.accuracy));
+            }
+            QuantizeReport::Int4WeightOnly(stage)
         }
         QuantizeMode::Fp16 { io } => {
             let options = crate::quantize::fp16::Fp16Options {
@@ -539,7 +562,11 @@ fn quantize(
                 exclude_op_types: exclude_op_types.into_iter().collect(),
                 ..Default::default()
             };
-            QuantizeReport::Fp16(crate::quantize::to_fp16(model, options, Some(calibration))?)
+            let stage = crate::quantize::to_fp16(model, options, target, Some(calibration))?;
+            if let Some(a) = stage.accuracy.as_ref().filter(|a| !a.met) {
+                return Err(target_missed("fp16", a));
+            }
+            QuantizeReport::Fp16(stage)
         }
     };
     progress.on_finish();
@@ -577,7 +604,7 @@ fn prune(req: &OptimizeRequest, model: &mut Model) -> anyhow::Result<Option<Prun
 /// The error of an int8 quantization that cannot meet its accuracy target.
 fn target_missed(mode: &str, a: &crate::quantize::AccuracyOutcome) -> anyhow::Error {
     CheckFailed(format!(
-        "{mode} int8 cannot meet the accuracy target (cos {}, top-1 {}): the best reached \
+        "{mode} cannot meet the accuracy target (cos {}, top-1 {}): the best reached \
          cosine {:.5}, top-1 {:.3}; nothing written",
         a.target.min_cosine, a.target.min_top1, a.achieved_cosine, a.achieved_top1
     ))

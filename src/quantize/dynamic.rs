@@ -116,12 +116,7 @@ enum Side {
     Left,
 }
 
-/// A weight ready to multiply: `[K, N]` (right) or `[M, K]` (left), float values row-major.
-struct Weight {
-    name: String,
-    dims: [usize; 2],
-    values: Vec<f32>,
-}
+use super::weights::Matrix as Weight;
 
 impl Quantizer<'_> {
     /// Quantizes one graph; `outer` holds the constants of the enclosing graphs, `outer_names`
@@ -338,7 +333,7 @@ impl Quantizer<'_> {
         {
             return None;
         }
-        let w = self.weight(graph, outer, &node.input[0], false).ok()??;
+        let w = super::weights::matrix(self.ctx, graph, outer, &node.input[0], false).ok()??;
         (w.values.len() >= MIN_WEIGHT_ELEMENTS).then_some(w)
     }
 
@@ -435,14 +430,14 @@ impl Quantizer<'_> {
             if attr_i(node, "transA", 0) != 0 {
                 return Err("Gemm with transA".into());
             }
-            let w = self
-                .weight(graph, outer, b, attr_i(node, "transB", 0) != 0)?
-                .ok_or("its B is not a constant")?;
+            let w =
+                super::weights::matrix(self.ctx, graph, outer, b, attr_i(node, "transB", 0) != 0)?
+                    .ok_or("its B is not a constant")?;
             (a.clone(), Side::Right, w)
         } else {
             match (
-                self.weight(graph, outer, b, false)?,
-                self.weight(graph, outer, a, false)?,
+                super::weights::matrix(self.ctx, graph, outer, b, false)?,
+                super::weights::matrix(self.ctx, graph, outer, a, false)?,
             ) {
                 (Some(w), _) => (a.clone(), Side::Right, w),
                 (None, Some(w)) => (b.clone(), Side::Left, w),
@@ -484,50 +479,6 @@ impl Quantizer<'_> {
             None
         };
         Ok((activation, side, weight, bias))
-    }
-
-    /// `value` as a 2-D float weight (transposed when asked), if it is a constant one.
-    fn weight(
-        &self,
-        graph: &Graph,
-        outer: &HashMap<String, TensorProto>,
-        value: &str,
-        transpose: bool,
-    ) -> Result<Option<Weight>, String> {
-        let Some(t) = super::weights::constant_behind(graph, outer, value) else {
-            return Ok(None);
-        };
-        let data = self.ctx.tensor_data(&t).map_err(|e| e.to_string())?;
-        let Some(values) = data.to_f64_lossy() else {
-            return Ok(None);
-        };
-        let [r, c] = t.dims[..] else {
-            return Err(format!("its weight has {} dims, not 2", t.dims.len()));
-        };
-        let (r, c) = (r as usize, c as usize);
-        if r * c != values.len() {
-            return Err("its weight's size does not match its dims".into());
-        }
-        let values: Vec<f32> = if transpose {
-            (0..c)
-                .flat_map(|j| (0..r).map(move |i| (i, j)))
-                .map(|(i, j)| values[i * c + j] as f32)
-                .collect()
-        } else {
-            values.iter().map(|&v| v as f32).collect()
-        };
-        if values.iter().any(|v| !v.is_finite()) {
-            return Err("its weight holds NaN or infinity".into());
-        }
-        Ok(Some(Weight {
-            name: if t.name().is_empty() {
-                value.to_string()
-            } else {
-                t.name().to_string()
-            },
-            dims: if transpose { [c, r] } else { [r, c] },
-            values,
-        }))
     }
 }
 

@@ -62,6 +62,8 @@ pub struct Fp16Options {
     pub observed: HashMap<String, f32>,
     pub exclude_nodes: HashSet<String>,
     pub exclude_op_types: HashSet<String>,
+    /// Nodes the accuracy search returns to float32, by an output value, with why.
+    pub revert: BTreeMap<String, String>,
 }
 
 impl Default for Fp16Options {
@@ -71,6 +73,7 @@ impl Default for Fp16Options {
             observed: HashMap::new(),
             exclude_nodes: HashSet::new(),
             exclude_op_types: HashSet::new(),
+            revert: BTreeMap::new(),
         }
     }
 }
@@ -106,6 +109,10 @@ pub struct Fp16Report {
     /// Values pinned to float32 because calibration saw them near float16's limit.
     #[serde(deserialize_with = "crate::json::map_f32_inf_if_null")]
     pub overflowing_values: BTreeMap<String, f32>,
+    /// The float16 values the main graph's nodes compute, by name (what accuracy is measured
+    /// on, node by node).
+    #[serde(skip)]
+    pub converted_outputs: Vec<String>,
 }
 
 /// How a node slot holding a float32 value is typed after conversion.
@@ -124,6 +131,13 @@ type NodeSlots = (Vec<Option<Slot>>, Vec<Option<Slot>>);
 
 /// Converts `model` to float16 in place.
 pub fn convert(model: &mut Model, options: &Fp16Options) -> Result<Fp16Report, QuantizeError> {
+    // the values the model computes before conversion adds any (what can be compared)
+    let original: HashSet<String> = model
+        .graph()
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().cloned())
+        .collect();
     // Gemm's C is optional from opset 11
     if model.opset("").unwrap_or(1) >= 11 {
         super::fp16_ops::split_gemm_bias(model.graph_mut());
@@ -153,7 +167,9 @@ pub fn convert(model: &mut Model, options: &Fp16Options) -> Result<Fp16Report, Q
     if !errors.is_empty() {
         return Err(QuantizeError::Inconsistent(errors));
     }
-    Ok(converter.report)
+    let mut report = converter.report;
+    report.converted_outputs.retain(|v| original.contains(v));
+    Ok(report)
 }
 
 struct Converter<'a> {
@@ -273,6 +289,9 @@ impl Converter<'_> {
         }
         if self.options.exclude_op_types.contains(node.op_type()) {
             return Some("excluded by --exclude-op-types".into());
+        }
+        if let Some(why) = node.output.iter().find_map(|o| self.options.revert.get(o)) {
+            return Some(why.clone());
         }
         if let Some(why) = float32_only(node) {
             return Some(why.into());
@@ -512,9 +531,15 @@ impl Converter<'_> {
         }
         let constants = self.constant_values(g);
         for (i, node) in g.node.iter().enumerate() {
+            let mut measured = !main;
             for (v, s) in node.output.iter().zip(&plan.slots[i].1) {
                 if let Some(s) = s {
                     let t = if plan.half[i] && *s == Slot::Half {
+                        // one value per node: what it is measured and returned to float32 by
+                        if !measured {
+                            self.report.converted_outputs.push(v.clone());
+                            measured = true;
+                        }
                         DataType::Float16
                     } else {
                         DataType::Float

@@ -5,6 +5,7 @@ pub mod calibrate;
 pub mod dynamic;
 pub mod fp16;
 mod fp16_ops;
+pub mod int4;
 pub mod qdq;
 pub mod ranges;
 pub mod weights;
@@ -26,6 +27,9 @@ pub enum QuantizeError {
     /// anything is written.
     #[error("the converted model's types are inconsistent: {}", .0.join("; "))]
     Inconsistent(Vec<String>),
+    /// The model cannot take this quantization at all (the reason names what stops it).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 use std::collections::HashMap;
@@ -64,6 +68,8 @@ pub enum QuantizeReport {
     Int8Dynamic(DynamicStage),
     #[serde(rename = "int8-static")]
     Int8Static(StaticStage),
+    #[serde(rename = "int4-weight-only")]
+    Int4WeightOnly(Int4Stage),
 }
 
 impl QuantizeReport {
@@ -71,7 +77,9 @@ impl QuantizeReport {
     pub fn preset(&self) -> &'static str {
         match self {
             QuantizeReport::Fp16(_) => "fp16",
-            QuantizeReport::Int8Dynamic(_) | QuantizeReport::Int8Static(_) => "int8",
+            QuantizeReport::Int8Dynamic(_)
+            | QuantizeReport::Int8Static(_)
+            | QuantizeReport::Int4WeightOnly(_) => "int8",
         }
     }
 }
@@ -121,20 +129,8 @@ pub fn to_int8_dynamic(
         let report = dynamic::quantize(&mut candidate, &options)?;
         Ok((candidate, report, Default::default()))
     };
-    let rank = |report: &dynamic::DynamicReport,
-                measured: &std::collections::BTreeMap<String, ranges::Agreement>| {
-        let mut ranked: Vec<(String, f64)> = report
-            .quantized
-            .iter()
-            .map(|q| {
-                let own = measured.get(&q.output).map_or(f64::INFINITY, |a| a.sqnr_db);
-                (q.output.clone(), INT8_CEILING_DB - own.min(INT8_CEILING_DB))
-            })
-            .collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-        ranked
-    };
-    let outcome = search_within_target(&float, &outputs, target, &c, quantize, rank)?;
+    let rank = by_own_sqnr;
+    let outcome = search_within_target(&float, &outputs, target, "int8", &c, quantize, rank)?;
     let accuracy = outcome.accuracy(target, &outputs);
     let output_sqnr_db = outcome.output_sqnr_db();
     let best = outcome.best;
@@ -150,6 +146,66 @@ pub fn to_int8_dynamic(
         calibration: Some(summary),
         output_sqnr_db,
         accuracy: Some(accuracy),
+    })
+}
+
+/// The int4 weight-only stage's report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Int4Stage {
+    #[serde(flatten)]
+    pub quantization: int4::Int4Report,
+    pub calibration: CalibrationSummary,
+    /// Per quantized node's output: SQNR in dB against the float model (lowest first).
+    #[serde(deserialize_with = "crate::json::pairs_inf_if_null")]
+    pub output_sqnr_db: Vec<(String, f64)>,
+    pub accuracy: AccuracyOutcome,
+}
+
+/// Quantizes `model`'s MatMul weights to blocked uint4 (weight-only), measures each quantized
+/// node's output against the float model with onnxruntime (tract has no 4-bit types), and when a
+/// graph output misses `target` (or the int8 preset), returns the fewest most harmful nodes
+/// (lowest output SQNR first) to float, as dynamic int8 does.
+pub fn to_int4(
+    model: &mut Model,
+    options: &int4::Int4Options,
+    target: AccuracyTarget,
+    calibration: Calibration,
+) -> Result<Int4Stage, QuantizeError> {
+    let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
+    let outputs = float_outputs(&float);
+    let quantize = |reverted: &std::collections::BTreeMap<String, String>| {
+        let mut candidate = Model::from_proto(float.proto.clone(), float.dir().to_path_buf());
+        let options = int4::Int4Options {
+            revert: reverted.clone(),
+            ..options.clone()
+        };
+        let report = int4::quantize(&mut candidate, &options)?;
+        Ok((candidate, report, Default::default()))
+    };
+    let rank = by_own_sqnr;
+    let outcome = search_within_target(
+        &float,
+        &outputs,
+        target,
+        "int8",
+        &calibration,
+        quantize,
+        rank,
+    )?;
+    let accuracy = outcome.accuracy(target, &outputs);
+    let output_sqnr_db = outcome.output_sqnr_db();
+    let best = outcome.best;
+    *model = best.model;
+    Ok(Int4Stage {
+        calibration: CalibrationSummary {
+            origin: calibration.origin,
+            samples: calibration.samples.len(),
+            engine: best.engine,
+            values_measured: best.report.quantized.len(),
+        },
+        quantization: best.report,
+        output_sqnr_db,
+        accuracy,
     })
 }
 
@@ -355,7 +411,15 @@ pub fn to_int8_static(
              measured: &std::collections::BTreeMap<String, ranges::Agreement>| {
                 sensitivity(plan, measured)
             };
-        search_within_target(&float, &outputs, target, &calibration, evaluate, ranked)
+        search_within_target(
+            &float,
+            &outputs,
+            target,
+            "int8",
+            &calibration,
+            evaluate,
+            ranked,
+        )
     };
     let mut chosen = search(&plan)?;
     // quantized Conv outputs make onnxruntime's int8 Convs possible but add a rounding of their
@@ -400,20 +464,33 @@ pub fn to_int8_static(
     Ok((stage, cache))
 }
 
-/// A quantizer's report: the nodes it quantized.
+/// A quantizer's report: the values its quantized nodes compute (what is measured node by node
+/// and ranked when the target is missed).
 trait QuantizedNodes {
-    fn quantized_nodes(&self) -> &[dynamic::QuantizedNode];
+    fn quantized_outputs(&self) -> Vec<String>;
 }
 
 impl QuantizedNodes for dynamic::DynamicReport {
-    fn quantized_nodes(&self) -> &[dynamic::QuantizedNode] {
-        &self.quantized
+    fn quantized_outputs(&self) -> Vec<String> {
+        self.quantized.iter().map(|q| q.output.clone()).collect()
     }
 }
 
 impl QuantizedNodes for qdq::StaticReport {
-    fn quantized_nodes(&self) -> &[dynamic::QuantizedNode] {
-        &self.quantized
+    fn quantized_outputs(&self) -> Vec<String> {
+        self.quantized.iter().map(|q| q.output.clone()).collect()
+    }
+}
+
+impl QuantizedNodes for int4::Int4Report {
+    fn quantized_outputs(&self) -> Vec<String> {
+        self.quantized.iter().map(|q| q.output.clone()).collect()
+    }
+}
+
+impl QuantizedNodes for fp16::Fp16Report {
+    fn quantized_outputs(&self) -> Vec<String> {
+        self.converted_outputs.clone()
     }
 }
 
@@ -438,7 +515,7 @@ impl<R: QuantizedNodes> SearchOutcome<R> {
     /// The nodes it kept int8 when the target holds, else 0 (what placements compete on).
     fn kept_int8(&self) -> usize {
         if self.met {
-            self.best.report.quantized_nodes().len()
+            self.best.report.quantized_outputs().len()
         } else {
             0
         }
@@ -463,11 +540,11 @@ impl<R: QuantizedNodes> SearchOutcome<R> {
         let mut sqnr: Vec<(String, f64)> = self
             .best
             .report
-            .quantized_nodes()
-            .iter()
-            .filter_map(|q| {
-                let a = self.best.measured.get(&q.output)?;
-                Some((q.output.clone(), a.sqnr_db))
+            .quantized_outputs()
+            .into_iter()
+            .filter_map(|o| {
+                let a = self.best.measured.get(&o)?;
+                Some((o, a.sqnr_db))
             })
             .collect();
         sqnr.sort_by(|a, b| a.1.total_cmp(&b.1));
@@ -488,7 +565,7 @@ fn float_outputs(float: &Model) -> Vec<String> {
 }
 
 /// Quantizes everything (`quantize` with nothing reverted), measures it on the evaluation data,
-/// and when `target` or the int8 verification preset is missed, returns to float the fewest of
+/// and when `target` or the verification `preset` of the mode is missed, returns to float the fewest of
 /// the nodes `rank` orders most harmful first, found by bisection (the outcome of returning k of
 /// them is monotone enough in k): at most [`MAX_ROUNDS`] quantize-and-measure rounds. `quantize`
 /// takes the nodes to revert (by output value, with the reason) and gives the candidate, its
@@ -499,6 +576,7 @@ fn search_within_target<R: QuantizedNodes>(
     float: &Model,
     outputs: &[String],
     target: AccuracyTarget,
+    preset: &str,
     calibration: &Calibration,
     quantize: impl Fn(
         &std::collections::BTreeMap<String, String>,
@@ -506,18 +584,17 @@ fn search_within_target<R: QuantizedNodes>(
         -> Result<(Model, R, std::collections::BTreeMap<String, String>), QuantizeError>,
     rank: impl Fn(&R, &std::collections::BTreeMap<String, ranges::Agreement>) -> Vec<(String, f64)>,
 ) -> Result<SearchOutcome<R>, QuantizeError> {
-    // the result must also pass the int8 verification preset on the same data
+    // the result must also pass the mode's verification preset on the same data
     let tolerance = crate::verify::Tolerance::from_preset(
-        crate::verify::preset("int8").expect("the int8 preset"),
+        crate::verify::preset(preset).expect("a verification preset"),
     );
     let (_, reference) =
         crate::run::run_all(float, calibration.engine, calibration.evaluation, || {})?;
     let evaluate = |reverted: &std::collections::BTreeMap<String, String>| {
         let (candidate, report, aliases) = quantize(reverted)?;
         let values: Vec<String> = report
-            .quantized_nodes()
-            .iter()
-            .map(|q| q.output.clone())
+            .quantized_outputs()
+            .into_iter()
             .chain(outputs.iter().cloned())
             .collect();
         let (engine, measured) = ranges::compare(
@@ -530,12 +607,16 @@ fn search_within_target<R: QuantizedNodes>(
         )?;
         let (cosine, top1, met) = target.judge(outputs.iter().map(|o| measured.get(o)));
         let met = met && {
-            let (_, got) = crate::run::run_all(
-                &candidate,
-                calibration.engine,
-                calibration.evaluation,
-                || {},
-            )?;
+            // a float16 interface is fed the samples rounded to float16, and compared widened
+            let half = crate::verify::half_input_names(&candidate);
+            let rounded: Vec<Vec<NamedTensor>> = calibration
+                .evaluation
+                .iter()
+                .map(|s| crate::verify::round_to_half(s, &half))
+                .collect();
+            let inputs: Vec<&[NamedTensor]> = rounded.iter().map(Vec::as_slice).collect();
+            let (_, got) = crate::run::run_all(&candidate, calibration.engine, &inputs, || {})?;
+            let got = crate::verify::widen_half(got, &reference);
             crate::verify::outputs_agree(&tolerance, &reference, &got)
         };
         Ok::<_, QuantizeError>((
@@ -562,7 +643,7 @@ fn search_within_target<R: QuantizedNodes>(
     let mut rounds = 1;
     let reason = |lost: f64| {
         format!(
-            "returned to float: with every node int8 the outputs keep cosine {worst:.5} and top-1 {worst_top1:.3}, short of the target (cos {}, top-1 {}); this node lost {lost:.1} dB",
+            "returned to float: with every node quantized the outputs keep cosine {worst:.5} and top-1 {worst_top1:.3}, short of the target (cos {}, top-1 {}); this node lost {lost:.1} dB",
             target.min_cosine, target.min_top1
         )
     };
@@ -604,6 +685,24 @@ fn search_within_target<R: QuantizedNodes>(
     })
 }
 
+/// The quantized nodes by their own output's SQNR, lowest first (as a loss below the int8
+/// ceiling): for quantizers whose nodes read float values (weight-only and dynamic).
+fn by_own_sqnr<R: QuantizedNodes>(
+    report: &R,
+    measured: &std::collections::BTreeMap<String, ranges::Agreement>,
+) -> Vec<(String, f64)> {
+    let mut ranked: Vec<(String, f64)> = report
+        .quantized_outputs()
+        .into_iter()
+        .map(|o| {
+            let own = measured.get(&o).map_or(f64::INFINITY, |a| a.sqnr_db);
+            (o, INT8_CEILING_DB - own.min(INT8_CEILING_DB))
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    ranked
+}
+
 /// The quantized nodes by how much they lose, most first: the SQNR of the quantized values
 /// they read (the worst of the nearest quantized nodes upstream; unbounded at graph inputs)
 /// minus their own output's.
@@ -635,54 +734,115 @@ pub struct Fp16Stage {
     pub calibration: Option<CalibrationSummary>,
     #[serde(flatten)]
     pub conversion: fp16::Fp16Report,
+    /// Per float16 node's output: SQNR in dB against the float32 model (lowest first).
+    #[serde(default, deserialize_with = "crate::json::pairs_inf_if_null")]
+    pub output_sqnr_db: Vec<(String, f64)>,
+    /// The accuracy target and how it was met (with calibration data).
+    #[serde(default)]
+    pub accuracy: Option<AccuracyOutcome>,
 }
 
-/// Converts `model` to float16: measures its activations on `calibration` first (when given) so
-/// that values float16 cannot hold stay float32.
+/// The best SQNR float16's 11-bit significand gives (6.02 x 11 + 1.76 dB, rounded up).
+const FP16_CEILING_DB: f64 = 70.0;
+
+/// Converts `model` to float16. With calibration data, measures its activations first so that
+/// values float16 cannot hold stay float32, then measures each float16 node's output against
+/// the float32 model; when a graph output misses `target` (or the fp16 preset), returns the
+/// fewest most harmful nodes to float32 (those losing the most SQNR against what they read), as
+/// int8 does.
 pub fn to_fp16(
     model: &mut Model,
     mut options: fp16::Fp16Options,
+    target: AccuracyTarget,
     calibration: Option<Calibration>,
 ) -> Result<Fp16Stage, QuantizeError> {
-    let summary = match calibration {
-        Some(c) => {
-            let facts = crate::infer::Inference::of_model(model);
-            let values = ranges::float_activations(model, &facts);
-            let (engine, ranges) = ranges::observe(model, &values, c.samples, c.engine)?;
-            let observed: HashMap<String, f32> = ranges
-                .iter()
-                .map(|(name, r)| (name.clone(), r.max_abs()))
-                .collect();
-            options.observed.extend(observed);
-            // graph inputs, from the samples themselves
-            for sample in c.samples {
-                for t in sample.iter() {
-                    if let Ok(v) = t.tensor.to_plain_array_view::<f32>() {
-                        let max = v.iter().fold(0f32, |m, x| {
-                            if x.is_finite() {
-                                m.max(x.abs())
-                            } else {
-                                f32::INFINITY
-                            }
-                        });
-                        let e = options.observed.entry(t.name.clone()).or_insert(0.0);
-                        *e = e.max(max);
-                    }
-                }
-            }
-            Some(CalibrationSummary {
-                origin: c.origin,
-                samples: c.samples.len(),
-                engine,
-                values_measured: ranges.len(),
-            })
-        }
-        None => None,
+    let Some(c) = calibration else {
+        let conversion = fp16::convert(model, &options)?;
+        return Ok(Fp16Stage {
+            calibration: None,
+            conversion,
+            output_sqnr_db: Vec::new(),
+            accuracy: None,
+        });
     };
-    let conversion = fp16::convert(model, &options)?;
+    let facts = crate::infer::Inference::of_model(model);
+    let values = ranges::float_activations(model, &facts);
+    let (engine, ranges) = ranges::observe(model, &values, c.samples, c.engine)?;
+    let observed: HashMap<String, f32> = ranges
+        .iter()
+        .map(|(name, r)| (name.clone(), r.max_abs()))
+        .collect();
+    options.observed.extend(observed);
+    // graph inputs, from the samples themselves
+    for sample in c.samples {
+        for t in sample.iter() {
+            if let Ok(v) = t.tensor.to_plain_array_view::<f32>() {
+                let max = v.iter().fold(0f32, |m, x| {
+                    if x.is_finite() {
+                        m.max(x.abs())
+                    } else {
+                        f32::INFINITY
+                    }
+                });
+                let e = options.observed.entry(t.name.clone()).or_insert(0.0);
+                *e = e.max(max);
+            }
+        }
+    }
+    let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
+    let outputs = float_outputs(&float);
+    let convert = |reverted: &std::collections::BTreeMap<String, String>| {
+        let mut candidate = Model::from_proto(float.proto.clone(), float.dir().to_path_buf());
+        let options = fp16::Fp16Options {
+            revert: reverted.clone(),
+            ..options.clone()
+        };
+        let report = fp16::convert(&mut candidate, &options)?;
+        Ok((candidate, report, Default::default()))
+    };
+    // what a node loses: the worst SQNR of the float16 values it reads (the ceiling where it
+    // reads none) minus its own output's
+    let graph = crate::graph::Graph::new(float.graph().clone());
+    let rank = |report: &fp16::Fp16Report,
+                measured: &std::collections::BTreeMap<String, ranges::Agreement>| {
+        let own = |v: &str| {
+            measured
+                .get(v)
+                .map_or(FP16_CEILING_DB, |a| a.sqnr_db.min(FP16_CEILING_DB))
+        };
+        let mut ranked: Vec<(String, f64)> = report
+            .converted_outputs
+            .iter()
+            .map(|o| {
+                let read = graph
+                    .producer(o)
+                    .map(|n| &n.input)
+                    .into_iter()
+                    .flatten()
+                    .filter(|v| measured.contains_key(v.as_str()))
+                    .map(|v| own(v))
+                    .fold(FP16_CEILING_DB, f64::min);
+                (o.clone(), read - own(o))
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        ranked
+    };
+    let outcome = search_within_target(&float, &outputs, target, "fp16", &c, convert, rank)?;
+    let accuracy = outcome.accuracy(target, &outputs);
+    let output_sqnr_db = outcome.output_sqnr_db();
+    let best = outcome.best;
+    *model = best.model;
     Ok(Fp16Stage {
-        calibration: summary,
-        conversion,
+        calibration: Some(CalibrationSummary {
+            origin: c.origin,
+            samples: c.samples.len(),
+            engine,
+            values_measured: ranges.len(),
+        }),
+        conversion: best.report,
+        output_sqnr_db,
+        accuracy: Some(accuracy),
     })
 }
 

@@ -73,8 +73,14 @@ pub fn exposing(model: &Model, values: &[String]) -> Model {
     let mut proto = model.proto.clone();
     let g = proto.graph.get_or_insert_with(Default::default);
     let present: HashSet<String> = g.output.iter().map(|o| o.name().to_string()).collect();
+    // float16 in a converted model: an output must be declared with the type it has
+    let facts = Inference::of_model(model);
     for v in values.iter().filter(|v| !present.contains(*v)) {
-        g.output.push(value_info(v, DataType::Float, &[]));
+        let t = match facts.elem_type(v) {
+            Some(DataType::Float16) => DataType::Float16,
+            _ => DataType::Float,
+        };
+        g.output.push(value_info(v, t, &[]));
         // no shape: the engines infer it
         if let Some(t) = g.output.last_mut().and_then(|o| o.r#type.as_mut())
             && let Some(crate::onnx::proto::type_proto::Value::TensorType(tt)) = t.value.as_mut()
@@ -195,18 +201,39 @@ fn measure(
     let mut sums: BTreeMap<String, [f64; 4]> = BTreeMap::new();
     // rows with the same largest class, rows
     let mut top1: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    // a float16 interface (`--fp16-io`) is fed the same samples rounded to float16
+    let half = crate::verify::half_input_names(candidate);
     for s in samples {
         let want = a.run(s)?;
-        let got = b.run(s)?;
+        let got = if half.is_empty() {
+            b.run(s)?
+        } else {
+            b.run(&crate::verify::round_to_half(s, &half))?
+        };
         for (w, g) in want.iter().zip(&got) {
             let same = w.name == g.name || aliases.get(&w.name) == Some(&g.name);
             if !wanted.contains(w.name.as_str()) || !same {
                 continue;
             }
             let name = w.name.clone();
+            // a float16 value is measured as the float32 it widens to
+            let as_f32 = |t: &tract_onnx::prelude::Tensor| {
+                if t.datum_type() == tract_onnx::prelude::DatumType::F16 {
+                    t.cast_to::<f32>().ok().map(|c| c.into_owned())
+                } else {
+                    None
+                }
+            };
+            let (w_wide, g_wide) = (as_f32(&w.tensor), as_f32(&g.tensor));
             let (Ok(w), Ok(g)) = (
-                w.tensor.to_plain_array_view::<f32>(),
-                g.tensor.to_plain_array_view::<f32>(),
+                w_wide
+                    .as_ref()
+                    .unwrap_or(&w.tensor)
+                    .to_plain_array_view::<f32>(),
+                g_wide
+                    .as_ref()
+                    .unwrap_or(&g.tensor)
+                    .to_plain_array_view::<f32>(),
             ) else {
                 continue;
             };

@@ -37,6 +37,60 @@ pub fn constant_behind(
     None
 }
 
+/// A 2-D float weight ready to multiply, values row-major: `[K, N]` on the right of a product,
+/// `[M, K]` on its left.
+pub struct Matrix {
+    /// The constant's name (the value's where the constant has none).
+    pub name: String,
+    pub dims: [usize; 2],
+    pub values: Vec<f32>,
+}
+
+/// `value` as a 2-D float weight (transposed when asked), if it is a constant one; why not, when
+/// it is a constant that cannot be one.
+pub fn matrix(
+    ctx: &crate::passes::PassContext,
+    graph: &Graph,
+    outer: &HashMap<String, TensorProto>,
+    value: &str,
+    transpose: bool,
+) -> Result<Option<Matrix>, String> {
+    let Some(t) = constant_behind(graph, outer, value) else {
+        return Ok(None);
+    };
+    let data = ctx.tensor_data(&t).map_err(|e| e.to_string())?;
+    let Some(values) = data.to_f64_lossy() else {
+        return Ok(None);
+    };
+    let [r, c] = t.dims[..] else {
+        return Err(format!("its weight has {} dims, not 2", t.dims.len()));
+    };
+    let (r, c) = (r as usize, c as usize);
+    if r * c != values.len() {
+        return Err("its weight's size does not match its dims".into());
+    }
+    let values: Vec<f32> = if transpose {
+        (0..c)
+            .flat_map(|j| (0..r).map(move |i| (i, j)))
+            .map(|(i, j)| values[i * c + j] as f32)
+            .collect()
+    } else {
+        values.iter().map(|&v| v as f32).collect()
+    };
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err("its weight holds NaN or infinity".into());
+    }
+    Ok(Some(Matrix {
+        name: if t.name().is_empty() {
+            value.to_string()
+        } else {
+            t.name().to_string()
+        },
+        dims: if transpose { [c, r] } else { [r, c] },
+        values,
+    }))
+}
+
 /// Symmetric int8 values of a weight.
 pub struct Int8Weight {
     /// Row-major, as the float values were.

@@ -115,16 +115,18 @@ impl Engine {
 }
 
 /// The order `auto` tries the engines in: tract, then onnxruntime; for a model that computes in
-/// float16, onnxruntime first when it is installed. onnxruntime's CPU provider runs float16 ops
-/// through float32 kernels with Casts; tract emulates float16 arithmetic where the CPU has none,
-/// which takes minutes on a detection network a second takes in onnxruntime.
+/// float16 or holds 4-bit weights, onnxruntime first when it is installed. onnxruntime's CPU
+/// provider runs float16 ops through float32 kernels with Casts; tract emulates float16
+/// arithmetic where the CPU has none, which takes minutes on a detection network a second takes
+/// in onnxruntime; tract has no 4-bit types at all.
 pub fn auto_order(model: &Model) -> [EngineKind; 2] {
-    let float16 = model
-        .graph()
-        .initializer
-        .iter()
-        .any(|t| t.data_type() == crate::onnx::DataType::Float16.code());
-    if float16 && available(EngineKind::Ort) {
+    use crate::onnx::DataType::{Float16, Int4, Uint4};
+    let ort_first = model.graph().initializer.iter().any(|t| {
+        [Float16, Int4, Uint4]
+            .iter()
+            .any(|d| t.data_type() == d.code())
+    });
+    if ort_first && available(EngineKind::Ort) {
         [EngineKind::Ort, EngineKind::Tract]
     } else {
         [EngineKind::Tract, EngineKind::Ort]

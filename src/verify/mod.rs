@@ -283,31 +283,47 @@ fn run_samples(
 /// The samples with every float32 tensor fed to a float16 input of `model` rounded to float16;
 /// `None` when the model takes no float16 input.
 fn half_inputs(model: &Model, samples: &[Sample]) -> Option<Vec<Sample>> {
-    use tract_onnx::prelude::{DatumType, f16};
-    let half: Vec<String> = crate::run::graph_inputs(model)
-        .into_iter()
-        .filter(|i| i.dtype == Some(crate::onnx::DataType::Float16))
-        .map(|i| i.name)
-        .collect();
+    let half = half_input_names(model);
     if half.is_empty() {
         return None;
     }
     let mut samples = samples.to_vec();
     for s in &mut samples {
-        for t in s.inputs.iter_mut().filter(|t| half.contains(&t.name)) {
-            if t.tensor.datum_type() == DatumType::F32
-                && let Ok(h) = t.tensor.cast_to::<f16>()
-            {
-                t.tensor = h.into_owned();
-            }
-        }
+        s.inputs = round_to_half(&s.inputs, &half);
     }
     Some(samples)
 }
 
+/// The names of `model`'s float16 graph inputs.
+pub fn half_input_names(model: &Model) -> Vec<String> {
+    crate::run::graph_inputs(model)
+        .into_iter()
+        .filter(|i| i.dtype == Some(crate::onnx::DataType::Float16))
+        .map(|i| i.name)
+        .collect()
+}
+
+/// One sample's inputs with every float32 tensor fed to one of the float16 inputs `half`
+/// rounded to float16 (what a float16 interface is fed in place of float32 data).
+pub fn round_to_half(inputs: &[NamedTensor], half: &[String]) -> Vec<NamedTensor> {
+    use tract_onnx::prelude::{DatumType, f16};
+    let mut inputs = inputs.to_vec();
+    for t in inputs.iter_mut().filter(|t| half.contains(&t.name)) {
+        if t.tensor.datum_type() == DatumType::F32
+            && let Ok(h) = t.tensor.cast_to::<f16>()
+        {
+            t.tensor = h.into_owned();
+        }
+    }
+    inputs
+}
+
 /// The candidate's float16 outputs as float32 where the reference's are float32 (a float16
 /// interface compared with a float32 one); everything else as it is.
-fn widen_half(mut got: Vec<Vec<NamedTensor>>, want: &[Vec<NamedTensor>]) -> Vec<Vec<NamedTensor>> {
+pub fn widen_half(
+    mut got: Vec<Vec<NamedTensor>>,
+    want: &[Vec<NamedTensor>],
+) -> Vec<Vec<NamedTensor>> {
     use tract_onnx::prelude::DatumType;
     for (g, w) in got.iter_mut().zip(want) {
         for t in g

@@ -214,6 +214,53 @@ fn convert_normalizes_every_real_model() {
     }
 }
 
+/// `--opset 21` raises every real model from opset 13 up, still running like its reference; an
+/// older one, or a lower target, is refused with exit 2 and nothing written.
+#[test]
+fn convert_raises_the_opset_only_where_it_can() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, path) in common::real_models() {
+        let from = Model::load(&path).unwrap().opset("").unwrap();
+        let out = tmp.path().join(format!("{name}.onnx"));
+        let args = [
+            "convert",
+            path.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--opset",
+            "21",
+            "--json",
+        ];
+        let o = mdeploy(&args);
+        if from < 13 {
+            assert_input_error(&o, &[&format!("opset {from} is below 13")]);
+            assert!(!out.exists(), "{name}");
+            continue;
+        }
+        let report = json_ok(&o);
+        assert_eq!(report["report"]["opset_raised"]["from"], from, "{name}");
+        let raised = Model::load(&out).unwrap();
+        assert_eq!(raised.opset(""), Some(21), "{name}");
+        mdeploy::graph::check_model(&raised).unwrap();
+        assert_runs_like_reference(&out, &path.parent().unwrap().join("test_data_set_0"));
+    }
+    let (_, bert) = common::real_models()
+        .into_iter()
+        .find(|(n, _)| n == "bert_tiny_random")
+        .unwrap();
+    let out = tmp.path().join("lower.onnx");
+    let o = mdeploy(&[
+        "convert",
+        bert.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--opset",
+        "16",
+    ]);
+    assert_input_error(&o, &["below the model's opset 17"]);
+    assert!(!out.exists());
+}
+
 #[test]
 fn convert_fixes_named_dims() {
     let (_, path) = common::real_models()

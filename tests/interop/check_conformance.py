@@ -1,7 +1,10 @@
 """Interop on the ONNX conformance suite: `mdeploy convert` every node test, then require that the
 onnx checker (full_check) accepts the output wherever it accepts the input, and that onnxruntime
 reproduces the stored expected outputs on the converted model wherever it does on the original
-(per ort_results.json). Prints a summary and exits non-zero on any regression.
+(per ort_results.json). Then the same for `mdeploy convert --opset 21` on every node test from
+opset 13 to 20 that onnxruntime passes: a raised model must pass the checker wherever the original
+does and reproduce the expected outputs in onnxruntime; a refusal must be a clean exit 2. Prints a
+summary and exits non-zero on any regression.
 """
 
 import glob
@@ -58,6 +61,58 @@ def tensors_only(model_path):
     return all(v.type.HasField("tensor_type") for v in list(graph.input) + list(graph.output))
 
 
+def opset_of(model):
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def check_opset_raise(results, regressions):
+    counts = {"candidates": 0, "raised": 0, "refused": 0, "ort_pass": 0}
+    with tempfile.TemporaryDirectory() as tmp:
+        for test_dir in sorted(glob.glob(os.path.join(SUITE, "node", "*"))):
+            name = "node/" + os.path.basename(test_dir)
+            src = os.path.join(test_dir, "model.onnx")
+            original = onnx.load(src)
+            opset = opset_of(original)
+            if opset is None or not 13 <= opset <= 20:
+                continue
+            if results.get(name, {}).get("status") != "pass" or not tensors_only(src):
+                continue
+            counts["candidates"] += 1
+            dst = os.path.join(tmp, "raised.onnx")
+            proc = subprocess.run([MDEPLOY, "convert", src, "-o", dst, "-q", "--opset", "21"],
+                                  capture_output=True, text=True)
+            if proc.returncode == 2:
+                counts["refused"] += 1
+                continue
+            if proc.returncode != 0:
+                regressions.append(f"{name} --opset 21: exit {proc.returncode}: {proc.stderr.strip()[:200]}")
+                continue
+            counts["raised"] += 1
+            raised = onnx.load(dst)
+            if opset_of(raised) != 21:
+                regressions.append(f"{name} --opset 21: the output has opset {opset_of(raised)}")
+                continue
+            try:
+                onnx.checker.check_model(raised, full_check=True)
+            except Exception as e:
+                try:
+                    onnx.checker.check_model(original, full_check=True)
+                    regressions.append(f"{name} --opset 21: checker rejects the output only: {str(e)[:200]}")
+                    continue
+                except Exception:
+                    pass
+            try:
+                ok = outputs_match(dst, os.path.join(test_dir, "test_data_set_0"))
+            except Exception as e:
+                regressions.append(f"{name} --opset 21: onnxruntime fails on the output: {str(e)[:200]}")
+                continue
+            if ok:
+                counts["ort_pass"] += 1
+            else:
+                regressions.append(f"{name} --opset 21: onnxruntime outputs differ")
+    return counts
+
+
 def main():
     results = json.load(open(os.path.join(SUITE, "ort_results.json")))["results"]
     counts = {"converted": 0, "checker_ok": 0, "ort_pass": 0, "ort_candidates": 0}
@@ -92,6 +147,9 @@ def main():
                     counts["ort_pass"] += 1
                 elif not regressions or not regressions[-1].startswith(name):
                     regressions.append(f"{name}: onnxruntime outputs differ after convert")
+    raised = check_opset_raise(results, regressions)
+    print(f"conformance convert --opset 21: {raised['raised']} of {raised['candidates']} raised "
+          f"({raised['refused']} refused), onnxruntime reproduces the expected outputs of {raised['ort_pass']}")
     print(f"conformance convert: {counts['converted']} converted, {counts['checker_ok']} pass the checker, "
           f"onnxruntime reproduces the expected outputs of {counts['ort_pass']} converted tensor tests "
           f"of the {counts['ort_candidates']} it passes on the originals")

@@ -1,0 +1,475 @@
+//! Weight-only 4-bit quantization of MatMul: each constant weight `W[K, N]` on the right of a
+//! MatMul becomes uint4 in blocks of `block_size` rows per column, each block with its own scale
+//! and zero point, read through a standard opset-21 `DequantizeLinear(axis 0, block_size)`.
+//! Activations stay float.
+//!
+//! ```text
+//!   MatMul(A, W:f32[K,N])
+//! becomes
+//!   MatMul(A, DequantizeLinear(W_q:u4[K,N], scale:f32[ceil(K/B),N], zero:u4[ceil(K/B),N]))
+//! ```
+//!
+//! onnxruntime's CPU provider fuses exactly this form into its 4-bit kernel (MatMulNBits): the
+//! DequantizeLinear must feed the MatMul's B, along axis 0, with a block size that is a power of
+//! two of at least 16, 2-D constant weight, scale and zero point, and no other reader. tract does
+//! not run 4-bit types: results are measured and verified with onnxruntime.
+//!
+//! The model is raised to opset 21 first ([`crate::onnx::upgrade`]), only where that keeps every
+//! node's meaning; otherwise nothing is quantized and the reason is the error.
+//!
+//! Left alone, and reported: weights on the left (`MatMul(W, X)`: the kernel takes B), weights of
+//! fewer than [`MIN_WEIGHT_ELEMENTS`] elements or fewer rows than a block, Gemm (kept whole),
+//! nodes the user excludes, and nodes the accuracy search returns to float.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::QuantizeError;
+use super::dynamic::{KeptFloat, MIN_WEIGHT_ELEMENTS, QuantizedNode};
+use crate::graph::builder::{attr_int, raw_tensor, tensor_f32};
+use crate::graph::{Graph, constant_tensor, node_label, subgraphs_mut};
+use crate::infer::Inference;
+use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
+use crate::onnx::{DataType, Model};
+use crate::passes::PassContext;
+
+/// The opset that has 4-bit types and blocked DequantizeLinear.
+pub const OPSET: i64 = 21;
+/// Rows per block unless asked otherwise (onnxruntime's own default).
+pub const DEFAULT_BLOCK_SIZE: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct Int4Options {
+    pub block_size: usize,
+    pub exclude_nodes: HashSet<String>,
+    pub exclude_op_types: HashSet<String>,
+    /// Nodes kept float, by the value they write, with the reason (the accuracy search's).
+    pub revert: BTreeMap<String, String>,
+}
+
+impl Default for Int4Options {
+    fn default() -> Self {
+        Int4Options {
+            block_size: DEFAULT_BLOCK_SIZE,
+            exclude_nodes: HashSet::new(),
+            exclude_op_types: HashSet::new(),
+            revert: BTreeMap::new(),
+        }
+    }
+}
+
+/// Whether `block_size` is one onnxruntime's 4-bit kernel takes: a power of two from 16 to 256
+/// (its CPU kernel gives zeros at 512).
+pub fn valid_block_size(block_size: usize) -> bool {
+    block_size.is_power_of_two() && (16..=256).contains(&block_size)
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Int4Report {
+    pub block_size: usize,
+    /// The opset the model had, when it was raised to 21.
+    pub opset_raised_from: Option<i64>,
+    /// Nodes rewritten to keep their meaning at opset 21.
+    pub rewritten_for_opset: Vec<String>,
+    pub quantized: Vec<QuantizedNode>,
+    pub kept_float: Vec<KeptFloat>,
+}
+
+/// Quantizes every eligible MatMul weight of `model` (bodies included) to blocked uint4.
+pub fn quantize(model: &mut Model, options: &Int4Options) -> Result<Int4Report, QuantizeError> {
+    if !valid_block_size(options.block_size) {
+        return Err(QuantizeError::Unsupported(format!(
+            "int4 block size {}: a power of two from 16 to 256",
+            options.block_size
+        )));
+    }
+    let original = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
+    // refused: the model is left as it was, and quantized below only to learn whether anything
+    // would be (a model with nothing to quantize keeps its opset either way)
+    let upgrade = crate::onnx::upgrade::upgrade(model, OPSET);
+    let facts = Inference::of_model(model);
+    let ctx = PassContext::new(model, 0, 0);
+    let mut q = Quantizer {
+        facts: &facts,
+        ctx: &ctx,
+        options,
+        report: Int4Report {
+            block_size: options.block_size,
+            ..Default::default()
+        },
+    };
+    let mut graph = std::mem::take(model.graph_mut());
+    let result = q.graph(&mut graph, &HashMap::new(), &HashSet::new());
+    *model.graph_mut() = graph;
+    result?;
+    let mut report = q.report;
+    if report.quantized.is_empty() {
+        *model = original;
+        return Ok(report);
+    }
+    let upgrade = upgrade.map_err(|why| {
+        *model = Model::from_proto(original.proto.clone(), original.dir().to_path_buf());
+        QuantizeError::Unsupported(format!(
+            "int4 needs opset {OPSET} and the model cannot be raised to it: {}",
+            why.join("; ")
+        ))
+    })?;
+    report.opset_raised_from = (upgrade.from != upgrade.to).then_some(upgrade.from);
+    report.rewritten_for_opset = upgrade.rewritten;
+    super::remove_orphans(model)?;
+    Ok(report)
+}
+
+struct Quantizer<'a> {
+    facts: &'a Inference,
+    ctx: &'a PassContext,
+    options: &'a Int4Options,
+    report: Int4Report,
+}
+
+impl Quantizer<'_> {
+    fn graph(
+        &mut self,
+        g: &mut GraphProto,
+        outer: &HashMap<String, TensorProto>,
+        outer_names: &HashSet<String>,
+    ) -> Result<(), QuantizeError> {
+        let mut edit = Graph::in_scope(std::mem::take(g), outer_names.clone());
+        let mut added: Vec<NodeProto> = Vec::new();
+        for i in 0..edit.nodes().len() {
+            let node = edit.nodes()[i].clone();
+            if !matches!(node.op_type(), "MatMul" | "Gemm")
+                || !matches!(node.domain(), "" | "ai.onnx")
+            {
+                continue;
+            }
+            let label = node_label(&node, i);
+            if node.op_type() == "Gemm" {
+                self.report.kept_float.push(KeptFloat {
+                    node: label,
+                    op: node.op_type().into(),
+                    reason: "int4 covers MatMul: Gemm stays float".into(),
+                });
+                continue;
+            }
+            let weight = match self.plan(&edit, outer, &node) {
+                Ok(w) => w,
+                Err(reason) => {
+                    self.report.kept_float.push(KeptFloat {
+                        node: label,
+                        op: node.op_type().into(),
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            let blocked = quantize_blocked(&weight.values, weight.dims, self.options.block_size);
+            let [k, n] = weight.dims.map(|d| d as i64);
+            let blocks = blocked.scales.len() as i64 / n;
+            let w_q = edit.add_initializer(
+                &format!("{}_uint4", weight.name),
+                raw_tensor("", DataType::Uint4, &[k, n], pack_u4(&blocked.values)),
+            );
+            let w_scale = edit.add_initializer(
+                &format!("{}_scale", weight.name),
+                tensor_f32("", &[blocks, n], &blocked.scales),
+            );
+            let w_zero = edit.add_initializer(
+                &format!("{}_zero_point", weight.name),
+                raw_tensor("", DataType::Uint4, &[blocks, n], pack_u4(&blocked.zeros)),
+            );
+            // one DequantizeLinear per MatMul: onnxruntime fuses only a pair with one reader
+            let dequantized = edit.fresh_name(&format!("{}_dequantized", weight.name));
+            let output = node.output[0].clone();
+            let base = if node.name().is_empty() {
+                output.clone()
+            } else {
+                node.name().to_string()
+            };
+            added.push(super::new_node(
+                "DequantizeLinear",
+                &format!("{base}/dequantize_weight"),
+                &[&w_q, &w_scale, &w_zero],
+                &[&dequantized],
+                vec![
+                    attr_int("axis", 0),
+                    attr_int("block_size", self.options.block_size as i64),
+                ],
+            ));
+            edit.proto_mut().node[i].input[1] = dequantized;
+            self.report.quantized.push(QuantizedNode {
+                node: label,
+                op: node.op_type().into(),
+                output,
+                weight: weight.name.clone(),
+                weight_shape: weight.dims,
+                weight_sqnr_db: blocked.sqnr_db,
+            });
+        }
+        edit.proto_mut().node.extend(added);
+        edit.sort_topologically()?;
+        *g = edit.into_proto();
+        // bodies see this graph's constants and names
+        let mut scope = outer.clone();
+        let view = Graph::new(g.clone());
+        for t in &g.initializer {
+            if let Some(c) = view.constant(t.name()) {
+                scope.insert(t.name().to_string(), c.into_owned());
+            }
+        }
+        for n in &g.node {
+            if let (Some(t), Some(o)) = (constant_tensor(n), n.output.first()) {
+                scope.insert(o.clone(), t);
+            }
+        }
+        let mut names = outer_names.clone();
+        names.extend(crate::graph::defined_names(g));
+        for node in &mut g.node {
+            for body in subgraphs_mut(node) {
+                self.graph(body, &scope, &names)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The weight of `node` to quantize, or why it stays float.
+    fn plan(
+        &self,
+        graph: &Graph,
+        outer: &HashMap<String, TensorProto>,
+        node: &NodeProto,
+    ) -> Result<super::weights::Matrix, String> {
+        if self.options.exclude_nodes.contains(node.name()) {
+            return Err("excluded by --exclude-nodes".into());
+        }
+        if self.options.exclude_op_types.contains(node.op_type()) {
+            return Err("excluded by --exclude-op-types".into());
+        }
+        if let Some(reason) = node.output.first().and_then(|o| self.options.revert.get(o)) {
+            return Err(reason.clone());
+        }
+        let float = |v: &str| self.facts.elem_type(v) == Some(DataType::Float);
+        if node.input.len() != 2 || !float(&node.input[0]) || !float(&node.input[1]) {
+            return Err("not a float32 product".into());
+        }
+        let Some(w) = super::weights::matrix(self.ctx, graph, outer, &node.input[1], false)? else {
+            return Err(
+                match super::weights::constant_behind(graph, outer, &node.input[0]) {
+                    Some(_) => "its weight is on the left: the 4-bit kernel takes it on the right",
+                    None => "its B is not a constant",
+                }
+                .into(),
+            );
+        };
+        if w.values.len() < MIN_WEIGHT_ELEMENTS {
+            return Err(format!(
+                "weight of {} elements: below {MIN_WEIGHT_ELEMENTS}, 4 bits gain nothing",
+                w.values.len()
+            ));
+        }
+        if w.dims[0] < self.options.block_size {
+            return Err(format!(
+                "{} rows, fewer than a block of {}",
+                w.dims[0], self.options.block_size
+            ));
+        }
+        Ok(w)
+    }
+}
+
+/// A weight in blocked uint4: values row-major as the float ones, one scale and zero point per
+/// block and column (`[ceil(K/B), N]` row-major), and the SQNR of the dequantized weight.
+pub struct Blocked {
+    pub values: Vec<u8>,
+    pub scales: Vec<f32>,
+    pub zeros: Vec<u8>,
+    pub sqnr_db: f64,
+}
+
+/// Quantizes `values` (`[K, N]` row-major) to uint4 in blocks of `block` rows per column:
+/// asymmetric, each block's range widened to hold 0 and mapped onto 0..=15, so that a block's
+/// minimum and maximum are kept within half a step. An all-zero block gets scale 1.
+pub fn quantize_blocked(values: &[f32], dims: [usize; 2], block: usize) -> Blocked {
+    let [k, n] = dims;
+    let blocks = k.div_ceil(block);
+    let mut out = Blocked {
+        values: vec![0; k * n],
+        scales: vec![1.0; blocks * n],
+        zeros: vec![0; blocks * n],
+        sqnr_db: f64::INFINITY,
+    };
+    let (mut signal, mut noise) = (0f64, 0f64);
+    for b in 0..blocks {
+        let rows = b * block..((b + 1) * block).min(k);
+        for c in 0..n {
+            let (lo, hi) = rows.clone().fold((0f32, 0f32), |(lo, hi), r| {
+                let v = values[r * n + c];
+                (lo.min(v), hi.max(v))
+            });
+            let scale = if hi > lo { (hi - lo) / 15.0 } else { 1.0 };
+            let zero = (-lo / scale).round().clamp(0.0, 15.0);
+            out.scales[b * n + c] = scale;
+            out.zeros[b * n + c] = zero as u8;
+            for r in rows.clone() {
+                let v = values[r * n + c];
+                let q = (v / scale + zero).round().clamp(0.0, 15.0);
+                out.values[r * n + c] = q as u8;
+                let back = (q - zero) * scale;
+                signal += f64::from(v) * f64::from(v);
+                noise += f64::from(v - back) * f64::from(v - back);
+            }
+        }
+    }
+    if noise > 0.0 {
+        out.sqnr_db = 10.0 * (signal / noise).log10();
+    }
+    out
+}
+
+/// 4-bit values two to a byte, the first in the low nibble (ONNX's packing).
+pub fn pack_u4(values: &[u8]) -> Vec<u8> {
+    values
+        .chunks(2)
+        .map(|p| (p[0] & 0x0f) | (p.get(1).copied().unwrap_or(0) << 4))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packing_puts_the_first_value_in_the_low_nibble() {
+        assert_eq!(pack_u4(&[1, 2, 15]), [0x21, 0x0f]);
+    }
+
+    #[test]
+    fn blocks_keep_their_own_range_and_dequantize_close() {
+        // two blocks of 16 rows, 2 columns; the second block ten times wider
+        let (k, n, b) = (32, 2, 16);
+        let values: Vec<f32> = (0..k * n)
+            .map(|i| {
+                let (r, c) = (i / n, i % n);
+                let x = (r as f32 * 0.37 + c as f32).sin();
+                if r >= b { x * 10.0 } else { x }
+            })
+            .collect();
+        let q = quantize_blocked(&values, [k, n], b);
+        assert_eq!(q.scales.len(), 4);
+        assert!(q.scales[2] > 5.0 * q.scales[0], "{:?}", q.scales);
+        for (i, &v) in values.iter().enumerate() {
+            let (r, c) = (i / n, i % n);
+            let s = q.scales[(r / b) * n + c];
+            let z = f32::from(q.zeros[(r / b) * n + c]);
+            let back = (f32::from(q.values[i]) - z) * s;
+            assert!((back - v).abs() <= s / 2.0 + 1e-6, "{v} -> {back}");
+            assert!(q.values[i] <= 15);
+        }
+        assert!(q.sqnr_db > 20.0 && q.sqnr_db.is_finite(), "{}", q.sqnr_db);
+        // a zero block is exact
+        let z = quantize_blocked(&[0.0; 32], [16, 2], 16);
+        assert_eq!(z.sqnr_db, f64::INFINITY);
+        assert!(z.values.iter().all(|&v| v == z.zeros[0]));
+    }
+
+    /// `MatMul(x, W[64, 8])` at opset 17 with a ReduceMean: raised to 21 (the reduction's axes
+    /// become its input), W becomes uint4 blocks of 32 rows read through DequantizeLinear, the
+    /// float weight is gone, and the dequantized values are within half a step of W.
+    #[test]
+    fn a_matmul_weight_becomes_blocked_uint4_at_opset_21() {
+        use crate::graph::builder::{ModelBuilder, attr_ints};
+        let (k, n) = (64usize, 8usize);
+        let w: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 7919) % 97) as f32 / 48.0 - 1.0)
+            .collect();
+        let proto = ModelBuilder::new(17)
+            .input("x", DataType::Float, &["2", "64"])
+            .initializer_f32("W", &[k as i64, n as i64], &w)
+            .node("MatMul", &["x", "W"], &["y"])
+            .node("ReduceMean", &["y"], &["m"])
+            .attr(attr_ints("axes", &[1]))
+            .output("m", DataType::Float, &["2", "1"])
+            .build();
+        let mut model = Model::from_proto(proto, ".".into());
+        let report = quantize(&mut model, &Int4Options::default()).unwrap();
+        assert_eq!(report.quantized.len(), 1);
+        assert_eq!(report.opset_raised_from, Some(17));
+        assert_eq!(report.rewritten_for_opset.len(), 1);
+        assert_eq!(model.opset(""), Some(21));
+        crate::graph::check_model(&model).unwrap();
+        let g = model.graph();
+        assert!(g.initializer.iter().all(|t| t.name() != "W"));
+        let dq = g
+            .node
+            .iter()
+            .find(|n| n.op_type() == "DequantizeLinear")
+            .unwrap();
+        let matmul = g.node.iter().find(|n| n.op_type() == "MatMul").unwrap();
+        assert_eq!(matmul.input[1], dq.output[0]);
+        assert_eq!(crate::onnx::attributes::attr_i(dq, "axis", -1), 0);
+        assert_eq!(crate::onnx::attributes::attr_i(dq, "block_size", 0), 32);
+        let init = |name: &str| g.initializer.iter().find(|t| t.name() == name).unwrap();
+        let (wq, scale, zero) = (init(&dq.input[0]), init(&dq.input[1]), init(&dq.input[2]));
+        assert_eq!(wq.data_type(), DataType::Uint4.code());
+        assert_eq!(wq.dims, [64, 8]);
+        assert_eq!(zero.data_type(), DataType::Uint4.code());
+        assert_eq!(
+            (scale.dims.clone(), zero.dims.clone()),
+            (vec![2, 8], vec![2, 8])
+        );
+        let unpack = |t: &TensorProto, count: usize| -> Vec<u8> {
+            let raw = t.raw_data.as_deref().unwrap();
+            (0..count)
+                .map(|i| (raw[i / 2] >> (4 * (i % 2))) & 0x0f)
+                .collect()
+        };
+        let (q, z) = (unpack(wq, k * n), unpack(zero, 2 * n));
+        let s: Vec<f32> = scale
+            .raw_data
+            .as_deref()
+            .unwrap()
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        for (i, &v) in w.iter().enumerate() {
+            let b = (i / n / 32) * n + i % n;
+            let back = (f32::from(q[i]) - f32::from(z[b])) * s[b];
+            assert!((back - v).abs() <= s[b] / 2.0 + 1e-6, "{i}: {v} -> {back}");
+        }
+    }
+
+    #[test]
+    fn nothing_to_quantize_leaves_the_model_as_it_was() {
+        use crate::graph::builder::ModelBuilder;
+        // a weight on the left, and an old opset the model could not be raised from
+        let proto = ModelBuilder::new(12)
+            .input("x", DataType::Float, &["64", "2"])
+            .initializer_f32("W", &[8, 64], &[0.5; 512])
+            .node("MatMul", &["W", "x"], &["y"])
+            .output("y", DataType::Float, &["8", "2"])
+            .build();
+        let mut model = Model::from_proto(proto.clone(), ".".into());
+        let report = quantize(&mut model, &Int4Options::default()).unwrap();
+        assert!(report.quantized.is_empty());
+        assert!(report.kept_float[0].reason.contains("on the left"));
+        assert_eq!(model.proto, proto);
+        // with one to quantize the opset is needed, and refused by name
+        let proto = ModelBuilder::new(12)
+            .input("x", DataType::Float, &["2", "64"])
+            .initializer_f32("W", &[64, 8], &[0.5; 512])
+            .node("MatMul", &["x", "W"], &["y"])
+            .output("y", DataType::Float, &["2", "8"])
+            .build();
+        let mut model = Model::from_proto(proto.clone(), ".".into());
+        let e = quantize(&mut model, &Int4Options::default()).unwrap_err();
+        assert!(e.to_string().contains("opset 12 is below 13"), "{e}");
+        assert_eq!(model.proto, proto);
+    }
+
+    #[test]
+    fn block_sizes_are_the_kernels() {
+        assert!(valid_block_size(16) && valid_block_size(32) && valid_block_size(256));
+        assert!(!valid_block_size(8) && !valid_block_size(48) && !valid_block_size(512));
+    }
+}
