@@ -75,7 +75,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
             ops.join(", ")
         ));
     }
-    if let Some(r) = &report.opset_raised {
+    if let Some(r) = report.opset_raised.as_ref().filter(|r| r.from != r.to) {
         printer.note(&format!(
             "opset raised from {} to {} ({} nodes rewritten to keep their meaning)",
             r.from,

@@ -4,8 +4,11 @@
 //! types they took, every attribute it sets must still exist with its type, and no new
 //! attribute may be required. On top of that check, the version changes known to alter meaning
 //! under the same signature are handled by name: a reduction's `axes` attribute becomes its
-//! input (opset 18), a Split without sizes states its number of outputs (18), RoiAlign keeps its old default coordinate mode explicitly (16), GridSample's
-//! renamed modes are renamed (20); GroupNormalization-21 (scale and bias per channel) is refused.
+//! input (opset 18), a Split without sizes states its number of outputs (18), RoiAlign keeps its
+//! old default coordinate mode explicitly (16), GridSample's renamed modes are renamed (20),
+//! DFT's axis attribute (default 1) becomes its input (whose default is -2 from 20);
+//! GroupNormalization-21 (scale and bias per channel) and a BatchNormalization with training
+//! outputs across 14 are refused.
 //! Anything else that fails the check is refused, naming the node and the op.
 
 use std::collections::HashSet;
@@ -64,7 +67,7 @@ pub fn upgrade(model: &mut Model, to: i64) -> Result<Upgrade, Vec<String>> {
     }
     if from < MIN_UPGRADE_FROM {
         return Err(vec![format!(
-            "the model's opset {from} is below {MIN_UPGRADE_FROM}, the lowest mdeploy raises to {to}"
+            "the model's opset {from} is below {MIN_UPGRADE_FROM}, the lowest mdeploy raises from"
         )]);
     }
     if !model.proto.functions.is_empty() {
@@ -154,11 +157,21 @@ fn visit(
             ));
             continue;
         }
+        if crosses(14) && op == "BatchNormalization" && node.output.len() > 1 {
+            refused.push(format!(
+                "node '{label}': a BatchNormalization with statistics outputs computes in training mode, which opset 14 asks for by attribute"
+            ));
+            continue;
+        }
         let axes_to_input = crosses(18) && AXES_TO_INPUT_18.contains(&op.as_str());
+        let dft_axis = crosses(20) && op == "DFT";
         // what the node is checked as: without the attribute the rewrite below moves
         let mut checked = node.clone();
         if axes_to_input {
             checked.attribute.retain(|a| a.name() != "axes");
+        }
+        if dft_axis {
+            checked.attribute.retain(|a| a.name() != "axis");
         }
         if let Err(why) = compatible(&checked, old, new) {
             refused.push(format!(
@@ -183,6 +196,25 @@ fn visit(
                 ..Default::default()
             });
             node.input.truncate(1);
+            node.input.push(name);
+            changed = true;
+        }
+        if dft_axis {
+            // DFT's axis became an input at 20, and its default moved from 1 to -2: the old
+            // axis (given or default) becomes the input
+            let axis = match node.attribute.iter().position(|a| a.name() == "axis") {
+                Some(k) => node.attribute.remove(k).i.unwrap_or(1),
+                None => 1,
+            };
+            let name = fresh(names, &format!("{}_axis", node.output[0]));
+            added.push(TensorProto {
+                name: Some(name.clone()),
+                data_type: Some(super::DataType::Int64.code()),
+                dims: vec![],
+                raw_data: Some(Bytes::from(axis.to_le_bytes().to_vec())),
+                ..Default::default()
+            });
+            node.input.resize(2, String::new());
             node.input.push(name);
             changed = true;
         }
@@ -374,6 +406,73 @@ mod tests {
                 .output("y", DataType::Float, &["2", "3"])
         });
         assert!(upgrade(&mut old, 21).unwrap_err()[0].contains("below 13"));
+    }
+
+    /// The rewrites that keep a meaning a version changed: Split's count of equal parts (18),
+    /// RoiAlign's old default mode (16), GridSample's renamed mode (20), DFT's axis (20); and a
+    /// BatchNormalization with training outputs refused across 14.
+    #[test]
+    fn changed_meanings_are_spelled_out() {
+        use crate::graph::builder::{attr_int, attr_string};
+        let node =
+            |op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>| NodeProto {
+                op_type: Some(op.into()),
+                input: inputs.iter().map(|s| s.to_string()).collect(),
+                output: outputs.iter().map(|s| s.to_string()).collect(),
+                attribute: attrs,
+                ..Default::default()
+            };
+        let raise = |opset: i64, n: NodeProto| {
+            let mut m = model(opset, |b| b);
+            m.graph_mut().node.push(n);
+            upgrade(&mut m, 21).map(|_| m)
+        };
+        let attr = |m: &Model, name: &str| {
+            m.graph().node[0]
+                .attribute
+                .iter()
+                .find(|a| a.name() == name)
+                .cloned()
+        };
+        let m = raise(13, node("Split", &["x"], &["a", "b", "c"], vec![])).unwrap();
+        assert_eq!(attr(&m, "num_outputs").unwrap().i, Some(3));
+        let m = raise(13, node("RoiAlign", &["x", "r", "i"], &["y"], vec![])).unwrap();
+        let mode = attr(&m, "coordinate_transformation_mode").unwrap();
+        assert_eq!(mode.s.as_deref(), Some(&b"output_half_pixel"[..]));
+        let m = raise(
+            16,
+            node(
+                "GridSample",
+                &["x", "g"],
+                &["y"],
+                vec![attr_string("mode", "bicubic")],
+            ),
+        )
+        .unwrap();
+        assert_eq!(attr(&m, "mode").unwrap().s.as_deref(), Some(&b"cubic"[..]));
+        for (attrs, axis) in [(vec![], 1i64), (vec![attr_int("axis", 2)], 2)] {
+            let m = raise(17, node("DFT", &["x"], &["y"], attrs)).unwrap();
+            let n = &m.graph().node[0];
+            assert!(n.attribute.iter().all(|a| a.name() != "axis"));
+            assert_eq!(n.input[1], "", "no dft_length");
+            let t = m
+                .graph()
+                .initializer
+                .iter()
+                .find(|t| t.name() == n.input[2]);
+            assert_eq!(
+                t.unwrap().raw_data.as_deref(),
+                Some(&axis.to_le_bytes()[..])
+            );
+        }
+        let training = node(
+            "BatchNormalization",
+            &["x", "s", "b", "m", "v"],
+            &["y", "rm", "rv"],
+            vec![],
+        );
+        let why = raise(13, training).unwrap_err();
+        assert!(why[0].contains("training"), "{why:?}");
     }
 
     #[test]

@@ -469,7 +469,7 @@ fn quantize(
         .copied()
         .chain(held_out.iter().map(|s| s.inputs.as_slice()))
         .collect();
-    let (engine, _) = req.data.engines()?;
+    let (engine, both) = req.data.engines()?;
     let calibration = crate::quantize::Calibration {
         samples: &inputs,
         evaluation: &evaluation,
@@ -538,6 +538,14 @@ fn quantize(
             QuantizeReport::Int8Static(stage)
         }
         QuantizeMode::Int4WeightOnly { block_size } => {
+            if both || engine == crate::run::EngineChoice::Only(crate::run::EngineKind::Tract) {
+                return Err(UsageError(
+                    "int4 models run in onnxruntime only (tract has no 4-bit types): --engine ort or auto".into(),
+                )
+                .into());
+            }
+            // measured and verified in onnxruntime: without it nothing could be checked
+            crate::run::ort::library().map_err(anyhow::Error::from)?;
             let options = crate::quantize::int4::Int4Options {
                 block_size,
                 exclude_nodes: exclude_nodes.into_iter().collect(),
@@ -601,7 +609,7 @@ fn prune(req: &OptimizeRequest, model: &mut Model) -> anyhow::Result<Option<Prun
     }))
 }
 
-/// The error of an int8 quantization that cannot meet its accuracy target.
+/// The error of a quantization that cannot meet its accuracy target.
 fn target_missed(mode: &str, a: &crate::quantize::AccuracyOutcome) -> anyhow::Error {
     CheckFailed(format!(
         "{mode} cannot meet the accuracy target (cos {}, top-1 {}): the best reached \

@@ -140,7 +140,7 @@ pub fn convert(model: &mut Model, options: &Fp16Options) -> Result<Fp16Report, Q
         .collect();
     // Gemm's C is optional from opset 11
     if model.opset("").unwrap_or(1) >= 11 {
-        super::fp16_ops::split_gemm_bias(model.graph_mut());
+        super::fp16_ops::split_gemm_bias(model.graph_mut(), &options.revert);
     }
     let facts = Inference::of_model(model);
     let ctx = PassContext::new(model, 0, 0);

@@ -52,8 +52,9 @@ pub fn float32_only(node: &NodeProto) -> Option<&'static str> {
 
 /// Splits every `Gemm(A, B, C)` with alpha and beta 1 into `Gemm(A, B)` and `Add(C)`, here and
 /// in bodies: tract multiplies C by a float32 beta even when it is 1, so a float16 Gemm with a
-/// bias does not load there; the split form runs everywhere and computes the same sum.
-pub fn split_gemm_bias(g: &mut GraphProto) {
+/// bias does not load there; the split form runs everywhere and computes the same sum. A Gemm
+/// in `keep` (by output: it stays float32) is left whole.
+pub fn split_gemm_bias(g: &mut GraphProto, keep: &std::collections::BTreeMap<String, String>) {
     let mut edit = Graph::new(std::mem::take(g));
     let mut added = Vec::new();
     let candidates: Vec<usize> = (0..edit.nodes().len())
@@ -64,6 +65,7 @@ pub fn split_gemm_bias(g: &mut GraphProto) {
                 && n.input.get(2).is_some_and(|c| !c.is_empty())
                 && attr_f(n, "alpha", 1.0) == 1.0
                 && attr_f(n, "beta", 1.0) == 1.0
+                && !n.output.first().is_some_and(|o| keep.contains_key(o))
         })
         .collect();
     for i in candidates {
@@ -87,7 +89,7 @@ pub fn split_gemm_bias(g: &mut GraphProto) {
     *g = edit.into_proto();
     for node in &mut g.node {
         for body in crate::graph::subgraphs_mut(node) {
-            split_gemm_bias(body);
+            split_gemm_bias(body, keep);
         }
     }
 }

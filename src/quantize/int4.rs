@@ -137,6 +137,8 @@ impl Quantizer<'_> {
     ) -> Result<(), QuantizeError> {
         let mut edit = Graph::in_scope(std::mem::take(g), outer_names.clone());
         let mut added: Vec<NodeProto> = Vec::new();
+        // a weight several MatMuls read is stored once: (uint4 values, scale, zero point, SQNR)
+        let mut stored: HashMap<String, ([String; 3], f64)> = HashMap::new();
         for i in 0..edit.nodes().len() {
             let node = edit.nodes()[i].clone();
             if !matches!(node.op_type(), "MatMul" | "Gemm")
@@ -164,21 +166,31 @@ impl Quantizer<'_> {
                     continue;
                 }
             };
-            let blocked = quantize_blocked(&weight.values, weight.dims, self.options.block_size);
-            let [k, n] = weight.dims.map(|d| d as i64);
-            let blocks = blocked.scales.len() as i64 / n;
-            let w_q = edit.add_initializer(
-                &format!("{}_uint4", weight.name),
-                raw_tensor("", DataType::Uint4, &[k, n], pack_u4(&blocked.values)),
-            );
-            let w_scale = edit.add_initializer(
-                &format!("{}_scale", weight.name),
-                tensor_f32("", &[blocks, n], &blocked.scales),
-            );
-            let w_zero = edit.add_initializer(
-                &format!("{}_zero_point", weight.name),
-                raw_tensor("", DataType::Uint4, &[blocks, n], pack_u4(&blocked.zeros)),
-            );
+            let ([w_q, w_scale, w_zero], sqnr) = match stored.get(&weight.name) {
+                Some(names) => names.clone(),
+                None => {
+                    let blocked =
+                        quantize_blocked(&weight.values, weight.dims, self.options.block_size);
+                    let [k, n] = weight.dims.map(|d| d as i64);
+                    let blocks = blocked.scales.len() as i64 / n;
+                    let names = [
+                        edit.add_initializer(
+                            &format!("{}_uint4", weight.name),
+                            raw_tensor("", DataType::Uint4, &[k, n], pack_u4(&blocked.values)),
+                        ),
+                        edit.add_initializer(
+                            &format!("{}_scale", weight.name),
+                            tensor_f32("", &[blocks, n], &blocked.scales),
+                        ),
+                        edit.add_initializer(
+                            &format!("{}_zero_point", weight.name),
+                            raw_tensor("", DataType::Uint4, &[blocks, n], pack_u4(&blocked.zeros)),
+                        ),
+                    ];
+                    stored.insert(weight.name.clone(), (names.clone(), blocked.sqnr_db));
+                    (names, blocked.sqnr_db)
+                }
+            };
             // one DequantizeLinear per MatMul: onnxruntime fuses only a pair with one reader
             let dequantized = edit.fresh_name(&format!("{}_dequantized", weight.name));
             let output = node.output[0].clone();
@@ -204,7 +216,7 @@ impl Quantizer<'_> {
                 output,
                 weight: weight.name.clone(),
                 weight_shape: weight.dims,
-                weight_sqnr_db: blocked.sqnr_db,
+                weight_sqnr_db: sqnr,
             });
         }
         edit.proto_mut().node.extend(added);
@@ -465,6 +477,33 @@ mod tests {
         let e = quantize(&mut model, &Int4Options::default()).unwrap_err();
         assert!(e.to_string().contains("opset 12 is below 13"), "{e}");
         assert_eq!(model.proto, proto);
+    }
+
+    #[test]
+    fn a_last_block_shorter_than_the_others_keeps_its_own_range() {
+        // K = 40 in blocks of 16: rows 32..40 form the third block
+        let (k, n, b) = (40, 3, 16);
+        let values: Vec<f32> = (0..k * n)
+            .map(|i| {
+                if i / n >= 32 {
+                    100.0 + i as f32
+                } else {
+                    (i as f32).cos()
+                }
+            })
+            .collect();
+        let q = quantize_blocked(&values, [k, n], b);
+        assert_eq!(q.scales.len(), 3 * n);
+        for (i, &v) in values.iter().enumerate() {
+            let at = (i / n / b) * n + i % n;
+            let back = (f32::from(q.values[i]) - f32::from(q.zeros[at])) * q.scales[at];
+            assert!(
+                (back - v).abs() <= q.scales[at] / 2.0 + 1e-4,
+                "{i}: {v} -> {back}"
+            );
+        }
+        // the short block's large values did not widen the first blocks' steps
+        assert!(q.scales[0] < 0.2 && q.scales[2 * n] > 5.0, "{:?}", q.scales);
     }
 
     #[test]

@@ -512,7 +512,7 @@ struct SearchOutcome<R> {
 }
 
 impl<R: QuantizedNodes> SearchOutcome<R> {
-    /// The nodes it kept int8 when the target holds, else 0 (what placements compete on).
+    /// The nodes it kept quantized when the target holds, else 0 (what placements compete on).
     fn kept_int8(&self) -> usize {
         if self.met {
             self.best.report.quantized_outputs().len()
@@ -592,9 +592,18 @@ fn search_within_target<R: QuantizedNodes>(
         crate::run::run_all(float, calibration.engine, calibration.evaluation, || {})?;
     let evaluate = |reverted: &std::collections::BTreeMap<String, String>| {
         let (candidate, report, aliases) = quantize(reverted)?;
+        // values of the main graph only: one inside an If/Loop/Scan body cannot be exposed as a
+        // graph output (it is left unmeasured, and ranks last)
+        let main: std::collections::HashSet<&str> = candidate
+            .graph()
+            .node
+            .iter()
+            .flat_map(|n| n.output.iter().map(String::as_str))
+            .collect();
         let values: Vec<String> = report
             .quantized_outputs()
             .into_iter()
+            .filter(|v| main.contains(v.as_str()))
             .chain(outputs.iter().cloned())
             .collect();
         let (engine, measured) = ranges::compare(
@@ -745,7 +754,8 @@ pub struct Fp16Stage {
 /// The best SQNR float16's 11-bit significand gives (6.02 x 11 + 1.76 dB, rounded up).
 const FP16_CEILING_DB: f64 = 70.0;
 
-/// Converts `model` to float16. With calibration data, measures its activations first so that
+/// Converts `model` to float16 (without calibration data `target` is not measured, and the
+/// report has no accuracy). With calibration data, measures its activations first so that
 /// values float16 cannot hold stay float32, then measures each float16 node's output against
 /// the float32 model; when a graph output misses `target` (or the fp16 preset), returns the
 /// fewest most harmful nodes to float32 (those losing the most SQNR against what they read), as

@@ -39,6 +39,9 @@ MODES = {
     "int4": {"args": ["--int4", "weight-only"], "min_cosine": 0.98, "fused": "MatMulNBits"},
 }
 
+# int4: the MatMuls with a constant weight each model has (all must be quantized and fused)
+INT4_MATMULS = {"bert_tiny_random": 12}
+
 # task-level checks: output name -> (kind, parameter)
 TASKS = {
     "squeezenet1_1": {"logits": ("top1", None)},
@@ -107,6 +110,8 @@ def check(name, model_dir, out_dir, mode, spec):
         fused = sum(1 for n in onnx.load(fused_path).graph.node if n.op_type == spec["fused"])
         if fused != blocked:
             problems.append(f"onnxruntime fused {fused} of {blocked} blocked weights into {spec['fused']}")
+        if blocked != INT4_MATMULS.get(name, 0):
+            problems.append(f"{blocked} blocked weights, expected {INT4_MATMULS.get(name, 0)}")
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     worst = 1.0
@@ -128,6 +133,40 @@ def check(name, model_dir, out_dir, mode, spec):
     return problems
 
 
+def ragged_int4(out_dir):
+    """A weight whose rows are not a whole number of blocks (K = 40, blocks of 32): onnxruntime
+    must fuse it and agree with the float product."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((40, 16)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "ragged",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 40])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 16])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    src = os.path.join(out_dir, "ragged.onnx")
+    onnx.save(helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17)]), src)
+    dst = os.path.join(out_dir, "ragged.int4.onnx")
+    proc = subprocess.run([MDEPLOY, "optimize", src, "-o", dst, "-q", "--int4", "weight-only"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return [f"ragged int4 failed ({proc.returncode}): {proc.stderr.strip()}"]
+    onnx.checker.check_model(onnx.load(dst), full_check=True)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.optimized_model_filepath = os.path.join(out_dir, "ragged.ort.onnx")
+    session = ort.InferenceSession(dst, options, providers=["CPUExecutionProvider"])
+    fused = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+    x = rng.standard_normal((4, 40)).astype(np.float32)
+    c = cosine(x @ w, session.run(None, {"x": x})[0])
+    print(f"{'ragged K=40 (synthetic)':28} int4   cosine {c:.6f}  ops after onnxruntime: {fused}")
+    problems = [] if fused == ["MatMulNBits"] else [f"ragged int4 not fused: {fused}"]
+    return problems + ([] if c >= 0.98 else [f"ragged int4 cosine {c:.6f}"])
+
+
 def main():
     failures = 0
     models = sorted(glob.glob(os.path.join(SHARED, "models", "*", "model.onnx")))
@@ -139,6 +178,9 @@ def main():
                 for p in check(name, model_dir, out_dir, mode, spec):
                     print(f"FAIL {name} {mode}: {p}")
                     failures += 1
+        for p in ragged_int4(out_dir):
+            print(f"FAIL {p}")
+            failures += 1
     if failures:
         print(f"{failures} problems")
         sys.exit(1)

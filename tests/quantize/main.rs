@@ -96,9 +96,15 @@ fn fp16_io_makes_the_interface_float16_and_a_missed_tolerance_writes_nothing() {
         s(&out),
         "--fp16",
         "--fp16-io",
-        "-q",
+        "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // measured through the float16 interface (inputs rounded), nothing returned to float32
+    let q = &json(&o)["quantize"];
+    assert_eq!(q["accuracy"]["met"], true, "{q}");
+    assert_eq!(q["accuracy"]["returned_to_float"], 0, "{q}");
+    assert!(q["nodes_float16"].as_u64().unwrap() > 0);
+    assert!(!q["output_sqnr_db"].as_array().unwrap().is_empty());
     let m = Model::load(&out).unwrap();
     assert_eq!(elem_type(&m.graph().input[0]), DataType::Float16.code());
     assert_eq!(elem_type(&m.graph().output[0]), DataType::Float16.code());
