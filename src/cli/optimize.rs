@@ -95,8 +95,10 @@ pub struct OptimizeArgs {
     #[arg(long, value_name = "FILE.json")]
     calibration_cache: Option<PathBuf>,
     /// Quantization (fp16, int8, int4): what every output must keep against the float model on
-    /// the calibration and verification data: cosine (`cos=X`) and, for classifier outputs, top-1
-    /// agreement (`top1=X`); nodes that lose most return to float until it holds.
+    /// the calibration and verification data: cosine (`cos=X`), for classifier outputs top-1
+    /// agreement (`top1=X`), SQNR in dB (`sqnr=DB`), the fraction of elements on the same side
+    /// of a decision threshold T (`agree@T=X`); nodes that lose most return to float until it
+    /// holds.
     #[arg(long, value_name = "cos=X,top1=Y", default_value = "cos=0.99,top1=1", value_parser = mdeploy::quantize::AccuracyTarget::parse)]
     accuracy_target: mdeploy::quantize::AccuracyTarget,
     /// Static int8: the op types to quantize (default Conv,ConvTranspose,Gemm,MatMul).
@@ -398,11 +400,9 @@ fn render_measured(
     if let Some(a) = accuracy {
         let _ = write!(
             s,
-            "\n  accuracy: cosine {:.6}, top-1 {:.3} against target cos {}, top-1 {}: {} ({} rounds, {} returned to float)",
-            a.achieved_cosine,
-            a.achieved_top1,
-            a.target.min_cosine,
-            a.target.min_top1,
+            "\n  accuracy: {} against target {}: {} ({} rounds, {} returned to float)",
+            a.describe(),
+            a.target.describe(),
             if a.met { "met" } else { "missed" },
             a.rounds,
             a.returned_to_float

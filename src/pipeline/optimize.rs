@@ -612,9 +612,9 @@ fn prune(req: &OptimizeRequest, model: &mut Model) -> anyhow::Result<Option<Prun
 /// The error of a quantization that cannot meet its accuracy target.
 fn target_missed(mode: &str, a: &crate::quantize::AccuracyOutcome) -> anyhow::Error {
     CheckFailed(format!(
-        "{mode} cannot meet the accuracy target (cos {}, top-1 {}): the best reached \
-         cosine {:.5}, top-1 {:.3}; nothing written",
-        a.target.min_cosine, a.target.min_top1, a.achieved_cosine, a.achieved_top1
+        "{mode} cannot meet the accuracy target ({}): the best reached {}; nothing written",
+        a.target.describe(),
+        a.describe()
     ))
     .into()
 }

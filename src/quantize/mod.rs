@@ -280,33 +280,67 @@ pub fn calibration_key(model: &Model, samples: &[&[NamedTensor]]) -> Result<Stri
     Ok(hex::encode(h.finalize()))
 }
 
-/// What static quantization must keep against the float model on the calibration and
-/// verification data: the smallest cosine of every graph output, and for classifier outputs
-/// (2-D, several classes) the fraction of rows whose top-1 class stays the same.
+/// What quantization must keep against the float model on the calibration and verification
+/// data, over every graph output: the smallest cosine; for classifier outputs (2-D, several
+/// classes) the fraction of rows whose top-1 class stays the same; optionally the smallest SQNR
+/// in dB, and the fraction of elements on the same side of a decision threshold (a detection
+/// map's or a voice detector's, as the task reads them).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AccuracyTarget {
     pub min_cosine: f64,
     pub min_top1: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_sqnr_db: Option<f64>,
+    /// (threshold, least fraction of elements whose `> threshold` decision stays the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<(f32, f64)>,
+}
+
+/// What a candidate achieved on the graph outputs: the worst of each measure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Achieved {
+    pub cosine: f64,
+    pub top1: f64,
+    pub sqnr_db: f64,
+    /// 1 when the target asks for no decision.
+    pub decision: f64,
 }
 
 impl AccuracyTarget {
-    /// `cos=0.99`, `top1=1`, or both: `cos=0.99,top1=1` (an absent one does not bind).
+    /// `cos=0.99`, `top1=1`, `sqnr=30` (dB), `agree@0.5=0.99`, or several joined by commas
+    /// (`cos=0.99,top1=1`); an absent one does not bind.
     pub fn parse(s: &str) -> Result<AccuracyTarget, String> {
         let mut t = AccuracyTarget {
             min_cosine: 0.0,
             min_top1: 0.0,
+            min_sqnr_db: None,
+            decision: None,
         };
         for part in s.split(',') {
+            let part = part.trim();
             let value = |v: &str| match v.parse::<f64>() {
                 Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
                 _ => Err(format!("accuracy target '{part}': a number in [0, 1]")),
             };
-            match part.trim().split_once('=') {
+            match part.split_once('=') {
                 Some(("cos", v)) => t.min_cosine = value(v)?,
                 Some(("top1", v)) => t.min_top1 = value(v)?,
+                Some(("sqnr", v)) => match v.parse::<f64>() {
+                    Ok(db) if db.is_finite() => t.min_sqnr_db = Some(db),
+                    _ => return Err(format!("accuracy target '{part}': a number of dB")),
+                },
+                Some((k, v)) if k.starts_with("agree@") => match k["agree@".len()..].parse::<f32>()
+                {
+                    Ok(at) if at.is_finite() => t.decision = Some((at, value(v)?)),
+                    _ => {
+                        return Err(format!(
+                            "accuracy target '{part}': agree@THRESHOLD=FRACTION (e.g. agree@0.5=0.99)"
+                        ));
+                    }
+                },
                 _ => {
                     return Err(format!(
-                        "accuracy target '{part}': cos=X or top1=X (e.g. cos=0.99,top1=1)"
+                        "accuracy target '{part}': cos=X, top1=X, sqnr=DB or agree@T=X (e.g. cos=0.99,top1=1)"
                     ));
                 }
             }
@@ -314,23 +348,56 @@ impl AccuracyTarget {
         Ok(t)
     }
 
-    /// The worst cosine and top-1 agreement over these outputs (`None`: an output that could
-    /// not be measured), and whether they meet it. Nothing measured, or NaN, does not.
+    /// The binding measures, for messages: `cos 0.99, top-1 1, SQNR 30 dB, agree@0.5 0.99`.
+    pub fn describe(&self) -> String {
+        let mut s = format!("cos {}, top-1 {}", self.min_cosine, self.min_top1);
+        if let Some(db) = self.min_sqnr_db {
+            s += &format!(", SQNR {db} dB");
+        }
+        if let Some((at, f)) = self.decision {
+            s += &format!(", agree@{at} {f}");
+        }
+        s
+    }
+
+    /// The worst of each measure over these outputs (`None`: an output that could not be
+    /// measured), and whether they meet it. Nothing measured, or NaN, does not.
     fn judge<'a>(
         &self,
         measured: impl Iterator<Item = Option<&'a ranges::Agreement>>,
-    ) -> (f64, f64, bool) {
-        let (mut cosine, mut top1, mut seen) = (1.0f64, 1.0f64, false);
+    ) -> (Achieved, bool) {
+        let mut worst = Achieved {
+            cosine: 1.0,
+            top1: 1.0,
+            sqnr_db: f64::INFINITY,
+            decision: 1.0,
+        };
+        let mut seen = false;
         for a in measured {
             let Some(a) = a.filter(|a| !a.cosine.is_nan()) else {
-                return (f64::NAN, f64::NAN, false);
+                let nan = Achieved {
+                    cosine: f64::NAN,
+                    top1: f64::NAN,
+                    sqnr_db: f64::NAN,
+                    decision: f64::NAN,
+                };
+                return (nan, false);
             };
             seen = true;
-            cosine = cosine.min(a.cosine);
-            top1 = top1.min(a.top1.unwrap_or(1.0));
+            worst.cosine = worst.cosine.min(a.cosine);
+            worst.top1 = worst.top1.min(a.top1.unwrap_or(1.0));
+            worst.sqnr_db = worst.sqnr_db.min(a.sqnr_db);
+            if self.decision.is_some() {
+                // an output the decision could not be read on does not pass it
+                worst.decision = worst.decision.min(a.decision.unwrap_or(0.0));
+            }
         }
-        let met = seen && cosine >= self.min_cosine && top1 >= self.min_top1;
-        (cosine, top1, met)
+        let met = seen
+            && worst.cosine >= self.min_cosine
+            && worst.top1 >= self.min_top1
+            && self.min_sqnr_db.is_none_or(|db| worst.sqnr_db >= db)
+            && self.decision.is_none_or(|(_, f)| worst.decision >= f);
+        (worst, met)
     }
 }
 
@@ -344,10 +411,30 @@ pub struct AccuracyOutcome {
     /// The smallest top-1 agreement of its classifier outputs (1 where it has none).
     #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub achieved_top1: f64,
+    /// The smallest output SQNR in dB (null when every output is exact).
+    #[serde(default, deserialize_with = "crate::json::inf_if_null")]
+    pub achieved_sqnr_db: f64,
+    /// The smallest decision agreement, when the target asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub achieved_decision: Option<f64>,
     pub met: bool,
     /// Quantize-and-measure rounds it took.
     pub rounds: usize,
     pub returned_to_float: usize,
+}
+
+impl AccuracyOutcome {
+    /// What was achieved, for messages: `cosine 0.99512, top-1 1.000, SQNR 23.1 dB`.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "cosine {:.6}, top-1 {:.3}, SQNR {:.1} dB",
+            self.achieved_cosine, self.achieved_top1, self.achieved_sqnr_db
+        );
+        if let (Some((at, _)), Some(d)) = (self.target.decision, self.achieved_decision) {
+            s += &format!(", agree@{at} {d:.4}");
+        }
+        s
+    }
 }
 
 /// The best SQNR an 8-bit grid gives a full-range signal (6.02 x 8 + 1.76 dB, rounded up): what
@@ -523,12 +610,13 @@ impl<R: QuantizedNodes> SearchOutcome<R> {
 
     /// What the target asked and what the candidate achieved on the graph `outputs`.
     fn accuracy(&self, target: AccuracyTarget, outputs: &[String]) -> AccuracyOutcome {
-        let (achieved_cosine, achieved_top1, _) =
-            target.judge(outputs.iter().map(|o| self.best.measured.get(o)));
+        let (achieved, _) = target.judge(outputs.iter().map(|o| self.best.measured.get(o)));
         AccuracyOutcome {
             target,
-            achieved_cosine,
-            achieved_top1,
+            achieved_cosine: achieved.cosine,
+            achieved_top1: achieved.top1,
+            achieved_sqnr_db: achieved.sqnr_db,
+            achieved_decision: target.decision.map(|_| achieved.decision),
             met: self.met,
             rounds: self.rounds,
             returned_to_float: self.reverted.len(),
@@ -613,8 +701,9 @@ fn search_within_target<R: QuantizedNodes>(
             &aliases,
             calibration.evaluation,
             calibration.engine,
+            target.decision.map(|(at, _)| at),
         )?;
-        let (cosine, top1, met) = target.judge(outputs.iter().map(|o| measured.get(o)));
+        let (achieved, met) = target.judge(outputs.iter().map(|o| measured.get(o)));
         let met = met && {
             // a float16 interface is fed the samples rounded to float16, and compared widened
             let half = crate::verify::half_input_names(&candidate);
@@ -629,7 +718,7 @@ fn search_within_target<R: QuantizedNodes>(
             crate::verify::outputs_agree(&tolerance, &reference, &got)
         };
         Ok::<_, QuantizeError>((
-            (cosine, top1, met),
+            (achieved, met),
             Searched {
                 model: candidate,
                 report,
@@ -639,7 +728,7 @@ fn search_within_target<R: QuantizedNodes>(
         ))
     };
     let none = std::collections::BTreeMap::new();
-    let ((worst, worst_top1, met), first_result) = evaluate(&none)?;
+    let ((worst, met), first_result) = evaluate(&none)?;
     if met {
         return Ok(SearchOutcome {
             best: first_result,
@@ -652,8 +741,11 @@ fn search_within_target<R: QuantizedNodes>(
     let mut rounds = 1;
     let reason = |lost: f64| {
         format!(
-            "returned to float: with every node quantized the outputs keep cosine {worst:.5} and top-1 {worst_top1:.3}, short of the target (cos {}, top-1 {}); this node lost {lost:.1} dB",
-            target.min_cosine, target.min_top1
+            "returned to float: with every node quantized the outputs keep cosine {:.5}, top-1 {:.3}, SQNR {:.1} dB, short of the target ({}); this node lost {lost:.1} dB",
+            worst.cosine,
+            worst.top1,
+            worst.sqnr_db,
+            target.describe()
         )
     };
     let first = |k: usize| -> std::collections::BTreeMap<String, String> {
@@ -668,7 +760,7 @@ fn search_within_target<R: QuantizedNodes>(
     let mut at_hi = None;
     while hi - lo > 1 && rounds < MAX_ROUNDS {
         let mid = (lo + hi) / 2;
-        let ((_, _, meets), result) = evaluate(&first(mid))?;
+        let ((_, meets), result) = evaluate(&first(mid))?;
         rounds += 1;
         if meets {
             hi = mid;
@@ -682,7 +774,7 @@ fn search_within_target<R: QuantizedNodes>(
         Some(result) => (result, true),
         None => {
             rounds += 1;
-            let ((_, _, meets), result) = evaluate(&reverted)?;
+            let ((_, meets), result) = evaluate(&reverted)?;
             (result, meets)
         }
     };
@@ -885,4 +977,64 @@ fn remove_orphans(model: &mut Model) -> Result<(), QuantizeError> {
     crate::passes::optimize(model, &cleanup, &Default::default())
         .map_err(|e| QuantizeError::Inconsistent(vec![e.to_string()]))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agreement(cosine: f64, sqnr_db: f64, decision: Option<f64>) -> ranges::Agreement {
+        ranges::Agreement {
+            sqnr_db,
+            cosine,
+            top1: None,
+            decision,
+        }
+    }
+
+    #[test]
+    fn targets_parse_every_measure_and_refuse_the_rest() {
+        let t = AccuracyTarget::parse("cos=0.99, sqnr=30,agree@0.3=0.995").unwrap();
+        assert_eq!(t.min_cosine, 0.99);
+        assert_eq!(t.min_top1, 0.0);
+        assert_eq!(t.min_sqnr_db, Some(30.0));
+        assert_eq!(t.decision, Some((0.3, 0.995)));
+        assert_eq!(
+            t.describe(),
+            "cos 0.99, top-1 0, SQNR 30 dB, agree@0.3 0.995"
+        );
+        for bad in [
+            "cos=2",
+            "sqnr=x",
+            "agree@x=0.5",
+            "agree@0.5=1.5",
+            "top5=1",
+            "cos",
+        ] {
+            assert!(AccuracyTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn each_measure_binds_on_the_worst_output() {
+        let t = AccuracyTarget::parse("cos=0.9,sqnr=20,agree@0.5=0.99").unwrap();
+        let (good, bad_sqnr, bad_decision) = (
+            agreement(0.99, 25.0, Some(1.0)),
+            agreement(0.99, 15.0, Some(1.0)),
+            agreement(0.99, 25.0, Some(0.9)),
+        );
+        let (worst, met) = t.judge([Some(&good), Some(&good)].into_iter());
+        assert!(met && worst.sqnr_db == 25.0 && worst.decision == 1.0);
+        let (worst, met) = t.judge([Some(&good), Some(&bad_sqnr)].into_iter());
+        assert!(!met && worst.sqnr_db == 15.0);
+        let (worst, met) = t.judge([Some(&bad_decision), Some(&good)].into_iter());
+        assert!(!met && worst.decision == 0.9);
+        // a decision that could not be read does not pass, nor does an unmeasured output
+        let unread = agreement(0.99, 25.0, None);
+        assert!(!t.judge([Some(&unread)].into_iter()).1);
+        assert!(!t.judge([Some(&good), None].into_iter()).1);
+        // without those measures asked for, only cosine and top-1 bind
+        let loose = AccuracyTarget::parse("cos=0.9").unwrap();
+        assert!(loose.judge([Some(&bad_sqnr), Some(&unread)].into_iter()).1);
+    }
 }

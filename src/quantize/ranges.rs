@@ -136,12 +136,15 @@ pub struct Agreement {
     /// For a 2-D output of several classes per row: the fraction of rows whose largest class
     /// is the same.
     pub top1: Option<f64>,
+    /// When asked for a threshold: the fraction of elements on the same side of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<f64>,
 }
 
 /// Runs `reference` and `candidate` side by side on every sample with `values` exposed in both,
 /// and returns how far each value is apart (SQNR in dB and cosine, candidate against reference,
-/// over all samples), with the engine that ran the candidate. Streams: one sample's values at a
-/// time.
+/// over all samples; with a `threshold`, the fraction of elements on the same side of it), with
+/// the engine that ran the candidate. Streams: one sample's values at a time.
 pub fn compare(
     reference: &Model,
     candidate: &Model,
@@ -149,6 +152,7 @@ pub fn compare(
     aliases: &BTreeMap<String, String>,
     samples: &[&[NamedTensor]],
     engine: EngineChoice,
+    threshold: Option<f32>,
 ) -> Result<(EngineKind, BTreeMap<String, Agreement>), QuantizeError> {
     // a value measured in the candidate under another name (its dequantized twin)
     let in_candidate: Vec<String> = values
@@ -169,7 +173,9 @@ pub fn compare(
     };
     let mut first_error = None;
     for choice in choices {
-        match measure(&reference, &candidate, values, aliases, samples, choice) {
+        match measure(
+            &reference, &candidate, values, aliases, samples, choice, threshold,
+        ) {
             Ok(result) => return Ok(result),
             Err(e) => {
                 let input_problem =
@@ -192,6 +198,7 @@ fn measure(
     aliases: &BTreeMap<String, String>,
     samples: &[&[NamedTensor]],
     engine: EngineChoice,
+    threshold: Option<f32>,
 ) -> Result<(EngineKind, BTreeMap<String, Agreement>), QuantizeError> {
     use crate::run::Engine;
     let mut a = Engine::load(reference, engine)?;
@@ -201,6 +208,8 @@ fn measure(
     let mut sums: BTreeMap<String, [f64; 4]> = BTreeMap::new();
     // rows with the same largest class, rows
     let mut top1: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    // elements on the same side of the threshold, elements
+    let mut decisions: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     // a float16 interface (`--fp16-io`) is fed the same samples rounded to float16
     let half = crate::verify::half_input_names(candidate);
     for s in samples {
@@ -255,6 +264,13 @@ fn measure(
                     t.1 += 1;
                 }
             }
+            if let Some(at) = threshold {
+                let d = decisions.entry(name.clone()).or_default();
+                for (x, y) in w.iter().zip(g.iter()) {
+                    d.0 += u64::from((*x > at) == (*y > at));
+                    d.1 += 1;
+                }
+            }
             let entry = sums.entry(name.clone()).or_default();
             for (x, y) in w.iter().zip(g.iter()) {
                 let (x, y) = (f64::from(*x), f64::from(*y));
@@ -283,12 +299,17 @@ fn measure(
                 .get(&name)
                 .filter(|t| t.1 > 0)
                 .map(|t| t.0 as f64 / t.1 as f64);
+            let decision = decisions
+                .get(&name)
+                .filter(|d| d.1 > 0)
+                .map(|d| d.0 as f64 / d.1 as f64);
             (
                 name,
                 Agreement {
                     sqnr_db,
                     cosine,
                     top1,
+                    decision,
                 },
             )
         })

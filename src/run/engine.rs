@@ -121,11 +121,15 @@ impl Engine {
 /// in onnxruntime; tract has no 4-bit types at all.
 pub fn auto_order(model: &Model) -> [EngineKind; 2] {
     use crate::onnx::DataType::{Float16, Int4, Uint4};
-    let ort_first = model.graph().initializer.iter().any(|t| {
-        [Float16, Int4, Uint4]
-            .iter()
-            .any(|d| t.data_type() == d.code())
-    });
+    // weights in If/Loop/Scan bodies count too
+    fn holds(g: &crate::onnx::proto::GraphProto) -> bool {
+        g.initializer.iter().any(|t| {
+            [Float16, Int4, Uint4]
+                .iter()
+                .any(|d| t.data_type() == d.code())
+        }) || g.node.iter().any(|n| crate::graph::subgraphs(n).any(holds))
+    }
+    let ort_first = holds(model.graph());
     if ort_first && available(EngineKind::Ort) {
         [EngineKind::Ort, EngineKind::Tract]
     } else {

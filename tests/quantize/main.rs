@@ -424,6 +424,43 @@ fn int4_weight_only_quantizes_bert_matmuls_at_opset_21() {
     assert!(!bad.exists());
 }
 
+/// The SQNR and decision measures bind like the cosine: a target in dB and on the side of 0.5
+/// the face probabilities fall returns nodes to float until both hold, and the report says
+/// what was reached.
+#[test]
+fn sqnr_and_decision_targets_bind() {
+    let path = common::real_model("mtcnn_rnet");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r.onnx");
+    let mut args = vec![
+        "optimize".to_string(),
+        s(&path).to_string(),
+        "-o".into(),
+        s(&out).to_string(),
+        "--int8".into(),
+        "dynamic".into(),
+        "--accuracy-target".into(),
+        "sqnr=45,agree@0.5=1".into(),
+        "--json".into(),
+    ];
+    args.extend(data_args(&path));
+    let o = mdeploy(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = &json(&o)["quantize"]["accuracy"];
+    assert_eq!(a["met"], true, "{a}");
+    assert!(a["returned_to_float"].as_u64().unwrap() > 0, "{a}");
+    assert!(
+        a["achieved_sqnr_db"].as_f64().is_none_or(|db| db >= 45.0),
+        "{a}"
+    );
+    assert_eq!(a["achieved_decision"], 1.0, "{a}");
+    assert_eq!(
+        a["target"]["decision"],
+        serde_json::json!([0.5, 1.0]),
+        "{a}"
+    );
+}
+
 #[test]
 fn static_int8_without_calibration_data_is_a_usage_error() {
     let path = common::real_model("squeezenet1_1");
