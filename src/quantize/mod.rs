@@ -676,8 +676,23 @@ fn search_within_target<R: QuantizedNodes>(
     let tolerance = crate::verify::Tolerance::from_preset(
         crate::verify::preset(preset).expect("a verification preset"),
     );
-    let (_, reference) =
-        crate::run::run_all(float, calibration.engine, calibration.evaluation, || {})?;
+    // the float outputs, run by the engine that ran the candidate (so that the two differ by
+    // quantization alone): once per engine
+    let references: std::cell::RefCell<HashMap<EngineKind, Vec<Vec<NamedTensor>>>> =
+        Default::default();
+    let reference = |engine: EngineKind| -> Result<Vec<Vec<NamedTensor>>, QuantizeError> {
+        if let Some(r) = references.borrow().get(&engine) {
+            return Ok(r.clone());
+        }
+        let (_, r) = crate::run::run_all(
+            float,
+            EngineChoice::Only(engine),
+            calibration.evaluation,
+            || {},
+        )?;
+        references.borrow_mut().insert(engine, r.clone());
+        Ok(r)
+    };
     let evaluate = |reverted: &std::collections::BTreeMap<String, String>| {
         let (candidate, report, aliases) = quantize(reverted)?;
         // values of the main graph only: one inside an If/Loop/Scan body cannot be exposed as a
@@ -713,7 +728,9 @@ fn search_within_target<R: QuantizedNodes>(
                 .map(|s| crate::verify::round_to_half(s, &half))
                 .collect();
             let inputs: Vec<&[NamedTensor]> = rounded.iter().map(Vec::as_slice).collect();
-            let (_, got) = crate::run::run_all(&candidate, calibration.engine, &inputs, || {})?;
+            let only = EngineChoice::Only(engine);
+            let (_, got) = crate::run::run_all(&candidate, only, &inputs, || {})?;
+            let reference = reference(engine)?;
             let got = crate::verify::widen_half(got, &reference);
             crate::verify::outputs_agree(&tolerance, &reference, &got)
         };
@@ -869,7 +886,13 @@ pub fn to_fp16(
     };
     let facts = crate::infer::Inference::of_model(model);
     let values = ranges::float_activations(model, &facts);
-    let (engine, ranges) = ranges::observe(model, &values, c.samples, c.engine)?;
+    // `auto` measures where the float16 model will run: onnxruntime first when it is there
+    // (tract builds a plan for every exposed value, seconds on a BERT)
+    let observe_with = match c.engine {
+        EngineChoice::Auto if crate::run::ort_available() => EngineChoice::Only(EngineKind::Ort),
+        other => other,
+    };
+    let (engine, ranges) = ranges::observe(model, &values, c.samples, observe_with)?;
     let observed: HashMap<String, f32> = ranges
         .iter()
         .map(|(name, r)| (name.clone(), r.max_abs()))

@@ -137,6 +137,11 @@ pub fn auto_order(model: &Model) -> [EngineKind; 2] {
     }
 }
 
+/// Whether onnxruntime's library can be found.
+pub fn ort_available() -> bool {
+    available(EngineKind::Ort)
+}
+
 fn available(kind: EngineKind) -> bool {
     kind == EngineKind::Tract || super::ort::library().is_ok()
 }
