@@ -374,7 +374,7 @@ impl AccuracyTarget {
         };
         let mut seen = false;
         for a in measured {
-            let Some(a) = a.filter(|a| !a.cosine.is_nan()) else {
+            let Some(a) = a.filter(|a| !a.cosine.is_nan() && !a.sqnr_db.is_nan()) else {
                 let nan = Achieved {
                     cosine: f64::NAN,
                     top1: f64::NAN,
@@ -411,8 +411,12 @@ pub struct AccuracyOutcome {
     /// The smallest top-1 agreement of its classifier outputs (1 where it has none).
     #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub achieved_top1: f64,
-    /// The smallest output SQNR in dB (null when every output is exact).
-    #[serde(default, deserialize_with = "crate::json::inf_if_null")]
+    /// The smallest output SQNR in dB (null when every output is exact; NaN read from a report
+    /// written before it was measured).
+    #[serde(
+        default = "not_measured",
+        deserialize_with = "crate::json::inf_if_null"
+    )]
     pub achieved_sqnr_db: f64,
     /// The smallest decision agreement, when the target asks for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -421,6 +425,10 @@ pub struct AccuracyOutcome {
     /// Quantize-and-measure rounds it took.
     pub rounds: usize,
     pub returned_to_float: usize,
+}
+
+fn not_measured() -> f64 {
+    f64::NAN
 }
 
 impl AccuracyOutcome {
@@ -676,23 +684,11 @@ fn search_within_target<R: QuantizedNodes>(
     let tolerance = crate::verify::Tolerance::from_preset(
         crate::verify::preset(preset).expect("a verification preset"),
     );
-    // the float outputs, run by the engine that ran the candidate (so that the two differ by
-    // quantization alone): once per engine
-    let references: std::cell::RefCell<HashMap<EngineKind, Vec<Vec<NamedTensor>>>> =
-        Default::default();
-    let reference = |engine: EngineKind| -> Result<Vec<Vec<NamedTensor>>, QuantizeError> {
-        if let Some(r) = references.borrow().get(&engine) {
-            return Ok(r.clone());
-        }
-        let (_, r) = crate::run::run_all(
-            float,
-            EngineChoice::Only(engine),
-            calibration.evaluation,
-            || {},
-        )?;
-        references.borrow_mut().insert(engine, r.clone());
-        Ok(r)
-    };
+    // the preset check runs both models as the final verification does (the same engine
+    // choice), so that it predicts that verification; the measures above compare the two in
+    // one engine
+    let (_, reference) =
+        crate::run::run_all(float, calibration.engine, calibration.evaluation, || {})?;
     let evaluate = |reverted: &std::collections::BTreeMap<String, String>| {
         let (candidate, report, aliases) = quantize(reverted)?;
         // values of the main graph only: one inside an If/Loop/Scan body cannot be exposed as a
@@ -728,9 +724,7 @@ fn search_within_target<R: QuantizedNodes>(
                 .map(|s| crate::verify::round_to_half(s, &half))
                 .collect();
             let inputs: Vec<&[NamedTensor]> = rounded.iter().map(Vec::as_slice).collect();
-            let only = EngineChoice::Only(engine);
-            let (_, got) = crate::run::run_all(&candidate, only, &inputs, || {})?;
-            let reference = reference(engine)?;
+            let (_, got) = crate::run::run_all(&candidate, calibration.engine, &inputs, || {})?;
             let got = crate::verify::widen_half(got, &reference);
             crate::verify::outputs_agree(&tolerance, &reference, &got)
         };
@@ -888,11 +882,24 @@ pub fn to_fp16(
     let values = ranges::float_activations(model, &facts);
     // `auto` measures where the float16 model will run: onnxruntime first when it is there
     // (tract builds a plan for every exposed value, seconds on a BERT)
-    let observe_with = match c.engine {
-        EngineChoice::Auto if crate::run::ort_available() => EngineChoice::Only(EngineKind::Ort),
-        other => other,
+    let ort_first = c.engine == EngineChoice::Auto && crate::run::ort_available();
+    let observed = if ort_first {
+        ranges::observe(
+            model,
+            &values,
+            c.samples,
+            EngineChoice::Only(EngineKind::Ort),
+        )
+    } else {
+        ranges::observe(model, &values, c.samples, c.engine)
     };
-    let (engine, ranges) = ranges::observe(model, &values, c.samples, observe_with)?;
+    let (engine, ranges) = match observed {
+        // a model onnxruntime cannot load or run is measured as `auto` would
+        Err(QuantizeError::Run(e)) if ort_first && !crate::run::is_input_problem(&e) => {
+            ranges::observe(model, &values, c.samples, c.engine)?
+        }
+        other => other?,
+    };
     let observed: HashMap<String, f32> = ranges
         .iter()
         .map(|(name, r)| (name.clone(), r.max_abs()))
@@ -1059,5 +1066,21 @@ mod tests {
         // without those measures asked for, only cosine and top-1 bind
         let loose = AccuracyTarget::parse("cos=0.9").unwrap();
         assert!(loose.judge([Some(&bad_sqnr), Some(&unread)].into_iter()).1);
+        // a NaN SQNR is a measure that failed, not a pass
+        let nan = agreement(0.99, f64::NAN, Some(1.0));
+        assert!(!loose.judge([Some(&nan)].into_iter()).1);
+    }
+
+    /// A report written before SQNR was measured reads back as not measured (NaN), never as a
+    /// number; an exact output (infinite SQNR, written as null) reads back infinite.
+    #[test]
+    fn an_outcome_without_sqnr_reads_back_unmeasured() {
+        let old = r#"{"target":{"min_cosine":0.99,"min_top1":1.0},"achieved_cosine":0.995,
+            "achieved_top1":1.0,"met":true,"rounds":1,"returned_to_float":0}"#;
+        let a: AccuracyOutcome = serde_json::from_str(old).unwrap();
+        assert!(a.achieved_sqnr_db.is_nan());
+        let exact = old.replace("\"met\"", "\"achieved_sqnr_db\":null,\"met\"");
+        let a: AccuracyOutcome = serde_json::from_str(&exact).unwrap();
+        assert_eq!(a.achieved_sqnr_db, f64::INFINITY);
     }
 }

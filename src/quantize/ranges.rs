@@ -299,10 +299,14 @@ fn measure(
                 .get(&name)
                 .filter(|t| t.1 > 0)
                 .map(|t| t.0 as f64 / t.1 as f64);
-            let decision = decisions
-                .get(&name)
-                .filter(|d| d.1 > 0)
-                .map(|d| d.0 as f64 / d.1 as f64);
+            // an output empty on every sample has no element on the wrong side
+            let decision = decisions.get(&name).map(|d| {
+                if d.1 == 0 {
+                    1.0
+                } else {
+                    d.0 as f64 / d.1 as f64
+                }
+            });
             (
                 name,
                 Agreement {

@@ -121,13 +121,18 @@ impl Engine {
 /// in onnxruntime; tract has no 4-bit types at all.
 pub fn auto_order(model: &Model) -> [EngineKind; 2] {
     use crate::onnx::DataType::{Float16, Int4, Uint4};
-    // weights in If/Loop/Scan bodies count too
+    // weights in Constant nodes and in If/Loop/Scan bodies count too
     fn holds(g: &crate::onnx::proto::GraphProto) -> bool {
-        g.initializer.iter().any(|t| {
+        let of_kind = |t: &crate::onnx::proto::TensorProto| {
             [Float16, Int4, Uint4]
                 .iter()
                 .any(|d| t.data_type() == d.code())
-        }) || g.node.iter().any(|n| crate::graph::subgraphs(n).any(holds))
+        };
+        g.initializer.iter().any(of_kind)
+            || g.node.iter().any(|n| {
+                n.attribute.iter().filter_map(|a| a.t.as_ref()).any(of_kind)
+                    || crate::graph::subgraphs(n).any(holds)
+            })
     }
     let ort_first = holds(model.graph());
     if ort_first && available(EngineKind::Ort) {
