@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::QuantizeError;
 use super::dynamic::{KeptFloat, MIN_WEIGHT_ELEMENTS, QuantizedNode};
 use crate::graph::builder::{attr_int, raw_tensor, tensor_f32};
-use crate::graph::{Graph, constant_tensor, node_label, subgraphs_mut};
+use crate::graph::{Graph, node_label, subgraphs_mut};
 use crate::infer::Inference;
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
 use crate::onnx::{DataType, Model};
@@ -222,21 +222,7 @@ impl Quantizer<'_> {
         edit.proto_mut().node.extend(added);
         edit.sort_topologically()?;
         *g = edit.into_proto();
-        // bodies see this graph's constants and names
-        let mut scope = outer.clone();
-        let view = Graph::new(g.clone());
-        for t in &g.initializer {
-            if let Some(c) = view.constant(t.name()) {
-                scope.insert(t.name().to_string(), c.into_owned());
-            }
-        }
-        for n in &g.node {
-            if let (Some(t), Some(o)) = (constant_tensor(n), n.output.first()) {
-                scope.insert(o.clone(), t);
-            }
-        }
-        let mut names = outer_names.clone();
-        names.extend(crate::graph::defined_names(g));
+        let (scope, names) = super::weights::body_scope(g, outer, outer_names);
         for node in &mut g.node {
             for body in subgraphs_mut(node) {
                 self.graph(body, &scope, &names)?;

@@ -37,6 +37,33 @@ pub fn constant_behind(
     None
 }
 
+/// What the bodies of `g`'s nodes see of it and of the graphs around it (`outer`,
+/// `outer_names`): every constant by name, and every name defined.
+pub fn body_scope(
+    g: &crate::onnx::proto::GraphProto,
+    outer: &HashMap<String, TensorProto>,
+    outer_names: &std::collections::HashSet<String>,
+) -> (
+    HashMap<String, TensorProto>,
+    std::collections::HashSet<String>,
+) {
+    let mut scope = outer.clone();
+    let view = Graph::new(g.clone());
+    for t in &g.initializer {
+        if let Some(c) = view.constant(t.name()) {
+            scope.insert(t.name().to_string(), c.into_owned());
+        }
+    }
+    for n in &g.node {
+        if let (Some(t), Some(o)) = (crate::graph::constant_tensor(n), n.output.first()) {
+            scope.insert(o.clone(), t);
+        }
+    }
+    let mut names = outer_names.clone();
+    names.extend(crate::graph::defined_names(g));
+    (scope, names)
+}
+
 /// A 2-D float weight ready to multiply, values row-major: `[K, N]` on the right of a product,
 /// `[M, K]` on its left.
 pub struct Matrix {
