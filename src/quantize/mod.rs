@@ -640,7 +640,7 @@ impl<R: QuantizedNodes> SearchOutcome<R> {
             .into_iter()
             .filter_map(|o| {
                 let a = self.best.measured.get(&o)?;
-                Some((o, a.sqnr_db))
+                Some((o, a.pooled_sqnr_db))
             })
             .collect();
         sqnr.sort_by(|a, b| a.1.total_cmp(&b.1));
@@ -663,7 +663,9 @@ fn float_outputs(float: &Model) -> Vec<String> {
 /// Quantizes everything (`quantize` with nothing reverted), measures it on the evaluation data,
 /// and when `target` or the verification `preset` of the mode is missed, returns to float the fewest of
 /// the nodes `rank` orders most harmful first, found by bisection (the outcome of returning k of
-/// them is monotone enough in k): at most [`MAX_ROUNDS`] quantize-and-measure rounds. `quantize`
+/// them is monotone enough in k; a round that misses re-ranks the nodes it kept quantized): at
+/// most [`MAX_ROUNDS`] quantize-and-measure rounds. Cosine and SQNR targets hold on every
+/// sample, not on the samples pooled. `quantize`
 /// takes the nodes to revert (by output value, with the reason) and gives the candidate, its
 /// report and the quantized outputs measured under another name in the candidate (each node's
 /// output is measured along with the graph outputs).
@@ -748,45 +750,51 @@ fn search_within_target<R: QuantizedNodes>(
             rounds: 1,
         });
     }
-    let ranked = rank(&first_result.report, &first_result.measured);
+    let mut ranked = rank(&first_result.report, &first_result.measured);
     let mut rounds = 1;
     let reason = |lost: f64| {
         format!(
-            "returned to float: with every node quantized the outputs keep cosine {:.5}, top-1 {:.3}, SQNR {:.1} dB, short of the target ({}); this node lost {lost:.1} dB",
+            "returned to float: with every node quantized the outputs keep cosine {:.5}, top-1 {:.3}, SQNR {:.1} dB, short of the target ({}); this node lost {lost:.1} dB (measured with the nodes ranked above it in float)",
             worst.cosine,
             worst.top1,
             worst.sqnr_db,
             target.describe()
         )
     };
-    let first = |k: usize| -> std::collections::BTreeMap<String, String> {
-        ranked
-            .iter()
-            .take(k)
-            .map(|(o, lost)| (o.clone(), reason(*lost)))
-            .collect()
-    };
-    // smallest k in (lo, hi] that meets the target; returning all of them does
+    let first =
+        |ranked: &[(String, f64)], k: usize| -> std::collections::BTreeMap<String, String> {
+            ranked
+                .iter()
+                .take(k)
+                .map(|(o, lost)| (o.clone(), reason(*lost)))
+                .collect()
+        };
+    // smallest k in (lo, hi] that meets the target; returning all of them does. A round that
+    // misses re-ranks the nodes it kept quantized by what it measured: with the most harmful
+    // upstream nodes back in float, a node's own loss shows (behind an upstream node that
+    // loses more, it reads as a gain), so the order of the rest improves as the search goes
     let (mut lo, mut hi) = (0usize, ranked.len());
     let mut at_hi = None;
     while hi - lo > 1 && rounds < MAX_ROUNDS {
         let mid = (lo + hi) / 2;
-        let ((_, meets), result) = evaluate(&first(mid))?;
+        let reverted = first(&ranked, mid);
+        let ((_, meets), result) = evaluate(&reverted)?;
         rounds += 1;
         if meets {
             hi = mid;
-            at_hi = Some(result);
+            at_hi = Some((result, reverted));
         } else {
             lo = mid;
+            rerank_rest(&mut ranked, mid, rank(&result.report, &result.measured));
         }
     }
-    let reverted = first(hi);
-    let (best, met) = match at_hi {
-        Some(result) => (result, true),
+    let (best, reverted, met) = match at_hi {
+        Some((result, reverted)) => (result, reverted, true),
         None => {
             rounds += 1;
+            let reverted = first(&ranked, hi);
             let ((_, meets), result) = evaluate(&reverted)?;
-            (result, meets)
+            (result, reverted, meets)
         }
     };
     Ok(SearchOutcome {
@@ -795,6 +803,24 @@ fn search_within_target<R: QuantizedNodes>(
         met,
         rounds,
     })
+}
+
+/// Orders `ranked[from..]` (the nodes a round kept quantized) as `measured` ranks them; those
+/// it does not rank keep their order, after the rest.
+fn rerank_rest(ranked: &mut [(String, f64)], from: usize, measured: Vec<(String, f64)>) {
+    let position: std::collections::HashMap<&str, usize> = measured
+        .iter()
+        .enumerate()
+        .map(|(k, (o, _))| (o.as_str(), k))
+        .collect();
+    let rest = &mut ranked[from..];
+    for (o, lost) in rest.iter_mut() {
+        if let Some(&k) = position.get(o.as_str()) {
+            *lost = measured[k].1;
+        }
+    }
+    // a stable sort: the unranked keep their order
+    rest.sort_by_key(|(o, _)| position.get(o.as_str()).copied().unwrap_or(usize::MAX));
 }
 
 /// The quantized nodes by their own output's SQNR, lowest first (as a loss below the int8
@@ -807,7 +833,7 @@ fn by_own_sqnr<R: QuantizedNodes>(
         .quantized_outputs()
         .into_iter()
         .map(|o| {
-            let own = measured.get(&o).map_or(f64::INFINITY, |a| a.sqnr_db);
+            let own = measured.get(&o).map_or(f64::INFINITY, |a| a.pooled_sqnr_db);
             (o, INT8_CEILING_DB - own.min(INT8_CEILING_DB))
         })
         .collect();
@@ -822,7 +848,7 @@ fn sensitivity(
     plan: &qdq::StaticPlan,
     measured: &std::collections::BTreeMap<String, ranges::Agreement>,
 ) -> Vec<(String, f64)> {
-    let own = |o: &str| measured.get(o).map_or(f64::INFINITY, |a| a.sqnr_db);
+    let own = |o: &str| measured.get(o).map_or(f64::INFINITY, |a| a.pooled_sqnr_db);
     let nodes: Vec<(&str, &str)> = plan.nodes().collect();
     let mut ranked: Vec<(String, f64)> = nodes
         .iter()
@@ -940,7 +966,7 @@ pub fn to_fp16(
         let own = |v: &str| {
             measured
                 .get(v)
-                .map_or(FP16_CEILING_DB, |a| a.sqnr_db.min(FP16_CEILING_DB))
+                .map_or(FP16_CEILING_DB, |a| a.pooled_sqnr_db.min(FP16_CEILING_DB))
         };
         let mut ranked: Vec<(String, f64)> = report
             .converted_outputs
@@ -1017,9 +1043,26 @@ mod tests {
         ranges::Agreement {
             sqnr_db,
             cosine,
+            pooled_sqnr_db: sqnr_db,
             top1: None,
             decision,
         }
+    }
+
+    #[test]
+    fn a_round_reorders_only_the_nodes_it_kept_quantized() {
+        let mut ranked: Vec<(String, f64)> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|o| (o.to_string(), 1.0))
+            .collect();
+        // the round reverted a and b; it ranks d first, then c and a (reverted), not e
+        let measured = vec![("d".into(), 9.0), ("c".into(), 5.0), ("a".into(), 7.0)];
+        rerank_rest(&mut ranked, 2, measured);
+        let order: Vec<(&str, f64)> = ranked.iter().map(|(o, l)| (o.as_str(), *l)).collect();
+        assert_eq!(
+            order,
+            [("a", 1.0), ("b", 1.0), ("d", 9.0), ("c", 5.0), ("e", 1.0)]
+        );
     }
 
     #[test]

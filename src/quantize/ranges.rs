@@ -12,6 +12,7 @@ use crate::graph::builder::value_info;
 use crate::infer::Inference;
 use crate::onnx::{DataType, Model};
 use crate::run::{EngineChoice, EngineKind, NamedTensor, run_each};
+use crate::verify::{SampleSums, Similarity};
 
 /// The span of one value over every sample seen.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -126,13 +127,18 @@ mod ndarray_row {
     pub type Row<'a> = tract_onnx::prelude::tract_ndarray::ArrayView1<'a, f32>;
 }
 
-/// How far a candidate's value is from the reference's, over all samples.
+/// How far a candidate's value is from the reference's, over all samples: SQNR and cosine of
+/// the worst sample (what a target holds), SQNR over the samples pooled (what ranks one value's
+/// loss against another's: the worst samples of two values need not be the same sample), top-1
+/// and decision agreement over every row and element.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Agreement {
     #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub sqnr_db: f64,
     #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub cosine: f64,
+    #[serde(deserialize_with = "crate::json::inf_if_null")]
+    pub pooled_sqnr_db: f64,
     /// For a 2-D output of several classes per row: the fraction of rows whose largest class
     /// is the same.
     pub top1: Option<f64>,
@@ -204,8 +210,8 @@ fn measure(
     let mut a = Engine::load(reference, engine)?;
     let mut b = Engine::load(candidate, engine)?;
     let wanted: HashSet<&str> = values.iter().map(String::as_str).collect();
-    // signal, noise, dot product, candidate energy
-    let mut sums: BTreeMap<String, [f64; 4]> = BTreeMap::new();
+    // cosine and SQNR of each value's worst sample
+    let mut similarity: BTreeMap<String, Similarity> = BTreeMap::new();
     // rows with the same largest class, rows
     let mut top1: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     // elements on the same side of the threshold, elements
@@ -271,29 +277,21 @@ fn measure(
                     d.1 += 1;
                 }
             }
-            let entry = sums.entry(name.clone()).or_default();
+            let mut sums = SampleSums::default();
             for (x, y) in w.iter().zip(g.iter()) {
-                let (x, y) = (f64::from(*x), f64::from(*y));
-                entry[0] += x * x;
-                entry[1] += (x - y) * (x - y);
-                entry[2] += x * y;
-                entry[3] += y * y;
+                sums.add(f64::from(*x), f64::from(*y));
             }
+            similarity.entry(name).or_default().add(&sums);
         }
     }
-    let sqnr = sums
+    let sqnr = similarity
         .into_iter()
-        .map(|(name, [signal, noise, dot, energy])| {
-            let sqnr_db = if noise == 0.0 {
-                f64::INFINITY
+        .map(|(name, s)| {
+            // a value empty on every sample lost nothing
+            let (cosine, sqnr_db, pooled_sqnr_db) = if s.samples == 0 {
+                (1.0, f64::INFINITY, f64::INFINITY)
             } else {
-                10.0 * (signal / noise).log10()
-            };
-            let norms = (signal * energy).sqrt();
-            let cosine = if norms == 0.0 {
-                if signal == energy { 1.0 } else { 0.0 }
-            } else {
-                dot / norms
+                (s.cosine, s.sqnr_db, s.pooled.sqnr_db())
             };
             let top1 = top1
                 .get(&name)
@@ -312,6 +310,7 @@ fn measure(
                 Agreement {
                     sqnr_db,
                     cosine,
+                    pooled_sqnr_db,
                     top1,
                     decision,
                 },
