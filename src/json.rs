@@ -10,10 +10,12 @@ pub fn read_document<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     origin: &std::path::Path,
     format: &str,
+    also: &[&str],
 ) -> Result<T, String> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| format!("{}: not JSON: {e}", origin.display()))?;
-    if value.get("format").and_then(|f| f.as_str()) != Some(format) {
+    let given = value.get("format").and_then(|f| f.as_str());
+    if !given.is_some_and(|g| g == format || also.contains(&g)) {
         return Err(format!("{}: not a {format} document", origin.display()));
     }
     serde_json::from_value(value)
@@ -88,5 +90,21 @@ mod tests {
         assert_eq!(r.x, f64::INFINITY);
         assert_eq!(r.p[0].1, f64::INFINITY);
         assert_eq!(r.p[1].1, 2.0);
+    }
+
+    #[test]
+    fn a_document_is_read_in_its_format_or_an_earlier_one_listed() {
+        #[derive(serde::Deserialize)]
+        struct D {
+            x: u32,
+        }
+        let origin = std::path::Path::new("r.json");
+        let read = |text: &str| super::read_document::<D>(text.as_bytes(), origin, "t/2", &["t/1"]);
+        assert_eq!(read(r#"{"format": "t/2", "x": 2}"#).unwrap().x, 2);
+        assert_eq!(read(r#"{"format": "t/1", "x": 1}"#).unwrap().x, 1);
+        for other in [r#"{"format": "t/3", "x": 3}"#, r#"{"x": 0}"#] {
+            let e = read(other).err().unwrap();
+            assert!(e.contains("r.json: not a t/2 document"), "{e}");
+        }
     }
 }

@@ -412,7 +412,7 @@ fn render_measured(
         let _ = write!(
             s,
             "\n  {:<50} {:>10}",
-            "quantized output (lowest SQNR first)", "SQNR dB"
+            "quantized output (lowest SQNR first)", "pooled dB"
         );
         for (name, db) in output_sqnr_db.iter().take(10) {
             let _ = write!(s, "\n  {name:<50} {db:>10.1}");

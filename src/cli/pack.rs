@@ -54,7 +54,7 @@ pub struct PackArgs {
     /// An optimize report (JSON) to record as the model's lineage.
     #[arg(long, value_name = "R.json")]
     optimize_report: Option<PathBuf>,
-    /// A verify report (mdeploy.verify/1) to record.
+    /// A verify report (mdeploy.verify/2) to record.
     #[arg(long, value_name = "V.json")]
     verify_report: Option<PathBuf>,
     /// A model_signing signature (model.sig) of the model's directory to check before packing.

@@ -1,5 +1,5 @@
 //! The optimize stage: pruning when asked, the lossless passes, quantization when asked, the
-//! verification of the result against its input, and the report (`mdeploy.optimize/1`).
+//! verification of the result against its input, and the report (`mdeploy.optimize/2`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,10 @@ use crate::run::NamedTensor;
 use crate::verify::{Inputs, Preset, Status, Tolerance, VerifyReport, verify_models};
 
 /// The report's format name.
-pub const OPTIMIZE_FORMAT: &str = "mdeploy.optimize/1";
+pub const OPTIMIZE_FORMAT: &str = "mdeploy.optimize/2";
+/// Read too: the same fields, with cosine and SQNR pooled over the samples instead of the worst
+/// sample's.
+pub const OPTIMIZE_FORMATS_READ: &[&str] = &["mdeploy.optimize/1"];
 
 /// Which quantization to apply after the lossless passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,7 +159,7 @@ pub struct PruneReport {
     pub magnitude: Option<Vec<SparsityReport>>,
 }
 
-/// The optimize report (`mdeploy.optimize/1`): written by `optimize --report` and `build`, read
+/// The optimize report (`mdeploy.optimize/2`): written by `optimize --report` and `build`, read
 /// by `pack` and `build` through this same type.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OptimizeDocument {
@@ -175,7 +178,8 @@ pub struct OptimizeDocument {
 impl OptimizeDocument {
     /// Reads a report, refusing anything that is not an optimize report.
     pub fn from_json(bytes: &[u8], origin: &Path) -> Result<Self, UsageError> {
-        crate::json::read_document(bytes, origin, OPTIMIZE_FORMAT).map_err(UsageError)
+        crate::json::read_document(bytes, origin, OPTIMIZE_FORMAT, OPTIMIZE_FORMATS_READ)
+            .map_err(UsageError)
     }
 
     /// The report as an archive records it: the same facts without what differs from run to run

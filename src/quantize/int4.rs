@@ -297,7 +297,7 @@ pub fn quantize_blocked(values: &[f32], dims: [usize; 2], block: usize) -> Block
         zeros: vec![0; blocks * n],
         sqnr_db: f64::INFINITY,
     };
-    let (mut signal, mut noise) = (0f64, 0f64);
+    let mut sums = crate::verify::SampleSums::default();
     for b in 0..blocks {
         let rows = b * block..((b + 1) * block).min(k);
         for c in 0..n {
@@ -313,15 +313,11 @@ pub fn quantize_blocked(values: &[f32], dims: [usize; 2], block: usize) -> Block
                 let v = values[r * n + c];
                 let q = (v / scale + zero).round().clamp(0.0, 15.0);
                 out.values[r * n + c] = q as u8;
-                let back = (q - zero) * scale;
-                signal += f64::from(v) * f64::from(v);
-                noise += f64::from(v - back) * f64::from(v - back);
+                sums.add(f64::from(v), f64::from((q - zero) * scale));
             }
         }
     }
-    if noise > 0.0 {
-        out.sqnr_db = 10.0 * (signal / noise).log10();
-    }
+    out.sqnr_db = sums.sqnr_db();
     out
 }
 

@@ -91,7 +91,8 @@ pub struct DynamicStage {
     #[serde(flatten)]
     pub quantization: dynamic::DynamicReport,
     pub calibration: Option<CalibrationSummary>,
-    /// Per quantized node's output: SQNR in dB against the float model (lowest first).
+    /// Per quantized node's output: SQNR in dB against the float model over the samples pooled
+    /// (lowest first).
     #[serde(deserialize_with = "crate::json::pairs_inf_if_null")]
     pub output_sqnr_db: Vec<(String, f64)>,
     /// The accuracy target and how it was met (with calibration data).
@@ -155,7 +156,8 @@ pub struct Int4Stage {
     #[serde(flatten)]
     pub quantization: int4::Int4Report,
     pub calibration: CalibrationSummary,
-    /// Per quantized node's output: SQNR in dB against the float model (lowest first).
+    /// Per quantized node's output: SQNR in dB against the float model over the samples pooled
+    /// (lowest first).
     #[serde(deserialize_with = "crate::json::pairs_inf_if_null")]
     pub output_sqnr_db: Vec<(String, f64)>,
     pub accuracy: AccuracyOutcome,
@@ -218,7 +220,8 @@ pub struct StaticStage {
     pub method: calibrate::Method,
     /// Whether the ranges came from `--calibration-cache` rather than a run.
     pub ranges_from_cache: bool,
-    /// Per quantized node's output: SQNR in dB against the float model (lowest first).
+    /// Per quantized node's output: SQNR in dB against the float model over the samples pooled
+    /// (lowest first).
     #[serde(deserialize_with = "crate::json::pairs_inf_if_null")]
     pub output_sqnr_db: Vec<(String, f64)>,
     pub accuracy: AccuracyOutcome,
@@ -754,7 +757,7 @@ fn search_within_target<R: QuantizedNodes>(
     let mut rounds = 1;
     let reason = |lost: f64| {
         format!(
-            "returned to float: with every node quantized the outputs keep cosine {:.5}, top-1 {:.3}, SQNR {:.1} dB, short of the target ({}); this node lost {lost:.1} dB (measured with the nodes ranked above it in float)",
+            "returned to float: with every node quantized the outputs keep cosine {:.5}, top-1 {:.3}, SQNR {:.1} dB, short of the target ({}); this node lost {lost:.1} dB (measured in the round that ranked it)",
             worst.cosine,
             worst.top1,
             worst.sqnr_db,
@@ -872,7 +875,8 @@ pub struct Fp16Stage {
     pub calibration: Option<CalibrationSummary>,
     #[serde(flatten)]
     pub conversion: fp16::Fp16Report,
-    /// Per float16 node's output: SQNR in dB against the float32 model (lowest first).
+    /// Per float16 node's output: SQNR in dB against the float32 model over the samples pooled
+    /// (lowest first).
     #[serde(default, deserialize_with = "crate::json::pairs_inf_if_null")]
     pub output_sqnr_db: Vec<(String, f64)>,
     /// The accuracy target and how it was met (with calibration data).

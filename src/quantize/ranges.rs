@@ -127,6 +127,10 @@ mod ndarray_row {
     pub type Row<'a> = tract_onnx::prelude::tract_ndarray::ArrayView1<'a, f32>;
 }
 
+fn unmeasured() -> f64 {
+    f64::NAN
+}
+
 /// How far a candidate's value is from the reference's, over all samples: SQNR and cosine of
 /// the worst sample (what a target holds), SQNR over the samples pooled (what ranks one value's
 /// loss against another's: the worst samples of two values need not be the same sample), top-1
@@ -137,7 +141,7 @@ pub struct Agreement {
     pub sqnr_db: f64,
     #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub cosine: f64,
-    #[serde(deserialize_with = "crate::json::inf_if_null")]
+    #[serde(default = "unmeasured", deserialize_with = "crate::json::inf_if_null")]
     pub pooled_sqnr_db: f64,
     /// For a 2-D output of several classes per row: the fraction of rows whose largest class
     /// is the same.
@@ -149,7 +153,8 @@ pub struct Agreement {
 
 /// Runs `reference` and `candidate` side by side on every sample with `values` exposed in both,
 /// and returns how far each value is apart (SQNR in dB and cosine, candidate against reference,
-/// over all samples; with a `threshold`, the fraction of elements on the same side of it), with
+/// of the worst sample, and SQNR pooled over the samples; with a `threshold`, the fraction of
+/// elements on the same side of it over all samples), with
 /// the engine that ran the candidate. Streams: one sample's values at a time.
 pub fn compare(
     reference: &Model,
@@ -287,12 +292,9 @@ fn measure(
     let sqnr = similarity
         .into_iter()
         .map(|(name, s)| {
-            // a value empty on every sample lost nothing
-            let (cosine, sqnr_db, pooled_sqnr_db) = if s.samples == 0 {
-                (1.0, f64::INFINITY, f64::INFINITY)
-            } else {
-                (s.cosine, s.sqnr_db, s.pooled.sqnr_db())
-            };
+            // a value empty (or all zeros in the reference) on every sample lost nothing
+            let (cosine, sqnr_db) = s.worst().unwrap_or((1.0, f64::INFINITY));
+            let pooled_sqnr_db = s.pooled.sqnr_db();
             let top1 = top1
                 .get(&name)
                 .filter(|t| t.1 > 0)

@@ -145,24 +145,18 @@ pub fn quantize_symmetric(values: &[f32], dims: &[usize], axis: Option<usize>) -
         .iter()
         .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
         .collect();
-    let (mut signal, mut noise) = (0f64, 0f64);
+    let mut sums = crate::verify::SampleSums::default();
     let q = values
         .iter()
         .enumerate()
         .map(|(k, &v)| {
             let s = scales[channel(k)];
             let q = (v / s).round().clamp(-127.0, 127.0);
-            signal += f64::from(v) * f64::from(v);
-            let d = f64::from(v) - f64::from(q * s);
-            noise += d * d;
+            sums.add(f64::from(v), f64::from(q * s));
             q as i8
         })
         .collect();
-    let sqnr_db = if noise == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (signal / noise).log10()
-    };
+    let sqnr_db = sums.sqnr_db();
     Int8Weight {
         values: q,
         scales,

@@ -64,6 +64,15 @@ impl SampleSums {
         }
     }
 
+    /// Adds another sample's sums.
+    pub fn merge(&mut self, other: &SampleSums) {
+        self.dot += other.dot;
+        self.ref_sq += other.ref_sq;
+        self.cand_sq += other.cand_sq;
+        self.noise_sq += other.noise_sq;
+        self.elements += other.elements;
+    }
+
     /// 10·log10 of signal over error energy (infinite without error).
     pub fn sqnr_db(&self) -> f64 {
         if self.noise_sq == 0.0 {
@@ -76,43 +85,41 @@ impl SampleSums {
 
 /// Cosine similarity and SQNR of an output over several samples, each the worst sample's:
 /// measures pooled over the samples let a large, well-kept sample hide one that is not (a
-/// detection map at cosine 0.998 on one image and 0.977 on another pools to 0.990). The pooled
-/// sums are kept too: what a value loses on the whole, to rank one value against another.
-#[derive(Debug, Clone, Copy)]
+/// detection map at cosine 0.998 on one image and 0.977 on another pools to 0.990). A NaN in any
+/// sample stays NaN. A sample whose reference is all zeros has no direction to compare: it is
+/// left to the element-wise bounds and not judged here (unless the candidate is infinite or NaN
+/// there). The pooled sums are kept too: what a
+/// value loses on the whole, to rank one value against another.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Similarity {
-    pub cosine: f64,
-    pub sqnr_db: f64,
-    /// Samples with at least one element compared.
-    pub samples: u64,
+    worst: Option<(f64, f64)>,
     pub pooled: SampleSums,
 }
 
-impl Default for Similarity {
-    fn default() -> Self {
-        Similarity {
-            cosine: f64::INFINITY,
-            sqnr_db: f64::INFINITY,
-            samples: 0,
-            pooled: SampleSums::default(),
-        }
-    }
-}
-
 impl Similarity {
-    /// Takes in one sample (one without elements changes nothing).
+    /// Takes in one sample.
     pub fn add(&mut self, sample: &SampleSums) {
-        if sample.elements == 0 {
+        self.pooled.merge(sample);
+        if sample.elements == 0 || (sample.ref_sq == 0.0 && sample.noise_sq.is_finite()) {
             return;
         }
-        self.cosine = self.cosine.min(sample.cosine());
-        self.sqnr_db = self.sqnr_db.min(sample.sqnr_db());
-        self.samples += 1;
-        let p = &mut self.pooled;
-        p.dot += sample.dot;
-        p.ref_sq += sample.ref_sq;
-        p.cand_sq += sample.cand_sq;
-        p.noise_sq += sample.noise_sq;
-        p.elements += sample.elements;
+        let lower = |a: f64, b: f64| {
+            if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else {
+                a.min(b)
+            }
+        };
+        let (c, q) = (sample.cosine(), sample.sqnr_db());
+        self.worst = Some(match self.worst {
+            None => (c, q),
+            Some((wc, wq)) => (lower(wc, c), lower(wq, q)),
+        });
+    }
+
+    /// The worst sample's cosine and SQNR (dB); none where no sample was judged.
+    pub fn worst(&self) -> Option<(f64, f64)> {
+        self.worst
     }
 }
 
@@ -308,11 +315,7 @@ impl Accumulator {
                 .select_nth_unstable_by(k, |a, b| a.total_cmp(b));
             *v as f64
         };
-        let (cosine, sqnr) = if self.similarity.samples == 0 {
-            (None, None)
-        } else {
-            (Some(self.similarity.cosine), Some(self.similarity.sqnr_db))
-        };
+        let (cosine, sqnr) = self.similarity.worst().unzip();
         let rows = self.rows as f64;
         let classes = self
             .shape
@@ -417,12 +420,26 @@ mod tests {
             }
             s.add(&sums);
         }
+        // an empty sample, and one whose reference is all zeros, are not judged
         s.add(&SampleSums::default());
-        assert_eq!(s.samples, 2);
-        assert!((s.cosine - worst).abs() < 1e-12);
-        // pooled: signal 10001 over noise 1.01
-        let pooled = 10.0 * (10001.0f64 / 1.01).log10();
+        let mut zero = SampleSums::default();
+        zero.add(0.0, 1e-3);
+        s.add(&zero);
+        let (cosine, _) = s.worst().unwrap();
+        assert!((cosine - worst).abs() < 1e-12);
+        // pooled: signal 10001 over noise 1.01 (plus the zero sample's 1e-6)
+        let pooled = 10.0 * (10001.0f64 / (1.01 + 1e-6)).log10();
         assert!((s.pooled.sqnr_db() - pooled).abs() < 1e-9);
+        // a NaN sample is not outvoted by a later, better one
+        let mut nan = SampleSums::default();
+        nan.add(1.0, f64::NAN);
+        s.add(&nan);
+        let mut good = SampleSums::default();
+        good.add(1.0, 1.0);
+        s.add(&good);
+        let (cosine, sqnr) = s.worst().unwrap();
+        assert!(cosine.is_nan() && sqnr.is_nan());
+        assert_eq!(Similarity::default().worst(), None);
     }
 
     #[test]

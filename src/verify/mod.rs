@@ -24,7 +24,10 @@ use crate::progress::Progress;
 use crate::run::{EngineChoice, EngineKind, NamedTensor, RunError, is_input_problem, tract_model};
 
 /// Identifies the report's format; bumped on any incompatible change.
-pub const VERIFY_FORMAT: &str = "mdeploy.verify/1";
+pub const VERIFY_FORMAT: &str = "mdeploy.verify/2";
+/// Read too: the same fields, with cosine and SQNR pooled over the samples instead of the worst
+/// sample's.
+pub const VERIFY_FORMATS_READ: &[&str] = &["mdeploy.verify/1"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -53,7 +56,7 @@ pub struct MinRequired {
     pub rtol: f64,
 }
 
-/// The verification report (JSON format `mdeploy.verify/1`).
+/// The verification report (JSON format `mdeploy.verify/2`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyReport {
     pub format: String,
@@ -97,7 +100,8 @@ impl VerifyReport {
 
     /// Reads a report, refusing anything that is not a verify report.
     pub fn from_json(bytes: &[u8], origin: &std::path::Path) -> Result<Self, VerifyError> {
-        crate::json::read_document(bytes, origin, VERIFY_FORMAT).map_err(VerifyError::Input)
+        crate::json::read_document(bytes, origin, VERIFY_FORMAT, VERIFY_FORMATS_READ)
+            .map_err(VerifyError::Input)
     }
 
     /// The SHA-256 of the model this report vouches for: the candidate's, or with one model

@@ -144,7 +144,7 @@ fn the_example_builds_to_a_signed_archive_that_unpacks_and_verifies_and_rebuilds
     assert_eq!(m["manifest"]["lineage"]["verify"]["status"], "passed");
     assert_eq!(
         m["manifest"]["lineage"]["optimize"]["format"],
-        "mdeploy.optimize/1"
+        "mdeploy.optimize/2"
     );
     assert_eq!(m["manifest"]["metadata"]["task"], "face-refinement");
 

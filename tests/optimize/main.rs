@@ -34,7 +34,7 @@ fn every_real_model_gets_smaller_verifies_and_matches_onnxslim() {
         let o = mdeploy(&["optimize", s(&path), "-o", s(&out), "--json"]);
         assert!(o.status.success(), "{name}: {}", stderr(&o));
         let r = json(&o);
-        assert_eq!(r["format"], "mdeploy.optimize/1");
+        assert_eq!(r["format"], "mdeploy.optimize/2");
         assert_eq!(r["verification"]["status"], "passed", "{name}");
         let (before, after) = (
             r["optimize"]["before"]["nodes"].as_u64().unwrap(),
@@ -304,7 +304,7 @@ fn the_report_is_lineage_for_pack() {
     let o = pack(&out, &forged);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("not a mdeploy.optimize/1 document"),
+        stderr(&o).contains("not a mdeploy.optimize/2 document"),
         "{}",
         stderr(&o)
     );

@@ -41,7 +41,7 @@ fn identical_models_pass_with_zero_error() {
         ]);
         assert_eq!(o.status.code(), Some(0));
         let r = json(&o);
-        assert_eq!(r["format"], "mdeploy.verify/1");
+        assert_eq!(r["format"], "mdeploy.verify/2");
         assert_eq!(r["status"], "passed");
         assert_eq!(r["samples"], 3);
         assert_eq!(r["outputs"][0]["max_abs_error"], 0.0);
