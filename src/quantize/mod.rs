@@ -430,7 +430,8 @@ pub struct AccuracyOutcome {
     pub returned_to_float: usize,
 }
 
-fn not_measured() -> f64 {
+/// What a measure that was not taken reads as.
+pub(crate) fn not_measured() -> f64 {
     f64::NAN
 }
 
@@ -913,17 +914,12 @@ pub fn to_fp16(
     // `auto` measures where the float16 model will run: onnxruntime first when it is there
     // (tract builds a plan for every exposed value, seconds on a BERT)
     let ort_first = c.engine == EngineChoice::Auto && crate::run::ort_available();
-    let observed = if ort_first {
-        ranges::observe(
-            model,
-            &values,
-            c.samples,
-            EngineChoice::Only(EngineKind::Ort),
-        )
+    let first = if ort_first {
+        EngineChoice::Only(EngineKind::Ort)
     } else {
-        ranges::observe(model, &values, c.samples, c.engine)
+        c.engine
     };
-    let (engine, ranges) = match observed {
+    let (engine, ranges) = match ranges::observe(model, &values, c.samples, first) {
         // a model onnxruntime cannot load or run is measured as `auto` would
         Err(QuantizeError::Run(e)) if ort_first && !crate::run::is_input_problem(&e) => {
             ranges::observe(model, &values, c.samples, c.engine)?

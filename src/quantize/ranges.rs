@@ -127,10 +127,6 @@ mod ndarray_row {
     pub type Row<'a> = tract_onnx::prelude::tract_ndarray::ArrayView1<'a, f32>;
 }
 
-fn unmeasured() -> f64 {
-    f64::NAN
-}
-
 /// How far a candidate's value is from the reference's, over all samples: SQNR and cosine of
 /// the worst sample (what a target holds), SQNR over the samples pooled (what ranks one value's
 /// loss against another's: the worst samples of two values need not be the same sample), top-1
@@ -141,7 +137,10 @@ pub struct Agreement {
     pub sqnr_db: f64,
     #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub cosine: f64,
-    #[serde(default = "unmeasured", deserialize_with = "crate::json::inf_if_null")]
+    #[serde(
+        default = "super::not_measured",
+        deserialize_with = "crate::json::inf_if_null"
+    )]
     pub pooled_sqnr_db: f64,
     /// For a 2-D output of several classes per row: the fraction of rows whose largest class
     /// is the same.

@@ -88,8 +88,8 @@ impl SampleSums {
 /// detection map at cosine 0.998 on one image and 0.977 on another pools to 0.990). A NaN in any
 /// sample stays NaN. A sample whose reference is all zeros has no direction to compare: it is
 /// left to the element-wise bounds and not judged here (unless the candidate is infinite or NaN
-/// there). The pooled sums are kept too: what a
-/// value loses on the whole, to rank one value against another.
+/// there). The pooled sums are kept too: what a value loses on the whole, to rank one value
+/// against another.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Similarity {
     worst: Option<(f64, f64)>,
