@@ -90,14 +90,20 @@ CONVERTERS = {
 MODES = {
     "fp16": [("mdeploy", ["--fp16"]), ("onnxconverter-common", None), ("ort-transformers-fp16", None)],
     "int8-dyn": [("mdeploy", ["--int8", "dynamic"]), ("ort-quantize_dynamic", None)],
-    "int8-static": [("mdeploy", ["--int8", "static"]), ("ort-quantize_static", None)],
+    # mdeploy-all: every node that can be int8 (the default placement keeps float what int8
+    # would slow down)
+    "int8-static": [
+        ("mdeploy", ["--int8", "static"]),
+        ("mdeploy-all", ["--int8", "static", "--int8-placement", "all"]),
+        ("ort-quantize_static", None),
+    ],
     "int4": [("mdeploy", ["--int4", "weight-only"]), ("ort-matmul_nbits", None)],
 }
 
 
 def produce(tool, args, src, dst, sets):
     """Static quantizers calibrate on set 0; every result is judged on both sets."""
-    if tool == "mdeploy":
+    if tool.startswith("mdeploy"):
         cmd = [MDEPLOY, "optimize", src, "-o", dst, "-q", *args]
         for d in sets:
             cmd += ["--data", d]

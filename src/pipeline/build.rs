@@ -414,6 +414,10 @@ impl Builder<'_> {
             q.activation_type = crate::quantize::qdq::ActivationType::parse(a)
                 .map_err(|e| UsageError(format!("[optimize] int8_activations: {e}")))?;
         }
+        if let Some(p) = &o.int8_placement {
+            q.placement = crate::quantize::placement::Placement::parse(p)
+                .map_err(|e| UsageError(format!("[optimize] int8_placement: {e}")))?;
+        }
         if let Some(m) = &o.calibration_method {
             q.method = crate::quantize::calibrate::Method::parse(m)
                 .map_err(|e| UsageError(format!("[optimize] calibration_method: {e}")))?;

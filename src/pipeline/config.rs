@@ -96,6 +96,8 @@ pub struct OptimizeSection {
     pub exclude_op_types: Vec<String>,
     /// Static int8 activations: `uint8` or `int8`.
     pub int8_activations: Option<String>,
+    /// Static int8 placement: `fast` or `all`.
+    pub int8_placement: Option<String>,
     pub prune: Option<f64>,
     pub prune_channels: Option<f64>,
     pub fold_size_limit: Option<usize>,
@@ -125,6 +127,7 @@ impl Default for OptimizeSection {
             exclude_nodes: Vec::new(),
             exclude_op_types: Vec::new(),
             int8_activations: None,
+            int8_placement: None,
             prune: None,
             prune_channels: None,
             fold_size_limit: None,
@@ -308,6 +311,7 @@ impl BuildConfig {
             ("exclude_nodes", !o.exclude_nodes.is_empty()),
             ("exclude_op_types", !o.exclude_op_types.is_empty()),
             ("int8_activations", o.int8_activations.is_some()),
+            ("int8_placement", o.int8_placement.is_some()),
         ] {
             if given && !quantizing {
                 return Err(error(
@@ -333,15 +337,25 @@ impl BuildConfig {
             crate::quantize::calibrate::Method::parse(m)
                 .map_err(|e| error("optimize", "calibration_method", e.to_string()))?;
         }
-        if let Some(a) = &o.int8_activations {
-            crate::quantize::qdq::ActivationType::parse(a)
-                .map_err(|e| error("optimize", "int8_activations", e))?;
-            if o.int8 != Some(Int8::Static) {
-                return Err(error(
-                    "optimize",
-                    "int8_activations",
-                    "applies to int8 = \"static\"".into(),
-                ));
+        type Check = fn(&str) -> Result<(), String>;
+        let static_only: [(&str, &Option<String>, Check); 2] = [
+            ("int8_activations", &o.int8_activations, |v| {
+                crate::quantize::qdq::ActivationType::parse(v).map(drop)
+            }),
+            ("int8_placement", &o.int8_placement, |v| {
+                crate::quantize::placement::Placement::parse(v).map(drop)
+            }),
+        ];
+        for (key, value, parse) in static_only {
+            if let Some(v) = value {
+                parse(v).map_err(|e| error("optimize", key, e))?;
+                if o.int8 != Some(Int8::Static) {
+                    return Err(error(
+                        "optimize",
+                        key,
+                        "applies to int8 = \"static\"".into(),
+                    ));
+                }
             }
         }
         if let Some(t) = &o.accuracy_target {

@@ -59,6 +59,8 @@ pub struct QuantizeOptions {
     pub exclude_op_types: Vec<String>,
     /// Static int8: the activations' element type.
     pub activation_type: crate::quantize::qdq::ActivationType,
+    /// Static int8: which of the nodes that can be quantized are.
+    pub placement: crate::quantize::placement::Placement,
 }
 
 impl Default for QuantizeOptions {
@@ -73,6 +75,7 @@ impl Default for QuantizeOptions {
             exclude_nodes: Vec::new(),
             exclude_op_types: Vec::new(),
             activation_type: Default::default(),
+            placement: Default::default(),
         }
     }
 }
@@ -508,6 +511,7 @@ fn quantize(
         QuantizeMode::Int8Static => {
             let options = crate::quantize::qdq::StaticOptions {
                 activation_type: q.activation_type,
+                placement: q.placement,
                 ops: (!q.int8_ops.is_empty()).then(|| q.int8_ops.iter().cloned().collect()),
                 exclude_nodes: exclude_nodes.into_iter().collect(),
                 exclude_op_types: exclude_op_types.into_iter().collect(),

@@ -6,6 +6,7 @@ pub mod dynamic;
 pub mod fp16;
 mod fp16_ops;
 pub mod int4;
+pub mod placement;
 pub mod qdq;
 pub mod ranges;
 pub mod weights;
@@ -456,6 +457,41 @@ const INT8_CEILING_DB: f64 = 50.0;
 /// Quantize-and-measure rounds the search for the fewest nodes to return to float may take.
 const MAX_ROUNDS: usize = 10;
 
+/// What inference knows of `model` with its inputs at the shapes of `sample` (the sizes it
+/// runs at, which estimates of its cost need), the model left as it was. The sample's tensors
+/// are matched to inputs by name, or in input order when none is named (as the engines take
+/// them). Without a sample, or where its shapes do not fit the model's inputs, at the shapes
+/// the model declares.
+fn facts_at(model: &mut Model, sample: Option<&[NamedTensor]>) -> crate::infer::Inference {
+    let sample = sample.unwrap_or_default();
+    let all_unnamed = sample.iter().all(|t| t.name.is_empty());
+    let shapes = crate::run::InputShapes {
+        by_input: crate::run::graph_inputs(model)
+            .iter()
+            .enumerate()
+            .filter_map(|(k, input)| {
+                let t = if all_unnamed {
+                    sample.get(k)
+                } else {
+                    sample.iter().find(|t| t.name == input.name)
+                }?;
+                Some((input.name.clone(), t.tensor.shape().to_vec()))
+            })
+            .collect(),
+        by_symbol: Default::default(),
+    };
+    if shapes.by_input.is_empty() {
+        return crate::infer::Inference::of_model(model);
+    }
+    let declared = (model.graph().input.clone(), model.graph().output.clone());
+    // shapes that do not fit leave the model as declared
+    let _ = crate::convert::apply_input_shapes(model, &shapes);
+    let facts = crate::infer::Inference::of_model(model);
+    let graph = model.graph_mut();
+    (graph.input, graph.output) = declared;
+    facts
+}
+
 /// Quantizes `model` to int8 QDQ: plans what to quantize, calibrates the activations it needs
 /// (or takes them from `cache`), rewrites, and measures each quantized node's output against
 /// the float model. When a graph output's cosine misses `target`, the nodes that lose the most
@@ -470,7 +506,8 @@ pub fn to_int8_static(
     cache: Option<&CalibrationCache>,
 ) -> Result<(StaticStage, CalibrationCache), QuantizeError> {
     let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
-    let plan = qdq::plan(model, options)?;
+    let facts = facts_at(model, calibration.samples.first().copied());
+    let plan = qdq::plan_with(model, options, &facts)?;
     let wanted = plan.activations();
     // a model whose key cannot be made (unreadable external data shows up later anyway) is
     // calibrated every time: an empty key matches no cache
@@ -530,7 +567,7 @@ pub fn to_int8_static(
             quantize_outputs: false,
             ..options.clone()
         };
-        let other = search(&qdq::plan(model, &inputs_only)?)?;
+        let other = search(&qdq::plan_with(model, &inputs_only, &facts)?)?;
         let rounds = chosen.rounds + other.rounds;
         if other.kept_int8() > chosen.kept_int8() {
             chosen = other;

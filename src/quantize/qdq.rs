@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::QuantizeError;
 use super::dynamic::{KeptFloat, QuantizedNode};
+use super::placement::{Candidate, Placement, slower_in_int8};
 use super::weights::{constant_behind, quantize_symmetric};
 use crate::graph::builder::{attr_int, raw_tensor, tensor_f32};
 use crate::graph::{Graph, node_label};
@@ -108,6 +109,8 @@ pub struct StaticOptions {
     pub ops: Option<HashSet<String>>,
     pub exclude_nodes: HashSet<String>,
     pub exclude_op_types: HashSet<String>,
+    /// Which of the nodes that can be quantized are (default: those faster in int8).
+    pub placement: Placement,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -121,6 +124,9 @@ pub struct StaticReport {
     /// The activations' element type (reports written before it was recorded used int8).
     #[serde(default = "ActivationType::recorded_before")]
     pub activation_type: ActivationType,
+    /// How the nodes to quantize were chosen (reports written before it was recorded: all).
+    #[serde(default = "Placement::recorded_before")]
+    pub placement: Placement,
     /// Conv outputs quantized too (false where the accuracy target kept more nodes int8
     /// without them).
     #[serde(default)]
@@ -139,6 +145,7 @@ impl Default for StaticOptions {
             ops: None,
             exclude_nodes: HashSet::new(),
             exclude_op_types: HashSet::new(),
+            placement: Placement::default(),
         }
     }
 }
@@ -178,6 +185,7 @@ pub struct StaticPlan {
     kept_float: Vec<KeptFloat>,
     per_channel: bool,
     activation_type: ActivationType,
+    placement: Placement,
 }
 
 impl StaticPlan {
@@ -207,7 +215,16 @@ impl StaticPlan {
 
 /// Chooses what to quantize in `model`'s main graph.
 pub fn plan(model: &Model, options: &StaticOptions) -> Result<StaticPlan, QuantizeError> {
-    let facts = Inference::of_model(model);
+    plan_with(model, options, &Inference::of_model(model))
+}
+
+/// [`plan`] with what inference knows of `model` (at the shapes it runs at, for the placement's
+/// estimates).
+pub fn plan_with(
+    model: &Model,
+    options: &StaticOptions,
+    facts: &Inference,
+) -> Result<StaticPlan, QuantizeError> {
     let ctx = PassContext::new(model, 0, 0);
     let graph = Graph::new(model.graph().clone());
     let opset = model.opset("").unwrap_or(1);
@@ -231,7 +248,7 @@ pub fn plan(model: &Model, options: &StaticOptions) -> Result<StaticPlan, Quanti
         } else if options.exclude_op_types.contains(node.op_type()) {
             Err("excluded by --exclude-op-types".to_string())
         } else {
-            plan_node(&graph, &facts, &ctx, node, i, per_channel)
+            plan_node(&graph, facts, &ctx, node, i, per_channel)
         };
         match reason {
             Ok(p) => nodes.push(p),
@@ -259,6 +276,54 @@ pub fn plan(model: &Model, options: &StaticOptions) -> Result<StaticPlan, Quanti
             value = data;
         }
     }
+    // the outputs of quantized convolutions, and a Relu that may fold into their Q
+    for p in &mut nodes {
+        p.quantize_output = options.quantize_outputs
+            && OUTPUT_QUANTIZED_OPS.contains(&p.op.as_str())
+            && !graph.is_output(&p.output);
+        let readers = graph.consumers(&p.output);
+        if let [only] = readers
+            && graph.nodes()[*only].op_type() == "Relu"
+        {
+            p.relu_after = graph.nodes()[*only].output.first().cloned();
+        }
+    }
+    if options.placement == Placement::Fast {
+        let candidates: Vec<Candidate> = nodes
+            .iter()
+            .map(|p| {
+                let node = &graph.nodes()[p.index];
+                let dims = &p.weight.dims;
+                let macs_per_output = dims
+                    .iter()
+                    .all(|&d| d > 0)
+                    .then(|| dims.iter().map(|&d| d as f64).product::<f64>() / dims[p.axis] as f64);
+                Candidate {
+                    index: p.index,
+                    op: node.op_type(),
+                    chain: &p.chain,
+                    output: &p.output,
+                    output_pair: p.quantize_output,
+                    macs_per_output,
+                    depthwise: node.op_type() == "Conv"
+                        && attr_i(node, "group", 1) > 1
+                        && dims.get(1) == Some(&1),
+                }
+            })
+            .collect();
+        let mut slower = slower_in_int8(&graph, facts, &candidates);
+        let planned = std::mem::take(&mut nodes);
+        for (k, p) in planned.into_iter().enumerate() {
+            match slower.remove(&k) {
+                Some(reason) => kept_float.push(KeptFloat {
+                    node: p.label,
+                    op: p.op,
+                    reason,
+                }),
+                None => nodes.push(p),
+            }
+        }
+    }
     // the nearest quantized nodes upstream of each one's input
     let outputs: HashSet<String> = nodes.iter().map(|p| p.output.clone()).collect();
     for p in &mut nodes {
@@ -277,18 +342,6 @@ pub fn plan(model: &Model, options: &StaticOptions) -> Result<StaticPlan, Quanti
             }
         }
     }
-    // the outputs of quantized convolutions, and a Relu that may fold into their Q
-    for p in &mut nodes {
-        p.quantize_output = options.quantize_outputs
-            && OUTPUT_QUANTIZED_OPS.contains(&p.op.as_str())
-            && !graph.is_output(&p.output);
-        let readers = graph.consumers(&p.output);
-        if let [only] = readers
-            && graph.nodes()[*only].op_type() == "Relu"
-        {
-            p.relu_after = graph.nodes()[*only].output.first().cloned();
-        }
-    }
     let (groups, outputs) = groups_of(&nodes);
     Ok(StaticPlan {
         nodes,
@@ -297,6 +350,7 @@ pub fn plan(model: &Model, options: &StaticOptions) -> Result<StaticPlan, Quanti
         kept_float,
         per_channel,
         activation_type: options.activation_type,
+        placement: options.placement,
     })
 }
 
@@ -361,6 +415,7 @@ impl StaticPlan {
             kept_float,
             per_channel: self.per_channel,
             activation_type: self.activation_type,
+            placement: self.placement,
         }
     }
 
@@ -494,6 +549,7 @@ pub fn apply(
         kept_float: plan.kept_float.clone(),
         per_channel: plan.per_channel,
         activation_type: plan.activation_type,
+        placement: plan.placement,
         ..Default::default()
     };
     // each group's range: the union of its members'

@@ -2,12 +2,21 @@
 //! encodings, shared parameters through pass-through ops, what stays float, and the numbers.
 
 use super::*;
-use crate::graph::builder::{ModelBuilder, attr_ints};
+use crate::graph::builder::{ModelBuilder, attr_int, attr_ints};
 use crate::onnx::proto::ModelProto;
 use crate::passes::testing::max_difference;
 
 fn model(proto: ModelProto) -> Model {
     Model::from_proto(proto, std::env::temp_dir())
+}
+
+/// The default options, placing int8 on every node that can take it: these graphs are too small
+/// for int8 to be faster, and what they test is where the pairs go.
+fn every_node() -> StaticOptions {
+    StaticOptions {
+        placement: Placement::All,
+        ..StaticOptions::default()
+    }
 }
 
 fn weights(n: usize, scale: f32) -> Vec<f32> {
@@ -45,7 +54,7 @@ fn ranges() -> BTreeMap<String, (f32, f32)> {
 fn conv_inputs_weights_and_bias_get_their_qdq_encodings() {
     let before = cnn();
     let mut m = model(before.clone());
-    let plan = plan(&m, &StaticOptions::default()).unwrap();
+    let plan = plan(&m, &every_node()).unwrap();
     assert_eq!(
         plan.activations(),
         ["c", "p", "r", "x"],
@@ -157,12 +166,12 @@ fn attention_products_excluded_ops_and_old_opsets_stay_float() {
         .node("MatMul", &["q", "k"], &["y"])
         .output("y", DataType::Float, &["2", "4", "4"])
         .build();
-    let p = plan(&model(proto), &StaticOptions::default()).unwrap();
+    let p = plan(&model(proto), &every_node()).unwrap();
     assert!(p.activations().is_empty());
     assert!(p.kept_float[0].reason.contains("two activations"));
     let options = StaticOptions {
         exclude_op_types: ["Conv".to_string()].into(),
-        ..Default::default()
+        ..every_node()
     };
     let p = plan(&model(cnn()), &options).unwrap();
     assert!(p.activations().is_empty());
@@ -170,7 +179,7 @@ fn attention_products_excluded_ops_and_old_opsets_stay_float() {
     let mut old = cnn();
     old.opset_import[0].version = Some(12);
     let mut m = model(old);
-    let p = plan(&m, &StaticOptions::default()).unwrap();
+    let p = plan(&m, &every_node()).unwrap();
     let report = apply(&mut m, &p, &ranges()).unwrap();
     assert!(!report.per_channel);
     assert!(m.graph().node.iter().all(|n| attr_i(n, "axis", -1) == -1));
@@ -194,7 +203,7 @@ fn cnn_prelu() -> ModelProto {
 #[test]
 fn a_conv_output_read_by_a_float_op_gets_its_own_pair_and_activations_are_uint8_by_default() {
     let mut m = model(cnn_prelu());
-    let planned = plan(&m, &StaticOptions::default()).unwrap();
+    let planned = plan(&m, &every_node()).unwrap();
     // the Conv's output is quantized (so onnxruntime fuses DQ -> Conv -> Q); the last Conv's
     // output is a graph output and is not
     assert_eq!(planned.activations(), ["c", "r", "x"]);
@@ -240,7 +249,7 @@ fn a_conv_output_read_by_a_float_op_gets_its_own_pair_and_activations_are_uint8_
     // without output quantization (the fallback the accuracy search may take): inputs only
     let inputs_only = StaticOptions {
         quantize_outputs: false,
-        ..Default::default()
+        ..every_node()
     };
     assert_eq!(
         plan(&model(cnn_prelu()), &inputs_only)
@@ -253,7 +262,7 @@ fn a_conv_output_read_by_a_float_op_gets_its_own_pair_and_activations_are_uint8_
     let mut m = model(cnn_prelu());
     let options = StaticOptions {
         activation_type: ActivationType::Int8,
-        ..Default::default()
+        ..every_node()
     };
     let planned = plan(&m, &options).unwrap();
     apply(&mut m, &planned, &ranges).unwrap();
@@ -265,4 +274,112 @@ fn a_conv_output_read_by_a_float_op_gets_its_own_pair_and_activations_are_uint8_
         .unwrap();
     assert_eq!(zp.data_type(), DataType::Int8.code());
     assert_eq!(zp.raw_data.as_deref(), Some(&[(-64i8) as u8][..]));
+}
+
+/// x -> Conv(dw, 3x3) -> Conv(1x1) -> Conv(3x3) -> Sigmoid -> y, 64 channels at side x side
+fn depthwise_then_pointwise(side: &str) -> ModelProto {
+    ModelBuilder::new(17)
+        .input("x", DataType::Float, &["1", "64", side, side])
+        .initializer_f32("Wd", &[64, 1, 3, 3], &weights(576, 0.05))
+        .initializer_f32("Wp", &[64, 64, 1, 1], &weights(4096, 0.02))
+        .initializer_f32("W3", &[64, 64, 3, 3], &weights(36864, 0.01))
+        .node("Conv", &["x", "Wd"], &["d"])
+        .attr(attr_ints("pads", &[1, 1, 1, 1]))
+        .attr(attr_int("group", 64))
+        .node("Conv", &["d", "Wp"], &["p"])
+        .node("Conv", &["p", "W3"], &["c"])
+        .attr(attr_ints("pads", &[1, 1, 1, 1]))
+        .node("Sigmoid", &["c"], &["y"])
+        .output("y", DataType::Float, &["1", "64", side, side])
+        .build()
+}
+
+/// The depthwise Conv stays float (onnxruntime's int8 depthwise kernel is slower); that leaves
+/// the pointwise Conv with a float input whose Q and layout change cost more than its int8
+/// saves, so it stays float on the second look; the 3x3 Conv saves far more than both of its
+/// float sides cost and is quantized. With `all`, every one is.
+#[test]
+fn the_fast_placement_keeps_float_what_int8_would_slow_down_until_nothing_changes() {
+    let m = model(depthwise_then_pointwise("56"));
+    let p = plan(&m, &StaticOptions::default()).unwrap();
+    let kept: Vec<(&str, &str)> = p
+        .kept_float
+        .iter()
+        .map(|k| (k.node.as_str(), k.reason.as_str()))
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept[0].1.starts_with("a depthwise Conv"), "{kept:?}");
+    assert!(kept[1].1.starts_with("int8 would be slower"), "{kept:?}");
+    // the 3x3 Conv's input, and its output (a Sigmoid's input: the estimate paid for that side)
+    assert_eq!(p.activations(), ["c", "p"]);
+    let ranges = ["c", "p"].map(|v| (v.to_string(), (-1.0, 1.0))).into();
+    let mut q = model(depthwise_then_pointwise("56"));
+    let report = apply(&mut q, &p, &ranges).unwrap();
+    assert_eq!(report.quantized.len(), 1);
+    assert_eq!(report.placement, Placement::Fast);
+    let all = plan(&m, &every_node()).unwrap();
+    assert!(all.kept_float.is_empty());
+    assert_eq!(all.len(), 3);
+}
+
+/// Where shapes are unknown there is no estimate, and the node is quantized as before.
+#[test]
+fn the_fast_placement_leaves_nodes_of_unknown_size_to_quantize() {
+    let p = plan(
+        &model(depthwise_then_pointwise("side")),
+        &StaticOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(p.len(), 3, "{:?}", p.kept_float);
+}
+
+/// A Conv whose output is a graph output gets no Q after it: onnxruntime would run it in float
+/// with its weights dequantized on every run, however many MACs it has.
+#[test]
+fn the_fast_placement_keeps_float_a_conv_no_quantize_linear_follows() {
+    let proto = ModelBuilder::new(17)
+        .input("x", DataType::Float, &["1", "64", "56", "56"])
+        .initializer_f32("W", &[64, 64, 3, 3], &weights(36864, 0.01))
+        .node("Conv", &["x", "W"], &["y"])
+        .attr(attr_ints("pads", &[1, 1, 1, 1]))
+        .output("y", DataType::Float, &["1", "64", "56", "56"])
+        .build();
+    let p = plan(&model(proto), &StaticOptions::default()).unwrap();
+    assert!(p.is_empty());
+    assert!(
+        p.kept_float[0].reason.contains("no QuantizeLinear"),
+        "{:?}",
+        p.kept_float
+    );
+}
+
+/// x -> Sigmoid -> MaxPool -> Conv -> Relu -> Conv -> Sigmoid: onnxruntime moves the first
+/// Conv's Q above the MaxPool, whose uint8 form is slow; that alone outweighs what the Conv
+/// saves (without it, its Q and layout change cost a fifth of the saving). The second Conv,
+/// with the same float input side, saves more than it costs.
+#[test]
+fn a_maxpool_between_a_float_op_and_a_conv_counts_against_int8() {
+    let proto = ModelBuilder::new(17)
+        .input("x", DataType::Float, &["1", "64", "56", "56"])
+        .initializer_f32("W1", &[64, 64, 3, 3], &weights(36864, 0.01))
+        .initializer_f32("W2", &[64, 64, 3, 3], &weights(36864, 0.01))
+        .node("Sigmoid", &["x"], &["s"])
+        .node("MaxPool", &["s"], &["p"])
+        .attr(attr_ints("kernel_shape", &[2, 2]))
+        .attr(attr_ints("strides", &[2, 2]))
+        .node("Conv", &["p", "W1"], &["c1"])
+        .attr(attr_ints("pads", &[1, 1, 1, 1]))
+        .node("Relu", &["c1"], &["r"])
+        .node("Conv", &["r", "W2"], &["c2"])
+        .attr(attr_ints("pads", &[1, 1, 1, 1]))
+        .node("Sigmoid", &["c2"], &["y"])
+        .output("y", DataType::Float, &["1", "64", "28", "28"])
+        .build();
+    let m = model(proto);
+    let p = plan(&m, &StaticOptions::default()).unwrap();
+    assert_eq!(p.len(), 1, "{:?}", p.kept_float);
+    assert!(p.kept_float[0].node.contains("Conv"), "{:?}", p.kept_float);
+    assert!(p.kept_float[0].reason.starts_with("int8 would be slower"));
+    assert_eq!(p.activations(), ["c2", "r"]);
+    assert_eq!(plan(&m, &every_node()).unwrap().len(), 2);
 }

@@ -299,6 +299,32 @@ fn configuration_errors_name_file_line_key_and_the_nearest_key() {
             .unwrap()
             .contains("did you mean 'level'")
     );
+    // the static int8 keys: a value they do not take, or a mode they do not apply to
+    for (optimize, message) in [
+        (
+            "int8 = \"static\"\ncalibration = [\"c\"]\nint8_placement = \"fastest\"",
+            "int8_placement: placement 'fastest': fast or all expected",
+        ),
+        (
+            "int8 = \"dynamic\"\nint8_placement = \"all\"",
+            "int8_placement: applies to int8 = \"static\"",
+        ),
+        (
+            "int8 = \"dynamic\"\nint8_activations = \"int8\"",
+            "int8_activations: applies to int8 = \"static\"",
+        ),
+    ] {
+        write_repo(
+            dir.path(),
+            &format!(
+                "[model]\nname = \"m\"\nversion = \"1.0.0\"\nsource = \"{}\"\n\n[optimize]\n{optimize}\n",
+                model.display()
+            ),
+        );
+        let o = mdeploy(&["build", s(dir.path())]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(message), "{}", stderr(&o));
+    }
     // no configuration at all
     let empty = tempfile::tempdir().unwrap();
     let o = mdeploy(&["build", s(empty.path())]);

@@ -36,6 +36,14 @@ MODES = {
     "fp16": {"args": ["--fp16"], "min_cosine": 0.999},
     "int8": {"args": ["--int8", "dynamic"], "min_cosine": 0.98},
     "int8-static": {"args": ["--int8", "static"], "min_cosine": 0.98, "calibrate": True},
+    # every node that can be int8: the default placement leaves float the Convs int8 would slow
+    # down in onnxruntime (every one of the PRelu and HardSwish CNNs), and these QDQ models must
+    # pass the same checks
+    "int8-static-all": {
+        "args": ["--int8", "static", "--int8-placement", "all"],
+        "min_cosine": 0.98,
+        "calibrate": True,
+    },
     "int4": {"args": ["--int4", "weight-only"], "min_cosine": 0.98, "fused": "MatMulNBits"},
 }
 

@@ -237,6 +237,8 @@ fn every_real_model_quantizes_to_static_int8_within_its_accuracy_target() {
         let cache = tmp.path().join(format!("{name}.ranges.json"));
         let dir = path.parent().unwrap().join("test_data_set_0");
         let data = data_args(&path);
+        // every node that can be: the default placement leaves the CNNs with a float op
+        // after each Conv float (the test below)
         let mut args = vec![
             "optimize",
             s(&path),
@@ -244,6 +246,8 @@ fn every_real_model_quantizes_to_static_int8_within_its_accuracy_target() {
             s(&out),
             "--int8",
             "static",
+            "--int8-placement",
+            "all",
             "--calibration",
             s(&dir),
             "--calibration-cache",
@@ -289,6 +293,69 @@ fn every_real_model_quantizes_to_static_int8_within_its_accuracy_target() {
         let r = json(&mdeploy(&swapped));
         assert_eq!(r["quantize"]["ranges_from_cache"], false, "{name}");
     }
+}
+
+/// The default placement keeps float what int8 would slow down in onnxruntime, estimated at
+/// the calibration data's shapes (mtcnn_pnet's input has no fixed size: without them there is
+/// no estimate), and keeps every Conv of a Conv -> Relu -> Conv network int8; `all` quantizes
+/// every node it can.
+#[test]
+fn static_int8_quantizes_where_onnxruntime_runs_int8_faster_unless_asked_for_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let path = common::real_model(name);
+        let out = tmp.path().join(format!("{name}.onnx"));
+        let dir = path.parent().unwrap().join("test_data_set_0");
+        let mut args = vec![
+            "optimize",
+            s(&path),
+            "-o",
+            s(&out),
+            "--int8",
+            "static",
+            "--calibration",
+            s(&dir),
+            "--json",
+        ];
+        args.extend(extra);
+        let o = mdeploy(&args);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        (json(&o)["quantize"].clone(), Model::load(&out).unwrap())
+    };
+    let slower = |q: &serde_json::Value| {
+        q["kept_float"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| {
+                k["reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("int8 would be slower in onnxruntime")
+            })
+            .count()
+    };
+    // PRelu between every Conv: each one's Q/DQ and layout changes cost more than int8 saves
+    let (q, written) = run("mtcnn_pnet", &[]);
+    assert_eq!(q["placement"], "fast", "{q}");
+    assert_eq!(slower(&q), 5, "{q}");
+    // the shapes were pinned for the estimate only: the model keeps its symbolic input dims
+    let declared = Model::load(&common::real_model("mtcnn_pnet")).unwrap();
+    assert_eq!(written.graph().input, declared.graph().input);
+    let (q, _) = run("mtcnn_pnet", &["--int8-placement", "all"]);
+    assert_eq!(q["placement"], "all", "{q}");
+    assert_eq!(slower(&q), 0, "{q}");
+    assert!(!q["quantized"].as_array().unwrap().is_empty(), "{q}");
+    // squeezenet: every Conv reads int8 from another or writes int8 to another
+    let (q, _) = run("squeezenet1_1", &[]);
+    assert_eq!(slower(&q), 0, "{q}");
+    let convs = q["quantized"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["op"] == "Conv")
+        .count();
+    assert_eq!(convs, 26, "{q}");
 }
 
 /// A dynamic int8 target the fully quantized model misses: the nodes that lose most return to
@@ -481,4 +548,21 @@ fn static_int8_without_calibration_data_is_a_usage_error() {
         "kl",
     ]);
     assert_eq!(o.status.code(), Some(2));
+    // a static int8 option with another mode, and a placement that is none
+    for args in [
+        &["--int8", "dynamic", "--int8-placement", "all"][..],
+        &[
+            "--int8",
+            "static",
+            "--calibration",
+            s(&path),
+            "--int8-placement",
+            "fastest",
+        ],
+    ] {
+        let o = mdeploy(&[&["optimize", s(&path), "-o", s(&out)][..], args].concat());
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("placement"), "{}", stderr(&o));
+        assert!(!out.exists());
+    }
 }
