@@ -113,6 +113,13 @@ pub(super) struct Candidate<'a> {
     pub depthwise: bool,
 }
 
+/// The elements of a tensor of these dims, where every one is positive.
+pub(super) fn size(dims: &[i64]) -> Option<f64> {
+    dims.iter()
+        .all(|&d| d > 0)
+        .then(|| dims.iter().map(|&d| d as f64).product())
+}
+
 /// What int8 would do to one node's time.
 enum Estimate {
     /// Nanoseconds saved and spent at its float sides.
@@ -164,13 +171,7 @@ fn estimate(facts: &Inference, int8: &Int8Values, c: &Candidate) -> Option<Estim
     if !matches!(c.op, "Conv" | "Gemm" | "MatMul") {
         return None;
     }
-    let elements = |v: &str| -> Option<f64> {
-        let shape = facts.static_shape(v)?;
-        shape
-            .iter()
-            .all(|&d| d > 0)
-            .then(|| shape.iter().map(|&d| d as f64).product())
-    };
+    let elements = |v: &str| size(&facts.static_shape(v)?);
     let activation = c.chain.first()?;
     let (input, output) = (elements(activation)?, elements(c.output)?);
     let conv = OUTPUT_QUANTIZED_OPS.contains(&c.op);

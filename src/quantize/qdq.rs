@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::QuantizeError;
 use super::dynamic::{KeptFloat, QuantizedNode};
-use super::placement::{Candidate, Placement, slower_in_int8};
+use super::placement::{Candidate, Placement, size, slower_in_int8};
 use super::weights::{constant_behind, quantize_symmetric};
 use crate::graph::builder::{attr_int, raw_tensor, tensor_f32};
 use crate::graph::{Graph, node_label};
@@ -213,7 +213,8 @@ impl StaticPlan {
     }
 }
 
-/// Chooses what to quantize in `model`'s main graph.
+/// Chooses what to quantize in `model`'s main graph (the `fast` placement estimating at the
+/// shapes the model declares; [`plan_with`] for others).
 pub fn plan(model: &Model, options: &StaticOptions) -> Result<StaticPlan, QuantizeError> {
     plan_with(model, options, &Inference::of_model(model))
 }
@@ -294,10 +295,7 @@ pub fn plan_with(
             .map(|p| {
                 let node = &graph.nodes()[p.index];
                 let dims = &p.weight.dims;
-                let macs_per_output = dims
-                    .iter()
-                    .all(|&d| d > 0)
-                    .then(|| dims.iter().map(|&d| d as f64).product::<f64>() / dims[p.axis] as f64);
+                let macs_per_output = size(dims).map(|n| n / dims[p.axis] as f64);
                 Candidate {
                     index: p.index,
                     op: node.op_type(),
