@@ -5,6 +5,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+use std::path::Path;
+
 use common::{json, mdeploy, s, stderr};
 use mdeploy::onnx::proto::{ValueInfoProto, type_proto};
 use mdeploy::onnx::{DataType, Model};
@@ -22,6 +24,21 @@ fn data_args(path: &std::path::Path) -> Vec<String> {
         .iter()
         .flat_map(|d| ["--data".to_string(), dir.join(d).display().to_string()])
         .collect()
+}
+
+/// `optimize PATH -o OUT --int8 static --calibration` on the model's first data set, `--json`.
+fn static_int8_args<'a>(path: &'a Path, out: &'a Path, calibration: &'a Path) -> Vec<&'a str> {
+    vec![
+        "optimize",
+        s(path),
+        "-o",
+        s(out),
+        "--int8",
+        "static",
+        "--calibration",
+        s(calibration),
+        "--json",
+    ]
 }
 
 #[test]
@@ -239,21 +256,8 @@ fn every_real_model_quantizes_to_static_int8_within_its_accuracy_target() {
         let data = data_args(&path);
         // every node that can be: the default placement leaves the CNNs with a float op
         // after each Conv float (the test below)
-        let mut args = vec![
-            "optimize",
-            s(&path),
-            "-o",
-            s(&out),
-            "--int8",
-            "static",
-            "--int8-placement",
-            "all",
-            "--calibration",
-            s(&dir),
-            "--calibration-cache",
-            s(&cache),
-            "--json",
-        ];
+        let mut args = static_int8_args(&path, &out, &dir);
+        args.extend(["--int8-placement", "all", "--calibration-cache", s(&cache)]);
         args.extend(data.iter().map(String::as_str));
         let o = mdeploy(&args);
         assert!(o.status.success(), "{name}: {}", stderr(&o));
@@ -306,17 +310,7 @@ fn static_int8_quantizes_where_onnxruntime_runs_int8_faster_unless_asked_for_all
         let path = common::real_model(name);
         let out = tmp.path().join(format!("{name}.onnx"));
         let dir = path.parent().unwrap().join("test_data_set_0");
-        let mut args = vec![
-            "optimize",
-            s(&path),
-            "-o",
-            s(&out),
-            "--int8",
-            "static",
-            "--calibration",
-            s(&dir),
-            "--json",
-        ];
+        let mut args = static_int8_args(&path, &out, &dir);
         args.extend(extra);
         let o = mdeploy(&args);
         assert!(o.status.success(), "{name}: {}", stderr(&o));
