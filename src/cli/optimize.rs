@@ -95,10 +95,10 @@ pub struct OptimizeArgs {
     #[arg(long, value_name = "FILE.json")]
     calibration_cache: Option<PathBuf>,
     /// Quantization (fp16, int8, int4): what every output must keep against the float model on
-    /// the calibration and verification data: cosine (`cos=X`), for classifier outputs top-1
-    /// agreement (`top1=X`), SQNR in dB (`sqnr=DB`), the fraction of elements on the same side
-    /// of a decision threshold T (`agree@T=X`); nodes that lose most return to float until it
-    /// holds.
+    /// the calibration and verification data: cosine (`cos=X`), for class scores (a linear
+    /// layer's, through Softmax or the like) top-1 agreement (`top1=X`), SQNR in dB
+    /// (`sqnr=DB`), the fraction of elements on the same side of a decision threshold T
+    /// (`agree@T=X`); nodes that lose most return to float until it holds.
     #[arg(long, value_name = "cos=X,top1=Y", default_value = "cos=0.99,top1=1", value_parser = mdeploy::quantize::AccuracyTarget::parse)]
     accuracy_target: mdeploy::quantize::AccuracyTarget,
     /// Static int8: the op types to quantize (default Conv,ConvTranspose,Gemm,MatMul).

@@ -285,10 +285,10 @@ pub fn calibration_key(model: &Model, samples: &[&[NamedTensor]]) -> Result<Stri
 }
 
 /// What quantization must keep against the float model on the calibration and verification
-/// data, over every graph output: the smallest cosine; for classifier outputs (2-D, several
-/// classes) the fraction of rows whose top-1 class stays the same; optionally the smallest SQNR
-/// in dB, and the fraction of elements on the same side of a decision threshold (a detection
-/// map's or a voice detector's, as the task reads them).
+/// data, over every graph output: the smallest cosine; for class scores
+/// ([`ranges::class_scores`]) the fraction of rows whose top-1 class stays the same;
+/// optionally the smallest SQNR in dB, and the fraction of elements on the same side of a
+/// decision threshold (a detection map's or a voice detector's, as the task reads them).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AccuracyTarget {
     pub min_cosine: f64,
@@ -412,7 +412,7 @@ pub struct AccuracyOutcome {
     /// The smallest output cosine of the result.
     #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub achieved_cosine: f64,
-    /// The smallest top-1 agreement of its classifier outputs (1 where it has none).
+    /// The smallest top-1 agreement of its class scores (1 where it has none).
     #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub achieved_top1: f64,
     /// The smallest output SQNR in dB (null when every output is exact; NaN read from a report

@@ -142,8 +142,8 @@ pub struct Agreement {
         deserialize_with = "crate::json::inf_if_null"
     )]
     pub pooled_sqnr_db: f64,
-    /// For a 2-D output of several classes per row: the fraction of rows whose largest class
-    /// is the same.
+    /// For a 2-D output of class scores ([`class_scores`]): the fraction of rows whose largest
+    /// class is the same.
     pub top1: Option<f64>,
     /// When asked for a threshold: the fraction of elements on the same side of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,6 +164,7 @@ pub fn compare(
     engine: EngineChoice,
     threshold: Option<f32>,
 ) -> Result<(EngineKind, BTreeMap<String, Agreement>), QuantizeError> {
+    let scores = class_scores(reference);
     // a value measured in the candidate under another name (its dequantized twin)
     let in_candidate: Vec<String> = values
         .iter()
@@ -186,7 +187,14 @@ pub fn compare(
         match measure(
             &reference, &candidate, values, aliases, samples, choice, threshold,
         ) {
-            Ok(result) => return Ok(result),
+            Ok((engine, mut measured)) => {
+                for (name, agreement) in measured.iter_mut() {
+                    if !scores.contains(name) {
+                        agreement.top1 = None;
+                    }
+                }
+                return Ok((engine, measured));
+            }
             Err(e) => {
                 let input_problem =
                     matches!(&e, QuantizeError::Run(r) if crate::run::is_input_problem(r));
@@ -198,6 +206,73 @@ pub fn compare(
         }
     }
     Err(first_error.expect("one engine at least was tried"))
+}
+
+/// The graph outputs that are class scores, whose top-1 class is the model's answer: those
+/// computed by a linear layer (Gemm, MatMul, Conv, or their integer forms) through nothing but
+/// what keeps the largest class the largest (a bias or a constant scale, an activation such as
+/// Softmax, Sigmoid or Relu, global pooling, a reshape). An embedding (mean pooling over tokens,
+/// an L2 norm, BERT's Tanh pooler) has the shape of class scores, but its largest element is no
+/// answer, and its top-1 agreement is no measure of accuracy.
+pub fn class_scores(model: &Model) -> HashSet<String> {
+    let graph = crate::graph::Graph::new(model.graph().clone());
+    let linear = |op: &str| {
+        matches!(
+            op,
+            "Gemm"
+                | "MatMul"
+                | "Conv"
+                | "MatMulInteger"
+                | "ConvInteger"
+                | "QLinearMatMul"
+                | "QLinearConv"
+        )
+    };
+    let scores_of = |output: &str| {
+        let mut value = output.to_string();
+        // a cycle cannot occur in a valid graph; the bound keeps an invalid one from looping
+        for _ in 0..graph.nodes().len() {
+            let Some(node) = graph.producer(&value) else {
+                return false;
+            };
+            let op = node.op_type();
+            if linear(op) {
+                return true;
+            }
+            let next = match op {
+                "Identity" | "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" | "Cast"
+                | "Softmax" | "LogSoftmax" | "Sigmoid" | "Relu" | "GlobalAveragePool"
+                | "GlobalMaxPool" | "AveragePool" | "ReduceMean" | "ReduceMax"
+                | "DequantizeLinear" => node.input.first(),
+                // a bias or a temperature: one operand computed, the other constant
+                "Add" | "Sub" | "Mul" | "Div" => {
+                    let mut computed = node.input.iter().filter(|i| graph.constant(i).is_none());
+                    match (computed.next(), computed.next()) {
+                        // x - b and x / t keep the order; b - x and t / x reverse it
+                        (Some(only), None)
+                            if op == "Add" || op == "Mul" || node.input[0] == *only =>
+                        {
+                            Some(only)
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            let Some(next) = next else {
+                return false;
+            };
+            value = next.clone();
+        }
+        false
+    };
+    model
+        .graph()
+        .output
+        .iter()
+        .map(|o| o.name().to_string())
+        .filter(|o| scores_of(o))
+        .collect()
 }
 
 /// [`compare`] in one engine.
@@ -351,5 +426,62 @@ mod tests {
         assert_eq!(ranges["r"].min, 0.0);
         assert_eq!(ranges["y"].min, -3.0);
         assert_eq!(ranges["y"].max_abs(), 3.0);
+    }
+
+    #[test]
+    fn top1_is_measured_on_class_scores_only() {
+        // two inputs' worth of rows, four classes: a linear layer's scores through Softmax or a
+        // temperature are class scores; an L2-normalized embedding, a Tanh pooler and a
+        // reversed score (b - x) are not
+        let proto = ModelBuilder::new(17)
+            .input("x", DataType::Float, &["2", "3"])
+            .initializer_f32(
+                "w",
+                &[3, 4],
+                &[1.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 2.0, 0.0, 0.0, 1.0, 0.5],
+            )
+            .initializer_f32("b", &[4], &[0.1, 0.2, 0.3, 0.4])
+            .initializer_f32("t", &[], &[2.0])
+            .node("Gemm", &["x", "w", "b"], &["logits"])
+            .node("Softmax", &["logits"], &["probs"])
+            .node("Div", &["logits", "t"], &["tempered"])
+            .node("ReduceL2", &["logits"], &["norm"])
+            .attr(crate::graph::builder::attr_ints("axes", &[-1]))
+            .node("Div", &["logits", "norm"], &["embedding"])
+            .node("Tanh", &["logits"], &["pooled"])
+            .node("Sub", &["t", "logits"], &["reversed"])
+            .output("probs", DataType::Float, &["2", "4"])
+            .output("tempered", DataType::Float, &["2", "4"])
+            .output("embedding", DataType::Float, &["2", "4"])
+            .output("pooled", DataType::Float, &["2", "4"])
+            .output("reversed", DataType::Float, &["2", "4"])
+            .build();
+        let model = Model::from_proto(proto, ".".into());
+        let scores = class_scores(&model);
+        let mut sorted: Vec<&str> = scores.iter().map(String::as_str).collect();
+        sorted.sort();
+        assert_eq!(sorted, ["probs", "tempered"]);
+
+        let x = vec![NamedTensor {
+            name: "x".into(),
+            tensor: Tensor::from(tract_ndarray::arr2(&[[1.0f32, 2.0, 3.0], [-1.0, 0.5, 0.0]])),
+        }];
+        let outputs: Vec<String> = ["probs", "tempered", "embedding", "pooled", "reversed"]
+            .map(String::from)
+            .to_vec();
+        let (_, measured) = compare(
+            &model,
+            &model,
+            &outputs,
+            &BTreeMap::new(),
+            &[&x],
+            EngineChoice::Auto,
+            None,
+        )
+        .unwrap();
+        for o in &outputs {
+            let want = scores.contains(o).then_some(1.0);
+            assert_eq!(measured[o].top1, want, "{o}");
+        }
     }
 }
