@@ -53,11 +53,16 @@ def feeds_for(model_dir, model_path):
     return feeds
 
 
-def latencies_ms(model_paths, feeds, runs):
+def latencies_ms(model_paths, feeds, runs, threads=0, spinning=True):
     """Median latency of each model, measured interleaved: rounds of a few runs of each model
-    in turn (alternating the order), so that machine noise falls on all of them alike."""
+    in turn (alternating the order), so that machine noise falls on all of them alike.
+    `threads` sets onnxruntime's intra-op threads (0: its default, one per core); `spinning`
+    False stops its idle threads from spinning between kernels."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sessions = [ort.InferenceSession(p, options, providers=["CPUExecutionProvider"]) for p in model_paths]
     for s in sessions:
         s.run(None, feeds)

@@ -20,7 +20,15 @@ its result; the others verify nothing.
 
     .venv/bin/pip install onnxconverter-common onnx_ir   # once
     cargo build --release
-    .venv/bin/python bench/quantize_compare.py [--runs 20] [--models a,b]
+    .venv/bin/python bench/quantize_compare.py [--runs 20] [--models a,b] [--model-dir DIR]
+        [--threads N] [--no-spinning]
+
+--model-dir adds a model directory in the layout of ../shared/models (model.onnx and
+test_data_set_N folders), such as the trained MiniLM that tests/interop/minilm_model.py builds.
+Each mode's table also measures the float model a second time (tool "float again"): its ratio
+is the noise floor of that mode's latency figures. On a machine of few cores shared with
+others, onnxruntime's spinning idle threads can cost a model of many small kernels (an int8
+transformer) more than they save; --threads 1 or --no-spinning measures without them.
 """
 
 import argparse
@@ -139,11 +147,16 @@ def main():
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--models", default="")
     parser.add_argument("--modes", default="", help="comma-separated: " + ",".join(MODES))
+    parser.add_argument("--model-dir", action="append", default=[], help="another model directory")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
+    parser.add_argument("--no-spinning", action="store_true", help="onnxruntime's idle threads do not spin")
     args = parser.parse_args()
     modes = {m: t for m, t in MODES.items() if not args.modes or m in args.modes.split(",")}
     wanted = set(filter(None, args.models.split(",")))
     rows = []
-    for src in sorted(glob.glob(os.path.join(SHARED, "models", "*", "model.onnx"))):
+    sources = sorted(glob.glob(os.path.join(SHARED, "models", "*", "model.onnx")))
+    sources += [os.path.join(d, "model.onnx") for d in args.model_dir]
+    for src in sources:
         model_dir = os.path.dirname(src)
         name = os.path.basename(model_dir)
         if wanted and name not in wanted:
@@ -171,7 +184,13 @@ def main():
                         row["error"] = "ort: " + str(e).strip().splitlines()[0][:90]
                     rows.append(row)
                 if made:
-                    ms = latencies_ms([src] + [d for _, d in made], feeds, args.runs)
+                    # the float model again, last: how far two sessions of one file drift apart
+                    control = {"model": name, "mode": mode, "tool": "float again", "cosine": 1.0, "task": "-"}
+                    control.update(bytes=os.path.getsize(src), wall=0.0, rss=0.0)
+                    rows.append(control)
+                    made.append((control, src))
+                    paths = [src] + [d for _, d in made]
+                    ms = latencies_ms(paths, feeds, args.runs, args.threads, not args.no_spinning)
                     for (row, _), t in zip(made, ms[1:]):
                         row["speed"] = t / ms[0]
                         row["ms"] = t

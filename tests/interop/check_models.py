@@ -1,6 +1,7 @@
 """Interop: what the onnx checker and onnxruntime think of mdeploy's converted and optimized models.
 
-For every model in ../shared/models, `mdeploy convert` it and `mdeploy optimize` it, then require that
+For every model in ../shared/models (and every model directory named on the command line),
+`mdeploy convert` it and `mdeploy optimize` it, then require that
   - onnx.checker.check_model(full_check=True) accepts each output (strict shape inference included),
   - onnxruntime loads each, and on every stored test data set gives: for the converted model, the
     outputs it gives for the input (relative error 1e-5); for the optimized model, the stored
@@ -89,6 +90,8 @@ def check_model(name, model_dir, out_dir, command):
 
 def main():
     models = sorted(d for d in glob.glob(os.path.join(SHARED, "models", "*")) if os.path.isfile(os.path.join(d, "model.onnx")))
+    # model directories named on the command line, in the same layout
+    models += sys.argv[1:]
     if not models:
         print(f"no models under {SHARED}/models", file=sys.stderr)
         return 1

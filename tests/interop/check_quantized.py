@@ -1,13 +1,14 @@
 """Interop: what the onnx checker and onnxruntime think of mdeploy's quantized models.
 
-For every model in ../shared/models and every quantization mode, `mdeploy optimize` it (ranges
-measured on the stored test data), then require that
+For every model in ../shared/models (and every model directory named on the command line, such
+as the trained MiniLM tests/interop/minilm_model.py builds) and every quantization mode,
+`mdeploy optimize` it (ranges measured on the stored test data), then require that
   - onnx.checker.check_model(full_check=True) accepts it (strict shape inference included),
   - onnxruntime loads it and, on both stored data sets, each output's cosine similarity to the
     stored float32 reference outputs reaches the mode's floor,
   - the task-level answer holds where the model has one: a classifier's top-1 class, the
     detection map binarized at PP-OCR's 0.3 threshold (at least 99% of pixels agree), the VAD's
-    speech decision at 0.5.
+    speech decision at 0.5, each sentence's nearest other sentence by embedding (MiniLM).
 Thresholds: fp16 keeps ~3 significant digits per op, so 0.999 cosine is its floor (the issue's
 bar, met with margin on every model); int8 dynamic quantizes MatMul/Gemm weights per channel
 and activations per tensor at run time: 0.98 (the issue's bar); int8 static (QDQ) is calibrated on
@@ -47,8 +48,16 @@ MODES = {
     "int4": {"args": ["--int4", "weight-only"], "min_cosine": 0.98, "fused": "MatMulNBits"},
 }
 
-# int4: the MatMuls with a constant weight each model has (all must be quantized and fused)
-INT4_MATMULS = {"bert_tiny_random": 12}
+# int4: how many MatMuls with a constant weight each model has int4 (every one must be fused):
+# all of bert_tiny_random's 12; of the trained MiniLM's 36, the accuracy search returns to float
+# those 4 bits cost most (12 stay int4 at the time of writing; fewer than 8 means it got worse)
+INT4_MATMULS = {"bert_tiny_random": (12, 12), "minilm_l6": (8, 36)}
+
+# int8 dynamic: the fewest MatMuls each model must keep int8 (MatMulInteger) within the accuracy
+# target: bert_tiny_random's 12 and its pooler's Gemm; on the trained MiniLM all 36 stay int8
+# (cosine 0.9905), where a classifier's top-1 measure applied to its sentence embedding once
+# returned 33 of them to float
+INT8_MATMULS = {"bert_tiny_random": 13, "minilm_l6": 36}
 
 # task-level checks: output name -> (kind, parameter)
 TASKS = {
@@ -60,6 +69,8 @@ TASKS = {
     "mtcnn_onet": {"softmax_2": ("top1", None)},
     "ppocr_v4_det": {"sigmoid_0.tmp_0": ("threshold", 0.3)},
     "silero_vad_16k_sequence": {"speech_probs": ("threshold", 0.5)},
+    # built by tests/interop/minilm_model.py: each sentence's nearest other sentence in the batch
+    "minilm_l6": {"sentence_embedding": ("nearest", None)},
 }
 
 
@@ -73,6 +84,15 @@ def cosine(a, b):
 
 
 def task_problem(kind, param, want, got):
+    if kind == "nearest":
+        def nearest(e):
+            e = e / np.linalg.norm(e, axis=1, keepdims=True)
+            sims = e @ e.T
+            np.fill_diagonal(sims, -np.inf)
+            return np.argmax(sims, axis=1)
+
+        w, g = nearest(want), nearest(got)
+        return None if np.array_equal(w, g) else f"nearest sentences {g.tolist()} != {w.tolist()}"
     if kind == "top1":
         w = np.argmax(want.reshape(want.shape[0], -1), axis=1)
         g = np.argmax(got.reshape(got.shape[0], -1), axis=1)
@@ -106,6 +126,10 @@ def check(name, model_dir, out_dir, mode, spec):
         session = ort.InferenceSession(dst, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001
         return problems + [f"onnxruntime cannot load it: {str(e).splitlines()[0]}"]
+    if mode == "int8" and name in INT8_MATMULS:
+        integer = sum(1 for n in onnx.load(dst).graph.node if n.op_type == "MatMulInteger")
+        if integer < INT8_MATMULS[name]:
+            problems.append(f"{integer} MatMuls int8, expected at least {INT8_MATMULS[name]}")
     if spec.get("fused"):
         blocked = sum(
             1
@@ -118,8 +142,9 @@ def check(name, model_dir, out_dir, mode, spec):
         fused = sum(1 for n in onnx.load(fused_path).graph.node if n.op_type == spec["fused"])
         if fused != blocked:
             problems.append(f"onnxruntime fused {fused} of {blocked} blocked weights into {spec['fused']}")
-        if blocked != INT4_MATMULS.get(name, 0):
-            problems.append(f"{blocked} blocked weights, expected {INT4_MATMULS.get(name, 0)}")
+        least, most = INT4_MATMULS.get(name, (0, 0))
+        if not least <= blocked <= most:
+            problems.append(f"{blocked} blocked weights, expected {least} to {most}")
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     worst = 1.0
@@ -178,6 +203,8 @@ def ragged_int4(out_dir):
 def main():
     failures = 0
     models = sorted(glob.glob(os.path.join(SHARED, "models", "*", "model.onnx")))
+    # model directories named on the command line, in the same layout
+    models += [os.path.join(d, "model.onnx") for d in sys.argv[1:]]
     with tempfile.TemporaryDirectory() as out_dir:
         for path in models:
             model_dir = os.path.dirname(path)

@@ -115,7 +115,9 @@ def check(name, model_path, data_dirs, out_dir):
 
 def main():
     models = sorted(glob.glob(os.path.join(SHARED, "models", "*", "model.onnx")))
-    models += sys.argv[1:]
+    # models named on the command line: a model.onnx, or a directory in the layout of
+    # ../shared/models
+    models += [a if a.endswith(".onnx") else os.path.join(a, "model.onnx") for a in sys.argv[1:]]
     if not models:
         print(f"no models under {SHARED}/models")
         return 1
