@@ -1163,4 +1163,134 @@ mod tests {
         let a: AccuracyOutcome = serde_json::from_str(&exact).unwrap();
         assert_eq!(a.achieved_sqnr_db, f64::INFINITY);
     }
+
+    /// A quantizer whose nodes each add a known error: node k of a chain of Adds reads a
+    /// zero vector in float and a Walsh-Hadamard row scaled by its amplitude when
+    /// "quantized". The rows are orthogonal to each other and to the input (all ones), so the
+    /// output's cosine is exactly 1 / sqrt(1 + the sum of the squared amplitudes kept).
+    struct Noisy {
+        quantized: Vec<String>,
+    }
+
+    impl QuantizedNodes for Noisy {
+        fn quantized_outputs(&self) -> Vec<String> {
+            self.quantized.clone()
+        }
+    }
+
+    #[test]
+    fn the_search_returns_the_fewest_most_harmful_nodes_that_meet_the_target() {
+        use crate::graph::builder::{ModelBuilder, tensor_f32};
+        use crate::onnx::DataType;
+        use tract_onnx::prelude::{Tensor, tract_ndarray};
+        const N: usize = 64;
+        let amplitudes = [0.03f32, 0.005, 0.02, 0.004, 0.025, 0.003];
+        let value = |k: usize| format!("v{k}");
+        let build = |reverted: &std::collections::BTreeMap<String, String>, float: bool| {
+            let mut b = ModelBuilder::new(17).input("x", DataType::Float, &["1", "64"]);
+            let mut quantized = Vec::new();
+            for (k, a) in amplitudes.iter().enumerate() {
+                let noisy = !float && !reverted.contains_key(&value(k));
+                let row: Vec<f32> = (0..N)
+                    .map(|i| {
+                        let sign = if ((i & (k + 1)).count_ones() % 2) == 0 {
+                            1.0
+                        } else {
+                            -1.0
+                        };
+                        if noisy { a * sign } else { 0.0 }
+                    })
+                    .collect();
+                if noisy {
+                    quantized.push(value(k));
+                }
+                let from = if k == 0 {
+                    "x".to_string()
+                } else {
+                    value(k - 1)
+                };
+                b = b
+                    .initializer(tensor_f32(&format!("z{k}"), &[N as i64], &row))
+                    .node("Add", &[&from, &format!("z{k}")], &[&value(k)]);
+            }
+            let last = value(amplitudes.len() - 1);
+            let proto = b
+                .node("Identity", &[&last], &["y"])
+                .output("y", DataType::Float, &["1", "64"])
+                .build();
+            (Model::from_proto(proto, ".".into()), Noisy { quantized })
+        };
+        let none = std::collections::BTreeMap::new();
+        let (float, _) = build(&none, true);
+        let sample = vec![NamedTensor {
+            name: "x".into(),
+            tensor: Tensor::from(tract_ndarray::Array2::<f32>::ones((1, N))),
+        }];
+        let samples = [sample.as_slice()];
+        let calibration = Calibration {
+            samples: &samples,
+            evaluation: &samples,
+            engine: EngineChoice::Auto,
+            origin: "test".into(),
+        };
+        // all kept: 1/sqrt(1 + 1.975e-3) = 0.99901; without the three largest (0.03, 0.025,
+        // 0.02): 0.999975; without two: 0.999775
+        let target = AccuracyTarget::parse("cos=0.9999").unwrap();
+        let rank = |r: &Noisy, _: &std::collections::BTreeMap<String, ranges::Agreement>| {
+            let mut ranked: Vec<(String, f64)> = r
+                .quantized
+                .iter()
+                .map(|o| {
+                    (
+                        o.clone(),
+                        f64::from(amplitudes[o[1..].parse::<usize>().unwrap()]),
+                    )
+                })
+                .collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+            ranked
+        };
+        let outcome = search_within_target(
+            &float,
+            &["y".to_string()],
+            target,
+            "int8",
+            &calibration,
+            |reverted| {
+                let (model, report) = build(reverted, false);
+                Ok((model, report, std::collections::BTreeMap::new()))
+            },
+            rank,
+        )
+        .unwrap();
+        assert!(outcome.met);
+        let reverted: Vec<&str> = outcome.reverted.keys().map(String::as_str).collect();
+        assert_eq!(reverted, ["v0", "v2", "v4"]);
+        assert!(outcome.reverted["v0"].contains("returned to float"));
+        assert_eq!(outcome.best.report.quantized, ["v1", "v3", "v5"]);
+        assert!((outcome.best.measured["y"].cosine - 0.999975).abs() < 1e-5);
+        // all (misses), then 3 (meets), 1 and 2 (miss): bisection over six
+        assert_eq!(outcome.rounds, 4);
+
+        // a target only the float model meets (no int8 node keeps 200 dB): every node returns,
+        // in a last round after the bisection (3, 4 and 5 miss)
+        let exact = AccuracyTarget::parse("cos=0.9999,sqnr=200").unwrap();
+        let outcome = search_within_target(
+            &float,
+            &["y".to_string()],
+            exact,
+            "int8",
+            &calibration,
+            |reverted| {
+                let (model, report) = build(reverted, false);
+                Ok((model, report, std::collections::BTreeMap::new()))
+            },
+            rank,
+        )
+        .unwrap();
+        assert!(outcome.met, "an exact result meets any SQNR");
+        assert_eq!(outcome.reverted.len(), amplitudes.len());
+        assert!(outcome.best.report.quantized.is_empty());
+        assert_eq!(outcome.rounds, 5);
+    }
 }
