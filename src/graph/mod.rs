@@ -12,7 +12,7 @@ mod check;
 mod constant;
 
 use std::borrow::Cow;
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 
@@ -209,15 +209,14 @@ pub struct Graph {
     index: OnceCell<UseDef>,
     /// Names defined in the enclosing graphs (for a subgraph): a new name must not shadow them.
     outer: HashSet<String>,
+    /// Names [`Graph::fresh_name`] handed out, which the caller may not have put in the graph
+    /// yet (nodes built first and inserted together): none is handed out twice.
+    handed_out: RefCell<HashSet<String>>,
 }
 
 impl Graph {
     pub fn new(proto: GraphProto) -> Graph {
-        Graph {
-            proto,
-            index: OnceCell::new(),
-            outer: HashSet::new(),
-        }
+        Graph::in_scope(proto, HashSet::new())
     }
 
     /// A subgraph being edited, inside enclosing graphs that define `outer`.
@@ -226,6 +225,7 @@ impl Graph {
             proto,
             index: OnceCell::new(),
             outer,
+            handed_out: RefCell::new(HashSet::new()),
         }
     }
 
@@ -370,13 +370,18 @@ impl Graph {
     pub fn fresh_name(&self, base: &str) -> String {
         let mut used = self.all_names();
         used.extend(self.outer.iter().cloned());
-        if !used.contains(base) {
-            return base.to_string();
-        }
-        (1..)
-            .map(|k| format!("{base}_{k}"))
-            .find(|c| !used.contains(c))
-            .expect("unbounded")
+        let mut handed_out = self.handed_out.borrow_mut();
+        let free = |c: &str| !used.contains(c) && !handed_out.contains(c);
+        let name = if free(base) {
+            base.to_string()
+        } else {
+            (1..)
+                .map(|k| format!("{base}_{k}"))
+                .find(|c| free(c))
+                .expect("unbounded")
+        };
+        handed_out.insert(name.clone());
+        name
     }
 
     /// Adds `tensor` as an initializer under a fresh name derived from `base`; returns the name.

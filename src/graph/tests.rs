@@ -158,6 +158,9 @@ fn fresh_names_do_not_collide() {
     let name = g.add_initializer("a", tensor_f32("", &[1], &[0.0]));
     assert_eq!(name, "a_1");
     assert!(g.initializer("a_1").is_some());
+    // names handed out for nodes not yet in the graph are not handed out again
+    assert_eq!(g.fresh_name("pending"), "pending");
+    assert_eq!(g.fresh_name("pending"), "pending_1");
 }
 
 /// A new name in a subgraph took only the subgraph's own names into account, so it could

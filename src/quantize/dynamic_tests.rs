@@ -290,6 +290,31 @@ fn an_embedding_table_becomes_int8_rows_with_a_scale_each() {
     assert!(d < 0.01, "int8 rows drifted by {d}");
 }
 
+/// An embedding read straight by a MatMul: the Gather's row scales and the MatMul's dynamic
+/// scale were both named from the Gather's output ("y_scale"), before either node was in the
+/// graph, and the result defined one value twice (found on a BERT-size stack of MatMuls).
+#[test]
+fn an_embedding_read_by_a_quantized_matmul_gets_names_of_its_own() {
+    let before = ModelBuilder::new(17)
+        .input("ids", DataType::Int64, &["2", "5"])
+        .initializer_f32("E", &[40, 32], &weights(1280, 0.05))
+        .initializer_f32("W", &[32, 16], &weights(512, 0.02))
+        .node("Gather", &["E", "ids"], &["y"])
+        .node("MatMul", &["y", "W"], &["z"])
+        .output("z", DataType::Float, &["2", "5", "16"])
+        .build();
+    let mut m = model(before.clone());
+    let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
+    assert_eq!(report.quantized.len(), 2);
+    let mut defined = std::collections::HashSet::new();
+    for o in m.graph().node.iter().flat_map(|n| &n.output) {
+        assert!(defined.insert(o.clone()), "'{o}' is defined twice");
+    }
+    assert!(Inference::of_model(&m).type_errors(&m).is_empty());
+    let d = max_difference(&before, &m.proto);
+    assert!(d < 0.05, "int8 drifted by {d}");
+}
+
 /// An integer lookup table read by a Gather is not an embedding: it stays as it is (a review
 /// found it rewritten to float).
 #[test]
