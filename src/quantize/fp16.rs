@@ -50,6 +50,10 @@ pub const FP16_MAX: f32 = 65504.0;
 pub const OVERFLOW_MARGIN: f32 = 4.0;
 /// A weight whose nonzero values would flush to zero in more than this fraction stays float32.
 pub const MAX_FLUSHED_FRACTION: f64 = 0.01;
+
+/// The largest magnitude float16 rounds to zero: 2^-25, half its smallest subnormal (2^-24),
+/// which rounds to even, zero. Anything larger rounds to 2^-24 at least.
+const HALF_FLUSHES_AT_MOST: f32 = f32::from_bits(0x3300_0000);
 /// Values of at most this many elements that feed a shape computation stay float32 with it.
 const SHAPE_LIKE_ELEMENTS: i64 = 64;
 
@@ -434,7 +438,9 @@ impl Converter<'_> {
                 max_abs = max_abs.max(v.abs());
                 if v != 0.0 {
                     nonzero += 1;
-                    if f16::from_f32(v) == f16::ZERO || f16::from_f32(v) == f16::NEG_ZERO {
+                    // by magnitude: a float16 conversion per value (one call into F16C code
+                    // each) took a minute on a BERT-size model
+                    if v.abs() <= HALF_FLUSHES_AT_MOST {
                         flushed += 1;
                     }
                 }
@@ -849,16 +855,21 @@ fn set_elem_type(vi: &mut crate::onnx::proto::ValueInfoProto, t: DataType) {
 /// A float32 tensor as float16, rounded to nearest, stored inline.
 fn to_half(t: &TensorProto, ctx: &PassContext) -> Result<TensorProto, QuantizeError> {
     let values = ctx.tensor_data(t)?.f32s()?;
-    let mut raw = Vec::with_capacity(values.len() * 2);
-    for v in values {
-        raw.extend_from_slice(&f16::from_f32(v).to_le_bytes());
-    }
     Ok(crate::graph::builder::raw_tensor(
         t.name(),
         DataType::Float16,
         &t.dims,
-        raw,
+        half_bytes(&values),
     ))
+}
+
+/// `values` as little-endian float16, rounded to nearest, converted in bulk: the slice
+/// conversion runs F16C on whole vectors, where one call per value cost about 50x more.
+fn half_bytes(values: &[f32]) -> Vec<u8> {
+    use half::slice::HalfFloatSliceExt;
+    let mut halves = vec![f16::ZERO; values.len()];
+    halves.convert_from_f32_slice(values);
+    halves.iter().flat_map(|h| h.to_le_bytes()).collect()
 }
 
 #[cfg(test)]

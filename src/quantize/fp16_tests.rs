@@ -148,6 +148,54 @@ fn weights_that_would_flush_to_zero_stay_float32() {
     assert_eq!(report.nodes_float16, 0);
 }
 
+/// The flush rule by magnitude and the bulk conversion give what converting each value alone
+/// gives, at float16's edges (around its smallest subnormal, its largest value, ties).
+#[test]
+fn bulk_conversion_and_the_flush_rule_match_one_value_at_a_time() {
+    let limit = HALF_FLUSHES_AT_MOST;
+    let mut values = vec![
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        65504.0,
+        65520.0,
+        1e6,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        // float16's step above 1, and half of it (a tie, to even)
+        1.0 + 2f32.powi(-10),
+        1.0 + 2f32.powi(-11),
+        // its smallest subnormal
+        2f32.powi(-24),
+        1e-9,
+        3e-5,
+    ];
+    for v in [
+        limit,
+        -limit,
+        limit.next_up(),
+        limit.next_down(),
+        2.0 * limit,
+    ] {
+        values.push(v);
+    }
+    values.extend((0..2000).map(|k| ((k * 7919 % 4001) as f32 - 2000.0) * 1.7e-3));
+    let bulk = half_bytes(&values);
+    for (k, &v) in values.iter().enumerate() {
+        let one = f16::from_f32(v);
+        let got = f16::from_le_bytes([bulk[2 * k], bulk[2 * k + 1]]);
+        assert!(
+            one.to_bits() == got.to_bits(),
+            "{v}: {one} one at a time, {got} in bulk"
+        );
+        if v != 0.0 && !v.is_nan() {
+            assert_eq!(v.abs() <= limit, one == f16::ZERO, "{v} flushes to {one}");
+        }
+    }
+}
+
 #[test]
 fn an_activation_that_overflows_float16_stays_float32_with_its_readers() {
     // x -> Mul(1000) -> Mul(1000) = p (huge) -> ReduceMean -> y
