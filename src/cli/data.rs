@@ -22,8 +22,8 @@ pub struct DataArgs {
     pub input_shapes: Vec<String>,
     /// Engine that runs the models: tract, ort (onnxruntime, loaded from ORT_DYLIB_PATH or the
     /// onnxruntime Python package), or auto (tract, and onnxruntime where tract cannot run the
-    /// model; onnxruntime first for a float16 model, which tract runs slowly). `tract,ort` runs
-    /// with tract and also reports how far onnxruntime disagrees.
+    /// model; onnxruntime first for a float16, 4-bit or int8 model, which it runs faster).
+    /// `tract,ort` runs with tract and also reports how far onnxruntime disagrees.
     #[arg(long, default_value = "auto", value_name = "ENGINE")]
     pub engine: String,
 }

@@ -407,6 +407,43 @@ impl InputDesc {
 mod tests {
     use super::PlanCache;
 
+    /// `auto` runs a float16, 4-bit or int8 model in onnxruntime first (where it is installed,
+    /// as in `.ci/run`), a float model in tract first.
+    #[test]
+    fn auto_runs_reduced_precision_models_in_onnxruntime_first() {
+        use super::{EngineKind, auto_order, ort_available};
+        use crate::graph::builder::{ModelBuilder, raw_tensor};
+        use crate::onnx::{DataType, Model};
+        let with = |op: &str, inputs: &[&str], dtype: DataType| {
+            let proto = ModelBuilder::new(17)
+                .input("x", DataType::Float, &["4"])
+                .initializer(raw_tensor(
+                    "w",
+                    dtype,
+                    &[],
+                    vec![0; dtype.bits().unwrap_or(8).div_ceil(8)],
+                ))
+                .initializer_f32("s", &[], &[0.5])
+                .node(op, inputs, &["y"])
+                .output("y", DataType::Float, &["4"])
+                .build();
+            auto_order(&Model::from_proto(proto, ".".into()))
+        };
+        let reduced = if ort_available() {
+            [EngineKind::Ort, EngineKind::Tract]
+        } else {
+            [EngineKind::Tract, EngineKind::Ort]
+        };
+        let float = with("Mul", &["x", "w"], DataType::Float);
+        assert_eq!(float, [EngineKind::Tract, EngineKind::Ort]);
+        assert_eq!(with("Mul", &["x", "w"], DataType::Float16), reduced);
+        // an int8 weight dequantized: onnxruntime's int8 kernels
+        assert_eq!(
+            with("DequantizeLinear", &["w", "s"], DataType::Int8),
+            reduced
+        );
+    }
+
     #[test]
     fn plan_cache_keeps_the_most_recently_used_and_no_more() {
         let mut cache = PlanCache::new(2);
