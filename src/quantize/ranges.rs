@@ -209,30 +209,50 @@ pub fn compare(
 }
 
 /// The graph outputs that are class scores, whose top-1 class is the model's answer: those
-/// computed by a linear layer (Gemm, MatMul, Conv, or their integer forms) through nothing but
-/// what keeps the largest class the largest (a bias or a constant scale, an activation such as
-/// Softmax, Sigmoid or Relu, global pooling, a reshape). An embedding (mean pooling over tokens,
-/// an L2 norm, BERT's Tanh pooler) has the shape of class scores, but its largest element is no
-/// answer, and its top-1 agreement is no measure of accuracy.
+/// computed by a linear layer (Gemm, MatMul, Conv, QLinearMatMul, QLinearConv) through nothing
+/// but what keeps the largest class the largest (a constant bias, a positive constant scale, an
+/// activation such as Softmax, Sigmoid or Relu, global pooling, a reshape, quantization). An
+/// embedding (mean pooling over tokens, an L2 norm, BERT's Tanh pooler) has the shape of class
+/// scores, but its largest element is no answer, and its top-1 agreement is no measure of
+/// accuracy. A regression head (a box's offsets from a Gemm) is not told apart from scores.
 pub fn class_scores(model: &Model) -> HashSet<String> {
-    let graph = crate::graph::Graph::new(model.graph().clone());
+    let g = model.graph();
+    let producer: std::collections::HashMap<&str, &crate::onnx::proto::NodeProto> = g
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
+        .collect();
+    let fed: HashSet<&str> = g.input.iter().map(|i| i.name()).collect();
+    // a constant: an initializer no input overrides, or a Constant node's output
+    let initializer = |name: &str| {
+        g.initializer
+            .iter()
+            .find(|t| t.name() == name && !fed.contains(name))
+    };
+    let is_constant = |name: &str| {
+        initializer(name).is_some()
+            || producer
+                .get(name)
+                .is_some_and(|n| crate::graph::constant_tensor(n).is_some())
+    };
+    let values = |name: &str| {
+        let tensor = match initializer(name) {
+            Some(t) => t.clone(),
+            None => crate::graph::constant_tensor(producer.get(name)?)?,
+        };
+        model.tensor_data(&tensor).ok()?.to_f64_lossy()
+    };
     let linear = |op: &str| {
         matches!(
             op,
-            "Gemm"
-                | "MatMul"
-                | "Conv"
-                | "MatMulInteger"
-                | "ConvInteger"
-                | "QLinearMatMul"
-                | "QLinearConv"
+            "Gemm" | "MatMul" | "Conv" | "QLinearMatMul" | "QLinearConv"
         )
     };
     let scores_of = |output: &str| {
-        let mut value = output.to_string();
+        let mut value = output;
         // a cycle cannot occur in a valid graph; the bound keeps an invalid one from looping
-        for _ in 0..graph.nodes().len() {
-            let Some(node) = graph.producer(&value) else {
+        for _ in 0..g.node.len() {
+            let Some(node) = producer.get(value) else {
                 return false;
             };
             let op = node.op_type();
@@ -243,32 +263,38 @@ pub fn class_scores(model: &Model) -> HashSet<String> {
                 "Identity" | "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" | "Cast"
                 | "Softmax" | "LogSoftmax" | "Sigmoid" | "Relu" | "GlobalAveragePool"
                 | "GlobalMaxPool" | "AveragePool" | "ReduceMean" | "ReduceMax"
-                | "DequantizeLinear" => node.input.first(),
-                // a bias or a temperature: one operand computed, the other constant
+                | "QuantizeLinear" | "DequantizeLinear" => node.input.first(),
+                // a bias or a temperature: one operand computed, the other constant; x - b and
+                // x / t keep the order, b - x, t / x and a scale of zero or below do not
                 "Add" | "Sub" | "Mul" | "Div" => {
-                    let mut computed = node.input.iter().filter(|i| graph.constant(i).is_none());
-                    match (computed.next(), computed.next()) {
-                        // x - b and x / t keep the order; b - x and t / x reverse it
-                        (Some(only), None)
-                            if op == "Add" || op == "Mul" || node.input[0] == *only =>
-                        {
-                            Some(only)
+                    let mut computed = node.input.iter().filter(|i| !is_constant(i));
+                    let only = match (computed.next(), computed.next()) {
+                        (Some(only), None) => only,
+                        _ => return false,
+                    };
+                    let other = node.input.iter().find(|i| *i != only);
+                    let keeps_order = match op {
+                        "Add" => true,
+                        "Sub" => node.input[0] == *only,
+                        _ => {
+                            let positive = other
+                                .and_then(|o| values(o))
+                                .is_some_and(|v| !v.is_empty() && v.iter().all(|x| *x > 0.0));
+                            positive && (op == "Mul" || node.input[0] == *only)
                         }
-                        _ => None,
-                    }
+                    };
+                    keeps_order.then_some(only)
                 }
                 _ => None,
             };
             let Some(next) = next else {
                 return false;
             };
-            value = next.clone();
+            value = next.as_str();
         }
         false
     };
-    model
-        .graph()
-        .output
+    g.output
         .iter()
         .map(|o| o.name().to_string())
         .filter(|o| scores_of(o))
@@ -431,8 +457,8 @@ mod tests {
     #[test]
     fn top1_is_measured_on_class_scores_only() {
         // two inputs' worth of rows, four classes: a linear layer's scores through Softmax or a
-        // temperature are class scores; an L2-normalized embedding, a Tanh pooler and a
-        // reversed score (b - x) are not
+        // temperature are class scores; an L2-normalized embedding, a Tanh pooler, reversed
+        // scores (b - x, x times -1, t / x) and a sum of two computed values are not
         let proto = ModelBuilder::new(17)
             .input("x", DataType::Float, &["2", "3"])
             .initializer_f32(
@@ -450,11 +476,18 @@ mod tests {
             .node("Div", &["logits", "norm"], &["embedding"])
             .node("Tanh", &["logits"], &["pooled"])
             .node("Sub", &["t", "logits"], &["reversed"])
+            .initializer_f32("negative", &[], &[-1.0])
+            .node("Mul", &["logits", "negative"], &["negated"])
+            .node("Div", &["t", "logits"], &["reciprocal"])
+            .node("Add", &["logits", "pooled"], &["mixed"])
             .output("probs", DataType::Float, &["2", "4"])
             .output("tempered", DataType::Float, &["2", "4"])
             .output("embedding", DataType::Float, &["2", "4"])
             .output("pooled", DataType::Float, &["2", "4"])
             .output("reversed", DataType::Float, &["2", "4"])
+            .output("negated", DataType::Float, &["2", "4"])
+            .output("reciprocal", DataType::Float, &["2", "4"])
+            .output("mixed", DataType::Float, &["2", "4"])
             .build();
         let model = Model::from_proto(proto, ".".into());
         let scores = class_scores(&model);
@@ -466,9 +499,18 @@ mod tests {
             name: "x".into(),
             tensor: Tensor::from(tract_ndarray::arr2(&[[1.0f32, 2.0, 3.0], [-1.0, 0.5, 0.0]])),
         }];
-        let outputs: Vec<String> = ["probs", "tempered", "embedding", "pooled", "reversed"]
-            .map(String::from)
-            .to_vec();
+        let outputs: Vec<String> = [
+            "probs",
+            "tempered",
+            "embedding",
+            "pooled",
+            "reversed",
+            "negated",
+            "reciprocal",
+            "mixed",
+        ]
+        .map(String::from)
+        .to_vec();
         let (_, measured) = compare(
             &model,
             &model,

@@ -121,6 +121,16 @@ impl Engine {
 /// network a second takes in onnxruntime; tract has no 4-bit types at all; tract's integer
 /// MatMul sums rows in a scalar reduce that took a third of a BERT-size model's quantization.
 pub fn auto_order(model: &Model) -> [EngineKind; 2] {
+    if reduced_precision(model) && available(EngineKind::Ort) {
+        [EngineKind::Ort, EngineKind::Tract]
+    } else {
+        [EngineKind::Tract, EngineKind::Ort]
+    }
+}
+
+/// Whether `model` computes in float16, holds 4-bit weights or runs int8 kernels (standard
+/// ONNX's or onnxruntime's contrib ops), in its main graph or any If/Loop/Scan body.
+pub fn reduced_precision(model: &Model) -> bool {
     use crate::onnx::DataType::{Float16, Int4, Uint4};
     // weights in Constant nodes and in If/Loop/Scan bodies count too
     fn holds(g: &crate::onnx::proto::GraphProto) -> bool {
@@ -130,16 +140,19 @@ pub fn auto_order(model: &Model) -> [EngineKind; 2] {
                 .any(|d| t.data_type() == d.code())
         };
         let int8 = |n: &crate::onnx::proto::NodeProto| {
-            matches!(
-                n.op_type(),
-                "QuantizeLinear"
-                    | "DequantizeLinear"
-                    | "DynamicQuantizeLinear"
-                    | "MatMulInteger"
-                    | "ConvInteger"
-                    | "QLinearConv"
-                    | "QLinearMatMul"
-            )
+            n.op_type().starts_with("QLinear")
+                || matches!(
+                    n.op_type(),
+                    "QuantizeLinear"
+                        | "DequantizeLinear"
+                        | "DynamicQuantizeLinear"
+                        | "MatMulInteger"
+                        | "ConvInteger"
+                        | "MatMulIntegerToFloat"
+                        | "DynamicQuantizeMatMul"
+                        | "QGemm"
+                        | "QAttention"
+                )
         };
         g.initializer.iter().any(of_kind)
             || g.node.iter().any(|n| {
@@ -148,12 +161,7 @@ pub fn auto_order(model: &Model) -> [EngineKind; 2] {
                     || crate::graph::subgraphs(n).any(holds)
             })
     }
-    let ort_first = holds(model.graph());
-    if ort_first && available(EngineKind::Ort) {
-        [EngineKind::Ort, EngineKind::Tract]
-    } else {
-        [EngineKind::Tract, EngineKind::Ort]
-    }
+    holds(model.graph())
 }
 
 /// Whether onnxruntime's library can be found.

