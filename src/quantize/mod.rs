@@ -1250,19 +1250,22 @@ mod tests {
             ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
             ranked
         };
-        let outcome = search_within_target(
-            &float,
-            &["y".to_string()],
-            target,
-            "int8",
-            &calibration,
-            |reverted| {
-                let (model, report) = build(reverted, false);
-                Ok((model, report, std::collections::BTreeMap::new()))
-            },
-            rank,
-        )
-        .unwrap();
+        let search = |target| {
+            search_within_target(
+                &float,
+                &["y".to_string()],
+                target,
+                "int8",
+                &calibration,
+                |reverted| {
+                    let (model, report) = build(reverted, false);
+                    Ok((model, report, std::collections::BTreeMap::new()))
+                },
+                rank,
+            )
+            .unwrap()
+        };
+        let outcome = search(target);
         assert!(outcome.met);
         let reverted: Vec<&str> = outcome.reverted.keys().map(String::as_str).collect();
         assert_eq!(reverted, ["v0", "v2", "v4"]);
@@ -1274,20 +1277,7 @@ mod tests {
 
         // a target only the float model meets (no int8 node keeps 200 dB): every node returns,
         // in a last round after the bisection (3, 4 and 5 miss)
-        let exact = AccuracyTarget::parse("cos=0.9999,sqnr=200").unwrap();
-        let outcome = search_within_target(
-            &float,
-            &["y".to_string()],
-            exact,
-            "int8",
-            &calibration,
-            |reverted| {
-                let (model, report) = build(reverted, false);
-                Ok((model, report, std::collections::BTreeMap::new()))
-            },
-            rank,
-        )
-        .unwrap();
+        let outcome = search(AccuracyTarget::parse("cos=0.9999,sqnr=200").unwrap());
         assert!(outcome.met, "an exact result meets any SQNR");
         assert_eq!(outcome.reverted.len(), amplitudes.len());
         assert!(outcome.best.report.quantized.is_empty());

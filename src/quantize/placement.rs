@@ -32,11 +32,12 @@
 //! the model runs at on the calibration data (its first sample).
 //!
 //! The constants are onnxruntime 1.31.1's CPU kernels on a 2-core x86-64 Xeon with AVX-512
-//! VNNI and AMX (which its int8 kernels use), measured per node with its profiler on mobilenet_v3_small (int8 and float Convs of the same
-//! shapes; QuantizeLinear, DequantizeLinear and Transpose over 10⁴ to 10⁵ elements): a 1x1 Conv
-//! saves about a third of its time in int8 (28 against 19 ps per MAC), a 5x5 depthwise Conv of
-//! 576 channels at 7x7 takes 72 µs in int8 against 56 µs in float, and a QuantizeLinear or a
-//! DequantizeLinear with its Transpose takes about 0.8 ns per element plus a few µs per kernel.
+//! VNNI and AMX (which its int8 kernels use), measured per node with its profiler on
+//! mobilenet_v3_small (int8 and float Convs of the same shapes; QuantizeLinear,
+//! DequantizeLinear and Transpose over 10⁴ to 10⁵ elements): a 1x1 Conv saves about a third of
+//! its time in int8 (28 against 19 ps per MAC), a 5x5 depthwise Conv of 576 channels at 7x7
+//! takes 72 µs in int8 against 56 µs in float, and a QuantizeLinear or a DequantizeLinear with
+//! its Transpose takes about 0.8 ns per element plus a few µs per kernel.
 //! Runtimes that keep int8 layouts and fuse around them where onnxruntime's CPU provider
 //! converts (accelerators, other CPU runtimes) want every node int8: [`Placement::All`].
 

@@ -88,10 +88,15 @@ def check_model(name, model_dir, out_dir, command):
     return problems
 
 
+def model_paths(named):
+    """The model.onnx of every model in ../shared/models, then of each model named on the command
+    line: a model.onnx, or a directory in the same layout (model.onnx, test_data_set_N)."""
+    models = sorted(glob.glob(os.path.join(SHARED, "models", "*", "model.onnx")))
+    return models + [a if a.endswith(".onnx") else os.path.join(a, "model.onnx") for a in named]
+
+
 def main():
-    models = sorted(d for d in glob.glob(os.path.join(SHARED, "models", "*")) if os.path.isfile(os.path.join(d, "model.onnx")))
-    # model directories named on the command line, in the same layout
-    models += sys.argv[1:]
+    models = [os.path.dirname(p) for p in model_paths(sys.argv[1:])]
     if not models:
         print(f"no models under {SHARED}/models", file=sys.stderr)
         return 1

@@ -31,7 +31,7 @@ import onnx
 import onnxruntime as ort
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from check_models import MDEPLOY, SHARED, load_set  # noqa: E402
+from check_models import MDEPLOY, load_set, model_paths  # noqa: E402
 
 MODES = {
     "fp16": {"args": ["--fp16"], "min_cosine": 0.999},
@@ -116,8 +116,9 @@ def check(name, model_dir, out_dir, mode, spec):
     if proc.returncode != 0:
         return [f"optimize {' '.join(spec['args'])} failed ({proc.returncode}): {proc.stderr.strip()}"]
     problems = []
+    written = onnx.load(dst)
     try:
-        onnx.checker.check_model(onnx.load(dst), full_check=True)
+        onnx.checker.check_model(written, full_check=True)
     except Exception as e:  # noqa: BLE001
         problems.append(f"onnx checker: {str(e).splitlines()[0]}")
     options = ort.SessionOptions()
@@ -127,13 +128,13 @@ def check(name, model_dir, out_dir, mode, spec):
     except Exception as e:  # noqa: BLE001
         return problems + [f"onnxruntime cannot load it: {str(e).splitlines()[0]}"]
     if mode == "int8" and name in INT8_MATMULS:
-        integer = sum(1 for n in onnx.load(dst).graph.node if n.op_type == "MatMulInteger")
+        integer = sum(1 for n in written.graph.node if n.op_type == "MatMulInteger")
         if integer < INT8_MATMULS[name]:
             problems.append(f"{integer} MatMuls int8, expected at least {INT8_MATMULS[name]}")
     if spec.get("fused"):
         blocked = sum(
             1
-            for n in onnx.load(dst).graph.node
+            for n in written.graph.node
             if n.op_type == "DequantizeLinear" and any(a.name == "block_size" for a in n.attribute)
         )
         fused_path = os.path.join(out_dir, f"{name}.{mode}.ort.onnx")
@@ -204,9 +205,7 @@ def ragged_int4(out_dir):
 
 def main():
     failures = 0
-    models = sorted(glob.glob(os.path.join(SHARED, "models", "*", "model.onnx")))
-    # model directories named on the command line, in the same layout
-    models += [os.path.join(d, "model.onnx") for d in sys.argv[1:]]
+    models = model_paths(sys.argv[1:])
     with tempfile.TemporaryDirectory() as out_dir:
         for path in models:
             model_dir = os.path.dirname(path)

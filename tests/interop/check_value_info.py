@@ -24,7 +24,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, shape_inference
 
-from check_models import MDEPLOY, SHARED, load_set
+from check_models import MDEPLOY, SHARED, load_set, model_paths
 
 
 def intermediates(graph):
@@ -114,10 +114,7 @@ def check(name, model_path, data_dirs, out_dir):
 
 
 def main():
-    models = sorted(glob.glob(os.path.join(SHARED, "models", "*", "model.onnx")))
-    # models named on the command line: a model.onnx, or a directory in the layout of
-    # ../shared/models
-    models += [a if a.endswith(".onnx") else os.path.join(a, "model.onnx") for a in sys.argv[1:]]
+    models = model_paths(sys.argv[1:])
     if not models:
         print(f"no models under {SHARED}/models")
         return 1
