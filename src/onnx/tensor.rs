@@ -172,6 +172,16 @@ impl TensorData {
         bf16s, bf16, Bfloat16, |c| bf16::from_le_bytes(c.try_into().unwrap()),
         Int32 => |v| bf16::from_bits(*v as u16));
 
+    /// The values as float32 (float32 values as they are, without going through float64: a
+    /// large model's weights are hundreds of millions of them), as [`Self::to_f64_lossy`] gives
+    /// them otherwise.
+    pub fn to_f32_lossy(&self) -> Option<Vec<f32>> {
+        if self.dtype == DataType::Float {
+            return self.f32s().ok();
+        }
+        Some(self.to_f64_lossy()?.into_iter().map(|x| x as f32).collect())
+    }
+
     /// Any real numeric tensor widened to f64 (for statistics and comparisons); `None` for
     /// strings, complex and sub-byte or 8-bit float types.
     pub fn to_f64_lossy(&self) -> Option<Vec<f64>> {

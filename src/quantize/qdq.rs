@@ -514,8 +514,8 @@ fn plan_node(
 /// to float is one).
 fn float_values(ctx: &PassContext, t: &TensorProto) -> Result<Vec<f32>, crate::onnx::OnnxError> {
     let data = ctx.tensor_data(t)?;
-    match data.to_f64_lossy() {
-        Some(v) => Ok(v.into_iter().map(|x| x as f32).collect()),
+    match data.to_f32_lossy() {
+        Some(v) => Ok(v),
         None => data.f32s(),
     }
 }
