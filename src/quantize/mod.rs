@@ -723,15 +723,12 @@ fn search_within_target<R: QuantizedNodes>(
         -> Result<(Model, R, std::collections::BTreeMap<String, String>), QuantizeError>,
     rank: impl Fn(&R, &std::collections::BTreeMap<String, ranges::Agreement>) -> Vec<(String, f64)>,
 ) -> Result<SearchOutcome<R>, QuantizeError> {
-    // the result must also pass the mode's verification preset on the same data
+    // the result must also pass the mode's verification preset on the same data: judged on the
+    // graph outputs of the runs that measure it (the final verification runs the input model
+    // and the result again, in the engines `auto` picks for each)
     let tolerance = crate::verify::Tolerance::from_preset(
         crate::verify::preset(preset).expect("a verification preset"),
     );
-    // the preset check runs both models as the final verification does (the same engine
-    // choice), so that it predicts that verification; the measures above compare the two in
-    // one engine
-    let (_, reference) =
-        crate::run::run_all(float, calibration.engine, calibration.evaluation, || {})?;
     let evaluate = |reverted: &std::collections::BTreeMap<String, String>| {
         let (candidate, report, aliases) = quantize(reverted)?;
         // values of the main graph only: one inside an If/Loop/Scan body cannot be exposed as a
@@ -748,29 +745,26 @@ fn search_within_target<R: QuantizedNodes>(
             .filter(|v| main.contains(v.as_str()))
             .chain(outputs.iter().cloned())
             .collect();
-        let (engine, measured) = ranges::compare(
+        let compared = ranges::compare(
             float,
             &candidate,
             &values,
             &aliases,
             calibration.evaluation,
             calibration.engine,
-            target.decision.map(|(at, _)| at),
+            ranges::Measures {
+                threshold: target.decision.map(|(at, _)| at),
+                keep_outputs: true,
+            },
         )?;
+        let measured = compared.agreements;
         let (achieved, met) = target.judge(outputs.iter().map(|o| measured.get(o)));
-        let met = met && {
-            // a float16 interface is fed the samples rounded to float16, and compared widened
-            let half = crate::verify::half_input_names(&candidate);
-            let rounded: Vec<Vec<NamedTensor>> = calibration
-                .evaluation
-                .iter()
-                .map(|s| crate::verify::round_to_half(s, &half))
-                .collect();
-            let inputs: Vec<&[NamedTensor]> = rounded.iter().map(Vec::as_slice).collect();
-            let (_, got) = crate::run::run_all(&candidate, calibration.engine, &inputs, || {})?;
-            let got = crate::verify::widen_half(got, &reference);
-            crate::verify::outputs_agree(&tolerance, &reference, &got)
-        };
+        // a float16 interface's outputs are compared widened
+        let got =
+            crate::verify::widen_half(compared.candidate_outputs, &compared.reference_outputs);
+        let met =
+            met && crate::verify::outputs_agree(&tolerance, &compared.reference_outputs, &got);
+        let engine = compared.engine;
         Ok::<_, QuantizeError>((
             (achieved, met),
             Searched {

@@ -150,11 +150,31 @@ pub struct Agreement {
     pub decision: Option<f64>,
 }
 
+/// What [`compare`] measures beside SQNR and cosine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Measures {
+    /// The fraction of elements on the same side of this threshold.
+    pub threshold: Option<f32>,
+    /// Keep both models' graph outputs of every sample (what a verification preset judges).
+    pub keep_outputs: bool,
+}
+
+/// What [`compare`] measured.
+pub struct Compared {
+    /// The engine that ran both models.
+    pub engine: EngineKind,
+    pub agreements: BTreeMap<String, Agreement>,
+    /// With [`Measures::keep_outputs`]: the reference's graph outputs of each sample, and the
+    /// candidate's (as it computed them: a float16 interface's outputs stay float16).
+    pub reference_outputs: Vec<Vec<NamedTensor>>,
+    pub candidate_outputs: Vec<Vec<NamedTensor>>,
+}
+
 /// Runs `reference` and `candidate` side by side on every sample with `values` exposed in both,
 /// and returns how far each value is apart (SQNR in dB and cosine, candidate against reference,
-/// of the worst sample, and SQNR pooled over the samples; with a `threshold`, the fraction of
-/// elements on the same side of it over all samples), with
-/// the engine that ran the candidate. Streams: one sample's values at a time.
+/// of the worst sample, and SQNR pooled over the samples; with a threshold, the fraction of
+/// elements on the same side of it over all samples), with the engine that ran both. Streams:
+/// one sample's values at a time, unless asked to keep the graph outputs.
 pub fn compare(
     reference: &Model,
     candidate: &Model,
@@ -162,9 +182,19 @@ pub fn compare(
     aliases: &BTreeMap<String, String>,
     samples: &[&[NamedTensor]],
     engine: EngineChoice,
-    threshold: Option<f32>,
-) -> Result<(EngineKind, BTreeMap<String, Agreement>), QuantizeError> {
+    measures: Measures,
+) -> Result<Compared, QuantizeError> {
     let scores = class_scores(reference);
+    let graph_outputs: Vec<String> = if measures.keep_outputs {
+        reference
+            .graph()
+            .output
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect()
+    } else {
+        Vec::new()
+    };
     // a value measured in the candidate under another name (its dequantized twin)
     let in_candidate: Vec<String> = values
         .iter()
@@ -184,16 +214,22 @@ pub fn compare(
     };
     let mut first_error = None;
     for choice in choices {
-        match measure(
-            &reference, &candidate, values, aliases, samples, choice, threshold,
-        ) {
-            Ok((engine, mut measured)) => {
-                for (name, agreement) in measured.iter_mut() {
+        let run = Run {
+            reference: &reference,
+            candidate: &candidate,
+            values,
+            aliases,
+            graph_outputs: &graph_outputs,
+            threshold: measures.threshold,
+        };
+        match run.measure(samples, choice) {
+            Ok(mut compared) => {
+                for (name, agreement) in compared.agreements.iter_mut() {
                     if !scores.contains(name) {
                         agreement.top1 = None;
                     }
                 }
-                return Ok((engine, measured));
+                return Ok(compared);
             }
             Err(e) => {
                 let input_problem =
@@ -301,125 +337,159 @@ pub fn class_scores(model: &Model) -> HashSet<String> {
         .collect()
 }
 
-/// [`compare`] in one engine.
-fn measure(
-    reference: &Model,
-    candidate: &Model,
-    values: &[String],
-    aliases: &BTreeMap<String, String>,
-    samples: &[&[NamedTensor]],
-    engine: EngineChoice,
+/// The two exposed models [`compare`] runs, and what it measures of them.
+struct Run<'a> {
+    reference: &'a Model,
+    candidate: &'a Model,
+    values: &'a [String],
+    aliases: &'a BTreeMap<String, String>,
+    /// The graph outputs kept per sample.
+    graph_outputs: &'a [String],
     threshold: Option<f32>,
-) -> Result<(EngineKind, BTreeMap<String, Agreement>), QuantizeError> {
-    use crate::run::Engine;
-    let mut a = Engine::load(reference, engine)?;
-    let mut b = Engine::load(candidate, engine)?;
-    let wanted: HashSet<&str> = values.iter().map(String::as_str).collect();
-    // cosine and SQNR of each value's worst sample
-    let mut similarity: BTreeMap<String, Similarity> = BTreeMap::new();
-    // rows with the same largest class, rows
-    let mut top1: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    // elements on the same side of the threshold, elements
-    let mut decisions: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    // a float16 interface (`--fp16-io`) is fed the same samples rounded to float16
-    let half = crate::verify::half_input_names(candidate);
-    for s in samples {
-        let want = a.run(s)?;
-        let got = if half.is_empty() {
-            b.run(s)?
-        } else {
-            b.run(&crate::verify::round_to_half(s, &half))?
+}
+
+impl Run<'_> {
+    /// [`compare`] in one engine.
+    fn measure(
+        &self,
+        samples: &[&[NamedTensor]],
+        engine: EngineChoice,
+    ) -> Result<Compared, QuantizeError> {
+        use crate::run::Engine;
+        let Run {
+            reference,
+            candidate,
+            values,
+            aliases,
+            graph_outputs,
+            threshold,
+        } = *self;
+        let mut a = Engine::load(reference, engine)?;
+        let mut b = Engine::load(candidate, engine)?;
+        let wanted: HashSet<&str> = values.iter().map(String::as_str).collect();
+        // cosine and SQNR of each value's worst sample
+        let mut similarity: BTreeMap<String, Similarity> = BTreeMap::new();
+        // rows with the same largest class, rows
+        let mut top1: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        // elements on the same side of the threshold, elements
+        let mut decisions: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        // a float16 interface (`--fp16-io`) is fed the same samples rounded to float16
+        let half = crate::verify::half_input_names(candidate);
+        let (mut reference_outputs, mut candidate_outputs) = (Vec::new(), Vec::new());
+        let kept = |outputs: &[NamedTensor]| -> Vec<NamedTensor> {
+            outputs
+                .iter()
+                .filter(|o| graph_outputs.contains(&o.name))
+                .cloned()
+                .collect()
         };
-        for (w, g) in want.iter().zip(&got) {
-            let same = w.name == g.name || aliases.get(&w.name) == Some(&g.name);
-            if !wanted.contains(w.name.as_str()) || !same {
-                continue;
+        for s in samples {
+            let want = a.run(s)?;
+            let got = if half.is_empty() {
+                b.run(s)?
+            } else {
+                b.run(&crate::verify::round_to_half(s, &half))?
+            };
+            if !graph_outputs.is_empty() {
+                reference_outputs.push(kept(&want));
+                candidate_outputs.push(kept(&got));
             }
-            let name = w.name.clone();
-            // a float16 value is measured as the float32 it widens to
-            let as_f32 = |t: &tract_onnx::prelude::Tensor| {
-                if t.datum_type() == tract_onnx::prelude::DatumType::F16 {
-                    t.cast_to::<f32>().ok().map(|c| c.into_owned())
-                } else {
-                    None
+            for (w, g) in want.iter().zip(&got) {
+                let same = w.name == g.name || aliases.get(&w.name) == Some(&g.name);
+                if !wanted.contains(w.name.as_str()) || !same {
+                    continue;
                 }
-            };
-            let (w_wide, g_wide) = (as_f32(&w.tensor), as_f32(&g.tensor));
-            let (Ok(w), Ok(g)) = (
-                w_wide
-                    .as_ref()
-                    .unwrap_or(&w.tensor)
-                    .to_plain_array_view::<f32>(),
-                g_wide
-                    .as_ref()
-                    .unwrap_or(&g.tensor)
-                    .to_plain_array_view::<f32>(),
-            ) else {
-                continue;
-            };
-            if w.shape() != g.shape() {
-                continue;
-            }
-            if let [_, classes] = w.shape()
-                && *classes > 1
-            {
-                let argmax = |row: ndarray_row::Row| {
-                    row.iter()
-                        .enumerate()
-                        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-                        .map(|(k, _)| k)
+                let name = w.name.clone();
+                // a float16 value is measured as the float32 it widens to
+                let as_f32 = |t: &tract_onnx::prelude::Tensor| {
+                    if t.datum_type() == tract_onnx::prelude::DatumType::F16 {
+                        t.cast_to::<f32>().ok().map(|c| c.into_owned())
+                    } else {
+                        None
+                    }
                 };
-                let t = top1.entry(name.clone()).or_default();
-                for (a, b) in w.rows().into_iter().zip(g.rows()) {
-                    t.0 += u64::from(argmax(a) == argmax(b));
-                    t.1 += 1;
+                let (w_wide, g_wide) = (as_f32(&w.tensor), as_f32(&g.tensor));
+                let (Ok(w), Ok(g)) = (
+                    w_wide
+                        .as_ref()
+                        .unwrap_or(&w.tensor)
+                        .to_plain_array_view::<f32>(),
+                    g_wide
+                        .as_ref()
+                        .unwrap_or(&g.tensor)
+                        .to_plain_array_view::<f32>(),
+                ) else {
+                    continue;
+                };
+                if w.shape() != g.shape() {
+                    continue;
                 }
-            }
-            if let Some(at) = threshold {
-                let d = decisions.entry(name.clone()).or_default();
+                if let [_, classes] = w.shape()
+                    && *classes > 1
+                {
+                    let argmax = |row: ndarray_row::Row| {
+                        row.iter()
+                            .enumerate()
+                            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+                            .map(|(k, _)| k)
+                    };
+                    let t = top1.entry(name.clone()).or_default();
+                    for (a, b) in w.rows().into_iter().zip(g.rows()) {
+                        t.0 += u64::from(argmax(a) == argmax(b));
+                        t.1 += 1;
+                    }
+                }
+                if let Some(at) = threshold {
+                    let d = decisions.entry(name.clone()).or_default();
+                    for (x, y) in w.iter().zip(g.iter()) {
+                        d.0 += u64::from((*x > at) == (*y > at));
+                        d.1 += 1;
+                    }
+                }
+                let mut sums = SampleSums::default();
                 for (x, y) in w.iter().zip(g.iter()) {
-                    d.0 += u64::from((*x > at) == (*y > at));
-                    d.1 += 1;
+                    sums.add(f64::from(*x), f64::from(*y));
                 }
+                similarity.entry(name).or_default().add(&sums);
             }
-            let mut sums = SampleSums::default();
-            for (x, y) in w.iter().zip(g.iter()) {
-                sums.add(f64::from(*x), f64::from(*y));
-            }
-            similarity.entry(name).or_default().add(&sums);
         }
-    }
-    let sqnr = similarity
-        .into_iter()
-        .map(|(name, s)| {
-            // a value empty (or all zeros in the reference) on every sample lost nothing
-            let (cosine, sqnr_db) = s.worst().unwrap_or((1.0, f64::INFINITY));
-            let pooled_sqnr_db = s.pooled.sqnr_db();
-            let top1 = top1
-                .get(&name)
-                .filter(|t| t.1 > 0)
-                .map(|t| t.0 as f64 / t.1 as f64);
-            // an output empty on every sample has no element on the wrong side
-            let decision = decisions.get(&name).map(|d| {
-                if d.1 == 0 {
-                    1.0
-                } else {
-                    d.0 as f64 / d.1 as f64
-                }
-            });
-            (
-                name,
-                Agreement {
-                    sqnr_db,
-                    cosine,
-                    pooled_sqnr_db,
-                    top1,
-                    decision,
-                },
-            )
+        let agreements = similarity
+            .into_iter()
+            .map(|(name, s)| {
+                // a value empty (or all zeros in the reference) on every sample lost nothing
+                let (cosine, sqnr_db) = s.worst().unwrap_or((1.0, f64::INFINITY));
+                let pooled_sqnr_db = s.pooled.sqnr_db();
+                let top1 = top1
+                    .get(&name)
+                    .filter(|t| t.1 > 0)
+                    .map(|t| t.0 as f64 / t.1 as f64);
+                // an output empty on every sample has no element on the wrong side
+                let decision = decisions.get(&name).map(|d| {
+                    if d.1 == 0 {
+                        1.0
+                    } else {
+                        d.0 as f64 / d.1 as f64
+                    }
+                });
+                (
+                    name,
+                    Agreement {
+                        sqnr_db,
+                        cosine,
+                        pooled_sqnr_db,
+                        top1,
+                        decision,
+                    },
+                )
+            })
+            .collect();
+        Ok(Compared {
+            engine: b.kind(),
+            agreements,
+            reference_outputs,
+            candidate_outputs,
         })
-        .collect();
-    Ok((b.kind(), sqnr))
+    }
 }
 
 #[cfg(test)]
@@ -511,16 +581,17 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
-        let (_, measured) = compare(
+        let measured = compare(
             &model,
             &model,
             &outputs,
             &BTreeMap::new(),
             &[&x],
             EngineChoice::Auto,
-            None,
+            Measures::default(),
         )
-        .unwrap();
+        .unwrap()
+        .agreements;
         for o in &outputs {
             let want = scores.contains(o).then_some(1.0);
             assert_eq!(measured[o].top1, want, "{o}");
