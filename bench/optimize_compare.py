@@ -36,7 +36,12 @@ def timed(cmd):
     proc = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed: {proc.stderr[-500:]}")
+        # without /usr/bin/time's own lines (its exit note and the peak RSS)
+        lines = proc.stderr.rstrip().splitlines()
+        while lines and re.match(r"^(\d+|Command exited with non-zero status \d+)$", lines[-1]):
+            lines.pop()
+        message = "\n".join(lines)
+        raise RuntimeError(f"{cmd[0]} failed: {message[-500:]}")
     rss_kib = int(re.findall(r"^(\d+)$", proc.stderr, re.M)[-1])
     return wall, rss_kib / 1024
 
