@@ -42,15 +42,19 @@ impl ValueRange {
         }
     }
 
-    fn add<'a>(&mut self, values: impl Iterator<Item = &'a f32>) {
+    fn add(&mut self, values: &[f32]) {
+        // in locals, not through `self` in memory value after value
+        let (mut min, mut max, mut non_finite) = (self.min, self.max, false);
         for &v in values {
             if v.is_finite() {
-                self.min = self.min.min(v);
-                self.max = self.max.max(v);
+                min = min.min(v);
+                max = max.max(v);
             } else {
-                self.non_finite = true;
+                non_finite = true;
             }
         }
+        (self.min, self.max) = (min, max);
+        self.non_finite |= non_finite;
     }
 }
 
@@ -111,11 +115,14 @@ pub fn observe(
             if !wanted.contains(out.name.as_str()) {
                 continue;
             }
-            if let Ok(values) = out.tensor.to_plain_array_view::<f32>() {
+            // as a slice: iterating a view of dynamic rank costs more than the comparisons
+            if let Ok(values) = out.tensor.to_plain_array_view::<f32>()
+                && let Some(values) = values.as_standard_layout().as_slice()
+            {
                 ranges
                     .entry(out.name)
                     .or_insert_with(ValueRange::empty)
-                    .add(values.iter());
+                    .add(values);
             }
         }
     })?;
@@ -439,15 +446,21 @@ impl Run<'_> {
                         t.1 += 1;
                     }
                 }
+                // the values in order, as slices: iterating a view of dynamic rank costs more
+                // than the arithmetic
+                let (w, g) = (w.as_standard_layout(), g.as_standard_layout());
+                let (Some(w), Some(g)) = (w.as_slice(), g.as_slice()) else {
+                    continue;
+                };
                 if let Some(at) = threshold {
                     let d = decisions.entry(name.clone()).or_default();
-                    for (x, y) in w.iter().zip(g.iter()) {
+                    for (x, y) in w.iter().zip(g) {
                         d.0 += u64::from((*x > at) == (*y > at));
                         d.1 += 1;
                     }
                 }
                 let mut sums = SampleSums::default();
-                for (x, y) in w.iter().zip(g.iter()) {
+                for (x, y) in w.iter().zip(g) {
                     sums.add(f64::from(*x), f64::from(*y));
                 }
                 similarity.entry(name).or_default().add(&sums);
