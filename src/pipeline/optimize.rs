@@ -70,7 +70,7 @@ impl Default for QuantizeOptions {
             calibration: Vec::new(),
             method: Method::parse("percentile").expect("a method"),
             cache: None,
-            accuracy_target: AccuracyTarget::parse("cos=0.99,top1=1").expect("a target"),
+            accuracy_target: AccuracyTarget::parse(AccuracyTarget::DEFAULT).expect("a target"),
             int8_ops: Vec::new(),
             exclude_nodes: Vec::new(),
             exclude_op_types: Vec::new(),
@@ -438,6 +438,19 @@ fn quantize(
         )
         .into());
     }
+    let float_outputs = crate::quantize::float_outputs(model);
+    if let Some(o) = q
+        .accuracy_target
+        .by_output
+        .keys()
+        .find(|o| !float_outputs.contains(o))
+    {
+        return Err(UsageError(format!(
+            "the accuracy target names output '{o}', which is not a float output of the model (float outputs: {})",
+            float_outputs.join(", ")
+        ))
+        .into());
+    }
     progress.on_start("quantize", 1);
     let mut random = false;
     let (samples, origin) = if q.calibration.is_empty() {
@@ -487,12 +500,9 @@ fn quantize(
     let exclude_op_types: BTreeSet<String> = q.exclude_op_types.iter().cloned().collect();
     // on random inputs a classifier's top class is noise: only the cosine binds there
     let target = if random {
-        crate::quantize::AccuracyTarget {
-            min_top1: 0.0,
-            ..q.accuracy_target
-        }
+        q.accuracy_target.without_top1()
     } else {
-        q.accuracy_target
+        q.accuracy_target.clone()
     };
     let report = match mode {
         QuantizeMode::Int8Dynamic => {
@@ -645,10 +655,14 @@ fn verify(
         ..req.data.clone()
     };
     let (samples, random_seed) = data.load(original)?;
-    let tolerance = Tolerance::from_preset(
+    let mut tolerance = Tolerance::from_preset(
         req.tolerance
             .unwrap_or_else(|| crate::verify::preset(automatic).expect("a preset")),
     );
+    if req.quantize.mode.is_some() {
+        // an output given an accuracy target of its own is verified by it
+        tolerance.cosine_by_output = req.quantize.accuracy_target.own_cosines();
+    }
     let (engine, compare_engines) = req.data.engines()?;
     let inputs = Inputs {
         samples: &samples,

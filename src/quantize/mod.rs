@@ -33,7 +33,7 @@ pub enum QuantizeError {
     Unsupported(String),
 }
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -132,8 +132,8 @@ pub fn to_int8_dynamic(
         Ok((candidate, report, Default::default()))
     };
     let rank = by_own_sqnr;
-    let outcome = search_within_target(&float, &outputs, target, "int8", &c, quantize, rank)?;
-    let accuracy = outcome.accuracy(target, &outputs);
+    let outcome = search_within_target(&float, &outputs, &target, "int8", &c, quantize, rank)?;
+    let accuracy = outcome.accuracy(&target, &outputs);
     let output_sqnr_db = outcome.output_sqnr_db();
     let best = outcome.best;
     let summary = CalibrationSummary {
@@ -189,13 +189,13 @@ pub fn to_int4(
     let outcome = search_within_target(
         &float,
         &outputs,
-        target,
+        &target,
         "int8",
         &calibration,
         quantize,
         rank,
     )?;
-    let accuracy = outcome.accuracy(target, &outputs);
+    let accuracy = outcome.accuracy(&target, &outputs);
     let output_sqnr_db = outcome.output_sqnr_db();
     let best = outcome.best;
     *model = best.model;
@@ -288,8 +288,10 @@ pub fn calibration_key(model: &Model, samples: &[&[NamedTensor]]) -> Result<Stri
 /// data, over every graph output: the smallest cosine; for class scores
 /// ([`ranges::class_scores`]) the fraction of rows whose top-1 class stays the same;
 /// optionally the smallest SQNR in dB, and the fraction of elements on the same side of a
-/// decision threshold (a detection map's or a voice detector's, as the task reads them).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// decision threshold (a detection map's or a voice detector's, as the task reads them). An
+/// output can have a target of its own in place of these (`by_output`): a BERT's hidden states
+/// at padded positions, say, that nothing downstream reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccuracyTarget {
     pub min_cosine: f64,
     pub min_top1: f64,
@@ -298,6 +300,9 @@ pub struct AccuracyTarget {
     /// (threshold, least fraction of elements whose `> threshold` decision stays the same).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<(f32, f64)>,
+    /// Outputs held to a target of their own (cosine, top-1 and SQNR) instead.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_output: BTreeMap<String, AccuracyTarget>,
 }
 
 /// What a candidate achieved on the graph outputs: the worst of each measure.
@@ -311,14 +316,55 @@ pub struct Achieved {
 }
 
 impl AccuracyTarget {
-    /// `cos=0.99`, `top1=1`, `sqnr=30` (dB), `agree@0.5=0.99`, or several joined by commas
-    /// (`cos=0.99,top1=1`); an absent one does not bind.
+    /// The target without anything asked for: `optimize`'s default.
+    pub const DEFAULT: &'static str = "cos=0.99,top1=1";
+
+    /// Entries separated by `;`: the measures every output must keep, `cos=0.99`, `top1=1`,
+    /// `sqnr=30` (dB), `agree@0.5=0.99`, or several joined by commas (`cos=0.99,top1=1`; an
+    /// absent one does not bind), and for one output `OUTPUT:MEASURES` (`cos`, `top1` and
+    /// `sqnr`), held instead. Without an entry for every output, [`Self::DEFAULT`].
     pub fn parse(s: &str) -> Result<AccuracyTarget, String> {
+        let mut all = None;
+        let mut by_output = BTreeMap::new();
+        for entry in s.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+            match entry.rsplit_once(':') {
+                Some((output, measures)) => {
+                    let t = AccuracyTarget::measures(measures)?;
+                    if t.decision.is_some() {
+                        return Err(format!(
+                            "accuracy target '{entry}': an output's own target takes cos, top1 and sqnr"
+                        ));
+                    }
+                    if by_output.insert(output.trim().to_string(), t).is_some() {
+                        return Err(format!(
+                            "accuracy target: two targets for output '{output}'"
+                        ));
+                    }
+                }
+                None if all.is_some() => {
+                    return Err(format!(
+                        "accuracy target '{entry}': one target for every output (join measures with commas)"
+                    ));
+                }
+                None => all = Some(AccuracyTarget::measures(entry)?),
+            }
+        }
+        let mut t = match all {
+            Some(t) => t,
+            None => AccuracyTarget::measures(AccuracyTarget::DEFAULT)?,
+        };
+        t.by_output = by_output;
+        Ok(t)
+    }
+
+    /// One set of measures, `cos=0.99,top1=1`.
+    fn measures(s: &str) -> Result<AccuracyTarget, String> {
         let mut t = AccuracyTarget {
             min_cosine: 0.0,
             min_top1: 0.0,
             min_sqnr_db: None,
             decision: None,
+            by_output: BTreeMap::new(),
         };
         for part in s.split(',') {
             let part = part.trim();
@@ -344,12 +390,37 @@ impl AccuracyTarget {
                 },
                 _ => {
                     return Err(format!(
-                        "accuracy target '{part}': cos=X, top1=X, sqnr=DB or agree@T=X (e.g. cos=0.99,top1=1)"
+                        "accuracy target '{part}': cos=X, top1=X, sqnr=DB or agree@T=X (e.g. cos=0.99,top1=1), or OUTPUT:cos=X for one output"
                     ));
                 }
             }
         }
         Ok(t)
+    }
+
+    /// The target for `output`: its own, or the one for every output.
+    pub fn for_output(&self, output: &str) -> &AccuracyTarget {
+        self.by_output.get(output).unwrap_or(self)
+    }
+
+    /// What verifying the result holds the outputs with a target of their own to: that target's
+    /// cosine alone (the preset's element bounds do not bind them; what they are is reported).
+    pub fn own_cosines(&self) -> BTreeMap<String, f64> {
+        self.by_output
+            .iter()
+            .map(|(o, t)| (o.clone(), t.min_cosine))
+            .collect()
+    }
+
+    /// The same target without top-1 agreement, for every output (on random inputs a
+    /// classifier's top class is noise).
+    pub fn without_top1(&self) -> AccuracyTarget {
+        let mut t = self.clone();
+        t.min_top1 = 0.0;
+        for o in t.by_output.values_mut() {
+            o.min_top1 = 0.0;
+        }
+        t
     }
 
     /// The binding measures, for messages: `cos 0.99, top-1 1, SQNR 30 dB, agree@0.5 0.99`.
@@ -361,14 +432,17 @@ impl AccuracyTarget {
         if let Some((at, f)) = self.decision {
             s += &format!(", agree@{at} {f}");
         }
+        for (output, t) in &self.by_output {
+            s += &format!("; {output}: {}", t.describe());
+        }
         s
     }
 
     /// The worst of each measure over these outputs (`None`: an output that could not be
-    /// measured), and whether they meet it. Nothing measured, or NaN, does not.
+    /// measured), and whether each meets its target. Nothing measured, or NaN, does not.
     fn judge<'a>(
         &self,
-        measured: impl Iterator<Item = Option<&'a ranges::Agreement>>,
+        measured: impl Iterator<Item = (&'a str, Option<&'a ranges::Agreement>)>,
     ) -> (Achieved, bool) {
         let mut worst = Achieved {
             cosine: 1.0,
@@ -377,7 +451,8 @@ impl AccuracyTarget {
             decision: 1.0,
         };
         let mut seen = false;
-        for a in measured {
+        let mut met = true;
+        for (output, a) in measured {
             let Some(a) = a.filter(|a| !a.cosine.is_nan() && !a.sqnr_db.is_nan()) else {
                 let nan = Achieved {
                     cosine: f64::NAN,
@@ -388,20 +463,22 @@ impl AccuracyTarget {
                 return (nan, false);
             };
             seen = true;
+            let t = self.for_output(output);
+            let top1 = a.top1.unwrap_or(1.0);
             worst.cosine = worst.cosine.min(a.cosine);
-            worst.top1 = worst.top1.min(a.top1.unwrap_or(1.0));
+            worst.top1 = worst.top1.min(top1);
             worst.sqnr_db = worst.sqnr_db.min(a.sqnr_db);
-            if self.decision.is_some() {
-                // an output the decision could not be read on does not pass it
-                worst.decision = worst.decision.min(a.decision.unwrap_or(0.0));
+            // an output the decision could not be read on does not pass it
+            let decision = a.decision.unwrap_or(0.0);
+            if t.decision.is_some() {
+                worst.decision = worst.decision.min(decision);
             }
+            met &= a.cosine >= t.min_cosine
+                && top1 >= t.min_top1
+                && t.min_sqnr_db.is_none_or(|db| a.sqnr_db >= db)
+                && t.decision.is_none_or(|(_, f)| decision >= f);
         }
-        let met = seen
-            && worst.cosine >= self.min_cosine
-            && worst.top1 >= self.min_top1
-            && self.min_sqnr_db.is_none_or(|db| worst.sqnr_db >= db)
-            && self.decision.is_none_or(|(_, f)| worst.decision >= f);
-        (worst, met)
+        (worst, seen && met)
     }
 }
 
@@ -550,7 +627,7 @@ pub fn to_int8_static(
         search_within_target(
             &float,
             &outputs,
-            target,
+            &target,
             "int8",
             &calibration,
             evaluate,
@@ -574,7 +651,7 @@ pub fn to_int8_static(
         }
         chosen.rounds = rounds;
     }
-    let accuracy = chosen.accuracy(target, &outputs);
+    let accuracy = chosen.accuracy(&target, &outputs);
     let output_sqnr_db = chosen.output_sqnr_db();
     let best = chosen.best;
     *model = best.model;
@@ -658,10 +735,14 @@ impl<R: QuantizedNodes> SearchOutcome<R> {
     }
 
     /// What the target asked and what the candidate achieved on the graph `outputs`.
-    fn accuracy(&self, target: AccuracyTarget, outputs: &[String]) -> AccuracyOutcome {
-        let (achieved, _) = target.judge(outputs.iter().map(|o| self.best.measured.get(o)));
+    fn accuracy(&self, target: &AccuracyTarget, outputs: &[String]) -> AccuracyOutcome {
+        let (achieved, _) = target.judge(
+            outputs
+                .iter()
+                .map(|o| (o.as_str(), self.best.measured.get(o))),
+        );
         AccuracyOutcome {
-            target,
+            target: target.clone(),
             achieved_cosine: achieved.cosine,
             achieved_top1: achieved.top1,
             achieved_sqnr_db: achieved.sqnr_db,
@@ -690,7 +771,7 @@ impl<R: QuantizedNodes> SearchOutcome<R> {
 }
 
 /// The float model's float outputs: the ones quantization moves and the target judges.
-fn float_outputs(float: &Model) -> Vec<String> {
+pub fn float_outputs(float: &Model) -> Vec<String> {
     let facts = crate::infer::Inference::of_model(float);
     float
         .graph()
@@ -714,7 +795,7 @@ fn float_outputs(float: &Model) -> Vec<String> {
 fn search_within_target<R: QuantizedNodes>(
     float: &Model,
     outputs: &[String],
-    target: AccuracyTarget,
+    target: &AccuracyTarget,
     preset: &str,
     calibration: &Calibration,
     quantize: impl Fn(
@@ -726,9 +807,10 @@ fn search_within_target<R: QuantizedNodes>(
     // the result must also pass the mode's verification preset on the same data: judged on the
     // graph outputs of the runs that measure it (the final verification runs the input model
     // and the result again, in the engines `auto` picks for each)
-    let tolerance = crate::verify::Tolerance::from_preset(
+    let mut tolerance = crate::verify::Tolerance::from_preset(
         crate::verify::preset(preset).expect("a verification preset"),
     );
+    tolerance.cosine_by_output = target.own_cosines();
     let evaluate = |reverted: &std::collections::BTreeMap<String, String>| {
         let (candidate, report, aliases) = quantize(reverted)?;
         // values of the main graph only: one inside an If/Loop/Scan body cannot be exposed as a
@@ -758,7 +840,7 @@ fn search_within_target<R: QuantizedNodes>(
             },
         )?;
         let measured = compared.agreements;
-        let (achieved, met) = target.judge(outputs.iter().map(|o| measured.get(o)));
+        let (achieved, met) = target.judge(outputs.iter().map(|o| (o.as_str(), measured.get(o))));
         // a float16 interface's outputs are compared widened
         let got =
             crate::verify::widen_half(compared.candidate_outputs, &compared.reference_outputs);
@@ -1017,8 +1099,8 @@ pub fn to_fp16(
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         ranked
     };
-    let outcome = search_within_target(&float, &outputs, target, "fp16", &c, convert, rank)?;
-    let accuracy = outcome.accuracy(target, &outputs);
+    let outcome = search_within_target(&float, &outputs, &target, "fp16", &c, convert, rank)?;
+    let accuracy = outcome.accuracy(&target, &outputs);
     let output_sqnr_db = outcome.output_sqnr_db();
     let best = outcome.best;
     *model = best.model;
@@ -1120,6 +1202,46 @@ mod tests {
     }
 
     #[test]
+    fn an_output_can_have_a_target_of_its_own() {
+        // without a target for every output, the default one
+        let t = AccuracyTarget::parse("hidden:cos=0.9; logits:0:cos=0.95,top1=1").unwrap();
+        assert_eq!((t.min_cosine, t.min_top1), (0.99, 1.0));
+        assert_eq!(t.by_output["hidden"].min_cosine, 0.9);
+        assert_eq!(t.by_output["logits:0"].min_top1, 1.0);
+        assert_eq!(t.for_output("other").min_cosine, 0.99);
+        assert_eq!(
+            t.own_cosines(),
+            BTreeMap::from([("hidden".to_string(), 0.9), ("logits:0".to_string(), 0.95)])
+        );
+        assert_eq!(t.without_top1().by_output["logits:0"].min_top1, 0.0);
+        let t = AccuracyTarget::parse("cos=0.98;hidden:sqnr=10").unwrap();
+        assert_eq!((t.min_cosine, t.min_top1), (0.98, 0.0));
+        assert_eq!(
+            t.describe(),
+            "cos 0.98, top-1 0; hidden: cos 0, top-1 0, SQNR 10 dB"
+        );
+        for bad in [
+            "cos=0.9;cos=0.99",
+            "h:cos=0.9;h:cos=0.8",
+            "h:agree@0.5=0.9",
+            "h:cos=2",
+        ] {
+            assert!(AccuracyTarget::parse(bad).is_err(), "{bad}");
+        }
+        // each output is judged by its own target
+        let t = AccuracyTarget::parse("cos=0.99;hidden:cos=0.9").unwrap();
+        let (kept, loose) = (agreement(0.995, 30.0, None), agreement(0.95, 15.0, None));
+        assert!(
+            t.judge([("scores", Some(&kept)), ("hidden", Some(&loose))].into_iter())
+                .1
+        );
+        assert!(
+            !t.judge([("scores", Some(&loose)), ("hidden", Some(&kept))].into_iter())
+                .1
+        );
+    }
+
+    #[test]
     fn each_measure_binds_on_the_worst_output() {
         let t = AccuracyTarget::parse("cos=0.9,sqnr=20,agree@0.5=0.99").unwrap();
         let (good, bad_sqnr, bad_decision) = (
@@ -1127,22 +1249,34 @@ mod tests {
             agreement(0.99, 15.0, Some(1.0)),
             agreement(0.99, 25.0, Some(0.9)),
         );
-        let (worst, met) = t.judge([Some(&good), Some(&good)].into_iter());
+        let (worst, met) = t.judge([Some(&good), Some(&good)].into_iter().map(|a| ("y", a)));
         assert!(met && worst.sqnr_db == 25.0 && worst.decision == 1.0);
-        let (worst, met) = t.judge([Some(&good), Some(&bad_sqnr)].into_iter());
+        let (worst, met) = t.judge([Some(&good), Some(&bad_sqnr)].into_iter().map(|a| ("y", a)));
         assert!(!met && worst.sqnr_db == 15.0);
-        let (worst, met) = t.judge([Some(&bad_decision), Some(&good)].into_iter());
+        let (worst, met) = t.judge(
+            [Some(&bad_decision), Some(&good)]
+                .into_iter()
+                .map(|a| ("y", a)),
+        );
         assert!(!met && worst.decision == 0.9);
         // a decision that could not be read does not pass, nor does an unmeasured output
         let unread = agreement(0.99, 25.0, None);
-        assert!(!t.judge([Some(&unread)].into_iter()).1);
-        assert!(!t.judge([Some(&good), None].into_iter()).1);
+        assert!(!t.judge([Some(&unread)].into_iter().map(|a| ("y", a))).1);
+        assert!(!t.judge([Some(&good), None].into_iter().map(|a| ("y", a))).1);
         // without those measures asked for, only cosine and top-1 bind
         let loose = AccuracyTarget::parse("cos=0.9").unwrap();
-        assert!(loose.judge([Some(&bad_sqnr), Some(&unread)].into_iter()).1);
+        assert!(
+            loose
+                .judge(
+                    [Some(&bad_sqnr), Some(&unread)]
+                        .into_iter()
+                        .map(|a| ("y", a))
+                )
+                .1
+        );
         // a NaN SQNR is a measure that failed, not a pass
         let nan = agreement(0.99, f64::NAN, Some(1.0));
-        assert!(!loose.judge([Some(&nan)].into_iter()).1);
+        assert!(!loose.judge([Some(&nan)].into_iter().map(|a| ("y", a))).1);
     }
 
     /// A report written before SQNR was measured reads back as not measured (NaN), never as a
@@ -1259,7 +1393,7 @@ mod tests {
             )
             .unwrap()
         };
-        let outcome = search(target);
+        let outcome = search(&target);
         assert!(outcome.met);
         let reverted: Vec<&str> = outcome.reverted.keys().map(String::as_str).collect();
         assert_eq!(reverted, ["v0", "v2", "v4"]);
@@ -1271,7 +1405,7 @@ mod tests {
 
         // a target only the float model meets (no int8 node keeps 200 dB): every node returns,
         // in a last round after the bisection (3, 4 and 5 miss)
-        let outcome = search(AccuracyTarget::parse("cos=0.9999,sqnr=200").unwrap());
+        let outcome = search(&AccuracyTarget::parse("cos=0.9999,sqnr=200").unwrap());
         assert!(outcome.met, "an exact result meets any SQNR");
         assert_eq!(outcome.reverted.len(), amplitudes.len());
         assert!(outcome.best.report.quantized.is_empty());

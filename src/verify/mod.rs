@@ -590,8 +590,9 @@ fn compare_outputs(
     let mut outputs = Vec::new();
     for name in order {
         let (atol, rtol) = (tol.atol_for(&name), tol.rtol_for(&name));
+        let (min_cosine, max_outliers) = tol.cosine_for(&name);
         let out = match acc.remove(&name) {
-            Some(a) => a.finish(&name, atol, rtol, tol.min_cosine, tol.max_outliers),
+            Some(a) => a.finish(&name, atol, rtol, min_cosine, max_outliers),
             None => {
                 let mut a = Accumulator::default().finish(&name, atol, rtol, None, 0.0);
                 a.passed = false;

@@ -96,6 +96,10 @@ pub struct Tolerance {
     pub max_outliers: f64,
     pub atol_by_output: BTreeMap<String, f64>,
     pub rtol_by_output: BTreeMap<String, f64>,
+    /// Outputs judged by their cosine alone, at least this one: those a quantization's accuracy
+    /// target gave a target of their own (their element errors are still reported).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cosine_by_output: BTreeMap<String, f64>,
 }
 
 impl Tolerance {
@@ -109,6 +113,7 @@ impl Tolerance {
             max_outliers: p.max_outliers,
             atol_by_output: BTreeMap::new(),
             rtol_by_output: BTreeMap::new(),
+            cosine_by_output: BTreeMap::new(),
         }
     }
 
@@ -163,9 +168,21 @@ impl Tolerance {
             .unwrap_or(self.rtol)
     }
 
+    /// The least cosine `output` needs, and the fraction of its elements that may exceed their
+    /// bound: an output judged by its cosine alone may exceed it everywhere.
+    pub fn cosine_for(&self, output: &str) -> (Option<f64>, f64) {
+        match self.cosine_by_output.get(output) {
+            Some(c) => (Some(*c), 1.0),
+            None => (self.min_cosine, self.max_outliers),
+        }
+    }
+
     /// Output names the settings name, for checking them against the model.
     pub fn named_outputs(&self) -> impl Iterator<Item = &String> {
-        self.atol_by_output.keys().chain(self.rtol_by_output.keys())
+        self.atol_by_output
+            .keys()
+            .chain(self.rtol_by_output.keys())
+            .chain(self.cosine_by_output.keys())
     }
 }
 
@@ -183,5 +200,34 @@ mod tests {
         assert_eq!(t.rtol_for("other"), 0.0);
         assert!(t.apply(&["-1".into()], &[]).is_err());
         assert!(t.apply(&["x=abc".into()], &[]).is_err());
+    }
+
+    #[test]
+    fn an_output_judged_by_cosine_alone_may_exceed_its_element_bounds() {
+        use crate::run::NamedTensor;
+        use tract_onnx::prelude::Tensor;
+        let sample = |v: Vec<f32>| {
+            vec![vec![NamedTensor {
+                name: "hidden".into(),
+                tensor: Tensor::from_shape(&[v.len()], &v).unwrap(),
+            }]]
+        };
+        // every tenth element far out of bounds; the direction kept at cosine ~0.98
+        let want: Vec<f32> = (0..1000).map(|k| ((k as f32) * 0.7).sin()).collect();
+        let got: Vec<f32> = want
+            .iter()
+            .enumerate()
+            .map(|(k, x)| if k % 10 == 0 { x + 0.4 } else { *x })
+            .collect();
+        let (want, got) = (sample(want), sample(got));
+        let mut t = Tolerance::from_preset(preset("int8").unwrap());
+        assert!(!crate::verify::outputs_agree(&t, &want, &got));
+        t.cosine_by_output.insert("hidden".into(), 0.95);
+        assert_eq!(t.cosine_for("hidden"), (Some(0.95), 1.0));
+        assert_eq!(t.cosine_for("other"), (Some(0.99), 0.01));
+        assert!(crate::verify::outputs_agree(&t, &want, &got));
+        t.cosine_by_output.insert("hidden".into(), 0.999);
+        assert!(!crate::verify::outputs_agree(&t, &want, &got));
+        assert!(t.named_outputs().any(|o| o == "hidden"));
     }
 }

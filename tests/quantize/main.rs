@@ -522,6 +522,62 @@ fn sqnr_and_decision_targets_bind() {
     );
 }
 
+/// An output given a target of its own is held to it alone, in the search and in the
+/// verification: with both of rnet's outputs at cos=0.99, SQNR 45 dB binds neither and every node
+/// stays int8 (with the SQNR target on both, some return to float). A name that is not a float
+/// output is a usage error.
+#[test]
+fn an_output_with_its_own_target_is_held_to_it_alone() {
+    let path = common::real_model("mtcnn_rnet");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r.onnx");
+    let run = |target: &str| {
+        let mut args = vec![
+            "optimize".to_string(),
+            s(&path).to_string(),
+            "-o".into(),
+            s(&out).to_string(),
+            "--int8".into(),
+            "dynamic".into(),
+            "--accuracy-target".into(),
+            target.into(),
+            "--json".into(),
+        ];
+        args.extend(data_args(&path));
+        mdeploy(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let o = run("sqnr=45");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let strict = json(&o)["quantize"]["accuracy"]["returned_to_float"]
+        .as_u64()
+        .unwrap();
+    assert!(strict > 0);
+
+    let o = run("sqnr=45;softmax_1:cos=0.99;dense_2:cos=0.99");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = json(&o);
+    let a = &j["quantize"]["accuracy"];
+    assert_eq!(a["met"], true, "{a}");
+    assert_eq!(a["returned_to_float"], 0, "{a}");
+    assert_eq!(
+        a["target"]["by_output"]["dense_2"]["min_cosine"], 0.99,
+        "{a}"
+    );
+    let v = &j["verification"];
+    assert_eq!(v["status"], "passed", "{v}");
+    assert_eq!(
+        v["tolerance"]["cosine_by_output"],
+        serde_json::json!({"dense_2": 0.99, "softmax_1": 0.99}),
+        "{v}"
+    );
+
+    std::fs::remove_file(&out).unwrap();
+    let o = run("prob1:cos=0.9");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("'prob1'"), "{}", stderr(&o));
+    assert!(!out.exists());
+}
+
 #[test]
 fn static_int8_without_calibration_data_is_a_usage_error() {
     let path = common::real_model("squeezenet1_1");
