@@ -101,7 +101,7 @@ pub struct OptimizeArgs {
     /// (`agree@T=X`); nodes that lose most return to float until it holds. `;` then
     /// `OUTPUT:cos=X` gives one output a target of its own (cos, top1, sqnr), which its
     /// verification holds it to alone (e.g. `cos=0.99,top1=1;last_hidden_state:cos=0.95`).
-    #[arg(long, value_name = "cos=X,top1=Y[;OUTPUT:cos=X]", default_value = "cos=0.99,top1=1", value_parser = mdeploy::quantize::AccuracyTarget::parse)]
+    #[arg(long, value_name = "cos=X,top1=Y[;OUTPUT:cos=X]", default_value = mdeploy::quantize::AccuracyTarget::DEFAULT, value_parser = mdeploy::quantize::AccuracyTarget::parse)]
     accuracy_target: mdeploy::quantize::AccuracyTarget,
     /// Static int8: the op types to quantize (default Conv,ConvTranspose,Gemm,MatMul).
     #[arg(long, value_delimiter = ',', value_name = "OPS")]

@@ -24,7 +24,7 @@ use super::{ConvertRequest, ConvertTarget, VerifyRequest, write_report};
 use crate::error::{CheckFailed, UsageError};
 use crate::pack::{PackOptions, keys};
 use crate::progress::Progress;
-use crate::verify::{Status, Tolerance, VerifyReport};
+use crate::verify::{Status, VerifyReport};
 
 /// The state file in the build directory.
 const STATE_FILE: &str = ".mdeploy-build.json";
@@ -275,12 +275,16 @@ impl Builder<'_> {
         )?;
         self.stage("verify", key, &[&verify_report], |progress| {
             let document = read_optimize_report(&optimize_report)?;
-            let preset = match &c.verify.tolerance {
-                Some(name) => crate::verify::parse_preset(name)
-                    .map_err(|e| UsageError(format!("[verify] tolerance '{name}': {e}")))?,
-                None => crate::verify::preset(document.automatic_preset()).expect("a preset"),
-            };
-            let mut tolerance = Tolerance::from_preset(preset);
+            let preset = c
+                .verify
+                .tolerance
+                .as_ref()
+                .map(|name| {
+                    crate::verify::parse_preset(name)
+                        .map_err(|e| UsageError(format!("[verify] tolerance '{name}': {e}")))
+                })
+                .transpose()?;
+            let mut tolerance = document.verification_tolerance(preset);
             let flags = |v: &Option<super::config::ToleranceValue>| {
                 v.as_ref().map(|v| v.as_flags()).unwrap_or_default()
             };

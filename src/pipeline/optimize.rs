@@ -231,6 +231,20 @@ impl OptimizeDocument {
             None => "fp32",
         }
     }
+
+    /// What verifying the result holds it to: `preset` when one is asked for, else the one what
+    /// was done warrants; outputs quantization's accuracy target gave a target of their own are
+    /// held to that target's cosine alone.
+    pub fn verification_tolerance(&self, preset: Option<crate::verify::Preset>) -> Tolerance {
+        let mut tolerance =
+            Tolerance::from_preset(preset.unwrap_or_else(|| {
+                crate::verify::preset(self.automatic_preset()).expect("a preset")
+            }));
+        if let Some(a) = self.quantize.as_ref().and_then(QuantizeReport::accuracy) {
+            tolerance.cosine_by_output = a.target.own_cosines();
+        }
+        tolerance
+    }
 }
 
 /// How the result stands against its input.
@@ -351,9 +365,9 @@ pub fn optimize_file(
         optimize: report,
     };
     if req.verify {
-        let automatic = document.automatic_preset();
+        let tolerance = document.verification_tolerance(req.tolerance);
         let (v, culprit) = verify(
-            req, &original, &start, &model, &passes, &options, automatic, progress,
+            req, &original, &start, &model, &passes, &options, tolerance, progress,
         )?;
         document.verification = Some(v);
         document.bisect = culprit;
@@ -647,7 +661,7 @@ fn verify(
     optimized: &Model,
     passes: &[&'static dyn Pass],
     options: &OptimizeOptions,
-    automatic: &str,
+    tolerance: Tolerance,
     progress: &dyn Progress,
 ) -> anyhow::Result<(VerifyReport, Option<Culprit>)> {
     let data = DataOptions {
@@ -655,14 +669,6 @@ fn verify(
         ..req.data.clone()
     };
     let (samples, random_seed) = data.load(original)?;
-    let mut tolerance = Tolerance::from_preset(
-        req.tolerance
-            .unwrap_or_else(|| crate::verify::preset(automatic).expect("a preset")),
-    );
-    if req.quantize.mode.is_some() {
-        // an output given an accuracy target of its own is verified by it
-        tolerance.cosine_by_output = req.quantize.accuracy_target.own_cosines();
-    }
     let (engine, compare_engines) = req.data.engines()?;
     let inputs = Inputs {
         samples: &samples,

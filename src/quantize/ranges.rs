@@ -162,7 +162,8 @@ pub struct Agreement {
 pub struct Measures {
     /// The fraction of elements on the same side of this threshold.
     pub threshold: Option<f32>,
-    /// Keep both models' graph outputs of every sample (what a verification preset judges).
+    /// Keep the reference's graph outputs of every sample (what a verification preset judges
+    /// the candidate against).
     pub keep_outputs: bool,
 }
 
@@ -171,10 +172,8 @@ pub struct Compared {
     /// The engine that ran both models.
     pub engine: EngineKind,
     pub agreements: BTreeMap<String, Agreement>,
-    /// With [`Measures::keep_outputs`]: the reference's graph outputs of each sample, and the
-    /// candidate's (as it computed them: a float16 interface's outputs stay float16).
+    /// With [`Measures::keep_outputs`]: the reference's graph outputs of each sample.
     pub reference_outputs: Vec<Vec<NamedTensor>>,
-    pub candidate_outputs: Vec<Vec<NamedTensor>>,
 }
 
 /// Runs `reference` and `candidate` side by side on every sample with `values` exposed in both,
@@ -382,7 +381,7 @@ impl Run<'_> {
         let mut decisions: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         // a float16 interface (`--fp16-io`) is fed the same samples rounded to float16
         let half = crate::verify::half_input_names(candidate);
-        let (mut reference_outputs, mut candidate_outputs) = (Vec::new(), Vec::new());
+        let mut reference_outputs = Vec::new();
         let kept = |outputs: &[NamedTensor]| -> Vec<NamedTensor> {
             outputs
                 .iter()
@@ -399,7 +398,6 @@ impl Run<'_> {
             };
             if !graph_outputs.is_empty() {
                 reference_outputs.push(kept(&want));
-                candidate_outputs.push(kept(&got));
             }
             for (w, g) in want.iter().zip(&got) {
                 let same = w.name == g.name || aliases.get(&w.name) == Some(&g.name);
@@ -500,7 +498,6 @@ impl Run<'_> {
             engine: b.kind(),
             agreements,
             reference_outputs,
-            candidate_outputs,
         })
     }
 }

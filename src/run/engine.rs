@@ -73,12 +73,12 @@ impl Engine {
 
     pub fn load_in(model: &Model, kind: EngineKind) -> Result<Engine, RunError> {
         let engine = match kind {
-            EngineKind::Tract => Engine::Tract(Box::new(Runner::new(model)?)),
-            EngineKind::Ort => Engine::Ort(Box::new(OrtRunner::new(model)?)),
+            EngineKind::Tract => Runner::new(model).map(|r| Engine::Tract(Box::new(r))),
+            EngineKind::Ort => OrtRunner::new(model).map(|r| Engine::Ort(Box::new(r))),
         };
-        // loading folds constants with the engines' kernels too
+        // loading folds constants with the engines' kernels too, loaded or not
         clear_upper_vector_state();
-        Ok(engine)
+        engine
     }
 
     /// Bounds the plans a tract engine keeps (onnxruntime plans on its own).

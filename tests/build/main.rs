@@ -437,3 +437,34 @@ fn a_static_int8_build_of_another_model_signs_with_the_key_from_the_environment(
     assert_eq!(m["manifest"]["lineage"]["verify"]["tolerance"], "int8");
     assert_eq!(m["manifest"]["version"], "2.1.0-rc.1");
 }
+
+/// The build's verify stage holds outputs given an accuracy target of their own as `optimize`
+/// does: by that target's cosine alone.
+#[test]
+fn the_verify_stage_holds_an_output_to_its_own_accuracy_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = real_model("mtcnn_rnet");
+    let parent = model.parent().unwrap();
+    write_repo(
+        dir.path(),
+        &format!(
+            "[model]\nname = \"rnet\"\nversion = \"1.0.0\"\nsource = \"{}\"\n\n\
+             [optimize]\nint8 = \"dynamic\"\naccuracy_target = \"cos=0.99;softmax_1:cos=0.95\"\n\n\
+             [verify]\ndata = [\"{}\"]\n\n[pack]\nunsigned = true\n",
+            model.display(),
+            parent.join("test_data_set_0").display()
+        ),
+    );
+    let o = mdeploy(&["build", s(dir.path()), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("build").join("verify").join("report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["status"], "passed", "{report}");
+    assert_eq!(
+        report["tolerance"]["cosine_by_output"],
+        serde_json::json!({"softmax_1": 0.95}),
+        "{report}"
+    );
+}

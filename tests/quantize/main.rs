@@ -563,6 +563,12 @@ fn an_output_with_its_own_target_is_held_to_it_alone() {
         a["target"]["by_output"]["dense_2"]["min_cosine"], 0.99,
         "{a}"
     );
+    assert!(
+        a["achieved_by_output"]["dense_2"]["cosine"]
+            .as_f64()
+            .is_some_and(|c| c >= 0.99),
+        "{a}"
+    );
     let v = &j["verification"];
     assert_eq!(v["status"], "passed", "{v}");
     assert_eq!(
