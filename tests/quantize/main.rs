@@ -6,6 +6,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Output;
 
 use common::{json, mdeploy, s, stderr};
 use mdeploy::onnx::proto::{ValueInfoProto, type_proto};
@@ -24,6 +25,16 @@ fn data_args(path: &std::path::Path) -> Vec<String> {
         .iter()
         .flat_map(|d| ["--data".to_string(), dir.join(d).display().to_string()])
         .collect()
+}
+
+/// `mdeploy optimize MODEL -o OUT MODE... --accuracy-target TARGET --json` on the model's data.
+fn optimize_on_data(model: &Path, out: &Path, mode: &[&str], target: &str) -> Output {
+    let mut args: Vec<&str> = vec!["optimize", s(model), "-o", s(out)];
+    args.extend(mode);
+    args.extend(["--accuracy-target", target, "--json"]);
+    let data = data_args(model);
+    args.extend(data.iter().map(String::as_str));
+    mdeploy(&args)
 }
 
 /// `optimize PATH -o OUT --int8 static --calibration` on the model's first data set, `--json`.
@@ -359,19 +370,7 @@ fn dynamic_int8_returns_nodes_to_float_until_its_accuracy_target_holds() {
     let path = common::real_model("mtcnn_rnet");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("r.onnx");
-    let mut args = vec![
-        "optimize".to_string(),
-        s(&path).to_string(),
-        "-o".into(),
-        s(&out).to_string(),
-        "--int8".into(),
-        "dynamic".into(),
-        "--accuracy-target".into(),
-        "cos=0.9999999".into(),
-        "--json".into(),
-    ];
-    args.extend(data_args(&path));
-    let o = mdeploy(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = optimize_on_data(&path, &out, &["--int8", "dynamic"], "cos=0.9999999");
     assert!(o.status.success(), "{}", stderr(&o));
     let q = &json(&o)["quantize"];
     let a = &q["accuracy"];
@@ -397,18 +396,7 @@ fn fp16_returns_nodes_to_float32_until_its_accuracy_target_holds() {
     let path = common::real_model("bert_tiny_random");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("b.onnx");
-    let mut args = vec![
-        "optimize".to_string(),
-        s(&path).to_string(),
-        "-o".into(),
-        s(&out).to_string(),
-        "--fp16".into(),
-        "--accuracy-target".into(),
-        "cos=0.9999999".into(),
-        "--json".into(),
-    ];
-    args.extend(data_args(&path));
-    let o = mdeploy(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = optimize_on_data(&path, &out, &["--fp16"], "cos=0.9999999");
     assert!(o.status.success(), "{}", stderr(&o));
     let q = &json(&o)["quantize"];
     let a = &q["accuracy"];
@@ -493,19 +481,7 @@ fn sqnr_and_decision_targets_bind() {
     let path = common::real_model("mtcnn_rnet");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("r.onnx");
-    let mut args = vec![
-        "optimize".to_string(),
-        s(&path).to_string(),
-        "-o".into(),
-        s(&out).to_string(),
-        "--int8".into(),
-        "dynamic".into(),
-        "--accuracy-target".into(),
-        "sqnr=45,agree@0.5=1".into(),
-        "--json".into(),
-    ];
-    args.extend(data_args(&path));
-    let o = mdeploy(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = optimize_on_data(&path, &out, &["--int8", "dynamic"], "sqnr=45,agree@0.5=1");
     assert!(o.status.success(), "{}", stderr(&o));
     let a = &json(&o)["quantize"]["accuracy"];
     assert_eq!(a["met"], true, "{a}");
@@ -531,21 +507,7 @@ fn an_output_with_its_own_target_is_held_to_it_alone() {
     let path = common::real_model("mtcnn_rnet");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("r.onnx");
-    let run = |target: &str| {
-        let mut args = vec![
-            "optimize".to_string(),
-            s(&path).to_string(),
-            "-o".into(),
-            s(&out).to_string(),
-            "--int8".into(),
-            "dynamic".into(),
-            "--accuracy-target".into(),
-            target.into(),
-            "--json".into(),
-        ];
-        args.extend(data_args(&path));
-        mdeploy(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    };
+    let run = |target: &str| optimize_on_data(&path, &out, &["--int8", "dynamic"], target);
     let o = run("sqnr=45");
     assert!(o.status.success(), "{}", stderr(&o));
     let strict = json(&o)["quantize"]["accuracy"]["returned_to_float"]
