@@ -236,14 +236,12 @@ impl OptimizeDocument {
     /// was done warrants; outputs quantization's accuracy target gave a target of their own are
     /// held to that target's cosine alone.
     pub fn verification_tolerance(&self, preset: Option<crate::verify::Preset>) -> Tolerance {
-        let mut tolerance =
-            Tolerance::from_preset(preset.unwrap_or_else(|| {
-                crate::verify::preset(self.automatic_preset()).expect("a preset")
-            }));
-        if let Some(a) = self.quantize.as_ref().and_then(QuantizeReport::accuracy) {
-            tolerance.cosine_by_output = a.target.own_cosines();
+        let preset = preset
+            .unwrap_or_else(|| crate::verify::preset(self.automatic_preset()).expect("a preset"));
+        match self.quantize.as_ref().and_then(QuantizeReport::accuracy) {
+            Some(a) => a.target.tolerance(preset),
+            None => Tolerance::from_preset(preset),
         }
-        tolerance
     }
 }
 

@@ -339,6 +339,16 @@ pub struct OutputAchieved {
 }
 
 impl Achieved {
+    /// Lowers each measure to one output's where that is lower (the decision where it was read).
+    fn take_worst(&mut self, cosine: f64, top1: f64, sqnr_db: f64, decision: Option<f64>) {
+        self.cosine = self.cosine.min(cosine);
+        self.top1 = self.top1.min(top1);
+        self.sqnr_db = self.sqnr_db.min(sqnr_db);
+        if let Some(d) = decision {
+            self.decision = self.decision.min(d);
+        }
+    }
+
     /// For messages: `cosine 0.99512, top-1 1.000, SQNR 23.1 dB[, agree@T X]`, then each
     /// output with a target of its own.
     pub fn describe(&self, threshold: Option<f32>) -> String {
@@ -456,6 +466,14 @@ impl AccuracyTarget {
             .collect()
     }
 
+    /// The tolerance verifying a result quantized to this target takes: `preset`, with the
+    /// outputs that have a target of their own held to its cosine alone.
+    pub fn tolerance(&self, preset: crate::verify::Preset) -> crate::verify::Tolerance {
+        let mut tolerance = crate::verify::Tolerance::from_preset(preset);
+        tolerance.cosine_by_output = self.own_cosines();
+        tolerance
+    }
+
     /// The same target without top-1 agreement, for every output (on random inputs a
     /// classifier's top class is noise).
     pub fn without_top1(&self) -> AccuracyTarget {
@@ -515,8 +533,9 @@ impl AccuracyTarget {
             let top1 = a.top1.unwrap_or(1.0);
             // an output the decision could not be read on does not pass it
             let decision = a.decision.unwrap_or(0.0);
-            let own = self.by_output.contains_key(output);
-            if own {
+            let decided = t.decision.map(|_| decision);
+            all.take_worst(a.cosine, top1, a.sqnr_db, decided);
+            if self.by_output.contains_key(output) {
                 let o = OutputAchieved {
                     cosine: a.cosine,
                     top1,
@@ -525,14 +544,7 @@ impl AccuracyTarget {
                 by_output.insert(output.to_string(), o);
             } else {
                 seen_shared = true;
-            }
-            for w in [&mut all].into_iter().chain((!own).then_some(&mut shared)) {
-                w.cosine = w.cosine.min(a.cosine);
-                w.top1 = w.top1.min(top1);
-                w.sqnr_db = w.sqnr_db.min(a.sqnr_db);
-                if t.decision.is_some() {
-                    w.decision = w.decision.min(decision);
-                }
+                shared.take_worst(a.cosine, top1, a.sqnr_db, decided);
             }
             met &= a.cosine >= t.min_cosine
                 && top1 >= t.min_top1
@@ -882,10 +894,7 @@ fn search_within_target<R: QuantizedNodes>(
     // which would keep onnxruntime from fusing its int8 kernels) in the engine `auto` picks for
     // it, against the float model's outputs from the run that measured the candidate (exposing
     // float values changes no number the preset could see)
-    let mut tolerance = crate::verify::Tolerance::from_preset(
-        crate::verify::preset(preset).expect("a verification preset"),
-    );
-    tolerance.cosine_by_output = target.own_cosines();
+    let tolerance = target.tolerance(crate::verify::preset(preset).expect("a verification preset"));
     let evaluate = |reverted: &std::collections::BTreeMap<String, String>| {
         let (candidate, report, aliases) = quantize(reverted)?;
         // values of the main graph only: one inside an If/Loop/Scan body cannot be exposed as a

@@ -155,52 +155,42 @@ pub fn quantize_symmetric(values: &[f32], dims: &[usize], axis: Option<usize>) -
         .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
         .collect();
     let mut q = Vec::with_capacity(values.len());
-    let mut energy = Energy::default();
+    let mut sums = crate::verify::SampleSums::default();
     for (k, run) in values.chunks(run_len).enumerate() {
         if inner == 1 {
-            energy.quantize(run, scales.iter().copied(), &mut q);
+            quantize_run(run, scales.iter().copied(), &mut q, &mut sums);
         } else {
-            energy.quantize(run, std::iter::repeat(scales[k % channels]), &mut q);
+            quantize_run(
+                run,
+                std::iter::repeat(scales[k % channels]),
+                &mut q,
+                &mut sums,
+            );
         }
     }
     Int8Weight {
         values: q,
         scales,
-        sqnr_db: energy.sqnr_db(),
+        sqnr_db: sums.sqnr_db(),
     }
 }
 
-/// Signal and quantization-noise energy of a weight, in float64 (a float32 square overflows
-/// past 1.8e19 and underflows below 1e-19).
-#[derive(Default)]
-struct Energy {
-    signal: f64,
-    noise: f64,
-}
-
-impl Energy {
-    /// Quantizes `values`, each with its scale from `scales`, onto `out`.
-    fn quantize(&mut self, values: &[f32], scales: impl Iterator<Item = f32>, out: &mut Vec<i8>) {
-        // in locals, not through `self` in memory value after value
-        let (mut signal, mut noise) = (self.signal, self.noise);
-        out.extend(values.iter().zip(scales).map(|(&v, s)| {
-            let k = round_to_int8(v / s);
-            let e = f64::from(f32::from(k) * s) - f64::from(v);
-            signal += f64::from(v) * f64::from(v);
-            noise += e * e;
-            k
-        }));
-        (self.signal, self.noise) = (signal, noise);
+/// Quantizes `values`, each with its scale from `scales`, onto `out`, adding each value and its
+/// dequantized twin to `sums`.
+fn quantize_run(
+    values: &[f32],
+    scales: impl Iterator<Item = f32>,
+    out: &mut Vec<i8>,
+    sums: &mut crate::verify::SampleSums,
+) {
+    // the sums in a local, not through the reference in memory value after value
+    let mut local = *sums;
+    for (&v, s) in values.iter().zip(scales) {
+        let k = round_to_int8(v / s);
+        local.add(f64::from(v), f64::from(f32::from(k) * s));
+        out.push(k);
     }
-
-    /// 10·log10 of signal over noise energy (infinite without noise).
-    fn sqnr_db(&self) -> f64 {
-        if self.noise == 0.0 {
-            f64::INFINITY
-        } else {
-            10.0 * (self.signal / self.noise).log10()
-        }
-    }
+    *sums = local;
 }
 
 /// `x` rounded half away from zero (as `f32::round`) and clamped to [-127, 127], without a branch
