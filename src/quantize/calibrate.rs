@@ -16,9 +16,9 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::QuantizeError;
-use super::ranges::{ValueRange, exposing, observe};
+use super::ranges::{Runs, ValueRange, exposing, observe};
 use crate::onnx::Model;
-use crate::run::{EngineChoice, EngineKind, NamedTensor, run_each};
+use crate::run::{EngineChoice, EngineKind, run_each};
 
 /// Histogram bins per value.
 pub const BINS: usize = 2048;
@@ -56,11 +56,13 @@ pub type Ranges = BTreeMap<String, (f32, f32)>;
 pub fn activation_ranges(
     model: &Model,
     values: &[String],
-    samples: &[&[NamedTensor]],
-    engine: EngineChoice,
     method: Method,
+    runs: Runs,
 ) -> Result<(EngineKind, Ranges), QuantizeError> {
-    let (kind, spans) = observe(model, values, samples, engine)?;
+    let (kind, spans) = observe(model, values, runs)?;
+    let Runs {
+        samples, exposure, ..
+    } = runs;
     if method == Method::MinMax {
         let ranges = spans
             .iter()
@@ -74,24 +76,30 @@ pub fn activation_ranges(
         .filter(|(_, r)| r.min <= r.max)
         .map(|(k, r)| (k.clone(), Histogram::over(r, entropy)))
         .collect();
-    let exposed = exposing(model, values);
-    let wanted: HashSet<&str> = values.iter().map(String::as_str).collect();
-    run_each(&exposed, EngineChoice::Only(kind), samples, |k, outputs| {
-        if k == 0 {
-            histograms.values_mut().for_each(Histogram::clear);
-        }
-        for out in outputs {
-            if !wanted.contains(out.name.as_str()) {
-                continue;
+    for run in exposure.runs(values, 1) {
+        let exposed = exposing(model, run);
+        let wanted: HashSet<&str> = run.iter().map(String::as_str).collect();
+        run_each(&exposed, EngineChoice::Only(kind), samples, |k, outputs| {
+            if k == 0 {
+                for v in run {
+                    if let Some(h) = histograms.get_mut(v) {
+                        h.clear();
+                    }
+                }
             }
-            if let (Some(h), Ok(v)) = (
-                histograms.get_mut(&out.name),
-                out.tensor.to_plain_array_view::<f32>(),
-            ) {
-                h.add(v.iter().copied());
+            for out in outputs {
+                if !wanted.contains(out.name.as_str()) {
+                    continue;
+                }
+                if let (Some(h), Ok(v)) = (
+                    histograms.get_mut(&out.name),
+                    out.tensor.to_plain_array_view::<f32>(),
+                ) {
+                    h.add(v.iter().copied());
+                }
             }
-        }
-    })?;
+        })?;
+    }
     let ranges = spans
         .iter()
         .map(|(name, r)| {
@@ -277,5 +285,59 @@ mod tests {
         );
         assert!(Method::parse("percentile:12").is_err());
         assert!(Method::parse("kl").is_err());
+    }
+
+    #[test]
+    fn histograms_filled_over_several_runs_give_the_ranges_of_one() {
+        use super::super::ranges::Exposure;
+        use crate::graph::builder::ModelBuilder;
+        use crate::onnx::DataType;
+        use crate::run::NamedTensor;
+        use tract_onnx::prelude::{Tensor, tract_ndarray};
+        let proto = ModelBuilder::new(17)
+            .input("x", DataType::Float, &["64"])
+            .node("Relu", &["x"], &["r"])
+            .node("Sin", &["x"], &["s"])
+            .node("Add", &["r", "s"], &["y"])
+            .output("y", DataType::Float, &["64"])
+            .build();
+        let mut model = Model::from_proto(proto, ".".into());
+        let values: Vec<String> = ["r", "s", "y"].map(String::from).to_vec();
+        let sample = |k: f32| {
+            vec![NamedTensor {
+                name: "x".into(),
+                tensor: Tensor::from(tract_ndarray::Array1::from_iter(
+                    (0..64).map(|i| (i as f32 - 20.0) * k),
+                )),
+            }]
+        };
+        let (a, b) = (sample(0.1), sample(-0.37));
+        let samples = [a.as_slice(), b.as_slice()];
+        // 256 bytes a value: one value a run
+        let split = Exposure::at(&mut model, &samples).with_budget(256);
+        assert_eq!(split.runs(&values, 1).len(), 3);
+        let ranges = |method, exposure: &Exposure| {
+            activation_ranges(
+                &model,
+                &values,
+                method,
+                Runs {
+                    samples: &samples,
+                    engine: EngineChoice::Auto,
+                    exposure,
+                },
+            )
+            .unwrap()
+            .1
+        };
+        let span = ranges(Method::MinMax, &split);
+        for method in [Method::Percentile(90.0), Method::Entropy] {
+            let one = ranges(method, &Exposure::unbounded());
+            assert_eq!(one, ranges(method, &split), "{method:?}");
+            assert_eq!(one.len(), 3);
+        }
+        // the histograms were filled: the 90th percentile clips the span seen
+        let clipped = ranges(Method::Percentile(90.0), &split);
+        assert!(clipped["y"].1 < span["y"].1 && clipped["y"].0 > span["y"].0);
     }
 }

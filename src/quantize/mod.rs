@@ -130,6 +130,7 @@ pub fn to_int8_dynamic(
             accuracy: None,
         });
     };
+    let exposure = ranges::Exposure::at(model, c.evaluation);
     let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     let outputs = float_outputs(&float);
     let quantize = |reverted: &std::collections::BTreeMap<String, String>| {
@@ -142,7 +143,9 @@ pub fn to_int8_dynamic(
         Ok((candidate, report, Default::default()))
     };
     let rank = by_own_sqnr;
-    let outcome = search_within_target(&float, &outputs, &target, "int8", &c, quantize, rank)?;
+    let outcome = search_within_target(
+        &float, &outputs, &target, "int8", &c, &exposure, quantize, rank,
+    )?;
     let accuracy = outcome.accuracy(&target, &outputs);
     let output_sqnr_db = outcome.output_sqnr_db();
     let best = outcome.best;
@@ -184,6 +187,7 @@ pub fn to_int4(
     target: AccuracyTarget,
     calibration: Calibration,
 ) -> Result<Int4Stage, QuantizeError> {
+    let exposure = ranges::Exposure::at(model, calibration.evaluation);
     let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     let outputs = float_outputs(&float);
     let quantize = |reverted: &std::collections::BTreeMap<String, String>| {
@@ -202,6 +206,7 @@ pub fn to_int4(
         &target,
         "int8",
         &calibration,
+        &exposure,
         quantize,
         rank,
     )?;
@@ -666,6 +671,7 @@ pub fn to_int8_static(
     calibration: Calibration,
     cache: Option<&CalibrationCache>,
 ) -> Result<(StaticStage, CalibrationCache), QuantizeError> {
+    let exposure = ranges::Exposure::at(model, calibration.evaluation);
     let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     let facts = facts_at(model, calibration.samples.first().copied());
     let plan = qdq::plan_with(model, options, &facts)?;
@@ -686,9 +692,12 @@ pub fn to_int8_static(
             let (engine, ranges) = calibrate::activation_ranges(
                 model,
                 &wanted,
-                calibration.samples,
-                calibration.engine,
                 method,
+                ranges::Runs {
+                    samples: calibration.samples,
+                    engine: calibration.engine,
+                    exposure: &exposure,
+                },
             )?;
             (Some(engine), ranges)
         }
@@ -714,6 +723,7 @@ pub fn to_int8_static(
             &target,
             "int8",
             &calibration,
+            &exposure,
             evaluate,
             ranked,
         )
@@ -876,13 +886,14 @@ pub fn float_outputs(float: &Model) -> Vec<String> {
 /// takes the nodes to revert (by output value, with the reason) and gives the candidate, its
 /// report and the quantized outputs measured under another name in the candidate (each node's
 /// output is measured along with the graph outputs).
-#[allow(clippy::type_complexity)]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 fn search_within_target<R: QuantizedNodes>(
     float: &Model,
     outputs: &[String],
     target: &AccuracyTarget,
     preset: &str,
     calibration: &Calibration,
+    exposure: &ranges::Exposure,
     quantize: impl Fn(
         &std::collections::BTreeMap<String, String>,
     )
@@ -916,8 +927,11 @@ fn search_within_target<R: QuantizedNodes>(
             &candidate,
             &values,
             &aliases,
-            calibration.evaluation,
-            calibration.engine,
+            ranges::Runs {
+                samples: calibration.evaluation,
+                engine: calibration.engine,
+                exposure,
+            },
             ranges::Measures {
                 threshold: target.decision.map(|(at, _)| at),
                 keep_outputs: true,
@@ -1113,6 +1127,7 @@ pub fn to_fp16(
             accuracy: None,
         });
     };
+    let exposure = ranges::Exposure::at(model, c.evaluation);
     let facts = crate::infer::Inference::of_model(model);
     let values = ranges::float_activations(model, &facts);
     // `auto` measures where the float16 model will run: onnxruntime first when it is there
@@ -1123,10 +1138,15 @@ pub fn to_fp16(
     } else {
         c.engine
     };
-    let (engine, ranges) = match ranges::observe(model, &values, c.samples, first) {
+    let runs = |engine| ranges::Runs {
+        samples: c.samples,
+        engine,
+        exposure: &exposure,
+    };
+    let (engine, ranges) = match ranges::observe(model, &values, runs(first)) {
         // a model onnxruntime cannot load or run is measured as `auto` would
         Err(QuantizeError::Run(e)) if ort_first && !crate::run::is_input_problem(&e) => {
-            ranges::observe(model, &values, c.samples, c.engine)?
+            ranges::observe(model, &values, runs(c.engine))?
         }
         other => other?,
     };
@@ -1190,7 +1210,9 @@ pub fn to_fp16(
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         ranked
     };
-    let outcome = search_within_target(&float, &outputs, &target, "fp16", &c, convert, rank)?;
+    let outcome = search_within_target(
+        &float, &outputs, &target, "fp16", &c, &exposure, convert, rank,
+    )?;
     let accuracy = outcome.accuracy(&target, &outputs);
     let output_sqnr_db = outcome.output_sqnr_db();
     let best = outcome.best;
@@ -1488,6 +1510,7 @@ mod tests {
                 target,
                 "int8",
                 &calibration,
+                &ranges::Exposure::unbounded(),
                 |reverted| {
                     let (model, report) = build(reverted, false);
                     Ok((model, report, std::collections::BTreeMap::new()))

@@ -3,7 +3,7 @@
 //! Only running statistics are kept (min, max, NaN), never the activations, so memory does not
 //! grow with the number of samples.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +73,158 @@ pub fn float_activations(model: &Model, facts: &Inference) -> Vec<String> {
         .collect()
 }
 
+/// The most bytes of exposed values one run returns, where the memory available is not known:
+/// values beyond it are measured in further runs over the same samples. An exposed value is
+/// held until its run returns (the engine cannot reuse its buffer for later values), and a text
+/// detector at 640x640 computes 660 MB of float activations, four times that at 1280x1280: a
+/// run exposing them all holds them all, in both models when two are compared (measured: 2.1 GB
+/// peak for ppocr_v4_det's float16 search in one run a pair, 1.3 GB at 512 MB a run, 0.6 GB at
+/// 128 MB, each further run costing a run of both models over every sample).
+pub const EXPOSED_BYTES_PER_RUN: u64 = 512 << 20;
+
+/// The share of the memory available that a run's exposed values may take: the peak measured
+/// is about twice them (the engine's buffers and our copies) over the rest of the work, so it
+/// stays near a quarter.
+const AVAILABLE_SHARE: u64 = 8;
+
+/// The bytes of exposed values a run may return on this machine now: an eighth of the memory
+/// available ([`available_memory`]), at least 128 MB; [`EXPOSED_BYTES_PER_RUN`] where that is
+/// not known. How values are split among runs changes no measure, only time and memory.
+fn exposed_bytes_per_run() -> u64 {
+    match available_memory() {
+        Some(bytes) => (bytes / AVAILABLE_SHARE).max(128 << 20),
+        None => EXPOSED_BYTES_PER_RUN,
+    }
+}
+
+/// The memory this process may still take, on Linux: the least of the system's `MemAvailable`
+/// and what its memory cgroup's limit leaves (a container's limit, which `/proc/meminfo` does
+/// not show), cgroup v2 or v1.
+fn available_memory() -> Option<u64> {
+    available_memory_in(|path| std::fs::read_to_string(path).ok())
+}
+
+/// [`available_memory`] with the files as `read` gives them.
+fn available_memory_in(read: impl Fn(&str) -> Option<String>) -> Option<u64> {
+    let number = |text: Option<String>| text?.trim().parse::<u64>().ok();
+    let system = read("/proc/meminfo").and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb.saturating_mul(1024))
+    });
+    // "0::/path" (v2) or "N:...memory...:/path" (v1), limited by its own limit and those of
+    // the groups above it (inside a container's namespace the path is its root)
+    let cgroups = read("/proc/self/cgroup").unwrap_or_default();
+    let read = &read;
+    let left = cgroups.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let (root, limit, usage) = if controllers.is_empty() {
+            ("/sys/fs/cgroup", "memory.max", "memory.current")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            (
+                "/sys/fs/cgroup/memory",
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+            )
+        } else {
+            return None;
+        };
+        let dir = format!("{root}{}", path.trim_end_matches('/'));
+        std::path::Path::new(&dir)
+            .ancestors()
+            .take_while(|d| d.starts_with(root))
+            .filter_map(|d| {
+                // "max" (v2) or a number near 2^63 (v1) is no limit
+                let limit = number(read(&format!("{}/{limit}", d.display())))?;
+                let usage = number(read(&format!("{}/{usage}", d.display())))?;
+                Some(limit.saturating_sub(usage))
+            })
+            .min()
+    });
+    match (system, left) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// How the values to measure are split among runs so that none returns more than a budget of
+/// them: each value's size at the shapes of the largest sample.
+#[derive(Debug, Clone)]
+pub struct Exposure {
+    bytes: HashMap<String, u64>,
+    budget: u64,
+}
+
+impl Exposure {
+    /// The sizes of `model`'s values with its inputs at the shapes of the largest of `samples`
+    /// (the most input elements), the model left as it was; a run's budget from the memory
+    /// available ([`exposed_bytes_per_run`]).
+    pub fn at(model: &mut Model, samples: &[&[NamedTensor]]) -> Exposure {
+        let largest = samples
+            .iter()
+            .max_by_key(|s| s.iter().map(|t| t.tensor.len()).sum::<usize>())
+            .copied();
+        let facts = super::facts_at(model, largest);
+        let bytes = facts
+            .iter()
+            .filter_map(|(name, fact)| {
+                let elements = fact
+                    .static_shape()?
+                    .iter()
+                    .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))?;
+                let bytes = fact.elem_type?.raw_len(elements)?;
+                Some((name.clone(), bytes as u64))
+            })
+            .collect();
+        Exposure {
+            bytes,
+            budget: exposed_bytes_per_run(),
+        }
+    }
+
+    /// The same sizes with another budget a run.
+    #[cfg(test)]
+    pub(super) fn with_budget(self, budget: u64) -> Exposure {
+        Exposure { budget, ..self }
+    }
+
+    /// Every value in one run, whatever its size.
+    pub fn unbounded() -> Exposure {
+        Exposure {
+            bytes: HashMap::new(),
+            budget: u64::MAX,
+        }
+    }
+
+    /// `values` in consecutive runs (one at least) of at most the budget's bytes, shared by
+    /// `models` models exposing them at once. A value of unknown size counts as the largest known one of
+    /// `values` (none known: as nothing, all in one run); a value larger than a run's share
+    /// has a run of its own.
+    pub(super) fn runs<'v>(&self, values: &'v [String], models: u64) -> Vec<&'v [String]> {
+        let share = self.budget / models.max(1);
+        let unknown = values
+            .iter()
+            .filter_map(|v| self.bytes.get(v))
+            .max()
+            .copied()
+            .unwrap_or(0);
+        let mut runs = Vec::new();
+        let (mut start, mut held) = (0, 0u64);
+        for (k, v) in values.iter().enumerate() {
+            let bytes = self.bytes.get(v).copied().unwrap_or(unknown);
+            if k > start && held.saturating_add(bytes) > share {
+                runs.push(&values[start..k]);
+                (start, held) = (k, 0);
+            }
+            held = held.saturating_add(bytes);
+        }
+        // no values: one run all the same, which tells the engine that runs the model
+        runs.push(&values[start..]);
+        runs
+    }
+}
+
 /// `model` with `values` (of the main graph) exposed as graph outputs too.
 pub fn exposing(model: &Model, values: &[String]) -> Model {
     let mut proto = model.proto.clone();
@@ -96,37 +248,58 @@ pub fn exposing(model: &Model, values: &[String]) -> Model {
     Model::from_proto(proto, model.dir().to_path_buf())
 }
 
+/// What measuring runs a model on: the samples, the engine, and how the values measured are
+/// split among runs over the samples.
+#[derive(Clone, Copy)]
+pub struct Runs<'a> {
+    pub samples: &'a [&'a [NamedTensor]],
+    pub engine: EngineChoice,
+    pub exposure: &'a Exposure,
+}
+
 /// Runs `model` on every sample and returns the range of each of `values`, with the engine that
-/// computed them.
+/// computed them: in as many runs over the samples as the exposure splits them into, each in
+/// the engine the first one ran in.
 pub fn observe(
     model: &Model,
     values: &[String],
-    samples: &[&[NamedTensor]],
-    engine: EngineChoice,
+    runs: Runs,
 ) -> Result<(EngineKind, BTreeMap<String, ValueRange>), QuantizeError> {
-    let exposed = exposing(model, values);
-    let wanted: HashSet<&str> = values.iter().map(String::as_str).collect();
+    let Runs {
+        samples,
+        mut engine,
+        exposure,
+    } = runs;
     let mut ranges: BTreeMap<String, ValueRange> = BTreeMap::new();
-    let kind = run_each(&exposed, engine, samples, |k, outputs| {
-        if k == 0 {
-            ranges.clear();
-        }
-        for out in outputs {
-            if !wanted.contains(out.name.as_str()) {
-                continue;
+    let mut kind = None;
+    for run in exposure.runs(values, 1) {
+        let exposed = exposing(model, run);
+        let wanted: HashSet<&str> = run.iter().map(String::as_str).collect();
+        let mut found: BTreeMap<String, ValueRange> = BTreeMap::new();
+        let ran = run_each(&exposed, engine, samples, |k, outputs| {
+            if k == 0 {
+                found.clear();
             }
-            // as a slice: iterating a view of dynamic rank costs more than the comparisons
-            if let Ok(values) = out.tensor.to_plain_array_view::<f32>()
-                && let Some(values) = values.as_standard_layout().as_slice()
-            {
-                ranges
-                    .entry(out.name)
-                    .or_insert_with(ValueRange::empty)
-                    .add(values);
+            for out in outputs {
+                if !wanted.contains(out.name.as_str()) {
+                    continue;
+                }
+                // as a slice: iterating a view of dynamic rank costs more than the comparisons
+                if let Ok(values) = out.tensor.to_plain_array_view::<f32>()
+                    && let Some(values) = values.as_standard_layout().as_slice()
+                {
+                    found
+                        .entry(out.name)
+                        .or_insert_with(ValueRange::empty)
+                        .add(values);
+                }
             }
-        }
-    })?;
-    Ok((kind, ranges))
+        })?;
+        ranges.extend(found);
+        engine = EngineChoice::Only(ran);
+        kind = Some(ran);
+    }
+    Ok((kind.expect("one run at least"), ranges))
 }
 
 mod ndarray_row {
@@ -186,10 +359,14 @@ pub fn compare(
     candidate: &Model,
     values: &[String],
     aliases: &BTreeMap<String, String>,
-    samples: &[&[NamedTensor]],
-    engine: EngineChoice,
+    runs: Runs,
     measures: Measures,
 ) -> Result<Compared, QuantizeError> {
+    let Runs {
+        samples,
+        engine,
+        exposure,
+    } = runs;
     let scores = class_scores(reference);
     let graph_outputs: Vec<String> = if measures.keep_outputs {
         reference
@@ -201,53 +378,37 @@ pub fn compare(
     } else {
         Vec::new()
     };
-    // a value measured in the candidate under another name (its dequantized twin)
-    let in_candidate: Vec<String> = values
-        .iter()
-        .map(|v| aliases.get(v).unwrap_or(v).clone())
-        .collect();
-    let (reference, candidate) = (
-        exposing(reference, values),
-        exposing(candidate, &in_candidate),
-    );
-    // `auto` tries the engines in turn, from the first sample, as `run_each` does
-    let choices: Vec<EngineChoice> = match engine {
-        EngineChoice::Auto => crate::run::auto_order(&candidate)
-            .into_iter()
-            .map(EngineChoice::Only)
-            .collect(),
-        only => vec![only],
-    };
-    let mut first_error = None;
-    for choice in choices {
+    let mut compared: Option<Compared> = None;
+    for run in exposure.runs(values, 2) {
         let run = Run {
-            reference: &reference,
-            candidate: &candidate,
-            values,
+            reference,
+            candidate,
+            values: run,
             aliases,
-            graph_outputs: &graph_outputs,
+            // kept from the first run only: every run computes them
+            graph_outputs: if compared.is_none() {
+                &graph_outputs
+            } else {
+                &[]
+            },
             threshold: measures.threshold,
         };
-        match run.measure(samples, choice) {
-            Ok(mut compared) => {
-                for (name, agreement) in compared.agreements.iter_mut() {
-                    if !scores.contains(name) {
-                        agreement.top1 = None;
-                    }
-                }
-                return Ok(compared);
-            }
-            Err(e) => {
-                let input_problem =
-                    matches!(&e, QuantizeError::Run(r) if crate::run::is_input_problem(r));
-                first_error.get_or_insert(e);
-                if input_problem {
-                    break;
-                }
+        match compared.as_mut() {
+            // the first run picks the engine; the runs for the values beyond its share use it
+            None => compared = Some(run.measure_picking(samples, engine)?),
+            Some(c) => {
+                let more = run.measure(samples, EngineChoice::Only(c.engine))?;
+                c.agreements.extend(more.agreements);
             }
         }
     }
-    Err(first_error.expect("one engine at least was tried"))
+    let mut compared = compared.expect("one run at least");
+    for (name, agreement) in compared.agreements.iter_mut() {
+        if !scores.contains(name) {
+            agreement.top1 = None;
+        }
+    }
+    Ok(compared)
 }
 
 /// The graph outputs that are class scores, whose top-1 class is the model's answer: those
@@ -343,7 +504,7 @@ pub fn class_scores(model: &Model) -> HashSet<String> {
         .collect()
 }
 
-/// The two exposed models [`compare`] runs, and what it measures of them.
+/// One run of [`compare`]: the two models, and the values it exposes and measures.
 struct Run<'a> {
     reference: &'a Model,
     candidate: &'a Model,
@@ -355,7 +516,38 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// [`compare`] in one engine.
+    /// [`Run::measure`] in `engine`, or with `auto` in the first engine that runs both (tried
+    /// in turn from the first sample, as `run_each` does).
+    fn measure_picking(
+        &self,
+        samples: &[&[NamedTensor]],
+        engine: EngineChoice,
+    ) -> Result<Compared, QuantizeError> {
+        let choices: Vec<EngineChoice> = match engine {
+            EngineChoice::Auto => crate::run::auto_order(self.candidate)
+                .into_iter()
+                .map(EngineChoice::Only)
+                .collect(),
+            only => vec![only],
+        };
+        let mut first_error = None;
+        for choice in choices {
+            match self.measure(samples, choice) {
+                Ok(compared) => return Ok(compared),
+                Err(e) => {
+                    let input_problem =
+                        matches!(&e, QuantizeError::Run(r) if crate::run::is_input_problem(r));
+                    first_error.get_or_insert(e);
+                    if input_problem {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(first_error.expect("one engine at least was tried"))
+    }
+
+    /// Both models with the run's values exposed, side by side in one engine.
     fn measure(
         &self,
         samples: &[&[NamedTensor]],
@@ -370,6 +562,15 @@ impl Run<'_> {
             graph_outputs,
             threshold,
         } = *self;
+        // a value measured in the candidate under another name (its dequantized twin)
+        let in_candidate: Vec<String> = values
+            .iter()
+            .map(|v| aliases.get(v).unwrap_or(v).clone())
+            .collect();
+        let (reference, candidate) = (
+            &exposing(reference, values),
+            &exposing(candidate, &in_candidate),
+        );
         let mut a = Engine::load(reference, engine)?;
         let mut b = Engine::load(candidate, engine)?;
         let wanted: HashSet<&str> = values.iter().map(String::as_str).collect();
@@ -527,7 +728,12 @@ mod tests {
             }]
         };
         let (a, b) = (sample([-1.0, 2.0, 0.5]), sample([3.0, -7.0, 0.0]));
-        let (_, ranges) = observe(&model, &values, &[&a, &b], EngineChoice::Auto).unwrap();
+        let runs = Runs {
+            samples: &[&a, &b],
+            engine: EngineChoice::Auto,
+            exposure: &Exposure::unbounded(),
+        };
+        let (_, ranges) = observe(&model, &values, runs).unwrap();
         assert_eq!(ranges["r"].max, 3.0);
         assert_eq!(ranges["r"].min, 0.0);
         assert_eq!(ranges["y"].min, -3.0);
@@ -596,8 +802,11 @@ mod tests {
             &model,
             &outputs,
             &BTreeMap::new(),
-            &[&x],
-            EngineChoice::Auto,
+            Runs {
+                samples: &[&x],
+                engine: EngineChoice::Auto,
+                exposure: &Exposure::unbounded(),
+            },
             Measures::default(),
         )
         .unwrap()
@@ -605,6 +814,226 @@ mod tests {
         for o in &outputs {
             let want = scores.contains(o).then_some(1.0);
             assert_eq!(measured[o].top1, want, "{o}");
+        }
+    }
+
+    #[test]
+    fn runs_hold_at_most_their_share_and_unknown_sizes_count_as_the_largest() {
+        let exposure = Exposure {
+            bytes: [("a", 40), ("b", 30), ("c", 30), ("d", 100), ("e", 10)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            budget: 120,
+        };
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let values = names(&["a", "b", "c", "d", "e"]);
+        let runs = |values: &[String], models| {
+            exposure
+                .runs(values, models)
+                .iter()
+                .map(|r| r.join(","))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(runs(&values, 1), ["a,b,c", "d,e"]);
+        // two models at once: 60 bytes each; a value larger than that has a run of its own
+        assert_eq!(runs(&values, 2), ["a", "b,c", "d", "e"]);
+        // "x" is unknown: as large as the largest of the values asked for (40)
+        assert_eq!(runs(&names(&["e", "x", "a"]), 2), ["e,x", "a"]);
+        // nothing known of any: one run
+        assert_eq!(runs(&names(&["x", "y"]), 2), ["x,y"]);
+        // nothing asked: one run all the same (it tells the engine)
+        assert_eq!(exposure.runs(&[], 1).len(), 1);
+        assert_eq!(runs(&values, 1), runs(&values, 0));
+        assert_eq!(Exposure::unbounded().runs(&values, 2).len(), 1);
+    }
+
+    #[test]
+    fn sizes_are_those_at_the_largest_sample() {
+        let proto = ModelBuilder::new(17)
+            .input("x", DataType::Float, &["n", "3"])
+            .node("Relu", &["x"], &["r"])
+            .node("Cast", &["r"], &["h"])
+            .attr(crate::graph::builder::attr_int(
+                "to",
+                DataType::Float16.code().into(),
+            ))
+            .node("Cast", &["h"], &["y"])
+            .attr(crate::graph::builder::attr_int(
+                "to",
+                DataType::Float.code().into(),
+            ))
+            .output("y", DataType::Float, &["n", "3"])
+            .build();
+        let mut model = Model::from_proto(proto, ".".into());
+        let before = model.proto.clone();
+        let sample = |n: usize| {
+            vec![NamedTensor {
+                name: "x".into(),
+                tensor: Tensor::from(tract_ndarray::Array2::<f32>::zeros((n, 3))),
+            }]
+        };
+        let (small, large) = (sample(2), sample(5));
+        let exposure = Exposure::at(&mut model, &[&small, &large, &small]);
+        assert_eq!(exposure.bytes["r"], 5 * 3 * 4);
+        assert_eq!(exposure.bytes["h"], 5 * 3 * 2);
+        assert_eq!(model.proto, before, "the model is left as it was");
+    }
+
+    #[test]
+    fn values_measured_over_several_runs_measure_as_in_one() {
+        // four values of 8 floats; a budget of 40 bytes for two models: one value a run
+        let proto = |shift: f32| {
+            ModelBuilder::new(17)
+                .input("x", DataType::Float, &["2", "4"])
+                .initializer_f32("s", &[], &[shift])
+                .node("Relu", &["x"], &["r"])
+                .node("Add", &["r", "s"], &["a"])
+                .initializer_f32(
+                    "w",
+                    &[4, 4],
+                    &[
+                        1.0, 0.5, 0.0, -1.0, 0.0, 2.0, 1.0, 0.0, 0.5, 0.0, 1.0, 1.0, 0.0, -0.5,
+                        0.0, 1.5,
+                    ],
+                )
+                .node("MatMul", &["a", "w"], &["m"])
+                .node("Softmax", &["m"], &["y"])
+                .output("y", DataType::Float, &["2", "4"])
+                .build()
+        };
+        let reference = Model::from_proto(proto(0.0), ".".into());
+        let candidate = Model::from_proto(proto(0.3), ".".into());
+        let values: Vec<String> = ["r", "a", "m", "y"].map(String::from).to_vec();
+        let x = |v: [[f32; 4]; 2]| {
+            vec![NamedTensor {
+                name: "x".into(),
+                tensor: Tensor::from(tract_ndarray::arr2(&v)),
+            }]
+        };
+        let (p, q) = (
+            x([[1.0, -2.0, 0.5, 3.0], [0.0, 1.0, -1.0, 2.0]]),
+            x([[-1.0, 4.0, 2.0, 0.1], [2.0, 2.5, 0.0, -3.0]]),
+        );
+        let samples = [p.as_slice(), q.as_slice()];
+        let mut split = Exposure::at(&mut Model::from_proto(proto(0.0), ".".into()), &samples);
+        split.budget = 80;
+        assert_eq!(split.runs(&values, 2).len(), 4);
+        let whole = Exposure::unbounded();
+        let measures = Measures {
+            threshold: Some(0.25),
+            keep_outputs: true,
+        };
+        let measure = |exposure: &Exposure| {
+            compare(
+                &reference,
+                &candidate,
+                &values,
+                &BTreeMap::new(),
+                Runs {
+                    samples: &samples,
+                    engine: EngineChoice::Auto,
+                    exposure,
+                },
+                measures,
+            )
+            .unwrap()
+        };
+        let (one, several) = (measure(&whole), measure(&split));
+        assert_eq!(one.agreements, several.agreements);
+        assert_eq!(several.agreements.len(), 4);
+        assert!(several.agreements["a"].cosine < 1.0);
+        assert!(several.agreements["y"].top1.is_some());
+        let outputs = |c: &Compared| {
+            c.reference_outputs
+                .iter()
+                .map(|s| s.iter().map(|t| t.name.clone()).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(outputs(&several), [["y"], ["y"]]);
+        assert_eq!(
+            one.reference_outputs[1][0].tensor,
+            several.reference_outputs[1][0].tensor
+        );
+
+        let observed = |exposure: &Exposure| {
+            let runs = Runs {
+                samples: &samples,
+                engine: EngineChoice::Auto,
+                exposure,
+            };
+            observe(&reference, &values, runs).unwrap()
+        };
+        split.budget = 40;
+        assert_eq!(split.runs(&values, 1).len(), 4);
+        assert_eq!(observed(&whole), observed(&split));
+        assert_eq!(observed(&split).1.len(), 4);
+        // m = relu(x) w: the largest is the second sample's first row by w's second column,
+        // 4 x 2 - 0.1 x 0.5
+        assert_eq!(observed(&split).1["m"].max, 7.95);
+    }
+
+    #[test]
+    fn available_memory_is_the_least_of_the_system_and_every_cgroup_above() {
+        let files = |entries: &[(&str, &str)]| {
+            let map: HashMap<String, String> = entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            move |path: &str| map.get(path).cloned()
+        };
+        let meminfo = "MemTotal:       24000000 kB\nMemAvailable:   20000000 kB\n";
+        let system = 20_000_000 * 1024;
+        // no cgroup files: the system's
+        let none = files(&[("/proc/meminfo", meminfo), ("/proc/self/cgroup", "0::/\n")]);
+        assert_eq!(available_memory_in(none), Some(system));
+        // v2: the group above limits more than the process's own ("max": none)
+        let v2 = files(&[
+            ("/proc/meminfo", meminfo),
+            ("/proc/self/cgroup", "0::/ci/job\n"),
+            ("/sys/fs/cgroup/ci/job/memory.max", "max\n"),
+            ("/sys/fs/cgroup/ci/job/memory.current", "1000\n"),
+            ("/sys/fs/cgroup/ci/memory.max", "4000000000\n"),
+            ("/sys/fs/cgroup/ci/memory.current", "1000000000\n"),
+        ]);
+        assert_eq!(available_memory_in(v2), Some(3_000_000_000));
+        // v1: the memory controller's line; a limit near 2^63 above it changes nothing
+        let v1 = files(&[
+            ("/proc/meminfo", meminfo),
+            (
+                "/proc/self/cgroup",
+                "5:cpu:/x\n4:memory:/docker/abc\n0::/\n",
+            ),
+            (
+                "/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes",
+                "1572864000\n",
+            ),
+            (
+                "/sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes",
+                "572864000\n",
+            ),
+            (
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                "9223372036854771712\n",
+            ),
+            (
+                "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+                "3305418752\n",
+            ),
+        ]);
+        assert_eq!(available_memory_in(v1), Some(1_000_000_000));
+        // a limit above the system's memory: the system's
+        let loose = files(&[
+            ("/proc/meminfo", meminfo),
+            ("/proc/self/cgroup", "0::/\n"),
+            ("/sys/fs/cgroup/memory.max", "90000000000\n"),
+            ("/sys/fs/cgroup/memory.current", "0\n"),
+        ]);
+        assert_eq!(available_memory_in(loose), Some(system));
+        assert_eq!(available_memory_in(files(&[])), None);
+        // and on this machine, something
+        if cfg!(target_os = "linux") {
+            assert!(available_memory().is_some_and(|b| b > 0));
         }
     }
 }
