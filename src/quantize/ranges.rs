@@ -417,7 +417,11 @@ pub fn compare(
 /// activation such as Softmax, Sigmoid or Relu, global pooling, a reshape, quantization). An
 /// embedding (mean pooling over tokens, an L2 norm, BERT's Tanh pooler) has the shape of class
 /// scores, but its largest element is no answer, and its top-1 agreement is no measure of
-/// accuracy. A regression head (a box's offsets from a Gemm) is not told apart from scores.
+/// accuracy. Where some output's scores pass through a Softmax, LogSoftmax or Sigmoid, the
+/// model gives its classes there, and an output straight from a linear layer beside it is a
+/// regression head (a face detector's box offsets and landmarks beside its face/no-face
+/// Softmax), whose largest element is no answer either; where none does, a linear layer's
+/// output is taken for logits, as a classifier's last Gemm is.
 pub fn class_scores(model: &Model) -> HashSet<String> {
     let g = model.graph();
     let producer: std::collections::HashMap<&str, &crate::onnx::proto::NodeProto> = g
@@ -451,17 +455,18 @@ pub fn class_scores(model: &Model) -> HashSet<String> {
             "Gemm" | "MatMul" | "Conv" | "QLinearMatMul" | "QLinearConv"
         )
     };
-    let scores_of = |output: &str| {
+    // for scores, whether they pass through a normalizing activation
+    let scores_of = |output: &str| -> Option<bool> {
         let mut value = output;
+        let mut normalized = false;
         // a cycle cannot occur in a valid graph; the bound keeps an invalid one from looping
         for _ in 0..g.node.len() {
-            let Some(node) = producer.get(value) else {
-                return false;
-            };
+            let node = producer.get(value)?;
             let op = node.op_type();
             if linear(op) {
-                return true;
+                return Some(normalized);
             }
+            normalized |= matches!(op, "Softmax" | "LogSoftmax" | "Sigmoid");
             let next = match op {
                 "Identity" | "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" | "Cast"
                 | "Softmax" | "LogSoftmax" | "Sigmoid" | "Relu" | "GlobalAveragePool"
@@ -471,9 +476,8 @@ pub fn class_scores(model: &Model) -> HashSet<String> {
                 // x / t keep the order, b - x, t / x and a scale of zero or below do not
                 "Add" | "Sub" | "Mul" | "Div" => {
                     let mut computed = node.input.iter().filter(|i| !is_constant(i));
-                    let only = match (computed.next(), computed.next()) {
-                        (Some(only), None) => only,
-                        _ => return false,
+                    let (Some(only), None) = (computed.next(), computed.next()) else {
+                        return None;
                     };
                     let other = node.input.iter().find(|i| *i != only);
                     let keeps_order = match op {
@@ -490,17 +494,20 @@ pub fn class_scores(model: &Model) -> HashSet<String> {
                 }
                 _ => None,
             };
-            let Some(next) = next else {
-                return false;
-            };
-            value = next.as_str();
+            value = next?.as_str();
         }
-        false
+        None
     };
-    g.output
+    let scores: Vec<(String, bool)> = g
+        .output
         .iter()
-        .map(|o| o.name().to_string())
-        .filter(|o| scores_of(o))
+        .filter_map(|o| Some((o.name().to_string(), scores_of(o.name())?)))
+        .collect();
+    let any_normalized = scores.iter().any(|(_, normalized)| *normalized);
+    scores
+        .into_iter()
+        .filter(|(_, normalized)| *normalized || !any_normalized)
+        .map(|(name, _)| name)
         .collect()
 }
 
@@ -744,42 +751,53 @@ mod tests {
     fn top1_is_measured_on_class_scores_only() {
         // two inputs' worth of rows, four classes: a linear layer's scores through Softmax or a
         // temperature are class scores; an L2-normalized embedding, a Tanh pooler, reversed
-        // scores (b - x, x times -1, t / x) and a sum of two computed values are not
-        let proto = ModelBuilder::new(17)
-            .input("x", DataType::Float, &["2", "3"])
-            .initializer_f32(
-                "w",
-                &[3, 4],
-                &[1.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 2.0, 0.0, 0.0, 1.0, 0.5],
-            )
-            .initializer_f32("b", &[4], &[0.1, 0.2, 0.3, 0.4])
-            .initializer_f32("t", &[], &[2.0])
-            .node("Gemm", &["x", "w", "b"], &["logits"])
-            .node("Softmax", &["logits"], &["probs"])
-            .node("Div", &["logits", "t"], &["tempered"])
-            .node("ReduceL2", &["logits"], &["norm"])
-            .attr(crate::graph::builder::attr_ints("axes", &[-1]))
-            .node("Div", &["logits", "norm"], &["embedding"])
-            .node("Tanh", &["logits"], &["pooled"])
-            .node("Sub", &["t", "logits"], &["reversed"])
-            .initializer_f32("negative", &[], &[-1.0])
-            .node("Mul", &["logits", "negative"], &["negated"])
-            .node("Div", &["t", "logits"], &["reciprocal"])
-            .node("Add", &["logits", "pooled"], &["mixed"])
-            .output("probs", DataType::Float, &["2", "4"])
-            .output("tempered", DataType::Float, &["2", "4"])
-            .output("embedding", DataType::Float, &["2", "4"])
-            .output("pooled", DataType::Float, &["2", "4"])
-            .output("reversed", DataType::Float, &["2", "4"])
-            .output("negated", DataType::Float, &["2", "4"])
-            .output("reciprocal", DataType::Float, &["2", "4"])
-            .output("mixed", DataType::Float, &["2", "4"])
-            .build();
-        let model = Model::from_proto(proto, ".".into());
+        // scores (b - x, x times -1, t / x) and a sum of two computed values are not; beside
+        // the Softmax, the tempered scores are taken for a regression head
+        let build = |with_probs: bool| {
+            let mut b = ModelBuilder::new(17)
+                .input("x", DataType::Float, &["2", "3"])
+                .initializer_f32(
+                    "w",
+                    &[3, 4],
+                    &[1.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 2.0, 0.0, 0.0, 1.0, 0.5],
+                )
+                .initializer_f32("b", &[4], &[0.1, 0.2, 0.3, 0.4])
+                .initializer_f32("t", &[], &[2.0])
+                .node("Gemm", &["x", "w", "b"], &["logits"])
+                .node("Softmax", &["logits"], &["probs"])
+                .node("Div", &["logits", "t"], &["tempered"])
+                .node("ReduceL2", &["logits"], &["norm"])
+                .attr(crate::graph::builder::attr_ints("axes", &[-1]))
+                .node("Div", &["logits", "norm"], &["embedding"])
+                .node("Tanh", &["logits"], &["pooled"])
+                .node("Sub", &["t", "logits"], &["reversed"])
+                .initializer_f32("negative", &[], &[-1.0])
+                .node("Mul", &["logits", "negative"], &["negated"])
+                .node("Div", &["t", "logits"], &["reciprocal"])
+                .node("Add", &["logits", "pooled"], &["mixed"]);
+            if with_probs {
+                b = b.output("probs", DataType::Float, &["2", "4"]);
+            }
+            let proto = b
+                .output("tempered", DataType::Float, &["2", "4"])
+                .output("embedding", DataType::Float, &["2", "4"])
+                .output("pooled", DataType::Float, &["2", "4"])
+                .output("reversed", DataType::Float, &["2", "4"])
+                .output("negated", DataType::Float, &["2", "4"])
+                .output("reciprocal", DataType::Float, &["2", "4"])
+                .output("mixed", DataType::Float, &["2", "4"])
+                .build();
+            Model::from_proto(proto, ".".into())
+        };
+        let sorted = |model: &Model| {
+            let mut sorted: Vec<String> = class_scores(model).into_iter().collect();
+            sorted.sort();
+            sorted
+        };
+        assert_eq!(sorted(&build(false)), ["tempered"]);
+        let model = build(true);
+        assert_eq!(sorted(&model), ["probs"]);
         let scores = class_scores(&model);
-        let mut sorted: Vec<&str> = scores.iter().map(String::as_str).collect();
-        sorted.sort();
-        assert_eq!(sorted, ["probs", "tempered"]);
 
         let x = vec![NamedTensor {
             name: "x".into(),
