@@ -8,23 +8,13 @@ use std::process::ExitCode;
 use super::data::DataArgs;
 use clap::Args;
 use mdeploy::passes::{OptimizeReport, registry};
+use mdeploy::pipeline::config::{Int4, Int8};
 use mdeploy::pipeline::optimize::{
     OptimizeRequest, QuantizeMode, QuantizeOptions, Verdict, optimize_file,
 };
 use mdeploy::quantize::QuantizeReport;
 
 use super::printer::{OutputArgs, Printer, UsageError, print_stdout};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Int8Mode {
-    Dynamic,
-    Static,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Int4Mode {
-    WeightOnly,
-}
 
 /// Rewrite a model to be smaller and faster without changing what it computes, and prove it.
 #[derive(Debug, Args)]
@@ -69,13 +59,13 @@ pub struct OptimizeArgs {
     /// `static`: QDQ with int8 weights per channel and activation ranges calibrated on
     /// --calibration data (Conv, ConvTranspose, Gemm, MatMul).
     #[arg(long, value_enum, value_name = "MODE", conflicts_with = "fp16")]
-    int8: Option<Int8Mode>,
+    int8: Option<Int8>,
     /// Lossy: 4-bit weights. `weight-only`: MatMul weights become uint4 in blocks of rows (a
     /// scale and zero point each), read through opset-21 DequantizeLinear(block_size), which
     /// onnxruntime fuses into its 4-bit kernel; activations stay float. The model is raised to
     /// opset 21 where that keeps its meaning. Measured and verified with onnxruntime.
     #[arg(long, value_enum, value_name = "MODE", conflicts_with_all = ["fp16", "int8"])]
-    int4: Option<Int4Mode>,
+    int4: Option<Int4>,
     /// With --int4: rows per block, a power of two from 16 to 256.
     #[arg(long, value_name = "ROWS", requires = "int4")]
     int4_block_size: Option<usize>,
@@ -198,10 +188,10 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    if args.int8_activations.is_some() && args.int8 != Some(Int8Mode::Static) {
+    if args.int8_activations.is_some() && args.int8 != Some(Int8::Static) {
         return Err(UsageError("--int8-activations applies to --int8 static".into()).into());
     }
-    if args.int8_placement.is_some() && args.int8 != Some(Int8Mode::Static) {
+    if args.int8_placement.is_some() && args.int8 != Some(Int8::Static) {
         return Err(UsageError("--int8-placement applies to --int8 static".into()).into());
     }
     let printer = Printer::new(&args.out);
@@ -212,17 +202,13 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
         prune: args.prune,
         prune_channels: args.prune_channels,
         quantize: QuantizeOptions {
-            mode: match (args.fp16, args.int8, args.int4) {
-                (true, _, _) => Some(QuantizeMode::Fp16 { io: args.fp16_io }),
-                (false, Some(Int8Mode::Dynamic), _) => Some(QuantizeMode::Int8Dynamic),
-                (false, Some(Int8Mode::Static), _) => Some(QuantizeMode::Int8Static),
-                (false, None, Some(Int4Mode::WeightOnly)) => Some(QuantizeMode::Int4WeightOnly {
-                    block_size: args
-                        .int4_block_size
-                        .unwrap_or(mdeploy::quantize::int4::DEFAULT_BLOCK_SIZE),
-                }),
-                (false, None, None) => None,
-            },
+            mode: QuantizeMode::chosen(
+                args.fp16,
+                args.fp16_io,
+                args.int8,
+                args.int4,
+                args.int4_block_size,
+            ),
             calibration: args.calibration.clone(),
             method: args.calibration_method,
             cache: args.calibration_cache.clone(),

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::config::{BuildConfig, CONFIG_FILE, Int4, Int8};
+use super::config::{BuildConfig, CONFIG_FILE};
 use super::data::DataOptions;
 use super::optimize::{OptimizeDocument, OptimizeRequest, QuantizeMode, QuantizeOptions};
 use super::{ConvertRequest, ConvertTarget, VerifyRequest, write_report};
@@ -397,17 +397,7 @@ impl Builder<'_> {
         // the verify stage proves the result, with its own report
         req.verify = false;
         let mut q = QuantizeOptions {
-            mode: match (o.fp16, o.int8, o.int4) {
-                (true, _, _) => Some(QuantizeMode::Fp16 { io: o.fp16_io }),
-                (false, Some(Int8::Dynamic), _) => Some(QuantizeMode::Int8Dynamic),
-                (false, Some(Int8::Static), _) => Some(QuantizeMode::Int8Static),
-                (false, None, Some(Int4::WeightOnly)) => Some(QuantizeMode::Int4WeightOnly {
-                    block_size: o
-                        .int4_block_size
-                        .unwrap_or(crate::quantize::int4::DEFAULT_BLOCK_SIZE),
-                }),
-                (false, None, None) => None,
-            },
+            mode: QuantizeMode::chosen(o.fp16, o.fp16_io, o.int8, o.int4, o.int4_block_size),
             calibration: calibration.to_vec(),
             int8_ops: o.int8_ops.clone(),
             exclude_nodes: o.exclude_nodes.clone(),

@@ -49,16 +49,16 @@ pub struct ModelSection {
     pub input_shapes: Vec<String>,
 }
 
-/// Int8 quantization modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Int8 quantization modes (`optimize --int8`, a build's `int8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Int8 {
     Dynamic,
     Static,
 }
 
-/// Int4 quantization modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Int4 quantization modes (`optimize --int4`, a build's `int4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Int4 {
     WeightOnly,

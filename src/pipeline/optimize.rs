@@ -43,6 +43,29 @@ pub enum QuantizeMode {
     },
 }
 
+impl QuantizeMode {
+    /// The mode `optimize`'s flags or a build's `[optimize]` keys ask for (where more than one
+    /// is given, fp16 goes first, then int8).
+    pub fn chosen(
+        fp16: bool,
+        fp16_io: bool,
+        int8: Option<super::config::Int8>,
+        int4: Option<super::config::Int4>,
+        int4_block_size: Option<usize>,
+    ) -> Option<QuantizeMode> {
+        use super::config::{Int4, Int8};
+        match (fp16, int8, int4) {
+            (true, _, _) => Some(QuantizeMode::Fp16 { io: fp16_io }),
+            (false, Some(Int8::Dynamic), _) => Some(QuantizeMode::Int8Dynamic),
+            (false, Some(Int8::Static), _) => Some(QuantizeMode::Int8Static),
+            (false, None, Some(Int4::WeightOnly)) => Some(QuantizeMode::Int4WeightOnly {
+                block_size: int4_block_size.unwrap_or(crate::quantize::int4::DEFAULT_BLOCK_SIZE),
+            }),
+            (false, None, None) => None,
+        }
+    }
+}
+
 /// Quantization and its calibration.
 #[derive(Debug, Clone)]
 pub struct QuantizeOptions {
