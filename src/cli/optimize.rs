@@ -225,7 +225,10 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
         allow_unverified: args.allow_unverified,
         keep_failed: args.keep_failed,
         bisect: args.bisect,
-        data: args.data.options(),
+        // without --data, quantization verifies on the calibration data
+        data: args
+            .data
+            .options((!args.calibration.is_empty()).then_some("--calibration"))?,
         external_data: args.external_data,
         // the digests `pack` checks a report against, only when a report is asked for
         lineage: args.out.json || args.out.report.is_some(),

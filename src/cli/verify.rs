@@ -57,7 +57,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let req = VerifyRequest {
         reference: args.reference.clone(),
         candidate: args.candidate.clone(),
-        data: args.data.options(),
+        data: args.data.options(None)?,
         tolerance,
     };
     let (report, samples) = verify_files(&req, printer.progress())?;
@@ -82,7 +82,7 @@ fn save_data(args: &VerifyArgs, samples: &[Sample]) -> anyhow::Result<()> {
         )?;
     }
     if let Some(path) = &args.save_outputs {
-        let (engine, _) = args.data.options().engines()?;
+        let (engine, _) = args.data.options(None)?.engines()?;
         let reference = mdeploy::onnx::Model::load(&args.reference)?;
         let inputs: Vec<&[mdeploy::run::NamedTensor]> =
             samples.iter().map(|s| s.inputs.as_slice()).collect();

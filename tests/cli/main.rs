@@ -592,6 +592,45 @@ fn usage_errors_exit_2() {
         "image",
     ]);
     assert_input_error(&o, &["NAME=D1,D2"]);
+    // random-sample flags where no random sample is made: nothing written
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("q.onnx");
+    let (c, q) = (cnn.to_str().unwrap(), out.to_str().unwrap());
+    for (args, named) in [
+        (
+            vec![
+                "optimize",
+                c,
+                "-o",
+                q,
+                "--int8",
+                "static",
+                "--calibration",
+                c,
+                "--samples",
+                "4",
+            ],
+            "--samples applies to random samples, which are not made with --calibration",
+        ),
+        (
+            vec![
+                "optimize",
+                c,
+                "-o",
+                q,
+                "--data",
+                c,
+                "--samples",
+                "2",
+                "--seed",
+                "1",
+            ],
+            "--samples and --seed apply to random samples, which are not made with --data",
+        ),
+    ] {
+        assert_input_error(&mdeploy(&args), &[named]);
+        assert!(!out.exists());
+    }
     assert!(mdeploy(&["--version"]).status.success());
 }
 

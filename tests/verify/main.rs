@@ -343,6 +343,10 @@ fn usage_errors() {
         ),
         (vec!["verify", c, c, "--samples", "0"], "at least 1"),
         (
+            vec!["verify", c, c, "--data", c, "--seed", "5"],
+            "--seed applies to random samples, which are not made with --data",
+        ),
+        (
             vec!["verify", c, "--data", c],
             "expected a .npz, .npy or .pb file",
         ),
