@@ -400,7 +400,16 @@ fn render_measured(
     output_sqnr_db: &[(String, f64)],
     accuracy: Option<&mdeploy::quantize::AccuracyOutcome>,
 ) {
-    if let Some(a) = accuracy {
+    if let Some(a) = accuracy.filter(|a| a.unmeasured.is_some()) {
+        let _ = write!(
+            s,
+            "\n  accuracy: target {} {} ({} rounds, {} returned to float)",
+            a.target.describe(),
+            a.describe(),
+            a.rounds,
+            a.returned_to_float
+        );
+    } else if let Some(a) = accuracy {
         let _ = write!(
             s,
             "\n  accuracy: {} against target {}: {} ({} rounds, {} returned to float)",

@@ -556,9 +556,20 @@ impl AccuracyTarget {
                 && t.min_sqnr_db.is_none_or(|db| a.sqnr_db >= db)
                 && t.decision.is_none_or(|(_, f)| decision >= f);
         }
+        if !seen {
+            // no output to hold to the target (none is float): nothing measured, nothing missed
+            let nan = Achieved {
+                cosine: f64::NAN,
+                top1: f64::NAN,
+                sqnr_db: f64::NAN,
+                decision: f64::NAN,
+                by_output: BTreeMap::new(),
+            };
+            return (nan, true);
+        }
         let mut achieved = if seen_shared { shared } else { all };
         achieved.by_output = by_output;
-        (achieved, seen && met)
+        (achieved, met)
     }
 }
 
@@ -587,6 +598,11 @@ pub struct AccuracyOutcome {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub achieved_by_output: BTreeMap<String, OutputAchieved>,
     pub met: bool,
+    /// Why the target could not be measured, where it could not (a model without a float
+    /// output: the verification preset alone held its outputs); the achieved values are then
+    /// not numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmeasured: Option<String>,
     /// Quantize-and-measure rounds it took.
     pub rounds: usize,
     pub returned_to_float: usize,
@@ -600,6 +616,9 @@ pub(crate) fn not_measured() -> f64 {
 impl AccuracyOutcome {
     /// What was achieved, for messages: `cosine 0.99512, top-1 1.000, SQNR 23.1 dB`.
     pub fn describe(&self) -> String {
+        if let Some(why) = &self.unmeasured {
+            return format!("not measured: {why}");
+        }
         let achieved = Achieved {
             cosine: self.achieved_cosine,
             top1: self.achieved_top1,
@@ -843,6 +862,10 @@ impl<R: QuantizedNodes> SearchOutcome<R> {
             achieved_decision: target.decision.map(|_| achieved.decision),
             achieved_by_output: achieved.by_output,
             met: self.met,
+            unmeasured: outputs.is_empty().then(|| {
+                "the model has no float output; the verification preset alone held its outputs"
+                    .to_string()
+            }),
             rounds: self.rounds,
             returned_to_float: self.reverted.len(),
         }
@@ -1364,6 +1387,12 @@ mod tests {
         let (achieved, met) =
             t.judge([("scores", Some(&kept)), ("hidden", Some(&loose))].into_iter());
         assert!(met && achieved.cosine == 0.95 && achieved.by_output.len() == 2);
+        // no output to judge (none is float): nothing missed, nothing achieved
+        let (achieved, met) = t.judge(std::iter::empty());
+        assert!(met && achieved.cosine.is_nan() && achieved.sqnr_db.is_nan());
+        // an output given but not measured is missed
+        let (achieved, met) = t.judge([("scores", None)].into_iter());
+        assert!(!met && achieved.cosine.is_nan());
     }
 
     #[test]

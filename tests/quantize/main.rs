@@ -389,6 +389,57 @@ fn dynamic_int8_returns_nodes_to_float_until_its_accuracy_target_holds() {
     assert!(a["achieved_cosine"].as_f64().unwrap() >= 0.9999999, "{a}");
 }
 
+/// A classifier that outputs its class index (ArgMax, int64) has no float output for the
+/// accuracy target: quantization goes ahead, held by the verification preset alone (the same
+/// class on every sample), and the report says the target was not measured.
+#[test]
+fn a_model_without_float_outputs_is_held_to_the_preset_and_says_the_target_was_not_measured() {
+    let real = common::real_model("mobilenet_v3_small");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut model = Model::load(&real).unwrap();
+    let graph = model.graph_mut();
+    let logits = graph.output[0].name().to_string();
+    graph.node.push(mdeploy::onnx::proto::NodeProto {
+        op_type: Some("ArgMax".into()),
+        name: Some("class".into()),
+        input: vec![logits],
+        output: vec!["class".into()],
+        attribute: vec![mdeploy::graph::builder::attr_int("axis", 1)],
+        ..Default::default()
+    });
+    graph.output = vec![mdeploy::graph::builder::value_info(
+        "class",
+        DataType::Int64,
+        &["batch"],
+    )];
+    let path = tmp.path().join("model.onnx");
+    model.save(&path, Default::default()).unwrap();
+    // the inputs of the stored data sets (their outputs are the float logits)
+    for set in ["test_data_set_0", "test_data_set_1"] {
+        std::fs::create_dir(tmp.path().join(set)).unwrap();
+        let from = real.parent().unwrap().join(set).join("input_0.pb");
+        std::fs::copy(from, tmp.path().join(set).join("input_0.pb")).unwrap();
+    }
+    let out = tmp.path().join("q.onnx");
+    let o = optimize_on_data(&path, &out, &["--int8", "dynamic"], "cos=0.99,top1=1");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = json(&o);
+    let q = &report["quantize"];
+    assert!(!q["quantized"].as_array().unwrap().is_empty(), "{q}");
+    let a = &q["accuracy"];
+    assert_eq!(a["met"], true, "{a}");
+    assert!(
+        a["unmeasured"]
+            .as_str()
+            .unwrap()
+            .contains("no float output"),
+        "{a}"
+    );
+    assert!(a["achieved_cosine"].is_null(), "{a}");
+    assert_eq!(report["verification"]["status"], "passed", "{report}");
+    assert!(out.exists());
+}
+
 /// A float16 model that misses its accuracy target returns the nodes that lose most to float32,
 /// each reported with why, until the target holds.
 #[test]
