@@ -41,8 +41,13 @@ pub struct SampleSums {
 }
 
 impl SampleSums {
-    /// Adds one element pair (reference, candidate).
+    /// Adds one element pair (reference, candidate). The same NaN or infinity on both sides
+    /// agrees, as the element-wise check counts it, and adds nothing; any other pair with a
+    /// non-finite side leaves the sums non-finite (no cosine or SQNR to pass).
     pub fn add(&mut self, r: f64, c: f64) {
+        if !r.is_finite() && (r == c || (r.is_nan() && c.is_nan())) {
+            return;
+        }
         self.dot += r * c;
         self.ref_sq += r * r;
         self.cand_sq += c * c;
@@ -440,6 +445,35 @@ mod tests {
         let (cosine, sqnr) = s.worst().unwrap();
         assert!(cosine.is_nan() && sqnr.is_nan());
         assert_eq!(Similarity::default().worst(), None);
+        // the same NaN or infinity on both sides agrees and adds nothing; a finite value
+        // against an infinite one, or an infinity against the other, does not
+        let mut same = SampleSums::default();
+        for (r, c) in [
+            (f64::NAN, f64::NAN),
+            (f64::INFINITY, f64::INFINITY),
+            (f64::NEG_INFINITY, f64::NEG_INFINITY),
+            (2.0, 2.0),
+        ] {
+            same.add(r, c);
+        }
+        assert_eq!((same.cosine(), same.sqnr_db()), (1.0, f64::INFINITY));
+        for (r, c) in [
+            (1.0, f64::INFINITY),
+            (f64::INFINITY, 1.0),
+            (f64::INFINITY, f64::NEG_INFINITY),
+            (f64::NAN, 1.0),
+        ] {
+            let mut differ = SampleSums::default();
+            differ.add(2.0, 2.0);
+            differ.add(r, c);
+            let (cosine, sqnr) = (differ.cosine(), differ.sqnr_db());
+            // not a number, or far from agreeing: no target can pass
+            let passes = |x: f64, at: f64| x.partial_cmp(&at).is_some_and(|o| o.is_ge());
+            assert!(
+                !passes(cosine, 0.99) && !passes(sqnr, 0.0),
+                "{r} {c}: {cosine} {sqnr}"
+            );
+        }
     }
 
     #[test]
