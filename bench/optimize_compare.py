@@ -60,12 +60,12 @@ def feeds_for(model_dir, model_path):
 
 def latencies_ms(model_paths, feeds, runs, threads=0, spinning=True):
     """Median latency of each model, measured interleaved: rounds of a few runs of each model
-    in turn, so that machine noise falls on all of them alike. Each round starts one model
-    further on (a rotation), so that every block of runs follows another model's block: with
-    the order reversed every other round, the models at the two ends ran two blocks in a row,
-    and the same MiniLM read 7 to 13% faster there than in the middle positions, whichever
-    file was put at the ends. A block's first run is not timed (the session's threads waking
-    after another session's runs, which a model served in a loop does not pay).
+    in turn, so that machine noise falls on all of them alike. Every round runs them in the
+    same order, so that every block of runs follows another model's block: with the order
+    reversed every other round, the models at the two ends ran two blocks in a row, and the
+    same MiniLM read 7 to 13% faster there than in the middle positions, whichever file was
+    put at the ends. A block's first run is not timed (the session's threads waking after
+    another session's runs, which a model served in a loop does not pay).
     `threads` sets onnxruntime's intra-op threads (0: its default, one per core); `spinning`
     False stops its idle threads from spinning between kernels."""
     options = ort.SessionOptions()
@@ -78,10 +78,8 @@ def latencies_ms(model_paths, feeds, runs, threads=0, spinning=True):
         s.run(None, feeds)
     times = [[] for _ in sessions]
     per_round = 5
-    for r in range(max(1, runs // per_round)):
-        n = len(sessions)
-        order = [(r + k) % n for k in range(n)]
-        for k in order:
+    for _ in range(max(1, runs // per_round)):
+        for k in range(len(sessions)):
             # untimed: the first run after a switch wakes the session's threads
             sessions[k].run(None, feeds)
             for _ in range(per_round):

@@ -403,7 +403,7 @@ fn render_measured(
     if let Some(a) = accuracy.filter(|a| a.unmeasured.is_some()) {
         let _ = write!(
             s,
-            "\n  accuracy: target {} {} ({} rounds, {} returned to float)",
+            "\n  accuracy: target {} {}; the outputs held to the verification preset ({} rounds, {} returned to float)",
             a.target.describe(),
             a.describe(),
             a.rounds,

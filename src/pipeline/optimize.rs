@@ -664,6 +664,14 @@ fn prune(req: &OptimizeRequest, model: &mut Model) -> anyhow::Result<Option<Prun
 
 /// The error of a quantization that cannot meet its accuracy target.
 fn target_missed(mode: &str, a: &crate::quantize::AccuracyOutcome) -> anyhow::Error {
+    if let Some(why) = &a.unmeasured {
+        return CheckFailed(format!(
+            "{mode} cannot keep the outputs within the verification preset ({why} to hold to \
+             the accuracy target {}); nothing written",
+            a.target.describe()
+        ))
+        .into();
+    }
     CheckFailed(format!(
         "{mode} cannot meet the accuracy target ({}): the best reached {}; nothing written",
         a.target.describe(),

@@ -11,14 +11,14 @@
 //! - `entropy`: the clipping threshold over |x| that minimizes the KL divergence between the
 //!   histogram and its 128-level quantization (the TensorRT calibration method).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::QuantizeError;
-use super::ranges::{Runs, ValueRange, exposing, observe};
+use super::ranges::{Runs, ValueRange, observe, run_exposed};
 use crate::onnx::Model;
-use crate::run::{EngineChoice, EngineKind, run_each};
+use crate::run::{EngineChoice, EngineKind};
 
 /// Histogram bins per value.
 pub const BINS: usize = 2048;
@@ -60,9 +60,6 @@ pub fn activation_ranges(
     runs: Runs,
 ) -> Result<(EngineKind, Ranges), QuantizeError> {
     let (kind, spans) = observe(model, values, runs)?;
-    let Runs {
-        samples, exposure, ..
-    } = runs;
     if method == Method::MinMax {
         let ranges = spans
             .iter()
@@ -76,30 +73,27 @@ pub fn activation_ranges(
         .filter(|(_, r)| r.min <= r.max)
         .map(|(k, r)| (k.clone(), Histogram::over(r, entropy)))
         .collect();
-    for run in exposure.runs(values, 1) {
-        let exposed = exposing(model, run);
-        let wanted: HashSet<&str> = run.iter().map(String::as_str).collect();
-        run_each(&exposed, EngineChoice::Only(kind), samples, |k, outputs| {
-            if k == 0 {
-                for v in run {
-                    if let Some(h) = histograms.get_mut(v) {
-                        h.clear();
-                    }
+    let again = Runs {
+        engine: EngineChoice::Only(kind),
+        ..runs
+    };
+    run_exposed(model, values, again, |run, k, outputs| {
+        if k == 0 {
+            for v in run {
+                if let Some(h) = histograms.get_mut(v) {
+                    h.clear();
                 }
             }
-            for out in outputs {
-                if !wanted.contains(out.name.as_str()) {
-                    continue;
-                }
-                if let (Some(h), Ok(v)) = (
-                    histograms.get_mut(&out.name),
-                    out.tensor.to_plain_array_view::<f32>(),
-                ) {
-                    h.add(v.iter().copied());
-                }
+        }
+        for out in outputs {
+            if let (Some(h), Ok(v)) = (
+                histograms.get_mut(&out.name),
+                out.tensor.to_plain_array_view::<f32>(),
+            ) {
+                h.add(v.iter().copied());
             }
-        })?;
-    }
+        }
+    })?;
     let ranges = spans
         .iter()
         .map(|(name, r)| {

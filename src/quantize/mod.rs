@@ -356,6 +356,17 @@ impl Achieved {
 
     /// For messages: `cosine 0.99512, top-1 1.000, SQNR 23.1 dB[, agree@T X]`, then each
     /// output with a target of its own.
+    /// Every measure not a number: what was not measured.
+    fn not_measured() -> Achieved {
+        Achieved {
+            cosine: f64::NAN,
+            top1: f64::NAN,
+            sqnr_db: f64::NAN,
+            decision: f64::NAN,
+            by_output: BTreeMap::new(),
+        }
+    }
+
     pub fn describe(&self, threshold: Option<f32>) -> String {
         let mut s = format!(
             "cosine {:.6}, top-1 {:.3}, SQNR {:.1} dB",
@@ -524,14 +535,7 @@ impl AccuracyTarget {
         let (mut seen, mut seen_shared, mut met) = (false, false, true);
         for (output, a) in measured {
             let Some(a) = a.filter(|a| !a.cosine.is_nan() && !a.sqnr_db.is_nan()) else {
-                let nan = Achieved {
-                    cosine: f64::NAN,
-                    top1: f64::NAN,
-                    sqnr_db: f64::NAN,
-                    decision: f64::NAN,
-                    by_output: BTreeMap::new(),
-                };
-                return (nan, false);
+                return (Achieved::not_measured(), false);
             };
             seen = true;
             let t = self.for_output(output);
@@ -558,14 +562,7 @@ impl AccuracyTarget {
         }
         if !seen {
             // no output to hold to the target (none is float): nothing measured, nothing missed
-            let nan = Achieved {
-                cosine: f64::NAN,
-                top1: f64::NAN,
-                sqnr_db: f64::NAN,
-                decision: f64::NAN,
-                by_output: BTreeMap::new(),
-            };
-            return (nan, true);
+            return (Achieved::not_measured(), true);
         }
         let mut achieved = if seen_shared { shared } else { all };
         achieved.by_output = by_output;
@@ -583,8 +580,8 @@ pub struct AccuracyOutcome {
     /// The smallest top-1 agreement of its class scores (1 where it has none).
     #[serde(deserialize_with = "crate::json::inf_if_null")]
     pub achieved_top1: f64,
-    /// The smallest output SQNR in dB (null when every output is exact; NaN read from a report
-    /// written before it was measured).
+    /// The smallest output SQNR in dB (null when every output is exact, or when the target was
+    /// [`Self::unmeasured`]; NaN read from a report written before it was measured).
     #[serde(
         default = "not_measured",
         deserialize_with = "crate::json::inf_if_null"
@@ -617,7 +614,7 @@ impl AccuracyOutcome {
     /// What was achieved, for messages: `cosine 0.99512, top-1 1.000, SQNR 23.1 dB`.
     pub fn describe(&self) -> String {
         if let Some(why) = &self.unmeasured {
-            return format!("not measured: {why}");
+            return format!("not measured ({why})");
         }
         let achieved = Achieved {
             cosine: self.achieved_cosine,
@@ -862,10 +859,9 @@ impl<R: QuantizedNodes> SearchOutcome<R> {
             achieved_decision: target.decision.map(|_| achieved.decision),
             achieved_by_output: achieved.by_output,
             met: self.met,
-            unmeasured: outputs.is_empty().then(|| {
-                "the model has no float output; the verification preset alone held its outputs"
-                    .to_string()
-            }),
+            unmeasured: outputs
+                .is_empty()
+                .then(|| "the model has no float output".to_string()),
             rounds: self.rounds,
             returned_to_float: self.reverted.len(),
         }
@@ -888,7 +884,8 @@ impl<R: QuantizedNodes> SearchOutcome<R> {
     }
 }
 
-/// The float model's float outputs: the ones quantization moves and the target judges.
+/// The float model's floating-point outputs (float32, and float16 or float64 in a model that
+/// computes in those): the ones quantization moves and the target judges.
 pub fn float_outputs(float: &Model) -> Vec<String> {
     let facts = crate::infer::Inference::of_model(float);
     float
@@ -896,7 +893,11 @@ pub fn float_outputs(float: &Model) -> Vec<String> {
         .output
         .iter()
         .map(|o| o.name().to_string())
-        .filter(|o| facts.elem_type(o) == Some(crate::onnx::DataType::Float))
+        .filter(|o| {
+            facts
+                .elem_type(o)
+                .is_some_and(crate::onnx::DataType::is_float)
+        })
         .collect()
 }
 
@@ -961,8 +962,8 @@ fn search_within_target<R: QuantizedNodes>(
             },
         )?;
         let measured = compared.agreements;
-        let (achieved, met) = target.judge(outputs.iter().map(|o| (o.as_str(), measured.get(o))));
-        let met = met && {
+        let (achieved, held) = target.judge(outputs.iter().map(|o| (o.as_str(), measured.get(o))));
+        let met = held && {
             // a float16 interface is fed the samples rounded to float16, and compared widened
             let half = crate::verify::half_input_names(&candidate);
             let rounded: Vec<Vec<NamedTensor>> = calibration
@@ -978,7 +979,7 @@ fn search_within_target<R: QuantizedNodes>(
         };
         let engine = compared.engine;
         Ok::<_, QuantizeError>((
-            (achieved, met),
+            (achieved, held, met),
             Searched {
                 model: candidate,
                 report,
@@ -988,7 +989,7 @@ fn search_within_target<R: QuantizedNodes>(
         ))
     };
     let none = std::collections::BTreeMap::new();
-    let ((worst, met), first_result) = evaluate(&none)?;
+    let ((worst, held, met), first_result) = evaluate(&none)?;
     if met {
         return Ok(SearchOutcome {
             best: first_result,
@@ -999,11 +1000,23 @@ fn search_within_target<R: QuantizedNodes>(
     }
     let mut ranked = rank(&first_result.report, &first_result.measured);
     let mut rounds = 1;
-    let reason = |lost: f64| {
+    let missed = if outputs.is_empty() {
+        format!("miss the {preset} verification preset (no float output to hold to the target)")
+    } else if held {
         format!(
-            "returned to float: with every node quantized the outputs keep {}, short of the target ({}); this node lost {lost:.1} dB (measured in the round that ranked it)",
+            "keep {} within the target but miss the {preset} verification preset",
+            worst.describe(None)
+        )
+    } else {
+        format!(
+            "keep {}, short of the target ({})",
             worst.describe(None),
             target.describe()
+        )
+    };
+    let reason = |lost: f64| {
+        format!(
+            "returned to float: with every node quantized the outputs {missed}; this node lost {lost:.1} dB (measured in the round that ranked it)"
         )
     };
     let first =
@@ -1023,7 +1036,7 @@ fn search_within_target<R: QuantizedNodes>(
     while hi - lo > 1 && rounds < MAX_ROUNDS {
         let mid = (lo + hi) / 2;
         let reverted = first(&ranked, mid);
-        let ((_, meets), result) = evaluate(&reverted)?;
+        let ((_, _, meets), result) = evaluate(&reverted)?;
         rounds += 1;
         if meets {
             hi = mid;
@@ -1038,7 +1051,7 @@ fn search_within_target<R: QuantizedNodes>(
         None => {
             rounds += 1;
             let reverted = first(&ranked, hi);
-            let ((_, meets), result) = evaluate(&reverted)?;
+            let ((_, _, meets), result) = evaluate(&reverted)?;
             (result, reverted, meets)
         }
     };

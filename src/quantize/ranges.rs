@@ -130,15 +130,29 @@ fn available_memory_in(read: impl Fn(&str) -> Option<String>) -> Option<u64> {
         } else {
             return None;
         };
+        // the usage counts the page cache, of which the inactive files' pages are reclaimed
+        // before the limit is hit (a model file just read)
+        let cache = if controllers.is_empty() {
+            "inactive_file"
+        } else {
+            "total_inactive_file"
+        };
         let dir = format!("{root}{}", path.trim_end_matches('/'));
         std::path::Path::new(&dir)
             .ancestors()
             .take_while(|d| d.starts_with(root))
             .filter_map(|d| {
+                let file = |name: &str| read(&format!("{}/{name}", d.display()));
                 // "max" (v2) or a number near 2^63 (v1) is no limit
-                let limit = number(read(&format!("{}/{limit}", d.display())))?;
-                let usage = number(read(&format!("{}/{usage}", d.display())))?;
-                Some(limit.saturating_sub(usage))
+                let limit = number(file(limit))?;
+                let usage = number(file(usage))?;
+                let reclaimable = file("memory.stat")
+                    .and_then(|stat| {
+                        stat.lines()
+                            .find_map(|l| l.strip_prefix(cache)?.strip_prefix(' ')?.parse().ok())
+                    })
+                    .unwrap_or(0);
+                Some(limit.saturating_sub(usage.saturating_sub(reclaimable)))
             })
             .min()
     });
@@ -265,41 +279,58 @@ pub fn observe(
     values: &[String],
     runs: Runs,
 ) -> Result<(EngineKind, BTreeMap<String, ValueRange>), QuantizeError> {
+    let mut ranges: BTreeMap<String, ValueRange> = BTreeMap::new();
+    let kind = run_exposed(model, values, runs, |run, k, outputs| {
+        if k == 0 {
+            run.iter().for_each(|v| _ = ranges.remove(v));
+        }
+        for out in outputs {
+            // as a slice: iterating a view of dynamic rank costs more than the comparisons
+            if let Ok(values) = out.tensor.to_plain_array_view::<f32>()
+                && let Some(values) = values.as_standard_layout().as_slice()
+            {
+                ranges
+                    .entry(out.name)
+                    .or_insert_with(ValueRange::empty)
+                    .add(values);
+            }
+        }
+    })?;
+    Ok((kind, ranges))
+}
+
+/// Runs `model` over the samples once for each run the exposure splits `values` into, with
+/// that run's values exposed: `on_output(run, k, outputs)` gets sample `k`'s values of the run
+/// (the graph outputs among them only where asked for). Within a run, after an engine
+/// fall-back the samples come again from 0, as with [`run_each`]: a caller that accumulates
+/// starts that run's values over. The runs after the first use the engine it ran in, which is
+/// returned.
+pub(super) fn run_exposed(
+    model: &Model,
+    values: &[String],
+    runs: Runs,
+    mut on_output: impl FnMut(&[String], usize, Vec<NamedTensor>),
+) -> Result<EngineKind, QuantizeError> {
     let Runs {
         samples,
         mut engine,
         exposure,
     } = runs;
-    let mut ranges: BTreeMap<String, ValueRange> = BTreeMap::new();
     let mut kind = None;
     for run in exposure.runs(values, 1) {
         let exposed = exposing(model, run);
         let wanted: HashSet<&str> = run.iter().map(String::as_str).collect();
-        let mut found: BTreeMap<String, ValueRange> = BTreeMap::new();
         let ran = run_each(&exposed, engine, samples, |k, outputs| {
-            if k == 0 {
-                found.clear();
-            }
-            for out in outputs {
-                if !wanted.contains(out.name.as_str()) {
-                    continue;
-                }
-                // as a slice: iterating a view of dynamic rank costs more than the comparisons
-                if let Ok(values) = out.tensor.to_plain_array_view::<f32>()
-                    && let Some(values) = values.as_standard_layout().as_slice()
-                {
-                    found
-                        .entry(out.name)
-                        .or_insert_with(ValueRange::empty)
-                        .add(values);
-                }
-            }
+            let outputs = outputs
+                .into_iter()
+                .filter(|o| wanted.contains(o.name.as_str()))
+                .collect();
+            on_output(run, k, outputs);
         })?;
-        ranges.extend(found);
         engine = EngineChoice::Only(ran);
         kind = Some(ran);
     }
-    Ok((kind.expect("one run at least"), ranges))
+    Ok(kind.expect("one run at least"))
 }
 
 mod ndarray_row {
@@ -417,11 +448,12 @@ pub fn compare(
 /// activation such as Softmax, Sigmoid or Relu, global pooling, a reshape, quantization). An
 /// embedding (mean pooling over tokens, an L2 norm, BERT's Tanh pooler) has the shape of class
 /// scores, but its largest element is no answer, and its top-1 agreement is no measure of
-/// accuracy. Where some output's scores pass through a Softmax, LogSoftmax or Sigmoid, the
-/// model gives its classes there, and an output straight from a linear layer beside it is a
-/// regression head (a face detector's box offsets and landmarks beside its face/no-face
-/// Softmax), whose largest element is no answer either; where none does, a linear layer's
-/// output is taken for logits, as a classifier's last Gemm is.
+/// accuracy. Where some output's scores pass through a Softmax or LogSoftmax, the model gives
+/// its classes there, and an output straight from a linear layer beside it is a regression
+/// head (a face detector's box offsets and landmarks beside its face/no-face Softmax), whose
+/// largest element is no answer either; where none does, a linear layer's output is taken for
+/// logits, as a classifier's last Gemm is. (A Sigmoid does not count: beside logits it may be
+/// a one-value quality score or a mask.)
 pub fn class_scores(model: &Model) -> HashSet<String> {
     let g = model.graph();
     let producer: std::collections::HashMap<&str, &crate::onnx::proto::NodeProto> = g
@@ -455,7 +487,7 @@ pub fn class_scores(model: &Model) -> HashSet<String> {
             "Gemm" | "MatMul" | "Conv" | "QLinearMatMul" | "QLinearConv"
         )
     };
-    // for scores, whether they pass through a normalizing activation
+    // for scores, whether they pass through a Softmax over the classes
     let scores_of = |output: &str| -> Option<bool> {
         let mut value = output;
         let mut normalized = false;
@@ -466,7 +498,7 @@ pub fn class_scores(model: &Model) -> HashSet<String> {
             if linear(op) {
                 return Some(normalized);
             }
-            normalized |= matches!(op, "Softmax" | "LogSoftmax" | "Sigmoid");
+            normalized |= matches!(op, "Softmax" | "LogSoftmax");
             let next = match op {
                 "Identity" | "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" | "Cast"
                 | "Softmax" | "LogSoftmax" | "Sigmoid" | "Relu" | "GlobalAveragePool"
@@ -613,9 +645,10 @@ impl Run<'_> {
                     continue;
                 }
                 let name = w.name.clone();
-                // a float16 value is measured as the float32 it widens to
+                // a float16 or float64 value is measured as the float32 it converts to
                 let as_f32 = |t: &tract_onnx::prelude::Tensor| {
-                    if t.datum_type() == tract_onnx::prelude::DatumType::F16 {
+                    use tract_onnx::prelude::DatumType;
+                    if matches!(t.datum_type(), DatumType::F16 | DatumType::F64) {
                         t.cast_to::<f32>().ok().map(|c| c.into_owned())
                     } else {
                         None
@@ -853,6 +886,10 @@ mod tests {
                 .map(|r| r.join(","))
                 .collect::<Vec<_>>()
         };
+        // every value in exactly one run, in order
+        for models in 0..4 {
+            assert_eq!(exposure.runs(&values, models).concat(), values);
+        }
         assert_eq!(runs(&values, 1), ["a,b,c", "d,e"]);
         // two models at once: 60 bytes each; a value larger than that has a run of its own
         assert_eq!(runs(&values, 2), ["a", "b,c", "d", "e"]);
@@ -1013,8 +1050,13 @@ mod tests {
             ("/sys/fs/cgroup/ci/job/memory.current", "1000\n"),
             ("/sys/fs/cgroup/ci/memory.max", "4000000000\n"),
             ("/sys/fs/cgroup/ci/memory.current", "1000000000\n"),
+            // a model file just read: its pages count as usage until reclaimed
+            (
+                "/sys/fs/cgroup/ci/memory.stat",
+                "anon 600000000\nactive_file 100000000\ninactive_file 300000000\n",
+            ),
         ]);
-        assert_eq!(available_memory_in(v2), Some(3_000_000_000));
+        assert_eq!(available_memory_in(v2), Some(3_300_000_000));
         // v1: the memory controller's line; a limit near 2^63 above it changes nothing
         let v1 = files(&[
             ("/proc/meminfo", meminfo),
@@ -1029,6 +1071,10 @@ mod tests {
             (
                 "/sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes",
                 "572864000\n",
+            ),
+            (
+                "/sys/fs/cgroup/memory/docker/abc/memory.stat",
+                "cache 100\ninactive_file 7\ntotal_inactive_file 0\n",
             ),
             (
                 "/sys/fs/cgroup/memory/memory.limit_in_bytes",
