@@ -212,9 +212,9 @@ impl Exposure {
     }
 
     /// `values` in consecutive runs (one at least) of at most the budget's bytes, shared by
-    /// `models` models exposing them at once. A value of unknown size counts as the largest known one of
-    /// `values` (none known: as nothing, all in one run); a value larger than a run's share
-    /// has a run of its own.
+    /// `models` models exposing them at once. A value of unknown size counts as the largest
+    /// known one of `values` (none known: as nothing, all in one run); a value larger than a
+    /// run's share has a run of its own.
     pub(super) fn runs<'v>(&self, values: &'v [String], models: u64) -> Vec<&'v [String]> {
         let share = self.budget / models.max(1);
         let unknown = values
