@@ -556,34 +556,34 @@ struct Run<'a> {
 
 impl Run<'_> {
     /// [`Run::measure`] in `engine`, or with `auto` in the first engine that runs both (tried
-    /// in turn from the first sample, as `run_each` does).
+    /// in turn from the first sample, as `run_each` does, and failing as it does: with both
+    /// engines' reasons where neither runs them).
     fn measure_picking(
         &self,
         samples: &[&[NamedTensor]],
         engine: EngineChoice,
     ) -> Result<Compared, QuantizeError> {
-        let choices: Vec<EngineChoice> = match engine {
-            EngineChoice::Auto => crate::run::auto_order(self.candidate)
-                .into_iter()
-                .map(EngineChoice::Only)
-                .collect(),
-            only => vec![only],
+        let EngineChoice::Auto = engine else {
+            return self.measure(samples, engine);
         };
-        let mut first_error = None;
-        for choice in choices {
-            match self.measure(samples, choice) {
-                Ok(compared) => return Ok(compared),
-                Err(e) => {
-                    let input_problem =
-                        matches!(&e, QuantizeError::Run(r) if crate::run::is_input_problem(r));
-                    first_error.get_or_insert(e);
-                    if input_problem {
-                        break;
-                    }
-                }
-            }
+        let [first, second] = crate::run::auto_order(self.candidate);
+        let e = match self.measure(samples, EngineChoice::Only(first)) {
+            Ok(compared) => return Ok(compared),
+            Err(e) => e,
+        };
+        let QuantizeError::Run(first_error) = e else {
+            return Err(e);
+        };
+        if crate::run::is_input_problem(&first_error) || !crate::run::available(second) {
+            return Err(QuantizeError::Run(first_error));
         }
-        Err(first_error.expect("one engine at least was tried"))
+        self.measure(samples, EngineChoice::Only(second))
+            .map_err(|e| match e {
+                QuantizeError::Run(other) => {
+                    QuantizeError::Run(crate::run::neither(first, first_error, other))
+                }
+                e => e,
+            })
     }
 
     /// Both models with the run's values exposed, side by side in one engine.

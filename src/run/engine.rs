@@ -193,11 +193,13 @@ pub fn ort_available() -> bool {
     available(EngineKind::Ort)
 }
 
-fn available(kind: EngineKind) -> bool {
+/// Whether `kind` can be loaded here (onnxruntime: its library was found).
+pub fn available(kind: EngineKind) -> bool {
     kind == EngineKind::Tract || super::ort::library().is_ok()
 }
 
-fn neither(first: EngineKind, first_error: RunError, ort_or_tract: RunError) -> RunError {
+/// The error of a model neither engine runs: `first_error` from `first`, then the other's.
+pub fn neither(first: EngineKind, first_error: RunError, ort_or_tract: RunError) -> RunError {
     let (tract, ort) = match first {
         EngineKind::Tract => (first_error, ort_or_tract),
         EngineKind::Ort => (ort_or_tract, first_error),

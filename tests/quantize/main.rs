@@ -440,6 +440,34 @@ fn a_model_without_float_outputs_is_held_to_the_preset_and_says_the_target_was_n
     assert!(out.exists());
 }
 
+/// A model neither engine runs (a training op) is refused in every mode with both engines'
+/// reasons, exit 2, nothing written.
+#[test]
+fn a_model_neither_engine_runs_is_refused_with_both_reasons() {
+    let dir = common::shared().join("onnx-node-tests/node/test_adagrad");
+    let (model, data) = (dir.join("model.onnx"), dir.join("test_data_set_0"));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("q.onnx");
+    for mode in [
+        &["--int8", "dynamic"][..],
+        &["--fp16"],
+        &["--int4", "weight-only"],
+        &["--int8", "static", "--calibration", s(&data)],
+    ] {
+        let mut args = vec!["optimize", s(&model), "-o", s(&out), "--data", s(&data)];
+        args.extend(mode);
+        let o = mdeploy(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{mode:?}: {err}");
+        assert!(
+            err.contains("neither engine can run the model; tract:")
+                && err.contains("; onnxruntime:"),
+            "{mode:?}: {err}"
+        );
+        assert!(!out.exists(), "{mode:?}");
+    }
+}
+
 /// A float16 model that misses its accuracy target returns the nodes that lose most to float32,
 /// each reported with why, until the target holds.
 #[test]
