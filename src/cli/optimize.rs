@@ -400,24 +400,24 @@ fn render_measured(
     output_sqnr_db: &[(String, f64)],
     accuracy: Option<&mdeploy::quantize::AccuracyOutcome>,
 ) {
-    if let Some(a) = accuracy.filter(|a| a.unmeasured.is_some()) {
+    if let Some(a) = accuracy {
+        let verdict = match &a.unmeasured {
+            Some(_) => format!(
+                "target {} {}; the outputs held to the verification preset",
+                a.target.describe(),
+                a.describe()
+            ),
+            None => format!(
+                "{} against target {}: {}",
+                a.describe(),
+                a.target.describe(),
+                if a.met { "met" } else { "missed" }
+            ),
+        };
         let _ = write!(
             s,
-            "\n  accuracy: target {} {}; the outputs held to the verification preset ({} rounds, {} returned to float)",
-            a.target.describe(),
-            a.describe(),
-            a.rounds,
-            a.returned_to_float
-        );
-    } else if let Some(a) = accuracy {
-        let _ = write!(
-            s,
-            "\n  accuracy: {} against target {}: {} ({} rounds, {} returned to float)",
-            a.describe(),
-            a.target.describe(),
-            if a.met { "met" } else { "missed" },
-            a.rounds,
-            a.returned_to_float
+            "\n  accuracy: {verdict} ({} rounds, {} returned to float)",
+            a.rounds, a.returned_to_float
         );
     }
     if !output_sqnr_db.is_empty() {

@@ -354,8 +354,6 @@ impl Achieved {
         }
     }
 
-    /// For messages: `cosine 0.99512, top-1 1.000, SQNR 23.1 dB[, agree@T X]`, then each
-    /// output with a target of its own.
     /// Every measure not a number: what was not measured.
     fn not_measured() -> Achieved {
         Achieved {
@@ -367,6 +365,8 @@ impl Achieved {
         }
     }
 
+    /// For messages: `cosine 0.99512, top-1 1.000, SQNR 23.1 dB[, agree@T X]`, then each
+    /// output with a target of its own.
     pub fn describe(&self, threshold: Option<f32>) -> String {
         let mut s = format!(
             "cosine {:.6}, top-1 {:.3}, SQNR {:.1} dB",

@@ -301,7 +301,7 @@ pub fn observe(
 
 /// Runs `model` over the samples once for each run the exposure splits `values` into, with
 /// that run's values exposed: `on_output(run, k, outputs)` gets sample `k`'s values of the run
-/// (the graph outputs among them only where asked for). Within a run, after an engine
+/// (the model's other outputs left out). Within a run, after an engine
 /// fall-back the samples come again from 0, as with [`run_each`]: a caller that accumulates
 /// starts that run's values over. The runs after the first use the engine it ran in, which is
 /// returned.
@@ -425,10 +425,15 @@ pub fn compare(
             threshold: measures.threshold,
         };
         match compared.as_mut() {
-            // the first run picks the engine; the runs for the values beyond its share use it
-            None => compared = Some(run.measure_picking(samples, engine)?),
+            // the first run picks the engine (`auto` tries them in turn, from the first sample,
+            // as `run_each` does); the runs for the values beyond its share use it
+            None => {
+                let first =
+                    crate::run::in_either(candidate, engine, |kind| run.measure(samples, kind))?;
+                compared = Some(first);
+            }
             Some(c) => {
-                let more = run.measure(samples, EngineChoice::Only(c.engine))?;
+                let more = run.measure(samples, c.engine)?;
                 c.agreements.extend(more.agreements);
             }
         }
@@ -555,43 +560,12 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// [`Run::measure`] in `engine`, or with `auto` in the first engine that runs both (tried
-    /// in turn from the first sample, as `run_each` does, and failing as it does: with both
-    /// engines' reasons where neither runs them).
-    fn measure_picking(
-        &self,
-        samples: &[&[NamedTensor]],
-        engine: EngineChoice,
-    ) -> Result<Compared, QuantizeError> {
-        let EngineChoice::Auto = engine else {
-            return self.measure(samples, engine);
-        };
-        let [first, second] = crate::run::auto_order(self.candidate);
-        let e = match self.measure(samples, EngineChoice::Only(first)) {
-            Ok(compared) => return Ok(compared),
-            Err(e) => e,
-        };
-        let QuantizeError::Run(first_error) = e else {
-            return Err(e);
-        };
-        if crate::run::is_input_problem(&first_error) || !crate::run::available(second) {
-            return Err(QuantizeError::Run(first_error));
-        }
-        self.measure(samples, EngineChoice::Only(second))
-            .map_err(|e| match e {
-                QuantizeError::Run(other) => {
-                    QuantizeError::Run(crate::run::neither(first, first_error, other))
-                }
-                e => e,
-            })
-    }
-
     /// Both models with the run's values exposed, side by side in one engine.
     fn measure(
         &self,
         samples: &[&[NamedTensor]],
-        engine: EngineChoice,
-    ) -> Result<Compared, QuantizeError> {
+        engine: EngineKind,
+    ) -> Result<Compared, crate::run::RunError> {
         use crate::run::Engine;
         let Run {
             reference,
@@ -610,8 +584,8 @@ impl Run<'_> {
             &exposing(reference, values),
             &exposing(candidate, &in_candidate),
         );
-        let mut a = Engine::load(reference, engine)?;
-        let mut b = Engine::load(candidate, engine)?;
+        let mut a = Engine::load_in(reference, engine)?;
+        let mut b = Engine::load_in(candidate, engine)?;
         let wanted: HashSet<&str> = values.iter().map(String::as_str).collect();
         // cosine and SQNR of each value's worst sample
         let mut similarity: BTreeMap<String, Similarity> = BTreeMap::new();

@@ -56,19 +56,7 @@ pub enum Engine {
 impl Engine {
     /// Loads `model` in the chosen engine (for `auto`: the first of [`auto_order`] that loads).
     pub fn load(model: &Model, choice: EngineChoice) -> Result<Engine, RunError> {
-        match choice {
-            EngineChoice::Only(kind) => Engine::load_in(model, kind),
-            EngineChoice::Auto => {
-                let [first, second] = auto_order(model);
-                match Engine::load_in(model, first) {
-                    Ok(e) => Ok(e),
-                    Err(e) if !available(second) => Err(e),
-                    Err(e) => {
-                        Engine::load_in(model, second).map_err(|other| neither(first, e, other))
-                    }
-                }
-            }
-        }
+        in_either(model, choice, |kind| Engine::load_in(model, kind))
     }
 
     pub fn load_in(model: &Model, kind: EngineKind) -> Result<Engine, RunError> {
@@ -193,13 +181,30 @@ pub fn ort_available() -> bool {
     available(EngineKind::Ort)
 }
 
-/// Whether `kind` can be loaded here (onnxruntime: its library was found).
-pub fn available(kind: EngineKind) -> bool {
+/// `attempt` in the engine `choice` names; for `auto`, in the first of [`auto_order`] for
+/// `model`, then, where that fails for a reason other than the inputs and the other engine is
+/// installed, in the other, failing with both reasons where neither succeeds.
+pub fn in_either<T>(
+    model: &Model,
+    choice: EngineChoice,
+    mut attempt: impl FnMut(EngineKind) -> Result<T, RunError>,
+) -> Result<T, RunError> {
+    let [first, second] = match choice {
+        EngineChoice::Only(kind) => return attempt(kind),
+        EngineChoice::Auto => auto_order(model),
+    };
+    match attempt(first) {
+        Ok(done) => Ok(done),
+        Err(e) if is_input_problem(&e) || !available(second) => Err(e),
+        Err(e) => attempt(second).map_err(|other| neither(first, e, other)),
+    }
+}
+
+fn available(kind: EngineKind) -> bool {
     kind == EngineKind::Tract || super::ort::library().is_ok()
 }
 
-/// The error of a model neither engine runs: `first_error` from `first`, then the other's.
-pub fn neither(first: EngineKind, first_error: RunError, ort_or_tract: RunError) -> RunError {
+fn neither(first: EngineKind, first_error: RunError, ort_or_tract: RunError) -> RunError {
     let (tract, ort) = match first {
         EngineKind::Tract => (first_error, ort_or_tract),
         EngineKind::Ort => (ort_or_tract, first_error),
