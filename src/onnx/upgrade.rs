@@ -3,25 +3,44 @@
 //! ONNX's own schemas: the inputs and outputs it uses must still exist and take at least the
 //! types they took, every attribute it sets must still exist with its type, and no new
 //! attribute may be required. On top of that check, the version changes known to alter meaning
-//! under the same signature are handled by name: a reduction's `axes` attribute becomes its
-//! input (opset 18), a Split without sizes states its number of outputs (18), RoiAlign keeps its
-//! old default coordinate mode explicitly (16), GridSample's renamed modes are renamed (20),
-//! DFT's axis attribute (default 1) becomes its input (whose default is -2 from 20);
-//! GroupNormalization-21 (scale and bias per channel) and a BatchNormalization with training
-//! outputs across 14 are refused.
+//! or move an attribute are handled by name (the same list ONNX's own version converter
+//! adapts, with the gaps in that list filled):
+//! - attributes that became inputs are moved to constant inputs: Slice's starts, ends and axes
+//!   and TopK's k (10), Clip's min and max and Pad's pads and value (11), Dropout's ratio (12),
+//!   Split's sizes and the axes of Squeeze, Unsqueeze and ReduceSum (13), the other reductions'
+//!   axes (18), DFT's axis, whose default moved from 1 to -2 (20);
+//! - Softmax, LogSoftmax and Hardmax before 13 work on the input flattened to 2-D at `axis`
+//!   (default 1), and from 13 along that one axis (default -1): where the axis is the last
+//!   one, it is stated; elsewhere the node becomes Flatten, the op on the last axis, and a
+//!   Reshape back to the input's shape;
+//! - ops deprecated for one that computes the same are renamed: Scatter to ScatterElements
+//!   (11), Upsample to Resize (10);
+//! - Resize-10 (and Upsample) sampled at `x_out / scale`: across 11 its coordinate mode is
+//!   stated as asymmetric, and nearest sampling, which took the whole part, as the floor (kept
+//!   only where the scales are known and at least 1: onnxruntime rounds up below 1);
+//! - a Split without sizes states its number of outputs (18), RoiAlign keeps its old default
+//!   coordinate mode explicitly (16), GridSample's renamed modes are renamed (20);
+//! - refused: Resize's `tf_half_pixel_for_nn` (gone at 13), GroupNormalization-21 (scale and
+//!   bias per channel), a BatchNormalization with training outputs across 14, a Dropout whose
+//!   mask is read across 12 (undefined in inference before), and any op deprecated at the new
+//!   opset without a replacement.
+//!
 //! Anything else that fails the check is refused, naming the node and the op.
 
 use std::collections::HashSet;
 
 use bytes::Bytes;
 
-use super::Model;
 use super::proto::{AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto};
 use super::schema::{OpSchema, normalize_domain, schema};
+use super::{DataType, Model};
+use crate::graph::builder::{attr_int, raw_tensor, tensor_i64};
+use crate::infer::Inference;
+use crate::onnx::attributes::{attr, attr_i, attr_s};
 
-/// The lowest opset a model is upgraded from: below it, inputs that were attributes (Split,
-/// Squeeze, Unsqueeze, ReduceSum, Clip, Pad) and renamed semantics (Softmax) need a converter.
-pub const MIN_UPGRADE_FROM: i64 = 13;
+/// The lowest opset a model is upgraded from: below it, Scan's signature (9), Upsample's
+/// scales (9) and the legacy broadcast attributes (7) need rewrites not written here.
+pub const MIN_UPGRADE_FROM: i64 = 9;
 
 /// The highest opset a model is raised to: the meaning changes up to it are the ones handled
 /// above; later versions' are not reviewed.
@@ -36,17 +55,62 @@ pub struct Upgrade {
     pub rewritten: Vec<String>,
 }
 
-/// The reductions whose `axes` moved from an attribute to an input at opset 18.
-const AXES_TO_INPUT_18: &[&str] = &[
-    "ReduceL1",
-    "ReduceL2",
-    "ReduceLogSum",
-    "ReduceLogSumExp",
-    "ReduceMax",
-    "ReduceMean",
-    "ReduceMin",
-    "ReduceProd",
-    "ReduceSumSquare",
+/// How a moved attribute's value becomes a tensor.
+#[derive(Clone, Copy)]
+enum Moved {
+    /// A list of ints: a 1-D int64 tensor.
+    Ints,
+    /// One int: a 1-D int64 tensor of one element (TopK's K).
+    IntInOne,
+    /// A float: a scalar of the type of the node's first input (Clip's bounds, Pad's value).
+    FloatAsInput,
+    /// A float: a float32 scalar (Dropout's ratio).
+    Float,
+}
+
+/// An attribute that became an input: its name, the input slot, and how its value is written.
+type MovedAttribute = (&'static str, usize, Moved);
+
+/// Attributes that became inputs with the same meaning and the same default when absent: the
+/// op, the opset that moved them, and each attribute with its slot.
+const ATTRIBUTES_TO_INPUTS: &[(&str, i64, &[MovedAttribute])] = &[
+    (
+        "Slice",
+        10,
+        &[
+            ("starts", 1, Moved::Ints),
+            ("ends", 2, Moved::Ints),
+            ("axes", 3, Moved::Ints),
+        ],
+    ),
+    ("TopK", 10, &[("k", 1, Moved::IntInOne)]),
+    (
+        "Clip",
+        11,
+        &[
+            ("min", 1, Moved::FloatAsInput),
+            ("max", 2, Moved::FloatAsInput),
+        ],
+    ),
+    (
+        "Pad",
+        11,
+        &[("pads", 1, Moved::Ints), ("value", 2, Moved::FloatAsInput)],
+    ),
+    ("Dropout", 12, &[("ratio", 1, Moved::Float)]),
+    ("Split", 13, &[("split", 1, Moved::Ints)]),
+    ("Squeeze", 13, &[("axes", 1, Moved::Ints)]),
+    ("Unsqueeze", 13, &[("axes", 1, Moved::Ints)]),
+    ("ReduceSum", 13, &[("axes", 1, Moved::Ints)]),
+    ("ReduceL1", 18, &[("axes", 1, Moved::Ints)]),
+    ("ReduceL2", 18, &[("axes", 1, Moved::Ints)]),
+    ("ReduceLogSum", 18, &[("axes", 1, Moved::Ints)]),
+    ("ReduceLogSumExp", 18, &[("axes", 1, Moved::Ints)]),
+    ("ReduceMax", 18, &[("axes", 1, Moved::Ints)]),
+    ("ReduceMean", 18, &[("axes", 1, Moved::Ints)]),
+    ("ReduceMin", 18, &[("axes", 1, Moved::Ints)]),
+    ("ReduceProd", 18, &[("axes", 1, Moved::Ints)]),
+    ("ReduceSumSquare", 18, &[("axes", 1, Moved::Ints)]),
 ];
 
 /// Raises `model`'s default-domain opset to `to` (nothing when it is there already), or says
@@ -75,26 +139,23 @@ pub fn upgrade(model: &mut Model, to: i64) -> Result<Upgrade, Vec<String>> {
             "the model has local functions: their bodies keep their own opset".into(),
         ]);
     }
-    let mut names: HashSet<String> = HashSet::new();
-    collect_names(model.graph(), &mut names);
-    let mut graph = model.graph().clone();
-    let mut upgrade = Upgrade {
+    let facts = Inference::of_model(model);
+    let mut raise = Raise {
         from,
         to,
+        facts: &facts,
+        names: HashSet::new(),
+        read: HashSet::new(),
         rewritten: Vec::new(),
+        refused: Vec::new(),
     };
-    let mut refused = Vec::new();
-    visit(
-        &mut graph,
-        from,
-        to,
-        &mut names,
-        &mut upgrade.rewritten,
-        &mut refused,
-    );
-    if !refused.is_empty() {
-        return Err(refused);
+    collect_names(model.graph(), &mut raise.names, &mut raise.read);
+    let mut graph = model.graph().clone();
+    raise.graph(&mut graph);
+    if !raise.refused.is_empty() {
+        return Err(raise.refused);
     }
+    let rewritten = raise.rewritten;
     *model.graph_mut() = graph;
     for o in &mut model.proto.opset_import {
         if matches!(normalize_domain(o.domain()), "") {
@@ -107,130 +168,190 @@ pub fn upgrade(model: &mut Model, to: i64) -> Result<Upgrade, Vec<String>> {
         .unwrap_or(0)
         .max(crate::graph::builder::ir_version_for_opset(to));
     model.proto.ir_version = Some(ir);
-    Ok(upgrade)
+    Ok(Upgrade {
+        from,
+        to,
+        rewritten,
+    })
 }
 
-fn collect_names(g: &GraphProto, names: &mut HashSet<String>) {
+/// The values `g` and its bodies define, and those they read.
+fn collect_names(g: &GraphProto, names: &mut HashSet<String>, read: &mut HashSet<String>) {
     names.extend(crate::graph::defined_names(g));
+    read.extend(g.output.iter().map(|o| o.name().to_string()));
     for n in &g.node {
+        read.extend(n.input.iter().cloned());
         for body in crate::graph::subgraphs(n) {
-            collect_names(body, names);
+            collect_names(body, names, read);
         }
     }
 }
 
-fn visit(
-    g: &mut GraphProto,
+/// One raise in progress: what inference knew of the model before it, and what it did.
+struct Raise<'a> {
     from: i64,
     to: i64,
-    names: &mut HashSet<String>,
-    rewritten: &mut Vec<String>,
-    refused: &mut Vec<String>,
-) {
-    let mut added: Vec<TensorProto> = Vec::new();
-    for (i, node) in g.node.iter_mut().enumerate() {
-        for body in crate::graph::subgraphs_mut(node) {
-            visit(body, from, to, names, rewritten, refused);
+    facts: &'a Inference,
+    names: HashSet<String>,
+    /// Every value a node or a graph's outputs read.
+    read: HashSet<String>,
+    rewritten: Vec<String>,
+    refused: Vec<String>,
+}
+
+impl Raise<'_> {
+    fn graph(&mut self, g: &mut GraphProto) {
+        let mut added: Vec<TensorProto> = Vec::new();
+        let mut nodes = Vec::with_capacity(g.node.len());
+        for (i, mut node) in std::mem::take(&mut g.node).into_iter().enumerate() {
+            for body in crate::graph::subgraphs_mut(&mut node) {
+                self.graph(body);
+            }
+            if !matches!(normalize_domain(node.domain()), "") {
+                nodes.push(node);
+                continue;
+            }
+            let label = crate::graph::node_label(&node, i);
+            match self.node(node.clone(), &mut added) {
+                Ok((replacement, changed)) => {
+                    if changed {
+                        self.rewritten.push(label);
+                    }
+                    nodes.extend(replacement);
+                }
+                Err(why) => {
+                    self.refused.push(format!("node '{label}': {why}"));
+                    nodes.push(node);
+                }
+            }
         }
-        if !matches!(normalize_domain(node.domain()), "") {
-            continue;
-        }
-        let label = crate::graph::node_label(node, i);
+        g.node = nodes;
+        g.initializer.extend(added);
+    }
+
+    /// `node` as it is written at the new opset (with the nodes that now come with it), and
+    /// whether it changed; or why it cannot be.
+    fn node(
+        &mut self,
+        mut node: NodeProto,
+        added: &mut Vec<TensorProto>,
+    ) -> Result<(Vec<NodeProto>, bool), String> {
+        let (from, to) = (self.from, self.to);
         let op = node.op_type().to_string();
-        let (Some(old), Some(new)) = (schema("", &op, from), schema("", &op, to)) else {
-            refused.push(format!(
-                "node '{label}': no schema for {op} at opset {from} or {to}"
-            ));
-            continue;
+        let (Some(old), Some(mut new)) = (schema("", &op, from), schema("", &op, to)) else {
+            return Err(format!("no schema for {op} at opset {from} or {to}"));
         };
         if old.since == new.since {
-            continue;
-        }
-        if new.deprecated {
-            refused.push(format!("node '{label}': {op} is deprecated at opset {to}"));
-            continue;
+            return Ok((vec![node], false));
         }
         let crosses = |v: i64| old.since < v && new.since >= v;
+        // ops deprecated for another that computes the same: ScatterElements-11 is Scatter-9
+        // (with negative indices defined), Resize-10 is Upsample-9
+        let renamed = match op.as_str() {
+            "Scatter" if crosses(11) => Some("ScatterElements"),
+            "Upsample" if crosses(10) => Some("Resize"),
+            _ => None,
+        };
+        let original_op = op.clone();
+        let op = match renamed {
+            Some(r) => {
+                node.op_type = Some(r.into());
+                new =
+                    schema("", r, to).ok_or_else(|| format!("no schema for {r} at opset {to}"))?;
+                r.to_string()
+            }
+            None => op,
+        };
+        let crosses = |v: i64| old.since < v && new.since >= v;
+        if new.deprecated {
+            return Err(format!("{op} is deprecated at opset {to}"));
+        }
         if crosses(21) && op == "GroupNormalization" {
-            refused.push(format!(
-                "node '{label}': GroupNormalization-21 takes scale and bias per channel, not per group"
-            ));
-            continue;
+            return Err(
+                "GroupNormalization-21 takes scale and bias per channel, not per group".into(),
+            );
         }
         if crosses(14) && op == "BatchNormalization" && node.output.len() > 1 {
-            refused.push(format!(
-                "node '{label}': a BatchNormalization with statistics outputs computes in training mode, which opset 14 asks for by attribute"
-            ));
-            continue;
+            return Err("a BatchNormalization with statistics outputs computes in training mode, which opset 14 asks for by attribute".into());
         }
-        let axes_to_input = crosses(18) && AXES_TO_INPUT_18.contains(&op.as_str());
-        let dft_axis = crosses(20) && op == "DFT";
-        // what the node is checked as: without the attribute the rewrite below moves
-        let mut checked = node.clone();
-        if axes_to_input {
-            checked.attribute.retain(|a| a.name() != "axes");
+        if crosses(12)
+            && op == "Dropout"
+            && node.output.get(1).is_some_and(|m| self.read.contains(m))
+        {
+            // before 12 the mask in inference is not defined (onnxruntime gives false, ONNX's
+            // reference true); from 12 it is true
+            return Err(
+                "the mask of a Dropout before opset 12 is undefined in inference, and it is read"
+                    .into(),
+            );
         }
-        if dft_axis {
-            checked.attribute.retain(|a| a.name() != "axis");
-        }
-        if let Err(why) = compatible(&checked, old, new) {
-            refused.push(format!(
-                "node '{label}': {op} from opset {} to {}: {why}",
-                old.since, new.since
-            ));
-            continue;
-        }
-        let mut changed = false;
-        if axes_to_input && let Some(k) = node.attribute.iter().position(|a| a.name() == "axes") {
-            let axes = node.attribute.remove(k).ints;
-            let name = fresh(names, &format!("{}_axes", node.output[0]));
-            added.push(TensorProto {
-                name: Some(name.clone()),
-                data_type: Some(super::DataType::Int64.code()),
-                dims: vec![axes.len() as i64],
-                raw_data: Some(Bytes::from(
-                    axes.iter()
-                        .flat_map(|a| a.to_le_bytes())
-                        .collect::<Vec<u8>>(),
-                )),
-                ..Default::default()
-            });
-            node.input.truncate(1);
-            node.input.push(name);
+        let original_inputs = node.input.len();
+        let mut changed = renamed.is_some();
+        if crosses(11) && op == "Resize" {
+            // Resize-10 (and Upsample) sampled at x_out / scale; 11 added the roi input before
+            // the scales. Nearest took the whole part of that (onnxruntime's "simple" mode, which
+            // rounds up when a scale is below 1): the floor, where every scale is known and at
+            // least 1.
+            let mode = attr_s(&node, "mode").unwrap_or_else(|| "nearest".into());
+            if mode == "nearest" {
+                let scales = node.input.get(1).and_then(|s| self.facts.fact(s));
+                let scales = scales.and_then(|f| f.float_value.as_ref());
+                if !scales.is_some_and(|s| s.iter().all(|&v| v >= 1.0)) {
+                    return Err(format!(
+                        "{original_op}-{}'s nearest rounding is kept at opset 11 only for known scales of at least 1",
+                        old.since
+                    ));
+                }
+                node.attribute.push(string_attr("nearest_mode", "floor"));
+            }
+            let roi = self.fresh(&format!("{}_roi", node.output[0]));
+            added.push(raw_tensor(&roi, DataType::Float, &[0], Vec::new()));
+            node.input.insert(1, roi);
+            node.attribute
+                .push(string_attr("coordinate_transformation_mode", "asymmetric"));
             changed = true;
         }
-        if dft_axis {
+        if crosses(13)
+            && op == "Resize"
+            && attr_s(&node, "coordinate_transformation_mode").as_deref()
+                == Some("tf_half_pixel_for_nn")
+        {
+            return Err("Resize's coordinate mode tf_half_pixel_for_nn is gone at opset 13".into());
+        }
+        for (_, _, moves) in ATTRIBUTES_TO_INPUTS
+            .iter()
+            .filter(|(o, v, _)| *o == op && crosses(*v))
+        {
+            changed |= self.move_attributes(&mut node, moves, added)?;
+        }
+        if crosses(20) && op == "DFT" {
             // DFT's axis became an input at 20, and its default moved from 1 to -2: the old
             // axis (given or default) becomes the input
-            let axis = match node.attribute.iter().position(|a| a.name() == "axis") {
-                Some(k) => node.attribute.remove(k).i.unwrap_or(1),
-                None => 1,
-            };
-            let name = fresh(names, &format!("{}_axis", node.output[0]));
-            added.push(TensorProto {
-                name: Some(name.clone()),
-                data_type: Some(super::DataType::Int64.code()),
-                dims: vec![],
-                raw_data: Some(Bytes::from(axis.to_le_bytes().to_vec())),
-                ..Default::default()
-            });
+            let axis = attr_i(&node, "axis", 1);
+            node.attribute.retain(|a| a.name() != "axis");
+            let name = self.fresh(&format!("{}_axis", node.output[0]));
+            added.push(raw_tensor(
+                &name,
+                DataType::Int64,
+                &[],
+                axis.to_le_bytes().to_vec(),
+            ));
             node.input.resize(2, String::new());
             node.input.push(name);
             changed = true;
         }
         let no_split = node.input.get(1).is_none_or(|v| v.is_empty());
-        if crosses(18) && op == "Split" && no_split && !has_attr(node, "num_outputs") {
+        if crosses(18) && op == "Split" && no_split && attr(&node, "num_outputs").is_none() {
             // before 18 a Split without sizes cut equal parts, one per output; 18 asks for
             // their number
-            node.attribute.push(AttributeProto {
-                name: Some("num_outputs".into()),
-                r#type: Some(attribute_proto::AttributeType::Int as i32),
-                i: Some(node.output.len() as i64),
-                ..Default::default()
-            });
+            node.attribute
+                .push(attr_int("num_outputs", node.output.len() as i64));
             changed = true;
         }
-        if crosses(16) && op == "RoiAlign" && !has_attr(node, "coordinate_transformation_mode") {
+        if crosses(16)
+            && op == "RoiAlign"
+            && attr(&node, "coordinate_transformation_mode").is_none()
+        {
             // before 16 RoiAlign computed without the half-pixel offset; 16 made it the default
             node.attribute.push(string_attr(
                 "coordinate_transformation_mode",
@@ -251,16 +372,143 @@ fn visit(
                 }
             }
         }
-        if changed {
-            rewritten.push(label);
+        compatible(&node, old, new, original_inputs).map_err(|why| {
+            format!(
+                "{original_op} from opset {} to {op} {}: {why}",
+                old.since, new.since
+            )
+        })?;
+        if crosses(13) && matches!(op.as_str(), "Softmax" | "LogSoftmax" | "Hardmax") {
+            return Ok((self.along_one_axis(node), true));
         }
+        Ok((vec![node], changed))
     }
-    g.initializer.extend(added);
+
+    /// Moves `moves`' attributes of `node` to constant inputs at their slots; whether any was
+    /// there.
+    fn move_attributes(
+        &mut self,
+        node: &mut NodeProto,
+        moves: &[MovedAttribute],
+        added: &mut Vec<TensorProto>,
+    ) -> Result<bool, String> {
+        let mut moved = false;
+        for &(name, slot, kind) in moves {
+            let Some(k) = node.attribute.iter().position(|a| a.name() == name) else {
+                continue;
+            };
+            if node.input.get(slot).is_some_and(|v| !v.is_empty()) {
+                return Err(format!("'{name}' is given as attribute and as input"));
+            }
+            let a = node.attribute.remove(k);
+            let tensor = match kind {
+                Moved::Ints => tensor_i64("", &[a.ints.len() as i64], &a.ints),
+                Moved::IntInOne => tensor_i64("", &[1], &[a.i.unwrap_or_default()]),
+                Moved::Float => float_scalar(DataType::Float, a.f.unwrap_or_default())
+                    .expect("float32 is a float type"),
+                Moved::FloatAsInput => {
+                    let input = node.input.first().cloned().unwrap_or_default();
+                    let dtype = self.facts.elem_type(&input);
+                    dtype
+                        .and_then(|t| float_scalar(t, a.f.unwrap_or_default()))
+                        .ok_or_else(|| {
+                            format!(
+                                "'{name}' becomes an input of the type of '{input}', which is {}",
+                                dtype.map_or("unknown".into(), |t| format!("{t:?}"))
+                            )
+                        })?
+                }
+            };
+            let value = self.fresh(&format!("{}_{name}", node.output[0]));
+            added.push(TensorProto {
+                name: Some(value.clone()),
+                ..tensor
+            });
+            if node.input.len() <= slot {
+                node.input.resize(slot + 1, String::new());
+            }
+            node.input[slot] = value;
+            moved = true;
+        }
+        Ok(moved)
+    }
+
+    /// Softmax, LogSoftmax or Hardmax (valid at the new opset but for the meaning of `axis`)
+    /// written to compute what it did before 13: over the input flattened to 2-D at `axis`.
+    fn along_one_axis(&mut self, mut node: NodeProto) -> Vec<NodeProto> {
+        let axis = attr_i(&node, "axis", 1);
+        let x = node.input[0].clone();
+        let last = match self.facts.rank(&x) {
+            Some(rank) => (if axis < 0 { axis + rank as i64 } else { axis }) == rank as i64 - 1,
+            None => axis == -1,
+        };
+        node.attribute.retain(|a| a.name() != "axis");
+        if last {
+            // flattening at the last axis leaves every row where it was
+            node.attribute.push(attr_int("axis", axis));
+            return vec![node];
+        }
+        let y = node.output[0].clone();
+        let shape = self.fresh(&format!("{y}_shape"));
+        let flat = self.fresh(&format!("{y}_2d_in"));
+        let out = self.fresh(&format!("{y}_2d"));
+        let named = |suffix: &str| {
+            node.name
+                .as_ref()
+                .filter(|n| !n.is_empty())
+                .map(|n| format!("{n}_{suffix}"))
+        };
+        let plain =
+            |op: &str, inputs: Vec<String>, output: String, name: Option<String>| NodeProto {
+                op_type: Some(op.into()),
+                input: inputs,
+                output: vec![output],
+                name,
+                ..Default::default()
+            };
+        let shape_node = plain("Shape", vec![x.clone()], shape.clone(), named("shape"));
+        let mut flatten = plain("Flatten", vec![x], flat.clone(), named("flatten"));
+        flatten.attribute.push(attr_int("axis", axis));
+        let reshape = plain("Reshape", vec![out.clone(), shape], y, named("reshape"));
+        node.input[0] = flat;
+        node.output[0] = out;
+        node.attribute.push(attr_int("axis", 1));
+        vec![shape_node, flatten, node, reshape]
+    }
+
+    /// A name no value of the model has yet, and now taken.
+    fn fresh(&mut self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut k = 1;
+        while self.names.contains(&name) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        self.names.insert(name.clone());
+        name
+    }
 }
 
-/// Whether `node`, valid under `old`, means the same under `new`: what it uses still exists with
-/// at least the types it had, and nothing new is required.
-fn compatible(node: &NodeProto, old: &OpSchema, new: &OpSchema) -> Result<(), String> {
+/// A scalar of a float type holding `v`.
+fn float_scalar(dtype: DataType, v: f32) -> Option<TensorProto> {
+    let raw = match dtype {
+        DataType::Float => v.to_le_bytes().to_vec(),
+        DataType::Double => f64::from(v).to_le_bytes().to_vec(),
+        DataType::Float16 => half::f16::from_f32(v).to_le_bytes().to_vec(),
+        _ => return None,
+    };
+    Some(raw_tensor("", dtype, &[], raw))
+}
+
+/// Whether `node`, valid under `old` and written for `new`, means the same under `new`: the
+/// first `original_inputs` inputs and the outputs it uses still exist with at least the types
+/// they had, and nothing new is required. (Inputs past those are the moved attributes.)
+fn compatible(
+    node: &NodeProto,
+    old: &OpSchema,
+    new: &OpSchema,
+    original_inputs: usize,
+) -> Result<(), String> {
     let used_inputs = node.input.len();
     if used_inputs < new.min_inputs || used_inputs > new.max_inputs {
         return Err(format!(
@@ -288,6 +536,7 @@ fn compatible(node: &NodeProto, old: &OpSchema, new: &OpSchema) -> Result<(), St
         } else {
             node.output.len()
         };
+        let n = if inputs { n.min(original_inputs) } else { n };
         (0..n).filter(move |k| {
             let v = if inputs {
                 &node.input[*k]
@@ -323,15 +572,11 @@ fn compatible(node: &NodeProto, old: &OpSchema, new: &OpSchema) -> Result<(), St
         }
     }
     for (name, (_, required)) in &new.attributes {
-        if *required && !has_attr(node, name) {
+        if *required && attr(node, name).is_none() {
             return Err(format!("attribute '{name}' is now required"));
         }
     }
     Ok(())
-}
-
-fn has_attr(node: &NodeProto, name: &str) -> bool {
-    node.attribute.iter().any(|a| a.name() == name)
 }
 
 fn string_attr(name: &str, value: &str) -> AttributeProto {
@@ -343,22 +588,10 @@ fn string_attr(name: &str, value: &str) -> AttributeProto {
     }
 }
 
-/// A name no value of the model has yet, and now taken.
-fn fresh(names: &mut HashSet<String>, base: &str) -> String {
-    let mut name = base.to_string();
-    let mut k = 1;
-    while names.contains(&name) {
-        name = format!("{base}_{k}");
-        k += 1;
-    }
-    names.insert(name.clone());
-    name
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::builder::{ModelBuilder, attr_ints};
+    use crate::graph::builder::{ModelBuilder, attr_int, attr_ints};
     use crate::onnx::DataType;
 
     fn model(opset: i64, build: impl FnOnce(ModelBuilder) -> ModelBuilder) -> Model {
@@ -401,11 +634,11 @@ mod tests {
         assert!(why[0].contains("GroupNormalization"), "{why:?}");
         assert_eq!(m.proto, before);
         // below the lowest opset upgraded from
-        let mut old = model(12, |b| {
+        let mut old = model(8, |b| {
             b.node("Relu", &["x"], &["y"])
                 .output("y", DataType::Float, &["2", "3"])
         });
-        assert!(upgrade(&mut old, 21).unwrap_err()[0].contains("below 13"));
+        assert!(upgrade(&mut old, 21).unwrap_err()[0].contains("below 9"));
     }
 
     /// The rewrites that keep a meaning a version changed: Split's count of equal parts (18),
@@ -488,9 +721,117 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            compatible(&node, s, n)
+            compatible(&node, s, n, 1)
                 .unwrap_err()
                 .contains("'split' is gone")
         );
+    }
+
+    /// Before 13 Softmax works on its input flattened to 2-D at `axis` (default 1): on the last
+    /// axis the axis is stated, elsewhere the node becomes Shape, Flatten, Softmax and Reshape
+    /// writing the original output (numbers: tests/interop/check_opset_raise.py).
+    #[test]
+    fn softmax_before_13_keeps_its_flattening() {
+        let raise = |axis: Option<i64>| {
+            let mut m = model(11, |b| {
+                let b = b.node("Softmax", &["x"], &["y"]);
+                let b = match axis {
+                    Some(a) => b.attr(attr_int("axis", a)),
+                    None => b,
+                };
+                b.output("y", DataType::Float, &["2", "3"])
+            });
+            upgrade(&mut m, 13).unwrap();
+            crate::graph::check_model(&m).unwrap();
+            m
+        };
+        // rank 2: the default axis 1 is the last one
+        let m = raise(None);
+        let ops: Vec<_> = m.graph().node.iter().map(|n| n.op_type()).collect();
+        assert_eq!(ops, ["Softmax"]);
+        assert_eq!(
+            crate::onnx::attributes::attr_i(&m.graph().node[0], "axis", -1),
+            1
+        );
+        let m = raise(Some(0));
+        let ops: Vec<_> = m.graph().node.iter().map(|n| n.op_type()).collect();
+        assert_eq!(ops, ["Shape", "Flatten", "Softmax", "Reshape"]);
+        let g = m.graph();
+        assert_eq!(crate::onnx::attributes::attr_i(&g.node[1], "axis", -9), 0);
+        assert_eq!(g.node[1].input, ["x"]);
+        assert_eq!(g.node[2].input, g.node[1].output);
+        assert_eq!(
+            g.node[3].input,
+            [g.node[2].output[0].clone(), g.node[0].output[0].clone()]
+        );
+        assert_eq!(g.node[3].output, ["y"]);
+    }
+
+    /// Attributes that became inputs: each lands at its slot as a constant of the right type,
+    /// skipped optional slots are left empty, and an absent attribute adds nothing.
+    #[test]
+    fn attributes_that_became_inputs_are_moved_to_their_slots() {
+        use crate::graph::builder::attr_float;
+        let raise = |opset: i64, dtype: DataType, op: &str, attrs: Vec<AttributeProto>| {
+            let mut m = Model::from_proto(
+                ModelBuilder::new(opset)
+                    .input("x", dtype, &["2", "3"])
+                    .node(op, &["x"], &["y"])
+                    .output("y", dtype, &["2", "3"])
+                    .build(),
+                ".".into(),
+            );
+            m.graph_mut().node[0].attribute = attrs;
+            upgrade(&mut m, 21).unwrap();
+            crate::graph::check_model(&m).unwrap();
+            m
+        };
+        let init = |m: &Model, name: &str| {
+            m.graph()
+                .initializer
+                .iter()
+                .find(|t| t.name() == name)
+                .cloned()
+                .unwrap()
+        };
+        // Clip's max alone: min's slot stays empty, max is a float16 scalar like x
+        let m = raise(9, DataType::Float16, "Clip", vec![attr_float("max", 0.5)]);
+        let clip = &m.graph().node[0];
+        assert!(clip.attribute.is_empty());
+        assert_eq!(clip.input[..2], ["x", ""]);
+        let max = init(&m, &clip.input[2]);
+        assert_eq!(max.data_type(), DataType::Float16.code());
+        assert!(max.dims.is_empty());
+        assert_eq!(
+            max.raw_data.as_deref(),
+            Some(&half::f16::from_f32(0.5).to_le_bytes()[..])
+        );
+        // Slice's starts and ends at 1 and 2, no axes
+        let m = raise(
+            9,
+            DataType::Float,
+            "Slice",
+            vec![attr_ints("starts", &[0, 1]), attr_ints("ends", &[2, 3])],
+        );
+        let slice = &m.graph().node[0];
+        assert_eq!(slice.input.len(), 3);
+        let ends = init(&m, &slice.input[2]);
+        assert_eq!(ends.dims, [2]);
+        assert_eq!(
+            ends.raw_data.as_deref(),
+            Some(&[2i64.to_le_bytes(), 3i64.to_le_bytes()].concat()[..])
+        );
+        // Dropout without a ratio keeps the default (0.5 both before and after)
+        let m = raise(10, DataType::Float, "Dropout", vec![]);
+        assert_eq!(m.graph().node[0].input, ["x"]);
+        assert!(m.graph().initializer.is_empty());
+        // Squeeze's axes across 13
+        let m = raise(
+            11,
+            DataType::Float,
+            "Squeeze",
+            vec![attr_ints("axes", &[0])],
+        );
+        assert_eq!(init(&m, &m.graph().node[0].input[1]).dims, [1]);
     }
 }
