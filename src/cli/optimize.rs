@@ -255,10 +255,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
             &format!(
                 "int4 weight-only (uint4, blocks of {} rows{})",
                 stage.quantization.block_size,
-                match stage.quantization.opset_raised_from {
-                    Some(from) => format!(", opset raised from {from} to 21"),
-                    None => String::new(),
-                }
+                opset_raised(stage.quantization.opset_raised_from, 21)
             ),
             &stage.quantization.quantized,
             &stage.quantization.kept_float,
@@ -267,7 +264,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
         )),
         Some(QuantizeReport::Int8Static(stage)) => printer.note(&render_int8(
             &format!(
-                "int8 static ({} activations, {:?} ranges, {} placement{})",
+                "int8 static ({} activations, {:?} ranges, {} placement{}{}{})",
                 stage.quantization.activations,
                 stage.method,
                 stage.quantization.placement.as_str(),
@@ -275,6 +272,11 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
                     ", from the cache"
                 } else {
                     ""
+                },
+                opset_raised(stage.quantization.opset_raised_from, 13),
+                match &stage.quantization.opset_kept_because {
+                    Some(why) => format!(", weights per tensor: the opset stays below 13 ({why})"),
+                    None => String::new(),
                 }
             ),
             &stage.quantization.quantized,
@@ -363,6 +365,13 @@ fn render_fp16(stage: &mdeploy::quantize::Fp16Stage) -> String {
     }
     render_measured(&mut s, &stage.output_sqnr_db, stage.accuracy.as_ref());
     s
+}
+
+/// ", opset raised from F to T" where the quantizer raised the model's opset.
+fn opset_raised(from: Option<i64>, to: i64) -> String {
+    from.map_or(String::new(), |f| {
+        format!(", opset raised from {f} to {to}")
+    })
 }
 
 /// What int8 quantization did: nodes quantized and kept float, and the quantized outputs that

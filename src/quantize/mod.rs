@@ -679,6 +679,11 @@ fn facts_at(model: &mut Model, sample: Option<&[NamedTensor]>) -> crate::infer::
 /// the float model. When a graph output's cosine misses `target`, the nodes that lose the most
 /// (their output's SQNR below the SQNR of the quantized values they read) return to float: the
 /// fewest of them, most harmful first, for which the target holds (by bisection).
+///
+/// Weights per channel need opset 13's DequantizeLinear `axis`: a model below it is raised to
+/// 13 first where that keeps what every node computes ([`crate::onnx::upgrade`]); where it
+/// cannot be, its weights are per tensor and the report says why. A model left with nothing
+/// quantized keeps its own opset.
 pub fn to_int8_static(
     model: &mut Model,
     options: &qdq::StaticOptions,
@@ -687,6 +692,11 @@ pub fn to_int8_static(
     calibration: Calibration,
     cache: Option<&CalibrationCache>,
 ) -> Result<(StaticStage, CalibrationCache), QuantizeError> {
+    let unraised = (model.opset("").unwrap_or(1) < qdq::PER_CHANNEL_OPSET)
+        .then(|| Model::from_proto(model.proto.clone(), model.dir().to_path_buf()));
+    let raise = unraised
+        .as_ref()
+        .map(|_| crate::onnx::upgrade::upgrade(model, qdq::PER_CHANNEL_OPSET));
     let exposure = ranges::Exposure::at(model, calibration.evaluation);
     let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     let facts = facts_at(model, calibration.samples.first().copied());
@@ -763,7 +773,19 @@ pub fn to_int8_static(
     }
     let accuracy = chosen.accuracy(&target, &outputs);
     let output_sqnr_db = chosen.output_sqnr_db();
-    let best = chosen.best;
+    let mut best = chosen.best;
+    match raise {
+        Some(Ok(_)) if best.report.quantized.is_empty() => {
+            // nothing quantized: the raise bought nothing, the model keeps its opset
+            best.model = unraised.expect("kept with the raise");
+        }
+        Some(Ok(u)) => {
+            best.report.opset_raised_from = Some(u.from);
+            best.report.rewritten_for_opset = u.rewritten;
+        }
+        Some(Err(why)) => best.report.opset_kept_because = Some(why.join("; ")),
+        None => {}
+    }
     *model = best.model;
     let stage = StaticStage {
         calibration: CalibrationSummary {

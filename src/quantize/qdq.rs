@@ -7,9 +7,11 @@
 //! ```
 //!
 //! - Weights: int8 per output channel, symmetric (zero point exactly 0), axis Conv 0,
-//!   ConvTranspose 1, Gemm 0 with transB else 1, MatMul 1 (a weight on the right). Models
-//!   before opset 13 have no per-axis DequantizeLinear: their weights are per tensor, and a
-//!   weight whose per-tensor SQNR falls below [`MIN_PER_TENSOR_SQNR_DB`] stays float.
+//!   ConvTranspose 1, Gemm 0 with transB else 1, MatMul 1 (a weight on the right). Opset 13
+//!   brought the per-axis DequantizeLinear: an older model is raised to it first where that
+//!   keeps what it computes ([`crate::quantize::to_int8_static`]); where it cannot be, weights
+//!   are per tensor, and a weight whose per-tensor SQNR falls below [`MIN_PER_TENSOR_SQNR_DB`]
+//!   stays float.
 //! - Activations: 8-bit asymmetric (uint8 by default, see [`ActivationType`]; int8 on request),
 //!   over the calibrated range (which always includes 0, so zero is exact). A value read through pass-through ops (Reshape, Transpose, MaxPool, Resize,
 //!   Squeeze, ...) shares one scale and zero point with the values those ops read, so
@@ -61,6 +63,9 @@ pub const PASS_THROUGH: &[&str] = &[
 /// already), so onnxruntime runs `DQ → Conv → Q` as one int8 kernel instead of a float Conv
 /// with weights dequantized on every run.
 pub const OUTPUT_QUANTIZED_OPS: &[&str] = &["Conv", "ConvTranspose"];
+/// The opset whose DequantizeLinear takes an `axis`: weights per channel.
+pub const PER_CHANNEL_OPSET: i64 = 13;
+
 /// Below this SQNR a per-tensor int8 weight (opset < 13) is too coarse: the node stays float.
 pub const MIN_PER_TENSOR_SQNR_DB: f64 = 25.0;
 
@@ -121,6 +126,15 @@ pub struct StaticReport {
     pub activations: usize,
     /// Whether weights have a scale per channel (opset 13+) or one per tensor.
     pub per_channel: bool,
+    /// The opset the model had, when it was raised to 13 for weights per channel.
+    #[serde(default)]
+    pub opset_raised_from: Option<i64>,
+    /// Nodes rewritten to keep their meaning at opset 13.
+    #[serde(default)]
+    pub rewritten_for_opset: Vec<String>,
+    /// Why a model below opset 13 could not be raised to it (its weights are per tensor).
+    #[serde(default)]
+    pub opset_kept_because: Option<String>,
     /// The activations' element type (reports written before it was recorded used int8).
     #[serde(default = "ActivationType::recorded_before")]
     pub activation_type: ActivationType,
@@ -229,7 +243,7 @@ pub fn plan_with(
     let ctx = PassContext::new(model, 0, 0);
     let graph = Graph::new(model.graph().clone());
     let opset = model.opset("").unwrap_or(1);
-    let per_channel = opset >= 13;
+    let per_channel = opset >= PER_CHANNEL_OPSET;
     let ops: HashSet<String> = options
         .ops
         .clone()

@@ -280,6 +280,13 @@ fn every_real_model_quantizes_to_static_int8_within_its_accuracy_target() {
         assert_eq!(q["ranges_from_cache"], false);
         let m = Model::load(&out).unwrap();
         mdeploy::graph::check_model(&m).unwrap();
+        // weights per channel everywhere: the models below opset 13 (mtcnn, the PP-OCR ones)
+        // are raised to it first
+        let from = Model::load(&path).unwrap().opset("").unwrap();
+        assert_eq!(q["per_channel"], true, "{name}");
+        assert_eq!(m.opset(""), Some(from.max(13)), "{name}");
+        let raised = (from < 13).then_some(from);
+        assert_eq!(q["opset_raised_from"].as_i64(), raised, "{name}");
         let dq = m
             .graph()
             .node
@@ -344,9 +351,13 @@ fn static_int8_quantizes_where_onnxruntime_runs_int8_faster_unless_asked_for_all
     let (q, written) = run("mtcnn_pnet", &[]);
     assert_eq!(q["placement"], "fast", "{q}");
     assert_eq!(slower(&q), 5, "{q}");
-    // the shapes were pinned for the estimate only: the model keeps its symbolic input dims
+    // the shapes were pinned for the estimate only: the model keeps its symbolic input dims;
+    // and with nothing quantized, it keeps its opset 12 (it would have been raised to 13)
     let declared = Model::load(&common::real_model("mtcnn_pnet")).unwrap();
     assert_eq!(written.graph().input, declared.graph().input);
+    assert!(q["quantized"].as_array().unwrap().is_empty(), "{q}");
+    assert_eq!(written.opset(""), Some(12));
+    assert_eq!(q["opset_raised_from"], serde_json::Value::Null, "{q}");
     let (q, _) = run("mtcnn_pnet", &["--int8-placement", "all"]);
     assert_eq!(q["placement"], "all", "{q}");
     assert_eq!(slower(&q), 0, "{q}");
@@ -662,4 +673,46 @@ fn static_int8_without_calibration_data_is_a_usage_error() {
         assert!(stderr(&o).contains("placement"), "{}", stderr(&o));
         assert!(!out.exists());
     }
+}
+
+/// A model below opset 13 that cannot be raised to it (here ppocr_mobile_v2_cls, opset 11, with
+/// a Dropout whose mask is read: undefined in inference before opset 12) keeps its opset and gets weights per
+/// tensor, and the report says why.
+#[test]
+fn static_int8_keeps_weights_per_tensor_where_the_opset_cannot_be_raised() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = common::real_model("ppocr_mobile_v2_cls");
+    let mut model = Model::load(&path).unwrap();
+    assert_eq!(model.opset(""), Some(11));
+    let graph = model.graph_mut();
+    let first = graph.output[0].clone();
+    graph.node.push(mdeploy::onnx::proto::NodeProto {
+        op_type: Some("Dropout".into()),
+        input: vec![first.name().to_string()],
+        output: vec!["dropped".into(), "mask".into()],
+        ..Default::default()
+    });
+    let mut mask = first.clone();
+    mask.name = Some("mask".into());
+    if let Some(mdeploy::onnx::proto::type_proto::Value::TensorType(t)) =
+        mask.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        t.elem_type = Some(mdeploy::onnx::DataType::Bool.code());
+    }
+    graph.output.push(mask);
+    let src = tmp.path().join("cls_dropout.onnx");
+    model.save(&src, Default::default()).unwrap();
+    let out = tmp.path().join("out.onnx");
+    let dir = path.parent().unwrap().join("test_data_set_0");
+    let mut args = static_int8_args(&src, &out, &dir);
+    args.extend(["--int8-placement", "all"]);
+    let o = mdeploy(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let q = &json(&o)["quantize"];
+    assert_eq!(q["per_channel"], false, "{q}");
+    assert_eq!(q["opset_raised_from"], serde_json::Value::Null, "{q}");
+    let why = q["opset_kept_because"].as_str().unwrap();
+    assert!(why.contains("mask"), "{why}");
+    assert!(!q["quantized"].as_array().unwrap().is_empty(), "{q}");
+    assert_eq!(Model::load(&out).unwrap().opset(""), Some(11));
 }
