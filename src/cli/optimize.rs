@@ -245,7 +245,10 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     match &doc.quantize {
         Some(QuantizeReport::Fp16(stage)) => printer.note(&render_fp16(stage)),
         Some(QuantizeReport::Int8Dynamic(stage)) => printer.note(&render_int8(
-            "int8 dynamic",
+            &match stage.quantization.opset.opset_raised_from {
+                Some(from) => format!("int8 dynamic (opset raised from {from} to 11)"),
+                None => "int8 dynamic".into(),
+            },
             &stage.quantization.quantized,
             &stage.quantization.kept_float,
             &stage.output_sqnr_db,
@@ -255,7 +258,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
             &format!(
                 "int4 weight-only (uint4, blocks of {} rows{})",
                 stage.quantization.block_size,
-                opset_raised(stage.quantization.opset_raised_from, 21)
+                opset_raised(stage.quantization.opset.opset_raised_from, 21)
             ),
             &stage.quantization.quantized,
             &stage.quantization.kept_float,
@@ -273,8 +276,8 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     ""
                 },
-                opset_raised(stage.quantization.opset_raised_from, 13),
-                match &stage.quantization.opset_kept_because {
+                opset_raised(stage.quantization.opset.opset_raised_from, 13),
+                match &stage.quantization.opset.opset_kept_because {
                     Some(why) => format!(", weights per tensor: the opset stays below 13 ({why})"),
                     None => String::new(),
                 }

@@ -74,13 +74,22 @@ pub struct KeptFloat {
 pub struct DynamicReport {
     pub quantized: Vec<QuantizedNode>,
     pub kept_float: Vec<KeptFloat>,
+    /// A model below opset 11 raised to it for DynamicQuantizeLinear, or why it could not be.
+    #[serde(flatten)]
+    pub opset: super::OpsetChange,
 }
 
-/// Quantizes every eligible MatMul and Gemm of `model` (bodies included) in place.
+/// The opset that brought DynamicQuantizeLinear.
+pub const DYNAMIC_QUANTIZE_OPSET: i64 = 11;
+
+/// Quantizes every eligible MatMul and Gemm of `model` (bodies included) in place. A model
+/// below opset 11 is raised to it first where that keeps what every node computes, and keeps
+/// its opset where nothing is quantized.
 pub fn quantize(
     model: &mut Model,
     options: &DynamicOptions,
 ) -> Result<DynamicReport, QuantizeError> {
+    let raise = super::Raise::to(model, DYNAMIC_QUANTIZE_OPSET);
     let facts = Inference::of_model(model);
     let ctx = PassContext::new(model, 0, 0);
     let mut q = Quantizer {
@@ -96,7 +105,10 @@ pub fn quantize(
     result?;
     // the float weights the rewrites orphaned
     super::remove_orphans(model)?;
-    Ok(q.report)
+    let mut report = q.report;
+    let used = !report.quantized.is_empty();
+    report.opset = raise.settle(model, used);
+    Ok(report)
 }
 
 struct Quantizer<'a> {
@@ -315,7 +327,11 @@ impl Quantizer<'_> {
             || self.options.exclude_op_types.contains(node.op_type());
         let axis = attr_i(node, "axis", 0);
         let float = self.facts.elem_type(&node.input[0]) == Some(DataType::Float);
-        if excluded || !float || self.opset < 11 || !matches!(axis, 0 | -2) || node.input.len() != 2
+        if excluded
+            || !float
+            || self.opset < DYNAMIC_QUANTIZE_OPSET
+            || !matches!(axis, 0 | -2)
+            || node.input.len() != 2
         {
             return None;
         }
@@ -392,9 +408,9 @@ impl Quantizer<'_> {
         outer: &HashMap<String, TensorProto>,
         node: &NodeProto,
     ) -> Result<(String, Side, Weight, Option<Bias>), String> {
-        if self.opset < 11 {
+        if self.opset < DYNAMIC_QUANTIZE_OPSET {
             return Err(format!(
-                "DynamicQuantizeLinear needs opset 11; the model has {}",
+                "DynamicQuantizeLinear needs opset {DYNAMIC_QUANTIZE_OPSET}; the model has {} and cannot be raised",
                 self.opset
             ));
         }

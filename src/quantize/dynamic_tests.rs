@@ -331,3 +331,43 @@ fn an_integer_table_is_left_alone() {
     assert!(report.quantized.is_empty());
     assert_eq!(m.proto, before);
 }
+
+/// DynamicQuantizeLinear came with opset 11: a model at 10 (here with a Slice whose starts,
+/// ends and axes are inputs already, and a Softmax) is raised to 11 first and says so; with
+/// nothing to quantize it keeps its opset; a model that cannot be raised (opset 8) keeps its
+/// MatMul float, with the raise's refusal in the report.
+#[test]
+fn a_model_below_opset_11_is_raised_to_it_only_where_something_is_quantized() {
+    let at = |opset: i64, rows: i64| {
+        ModelBuilder::new(opset)
+            .initializer_f32("W", &[rows, 16], &weights(rows as usize * 16, 0.02))
+            .input("x", DataType::Float, &["2", &rows.to_string()])
+            .node("MatMul", &["x", "W"], &["m"])
+            .node("Softmax", &["m"], &["y"])
+            .output("y", DataType::Float, &["2", "16"])
+            .build()
+    };
+    let mut m = model(at(10, 32));
+    let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
+    assert_eq!(report.quantized.len(), 1);
+    assert_eq!(report.opset.opset_raised_from, Some(10));
+    assert_eq!(m.opset(""), Some(11));
+    assert!(ops(&m).contains(&"DynamicQuantizeLinear"));
+    crate::graph::check_model(&m).unwrap();
+    // a weight too small to quantize: nothing changes, the opset included
+    let small = at(10, 2);
+    let mut m = model(small.clone());
+    let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
+    assert!(report.quantized.is_empty());
+    assert_eq!(report.opset, crate::quantize::OpsetChange::default());
+    assert!(m.proto == small, "the model changed");
+    // below the lowest opset raised from
+    let mut m = model(at(8, 32));
+    let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
+    assert!(report.quantized.is_empty());
+    assert!(report.kept_float[0].reason.contains("cannot be raised"));
+    let why = report.opset.opset_kept_because.unwrap();
+    assert!(why.contains("below 9"), "{why}");
+    assert_eq!(m.opset(""), Some(8));
+    assert_eq!(ops(&m), ["MatMul", "Softmax"]);
+}

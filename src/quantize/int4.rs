@@ -68,10 +68,9 @@ pub fn valid_block_size(block_size: usize) -> bool {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Int4Report {
     pub block_size: usize,
-    /// The opset the model had, when it was raised to 21.
-    pub opset_raised_from: Option<i64>,
-    /// Nodes rewritten to keep their meaning at opset 21.
-    pub rewritten_for_opset: Vec<String>,
+    /// The model raised to opset 21.
+    #[serde(flatten)]
+    pub opset: super::OpsetChange,
     pub quantized: Vec<QuantizedNode>,
     pub kept_float: Vec<KeptFloat>,
 }
@@ -87,7 +86,7 @@ pub fn quantize(model: &mut Model, options: &Int4Options) -> Result<Int4Report, 
     let original = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     // refused: the model is left as it was, and quantized below only to learn whether anything
     // would be (a model with nothing to quantize keeps its opset either way)
-    let upgrade = crate::onnx::upgrade::upgrade(model, OPSET);
+    let raise = super::Raise::to(model, OPSET);
     let facts = Inference::of_model(model);
     let ctx = PassContext::new(model, 0, 0);
     let mut q = Quantizer {
@@ -108,15 +107,13 @@ pub fn quantize(model: &mut Model, options: &Int4Options) -> Result<Int4Report, 
         *model = original;
         return Ok(report);
     }
-    let upgrade = upgrade.map_err(|why| {
-        *model = Model::from_proto(original.proto.clone(), original.dir().to_path_buf());
-        QuantizeError::Unsupported(format!(
-            "int4 needs opset {OPSET} and the model cannot be raised to it: {}",
-            why.join("; ")
-        ))
-    })?;
-    report.opset_raised_from = (upgrade.from != upgrade.to).then_some(upgrade.from);
-    report.rewritten_for_opset = upgrade.rewritten;
+    if let Some(why) = raise.refused() {
+        *model = original;
+        return Err(QuantizeError::Unsupported(format!(
+            "int4 needs opset {OPSET} and the model cannot be raised to it: {why}"
+        )));
+    }
+    report.opset = raise.settle(model, true);
     super::remove_orphans(model)?;
     Ok(report)
 }
@@ -388,8 +385,8 @@ mod tests {
         let mut model = Model::from_proto(proto, ".".into());
         let report = quantize(&mut model, &Int4Options::default()).unwrap();
         assert_eq!(report.quantized.len(), 1);
-        assert_eq!(report.opset_raised_from, Some(17));
-        assert_eq!(report.rewritten_for_opset.len(), 1);
+        assert_eq!(report.opset.opset_raised_from, Some(17));
+        assert_eq!(report.opset.rewritten_for_opset.len(), 1);
         assert_eq!(model.opset(""), Some(21));
         crate::graph::check_model(&model).unwrap();
         let g = model.graph();

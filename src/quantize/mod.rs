@@ -59,6 +59,75 @@ pub struct CalibrationSummary {
     pub values_measured: usize,
 }
 
+/// What a quantizer did to the model's opset to write the operators it needs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OpsetChange {
+    /// The opset the model had, when it was raised.
+    #[serde(default)]
+    pub opset_raised_from: Option<i64>,
+    /// Nodes rewritten to keep their meaning at the raised opset.
+    #[serde(default)]
+    pub rewritten_for_opset: Vec<String>,
+    /// Why a model below the opset needed could not be raised to it.
+    #[serde(default)]
+    pub opset_kept_because: Option<String>,
+}
+
+/// A model raised to the opset a quantizer needs ([`crate::onnx::upgrade`]) before it is known
+/// whether anything will be quantized: [`Raise::settle`] keeps the raise only where something
+/// was.
+pub(crate) struct Raise {
+    unraised: Option<Model>,
+    outcome: Option<Result<crate::onnx::upgrade::Upgrade, Vec<String>>>,
+}
+
+impl Raise {
+    /// Raises `model` to `opset` where it is below it (a refused raise changes nothing).
+    pub(crate) fn to(model: &mut Model, opset: i64) -> Raise {
+        if model.opset("").unwrap_or(1) >= opset {
+            return Raise {
+                unraised: None,
+                outcome: None,
+            };
+        }
+        let unraised = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
+        let outcome = crate::onnx::upgrade::upgrade(model, opset);
+        Raise {
+            unraised: Some(unraised),
+            outcome: Some(outcome),
+        }
+    }
+
+    /// Why the model could not be raised, where it could not.
+    pub(crate) fn refused(&self) -> Option<String> {
+        match &self.outcome {
+            Some(Err(why)) => Some(why.join("; ")),
+            _ => None,
+        }
+    }
+
+    /// Keeps the raise where `used` (something was quantized) and otherwise puts the model
+    /// back as it was before it; what the report says of it.
+    pub(crate) fn settle(self, model: &mut Model, used: bool) -> OpsetChange {
+        match self.outcome {
+            Some(Ok(u)) if used => OpsetChange {
+                opset_raised_from: Some(u.from),
+                rewritten_for_opset: u.rewritten,
+                opset_kept_because: None,
+            },
+            Some(Ok(_)) => {
+                *model = self.unraised.expect("kept with every raise");
+                OpsetChange::default()
+            }
+            Some(Err(why)) => OpsetChange {
+                opset_kept_because: Some(why.join("; ")),
+                ..Default::default()
+            },
+            None => OpsetChange::default(),
+        }
+    }
+}
+
 /// What quantization did, by mode.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "mode")]
@@ -692,11 +761,7 @@ pub fn to_int8_static(
     calibration: Calibration,
     cache: Option<&CalibrationCache>,
 ) -> Result<(StaticStage, CalibrationCache), QuantizeError> {
-    let unraised = (model.opset("").unwrap_or(1) < qdq::PER_CHANNEL_OPSET)
-        .then(|| Model::from_proto(model.proto.clone(), model.dir().to_path_buf()));
-    let raise = unraised
-        .as_ref()
-        .map(|_| crate::onnx::upgrade::upgrade(model, qdq::PER_CHANNEL_OPSET));
+    let raise = Raise::to(model, qdq::PER_CHANNEL_OPSET);
     let exposure = ranges::Exposure::at(model, calibration.evaluation);
     let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     let facts = facts_at(model, calibration.samples.first().copied());
@@ -774,18 +839,8 @@ pub fn to_int8_static(
     let accuracy = chosen.accuracy(&target, &outputs);
     let output_sqnr_db = chosen.output_sqnr_db();
     let mut best = chosen.best;
-    match raise {
-        Some(Ok(_)) if best.report.quantized.is_empty() => {
-            // nothing quantized: the raise bought nothing, the model keeps its opset
-            best.model = unraised.expect("kept with the raise");
-        }
-        Some(Ok(u)) => {
-            best.report.opset_raised_from = Some(u.from);
-            best.report.rewritten_for_opset = u.rewritten;
-        }
-        Some(Err(why)) => best.report.opset_kept_because = Some(why.join("; ")),
-        None => {}
-    }
+    let used = !best.report.quantized.is_empty();
+    best.report.opset = raise.settle(&mut best.model, used);
     *model = best.model;
     let stage = StaticStage {
         calibration: CalibrationSummary {

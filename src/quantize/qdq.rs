@@ -126,15 +126,10 @@ pub struct StaticReport {
     pub activations: usize,
     /// Whether weights have a scale per channel (opset 13+) or one per tensor.
     pub per_channel: bool,
-    /// The opset the model had, when it was raised to 13 for weights per channel.
-    #[serde(default)]
-    pub opset_raised_from: Option<i64>,
-    /// Nodes rewritten to keep their meaning at opset 13.
-    #[serde(default)]
-    pub rewritten_for_opset: Vec<String>,
-    /// Why a model below opset 13 could not be raised to it (its weights are per tensor).
-    #[serde(default)]
-    pub opset_kept_because: Option<String>,
+    /// A model below opset 13 raised to it for weights per channel, or why it could not be
+    /// (its weights are then per tensor).
+    #[serde(flatten)]
+    pub opset: super::OpsetChange,
     /// The activations' element type (reports written before it was recorded used int8).
     #[serde(default = "ActivationType::recorded_before")]
     pub activation_type: ActivationType,
