@@ -676,31 +676,35 @@ fn static_int8_without_calibration_data_is_a_usage_error() {
 }
 
 /// A model below opset 13 that cannot be raised to it (here ppocr_mobile_v2_cls, opset 11, with
-/// a Dropout whose mask is read: undefined in inference before opset 12) keeps its opset and gets weights per
-/// tensor, and the report says why.
+/// a Resize in the `tf_half_pixel_for_nn` mode opset 13 removed, appended to its output) keeps its
+/// opset and gets weights per tensor, and the report says why.
 #[test]
 fn static_int8_keeps_weights_per_tensor_where_the_opset_cannot_be_raised() {
+    use mdeploy::graph::builder::{attr_string, tensor_f32};
     let tmp = tempfile::tempdir().unwrap();
     let path = common::real_model("ppocr_mobile_v2_cls");
     let mut model = Model::load(&path).unwrap();
     assert_eq!(model.opset(""), Some(11));
     let graph = model.graph_mut();
     let first = graph.output[0].clone();
+    graph.initializer.push(tensor_f32("roi_", &[0], &[]));
+    graph
+        .initializer
+        .push(tensor_f32("scales_", &[2], &[1.0, 1.0]));
     graph.node.push(mdeploy::onnx::proto::NodeProto {
-        op_type: Some("Dropout".into()),
-        input: vec![first.name().to_string()],
-        output: vec!["dropped".into(), "mask".into()],
+        op_type: Some("Resize".into()),
+        input: vec![first.name().to_string(), "roi_".into(), "scales_".into()],
+        output: vec!["resized".into()],
+        attribute: vec![attr_string(
+            "coordinate_transformation_mode",
+            "tf_half_pixel_for_nn",
+        )],
         ..Default::default()
     });
-    let mut mask = first.clone();
-    mask.name = Some("mask".into());
-    if let Some(mdeploy::onnx::proto::type_proto::Value::TensorType(t)) =
-        mask.r#type.as_mut().and_then(|t| t.value.as_mut())
-    {
-        t.elem_type = Some(mdeploy::onnx::DataType::Bool.code());
-    }
-    graph.output.push(mask);
-    let src = tmp.path().join("cls_dropout.onnx");
+    let mut resized = first.clone();
+    resized.name = Some("resized".into());
+    graph.output.push(resized);
+    let src = tmp.path().join("cls_resize.onnx");
     model.save(&src, Default::default()).unwrap();
     let out = tmp.path().join("out.onnx");
     let dir = path.parent().unwrap().join("test_data_set_0");
@@ -712,7 +716,7 @@ fn static_int8_keeps_weights_per_tensor_where_the_opset_cannot_be_raised() {
     assert_eq!(q["per_channel"], false, "{q}");
     assert_eq!(q["opset_raised_from"], serde_json::Value::Null, "{q}");
     let why = q["opset_kept_because"].as_str().unwrap();
-    assert!(why.contains("mask"), "{why}");
+    assert!(why.contains("tf_half_pixel_for_nn"), "{why}");
     assert!(!q["quantized"].as_array().unwrap().is_empty(), "{q}");
     assert_eq!(Model::load(&out).unwrap().opset(""), Some(11));
 }
