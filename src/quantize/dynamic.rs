@@ -128,7 +128,7 @@ enum Side {
     Left,
 }
 
-use super::weights::Matrix as Weight;
+use super::weights::{Bias, Matrix as Weight};
 
 impl Quantizer<'_> {
     /// Quantizes one graph; `outer` holds the constants of the enclosing graphs, `outer_names`
@@ -261,25 +261,7 @@ impl Quantizer<'_> {
                         &[&rescaled],
                         vec![],
                     ));
-                    let bias = match bias {
-                        Bias::Value(v) => v,
-                        Bias::Tensor(t) => edit.add_initializer(&format!("{output}_bias"), *t),
-                        Bias::Scaled(c, beta) => {
-                            let beta_name = edit.add_initializer(
-                                &format!("{output}_beta"),
-                                tensor_f32("", &[], &[beta]),
-                            );
-                            let scaled = edit.fresh_name(&format!("{output}_bias"));
-                            added.push(super::new_node(
-                                "Mul",
-                                &format!("{base}/beta"),
-                                &[&c, &beta_name],
-                                &[&scaled],
-                                vec![],
-                            ));
-                            scaled
-                        }
-                    };
+                    let bias = bias.value(&mut edit, &mut added, &output, &base);
                     added.push(super::new_node(
                         "Add",
                         &format!("{base}/bias"),
@@ -456,41 +438,12 @@ impl Quantizer<'_> {
             ));
         }
         let bias = if node.op_type() == "Gemm" {
-            let beta = attr_f(node, "beta", 1.0);
-            match node.input.get(2).filter(|c| !c.is_empty()) {
-                None => None,
-                Some(_) if beta == 0.0 => None,
-                Some(c) => Some(match super::weights::constant_behind(graph, outer, c) {
-                    Some(t) if beta != 1.0 => {
-                        let v = self
-                            .ctx
-                            .tensor_data(&t)
-                            .and_then(|d| d.f32s())
-                            .map_err(|e| e.to_string())?;
-                        Bias::Tensor(Box::new(tensor_f32(
-                            "",
-                            &t.dims,
-                            &v.iter().map(|x| x * beta).collect::<Vec<_>>(),
-                        )))
-                    }
-                    _ if beta != 1.0 => Bias::Scaled(c.clone(), beta),
-                    _ => Bias::Value(c.clone()),
-                }),
-            }
+            super::weights::gemm_bias(self.ctx, graph, outer, node)?
         } else {
             None
         };
         Ok((activation, side, weight, bias))
     }
-}
-
-enum Bias {
-    /// Added as it is (beta 1).
-    Value(String),
-    /// `beta * C` of a constant C, precomputed.
-    Tensor(Box<TensorProto>),
-    /// A computed C times beta.
-    Scaled(String, f32),
 }
 
 struct QuantizedWeight {

@@ -1,7 +1,8 @@
-//! Weight-only 4-bit quantization of MatMul: each constant weight `W[K, N]` on the right of a
-//! MatMul becomes uint4 in blocks of `block_size` rows per column, each block with its own scale
-//! and zero point, read through a standard opset-21 `DequantizeLinear(axis 0, block_size)`.
-//! Activations stay float.
+//! Weight-only 4-bit quantization of MatMul and Gemm: each constant weight `W[K, N]` on the
+//! right of a MatMul becomes uint4 in blocks of `block_size` rows per column, each block with
+//! its own scale and zero point, read through a standard opset-21 `DequantizeLinear(axis 0,
+//! block_size)`. Activations stay float. A Gemm (transA 0) becomes that MatMul, its weight
+//! taken as `[K, N]` (transposed back where transB) times alpha, plus `beta * C`.
 //!
 //! ```text
 //!   MatMul(A, W:f32[K,N])
@@ -18,7 +19,7 @@
 //! node's meaning; otherwise nothing is quantized and the reason is the error.
 //!
 //! Left alone, and reported: weights on the left (`MatMul(W, X)`: the kernel takes B), weights of
-//! fewer than [`MIN_WEIGHT_ELEMENTS`] elements or fewer rows than a block, Gemm (kept whole),
+//! fewer than [`MIN_WEIGHT_ELEMENTS`] elements or fewer rows than a block, Gemm with transA,
 //! nodes the user excludes, and nodes the accuracy search returns to float.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -30,6 +31,7 @@ use super::dynamic::{KeptFloat, MIN_WEIGHT_ELEMENTS, QuantizedNode};
 use crate::graph::builder::{attr_int, raw_tensor, tensor_f32};
 use crate::graph::{Graph, node_label, subgraphs_mut};
 use crate::infer::Inference;
+use crate::onnx::attributes::{attr_f, attr_i};
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
 use crate::onnx::{DataType, Model};
 use crate::passes::PassContext;
@@ -144,15 +146,7 @@ impl Quantizer<'_> {
                 continue;
             }
             let label = node_label(&node, i);
-            if node.op_type() == "Gemm" {
-                self.report.kept_float.push(KeptFloat {
-                    node: label,
-                    op: node.op_type().into(),
-                    reason: "int4 covers MatMul: Gemm stays float".into(),
-                });
-                continue;
-            }
-            let weight = match self.plan(&edit, outer, &node) {
+            let Planned { weight, key, bias } = match self.plan(&edit, outer, &node) {
                 Ok(w) => w,
                 Err(reason) => {
                     self.report.kept_float.push(KeptFloat {
@@ -163,7 +157,7 @@ impl Quantizer<'_> {
                     continue;
                 }
             };
-            let ([w_q, w_scale, w_zero], sqnr) = match stored.get(&weight.name) {
+            let ([w_q, w_scale, w_zero], sqnr) = match stored.get(&key) {
                 Some(names) => names.clone(),
                 None => {
                     let blocked =
@@ -184,7 +178,7 @@ impl Quantizer<'_> {
                             raw_tensor("", DataType::Uint4, &[blocks, n], pack_u4(&blocked.zeros)),
                         ),
                     ];
-                    stored.insert(weight.name.clone(), (names.clone(), blocked.sqnr_db));
+                    stored.insert(key, (names.clone(), blocked.sqnr_db));
                     (names, blocked.sqnr_db)
                 }
             };
@@ -206,7 +200,32 @@ impl Quantizer<'_> {
                     attr_int("block_size", self.options.block_size as i64),
                 ],
             ));
-            edit.proto_mut().node[i].input[1] = dequantized;
+            if node.op_type() == "Gemm" {
+                // Gemm(A, B, C) = MatMul(A, B as [K, N] times alpha) + beta * C
+                let product = match bias {
+                    Some(_) => edit.fresh_name(&format!("{output}_product")),
+                    None => output.clone(),
+                };
+                edit.proto_mut().node[i] = super::new_node(
+                    "MatMul",
+                    &base,
+                    &[&node.input[0], &dequantized],
+                    &[&product],
+                    vec![],
+                );
+                if let Some(bias) = bias {
+                    let bias = bias.value(&mut edit, &mut added, &output, &base);
+                    added.push(super::new_node(
+                        "Add",
+                        &format!("{base}/bias"),
+                        &[&product, &bias],
+                        &[&output],
+                        vec![],
+                    ));
+                }
+            } else {
+                edit.proto_mut().node[i].input[1] = dequantized;
+            }
             self.report.quantized.push(QuantizedNode {
                 node: label,
                 op: node.op_type().into(),
@@ -234,7 +253,7 @@ impl Quantizer<'_> {
         graph: &Graph,
         outer: &HashMap<String, TensorProto>,
         node: &NodeProto,
-    ) -> Result<super::weights::Matrix, String> {
+    ) -> Result<Planned, String> {
         if self.options.exclude_nodes.contains(node.name()) {
             return Err("excluded by --exclude-nodes".into());
         }
@@ -245,10 +264,17 @@ impl Quantizer<'_> {
             return Err(reason.clone());
         }
         let float = |v: &str| self.facts.elem_type(v) == Some(DataType::Float);
-        if node.input.len() != 2 || !float(&node.input[0]) || !float(&node.input[1]) {
+        let gemm = node.op_type() == "Gemm";
+        let arity = if gemm { 2..=3 } else { 2..=2 };
+        if !arity.contains(&node.input.len()) || !float(&node.input[0]) || !float(&node.input[1]) {
             return Err("not a float32 product".into());
         }
-        let Some(w) = super::weights::matrix(self.ctx, graph, outer, &node.input[1], false)? else {
+        if gemm && attr_i(node, "transA", 0) != 0 {
+            return Err("Gemm with transA".into());
+        }
+        let trans_b = gemm && attr_i(node, "transB", 0) != 0;
+        let Some(mut w) = super::weights::matrix(self.ctx, graph, outer, &node.input[1], trans_b)?
+        else {
             return Err(
                 match super::weights::constant_behind(graph, outer, &node.input[0]) {
                     Some(_) => "its weight is on the left: the 4-bit kernel takes it on the right",
@@ -269,8 +295,35 @@ impl Quantizer<'_> {
                 w.dims[0], self.options.block_size
             ));
         }
-        Ok(w)
+        if !gemm {
+            let key = w.name.clone();
+            return Ok(Planned {
+                weight: w,
+                key,
+                bias: None,
+            });
+        }
+        let alpha = attr_f(node, "alpha", 1.0);
+        if alpha != 1.0 {
+            w.values.iter_mut().for_each(|v| *v *= alpha);
+        }
+        let bias = super::weights::gemm_bias(self.ctx, graph, outer, node)?;
+        // the same constant read transposed or scaled is another weight
+        let key = format!("{}/transB={trans_b}/alpha={}", w.name, alpha.to_bits());
+        Ok(Planned {
+            weight: w,
+            key,
+            bias,
+        })
     }
+}
+
+/// What to quantize in a MatMul or Gemm: the weight as `[K, N]` (a Gemm's transposed back and
+/// times its alpha), the key it is stored under, and the Gemm's bias.
+struct Planned {
+    weight: super::weights::Matrix,
+    key: String,
+    bias: Option<super::weights::Bias>,
 }
 
 /// A weight in blocked uint4: values row-major as the float ones, one scale and zero point per
@@ -427,6 +480,73 @@ mod tests {
             let b = (i / n / 32) * n + i % n;
             let back = (f32::from(q[i]) - f32::from(z[b])) * s[b];
             assert!((back - v).abs() <= s[b] / 2.0 + 1e-6, "{i}: {v} -> {back}");
+        }
+    }
+
+    /// `Gemm(x, W[8, 64], C, transB, alpha 2, beta 0.5)` becomes `MatMul(x, DQ(W as [64, 8]
+    /// times 2)) + 0.5 * C`, the MatMul writing to the Add that writes the Gemm's output.
+    #[test]
+    fn a_gemm_becomes_a_blocked_matmul_plus_its_bias() {
+        use crate::graph::builder::{ModelBuilder, attr_float};
+        let (k, n) = (64usize, 8usize);
+        let w: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 7919) % 97) as f32 / 48.0 - 1.0)
+            .collect();
+        let c: Vec<f32> = (0..n).map(|j| j as f32).collect();
+        let proto = ModelBuilder::new(13)
+            .input("x", DataType::Float, &["2", "64"])
+            .initializer_f32("W", &[n as i64, k as i64], &w)
+            .initializer_f32("C", &[n as i64], &c)
+            .node("Gemm", &["x", "W", "C"], &["y"])
+            .attr(attr_int("transB", 1))
+            .attr(attr_float("alpha", 2.0))
+            .attr(attr_float("beta", 0.5))
+            .output("y", DataType::Float, &["2", "8"])
+            .build();
+        let mut model = Model::from_proto(proto, ".".into());
+        let report = quantize(&mut model, &Int4Options::default()).unwrap();
+        assert_eq!(report.quantized.len(), 1);
+        assert_eq!(report.quantized[0].weight_shape, [64, 8]);
+        crate::graph::check_model(&model).unwrap();
+        let g = model.graph();
+        let ops: Vec<_> = g.node.iter().map(|n| n.op_type()).collect();
+        assert!(!ops.contains(&"Gemm"), "{ops:?}");
+        let find = |op: &str| g.node.iter().find(|n| n.op_type() == op).unwrap();
+        let (dq, matmul, add) = (find("DequantizeLinear"), find("MatMul"), find("Add"));
+        assert_eq!(matmul.input, ["x".to_string(), dq.output[0].clone()]);
+        assert_eq!(add.input[0], matmul.output[0]);
+        assert_eq!(add.output, ["y"]);
+        let init = |name: &str| g.initializer.iter().find(|t| t.name() == name).unwrap();
+        let floats = |t: &TensorProto| -> Vec<f32> {
+            t.raw_data
+                .as_deref()
+                .unwrap()
+                .chunks(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect()
+        };
+        let half: Vec<f32> = c.iter().map(|v| v * 0.5).collect();
+        assert_eq!(floats(init(&add.input[1])), half);
+        let (wq, scale, zero) = (init(&dq.input[0]), init(&dq.input[1]), init(&dq.input[2]));
+        assert_eq!(wq.dims, [64, 8]);
+        let unpack = |t: &TensorProto, count: usize| -> Vec<u8> {
+            let raw = t.raw_data.as_deref().unwrap();
+            (0..count)
+                .map(|i| (raw[i / 2] >> (4 * (i % 2))) & 0x0f)
+                .collect()
+        };
+        let (q, z, s) = (unpack(wq, k * n), unpack(zero, 2 * n), floats(scale));
+        // row r, column j of the [64, 8] weight is 2 * W[j][r]
+        for r in 0..k {
+            for j in 0..n {
+                let want = 2.0 * w[j * k + r];
+                let b = (r / 32) * n + j;
+                let back = (f32::from(q[r * n + j]) - f32::from(z[b])) * s[b];
+                assert!(
+                    (back - want).abs() <= s[b] / 2.0 + 1e-6,
+                    "{r},{j}: {want} -> {back}"
+                );
+            }
         }
     }
 
