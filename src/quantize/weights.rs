@@ -203,6 +203,79 @@ fn round_to_int8(x: f32) -> i8 {
     (t + i32::from(frac >= 0.5) - i32::from(frac <= -0.5)) as i8
 }
 
+/// What a Gemm adds to its product: `beta * C`.
+pub enum Bias {
+    /// Added as it is (beta 1).
+    Value(String),
+    /// `beta * C` of a constant C, precomputed.
+    Tensor(Box<TensorProto>),
+    /// A computed C times beta.
+    Scaled(String, f32),
+}
+
+/// The bias of Gemm `node`, if it adds one (a C given with a beta other than 0).
+pub fn gemm_bias(
+    ctx: &crate::passes::PassContext,
+    graph: &Graph,
+    outer: &HashMap<String, TensorProto>,
+    node: &crate::onnx::proto::NodeProto,
+) -> Result<Option<Bias>, String> {
+    let beta = crate::onnx::attributes::attr_f(node, "beta", 1.0);
+    let Some(c) = node.input.get(2).filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
+    if beta == 0.0 {
+        return Ok(None);
+    }
+    Ok(Some(match constant_behind(graph, outer, c) {
+        Some(t) if beta != 1.0 => {
+            let v = ctx
+                .tensor_data(&t)
+                .and_then(|d| d.f32s())
+                .map_err(|e| e.to_string())?;
+            Bias::Tensor(Box::new(crate::graph::builder::tensor_f32(
+                "",
+                &t.dims,
+                &v.iter().map(|x| x * beta).collect::<Vec<_>>(),
+            )))
+        }
+        _ if beta != 1.0 => Bias::Scaled(c.clone(), beta),
+        _ => Bias::Value(c.clone()),
+    }))
+}
+
+impl Bias {
+    /// The value to add for the product written to `output` (of the node named `base`): C, a
+    /// new constant, or a new Mul by beta in `added`.
+    pub fn value(
+        self,
+        edit: &mut Graph,
+        added: &mut Vec<crate::onnx::proto::NodeProto>,
+        output: &str,
+        base: &str,
+    ) -> String {
+        match self {
+            Bias::Value(v) => v,
+            Bias::Tensor(t) => edit.add_initializer(&format!("{output}_bias"), *t),
+            Bias::Scaled(c, beta) => {
+                let beta_name = edit.add_initializer(
+                    &format!("{output}_beta"),
+                    crate::graph::builder::tensor_f32("", &[], &[beta]),
+                );
+                let scaled = edit.fresh_name(&format!("{output}_bias"));
+                added.push(super::new_node(
+                    "Mul",
+                    &format!("{base}/beta"),
+                    &[&c, &beta_name],
+                    &[&scaled],
+                    vec![],
+                ));
+                scaled
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,79 +354,6 @@ mod tests {
                 x.round().clamp(-127.0, 127.0) as i8
             };
             assert_eq!(round_to_int8(x), want, "{x}");
-        }
-    }
-}
-
-/// What a Gemm adds to its product: `beta * C`.
-pub enum Bias {
-    /// Added as it is (beta 1).
-    Value(String),
-    /// `beta * C` of a constant C, precomputed.
-    Tensor(Box<TensorProto>),
-    /// A computed C times beta.
-    Scaled(String, f32),
-}
-
-/// The bias of Gemm `node`, if it adds one (a C given with a beta other than 0).
-pub fn gemm_bias(
-    ctx: &crate::passes::PassContext,
-    graph: &Graph,
-    outer: &HashMap<String, TensorProto>,
-    node: &crate::onnx::proto::NodeProto,
-) -> Result<Option<Bias>, String> {
-    let beta = crate::onnx::attributes::attr_f(node, "beta", 1.0);
-    let Some(c) = node.input.get(2).filter(|c| !c.is_empty()) else {
-        return Ok(None);
-    };
-    if beta == 0.0 {
-        return Ok(None);
-    }
-    Ok(Some(match constant_behind(graph, outer, c) {
-        Some(t) if beta != 1.0 => {
-            let v = ctx
-                .tensor_data(&t)
-                .and_then(|d| d.f32s())
-                .map_err(|e| e.to_string())?;
-            Bias::Tensor(Box::new(crate::graph::builder::tensor_f32(
-                "",
-                &t.dims,
-                &v.iter().map(|x| x * beta).collect::<Vec<_>>(),
-            )))
-        }
-        _ if beta != 1.0 => Bias::Scaled(c.clone(), beta),
-        _ => Bias::Value(c.clone()),
-    }))
-}
-
-impl Bias {
-    /// The value to add for the product written to `output` (of the node named `base`): C, a
-    /// new constant, or a new Mul by beta in `added`.
-    pub fn value(
-        self,
-        edit: &mut Graph,
-        added: &mut Vec<crate::onnx::proto::NodeProto>,
-        output: &str,
-        base: &str,
-    ) -> String {
-        match self {
-            Bias::Value(v) => v,
-            Bias::Tensor(t) => edit.add_initializer(&format!("{output}_bias"), *t),
-            Bias::Scaled(c, beta) => {
-                let beta_name = edit.add_initializer(
-                    &format!("{output}_beta"),
-                    crate::graph::builder::tensor_f32("", &[], &[beta]),
-                );
-                let scaled = edit.fresh_name(&format!("{output}_bias"));
-                added.push(super::new_node(
-                    "Mul",
-                    &format!("{base}/beta"),
-                    &[&c, &beta_name],
-                    &[&scaled],
-                    vec![],
-                ));
-                scaled
-            }
         }
     }
 }
