@@ -276,7 +276,10 @@ impl Raise<'_> {
         }
         if crosses(12)
             && op == "Dropout"
-            && node.output.get(1).is_some_and(|m| self.read.contains(m))
+            && node
+                .output
+                .get(1)
+                .is_some_and(|m| !m.is_empty() && self.read.contains(m))
         {
             // before 12 the mask in inference is not defined (onnxruntime gives false, ONNX's
             // reference true); from 12 it is true

@@ -116,6 +116,12 @@ def cases():
     out.append(("Dropout-11 unread mask", model(11, [node("Dropout", ["x"], ["d", "m"], ratio=0.2),
                                                  node("Relu", ["d"], ["y"])],
                                                 [vi("x", F, [3, 8])], [vi("y", F, None)]), (12, 21), {"x": x}))
+    # an empty mask slot is no mask, even where another node has an empty input
+    out.append(("Dropout-11 empty mask slot", model(11, [node("Dropout", ["x"], ["d", ""]),
+                                                       node("Clip", ["d", "", "mx"], ["y"])],
+                                                   [vi("x", F, [3, 8])], [vi("y", F, None)],
+                                                   [numpy_helper.from_array(np.array(0.5, np.float32), "mx")]),
+                (12, 21), {"x": x}))
     data = RNG.standard_normal((3, 3)).astype(np.float32)
     out.append(("Scatter-9", model(9, [node("Scatter", ["x", "i", "u"], ["y"], axis=1)],
                                    [vi("x", F, [3, 3])], [vi("y", F, None)],
