@@ -245,9 +245,9 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     match &doc.quantize {
         Some(QuantizeReport::Fp16(stage)) => printer.note(&render_fp16(stage)),
         Some(QuantizeReport::Int8Dynamic(stage)) => printer.note(&render_int8(
-            &match stage.quantization.opset.opset_raised_from {
-                Some(from) => format!("int8 dynamic (opset raised from {from} to 11)"),
-                None => "int8 dynamic".into(),
+            &match opset_note(&stage.quantization.opset) {
+                note if note.is_empty() => "int8 dynamic".into(),
+                note => format!("int8 dynamic ({})", note.trim_start_matches(", ")),
             },
             &stage.quantization.quantized,
             &stage.quantization.kept_float,
@@ -258,7 +258,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
             &format!(
                 "int4 weight-only (uint4, blocks of {} rows{})",
                 stage.quantization.block_size,
-                opset_raised(stage.quantization.opset.opset_raised_from, 21)
+                opset_note(&stage.quantization.opset)
             ),
             &stage.quantization.quantized,
             &stage.quantization.kept_float,
@@ -276,10 +276,11 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     ""
                 },
-                opset_raised(stage.quantization.opset.opset_raised_from, 13),
-                match &stage.quantization.opset.opset_kept_because {
-                    Some(why) => format!(", weights per tensor: the opset stays below 13 ({why})"),
-                    None => String::new(),
+                opset_note(&stage.quantization.opset),
+                if stage.quantization.per_channel || stage.quantization.quantized.is_empty() {
+                    ""
+                } else {
+                    ", weights per tensor"
                 }
             ),
             &stage.quantization.quantized,
@@ -370,11 +371,18 @@ fn render_fp16(stage: &mdeploy::quantize::Fp16Stage) -> String {
     s
 }
 
-/// ", opset raised from F to T" where the quantizer raised the model's opset.
-fn opset_raised(from: Option<i64>, to: i64) -> String {
-    from.map_or(String::new(), |f| {
-        format!(", opset raised from {f} to {to}")
-    })
+/// What a quantizer did to the model's opset, for its heading: ", opset raised from F to T",
+/// or ", opset not raised: WHY" where it needed a higher one and could not have it.
+fn opset_note(o: &mdeploy::quantize::OpsetChange) -> String {
+    match (
+        o.opset_raised_from,
+        o.opset_raised_to,
+        &o.opset_kept_because,
+    ) {
+        (Some(from), Some(to), _) => format!(", opset raised from {from} to {to}"),
+        (_, _, Some(why)) => format!(", opset not raised: {why}"),
+        _ => String::new(),
+    }
 }
 
 /// What int8 quantization did: nodes quantized and kept float, and the quantized outputs that

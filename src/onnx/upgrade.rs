@@ -3,8 +3,8 @@
 //! ONNX's own schemas: the inputs and outputs it uses must still exist and take at least the
 //! types they took, every attribute it sets must still exist with its type, and no new
 //! attribute may be required. On top of that check, the version changes known to alter meaning
-//! or move an attribute are handled by name (the same list ONNX's own version converter
-//! adapts, with the gaps in that list filled):
+//! or move an attribute are handled by name (those ONNX's own version converter adapts, and
+//! those found in the operators' changelogs that it does not):
 //! - attributes that became inputs are moved to constant inputs: Slice's starts, ends and axes
 //!   and TopK's k (10), Clip's min and max and Pad's pads and value (11), Dropout's ratio (12),
 //!   Split's sizes and the axes of Squeeze, Unsqueeze and ReduceSum (13), the other reductions'
@@ -20,10 +20,13 @@
 //!   only where the scales are known and at least 1: onnxruntime rounds up below 1);
 //! - a Split without sizes states its number of outputs (18), RoiAlign keeps its old default
 //!   coordinate mode explicitly (16), GridSample's renamed modes are renamed (20);
-//! - refused: Resize's `tf_half_pixel_for_nn` (gone at 13), GroupNormalization-21 (scale and
-//!   bias per channel), a BatchNormalization with training outputs across 14, a Dropout whose
-//!   mask is read across 12 (undefined in inference before), and any op deprecated at the new
-//!   opset without a replacement.
+//! - a Dropout's mask across 12 (undefined in inference before): dropped where nothing reads it,
+//!   refused where something does;
+//! - refused: OneHot across 11 (negative indices count from the end since), a ConvTranspose
+//!   that computes its own padding (`output_shape`, `auto_pad` SAME) across 11 (an odd total's
+//!   extra pixel changed sides), Resize's `tf_half_pixel_for_nn` (gone at 13),
+//!   GroupNormalization-21 (scale and bias per channel), a BatchNormalization with training
+//!   outputs across 14, and any op deprecated at the new opset without a replacement.
 //!
 //! Anything else that fails the check is refused, naming the node and the op.
 
@@ -238,20 +241,23 @@ impl Raise<'_> {
     ) -> Result<(Vec<NodeProto>, bool), String> {
         let (from, to) = (self.from, self.to);
         let op = node.op_type().to_string();
+        // trailing empty outputs are no outputs (and the new version may allow fewer slots)
+        while node.output.len() > 1 && node.output.last().is_some_and(String::is_empty) {
+            node.output.pop();
+        }
         let (Some(old), Some(mut new)) = (schema("", &op, from), schema("", &op, to)) else {
             return Err(format!("no schema for {op} at opset {from} or {to}"));
         };
-        if old.since == new.since {
-            return Ok((vec![node], false));
-        }
-        let crosses = |v: i64| old.since < v && new.since >= v;
         // ops deprecated for another that computes the same: ScatterElements-11 is Scatter-9
         // (with negative indices defined), Resize-10 is Upsample-9
         let renamed = match op.as_str() {
-            "Scatter" if crosses(11) => Some("ScatterElements"),
-            "Upsample" if crosses(10) => Some("Resize"),
+            "Scatter" if new.deprecated => Some("ScatterElements"),
+            "Upsample" if new.deprecated => Some("Resize"),
             _ => None,
         };
+        if renamed.is_none() && old.since == new.since {
+            return Ok((vec![node], false));
+        }
         let original_op = op.clone();
         let op = match renamed {
             Some(r) => {
@@ -266,30 +272,43 @@ impl Raise<'_> {
         if new.deprecated {
             return Err(format!("{op} is deprecated at opset {to}"));
         }
+        if crosses(11) && op == "OneHot" {
+            return Err("OneHot-11 counts negative indices from the end, where before 11 they gave rows of off values".into());
+        }
+        if crosses(11)
+            && op == "ConvTranspose"
+            && (attr(&node, "output_shape").is_some()
+                || attr_s(&node, "auto_pad").is_some_and(|p| p.starts_with("SAME")))
+        {
+            // the padding a ConvTranspose computes itself: ConvTranspose-11 puts an odd total's
+            // extra pixel on the other side
+            return Err("ConvTranspose-11 splits the padding it computes (output_shape or auto_pad SAME) the other way".into());
+        }
         if crosses(21) && op == "GroupNormalization" {
             return Err(
                 "GroupNormalization-21 takes scale and bias per channel, not per group".into(),
             );
         }
-        if crosses(14) && op == "BatchNormalization" && node.output.len() > 1 {
+        if crosses(14)
+            && op == "BatchNormalization"
+            && node.output.iter().skip(1).any(|o| !o.is_empty())
+        {
             return Err("a BatchNormalization with statistics outputs computes in training mode, which opset 14 asks for by attribute".into());
         }
-        if crosses(12)
-            && op == "Dropout"
-            && node
-                .output
-                .get(1)
-                .is_some_and(|m| !m.is_empty() && self.read.contains(m))
-        {
-            // before 12 the mask in inference is not defined (onnxruntime gives false, ONNX's
-            // reference true); from 12 it is true
-            return Err(
-                "the mask of a Dropout before opset 12 is undefined in inference, and it is read"
-                    .into(),
-            );
-        }
-        let original_inputs = node.input.len();
         let mut changed = renamed.is_some();
+        if crosses(12) && op == "Dropout" && node.output.get(1).is_some_and(|m| !m.is_empty()) {
+            // before 12 the mask in inference is not defined (onnxruntime gives false, ONNX's
+            // reference true; before 10 it was not even bool); from 12 it is true
+            if self.read.contains(&node.output[1]) {
+                return Err(
+                    "the mask of a Dropout before opset 12 is undefined in inference, and it is read"
+                        .into(),
+                );
+            }
+            node.output.truncate(1);
+            changed = true;
+        }
+        let mut original_inputs = node.input.len();
         if crosses(11) && op == "Resize" {
             // Resize-10 (and Upsample) sampled at x_out / scale; 11 added the roi input before
             // the scales. Nearest took the whole part of that (onnxruntime's "simple" mode, which
@@ -310,6 +329,8 @@ impl Raise<'_> {
             let roi = self.fresh(&format!("{}_roi", node.output[0]));
             added.push(raw_tensor(&roi, DataType::Float, &[0], Vec::new()));
             node.input.insert(1, roi);
+            // the scales moved a slot: only X is compared with the old signature
+            original_inputs = 1;
             node.attribute
                 .push(string_attr("coordinate_transformation_mode", "asymmetric"));
             changed = true;
@@ -472,7 +493,11 @@ impl Raise<'_> {
         let shape_node = plain("Shape", vec![x.clone()], shape.clone(), named("shape"));
         let mut flatten = plain("Flatten", vec![x], flat.clone(), named("flatten"));
         flatten.attribute.push(attr_int("axis", axis));
-        let reshape = plain("Reshape", vec![out.clone(), shape], y, named("reshape"));
+        let mut reshape = plain("Reshape", vec![out.clone(), shape], y, named("reshape"));
+        if self.to >= 14 {
+            // a zero in the shape is a zero-sized axis, not "copy this axis"
+            reshape.attribute.push(attr_int("allowzero", 1));
+        }
         node.input[0] = flat;
         node.output[0] = out;
         node.attribute.push(attr_int("axis", 1));
@@ -646,7 +671,7 @@ mod tests {
 
     /// The rewrites that keep a meaning a version changed: Split's count of equal parts (18),
     /// RoiAlign's old default mode (16), GridSample's renamed mode (20), DFT's axis (20); and a
-    /// BatchNormalization with training outputs refused across 14.
+    /// BatchNormalization with training outputs refused across 14 (empty slots are none).
     #[test]
     fn changed_meanings_are_spelled_out() {
         use crate::graph::builder::{attr_int, attr_string};
@@ -709,6 +734,16 @@ mod tests {
         );
         let why = raise(13, training).unwrap_err();
         assert!(why[0].contains("training"), "{why:?}");
+        // empty output slots are no statistics outputs: trimmed, and the node raised (onnxruntime
+        // crashes running such a node at 9, so tests/interop cannot check it)
+        let inference = node(
+            "BatchNormalization",
+            &["x", "s", "b", "m", "v"],
+            &["y", "", "", "", ""],
+            vec![],
+        );
+        let m = raise(9, inference).unwrap();
+        assert_eq!(m.graph().node[0].output, ["y"]);
     }
 
     #[test]
@@ -768,6 +803,39 @@ mod tests {
             [g.node[2].output[0].clone(), g.node[0].output[0].clone()]
         );
         assert_eq!(g.node[3].output, ["y"]);
+    }
+
+    /// An op the model's own opset deprecated already (Upsample-10, Scatter-11, which
+    /// onnxruntime refuses to load) is renamed all the same: Resize with its roi and stated
+    /// modes, ScatterElements.
+    #[test]
+    fn ops_deprecated_in_the_models_own_opset_are_renamed() {
+        let mut m = model(10, |b| {
+            b.initializer_f32("s", &[2], &[2.0, 2.0])
+                .node("Upsample", &["x", "s"], &["y"])
+                .output("y", DataType::Float, &["4", "6"])
+        });
+        upgrade(&mut m, 13).unwrap();
+        let n = &m.graph().node[0];
+        assert_eq!(n.op_type(), "Resize");
+        assert_eq!(n.input.len(), 3);
+        assert_eq!(n.input[2], "s");
+        let mode = |name: &str| crate::onnx::attributes::attr_s(n, name);
+        assert_eq!(mode("nearest_mode").as_deref(), Some("floor"));
+        assert_eq!(
+            mode("coordinate_transformation_mode").as_deref(),
+            Some("asymmetric")
+        );
+        crate::graph::check_model(&m).unwrap();
+        let mut m = model(11, |b| {
+            b.initializer_i64("i", &[1, 3], &[0, 1, 0])
+                .initializer_f32("u", &[1, 3], &[1.0; 3])
+                .node("Scatter", &["x", "i", "u"], &["y"])
+                .output("y", DataType::Float, &["2", "3"])
+        });
+        upgrade(&mut m, 13).unwrap();
+        assert_eq!(m.graph().node[0].op_type(), "ScatterElements");
+        crate::graph::check_model(&m).unwrap();
     }
 
     /// Attributes that became inputs: each lands at its slot as a constant of the right type,

@@ -332,8 +332,8 @@ fn an_integer_table_is_left_alone() {
     assert_eq!(m.proto, before);
 }
 
-/// DynamicQuantizeLinear came with opset 11: a model at 10 (here with a Slice whose starts,
-/// ends and axes are inputs already, and a Softmax) is raised to 11 first and says so; with
+/// DynamicQuantizeLinear came with opset 11: a model at 10 (a MatMul and a Softmax) is raised
+/// to 11 first and says so; with
 /// nothing to quantize it keeps its opset; a model that cannot be raised (opset 8) keeps its
 /// MatMul float, with the raise's refusal in the report.
 #[test]
@@ -351,6 +351,7 @@ fn a_model_below_opset_11_is_raised_to_it_only_where_something_is_quantized() {
     let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
     assert_eq!(report.quantized.len(), 1);
     assert_eq!(report.opset.opset_raised_from, Some(10));
+    assert_eq!(report.opset.opset_raised_to, Some(11));
     assert_eq!(m.opset(""), Some(11));
     assert!(ops(&m).contains(&"DynamicQuantizeLinear"));
     crate::graph::check_model(&m).unwrap();

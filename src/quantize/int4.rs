@@ -85,10 +85,9 @@ pub fn quantize(model: &mut Model, options: &Int4Options) -> Result<Int4Report, 
             options.block_size
         )));
     }
-    let original = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     // refused: the model is left as it was, and quantized below only to learn whether anything
-    // would be (a model with nothing to quantize keeps its opset either way)
-    let raise = super::Raise::to(model, OPSET);
+    // would be (a model with nothing to quantize is put back as it was either way)
+    let raise = super::Raise::keeping(model, OPSET);
     let facts = Inference::of_model(model);
     let ctx = PassContext::new(model, 0, 0);
     let mut q = Quantizer {
@@ -106,11 +105,11 @@ pub fn quantize(model: &mut Model, options: &Int4Options) -> Result<Int4Report, 
     result?;
     let mut report = q.report;
     if report.quantized.is_empty() {
-        *model = original;
+        raise.restore(model);
         return Ok(report);
     }
     if let Some(why) = raise.refused() {
-        *model = original;
+        raise.restore(model);
         return Err(QuantizeError::Unsupported(format!(
             "int4 needs opset {OPSET} and the model cannot be raised to it: {why}"
         )));
@@ -309,7 +308,11 @@ impl Quantizer<'_> {
         }
         let bias = super::weights::gemm_bias(self.ctx, graph, outer, node)?;
         // the same constant read transposed or scaled is another weight
-        let key = format!("{}/transB={trans_b}/alpha={}", w.name, alpha.to_bits());
+        let key = if trans_b || alpha != 1.0 {
+            format!("{}/transB={trans_b}/alpha={}", w.name, alpha.to_bits())
+        } else {
+            w.name.clone()
+        };
         Ok(Planned {
             weight: w,
             key,

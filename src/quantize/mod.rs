@@ -65,6 +65,9 @@ pub struct OpsetChange {
     /// The opset the model had, when it was raised.
     #[serde(default)]
     pub opset_raised_from: Option<i64>,
+    /// The opset it was raised to.
+    #[serde(default)]
+    pub opset_raised_to: Option<i64>,
     /// Nodes rewritten to keep their meaning at the raised opset.
     #[serde(default)]
     pub rewritten_for_opset: Vec<String>,
@@ -77,24 +80,36 @@ pub struct OpsetChange {
 /// whether anything will be quantized: [`Raise::settle`] keeps the raise only where something
 /// was.
 pub(crate) struct Raise {
-    unraised: Option<Model>,
+    /// The model as it was, where it was raised (or always, when kept to restore).
+    before: Option<Model>,
     outcome: Option<Result<crate::onnx::upgrade::Upgrade, Vec<String>>>,
 }
 
 impl Raise {
     /// Raises `model` to `opset` where it is below it (a refused raise changes nothing).
     pub(crate) fn to(model: &mut Model, opset: i64) -> Raise {
-        if model.opset("").unwrap_or(1) >= opset {
-            return Raise {
-                unraised: None,
-                outcome: None,
-            };
-        }
-        let unraised = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
-        let outcome = crate::onnx::upgrade::upgrade(model, opset);
-        Raise {
-            unraised: Some(unraised),
-            outcome: Some(outcome),
+        let below = model.opset("").unwrap_or(1) < opset;
+        Raise::new(model, opset, below)
+    }
+
+    /// [`Raise::to`], keeping the model as it was for [`Raise::restore`] whether or not it is
+    /// raised.
+    pub(crate) fn keeping(model: &mut Model, opset: i64) -> Raise {
+        Raise::new(model, opset, true)
+    }
+
+    fn new(model: &mut Model, opset: i64, keep: bool) -> Raise {
+        let before =
+            keep.then(|| Model::from_proto(model.proto.clone(), model.dir().to_path_buf()));
+        let outcome = (model.opset("").unwrap_or(1) < opset)
+            .then(|| crate::onnx::upgrade::upgrade(model, opset));
+        Raise { before, outcome }
+    }
+
+    /// Puts back the model as it was (kept by [`Raise::keeping`], or where it was raised).
+    pub(crate) fn restore(self, model: &mut Model) {
+        if let Some(before) = self.before {
+            *model = before;
         }
     }
 
@@ -112,11 +127,12 @@ impl Raise {
         match self.outcome {
             Some(Ok(u)) if used => OpsetChange {
                 opset_raised_from: Some(u.from),
+                opset_raised_to: Some(u.to),
                 rewritten_for_opset: u.rewritten,
                 opset_kept_because: None,
             },
             Some(Ok(_)) => {
-                *model = self.unraised.expect("kept with every raise");
+                *model = self.before.expect("kept with every raise");
                 OpsetChange::default()
             }
             Some(Err(why)) => OpsetChange {
@@ -841,6 +857,7 @@ pub fn to_int8_static(
     let mut best = chosen.best;
     let used = !best.report.quantized.is_empty();
     best.report.opset = raise.settle(&mut best.model, used);
+    best.report.per_channel = best.model.opset("").unwrap_or(1) >= qdq::PER_CHANNEL_OPSET;
     *model = best.model;
     let stage = StaticStage {
         calibration: CalibrationSummary {

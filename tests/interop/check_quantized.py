@@ -51,9 +51,10 @@ MODES = {
 # int4: how many MatMuls and Gemms with a constant weight each model has int4 (every one must be
 # fused): all of bert_tiny_random's 12 MatMuls and its pooler's Gemm; of the trained MiniLM's 36,
 # the accuracy search returns to float those 4 bits cost most (12 stay int4 at the time of
-# writing; fewer than 8 means it got worse); the classifier Gemms of the CNNs (mtcnn_onet keeps 3
-# of its 4, mtcnn_rnet 2 of 3, ppocr_mobile_v2_cls its 1, mobilenet_v3_small none of its 2 under
-# its top-1 target). A model not listed has none.
+# writing; fewer than 8 means it got worse); the CNNs' classifier layers (Gemms, or MatMul + Add
+# that the lossless passes fuse into Gemm: mtcnn_onet keeps 3 of its 4, mtcnn_rnet 2 of 3,
+# ppocr_mobile_v2_cls its 1, mobilenet_v3_small none of its 2 under its top-1 target). A model
+# not listed has none.
 INT4_MATMULS = {
     "bert_tiny_random": (13, 13),
     "minilm_l6": (8, 36),
