@@ -553,6 +553,61 @@ mod tests {
         }
     }
 
+    /// One weight read by a MatMul and by a plain Gemm (no transB, alpha 1) is stored once; read
+    /// by a scaled Gemm it is another weight. A Gemm adding a computed C times beta gets a Mul
+    /// by beta before its Add.
+    #[test]
+    fn gemm_weights_are_shared_only_where_they_are_the_same_numbers() {
+        use crate::graph::builder::{ModelBuilder, attr_float};
+        let w: Vec<f32> = (0..64 * 8).map(|i| (i % 13) as f32 / 6.0 - 1.0).collect();
+        let proto = ModelBuilder::new(21)
+            .input("x", DataType::Float, &["2", "64"])
+            .input("c", DataType::Float, &["2", "8"])
+            .initializer_f32("W", &[64, 8], &w)
+            .node("MatMul", &["x", "W"], &["a"])
+            .node("Gemm", &["x", "W"], &["b"])
+            .node("Gemm", &["x", "W", "c"], &["d"])
+            .attr(attr_float("alpha", 0.5))
+            .attr(attr_float("beta", 3.0))
+            .node("Sum", &["a", "b", "d"], &["y"])
+            .output("y", DataType::Float, &["2", "8"])
+            .build();
+        let mut model = Model::from_proto(proto, ".".into());
+        let report = quantize(&mut model, &Int4Options::default()).unwrap();
+        assert_eq!(report.quantized.len(), 3);
+        crate::graph::check_model(&model).unwrap();
+        let g = model.graph();
+        let dqs: Vec<_> = g
+            .node
+            .iter()
+            .filter(|n| n.op_type() == "DequantizeLinear")
+            .collect();
+        assert_eq!(dqs.len(), 3, "a DequantizeLinear per reader");
+        let stored: std::collections::BTreeSet<_> =
+            dqs.iter().map(|n| n.input[0].clone()).collect();
+        assert_eq!(
+            stored.len(),
+            2,
+            "the plain twins share, the scaled one does not"
+        );
+        let weight_of = |output: &str| {
+            let matmul = g.node.iter().find(|n| n.output[0] == output).unwrap();
+            assert_eq!(matmul.op_type(), "MatMul");
+            let dq = dqs.iter().find(|d| d.output[0] == matmul.input[1]).unwrap();
+            dq.input[0].clone()
+        };
+        assert_eq!(weight_of("a"), weight_of("b"));
+        let beta = g
+            .node
+            .iter()
+            .find(|n| n.op_type() == "Mul")
+            .expect("beta times the computed C");
+        assert_eq!(beta.input[0], "c");
+        let add = g.node.iter().find(|n| n.op_type() == "Add").unwrap();
+        assert_eq!(add.input[1], beta.output[0]);
+        assert_eq!(add.output, ["d"]);
+    }
+
     #[test]
     fn nothing_to_quantize_leaves_the_model_as_it_was() {
         use crate::graph::builder::ModelBuilder;
