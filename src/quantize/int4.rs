@@ -386,6 +386,24 @@ pub fn pack_u4(values: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// The first `count` 4-bit values of a packed tensor.
+    fn unpack(t: &TensorProto, count: usize) -> Vec<u8> {
+        let raw = t.raw_data.as_deref().unwrap();
+        (0..count)
+            .map(|i| (raw[i / 2] >> (4 * (i % 2))) & 0x0f)
+            .collect()
+    }
+
+    /// A float32 tensor's values.
+    fn floats(t: &TensorProto) -> Vec<f32> {
+        t.raw_data
+            .as_deref()
+            .unwrap()
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    }
+
     #[test]
     fn packing_puts_the_first_value_in_the_low_nibble() {
         assert_eq!(pack_u4(&[1, 2, 15]), [0x21, 0x0f]);
@@ -465,20 +483,8 @@ mod tests {
             (scale.dims.clone(), zero.dims.clone()),
             (vec![2, 8], vec![2, 8])
         );
-        let unpack = |t: &TensorProto, count: usize| -> Vec<u8> {
-            let raw = t.raw_data.as_deref().unwrap();
-            (0..count)
-                .map(|i| (raw[i / 2] >> (4 * (i % 2))) & 0x0f)
-                .collect()
-        };
         let (q, z) = (unpack(wq, k * n), unpack(zero, 2 * n));
-        let s: Vec<f32> = scale
-            .raw_data
-            .as_deref()
-            .unwrap()
-            .chunks(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
+        let s = floats(scale);
         for (i, &v) in w.iter().enumerate() {
             let b = (i / n / 32) * n + i % n;
             let back = (f32::from(q[i]) - f32::from(z[b])) * s[b];
@@ -520,24 +526,10 @@ mod tests {
         assert_eq!(add.input[0], matmul.output[0]);
         assert_eq!(add.output, ["y"]);
         let init = |name: &str| g.initializer.iter().find(|t| t.name() == name).unwrap();
-        let floats = |t: &TensorProto| -> Vec<f32> {
-            t.raw_data
-                .as_deref()
-                .unwrap()
-                .chunks(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect()
-        };
         let half: Vec<f32> = c.iter().map(|v| v * 0.5).collect();
         assert_eq!(floats(init(&add.input[1])), half);
         let (wq, scale, zero) = (init(&dq.input[0]), init(&dq.input[1]), init(&dq.input[2]));
         assert_eq!(wq.dims, [64, 8]);
-        let unpack = |t: &TensorProto, count: usize| -> Vec<u8> {
-            let raw = t.raw_data.as_deref().unwrap();
-            (0..count)
-                .map(|i| (raw[i / 2] >> (4 * (i % 2))) & 0x0f)
-                .collect()
-        };
         let (q, z, s) = (unpack(wq, k * n), unpack(zero, 2 * n), floats(scale));
         // row r, column j of the [64, 8] weight is 2 * W[j][r]
         for r in 0..k {

@@ -24,7 +24,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from check_conformance import read_pb
+from check_conformance import opset_of, read_pb
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -199,6 +199,23 @@ def refusals():
     ]
 
 
+def convert(src, dst, to, label, failures):
+    """`mdeploy convert SRC -o DST --opset TO`: the raised model, or None with the failure noted
+    (an exit other than 0, or another opset than asked)."""
+    if os.path.exists(dst):
+        os.remove(dst)
+    proc = subprocess.run([MDEPLOY, "convert", src, "-o", dst, "-q", "--opset", str(to)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        failures.append(f"{label}: exit {proc.returncode}: {proc.stderr.strip()[:300]}")
+        return None
+    r = onnx.load(dst)
+    if opset_of(r) != to:
+        failures.append(f"{label}: the output has opset {opset_of(r)}")
+        return None
+    return r
+
+
 def run(path, feeds):
     options = ort.SessionOptions()
     options.log_severity_level = 4
@@ -225,18 +242,9 @@ def main():
                 failures.append(f"{name}: onnxruntime cannot run the original: {str(e)[:200]}")
                 continue
             for to in targets:
-                if os.path.exists(dst):
-                    os.remove(dst)
-                proc = subprocess.run([MDEPLOY, "convert", src, "-o", dst, "-q", "--opset", str(to)],
-                                      capture_output=True, text=True)
                 label = f"{name} -> {to}"
-                if proc.returncode != 0:
-                    failures.append(f"{label}: exit {proc.returncode}: {proc.stderr.strip()[:300]}")
-                    continue
-                r = onnx.load(dst)
-                opset = next(o.version for o in r.opset_import if o.domain in ("", "ai.onnx"))
-                if opset != to:
-                    failures.append(f"{label}: the output has opset {opset}")
+                r = convert(src, dst, to, label, failures)
+                if r is None:
                     continue
                 try:
                     if checked:
@@ -268,18 +276,15 @@ def main():
             if not os.path.exists(src_real) or not os.path.isdir(data):
                 continue
             m = onnx.load(src_real, load_external_data=False)
-            opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 99)
-            if opset >= 13:
+            opset = opset_of(m)
+            if opset is None or opset >= 13:
                 continue
             inputs = [i.name for i in m.graph.input if i.name not in {t.name for t in m.graph.initializer}]
             feeds = {name: read_pb(os.path.join(data, f"input_{k}.pb")) for k, name in enumerate(inputs)}
             want = run(src_real, feeds)
             for to in (13, 21):
-                proc = subprocess.run([MDEPLOY, "convert", src_real, "-o", dst, "-q", "--opset", str(to)],
-                                      capture_output=True, text=True)
                 label = f"{os.path.basename(model_dir)} (opset {opset}) -> {to}"
-                if proc.returncode != 0:
-                    failures.append(f"{label}: exit {proc.returncode}: {proc.stderr.strip()[:300]}")
+                if convert(src_real, dst, to, label, failures) is None:
                     continue
                 got = run(dst, feeds)
                 if not all(np.array_equal(g, w) for g, w in zip(got, want)):
