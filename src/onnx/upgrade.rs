@@ -8,7 +8,7 @@
 //! - attributes that became inputs are moved to constant inputs: Slice's starts, ends and axes
 //!   and TopK's k (10), Clip's min and max and Pad's pads and value (11), Dropout's ratio (12),
 //!   Split's sizes and the axes of Squeeze, Unsqueeze and ReduceSum (13), the other reductions'
-//!   axes (18), DFT's axis, whose default moved from 1 to -2 (20);
+//!   axes (18), DFT's axis, whose default moved from 1 to -2 (20, written even where absent);
 //! - Softmax, LogSoftmax and Hardmax before 13 work on the input flattened to 2-D at `axis`
 //!   (default 1), and from 13 along that one axis (default -1): where the axis is the last
 //!   one, it is stated; elsewhere the node becomes Flatten, the op on the last axis, and a
@@ -69,6 +69,9 @@ enum Moved {
     FloatAsInput,
     /// A float: a float32 scalar (Dropout's ratio).
     Float,
+    /// One int as a scalar int64, written with this default where the attribute is absent: the
+    /// input's own default differs (DFT's axis, 1 as attribute, -2 as input).
+    IntOr(i64),
 }
 
 /// An attribute that became an input: its name, the input slot, and how its value is written.
@@ -114,6 +117,7 @@ const ATTRIBUTES_TO_INPUTS: &[(&str, i64, &[MovedAttribute])] = &[
     ("ReduceMin", 18, &[("axes", 1, Moved::Ints)]),
     ("ReduceProd", 18, &[("axes", 1, Moved::Ints)]),
     ("ReduceSumSquare", 18, &[("axes", 1, Moved::Ints)]),
+    ("DFT", 20, &[("axis", 2, Moved::IntOr(1))]),
 ];
 
 /// Raises `model`'s default-domain opset to `to` (nothing when it is there already), or says
@@ -348,22 +352,6 @@ impl Raise<'_> {
         {
             changed |= self.move_attributes(&mut node, moves, added)?;
         }
-        if crosses(20) && op == "DFT" {
-            // DFT's axis became an input at 20, and its default moved from 1 to -2: the old
-            // axis (given or default) becomes the input
-            let axis = attr_i(&node, "axis", 1);
-            node.attribute.retain(|a| a.name() != "axis");
-            let name = self.fresh(&format!("{}_axis", node.output[0]));
-            added.push(raw_tensor(
-                &name,
-                DataType::Int64,
-                &[],
-                axis.to_le_bytes().to_vec(),
-            ));
-            node.input.resize(2, String::new());
-            node.input.push(name);
-            changed = true;
-        }
         let no_split = node.input.get(1).is_none_or(|v| v.is_empty());
         if crosses(18) && op == "Split" && no_split && attr(&node, "num_outputs").is_none() {
             // before 18 a Split without sizes cut equal parts, one per output; 18 asks for
@@ -418,14 +406,21 @@ impl Raise<'_> {
     ) -> Result<bool, String> {
         let mut moved = false;
         for &(name, slot, kind) in moves {
-            let Some(k) = node.attribute.iter().position(|a| a.name() == name) else {
-                continue;
+            let a = match node.attribute.iter().position(|a| a.name() == name) {
+                Some(k) => node.attribute.remove(k),
+                None if matches!(kind, Moved::IntOr(_)) => AttributeProto::default(),
+                None => continue,
             };
             if node.input.get(slot).is_some_and(|v| !v.is_empty()) {
                 return Err(format!("'{name}' is given as attribute and as input"));
             }
-            let a = node.attribute.remove(k);
             let tensor = match kind {
+                Moved::IntOr(default) => raw_tensor(
+                    "",
+                    DataType::Int64,
+                    &[],
+                    a.i.unwrap_or(default).to_le_bytes().to_vec(),
+                ),
                 Moved::Ints => tensor_i64("", &[a.ints.len() as i64], &a.ints),
                 Moved::IntInOne => tensor_i64("", &[1], &[a.i.unwrap_or_default()]),
                 Moved::Float => float_scalar(DataType::Float, a.f.unwrap_or_default())

@@ -261,14 +261,7 @@ impl Quantizer<'_> {
                         &[&rescaled],
                         vec![],
                     ));
-                    let bias = bias.value(&mut edit, &mut added, &output, &base);
-                    added.push(super::new_node(
-                        "Add",
-                        &format!("{base}/bias"),
-                        &[&rescaled, &bias],
-                        &[&output],
-                        vec![],
-                    ));
+                    bias.add(&mut edit, &mut added, &rescaled, &output, &base);
                 }
             }
             doomed.push(i);

@@ -333,9 +333,8 @@ fn an_integer_table_is_left_alone() {
 }
 
 /// DynamicQuantizeLinear came with opset 11: a model at 10 (a MatMul and a Softmax) is raised
-/// to 11 first and says so; with
-/// nothing to quantize it keeps its opset; a model that cannot be raised (opset 8) keeps its
-/// MatMul float, with the raise's refusal in the report.
+/// to 11 first and says so; with nothing to quantize it keeps its opset; a model that cannot be
+/// raised (opset 8) keeps its MatMul float, with the raise's refusal in the report.
 #[test]
 fn a_model_below_opset_11_is_raised_to_it_only_where_something_is_quantized() {
     let at = |opset: i64, rows: i64| {

@@ -213,14 +213,7 @@ impl Quantizer<'_> {
                     vec![],
                 );
                 if let Some(bias) = bias {
-                    let bias = bias.value(&mut edit, &mut added, &output, &base);
-                    added.push(super::new_node(
-                        "Add",
-                        &format!("{base}/bias"),
-                        &[&product, &bias],
-                        &[&output],
-                        vec![],
-                    ));
+                    bias.add(&mut edit, &mut added, &product, &output, &base);
                 }
             } else {
                 edit.proto_mut().node[i].input[1] = dequantized;

@@ -245,16 +245,17 @@ pub fn gemm_bias(
 }
 
 impl Bias {
-    /// The value to add for the product written to `output` (of the node named `base`): C, a
-    /// new constant, or a new Mul by beta in `added`.
-    pub fn value(
+    /// Adds the bias to `product`, writing `output` (the Gemm's, whose node was named `base`):
+    /// an Add in `added`, reading C, a new constant, or a new Mul of C by beta.
+    pub fn add(
         self,
         edit: &mut Graph,
         added: &mut Vec<crate::onnx::proto::NodeProto>,
+        product: &str,
         output: &str,
         base: &str,
-    ) -> String {
-        match self {
+    ) {
+        let bias = match self {
             Bias::Value(v) => v,
             Bias::Tensor(t) => edit.add_initializer(&format!("{output}_bias"), *t),
             Bias::Scaled(c, beta) => {
@@ -272,7 +273,14 @@ impl Bias {
                 ));
                 scaled
             }
-        }
+        };
+        added.push(super::new_node(
+            "Add",
+            &format!("{base}/bias"),
+            &[product, &bias],
+            &[output],
+            vec![],
+        ));
     }
 }
 
