@@ -339,11 +339,13 @@ fn render_fp16(stage: &mdeploy::quantize::Fp16Stage) -> String {
         c.kept_float32.len(),
         c.casts_inserted
     );
-    if let Some(cal) = &stage.calibration {
+    if let Some(cal) = &stage.calibration
+        && let Some(engine) = cal.engine
+    {
         let _ = write!(
             s,
-            "\n  ranges measured on {} ({} samples, {})",
-            cal.origin, cal.samples, cal.engine
+            "\n  ranges measured on {} ({} samples, {engine})",
+            cal.origin, cal.samples
         );
     }
     for k in c.kept_float32.iter().take(20) {
@@ -422,6 +424,11 @@ fn render_measured(
 ) {
     if let Some(a) = accuracy {
         let verdict = match &a.unmeasured {
+            // nothing quantized: nothing to measure
+            Some(_) if a.rounds == 0 => {
+                let _ = write!(s, "\n  accuracy: {}", a.describe());
+                return;
+            }
             Some(_) => format!(
                 "target {} {}; the outputs held to the verification preset",
                 a.target.describe(),

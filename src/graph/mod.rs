@@ -399,6 +399,14 @@ impl Graph {
     }
 }
 
+/// Every name `g` and the graphs inside its nodes use: inputs, outputs, value infos,
+/// initializers, node inputs and outputs.
+pub fn names_in(g: &GraphProto) -> HashSet<String> {
+    let mut names = HashSet::new();
+    collect_names(g, &mut names);
+    names
+}
+
 fn collect_names(g: &GraphProto, names: &mut HashSet<String>) {
     names.extend(
         g.input

@@ -437,11 +437,19 @@ pub fn optimize_file(
                 ""
             }
         ))),
-        Verdict::Unverifiable if refuse => Some(CheckFailed(
-            "the result cannot be verified: no available engine runs the input model; nothing \
-             written (--allow-unverified writes it anyway)"
-                .into(),
-        )),
+        Verdict::Unverifiable if refuse => {
+            let why = document
+                .verification
+                .as_ref()
+                .and_then(|v| v.unsupported.as_ref())
+                .map_or("no available engine runs the input model", |u| {
+                    u.message.as_str()
+                });
+            Some(CheckFailed(format!(
+                "the result cannot be verified: {why}; nothing written (--allow-unverified \
+                 writes it anyway)"
+            )))
+        }
         _ => None,
     };
     Ok(OptimizeOutcome {

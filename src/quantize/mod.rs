@@ -55,7 +55,9 @@ pub struct Calibration<'a> {
 pub struct CalibrationSummary {
     pub origin: String,
     pub samples: usize,
-    pub engine: EngineKind,
+    /// The engine that ran the float model on the samples (none where nothing was run: nothing
+    /// could be quantized).
+    pub engine: Option<EngineKind>,
     pub values_measured: usize,
 }
 
@@ -795,17 +797,17 @@ pub fn to_int8_static(
     });
     let (engine, ranges) = match cached {
         Some(c) => (None, c.ranges.clone()),
+        // nothing to place (no node the options and placement let be quantized): nothing to run
+        None if wanted.is_empty() => (None, calibrate::Ranges::new()),
         None => {
-            let (engine, ranges) = calibrate::activation_ranges(
-                model,
-                &wanted,
-                method,
-                ranges::Runs {
+            let (engine, ranges) = ranges::in_measuring_engine(calibration.engine, |engine| {
+                let runs = ranges::Runs {
                     samples: calibration.samples,
-                    engine: calibration.engine,
+                    engine,
                     exposure: &exposure,
-                },
-            )?;
+                };
+                calibrate::activation_ranges(model, &wanted, method, runs)
+            })?;
             (Some(engine), ranges)
         }
     };
@@ -863,7 +865,7 @@ pub fn to_int8_static(
         calibration: CalibrationSummary {
             origin: calibration.origin,
             samples: calibration.samples.len(),
-            engine: engine.unwrap_or(best.engine),
+            engine: engine.or(best.engine),
             values_measured: wanted.len(),
         },
         method,
@@ -916,7 +918,8 @@ struct Searched<R> {
     model: Model,
     report: R,
     measured: std::collections::BTreeMap<String, ranges::Agreement>,
-    engine: EngineKind,
+    /// The engine that measured it (none for a candidate that is the float model).
+    engine: Option<EngineKind>,
 }
 
 /// The candidate the accuracy search settled on.
@@ -926,7 +929,12 @@ struct SearchOutcome<R> {
     reverted: std::collections::BTreeMap<String, String>,
     met: bool,
     rounds: usize,
+    /// The quantizer left the model as it was (nothing it could quantize): nothing was run.
+    unchanged: bool,
 }
+
+/// Why a candidate that is the float model is not measured.
+const UNCHANGED: &str = "nothing was quantized: the result is the float model";
 
 impl<R: QuantizedNodes> SearchOutcome<R> {
     /// The nodes it kept quantized when the target holds, else 0 (what placements compete on).
@@ -953,9 +961,13 @@ impl<R: QuantizedNodes> SearchOutcome<R> {
             achieved_decision: target.decision.map(|_| achieved.decision),
             achieved_by_output: achieved.by_output,
             met: self.met,
-            unmeasured: outputs
-                .is_empty()
-                .then(|| "the model has no float output".to_string()),
+            unmeasured: if self.unchanged {
+                Some(UNCHANGED.to_string())
+            } else {
+                outputs
+                    .is_empty()
+                    .then(|| "the model has no float output".to_string())
+            },
             rounds: self.rounds,
             returned_to_float: self.reverted.len(),
         }
@@ -1024,72 +1036,94 @@ fn search_within_target<R: QuantizedNodes>(
     // it, against the float model's outputs from the run that measured the candidate (exposing
     // float values changes no number the preset could see)
     let tolerance = target.tolerance(crate::verify::preset(preset).expect("a verification preset"));
-    let evaluate = |reverted: &std::collections::BTreeMap<String, String>| {
-        let (candidate, report, aliases) = quantize(reverted)?;
-        // values of the main graph only: one inside an If/Loop/Scan body cannot be exposed as a
-        // graph output (it is left unmeasured, and ranks last)
-        let main: std::collections::HashSet<&str> = candidate
-            .graph()
-            .node
-            .iter()
-            .flat_map(|n| n.output.iter().map(String::as_str))
-            .collect();
-        let values: Vec<String> = report
-            .quantized_outputs()
-            .into_iter()
-            .filter(|v| main.contains(v.as_str()))
-            .chain(outputs.iter().cloned())
-            .collect();
-        let compared = ranges::compare(
-            float,
-            &candidate,
-            &values,
-            &aliases,
-            ranges::Runs {
-                samples: calibration.evaluation,
-                engine: calibration.engine,
-                exposure,
-            },
-            ranges::Measures {
-                threshold: target.decision.map(|(at, _)| at),
-                keep_outputs: true,
-            },
-        )?;
-        let measured = compared.agreements;
-        let (achieved, held) = target.judge(outputs.iter().map(|o| (o.as_str(), measured.get(o))));
-        let met = held && {
-            // a float16 interface is fed the samples rounded to float16, and compared widened
-            let half = crate::verify::half_input_names(&candidate);
-            let rounded: Vec<Vec<NamedTensor>> = calibration
-                .evaluation
+    let measure =
+        |(candidate, report, aliases): (Model, R, std::collections::BTreeMap<String, String>)| {
+            // values of the main graph only: one inside an If/Loop/Scan body cannot be exposed as a
+            // graph output (it is left unmeasured, and ranks last)
+            let main: std::collections::HashSet<&str> = candidate
+                .graph()
+                .node
                 .iter()
-                .map(|s| crate::verify::round_to_half(s, &half))
+                .flat_map(|n| n.output.iter().map(String::as_str))
                 .collect();
-            let inputs: Vec<&[NamedTensor]> = rounded.iter().map(Vec::as_slice).collect();
-            let (_, got) = crate::run::run_all(&candidate, calibration.engine, &inputs, || {})?;
-            let want = &compared.reference_outputs;
-            let got = crate::verify::widen_half(got, want);
-            crate::verify::outputs_agree(&tolerance, want, &got)
+            let values: Vec<String> = report
+                .quantized_outputs()
+                .into_iter()
+                .filter(|v| main.contains(v.as_str()))
+                .chain(outputs.iter().cloned())
+                .collect();
+            let compared = ranges::compare(
+                float,
+                &candidate,
+                &values,
+                &aliases,
+                ranges::Runs {
+                    samples: calibration.evaluation,
+                    engine: calibration.engine,
+                    exposure,
+                },
+                ranges::Measures {
+                    threshold: target.decision.map(|(at, _)| at),
+                    keep_outputs: true,
+                },
+            )?;
+            let measured = compared.agreements;
+            let (achieved, held) =
+                target.judge(outputs.iter().map(|o| (o.as_str(), measured.get(o))));
+            let met = held && {
+                // a float16 interface is fed the samples rounded to float16, and compared widened
+                let half = crate::verify::half_input_names(&candidate);
+                let rounded: Vec<Vec<NamedTensor>> = calibration
+                    .evaluation
+                    .iter()
+                    .map(|s| crate::verify::round_to_half(s, &half))
+                    .collect();
+                let inputs: Vec<&[NamedTensor]> = rounded.iter().map(Vec::as_slice).collect();
+                let (_, got) = crate::run::run_all(&candidate, calibration.engine, &inputs, || {})?;
+                let want = &compared.reference_outputs;
+                let got = crate::verify::widen_half(got, want);
+                crate::verify::outputs_agree(&tolerance, want, &got)
+            };
+            let engine = Some(compared.engine);
+            Ok::<_, QuantizeError>((
+                (achieved, held, met),
+                Searched {
+                    model: candidate,
+                    report,
+                    measured,
+                    engine,
+                },
+            ))
         };
-        let engine = compared.engine;
-        Ok::<_, QuantizeError>((
-            (achieved, held, met),
-            Searched {
-                model: candidate,
-                report,
-                measured,
-                engine,
-            },
-        ))
-    };
+    let evaluate =
+        |reverted: &std::collections::BTreeMap<String, String>| measure(quantize(reverted)?);
     let none = std::collections::BTreeMap::new();
-    let ((worst, held, met), first_result) = evaluate(&none)?;
+    let everything = quantize(&none)?;
+    // a candidate the quantizer left as it was computes what the float model does: there is
+    // nothing to measure (and the verification after quantizing still runs both)
+    if everything.0.proto == float.proto {
+        let (model, report, _) = everything;
+        return Ok(SearchOutcome {
+            best: Searched {
+                model,
+                report,
+                measured: Default::default(),
+                engine: None,
+            },
+            reverted: none,
+            met: true,
+            rounds: 0,
+            unchanged: true,
+        });
+    }
+    let ((worst, held, met), first_result) = measure(everything)?;
     if met {
         return Ok(SearchOutcome {
             best: first_result,
             reverted: none,
             met: true,
             rounds: 1,
+            unchanged: false,
         });
     }
     let mut ranked = rank(&first_result.report, &first_result.measured);
@@ -1154,6 +1188,7 @@ fn search_within_target<R: QuantizedNodes>(
         reverted,
         met,
         rounds,
+        unchanged: false,
     })
 }
 
@@ -1260,26 +1295,14 @@ pub fn to_fp16(
     let exposure = ranges::Exposure::at(model, c.evaluation);
     let facts = crate::infer::Inference::of_model(model);
     let values = ranges::float_activations(model, &facts);
-    // `auto` measures where the float16 model will run: onnxruntime first when it is there
-    // (tract builds a plan for every exposed value, seconds on a BERT)
-    let ort_first = c.engine == EngineChoice::Auto && crate::run::ort_available();
-    let first = if ort_first {
-        EngineChoice::Only(EngineKind::Ort)
-    } else {
-        c.engine
-    };
-    let runs = |engine| ranges::Runs {
-        samples: c.samples,
-        engine,
-        exposure: &exposure,
-    };
-    let (engine, ranges) = match ranges::observe(model, &values, runs(first)) {
-        // a model onnxruntime cannot load or run is measured as `auto` would
-        Err(QuantizeError::Run(e)) if ort_first && !crate::run::is_input_problem(&e) => {
-            ranges::observe(model, &values, runs(c.engine))?
-        }
-        other => other?,
-    };
+    let (engine, ranges) = ranges::in_measuring_engine(c.engine, |engine| {
+        let runs = ranges::Runs {
+            samples: c.samples,
+            engine,
+            exposure: &exposure,
+        };
+        ranges::observe(model, &values, runs)
+    })?;
     let observed: HashMap<String, f32> = ranges
         .iter()
         .map(|(name, r)| (name.clone(), r.max_abs()))
@@ -1351,7 +1374,7 @@ pub fn to_fp16(
         calibration: Some(CalibrationSummary {
             origin: c.origin,
             samples: c.samples.len(),
-            engine,
+            engine: Some(engine),
             values_measured: ranges.len(),
         }),
         conversion: best.report,
@@ -1672,5 +1695,74 @@ mod tests {
         assert_eq!(outcome.reverted.len(), amplitudes.len());
         assert!(outcome.best.report.quantized.is_empty());
         assert_eq!(outcome.rounds, 5);
+    }
+
+    /// A quantizer that leaves the model as it was (nothing it can quantize) has nothing to
+    /// measure: the search runs nothing (here, the samples do not even fit the model) and says
+    /// so, and the target holds.
+    #[test]
+    fn a_candidate_left_as_the_float_model_is_not_run() {
+        use crate::graph::builder::ModelBuilder;
+        use crate::onnx::DataType;
+        use tract_onnx::prelude::{Tensor, tract_ndarray};
+        let proto = ModelBuilder::new(17)
+            .input("x", DataType::Float, &["1", "4"])
+            .node("Relu", &["x"], &["y"])
+            .output("y", DataType::Float, &["1", "4"])
+            .build();
+        let float = Model::from_proto(proto, ".".into());
+        let sample = vec![NamedTensor {
+            name: "not_an_input".into(),
+            tensor: Tensor::from(tract_ndarray::Array2::<f32>::ones((3, 3))),
+        }];
+        let samples = [sample.as_slice()];
+        let calibration = Calibration {
+            samples: &samples,
+            evaluation: &samples,
+            engine: EngineChoice::Auto,
+            origin: "test".into(),
+        };
+        let target = AccuracyTarget::parse("cos=0.99").unwrap();
+        let outputs = ["y".to_string()];
+        let outcome = search_within_target(
+            &float,
+            &outputs,
+            &target,
+            "int8",
+            &calibration,
+            &ranges::Exposure::unbounded(),
+            |_| {
+                let candidate = Model::from_proto(float.proto.clone(), ".".into());
+                let report = Noisy { quantized: vec![] };
+                Ok((candidate, report, std::collections::BTreeMap::new()))
+            },
+            |_, _| Vec::new(),
+        )
+        .unwrap();
+        assert!(outcome.met && outcome.unchanged);
+        assert_eq!((outcome.rounds, outcome.best.engine), (0, None));
+        assert!(outcome.best.measured.is_empty());
+        let accuracy = outcome.accuracy(&target, &outputs);
+        assert!(accuracy.met);
+        assert_eq!(accuracy.unmeasured.as_deref(), Some(UNCHANGED));
+        assert!(accuracy.describe().contains("nothing was quantized"));
+
+        // a candidate that differs is measured: these samples then fail
+        let changed = search_within_target(
+            &float,
+            &outputs,
+            &target,
+            "int8",
+            &calibration,
+            &ranges::Exposure::unbounded(),
+            |_| {
+                let mut candidate = Model::from_proto(float.proto.clone(), ".".into());
+                candidate.graph_mut().node[0].name = Some("renamed".into());
+                let report = Noisy { quantized: vec![] };
+                Ok((candidate, report, std::collections::BTreeMap::new()))
+            },
+            |_, _| Vec::new(),
+        );
+        assert!(changed.is_err());
     }
 }

@@ -262,6 +262,48 @@ pub fn exposing(model: &Model, values: &[String]) -> Model {
     Model::from_proto(proto, model.dir().to_path_buf())
 }
 
+/// `model` computing, for each of `values` (float32, of the main graph), its min, max and sum
+/// over all elements (ReduceMin, ReduceMax, ReduceSum without axes, which every opset reads
+/// as all of them) as scalar graph outputs, with the names of each value's three outputs.
+pub fn summarizing(model: &Model, values: &[String]) -> (Model, Vec<[String; 3]>) {
+    let mut proto = model.proto.clone();
+    let g = proto.graph.get_or_insert_with(Default::default);
+    let mut used = crate::graph::names_in(g);
+    let mut fresh = |base: String| {
+        let name = (0..)
+            .map(|k| {
+                if k == 0 {
+                    base.clone()
+                } else {
+                    format!("{base}_{k}")
+                }
+            })
+            .find(|n| !used.contains(n))
+            .expect("unbounded");
+        used.insert(name.clone());
+        name
+    };
+    let keepdims = crate::graph::builder::attr_int("keepdims", 0);
+    let mut names = Vec::with_capacity(values.len());
+    for v in values {
+        let stats = ["ReduceMin", "ReduceMax", "ReduceSum"].map(|op| {
+            let out = fresh(format!("{v}.mdeploy_{}", op.to_lowercase()));
+            g.node.push(crate::onnx::proto::NodeProto {
+                op_type: Some(op.into()),
+                name: Some(out.clone()),
+                input: vec![v.clone()],
+                output: vec![out.clone()],
+                attribute: vec![keepdims.clone()],
+                ..Default::default()
+            });
+            g.output.push(value_info(&out, DataType::Float, &[]));
+            out
+        });
+        names.push(stats);
+    }
+    (Model::from_proto(proto, model.dir().to_path_buf()), names)
+}
+
 /// What measuring runs a model on: the samples, the engine, and how the values measured are
 /// split among runs over the samples.
 #[derive(Clone, Copy)]
@@ -271,16 +313,108 @@ pub struct Runs<'a> {
     pub exposure: &'a Exposure,
 }
 
+/// Runs `measure` in the engine that measures a float model's values: under `auto`, onnxruntime
+/// first where it is installed, then as `auto` would where onnxruntime cannot load or run the
+/// model (for a fault of the engine's, not the inputs'). With many values exposed, tract builds
+/// a plan for every one of them (seconds on a BERT) and runs a detection network's convolutions
+/// at a quarter of onnxruntime's speed on this kind of machine; onnxruntime is also where a
+/// quantized model will run. An engine named is the one used.
+pub fn in_measuring_engine<T>(
+    engine: EngineChoice,
+    mut measure: impl FnMut(EngineChoice) -> Result<T, QuantizeError>,
+) -> Result<T, QuantizeError> {
+    if engine != EngineChoice::Auto || !crate::run::ort_available() {
+        return measure(engine);
+    }
+    match measure(EngineChoice::Only(EngineKind::Ort)) {
+        Err(QuantizeError::Run(e)) if !crate::run::is_input_problem(&e) => measure(engine),
+        other => other,
+    }
+}
+
 /// Runs `model` on every sample and returns the range of each of `values`, with the engine that
-/// computed them: in as many runs over the samples as the exposure splits them into, each in
-/// the engine the first one ran in.
+/// computed them. The model computes each float32 value's min, max and sum itself, as scalar
+/// outputs ([`summarizing`]): the activations never leave the engine, which frees them as it
+/// goes (exposed, the values of a text detector at 640x640 are 660 MB a sample, each copied
+/// out into fresh memory). Where a value's sum is not finite (a NaN or an infinity in it, or
+/// an overflow), it has no elements, or the summarizing model does not run, the value is
+/// measured exposed: in as many runs over the samples as the exposure splits them into, each
+/// in the engine the first one ran in.
 pub fn observe(
     model: &Model,
     values: &[String],
     runs: Runs,
 ) -> Result<(EngineKind, BTreeMap<String, ValueRange>), QuantizeError> {
+    let facts = Inference::of_model(model);
+    let (summed, mut exposed): (Vec<String>, Vec<String>) = values
+        .iter()
+        .cloned()
+        .partition(|v| facts.elem_type(v) == Some(DataType::Float));
     let mut ranges: BTreeMap<String, ValueRange> = BTreeMap::new();
-    let kind = run_exposed(model, values, runs, |run, k, outputs| {
+    let mut kind = None;
+    if !summed.is_empty() {
+        let (summary, names) = summarizing(model, &summed);
+        let by_output: HashMap<&str, (usize, usize)> = names
+            .iter()
+            .enumerate()
+            .flat_map(|(k, stats)| {
+                stats
+                    .iter()
+                    .enumerate()
+                    .map(move |(stat, name)| (name.as_str(), (k, stat)))
+            })
+            .collect();
+        // per value: min, max, and whether every sample's span was finite and not empty
+        let mut spans = vec![(f32::INFINITY, f32::NEG_INFINITY, true); summed.len()];
+        let ran = run_each(&summary, runs.engine, runs.samples, |k, outputs| {
+            if k == 0 {
+                spans.fill((f32::INFINITY, f32::NEG_INFINITY, true));
+            }
+            let mut sample = vec![[f32::NAN; 3]; summed.len()];
+            for out in outputs {
+                if let Some(&(value, stat)) = by_output.get(out.name.as_str())
+                    && let Ok(v) = out.tensor.to_plain_array_view::<f32>()
+                    && v.len() == 1
+                {
+                    sample[value][stat] = v.iter().copied().next().unwrap_or(f32::NAN);
+                }
+            }
+            for (span, [min, max, sum]) in spans.iter_mut().zip(sample) {
+                let fine = min.is_finite() && max.is_finite() && sum.is_finite() && min <= max;
+                *span = (span.0.min(min), span.1.max(max), span.2 && fine);
+            }
+        });
+        match ran {
+            Ok(engine) => {
+                kind = Some(engine);
+                for (value, (min, max, fine)) in summed.into_iter().zip(spans) {
+                    if fine {
+                        let range = ValueRange {
+                            min,
+                            max,
+                            non_finite: false,
+                        };
+                        ranges.insert(value, range);
+                    } else {
+                        exposed.push(value);
+                    }
+                }
+            }
+            Err(e) if crate::run::is_input_problem(&e) => return Err(e.into()),
+            // a reduction the engine refuses (an empty value, say): all measured exposed
+            Err(_) => exposed.extend(summed),
+        }
+    }
+    if exposed.is_empty()
+        && let Some(kind) = kind
+    {
+        return Ok((kind, ranges));
+    }
+    let runs = Runs {
+        engine: kind.map_or(runs.engine, EngineChoice::Only),
+        ..runs
+    };
+    let kind = run_exposed(model, &exposed, runs, |run, k, outputs| {
         if k == 0 {
             run.iter().for_each(|v| _ = ranges.remove(v));
         }
@@ -752,6 +886,133 @@ mod tests {
         assert_eq!(ranges["r"].min, 0.0);
         assert_eq!(ranges["y"].min, -3.0);
         assert_eq!(ranges["y"].max_abs(), 3.0);
+    }
+
+    /// The ranges the model summarizes itself are those of the values exposed, in both
+    /// engines: a value with a NaN or an infinity (finite span and the flag), one empty on
+    /// every sample and one only on some, and a value named like a summary output.
+    #[test]
+    fn summarized_ranges_are_the_exposed_values_ranges() {
+        use crate::graph::builder::tensor_i64;
+        let proto = ModelBuilder::new(17)
+            .input("x", DataType::Float, &["n"])
+            .initializer(tensor_i64("zero", &[1], &[0]))
+            .initializer(tensor_i64("two", &[1], &[2]))
+            .initializer(tensor_i64("end", &[1], &[100]))
+            .node("Relu", &["x"], &["r"])
+            .node("Log", &["r"], &["log"])
+            .node("Sqrt", &["x"], &["sqrt"])
+            .node("Slice", &["x", "zero", "zero"], &["empty"])
+            .node("Slice", &["x", "two", "end"], &["tail"])
+            .node("Neg", &["r"], &["r.mdeploy_reducemin"])
+            .node(
+                "Concat",
+                &["log", "sqrt", "empty", "tail", "r.mdeploy_reducemin"],
+                &["y"],
+            )
+            .attr(crate::graph::builder::attr_int("axis", 0))
+            .output("y", DataType::Float, &["m"])
+            .build();
+        let model = Model::from_proto(proto, ".".into());
+        let facts = Inference::of_model(&model);
+        let values = float_activations(&model, &facts);
+        let (summary, names) = summarizing(&model, &values);
+        let r = values.iter().position(|v| v == "r").unwrap();
+        assert_eq!(names[r][0], "r.mdeploy_reducemin_1");
+        assert_eq!(summary.graph().output.len(), 1 + 3 * values.len());
+        let sample = |v: &[f32]| {
+            vec![NamedTensor {
+                name: "x".into(),
+                tensor: Tensor::from(tract_ndarray::arr1(v)),
+            }]
+        };
+        // `tail` (from the third element) is empty on the first sample only
+        let (a, b) = (sample(&[-1.0, 2.0]), sample(&[3.0, -7.0, 0.0, 5.0]));
+        let samples = [a.as_slice(), b.as_slice()];
+        let mut engines = vec![EngineKind::Tract];
+        if crate::run::ort_available() {
+            engines.push(EngineKind::Ort);
+        }
+        for engine in engines {
+            let runs = Runs {
+                samples: &samples,
+                engine: EngineChoice::Only(engine),
+                exposure: &Exposure::unbounded(),
+            };
+            let (_, ranges) = observe(&model, &values, runs).unwrap();
+            let mut exposed: BTreeMap<String, ValueRange> = BTreeMap::new();
+            run_exposed(&model, &values, runs, |_, _, outputs| {
+                for out in outputs {
+                    let v = out.tensor.to_plain_array_view::<f32>().unwrap();
+                    let v = v.as_standard_layout();
+                    exposed
+                        .entry(out.name)
+                        .or_insert_with(ValueRange::empty)
+                        .add(v.as_slice().unwrap());
+                }
+            })
+            .unwrap();
+            assert_eq!(ranges, exposed, "{engine:?}");
+            assert_eq!((ranges["r"].min, ranges["r"].max), (0.0, 5.0));
+            let log = ranges["log"];
+            assert!(log.non_finite && log.max == 5f32.ln(), "{engine:?} {log:?}");
+            assert!(ranges["sqrt"].non_finite && ranges["sqrt"].min == 0.0);
+            assert_eq!(ranges["empty"].min, f32::INFINITY);
+            assert_eq!((ranges["tail"].min, ranges["tail"].max), (0.0, 5.0));
+            assert_eq!(ranges["r.mdeploy_reducemin"].min, -5.0);
+            // the summary itself, of values never empty, runs in the engine (tract refuses to
+            // reduce an empty tensor, and then everything is measured exposed)
+            let some = ["r".to_string(), "log".to_string()];
+            let (summary, names) = summarizing(&model, &some);
+            let (_, out) =
+                crate::run::run_all(&summary, EngineChoice::Only(engine), &[&b], || {}).unwrap();
+            let scalar = |name: &str| {
+                let t = &out[0].iter().find(|t| t.name == name).unwrap().tensor;
+                t.to_plain_array_view::<f32>()
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .next()
+                    .unwrap()
+            };
+            let [min, max, sum] = names[0].clone().map(|n| scalar(&n));
+            assert_eq!((min, max, sum), (0.0, 5.0, 8.0), "{engine:?}");
+            assert_eq!(scalar(&names[1][0]), f32::NEG_INFINITY, "{engine:?}");
+        }
+    }
+
+    /// Under `auto`, measuring tries onnxruntime first where it is installed, and `auto` again
+    /// where onnxruntime fails for a fault of its own, not the inputs'; an engine named is used
+    /// alone.
+    #[test]
+    fn measuring_tries_onnxruntime_first_under_auto() {
+        use crate::run::RunError;
+        let calls = |engine, error: fn() -> RunError| {
+            let mut tried = Vec::new();
+            let result = in_measuring_engine(engine, |e| {
+                tried.push(e);
+                Err::<(), _>(QuantizeError::Run(error()))
+            });
+            assert!(result.is_err());
+            tried
+        };
+        let engine_fault = || RunError::OrtLoad("no kernel".into());
+        let input_fault = || RunError::MissingInput("x".into());
+        let tract = EngineChoice::Only(EngineKind::Tract);
+        assert_eq!(calls(tract, engine_fault), [tract]);
+        let ort = EngineChoice::Only(EngineKind::Ort);
+        if crate::run::ort_available() {
+            assert_eq!(
+                calls(EngineChoice::Auto, engine_fault),
+                [ort, EngineChoice::Auto]
+            );
+            assert_eq!(calls(EngineChoice::Auto, input_fault), [ort]);
+        } else {
+            assert_eq!(
+                calls(EngineChoice::Auto, engine_fault),
+                [EngineChoice::Auto]
+            );
+        }
     }
 
     #[test]

@@ -60,9 +60,25 @@ impl Engine {
     }
 
     pub fn load_in(model: &Model, kind: EngineKind) -> Result<Engine, RunError> {
+        Engine::load_as(model, kind, OrtRunner::new)
+    }
+
+    /// Loads `model` for serving, as [`Engine::load`] does, with onnxruntime's threads as
+    /// [`OrtRunner::serving`] has them.
+    pub fn load_serving(model: &Model, choice: EngineChoice) -> Result<Engine, RunError> {
+        in_either(model, choice, |kind| {
+            Engine::load_as(model, kind, OrtRunner::serving)
+        })
+    }
+
+    fn load_as(
+        model: &Model,
+        kind: EngineKind,
+        ort: fn(&Model) -> Result<OrtRunner, RunError>,
+    ) -> Result<Engine, RunError> {
         let engine = match kind {
             EngineKind::Tract => Runner::new(model).map(|r| Engine::Tract(Box::new(r))),
-            EngineKind::Ort => OrtRunner::new(model).map(|r| Engine::Ort(Box::new(r))),
+            EngineKind::Ort => ort(model).map(|r| Engine::Ort(Box::new(r))),
         };
         // loading folds constants with the engines' kernels too, loaded or not
         clear_upper_vector_state();

@@ -188,7 +188,7 @@ pub fn load_archive(
     let workers = options.workers.max(1);
     let mut engines = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let mut engine = Engine::load(&model, options.engine)?;
+        let mut engine = Engine::load_serving(&model, options.engine)?;
         // batches come in every row count up to the largest: room for each, twice over
         engine.limit_plans(crate::run::PLANS_KEPT.max(2 * options.max_batch));
         engines.push(engine);

@@ -452,24 +452,27 @@ fn a_model_without_float_outputs_is_held_to_the_preset_and_says_the_target_was_n
 }
 
 /// A model neither engine runs (a training op) is refused in every mode with both engines'
-/// reasons, exit 2, nothing written.
+/// reasons, nothing written: exit 2 where measuring it fails (float16 measures every float
+/// value first), and where nothing could be quantized (no MatMul, Gemm or Conv: nothing is
+/// run to measure) the verification after it cannot be made, exit 1, as without quantizing.
 #[test]
 fn a_model_neither_engine_runs_is_refused_with_both_reasons() {
     let dir = common::shared().join("onnx-node-tests/node/test_adagrad");
     let (model, data) = (dir.join("model.onnx"), dir.join("test_data_set_0"));
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("q.onnx");
-    for mode in [
-        &["--int8", "dynamic"][..],
-        &["--fp16"],
-        &["--int4", "weight-only"],
-        &["--int8", "static", "--calibration", s(&data)],
+    for (mode, code) in [
+        (&["--int8", "dynamic"][..], 1),
+        (&["--fp16"], 2),
+        (&["--int4", "weight-only"], 1),
+        (&["--int8", "static", "--calibration", s(&data)], 1),
+        (&[], 1),
     ] {
         let mut args = vec!["optimize", s(&model), "-o", s(&out), "--data", s(&data)];
         args.extend(mode);
         let o = mdeploy(&args);
         let err = stderr(&o);
-        assert_eq!(o.status.code(), Some(2), "{mode:?}: {err}");
+        assert_eq!(o.status.code(), Some(code), "{mode:?}: {err}");
         assert!(
             err.contains("neither engine can run the model; tract:")
                 && err.contains("; onnxruntime:"),
@@ -723,4 +726,48 @@ fn static_int8_keeps_weights_per_tensor_where_the_opset_cannot_be_raised() {
     assert!(why.contains("tf_half_pixel_for_nn"), "{why}");
     assert!(!q["quantized"].as_array().unwrap().is_empty(), "{q}");
     assert_eq!(Model::load(&out).unwrap().opset(""), Some(11));
+}
+
+/// Where nothing can be quantized (no MatMul or Gemm in a convolutional net for dynamic int8
+/// and int4; every Conv kept float by static int8's `fast` placement), the model is the float
+/// model: nothing is run to measure it, the report says so and names no engine, and the
+/// verification after it still compares the result with the input.
+#[test]
+fn a_model_with_nothing_to_quantize_is_verified_but_not_measured() {
+    let path = common::real_model("mtcnn_pnet");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("p.onnx");
+    let calibration = path.parent().unwrap().join("test_data_set_0");
+    let mut modes = vec![
+        vec!["--int8", "dynamic"],
+        vec!["--int8", "static", "--calibration", s(&calibration)],
+    ];
+    if mdeploy::run::ort_available() {
+        modes.push(vec!["--int4", "weight-only"]);
+    }
+    for mode in modes {
+        let o = optimize_on_data(&path, &out, &mode, "cos=0.99");
+        assert!(o.status.success(), "{mode:?}: {}", stderr(&o));
+        let report = json(&o);
+        let q = &report["quantize"];
+        assert!(
+            q["quantized"].as_array().unwrap().is_empty(),
+            "{mode:?}: {q}"
+        );
+        let a = &q["accuracy"];
+        assert_eq!(a["met"], true, "{mode:?}: {a}");
+        assert_eq!(a["rounds"], 0, "{mode:?}: {a}");
+        assert!(
+            a["unmeasured"]
+                .as_str()
+                .unwrap()
+                .contains("nothing was quantized"),
+            "{mode:?}: {a}"
+        );
+        assert!(q["calibration"]["engine"].is_null(), "{mode:?}: {q}");
+        assert_eq!(q["calibration"]["values_measured"], 0, "{mode:?}: {q}");
+        assert_eq!(report["verification"]["status"], "passed", "{mode:?}");
+        assert!(out.exists(), "{mode:?}");
+        std::fs::remove_file(&out).unwrap();
+    }
 }
