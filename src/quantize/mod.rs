@@ -1036,6 +1036,9 @@ fn search_within_target<R: QuantizedNodes>(
     // it, against the float model's outputs from the run that measured the candidate (exposing
     // float values changes no number the preset could see)
     let tolerance = target.tolerance(crate::verify::preset(preset).expect("a verification preset"));
+    // what the float model computed in the first round, which measures each later round's
+    // candidate against the same values (where they fit in memory)
+    let kept: std::cell::RefCell<Option<ranges::Kept>> = Default::default();
     let measure =
         |(candidate, report, aliases): (Model, R, std::collections::BTreeMap<String, String>)| {
             // values of the main graph only: one inside an If/Loop/Scan body cannot be exposed as a
@@ -1065,8 +1068,13 @@ fn search_within_target<R: QuantizedNodes>(
                 ranges::Measures {
                     threshold: target.decision.map(|(at, _)| at),
                     keep_outputs: true,
+                    keep_reference: kept.borrow().is_none(),
                 },
+                kept.borrow().as_ref(),
             )?;
+            if let Some(first) = compared.kept {
+                kept.replace(Some(first));
+            }
             let measured = compared.agreements;
             let (achieved, held) =
                 target.judge(outputs.iter().map(|o| (o.as_str(), measured.get(o))));

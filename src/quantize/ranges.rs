@@ -211,6 +211,20 @@ impl Exposure {
         }
     }
 
+    /// The bytes of `values` together, one of unknown size counting as the largest known.
+    pub(super) fn bytes_of(&self, values: &[String]) -> u64 {
+        let unknown = values
+            .iter()
+            .filter_map(|v| self.bytes.get(v))
+            .max()
+            .copied()
+            .unwrap_or(0);
+        values
+            .iter()
+            .map(|v| self.bytes.get(v).copied().unwrap_or(unknown))
+            .fold(0, u64::saturating_add)
+    }
+
     /// `values` in consecutive runs (one at least) of at most the budget's bytes, shared by
     /// `models` models exposing them at once. A value of unknown size counts as the largest
     /// known one of `values` (none known: as nothing, all in one run); a value larger than a
@@ -503,6 +517,8 @@ pub struct Measures {
     /// Keep the reference's graph outputs of every sample (what a verification preset judges
     /// the candidate against).
     pub keep_outputs: bool,
+    /// Keep all the reference computed ([`Kept`]) where it fits the memory a run may take.
+    pub keep_reference: bool,
 }
 
 /// What [`compare`] measured.
@@ -512,13 +528,42 @@ pub struct Compared {
     pub agreements: BTreeMap<String, Agreement>,
     /// With [`Measures::keep_outputs`]: the reference's graph outputs of each sample.
     pub reference_outputs: Vec<Vec<NamedTensor>>,
+    /// With [`Measures::keep_reference`], where it fits: the reference's values.
+    pub kept: Option<Kept>,
+}
+
+/// What the reference computed on every sample, with the values measured exposed: a later
+/// comparison against the same reference, of those values or fewer, in the same engine,
+/// reads them instead of running it again (the accuracy search compares each round's candidate
+/// with the same float model).
+pub struct Kept {
+    engine: EngineKind,
+    /// Per sample, the reference's outputs: its graph outputs and the values exposed.
+    samples: Vec<Vec<NamedTensor>>,
+}
+
+impl Kept {
+    /// Whether it holds each of `values` (and every graph output) of every one of `samples`.
+    fn covers(&self, values: &[String], graph_outputs: &[String], samples: usize) -> bool {
+        self.samples.len() == samples
+            && self.samples.iter().all(|s| {
+                let held: HashSet<&str> = s.iter().map(|t| t.name.as_str()).collect();
+                values
+                    .iter()
+                    .chain(graph_outputs)
+                    .all(|v| held.contains(v.as_str()))
+            })
+    }
 }
 
 /// Runs `reference` and `candidate` side by side on every sample with `values` exposed in both,
 /// and returns how far each value is apart (SQNR in dB and cosine, candidate against reference,
 /// of the worst sample, and SQNR pooled over the samples; with a threshold, the fraction of
 /// elements on the same side of it over all samples), with the engine that ran both. Streams:
-/// one sample's values at a time, unless asked to keep the graph outputs.
+/// one sample's values at a time, unless asked to keep the graph outputs or the reference's
+/// values (which it does only where they fit in the memory of one run, all samples together).
+/// What `kept` holds of the reference (from an earlier comparison with it) is read instead of
+/// running it, where it covers the values and the candidate runs in the engine that kept it.
 pub fn compare(
     reference: &Model,
     candidate: &Model,
@@ -526,6 +571,7 @@ pub fn compare(
     aliases: &BTreeMap<String, String>,
     runs: Runs,
     measures: Measures,
+    kept: Option<&Kept>,
 ) -> Result<Compared, QuantizeError> {
     let Runs {
         samples,
@@ -533,18 +579,29 @@ pub fn compare(
         exposure,
     } = runs;
     let scores = class_scores(reference);
+    let all_outputs: Vec<String> = reference
+        .graph()
+        .output
+        .iter()
+        .map(|o| o.name().to_string())
+        .collect();
     let graph_outputs: Vec<String> = if measures.keep_outputs {
-        reference
-            .graph()
-            .output
-            .iter()
-            .map(|o| o.name().to_string())
-            .collect()
+        all_outputs.clone()
     } else {
         Vec::new()
     };
+    let split = exposure.runs(values, 2);
+    let kept = kept.filter(|k| split.len() == 1 && k.covers(values, &all_outputs, samples.len()));
+    let keep = measures.keep_reference && split.len() == 1 && {
+        let mut held: Vec<String> = values.to_vec();
+        held.extend(all_outputs.iter().cloned());
+        exposure
+            .bytes_of(&held)
+            .saturating_mul(samples.len() as u64)
+            <= exposure.budget / 2
+    };
     let mut compared: Option<Compared> = None;
-    for run in exposure.runs(values, 2) {
+    for run in split {
         let run = Run {
             reference,
             candidate,
@@ -557,6 +614,8 @@ pub fn compare(
                 &[]
             },
             threshold: measures.threshold,
+            kept,
+            keep,
         };
         match compared.as_mut() {
             // the first run picks the engine (`auto` tries them in turn, from the first sample,
@@ -691,6 +750,10 @@ struct Run<'a> {
     /// The graph outputs kept per sample.
     graph_outputs: &'a [String],
     threshold: Option<f32>,
+    /// The reference's values, read instead of running it when kept in the engine measuring.
+    kept: Option<&'a Kept>,
+    /// Keep the reference's values.
+    keep: bool,
 }
 
 impl Run<'_> {
@@ -708,19 +771,22 @@ impl Run<'_> {
             aliases,
             graph_outputs,
             threshold,
+            kept,
+            keep,
         } = *self;
+        let kept = kept.filter(|k| k.engine == engine);
         // a value measured in the candidate under another name (its dequantized twin)
         let in_candidate: Vec<String> = values
             .iter()
             .map(|v| aliases.get(v).unwrap_or(v).clone())
             .collect();
-        let (reference, candidate) = (
-            &exposing(reference, values),
-            &exposing(candidate, &in_candidate),
-        );
-        let mut a = Engine::load_in(reference, engine)?;
+        let mut a = match kept {
+            Some(_) => None,
+            None => Some(Engine::load_in(&exposing(reference, values), engine)?),
+        };
+        let candidate = &exposing(candidate, &in_candidate);
         let mut b = Engine::load_in(candidate, engine)?;
-        let wanted: HashSet<&str> = values.iter().map(String::as_str).collect();
+        let mut keeping = Vec::new();
         // cosine and SQNR of each value's worst sample
         let mut similarity: BTreeMap<String, Similarity> = BTreeMap::new();
         // rows with the same largest class, rows
@@ -730,29 +796,43 @@ impl Run<'_> {
         // a float16 interface (`--fp16-io`) is fed the same samples rounded to float16
         let half = crate::verify::half_input_names(candidate);
         let mut reference_outputs = Vec::new();
-        let kept = |outputs: &[NamedTensor]| -> Vec<NamedTensor> {
+        let kept_outputs = |outputs: &[NamedTensor]| -> Vec<NamedTensor> {
             outputs
                 .iter()
                 .filter(|o| graph_outputs.contains(&o.name))
                 .cloned()
                 .collect()
         };
-        for s in samples {
-            let want = a.run(s)?;
+        for (k, s) in samples.iter().enumerate() {
+            let ran = match &mut a {
+                Some(a) => Some(a.run(s)?),
+                None => None,
+            };
+            let want: &[NamedTensor] = match (&ran, kept) {
+                (Some(ran), _) => ran,
+                (None, Some(kept)) => &kept.samples[k],
+                (None, None) => unreachable!("the reference is loaded where nothing is kept"),
+            };
             let got = if half.is_empty() {
                 b.run(s)?
             } else {
                 b.run(&crate::verify::round_to_half(s, &half))?
             };
             if !graph_outputs.is_empty() {
-                reference_outputs.push(kept(&want));
+                reference_outputs.push(kept_outputs(want));
             }
-            for (w, g) in want.iter().zip(&got) {
-                let same = w.name == g.name || aliases.get(&w.name) == Some(&g.name);
-                if !wanted.contains(w.name.as_str()) || !same {
+            let got: HashMap<&str, &NamedTensor> =
+                got.iter().map(|t| (t.name.as_str(), t)).collect();
+            let want_by_name: HashMap<&str, &NamedTensor> =
+                want.iter().map(|t| (t.name.as_str(), t)).collect();
+            for (value, in_candidate) in values.iter().zip(&in_candidate) {
+                let (Some(w), Some(g)) = (
+                    want_by_name.get(value.as_str()),
+                    got.get(in_candidate.as_str()),
+                ) else {
                     continue;
-                }
-                let name = w.name.clone();
+                };
+                let name = value.clone();
                 // a float16 or float64 value is measured as the float32 it converts to
                 let as_f32 = |t: &tract_onnx::prelude::Tensor| {
                     use tract_onnx::prelude::DatumType;
@@ -812,6 +892,9 @@ impl Run<'_> {
                 }
                 similarity.entry(name).or_default().add(&sums);
             }
+            if keep && let Some(ran) = ran {
+                keeping.push(ran);
+            }
         }
         let agreements = similarity
             .into_iter()
@@ -847,6 +930,10 @@ impl Run<'_> {
             engine: b.kind(),
             agreements,
             reference_outputs,
+            kept: (keep && a.is_some()).then_some(Kept {
+                engine,
+                samples: keeping,
+            }),
         })
     }
 }
@@ -1094,6 +1181,7 @@ mod tests {
                 exposure: &Exposure::unbounded(),
             },
             Measures::default(),
+            None,
         )
         .unwrap()
         .agreements;
@@ -1213,10 +1301,11 @@ mod tests {
         let measures = Measures {
             threshold: Some(0.25),
             keep_outputs: true,
+            keep_reference: true,
         };
-        let measure = |exposure: &Exposure| {
+        let against = |reference: &Model, exposure: &Exposure, kept: Option<&Kept>| {
             compare(
-                &reference,
+                reference,
                 &candidate,
                 &values,
                 &BTreeMap::new(),
@@ -1226,11 +1315,34 @@ mod tests {
                     exposure,
                 },
                 measures,
+                kept,
             )
             .unwrap()
         };
+        let measure = |exposure: &Exposure| against(&reference, exposure, None);
         let (one, several) = (measure(&whole), measure(&split));
         assert_eq!(one.agreements, several.agreements);
+        // the reference's values are kept where one run holds them all, and read instead of
+        // running the reference again: against another model, kept values measure as the
+        // reference they came from
+        assert!(several.kept.is_none());
+        let kept = one.kept.as_ref().expect("kept in one run");
+        let again = against(&candidate, &whole, Some(kept));
+        assert_eq!(again.agreements, one.agreements);
+        assert!(again.kept.is_none(), "nothing run, nothing kept");
+        assert_eq!(again.reference_outputs.len(), 2);
+        assert_eq!(
+            again.reference_outputs[1][0].tensor,
+            one.reference_outputs[1][0].tensor
+        );
+        // fewer values are covered; more, or split among runs, run the reference
+        let fewer = ["a".to_string(), "y".to_string()];
+        assert!(kept.covers(&fewer, &["y".to_string()], 2));
+        assert!(!kept.covers(&["x".to_string()], &[], 2));
+        assert!(!kept.covers(&fewer, &[], 3));
+        let split_again = against(&candidate, &split, Some(kept));
+        assert_eq!(split_again.agreements["a"].sqnr_db, f64::INFINITY);
+        assert!(again.agreements["a"].sqnr_db.is_finite());
         assert_eq!(several.agreements.len(), 4);
         assert!(several.agreements["a"].cosine < 1.0);
         assert!(several.agreements["y"].top1.is_some());
