@@ -1036,9 +1036,11 @@ fn search_within_target<R: QuantizedNodes>(
     // it, against the float model's outputs from the run that measured the candidate (exposing
     // float values changes no number the preset could see)
     let tolerance = target.tolerance(crate::verify::preset(preset).expect("a verification preset"));
-    // what the float model computed in the first round, which measures each later round's
-    // candidate against the same values (where they fit in memory)
+    // what the float model computed, kept from the second round (the first is often the only
+    // one, and keeping is memory: a detector's activations at 640x640 are 660 MB a sample) to
+    // measure each later round's candidate against (where all samples' values fit in memory)
     let kept: std::cell::RefCell<Option<ranges::Kept>> = Default::default();
+    let measured_rounds = std::cell::Cell::new(0usize);
     let measure =
         |(candidate, report, aliases): (Model, R, std::collections::BTreeMap<String, String>)| {
             // values of the main graph only: one inside an If/Loop/Scan body cannot be exposed as a
@@ -1068,10 +1070,11 @@ fn search_within_target<R: QuantizedNodes>(
                 ranges::Measures {
                     threshold: target.decision.map(|(at, _)| at),
                     keep_outputs: true,
-                    keep_reference: kept.borrow().is_none(),
+                    keep_reference: measured_rounds.get() > 0 && kept.borrow().is_none(),
                 },
                 kept.borrow().as_ref(),
             )?;
+            measured_rounds.set(measured_rounds.get() + 1);
             if let Some(first) = compared.kept {
                 kept.replace(Some(first));
             }
