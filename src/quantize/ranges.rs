@@ -11,7 +11,7 @@ use super::QuantizeError;
 use crate::graph::builder::value_info;
 use crate::infer::Inference;
 use crate::onnx::{DataType, Model};
-use crate::run::{EngineChoice, EngineKind, NamedTensor, run_each};
+use crate::run::{EngineChoice, EngineKind, Floats, NamedTensor, RawOutput, run_each};
 use crate::verify::{SampleSums, Similarity};
 
 /// The span of one value over every sample seen.
@@ -481,9 +481,22 @@ pub(super) fn run_exposed(
     Ok(kind.expect("one run at least"))
 }
 
-mod ndarray_row {
-    /// One row of a 2-D view.
-    pub type Row<'a> = tract_onnx::prelude::tract_ndarray::ArrayView1<'a, f32>;
+/// Elements of two values of the same length, as float32, block by block: `f` gets the same
+/// span of each (float32 values are read where they lie; others are converted into a buffer of
+/// the block's size, never all at once).
+fn in_blocks(w: &Floats, g: &Floats, mut f: impl FnMut(&[f32], &[f32])) {
+    const BLOCK: usize = 4096;
+    let (mut w_buf, mut g_buf) = (vec![0f32; BLOCK], vec![0f32; BLOCK]);
+    let n = w.len().min(g.len());
+    let mut start = 0;
+    while start < n {
+        let len = BLOCK.min(n - start);
+        f(
+            w.block(start, &mut w_buf[..len]),
+            g.block(start, &mut g_buf[..len]),
+        );
+        start += len;
+    }
 }
 
 /// How far a candidate's value is from the reference's, over all samples: SQNR and cosine of
@@ -796,104 +809,101 @@ impl Run<'_> {
         // a float16 interface (`--fp16-io`) is fed the same samples rounded to float16
         let half = crate::verify::half_input_names(candidate);
         let mut reference_outputs = Vec::new();
-        let kept_outputs = |outputs: &[NamedTensor]| -> Vec<NamedTensor> {
-            outputs
-                .iter()
-                .filter(|o| graph_outputs.contains(&o.name))
-                .cloned()
-                .collect()
-        };
-        for (k, s) in samples.iter().enumerate() {
-            let ran = match &mut a {
-                Some(a) => Some(a.run(s)?),
-                None => None,
-            };
-            let want: &[NamedTensor] = match (&ran, kept) {
-                (Some(ran), _) => ran,
-                (None, Some(kept)) => &kept.samples[k],
-                (None, None) => unreachable!("the reference is loaded where nothing is kept"),
-            };
-            let got = if half.is_empty() {
-                b.run(s)?
-            } else {
-                b.run(&crate::verify::round_to_half(s, &half))?
-            };
-            if !graph_outputs.is_empty() {
-                reference_outputs.push(kept_outputs(want));
-            }
-            let got: HashMap<&str, &NamedTensor> =
-                got.iter().map(|t| (t.name.as_str(), t)).collect();
-            let want_by_name: HashMap<&str, &NamedTensor> =
-                want.iter().map(|t| (t.name.as_str(), t)).collect();
+        // one sample's values, read where the engines hold them: a float16 or float64 value is
+        // measured as the float32 it converts to, a block at a time
+        let mut measure_sample = |want: &[RawOutput], got: &[RawOutput]| {
+            let want: HashMap<&str, &RawOutput> = want.iter().map(|o| (o.name, o)).collect();
+            let got: HashMap<&str, &RawOutput> = got.iter().map(|o| (o.name, o)).collect();
             for (value, in_candidate) in values.iter().zip(&in_candidate) {
-                let (Some(w), Some(g)) = (
-                    want_by_name.get(value.as_str()),
-                    got.get(in_candidate.as_str()),
-                ) else {
+                let (Some(w), Some(g)) = (want.get(value.as_str()), got.get(in_candidate.as_str()))
+                else {
                     continue;
                 };
-                let name = value.clone();
-                // a float16 or float64 value is measured as the float32 it converts to
-                let as_f32 = |t: &tract_onnx::prelude::Tensor| {
-                    use tract_onnx::prelude::DatumType;
-                    if matches!(t.datum_type(), DatumType::F16 | DatumType::F64) {
-                        t.cast_to::<f32>().ok().map(|c| c.into_owned())
-                    } else {
-                        None
-                    }
-                };
-                let (w_wide, g_wide) = (as_f32(&w.tensor), as_f32(&g.tensor));
-                let (Ok(w), Ok(g)) = (
-                    w_wide
-                        .as_ref()
-                        .unwrap_or(&w.tensor)
-                        .to_plain_array_view::<f32>(),
-                    g_wide
-                        .as_ref()
-                        .unwrap_or(&g.tensor)
-                        .to_plain_array_view::<f32>(),
-                ) else {
+                let (Some(w_floats), Some(g_floats)) = (w.floats(), g.floats()) else {
                     continue;
                 };
-                if w.shape() != g.shape() {
+                if w.shape != g.shape || w_floats.len() != g_floats.len() {
                     continue;
                 }
-                if let [_, classes] = w.shape()
-                    && *classes > 1
+                if let [_, classes] = w.shape[..]
+                    && classes > 1
                 {
-                    let argmax = |row: ndarray_row::Row| {
+                    let argmax = |row: &[f32]| {
                         row.iter()
                             .enumerate()
                             .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
                             .map(|(k, _)| k)
                     };
-                    let t = top1.entry(name.clone()).or_default();
-                    for (a, b) in w.rows().into_iter().zip(g.rows()) {
+                    let (w_all, g_all) = (w_floats.to_f32(), g_floats.to_f32());
+                    let t = top1.entry(value.clone()).or_default();
+                    for (a, b) in w_all.chunks(classes).zip(g_all.chunks(classes)) {
                         t.0 += u64::from(argmax(a) == argmax(b));
                         t.1 += 1;
                     }
                 }
-                // the values in order, as slices: iterating a view of dynamic rank costs more
-                // than the arithmetic
-                let (w, g) = (w.as_standard_layout(), g.as_standard_layout());
-                let (Some(w), Some(g)) = (w.as_slice(), g.as_slice()) else {
-                    continue;
-                };
-                if let Some(at) = threshold {
-                    let d = decisions.entry(name.clone()).or_default();
-                    for (x, y) in w.iter().zip(g) {
-                        d.0 += u64::from((*x > at) == (*y > at));
-                        d.1 += 1;
-                    }
-                }
                 let mut sums = SampleSums::default();
-                for (x, y) in w.iter().zip(g) {
-                    sums.add(f64::from(*x), f64::from(*y));
+                let mut same_side = (0u64, 0u64);
+                in_blocks(&w_floats, &g_floats, |w, g| {
+                    if let Some(at) = threshold {
+                        for (x, y) in w.iter().zip(g) {
+                            same_side.0 += u64::from((*x > at) == (*y > at));
+                        }
+                        same_side.1 += w.len() as u64;
+                    }
+                    for (x, y) in w.iter().zip(g) {
+                        sums.add(f64::from(*x), f64::from(*y));
+                    }
+                });
+                if threshold.is_some() {
+                    let d = decisions.entry(value.clone()).or_default();
+                    d.0 += same_side.0;
+                    d.1 += same_side.1;
                 }
-                similarity.entry(name).or_default().add(&sums);
+                similarity.entry(value.clone()).or_default().add(&sums);
             }
-            if keep && let Some(ran) = ran {
-                keeping.push(ran);
+        };
+        for (k, s) in samples.iter().enumerate() {
+            let rounded;
+            let fed: &[NamedTensor] = if half.is_empty() {
+                s
+            } else {
+                rounded = crate::verify::round_to_half(s, &half);
+                &rounded
+            };
+            let mut against = |want: &[RawOutput]| -> Result<(), crate::run::RunError> {
+                if !graph_outputs.is_empty() {
+                    let outputs = want
+                        .iter()
+                        .filter(|o| graph_outputs.iter().any(|g| g == o.name))
+                        .map(|o| {
+                            let tensor = o.to_tensor().map_err(|e| {
+                                crate::run::RunError::Run(format!("output '{}': {e}", o.name))
+                            })?;
+                            Ok(NamedTensor {
+                                name: o.name.to_string(),
+                                tensor,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, crate::run::RunError>>()?;
+                    reference_outputs.push(outputs);
+                }
+                b.run_raw(fed, |got| measure_sample(want, got))
+            };
+            match (&mut a, kept) {
+                // kept for later comparisons: as tensors of ours
+                (Some(a), _) if keep => {
+                    let ran = a.run(s)?;
+                    let want: Vec<RawOutput> = ran.iter().map(RawOutput::of).collect();
+                    against(&want)?;
+                    drop(want);
+                    keeping.push(ran);
+                }
+                (Some(a), _) => a.run_raw(s, |want| against(want))??,
+                (None, Some(kept)) => {
+                    let want: Vec<RawOutput> = kept.samples[k].iter().map(RawOutput::of).collect();
+                    against(&want)?;
+                }
+                (None, None) => unreachable!("the reference is loaded where nothing is kept"),
             }
         }
         let agreements = similarity

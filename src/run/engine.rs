@@ -4,6 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::borrow::Cow;
+
+use tract_onnx::prelude::{DatumType, Tensor};
+
 use super::ort::OrtRunner;
 use super::{InputDesc, NamedTensor, RunError, Runner};
 use crate::onnx::Model;
@@ -120,6 +124,164 @@ impl Engine {
         };
         clear_upper_vector_state();
         outputs
+    }
+
+    /// Runs on `given` and hands `visit` the outputs where the engine holds them: onnxruntime's
+    /// buffers are read in place rather than copied into tensors of ours (measuring a
+    /// detector's exposed activations, gigabytes of them, spent a third of its page faults on
+    /// those copies into fresh memory).
+    pub fn run_raw<R>(
+        &mut self,
+        given: &[NamedTensor],
+        visit: impl FnOnce(&[RawOutput]) -> R,
+    ) -> Result<R, RunError> {
+        match self {
+            Engine::Tract(r) => {
+                let outputs = r.run(given);
+                clear_upper_vector_state();
+                let outputs = outputs?;
+                let raw: Vec<RawOutput> = outputs.iter().map(RawOutput::of).collect();
+                Ok(visit(&raw))
+            }
+            Engine::Ort(r) => r.run_raw(given, visit),
+        }
+    }
+}
+
+/// One output of a run as the engine holds it: its element type, shape and bytes.
+#[derive(Debug, Clone)]
+pub struct RawOutput<'a> {
+    pub name: &'a str,
+    pub datum_type: DatumType,
+    pub shape: Vec<usize>,
+    pub bytes: &'a [u8],
+    /// The tensor of ours it lies in, if it does.
+    tensor: Option<&'a Tensor>,
+}
+
+/// A float output's elements, in the type the engine computed them in.
+pub enum Floats<'a> {
+    F32(Cow<'a, [f32]>),
+    F16(Cow<'a, [half::f16]>),
+    F64(Cow<'a, [f64]>),
+}
+
+impl<'a> RawOutput<'a> {
+    /// A tensor of ours, as it lies.
+    pub fn of(t: &'a NamedTensor) -> RawOutput<'a> {
+        RawOutput {
+            name: &t.name,
+            datum_type: t.tensor.datum_type(),
+            shape: t.tensor.shape().to_vec(),
+            // a plain (numeric or boolean) tensor's bytes are its elements; others (strings,
+            // blobs) have none to read here
+            bytes: if t.tensor.datum_type().is_copy() {
+                t.tensor.as_bytes()
+            } else {
+                &[]
+            },
+            tensor: Some(&t.tensor),
+        }
+    }
+
+    /// One in an engine's buffer: `bytes` holds the shape's elements of `datum_type`.
+    pub(super) fn in_buffer(
+        name: &'a str,
+        datum_type: DatumType,
+        shape: Vec<usize>,
+        bytes: &'a [u8],
+    ) -> RawOutput<'a> {
+        RawOutput {
+            name,
+            datum_type,
+            shape,
+            bytes,
+            tensor: None,
+        }
+    }
+
+    /// A tensor of ours with these elements (copied).
+    pub fn to_tensor(&self) -> Result<Tensor, String> {
+        if let Some(t) = self.tensor {
+            return Ok(t.clone());
+        }
+        // SAFETY: `bytes` holds the shape's elements of `datum_type`, as the engine wrote them
+        unsafe { Tensor::from_raw_dt(self.datum_type, &self.shape, self.bytes) }
+            .map_err(|e| e.to_string())
+    }
+
+    /// The elements of a float32, float16 or float64 output, borrowed where aligned (copied
+    /// where not).
+    pub fn floats(&self) -> Option<Floats<'a>> {
+        fn cast<'b, T: Copy>(bytes: &'b [u8], from: fn(&[u8]) -> T) -> Cow<'b, [T]> {
+            // SAFETY: T is a plain float type, any bit pattern of which is a value
+            match unsafe { bytes.align_to::<T>() } {
+                ([], elements, []) => Cow::Borrowed(elements),
+                _ => Cow::Owned(
+                    bytes
+                        .chunks_exact(std::mem::size_of::<T>())
+                        .map(from)
+                        .collect(),
+                ),
+            }
+        }
+        Some(match self.datum_type {
+            DatumType::F32 => Floats::F32(cast(self.bytes, |b| {
+                f32::from_le_bytes(b.try_into().expect("4 bytes"))
+            })),
+            DatumType::F16 => Floats::F16(cast(self.bytes, |b| {
+                half::f16::from_le_bytes(b.try_into().expect("2 bytes"))
+            })),
+            DatumType::F64 => Floats::F64(cast(self.bytes, |b| {
+                f64::from_le_bytes(b.try_into().expect("8 bytes"))
+            })),
+            _ => return None,
+        })
+    }
+}
+
+impl Floats<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Floats::F32(v) => v.len(),
+            Floats::F16(v) => v.len(),
+            Floats::F64(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements from `start` on, as many as `buf` holds, as float32: borrowed where they
+    /// are float32, else widened (float16, vectorized) or narrowed (float64) into `buf`.
+    pub fn block<'s>(&'s self, start: usize, buf: &'s mut [f32]) -> &'s [f32] {
+        let end = start + buf.len();
+        match self {
+            Floats::F32(v) => &v[start..end],
+            Floats::F16(v) => {
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[start..end], buf);
+                buf
+            }
+            Floats::F64(v) => {
+                for (o, x) in buf.iter_mut().zip(&v[start..end]) {
+                    *o = *x as f32;
+                }
+                buf
+            }
+        }
+    }
+
+    /// All the elements as float32.
+    pub fn to_f32(&self) -> Cow<'_, [f32]> {
+        match self {
+            Floats::F32(v) => Cow::Borrowed(v),
+            _ => {
+                let mut all = vec![0f32; self.len()];
+                self.block(0, &mut all);
+                Cow::Owned(all)
+            }
+        }
     }
 }
 
@@ -292,5 +454,107 @@ pub fn run_each(
         let failed = engine.kind();
         engine = Engine::load_in(model, other).map_err(|o| neither(failed, e, o))?;
         fell_back = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::builder::ModelBuilder;
+    use crate::onnx::DataType;
+    use tract_onnx::prelude::tract_ndarray;
+
+    /// Read in place, a run's outputs are the ones it returns as tensors, in both engines.
+    #[test]
+    fn raw_outputs_are_the_outputs_a_run_returns() {
+        let proto = ModelBuilder::new(17)
+            .input("x", DataType::Float, &["2", "3"])
+            .node("Relu", &["x"], &["r"])
+            .node("Cast", &["r"], &["h"])
+            .attr(crate::graph::builder::attr_int(
+                "to",
+                DataType::Float16.code() as i64,
+            ))
+            .output("r", DataType::Float, &["2", "3"])
+            .output("h", DataType::Float16, &["2", "3"])
+            .build();
+        let model = Model::from_proto(proto, ".".into());
+        let x = vec![NamedTensor {
+            name: "x".into(),
+            tensor: Tensor::from(tract_ndarray::arr2(&[
+                [1.5f32, -2.0, 3.25],
+                [0.1, 7.0, -0.5],
+            ])),
+        }];
+        let mut engines = vec![EngineKind::Tract];
+        if ort_available() {
+            engines.push(EngineKind::Ort);
+        }
+        for kind in engines {
+            let mut engine = Engine::load_in(&model, kind).unwrap();
+            let owned = engine.run(&x).unwrap();
+            let raw = engine
+                .run_raw(&x, |outputs| {
+                    outputs
+                        .iter()
+                        .map(|o| (o.name.to_string(), o.shape.clone(), o.to_tensor().unwrap()))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap();
+            assert_eq!(raw.len(), 2);
+            for (t, (name, shape, tensor)) in owned.iter().zip(&raw) {
+                assert_eq!((&t.name, t.tensor.shape()), (name, &shape[..]), "{kind:?}");
+                assert_eq!(&t.tensor, tensor, "{kind:?}");
+            }
+            let widened = engine
+                .run_raw(&x, |outputs| {
+                    let floats = outputs[1].floats().unwrap();
+                    assert!(matches!(floats, Floats::F16(_)));
+                    floats.to_f32().into_owned()
+                })
+                .unwrap();
+            assert_eq!(widened, [1.5, 0.0, 3.25, 0.099975586, 7.0, 0.0], "{kind:?}");
+        }
+    }
+
+    /// Elements are read in blocks as float32 from any float type, aligned or not.
+    #[test]
+    fn floats_widen_narrow_and_survive_misalignment() {
+        let values = [1.0f32, -2.5, 65504.0, 1e-3];
+        let t = NamedTensor {
+            name: "v".into(),
+            tensor: Tensor::from(tract_ndarray::arr1(&values)),
+        };
+        let raw = RawOutput::of(&t);
+        let Some(Floats::F32(Cow::Borrowed(read))) = raw.floats() else {
+            panic!("float32 is read in place");
+        };
+        assert_eq!(read, values);
+        // the same bytes one byte off their alignment are copied, not misread
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(raw.bytes);
+        let off = RawOutput::in_buffer("v", DatumType::F32, vec![4], &shifted[1..]);
+        assert_eq!(off.floats().unwrap().to_f32().as_ref(), values);
+        let f64s: Vec<u8> = values
+            .iter()
+            .flat_map(|v| f64::from(*v).to_le_bytes())
+            .collect();
+        let wide = RawOutput::in_buffer("v", DatumType::F64, vec![4], &f64s);
+        let floats = wide.floats().unwrap();
+        let mut buf = [0f32; 2];
+        assert_eq!(floats.block(2, &mut buf), &values[2..]);
+        let f16s: Vec<u8> = values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        let halves = RawOutput::in_buffer("v", DatumType::F16, vec![4], &f16s);
+        let got = halves.floats().unwrap().to_f32().into_owned();
+        let want: Vec<f32> = values
+            .iter()
+            .map(|v| half::f16::from_f32(*v).to_f32())
+            .collect();
+        assert_eq!(got, want);
+        let ints = RawOutput::in_buffer("v", DatumType::I32, vec![1], &[0; 4]);
+        assert!(ints.floats().is_none());
     }
 }

@@ -15,8 +15,8 @@ use prost::Message;
 use tract_onnx::prelude::*;
 
 pub use engine::{
-    Engine, EngineChoice, EngineKind, auto_order, in_either, is_input_problem, ort_available,
-    run_all, run_each,
+    Engine, EngineChoice, EngineKind, Floats, RawOutput, auto_order, in_either, is_input_problem,
+    ort_available, run_all, run_each,
 };
 pub use random::random_inputs;
 pub use shapes::{Dim, InputShapes, ValueShape};

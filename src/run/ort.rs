@@ -17,7 +17,7 @@ use ort::value::{DynTensor, TensorElementType, ValueType};
 use prost::Message;
 use tract_onnx::prelude::{DatumType, Tensor};
 
-use super::{InputDesc, NamedTensor, RunError, graph_inputs, order_inputs};
+use super::{InputDesc, NamedTensor, RawOutput, RunError, graph_inputs, order_inputs};
 use crate::onnx::Model;
 
 /// The loaded library and the process's onnxruntime environment.
@@ -221,6 +221,28 @@ impl OrtRunner {
     }
 
     pub fn run(&mut self, given: &[NamedTensor]) -> Result<Vec<NamedTensor>, RunError> {
+        self.run_raw(given, |outputs| {
+            outputs
+                .iter()
+                .map(|o| {
+                    Ok(NamedTensor {
+                        name: o.name.to_string(),
+                        tensor: o
+                            .to_tensor()
+                            .map_err(|e| RunError::OrtRun(format!("output '{}': {e}", o.name)))?,
+                    })
+                })
+                .collect()
+        })?
+    }
+
+    /// Runs on `given` and hands `visit` the outputs where onnxruntime holds them, read in
+    /// place.
+    pub fn run_raw<R>(
+        &mut self,
+        given: &[NamedTensor],
+        visit: impl FnOnce(&[RawOutput]) -> R,
+    ) -> Result<R, RunError> {
         let ordered = order_inputs(&self.inputs, given)?;
         let mut feeds: Vec<(String, ort::session::SessionInputValue<'static>)> = Vec::new();
         for (desc, t) in self.inputs.iter().zip(&ordered) {
@@ -232,19 +254,19 @@ impl OrtRunner {
         }
         let run = |e: ort::Error| RunError::OrtRun(e.to_string());
         let outputs = self.session.run(feeds).map_err(run)?;
-        self.outputs
+        let raw = self
+            .outputs
             .iter()
             .map(|name| {
                 let v = outputs
                     .get(name)
                     .ok_or_else(|| RunError::OrtRun(format!("no output '{name}'")))?;
-                Ok(NamedTensor {
-                    name: name.clone(),
-                    tensor: from_ort(v)
-                        .map_err(|e| RunError::OrtRun(format!("output '{name}': {e}")))?,
-                })
+                raw_output(name, v).map_err(|e| RunError::OrtRun(format!("output '{name}': {e}")))
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        // onnxruntime's kernels ran on this thread too
+        super::engine::clear_upper_vector_state();
+        Ok(visit(&raw))
     }
 }
 
@@ -310,7 +332,8 @@ fn to_ort(t: &Tensor) -> Result<DynTensor, String> {
 }
 
 /// An onnxruntime output as a tract tensor.
-fn from_ort(v: &ort::value::DynValue) -> Result<Tensor, String> {
+/// An onnxruntime output as it lies in onnxruntime's buffer.
+fn raw_output<'a>(name: &'a str, v: &'a ort::value::DynValue) -> Result<RawOutput<'a>, String> {
     let ValueType::Tensor { ty, shape, .. } = v.dtype() else {
         return Err(format!("{} values are not tensors", v.dtype()));
     };
@@ -323,14 +346,12 @@ fn from_ort(v: &ort::value::DynValue) -> Result<Tensor, String> {
         .downcast::<ort::value::DynTensorValueType>()
         .map_err(|e| e.to_string())?;
     let data = view.data_ptr().cast::<u8>();
-    // SAFETY: onnxruntime's buffer holds `count` elements of `ty` (checked by its own dtype);
-    // tract copies them into an owned, aligned tensor.
-    unsafe {
-        let bytes = if len == 0 {
-            &[][..]
-        } else {
-            std::slice::from_raw_parts(data, len)
-        };
-        Tensor::from_raw_dt(dt, &shape, bytes).map_err(|e| e.to_string())
-    }
+    let bytes = if len == 0 {
+        &[][..]
+    } else {
+        // SAFETY: onnxruntime's buffer holds `count` elements of `ty` (checked by its own
+        // dtype), and lives as long as the value `v` borrows it from
+        unsafe { std::slice::from_raw_parts(data, len) }
+    };
+    Ok(RawOutput::in_buffer(name, dt, shape, bytes))
 }
