@@ -461,24 +461,27 @@ pub(super) fn run_exposed(
 ) -> Result<EngineKind, QuantizeError> {
     let Runs {
         samples,
-        mut engine,
+        engine,
         exposure,
     } = runs;
-    let mut kind = None;
-    for run in exposure.runs(values, 1) {
-        let exposed = exposing(model, run);
-        let wanted: HashSet<&str> = run.iter().map(String::as_str).collect();
-        let ran = run_each(&exposed, engine, samples, |k, outputs| {
-            let outputs = outputs
-                .into_iter()
-                .filter(|o| wanted.contains(o.name.as_str()))
-                .collect();
-            on_output(run, k, outputs);
-        })?;
-        engine = EngineChoice::Only(ran);
-        kind = Some(ran);
-    }
-    Ok(kind.expect("one run at least"))
+    let split = exposure.runs(values, 1);
+    // every run in one engine: where one fails in the engine `auto` tried first (for a fault of
+    // the engine's), all of them again in the other
+    let kind = crate::run::in_either(model, engine, |kind| {
+        for run in &split {
+            let exposed = exposing(model, run);
+            let wanted: HashSet<&str> = run.iter().map(String::as_str).collect();
+            run_each(&exposed, EngineChoice::Only(kind), samples, |k, outputs| {
+                let outputs = outputs
+                    .into_iter()
+                    .filter(|o| wanted.contains(o.name.as_str()))
+                    .collect();
+                on_output(run, k, outputs);
+            })?;
+        }
+        Ok(kind)
+    })?;
+    Ok(kind)
 }
 
 /// Elements of two values of the same length, as float32, block by block: `f` gets the same
@@ -613,38 +616,34 @@ pub fn compare(
             .saturating_mul(samples.len() as u64)
             <= exposure.budget / 2
     };
-    let mut compared: Option<Compared> = None;
-    for run in split {
-        let run = Run {
-            reference,
-            candidate,
-            values: run,
-            aliases,
-            // kept from the first run only: every run computes them
-            graph_outputs: if compared.is_none() {
-                &graph_outputs
-            } else {
-                &[]
-            },
-            threshold: measures.threshold,
-            kept,
-            keep,
-        };
-        match compared.as_mut() {
-            // the first run picks the engine (`auto` tries them in turn, from the first sample,
-            // as `run_each` does); the runs for the values beyond its share use it
-            None => {
-                let first =
-                    crate::run::in_either(candidate, engine, |kind| run.measure(samples, kind))?;
-                compared = Some(first);
-            }
-            Some(c) => {
-                let more = run.measure(samples, c.engine)?;
-                c.agreements.extend(more.agreements);
+    // every run in one engine: `auto` tries them in turn, as `run_each` does, and where a run
+    // fails in the first (for a fault of the engine's), all of them again in the other
+    let mut compared = crate::run::in_either(candidate, engine, |kind| {
+        let mut compared: Option<Compared> = None;
+        for run in &split {
+            let run = Run {
+                reference,
+                candidate,
+                values: run,
+                aliases,
+                // kept from the first run only: every run computes them
+                graph_outputs: if compared.is_none() {
+                    &graph_outputs
+                } else {
+                    &[]
+                },
+                threshold: measures.threshold,
+                kept,
+                keep,
+            };
+            let more = run.measure(samples, kind)?;
+            match compared.as_mut() {
+                None => compared = Some(more),
+                Some(c) => c.agreements.extend(more.agreements),
             }
         }
-    }
-    let mut compared = compared.expect("one run at least");
+        Ok(compared.expect("one run at least"))
+    })?;
     for (name, agreement) in compared.agreements.iter_mut() {
         if !scores.contains(name) {
             agreement.top1 = None;
