@@ -849,9 +849,7 @@ impl Run<'_> {
                         }
                         same_side.1 += w.len() as u64;
                     }
-                    for (x, y) in w.iter().zip(g) {
-                        sums.add(f64::from(*x), f64::from(*y));
-                    }
+                    sums.add_all(w, g);
                 });
                 if threshold.is_some() {
                     let d = decisions.entry(value.clone()).or_default();
