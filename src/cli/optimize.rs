@@ -425,7 +425,7 @@ fn render_measured(
     if let Some(a) = accuracy {
         let verdict = match &a.unmeasured {
             // nothing quantized: nothing to measure
-            Some(_) if a.rounds == 0 => {
+            Some(_) if a.nothing_quantized() => {
                 let _ = write!(s, "\n  accuracy: {}", a.describe());
                 return;
             }

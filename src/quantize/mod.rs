@@ -698,6 +698,11 @@ pub(crate) fn not_measured() -> f64 {
 }
 
 impl AccuracyOutcome {
+    /// Whether nothing was quantized (the result is the float model, nothing was measured).
+    pub fn nothing_quantized(&self) -> bool {
+        self.unmeasured.as_deref() == Some(UNCHANGED)
+    }
+
     /// What was achieved, for messages: `cosine 0.99512, top-1 1.000, SQNR 23.1 dB`.
     pub fn describe(&self) -> String {
         if let Some(why) = &self.unmeasured {
@@ -1036,9 +1041,11 @@ fn search_within_target<R: QuantizedNodes>(
     // it, against the float model's outputs from the run that measured the candidate (exposing
     // float values changes no number the preset could see)
     let tolerance = target.tolerance(crate::verify::preset(preset).expect("a verification preset"));
-    // what the float model computed, kept from the second round (the first is often the only
+    // what the float model computed, kept from the second round on (the first is often the only
     // one, and keeping is memory: a detector's activations at 640x640 are 660 MB a sample) to
-    // measure each later round's candidate against (where all samples' values fit in memory)
+    // measure later rounds' candidates against (where all samples' values fit in memory); a
+    // round that quantizes values the kept ones do not cover (after one that met the target,
+    // bisection returns fewer nodes to float) runs the float model and keeps its values instead
     let kept: std::cell::RefCell<Option<ranges::Kept>> = Default::default();
     let measured_rounds = std::cell::Cell::new(0usize);
     let measure =
@@ -1070,13 +1077,13 @@ fn search_within_target<R: QuantizedNodes>(
                 ranges::Measures {
                     threshold: target.decision.map(|(at, _)| at),
                     keep_outputs: true,
-                    keep_reference: measured_rounds.get() > 0 && kept.borrow().is_none(),
+                    keep_reference: measured_rounds.get() > 0,
                 },
                 kept.borrow().as_ref(),
             )?;
             measured_rounds.set(measured_rounds.get() + 1);
-            if let Some(first) = compared.kept {
-                kept.replace(Some(first));
+            if let Some(again) = compared.kept {
+                kept.replace(Some(again));
             }
             let measured = compared.agreements;
             let (achieved, held) =
@@ -1756,6 +1763,7 @@ mod tests {
         let accuracy = outcome.accuracy(&target, &outputs);
         assert!(accuracy.met);
         assert_eq!(accuracy.unmeasured.as_deref(), Some(UNCHANGED));
+        assert!(accuracy.nothing_quantized());
         assert!(accuracy.describe().contains("nothing was quantized"));
 
         // a candidate that differs is measured: these samples then fail

@@ -211,18 +211,9 @@ impl Exposure {
         }
     }
 
-    /// The bytes of `values` together, one of unknown size counting as the largest known.
-    pub(super) fn bytes_of(&self, values: &[String]) -> u64 {
-        let unknown = values
-            .iter()
-            .filter_map(|v| self.bytes.get(v))
-            .max()
-            .copied()
-            .unwrap_or(0);
-        values
-            .iter()
-            .map(|v| self.bytes.get(v).copied().unwrap_or(unknown))
-            .fold(0, u64::saturating_add)
+    /// The bytes of `values` together, where the size of each is known.
+    fn known_bytes<'v>(&self, mut values: impl Iterator<Item = &'v String>) -> Option<u64> {
+        values.try_fold(0u64, |sum, v| Some(sum.saturating_add(*self.bytes.get(v)?)))
     }
 
     /// `values` in consecutive runs (one at least) of at most the budget's bytes, shared by
@@ -253,6 +244,17 @@ impl Exposure {
     }
 }
 
+/// A graph output of `dtype` without a shape: the engines infer it.
+fn unshaped_output(name: &str, dtype: DataType) -> crate::onnx::proto::ValueInfoProto {
+    let mut output = value_info(name, dtype, &[]);
+    if let Some(t) = output.r#type.as_mut()
+        && let Some(crate::onnx::proto::type_proto::Value::TensorType(tt)) = t.value.as_mut()
+    {
+        tt.shape = None;
+    }
+    output
+}
+
 /// `model` with `values` (of the main graph) exposed as graph outputs too.
 pub fn exposing(model: &Model, values: &[String]) -> Model {
     let mut proto = model.proto.clone();
@@ -265,20 +267,15 @@ pub fn exposing(model: &Model, values: &[String]) -> Model {
             Some(DataType::Float16) => DataType::Float16,
             _ => DataType::Float,
         };
-        g.output.push(value_info(v, t, &[]));
-        // no shape: the engines infer it
-        if let Some(t) = g.output.last_mut().and_then(|o| o.r#type.as_mut())
-            && let Some(crate::onnx::proto::type_proto::Value::TensorType(tt)) = t.value.as_mut()
-        {
-            tt.shape = None;
-        }
+        g.output.push(unshaped_output(v, t));
     }
     Model::from_proto(proto, model.dir().to_path_buf())
 }
 
 /// `model` computing, for each of `values` (float32, of the main graph), its min, max and sum
 /// over all elements (ReduceMin, ReduceMax, ReduceSum without axes, which every opset reads
-/// as all of them) as scalar graph outputs, with the names of each value's three outputs.
+/// as all of them, dims kept: one element) as graph outputs, with the names of each value's
+/// three outputs.
 pub fn summarizing(model: &Model, values: &[String]) -> (Model, Vec<[String; 3]>) {
     let mut proto = model.proto.clone();
     let g = proto.graph.get_or_insert_with(Default::default);
@@ -297,7 +294,9 @@ pub fn summarizing(model: &Model, values: &[String]) -> (Model, Vec<[String; 3]>
         used.insert(name.clone());
         name
     };
-    let keepdims = crate::graph::builder::attr_int("keepdims", 0);
+    // kept dims: an empty value then reduces to an empty output (or an engine's error), not to
+    // a scalar some engines refuse to make of nothing; one element either way otherwise
+    let keepdims = crate::graph::builder::attr_int("keepdims", 1);
     let mut names = Vec::with_capacity(values.len());
     for v in values {
         let stats = ["ReduceMin", "ReduceMax", "ReduceSum"].map(|op| {
@@ -310,7 +309,7 @@ pub fn summarizing(model: &Model, values: &[String]) -> (Model, Vec<[String; 3]>
                 attribute: vec![keepdims.clone()],
                 ..Default::default()
             });
-            g.output.push(value_info(&out, DataType::Float, &[]));
+            g.output.push(unshaped_output(&out, DataType::Float));
             out
         });
         names.push(stats);
@@ -328,8 +327,9 @@ pub struct Runs<'a> {
 }
 
 /// Runs `measure` in the engine that measures a float model's values: under `auto`, onnxruntime
-/// first where it is installed, then as `auto` would where onnxruntime cannot load or run the
-/// model (for a fault of the engine's, not the inputs'). With many values exposed, tract builds
+/// first where it is installed, then tract where onnxruntime cannot load or run the model (for
+/// a fault of the engine's, not the inputs'; failing there too, with both reasons). With many
+/// values exposed, tract builds
 /// a plan for every one of them (seconds on a BERT) and runs a detection network's convolutions
 /// at a quarter of onnxruntime's speed on this kind of machine; onnxruntime is also where a
 /// quantized model will run. An engine named is the one used.
@@ -340,9 +340,82 @@ pub fn in_measuring_engine<T>(
     if engine != EngineChoice::Auto || !crate::run::ort_available() {
         return measure(engine);
     }
+    let engine_fault =
+        |e: &QuantizeError| matches!(e, QuantizeError::Run(e) if !crate::run::is_input_problem(e));
     match measure(EngineChoice::Only(EngineKind::Ort)) {
-        Err(QuantizeError::Run(e)) if !crate::run::is_input_problem(&e) => measure(engine),
+        Err(ort) if engine_fault(&ort) => match measure(EngineChoice::Only(EngineKind::Tract)) {
+            Err(tract) if engine_fault(&tract) => {
+                Err(QuantizeError::Run(crate::run::RunError::Neither {
+                    tract: tract.to_string(),
+                    ort: ort.to_string(),
+                }))
+            }
+            other => other,
+        },
         other => other,
+    }
+}
+
+/// The engine a summary ran in, and the range of each value (none: left to the exposed pass).
+type Summarized = (EngineKind, Vec<Option<ValueRange>>);
+
+/// The range of each of `values` (float32, of the main graph) over the samples as the model
+/// computes it itself ([`summarizing`]), with the engine that ran it: none for a value whose
+/// sum is not finite on some sample (a NaN or an infinity in it, or an overflow) or whose
+/// summary is not one finite number (an empty value), which the caller measures exposed; none
+/// at all where the summarizing model does not run (tract refuses to reduce an empty tensor).
+fn summarized(
+    model: &Model,
+    values: &[String],
+    runs: Runs,
+) -> Result<Option<Summarized>, QuantizeError> {
+    let (summary, names) = summarizing(model, values);
+    let by_output: HashMap<&str, (usize, usize)> = names
+        .iter()
+        .enumerate()
+        .flat_map(|(k, stats)| {
+            stats
+                .iter()
+                .enumerate()
+                .map(move |(stat, name)| (name.as_str(), (k, stat)))
+        })
+        .collect();
+    // per value: min, max, and whether every sample's span was finite and not empty
+    let mut spans = vec![(f32::INFINITY, f32::NEG_INFINITY, true); values.len()];
+    let ran = run_each(&summary, runs.engine, runs.samples, |k, outputs| {
+        if k == 0 {
+            spans.fill((f32::INFINITY, f32::NEG_INFINITY, true));
+        }
+        let mut sample = vec![[f32::NAN; 3]; values.len()];
+        for out in outputs {
+            if let Some(&(value, stat)) = by_output.get(out.name.as_str())
+                && let Ok(v) = out.tensor.to_plain_array_view::<f32>()
+                && v.len() == 1
+            {
+                sample[value][stat] = v.iter().copied().next().unwrap_or(f32::NAN);
+            }
+        }
+        for (span, [min, max, sum]) in spans.iter_mut().zip(sample) {
+            let fine = min.is_finite() && max.is_finite() && sum.is_finite() && min <= max;
+            *span = (span.0.min(min), span.1.max(max), span.2 && fine);
+        }
+    });
+    match ran {
+        Ok(engine) => {
+            let ranges = spans
+                .into_iter()
+                .map(|(min, max, fine)| {
+                    fine.then_some(ValueRange {
+                        min,
+                        max,
+                        non_finite: false,
+                    })
+                })
+                .collect();
+            Ok(Some((engine, ranges)))
+        }
+        Err(e) if crate::run::is_input_problem(&e) => Err(e.into()),
+        Err(_) => Ok(None),
     }
 }
 
@@ -351,9 +424,9 @@ pub fn in_measuring_engine<T>(
 /// outputs ([`summarizing`]): the activations never leave the engine, which frees them as it
 /// goes (exposed, the values of a text detector at 640x640 are 660 MB a sample, each copied
 /// out into fresh memory). Where a value's sum is not finite (a NaN or an infinity in it, or
-/// an overflow), it has no elements, or the summarizing model does not run, the value is
-/// measured exposed: in as many runs over the samples as the exposure splits them into, each
-/// in the engine the first one ran in.
+/// an overflow) or it has no elements, the value is measured exposed, and so is every value
+/// where the summarizing model does not run: in as many runs over the samples as the exposure
+/// splits them into, all in one engine (the summary's, where it ran).
 pub fn observe(
     model: &Model,
     values: &[String],
@@ -367,56 +440,18 @@ pub fn observe(
     let mut ranges: BTreeMap<String, ValueRange> = BTreeMap::new();
     let mut kind = None;
     if !summed.is_empty() {
-        let (summary, names) = summarizing(model, &summed);
-        let by_output: HashMap<&str, (usize, usize)> = names
-            .iter()
-            .enumerate()
-            .flat_map(|(k, stats)| {
-                stats
-                    .iter()
-                    .enumerate()
-                    .map(move |(stat, name)| (name.as_str(), (k, stat)))
-            })
-            .collect();
-        // per value: min, max, and whether every sample's span was finite and not empty
-        let mut spans = vec![(f32::INFINITY, f32::NEG_INFINITY, true); summed.len()];
-        let ran = run_each(&summary, runs.engine, runs.samples, |k, outputs| {
-            if k == 0 {
-                spans.fill((f32::INFINITY, f32::NEG_INFINITY, true));
-            }
-            let mut sample = vec![[f32::NAN; 3]; summed.len()];
-            for out in outputs {
-                if let Some(&(value, stat)) = by_output.get(out.name.as_str())
-                    && let Ok(v) = out.tensor.to_plain_array_view::<f32>()
-                    && v.len() == 1
-                {
-                    sample[value][stat] = v.iter().copied().next().unwrap_or(f32::NAN);
-                }
-            }
-            for (span, [min, max, sum]) in spans.iter_mut().zip(sample) {
-                let fine = min.is_finite() && max.is_finite() && sum.is_finite() && min <= max;
-                *span = (span.0.min(min), span.1.max(max), span.2 && fine);
-            }
-        });
-        match ran {
-            Ok(engine) => {
+        match summarized(model, &summed, runs)? {
+            Some((engine, spans)) => {
                 kind = Some(engine);
-                for (value, (min, max, fine)) in summed.into_iter().zip(spans) {
-                    if fine {
-                        let range = ValueRange {
-                            min,
-                            max,
-                            non_finite: false,
-                        };
-                        ranges.insert(value, range);
-                    } else {
-                        exposed.push(value);
+                for (value, span) in summed.into_iter().zip(spans) {
+                    match span {
+                        Some(range) => _ = ranges.insert(value, range),
+                        None => exposed.push(value),
                     }
                 }
             }
-            Err(e) if crate::run::is_input_problem(&e) => return Err(e.into()),
-            // a reduction the engine refuses (an empty value, say): all measured exposed
-            Err(_) => exposed.extend(summed),
+            // a reduction the engine refuses: all measured exposed
+            None => exposed.extend(summed),
         }
     }
     if exposed.is_empty()
@@ -449,10 +484,10 @@ pub fn observe(
 
 /// Runs `model` over the samples once for each run the exposure splits `values` into, with
 /// that run's values exposed: `on_output(run, k, outputs)` gets sample `k`'s values of the run
-/// (the model's other outputs left out). Within a run, after an engine
-/// fall-back the samples come again from 0, as with [`run_each`]: a caller that accumulates
-/// starts that run's values over. The runs after the first use the engine it ran in, which is
-/// returned.
+/// (the model's other outputs left out). All runs are in one engine, which is returned: under
+/// `auto`, where one fails in the first engine tried, all of them again in the other, the
+/// samples of each run coming again from 0, as with [`run_each`] (a caller that accumulates
+/// starts a run's values over when `k` is 0).
 pub(super) fn run_exposed(
     model: &Model,
     values: &[String],
@@ -577,7 +612,8 @@ impl Kept {
 /// of the worst sample, and SQNR pooled over the samples; with a threshold, the fraction of
 /// elements on the same side of it over all samples), with the engine that ran both. Streams:
 /// one sample's values at a time, unless asked to keep the graph outputs or the reference's
-/// values (which it does only where they fit in the memory of one run, all samples together).
+/// values (which it does only where one run exposes them all and all samples' fit in the
+/// reference's half of a run's memory).
 /// What `kept` holds of the reference (from an earlier comparison with it) is read instead of
 /// running it, where it covers the values and the candidate runs in the engine that kept it.
 pub fn compare(
@@ -608,13 +644,15 @@ pub fn compare(
     };
     let split = exposure.runs(values, 2);
     let kept = kept.filter(|k| split.len() == 1 && k.covers(values, &all_outputs, samples.len()));
-    let keep = measures.keep_reference && split.len() == 1 && {
-        let mut held: Vec<String> = values.to_vec();
-        held.extend(all_outputs.iter().cloned());
+    // kept where one run exposes them all and every sample's, of known sizes, fit in the
+    // reference's share of a run (the candidate's run takes the other half)
+    let keep = measures.keep_reference && kept.is_none() && split.len() == 1 && {
+        let held = values
+            .iter()
+            .chain(all_outputs.iter().filter(|o| !values.contains(o)));
         exposure
-            .bytes_of(&held)
-            .saturating_mul(samples.len() as u64)
-            <= exposure.budget / 2
+            .known_bytes(held)
+            .is_some_and(|b| b.saturating_mul(samples.len() as u64) <= exposure.budget / 2)
     };
     // every run in one engine: `auto` tries them in turn, as `run_each` does, and where a run
     // fails in the first (for a fault of the engine's), all of them again in the other
@@ -811,8 +849,8 @@ impl Run<'_> {
         // one sample's values, read where the engines hold them: a float16 or float64 value is
         // measured as the float32 it converts to, a block at a time
         let mut measure_sample = |want: &[RawOutput], got: &[RawOutput]| {
-            let want: HashMap<&str, &RawOutput> = want.iter().map(|o| (o.name, o)).collect();
-            let got: HashMap<&str, &RawOutput> = got.iter().map(|o| (o.name, o)).collect();
+            let want: HashMap<&str, &RawOutput> = want.iter().map(|o| (o.name(), o)).collect();
+            let got: HashMap<&str, &RawOutput> = got.iter().map(|o| (o.name(), o)).collect();
             for (value, in_candidate) in values.iter().zip(&in_candidate) {
                 let (Some(w), Some(g)) = (want.get(value.as_str()), got.get(in_candidate.as_str()))
                 else {
@@ -821,10 +859,10 @@ impl Run<'_> {
                 let (Some(w_floats), Some(g_floats)) = (w.floats(), g.floats()) else {
                     continue;
                 };
-                if w.shape != g.shape || w_floats.len() != g_floats.len() {
+                if w.shape() != g.shape() || w_floats.len() != g_floats.len() {
                     continue;
                 }
-                if let [_, classes] = w.shape[..]
+                if let [_, classes] = w.shape()[..]
                     && classes > 1
                 {
                     let argmax = |row: &[f32]| {
@@ -871,17 +909,9 @@ impl Run<'_> {
                 if !graph_outputs.is_empty() {
                     let outputs = want
                         .iter()
-                        .filter(|o| graph_outputs.iter().any(|g| g == o.name))
-                        .map(|o| {
-                            let tensor = o.to_tensor().map_err(|e| {
-                                crate::run::RunError::Run(format!("output '{}': {e}", o.name))
-                            })?;
-                            Ok(NamedTensor {
-                                name: o.name.to_string(),
-                                tensor,
-                            })
-                        })
-                        .collect::<Result<Vec<_>, crate::run::RunError>>()?;
+                        .filter(|o| graph_outputs.iter().any(|g| g == o.name()))
+                        .map(|o| o.to_named().map_err(crate::run::RunError::Run))
+                        .collect::<Result<Vec<_>, _>>()?;
                     reference_outputs.push(outputs);
                 }
                 b.run_raw(fed, |got| measure_sample(want, got))
@@ -1075,6 +1105,64 @@ mod tests {
         }
     }
 
+    /// The summary's own bookkeeping, in each engine: ranges merged over samples, a value with
+    /// a NaN left to the exposed pass, and (where the engine reduces an empty tensor at all)
+    /// an empty value left to it alone.
+    #[test]
+    fn summaries_merge_samples_and_leave_what_they_cannot_hold() {
+        let build = |with_empty: bool| {
+            let mut b = ModelBuilder::new(17)
+                .input("x", DataType::Float, &["n"])
+                .node("Relu", &["x"], &["r"])
+                .node("Sqrt", &["x"], &["sqrt"])
+                .node("Neg", &["x"], &["neg"]);
+            if with_empty {
+                b = b
+                    .initializer(crate::graph::builder::tensor_i64("zero", &[1], &[0]))
+                    .node("Slice", &["x", "zero", "zero"], &["empty"]);
+            }
+            let proto = b.output("neg", DataType::Float, &["n"]).build();
+            Model::from_proto(proto, ".".into())
+        };
+        let sample = |v: &[f32]| {
+            vec![NamedTensor {
+                name: "x".into(),
+                tensor: Tensor::from(tract_ndarray::arr1(v)),
+            }]
+        };
+        let (a, b) = (sample(&[1.0, 4.0]), sample(&[-2.0, 9.0, 0.5]));
+        let samples = [a.as_slice(), b.as_slice()];
+        let mut engines = vec![EngineKind::Tract];
+        if crate::run::ort_available() {
+            engines.push(EngineKind::Ort);
+        }
+        let values = ["r", "sqrt", "neg"].map(String::from);
+        for engine in engines {
+            let runs = Runs {
+                samples: &samples,
+                engine: EngineChoice::Only(engine),
+                exposure: &Exposure::unbounded(),
+            };
+            let (ran, spans) = summarized(&build(false), &values, runs)
+                .unwrap()
+                .expect("the summary runs");
+            assert_eq!(ran, engine);
+            let span = |k: usize| spans[k].map(|r| (r.min, r.max));
+            assert_eq!(span(0), Some((0.0, 9.0)), "{engine:?}");
+            assert_eq!(span(1), None, "{engine:?}: sqrt(-2) is NaN");
+            assert_eq!(span(2), Some((-9.0, 2.0)), "{engine:?}");
+            let with_empty = [values.as_slice(), &["empty".to_string()]].concat();
+            let r = summarized(&build(true), &with_empty, runs).unwrap();
+            // onnxruntime reduces an empty tensor (kept dims: to an empty output); tract
+            // refuses, and the whole summary is then left to the exposed pass
+            assert!(engine == EngineKind::Tract || r.is_some(), "{engine:?}");
+            if let Some((_, spans)) = r {
+                assert_eq!(spans[0].map(|r| r.max), Some(9.0), "{engine:?}");
+                assert_eq!(spans[3], None, "{engine:?}");
+            }
+        }
+    }
+
     /// Under `auto`, measuring tries onnxruntime first where it is installed, and `auto` again
     /// where onnxruntime fails for a fault of its own, not the inputs'; an engine named is used
     /// alone.
@@ -1096,11 +1184,18 @@ mod tests {
         assert_eq!(calls(tract, engine_fault), [tract]);
         let ort = EngineChoice::Only(EngineKind::Ort);
         if crate::run::ort_available() {
-            assert_eq!(
-                calls(EngineChoice::Auto, engine_fault),
-                [ort, EngineChoice::Auto]
-            );
+            assert_eq!(calls(EngineChoice::Auto, engine_fault), [ort, tract]);
             assert_eq!(calls(EngineChoice::Auto, input_fault), [ort]);
+            let both = in_measuring_engine(EngineChoice::Auto, |e| {
+                Err::<(), _>(QuantizeError::Run(RunError::OrtLoad(format!(
+                    "{e:?} failed"
+                ))))
+            });
+            let message = both.unwrap_err().to_string();
+            assert!(
+                message.contains("tract:") && message.contains("onnxruntime:"),
+                "{message}"
+            );
         } else {
             assert_eq!(
                 calls(EngineChoice::Auto, engine_fault),
@@ -1302,6 +1397,7 @@ mod tests {
         );
         let samples = [p.as_slice(), q.as_slice()];
         let mut split = Exposure::at(&mut Model::from_proto(proto(0.0), ".".into()), &samples);
+        let whole_sizes = split.clone();
         split.budget = 80;
         assert_eq!(split.runs(&values, 2).len(), 4);
         let whole = Exposure::unbounded();
@@ -1310,7 +1406,7 @@ mod tests {
             keep_outputs: true,
             keep_reference: true,
         };
-        let against = |reference: &Model, exposure: &Exposure, kept: Option<&Kept>| {
+        let against_in = |engine, reference: &Model, exposure: &Exposure, kept: Option<&Kept>| {
             compare(
                 reference,
                 &candidate,
@@ -1318,7 +1414,7 @@ mod tests {
                 &BTreeMap::new(),
                 Runs {
                     samples: &samples,
-                    engine: EngineChoice::Auto,
+                    engine,
                     exposure,
                 },
                 measures,
@@ -1326,8 +1422,13 @@ mod tests {
             )
             .unwrap()
         };
+        let against = |reference: &Model, exposure: &Exposure, kept: Option<&Kept>| {
+            against_in(EngineChoice::Auto, reference, exposure, kept)
+        };
         let measure = |exposure: &Exposure| against(&reference, exposure, None);
-        let (one, several) = (measure(&whole), measure(&split));
+        // (kept only where every value's size is known: not under `unbounded`, which knows none)
+        assert!(measure(&whole).kept.is_none());
+        let (one, several) = (measure(&whole_sizes), measure(&split));
         assert_eq!(one.agreements, several.agreements);
         // the reference's values are kept where one run holds them all, and read instead of
         // running the reference again: against another model, kept values measure as the
@@ -1350,6 +1451,20 @@ mod tests {
         let split_again = against(&candidate, &split, Some(kept));
         assert_eq!(split_again.agreements["a"].sqnr_db, f64::INFINITY);
         assert!(again.agreements["a"].sqnr_db.is_finite());
+        // values kept by one engine are not read by a comparison in the other
+        if crate::run::ort_available() {
+            let ort = EngineChoice::Only(EngineKind::Ort);
+            assert_eq!(kept.engine, EngineKind::Tract);
+            let elsewhere = against_in(ort, &candidate, &whole, Some(kept));
+            assert_eq!(elsewhere.agreements["a"].sqnr_db, f64::INFINITY);
+        }
+        // one run holds every value, but not every sample's: nothing kept
+        let per_sample = whole_sizes.known_bytes(values.iter()).unwrap();
+        let tight = whole_sizes.clone().with_budget(2 * per_sample);
+        assert_eq!(tight.runs(&values, 2).len(), 1);
+        assert!(against(&reference, &tight, None).kept.is_none());
+        let roomy = whole_sizes.clone().with_budget(4 * per_sample);
+        assert!(against(&reference, &roomy, None).kept.is_some());
         assert_eq!(several.agreements.len(), 4);
         assert!(several.agreements["a"].cosine < 1.0);
         assert!(several.agreements["y"].top1.is_some());

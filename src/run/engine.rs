@@ -118,12 +118,15 @@ impl Engine {
     }
 
     pub fn run(&mut self, given: &[NamedTensor]) -> Result<Vec<NamedTensor>, RunError> {
-        let outputs = match self {
-            Engine::Tract(r) => r.run(given),
+        match self {
+            Engine::Tract(r) => {
+                let outputs = r.run(given);
+                clear_upper_vector_state();
+                outputs
+            }
+            // clears them itself, before copying the outputs
             Engine::Ort(r) => r.run(given),
-        };
-        clear_upper_vector_state();
-        outputs
+        }
     }
 
     /// Runs on `given` and hands `visit` the outputs where the engine holds them: onnxruntime's
@@ -148,13 +151,14 @@ impl Engine {
     }
 }
 
-/// One output of a run as the engine holds it: its element type, shape and bytes.
-#[derive(Debug, Clone)]
+/// One output of a run as the engine holds it: its element type, shape and bytes (which hold
+/// the shape's elements of that type, as built here only).
+#[derive(Debug)]
 pub struct RawOutput<'a> {
-    pub name: &'a str,
-    pub datum_type: DatumType,
-    pub shape: Vec<usize>,
-    pub bytes: &'a [u8],
+    name: &'a str,
+    datum_type: DatumType,
+    shape: Vec<usize>,
+    bytes: &'a [u8],
     /// The tensor of ours it lies in, if it does.
     tensor: Option<&'a Tensor>,
 }
@@ -200,10 +204,31 @@ impl<'a> RawOutput<'a> {
         }
     }
 
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// A named tensor of ours with these elements (copied).
+    pub fn to_named(&self) -> Result<NamedTensor, String> {
+        Ok(NamedTensor {
+            name: self.name.to_string(),
+            tensor: self
+                .to_tensor()
+                .map_err(|e| format!("output '{}': {e}", self.name))?,
+        })
+    }
+
     /// A tensor of ours with these elements (copied).
     pub fn to_tensor(&self) -> Result<Tensor, String> {
         if let Some(t) = self.tensor {
             return Ok(t.clone());
+        }
+        if !self.datum_type.is_copy() {
+            return Err(format!("{:?} values are not read here", self.datum_type));
         }
         // SAFETY: `bytes` holds the shape's elements of `datum_type`, as the engine wrote them
         unsafe { Tensor::from_raw_dt(self.datum_type, &self.shape, self.bytes) }
@@ -497,7 +522,13 @@ mod tests {
                 .run_raw(&x, |outputs| {
                     outputs
                         .iter()
-                        .map(|o| (o.name.to_string(), o.shape.clone(), o.to_tensor().unwrap()))
+                        .map(|o| {
+                            (
+                                o.name().to_string(),
+                                o.shape().to_vec(),
+                                o.to_tensor().unwrap(),
+                            )
+                        })
                         .collect::<Vec<_>>()
                 })
                 .unwrap();

@@ -224,14 +224,7 @@ impl OrtRunner {
         self.run_raw(given, |outputs| {
             outputs
                 .iter()
-                .map(|o| {
-                    Ok(NamedTensor {
-                        name: o.name.to_string(),
-                        tensor: o
-                            .to_tensor()
-                            .map_err(|e| RunError::OrtRun(format!("output '{}': {e}", o.name)))?,
-                    })
-                })
+                .map(|o| o.to_named().map_err(RunError::OrtRun))
                 .collect()
         })?
     }
@@ -253,7 +246,10 @@ impl OrtRunner {
             feeds.push((desc.name.clone(), value.into()));
         }
         let run = |e: ort::Error| RunError::OrtRun(e.to_string());
-        let outputs = self.session.run(feeds).map_err(run)?;
+        let outputs = self.session.run(feeds);
+        // onnxruntime's kernels ran on this thread too, failed or not
+        super::engine::clear_upper_vector_state();
+        let outputs = outputs.map_err(run)?;
         let raw = self
             .outputs
             .iter()
@@ -264,8 +260,6 @@ impl OrtRunner {
                 raw_output(name, v).map_err(|e| RunError::OrtRun(format!("output '{name}': {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        // onnxruntime's kernels ran on this thread too
-        super::engine::clear_upper_vector_state();
         Ok(visit(&raw))
     }
 }
