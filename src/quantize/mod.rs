@@ -1742,21 +1742,27 @@ mod tests {
         };
         let target = AccuracyTarget::parse("cos=0.99").unwrap();
         let outputs = ["y".to_string()];
-        let outcome = search_within_target(
-            &float,
-            &outputs,
-            &target,
-            "int8",
-            &calibration,
-            &ranges::Exposure::unbounded(),
-            |_| {
-                let candidate = Model::from_proto(float.proto.clone(), ".".into());
-                let report = Noisy { quantized: vec![] };
-                Ok((candidate, report, std::collections::BTreeMap::new()))
-            },
-            |_, _| Vec::new(),
-        )
-        .unwrap();
+        // the quantizer's candidate: the float model, or one with a node renamed
+        let search = |renamed: bool| {
+            search_within_target(
+                &float,
+                &outputs,
+                &target,
+                "int8",
+                &calibration,
+                &ranges::Exposure::unbounded(),
+                |_| {
+                    let mut candidate = Model::from_proto(float.proto.clone(), ".".into());
+                    if renamed {
+                        candidate.graph_mut().node[0].name = Some("renamed".into());
+                    }
+                    let report = Noisy { quantized: vec![] };
+                    Ok((candidate, report, std::collections::BTreeMap::new()))
+                },
+                |_, _| Vec::new(),
+            )
+        };
+        let outcome = search(false).unwrap();
         assert!(outcome.met && outcome.unchanged);
         assert_eq!((outcome.rounds, outcome.best.engine), (0, None));
         assert!(outcome.best.measured.is_empty());
@@ -1765,23 +1771,7 @@ mod tests {
         assert_eq!(accuracy.unmeasured.as_deref(), Some(UNCHANGED));
         assert!(accuracy.nothing_quantized());
         assert!(accuracy.describe().contains("nothing was quantized"));
-
         // a candidate that differs is measured: these samples then fail
-        let changed = search_within_target(
-            &float,
-            &outputs,
-            &target,
-            "int8",
-            &calibration,
-            &ranges::Exposure::unbounded(),
-            |_| {
-                let mut candidate = Model::from_proto(float.proto.clone(), ".".into());
-                candidate.graph_mut().node[0].name = Some("renamed".into());
-                let report = Noisy { quantized: vec![] };
-                Ok((candidate, report, std::collections::BTreeMap::new()))
-            },
-            |_, _| Vec::new(),
-        );
-        assert!(changed.is_err());
+        assert!(search(true).is_err());
     }
 }
