@@ -371,15 +371,8 @@ impl Graph {
         let mut used = self.all_names();
         used.extend(self.outer.iter().cloned());
         let mut handed_out = self.handed_out.borrow_mut();
-        let free = |c: &str| !used.contains(c) && !handed_out.contains(c);
-        let name = if free(base) {
-            base.to_string()
-        } else {
-            (1..)
-                .map(|k| format!("{base}_{k}"))
-                .find(|c| free(c))
-                .expect("unbounded")
-        };
+        used.extend(handed_out.iter().cloned());
+        let name = fresh_among(&mut used, base);
         handed_out.insert(name.clone());
         name
     }
@@ -393,9 +386,7 @@ impl Graph {
     }
 
     fn all_names(&self) -> HashSet<String> {
-        let mut names = HashSet::new();
-        collect_names(&self.proto, &mut names);
-        names
+        names_in(&self.proto)
     }
 }
 
@@ -405,6 +396,21 @@ pub fn names_in(g: &GraphProto) -> HashSet<String> {
     let mut names = HashSet::new();
     collect_names(g, &mut names);
     names
+}
+
+/// `base`, or `base_1`, `base_2`, ... : the first not in `used`, which it is added to (a caller
+/// naming many values keeps one set instead of collecting the graph's names for each).
+pub fn fresh_among(used: &mut HashSet<String>, base: &str) -> String {
+    let name = if used.contains(base) {
+        (1..)
+            .map(|k| format!("{base}_{k}"))
+            .find(|c| !used.contains(c))
+            .expect("unbounded")
+    } else {
+        base.to_string()
+    };
+    used.insert(name.clone());
+    name
 }
 
 fn collect_names(g: &GraphProto, names: &mut HashSet<String>) {

@@ -1608,6 +1608,16 @@ mod tests {
         }
     }
 
+    /// Calibration and evaluation on the same `samples`, in the engine `auto` picks.
+    fn on_samples<'a>(samples: &'a [&'a [NamedTensor]]) -> Calibration<'a> {
+        Calibration {
+            samples,
+            evaluation: samples,
+            engine: EngineChoice::Auto,
+            origin: "test".into(),
+        }
+    }
+
     #[test]
     fn the_search_returns_the_fewest_most_harmful_nodes_that_meet_the_target() {
         use crate::graph::builder::{ModelBuilder, tensor_f32};
@@ -1657,12 +1667,7 @@ mod tests {
             tensor: Tensor::from(tract_ndarray::Array2::<f32>::ones((1, N))),
         }];
         let samples = [sample.as_slice()];
-        let calibration = Calibration {
-            samples: &samples,
-            evaluation: &samples,
-            engine: EngineChoice::Auto,
-            origin: "test".into(),
-        };
+        let calibration = on_samples(&samples);
         // all kept: 1/sqrt(1 + 1.975e-3) = 0.99901; without the three largest (0.03, 0.025,
         // 0.02): 0.999975; without two: 0.999775
         let target = AccuracyTarget::parse("cos=0.9999").unwrap();
@@ -1734,12 +1739,7 @@ mod tests {
             tensor: Tensor::from(tract_ndarray::Array2::<f32>::ones((3, 3))),
         }];
         let samples = [sample.as_slice()];
-        let calibration = Calibration {
-            samples: &samples,
-            evaluation: &samples,
-            engine: EngineChoice::Auto,
-            origin: "test".into(),
-        };
+        let calibration = on_samples(&samples);
         let target = AccuracyTarget::parse("cos=0.99").unwrap();
         let outputs = ["y".to_string()];
         // the quantizer's candidate: the float model, or one with a node renamed

@@ -280,27 +280,14 @@ pub fn summarizing(model: &Model, values: &[String]) -> (Model, Vec<[String; 3]>
     let mut proto = model.proto.clone();
     let g = proto.graph.get_or_insert_with(Default::default);
     let mut used = crate::graph::names_in(g);
-    let mut fresh = |base: String| {
-        let name = (0..)
-            .map(|k| {
-                if k == 0 {
-                    base.clone()
-                } else {
-                    format!("{base}_{k}")
-                }
-            })
-            .find(|n| !used.contains(n))
-            .expect("unbounded");
-        used.insert(name.clone());
-        name
-    };
     // kept dims: an empty value then reduces to an empty output (or an engine's error), not to
     // a scalar some engines refuse to make of nothing; one element either way otherwise
     let keepdims = crate::graph::builder::attr_int("keepdims", 1);
     let mut names = Vec::with_capacity(values.len());
     for v in values {
         let stats = ["ReduceMin", "ReduceMax", "ReduceSum"].map(|op| {
-            let out = fresh(format!("{v}.mdeploy_{}", op.to_lowercase()));
+            let base = format!("{v}.mdeploy_{}", op.to_lowercase());
+            let out = crate::graph::fresh_among(&mut used, &base);
             g.node.push(crate::onnx::proto::NodeProto {
                 op_type: Some(op.into()),
                 name: Some(out.clone()),
@@ -329,10 +316,10 @@ pub struct Runs<'a> {
 /// Runs `measure` in the engine that measures a float model's values: under `auto`, onnxruntime
 /// first where it is installed, then tract where onnxruntime cannot load or run the model (for
 /// a fault of the engine's, not the inputs'; failing there too, with both reasons). With many
-/// values exposed, tract builds
-/// a plan for every one of them (seconds on a BERT) and runs a detection network's convolutions
-/// at a quarter of onnxruntime's speed on this kind of machine; onnxruntime is also where a
-/// quantized model will run. An engine named is the one used.
+/// values exposed, tract builds a plan for every one of them (seconds on a BERT) and runs a
+/// detection network's convolutions at a quarter of onnxruntime's speed on this kind of
+/// machine; onnxruntime is also where a quantized model will run. An engine named is the one
+/// used.
 pub fn in_measuring_engine<T>(
     engine: EngineChoice,
     mut measure: impl FnMut(EngineChoice) -> Result<T, QuantizeError>,
@@ -420,8 +407,8 @@ fn summarized(
 }
 
 /// Runs `model` on every sample and returns the range of each of `values`, with the engine that
-/// computed them. The model computes each float32 value's min, max and sum itself, as scalar
-/// outputs ([`summarizing`]): the activations never leave the engine, which frees them as it
+/// computed them. The model computes each float32 value's min, max and sum itself, as outputs
+/// of one element ([`summarizing`]): the activations never leave the engine, which frees them as it
 /// goes (exposed, the values of a text detector at 640x640 are 660 MB a sample, each copied
 /// out into fresh memory). Where a value's sum is not finite (a NaN or an infinity in it, or
 /// an overflow) or it has no elements, the value is measured exposed, and so is every value
@@ -637,10 +624,10 @@ pub fn compare(
         .iter()
         .map(|o| o.name().to_string())
         .collect();
-    let graph_outputs: Vec<String> = if measures.keep_outputs {
-        all_outputs.clone()
+    let graph_outputs: &[String] = if measures.keep_outputs {
+        &all_outputs
     } else {
-        Vec::new()
+        &[]
     };
     let split = exposure.runs(values, 2);
     let kept = kept.filter(|k| split.len() == 1 && k.covers(values, &all_outputs, samples.len()));
@@ -666,7 +653,7 @@ pub fn compare(
                 aliases,
                 // kept from the first run only: every run computes them
                 graph_outputs: if compared.is_none() {
-                    &graph_outputs
+                    graph_outputs
                 } else {
                     &[]
                 },

@@ -138,16 +138,13 @@ impl Engine {
         given: &[NamedTensor],
         visit: impl FnOnce(&[RawOutput]) -> R,
     ) -> Result<R, RunError> {
-        match self {
-            Engine::Tract(r) => {
-                let outputs = r.run(given);
-                clear_upper_vector_state();
-                let outputs = outputs?;
-                let raw: Vec<RawOutput> = outputs.iter().map(RawOutput::of).collect();
-                Ok(visit(&raw))
-            }
-            Engine::Ort(r) => r.run_raw(given, visit),
+        if let Engine::Ort(r) = self {
+            return r.run_raw(given, visit);
         }
+        // tract's outputs are tensors of ours already
+        let outputs = self.run(given)?;
+        let raw: Vec<RawOutput> = outputs.iter().map(RawOutput::of).collect();
+        Ok(visit(&raw))
     }
 }
 
