@@ -443,8 +443,8 @@ fn render_measured(
         };
         let _ = write!(
             s,
-            "\n  accuracy: {verdict} ({} rounds, {} returned to float)",
-            a.rounds, a.returned_to_float
+            "\n  accuracy: {verdict} ({} rounds on {} samples, {} returned to float)",
+            a.rounds, a.samples, a.returned_to_float
         );
     }
     if !output_sqnr_db.is_empty() {

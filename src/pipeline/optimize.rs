@@ -19,6 +19,7 @@ use crate::progress::Progress;
 use crate::quantize::calibrate::Method;
 use crate::quantize::{AccuracyTarget, CalibrationCache, QuantizeReport};
 use crate::run::NamedTensor;
+use crate::run::SampleChunks;
 use crate::verify::{Inputs, Preset, Status, Tolerance, VerifyReport, verify_models};
 
 /// The report's format name.
@@ -459,6 +460,18 @@ pub fn optimize_file(
     })
 }
 
+/// Calibration samples the accuracy search measures on, at most: enough for each quantized
+/// node's SQNR to settle, where calibration may take hundreds.
+pub const MEASURED_CALIBRATION_SAMPLES: usize = 16;
+
+/// The indices of at most `k` of `n` items, spread evenly over them, ascending (all of them
+/// where there are no more than `k`): a calibration set ordered by class or source is measured
+/// on each part of it.
+fn spread(n: usize, k: usize) -> impl Iterator<Item = usize> {
+    let take = n.min(k);
+    (0..take).map(move |i| i * n / take)
+}
+
 /// Quantizes when asked, measuring the float model on the calibration data.
 fn quantize(
     req: &OptimizeRequest,
@@ -496,25 +509,34 @@ fn quantize(
     }
     progress.on_start("quantize", 1);
     let mut random = false;
-    let (samples, origin) = if q.calibration.is_empty() {
+    // calibration data given is read a chunk at a time by each pass over it; the verification
+    // data it defaults to is in memory (the verification holds it all anyway)
+    let (loaded, on_disk, origin) = if q.calibration.is_empty() {
         let (samples, seed) = req.data.load(model)?;
         random = seed.is_some();
         let origin = match seed {
             Some(seed) => format!("{} random samples, seed {seed}", samples.len()),
             None => "the verification data".into(),
         };
-        (samples, origin)
+        (samples, None, origin)
     } else {
-        let samples = crate::verify::load_samples(&q.calibration)?;
+        let set = super::data::SampleSet::open(&q.calibration)?;
         let names: Vec<String> = q
             .calibration
             .iter()
             .map(|p| p.display().to_string())
             .collect();
-        (samples, names.join(", "))
+        (Vec::new(), Some(set), names.join(", "))
     };
-    let inputs: Vec<&[NamedTensor]> = samples.iter().map(|s| s.inputs.as_slice()).collect();
-    // accuracy is measured on the calibration data and the verification data, when given
+    let inputs: Vec<&[NamedTensor]> = loaded.iter().map(|s| s.inputs.as_slice()).collect();
+    let samples: &dyn SampleChunks = match &on_disk {
+        Some(set) => set,
+        None => &inputs,
+    };
+    // accuracy is measured on the verification data, when given, and on calibration samples
+    // spread over the set, as many as `MEASURED_CALIBRATION_SAMPLES`: every sample measured
+    // costs the search three runs or more (the float model and the candidate with their values
+    // exposed, the candidate as written), against one to calibrate on it
     let held_out_paths: Vec<PathBuf> = req
         .data
         .data
@@ -527,14 +549,21 @@ fn quantize(
     } else {
         crate::verify::load_samples(&held_out_paths)?
     };
-    let evaluation: Vec<&[NamedTensor]> = inputs
-        .iter()
-        .copied()
-        .chain(held_out.iter().map(|s| s.inputs.as_slice()))
-        .collect();
+    let measured: Vec<usize> = spread(samples.len(), MEASURED_CALIBRATION_SAMPLES).collect();
+    let read = match &on_disk {
+        Some(set) => set.samples_at(&measured)?,
+        None => Vec::new(),
+    };
+    let evaluation: Vec<&[NamedTensor]> = match &on_disk {
+        Some(_) => read.iter().map(|s| s.inputs.as_slice()).collect::<Vec<_>>(),
+        None => measured.iter().map(|&i| inputs[i]).collect(),
+    }
+    .into_iter()
+    .chain(held_out.iter().map(|s| s.inputs.as_slice()))
+    .collect();
     let (engine, both) = req.data.engines()?;
     let calibration = crate::quantize::Calibration {
-        samples: &inputs,
+        samples,
         evaluation: &evaluation,
         engine,
         origin,
@@ -729,4 +758,22 @@ fn verify(
         })
         .flatten();
     Ok((v, culprit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+
+    #[test]
+    fn spread_takes_all_of_a_few_and_an_even_spread_of_many_in_order() {
+        assert_eq!(spread(5, 16).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        assert_eq!(spread(5, 5).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        let taken: Vec<usize> = spread(64, 16).collect();
+        assert_eq!(taken, (0..16).map(|i| 4 * i).collect::<Vec<_>>());
+        assert_eq!(
+            spread(20, 16).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13, 15, 16, 17, 18]
+        );
+        assert_eq!(spread(0, 16).count(), 0);
+    }
 }

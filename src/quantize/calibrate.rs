@@ -3,7 +3,8 @@
 //! Streaming: the first pass keeps each value's min and max ([`super::ranges::observe`]); for
 //! `percentile` and `entropy` a second pass fills a fixed histogram per value over that span
 //! ([`BINS`] bins). Memory is a histogram per value, whatever the number of samples; no
-//! activation is ever stored.
+//! activation is ever stored, and the samples are read a chunk at a time in each pass
+//! ([`SampleChunks`]).
 //!
 //! - `minmax`: the span seen.
 //! - `percentile P` (default 99.999): the span between the (100 - P)th and the Pth percentile,
@@ -281,8 +282,25 @@ mod tests {
         assert!(Method::parse("kl").is_err());
     }
 
+    /// Samples handed out one chunk each, as a calibration set larger than a chunk is.
+    struct OneByOne<'a>(Vec<&'a [crate::run::NamedTensor]>);
+
+    impl crate::run::SampleChunks for OneByOne<'_> {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+
+        fn first(&self) -> Option<&[crate::run::NamedTensor]> {
+            <[_]>::first(&self.0).copied()
+        }
+
+        fn each_chunk(&self, f: &mut crate::run::OnChunk) -> Result<(), crate::run::RunError> {
+            self.0.iter().try_for_each(|s| f(&[s]))
+        }
+    }
+
     #[test]
-    fn histograms_filled_over_several_runs_give_the_ranges_of_one() {
+    fn histograms_filled_over_several_runs_and_chunks_give_the_ranges_of_one() {
         use super::super::ranges::Exposure;
         use crate::graph::builder::ModelBuilder;
         use crate::onnx::DataType;
@@ -305,18 +323,19 @@ mod tests {
                 )),
             }]
         };
-        let (a, b) = (sample(0.1), sample(-0.37));
-        let samples = [a.as_slice(), b.as_slice()];
+        let (a, b, c) = (sample(0.1), sample(-0.37), sample(0.05));
+        let samples = vec![a.as_slice(), b.as_slice(), c.as_slice()];
+        let chunked = OneByOne(samples.clone());
         // 256 bytes a value: one value a run
         let split = Exposure::at(&mut model, &samples).with_budget(256);
         assert_eq!(split.runs(&values, 1).len(), 3);
-        let ranges = |method, exposure: &Exposure| {
+        let ranges = |method, samples: &dyn crate::run::SampleChunks, exposure: &Exposure| {
             activation_ranges(
                 &model,
                 &values,
                 method,
                 Runs {
-                    samples: &samples,
+                    samples,
                     engine: EngineChoice::Auto,
                     exposure,
                 },
@@ -324,14 +343,17 @@ mod tests {
             .unwrap()
             .1
         };
-        let span = ranges(Method::MinMax, &split);
+        let span = ranges(Method::MinMax, &samples, &split);
+        assert_eq!(span, ranges(Method::MinMax, &chunked, &split));
         for method in [Method::Percentile(90.0), Method::Entropy] {
-            let one = ranges(method, &Exposure::unbounded());
-            assert_eq!(one, ranges(method, &split), "{method:?}");
+            let one = ranges(method, &samples, &Exposure::unbounded());
+            assert_eq!(one, ranges(method, &samples, &split), "{method:?}");
+            assert_eq!(one, ranges(method, &chunked, &split), "{method:?}");
+            assert_eq!(one, ranges(method, &chunked, &Exposure::unbounded()));
             assert_eq!(one.len(), 3);
         }
         // the histograms were filled: the 90th percentile clips the span seen
-        let clipped = ranges(Method::Percentile(90.0), &split);
+        let clipped = ranges(Method::Percentile(90.0), &samples, &split);
         assert!(clipped["y"].1 < span["y"].1 && clipped["y"].0 > span["y"].0);
     }
 }

@@ -38,12 +38,12 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::onnx::Model;
-use crate::run::{EngineChoice, EngineKind, NamedTensor};
+use crate::run::{EngineChoice, EngineKind, NamedTensor, SampleChunks};
 
 /// Calibration data and the engine that runs the float model on it.
 pub struct Calibration<'a> {
-    pub samples: &'a [&'a [NamedTensor]],
-    /// What accuracy is measured on: the calibration samples and any verification data.
+    pub samples: &'a dyn SampleChunks,
+    /// What accuracy is measured on: some calibration samples and any verification data.
     pub evaluation: &'a [&'a [NamedTensor]],
     pub engine: EngineChoice,
     /// Where the samples came from, for the report.
@@ -347,7 +347,7 @@ pub const CALIBRATION_CACHE_FORMAT: &str = "mdeploy.calibration/2";
 
 /// What calibrated ranges depend on besides the method: the model (its nodes, interface and
 /// weights wherever they are stored) and the samples, as one SHA-256 in hex.
-pub fn calibration_key(model: &Model, samples: &[&[NamedTensor]]) -> Result<String, QuantizeError> {
+pub fn calibration_key(model: &Model, samples: &dyn SampleChunks) -> Result<String, QuantizeError> {
     use prost::Message;
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -377,12 +377,21 @@ pub fn calibration_key(model: &Model, samples: &[&[NamedTensor]]) -> Result<Stri
         }
         part(&t.encode_to_vec());
     }
-    for sample in samples {
-        part(&(sample.len() as u64).to_le_bytes());
-        for t in sample.iter() {
-            part(&crate::run::tensor_io::to_proto(&t.name, &t.tensor)?.encode_to_vec());
+    samples.each_chunk(&mut |chunk| {
+        for sample in chunk {
+            part(&(sample.len() as u64).to_le_bytes());
+            for t in sample.iter() {
+                let proto = crate::run::tensor_io::to_proto(&t.name, &t.tensor).map_err(|e| {
+                    crate::run::RunError::Input {
+                        name: t.name.clone(),
+                        what: e.to_string(),
+                    }
+                })?;
+                part(&proto.encode_to_vec());
+            }
         }
-    }
+        Ok(())
+    })?;
     Ok(hex::encode(h.finalize()))
 }
 
@@ -690,6 +699,10 @@ pub struct AccuracyOutcome {
     /// Quantize-and-measure rounds it took.
     pub rounds: usize,
     pub returned_to_float: usize,
+    /// Samples the target was measured on (0 where nothing was; absent from reports written
+    /// before it was given).
+    #[serde(default)]
+    pub samples: usize,
 }
 
 /// What a measure that was not taken reads as.
@@ -787,7 +800,7 @@ pub fn to_int8_static(
     let raise = Raise::to(model, qdq::PER_CHANNEL_OPSET);
     let exposure = ranges::Exposure::at(model, calibration.evaluation);
     let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
-    let facts = facts_at(model, calibration.samples.first().copied());
+    let facts = facts_at(model, calibration.samples.first());
     let plan = qdq::plan_with(model, options, &facts)?;
     let wanted = plan.activations();
     // a model whose key cannot be made (unreadable external data shows up later anyway) is
@@ -936,6 +949,8 @@ struct SearchOutcome<R> {
     rounds: usize,
     /// The quantizer left the model as it was (nothing it could quantize): nothing was run.
     unchanged: bool,
+    /// Samples each round measured on.
+    samples: usize,
 }
 
 /// Why a candidate that is the float model is not measured.
@@ -975,6 +990,7 @@ impl<R: QuantizedNodes> SearchOutcome<R> {
             },
             rounds: self.rounds,
             returned_to_float: self.reverted.len(),
+            samples: self.samples,
         }
     }
 
@@ -1070,7 +1086,7 @@ fn search_within_target<R: QuantizedNodes>(
                 &values,
                 &aliases,
                 ranges::Runs {
-                    samples: calibration.evaluation,
+                    samples: &calibration.evaluation,
                     engine: calibration.engine,
                     exposure,
                 },
@@ -1132,6 +1148,7 @@ fn search_within_target<R: QuantizedNodes>(
             met: true,
             rounds: 0,
             unchanged: true,
+            samples: 0,
         });
     }
     let ((worst, held, met), first_result) = measure(everything)?;
@@ -1142,6 +1159,7 @@ fn search_within_target<R: QuantizedNodes>(
             met: true,
             rounds: 1,
             unchanged: false,
+            samples: calibration.evaluation.len(),
         });
     }
     let mut ranked = rank(&first_result.report, &first_result.measured);
@@ -1207,6 +1225,7 @@ fn search_within_target<R: QuantizedNodes>(
         met,
         rounds,
         unchanged: false,
+        samples: calibration.evaluation.len(),
     })
 }
 
@@ -1327,8 +1346,8 @@ pub fn to_fp16(
         .collect();
     options.observed.extend(observed);
     // graph inputs, from the samples themselves
-    for sample in c.samples {
-        for t in sample.iter() {
+    c.samples.each_chunk(&mut |chunk| {
+        for t in chunk.iter().flat_map(|s| s.iter()) {
             if let Ok(v) = t.tensor.to_plain_array_view::<f32>() {
                 let max = v.iter().fold(0f32, |m, x| {
                     if x.is_finite() {
@@ -1341,7 +1360,8 @@ pub fn to_fp16(
                 *e = e.max(max);
             }
         }
-    }
+        Ok(())
+    })?;
     let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     let outputs = float_outputs(&float);
     let convert = |reverted: &std::collections::BTreeMap<String, String>| {
@@ -1609,7 +1629,7 @@ mod tests {
     }
 
     /// Calibration and evaluation on the same `samples`, in the engine `auto` picks.
-    fn on_samples<'a>(samples: &'a [&'a [NamedTensor]]) -> Calibration<'a> {
+    fn on_samples<'a>(samples: &'a Vec<&'a [NamedTensor]>) -> Calibration<'a> {
         Calibration {
             samples,
             evaluation: samples,
@@ -1666,7 +1686,7 @@ mod tests {
             name: "x".into(),
             tensor: Tensor::from(tract_ndarray::Array2::<f32>::ones((1, N))),
         }];
-        let samples = [sample.as_slice()];
+        let samples = vec![sample.as_slice()];
         let calibration = on_samples(&samples);
         // all kept: 1/sqrt(1 + 1.975e-3) = 0.99901; without the three largest (0.03, 0.025,
         // 0.02): 0.999975; without two: 0.999775
@@ -1738,7 +1758,7 @@ mod tests {
             name: "not_an_input".into(),
             tensor: Tensor::from(tract_ndarray::Array2::<f32>::ones((3, 3))),
         }];
-        let samples = [sample.as_slice()];
+        let samples = vec![sample.as_slice()];
         let calibration = on_samples(&samples);
         let target = AccuracyTarget::parse("cos=0.99").unwrap();
         let outputs = ["y".to_string()];

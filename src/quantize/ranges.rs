@@ -11,7 +11,9 @@ use super::QuantizeError;
 use crate::graph::builder::value_info;
 use crate::infer::Inference;
 use crate::onnx::{DataType, Model};
-use crate::run::{EngineChoice, EngineKind, Floats, NamedTensor, RawOutput, run_each};
+use crate::run::{
+    EngineChoice, EngineKind, Floats, NamedTensor, RawOutput, SampleChunks, run_each,
+};
 use crate::verify::{SampleSums, Similarity};
 
 /// The span of one value over every sample seen.
@@ -308,7 +310,7 @@ pub fn summarizing(model: &Model, values: &[String]) -> (Model, Vec<[String; 3]>
 /// split among runs over the samples.
 #[derive(Clone, Copy)]
 pub struct Runs<'a> {
-    pub samples: &'a [&'a [NamedTensor]],
+    pub samples: &'a dyn SampleChunks,
     pub engine: EngineChoice,
     pub exposure: &'a Exposure,
 }
@@ -797,7 +799,7 @@ impl Run<'_> {
     /// Both models with the run's values exposed, side by side in one engine.
     fn measure(
         &self,
-        samples: &[&[NamedTensor]],
+        samples: &dyn SampleChunks,
         engine: EngineKind,
     ) -> Result<Compared, crate::run::RunError> {
         use crate::run::Engine;
@@ -884,42 +886,48 @@ impl Run<'_> {
                 similarity.entry(value.clone()).or_default().add(&sums);
             }
         };
-        for (k, s) in samples.iter().enumerate() {
-            let rounded;
-            let fed: &[NamedTensor] = if half.is_empty() {
-                s
-            } else {
-                rounded = crate::verify::round_to_half(s, &half);
-                &rounded
-            };
-            let mut against = |want: &[RawOutput]| -> Result<(), crate::run::RunError> {
-                if !graph_outputs.is_empty() {
-                    let outputs = want
-                        .iter()
-                        .filter(|o| graph_outputs.iter().any(|g| g == o.name()))
-                        .map(|o| o.to_named().map_err(crate::run::RunError::Run))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    reference_outputs.push(outputs);
+        let mut k = 0;
+        samples.each_chunk(&mut |chunk| {
+            for s in chunk {
+                let rounded;
+                let fed: &[NamedTensor] = if half.is_empty() {
+                    s
+                } else {
+                    rounded = crate::verify::round_to_half(s, &half);
+                    &rounded
+                };
+                let mut against = |want: &[RawOutput]| -> Result<(), crate::run::RunError> {
+                    if !graph_outputs.is_empty() {
+                        let outputs = want
+                            .iter()
+                            .filter(|o| graph_outputs.iter().any(|g| g == o.name()))
+                            .map(|o| o.to_named().map_err(crate::run::RunError::Run))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        reference_outputs.push(outputs);
+                    }
+                    b.run_raw(fed, |got| measure_sample(want, got))
+                };
+                match (&mut a, kept) {
+                    // kept for later comparisons: as tensors of ours
+                    (Some(a), _) if keep => {
+                        let ran = a.run(s)?;
+                        let want: Vec<RawOutput> = ran.iter().map(RawOutput::of).collect();
+                        against(&want)?;
+                        drop(want);
+                        keeping.push(ran);
+                    }
+                    (Some(a), _) => a.run_raw(s, |want| against(want))??,
+                    (None, Some(kept)) => {
+                        let want: Vec<RawOutput> =
+                            kept.samples[k].iter().map(RawOutput::of).collect();
+                        against(&want)?;
+                    }
+                    (None, None) => unreachable!("the reference is loaded where nothing is kept"),
                 }
-                b.run_raw(fed, |got| measure_sample(want, got))
-            };
-            match (&mut a, kept) {
-                // kept for later comparisons: as tensors of ours
-                (Some(a), _) if keep => {
-                    let ran = a.run(s)?;
-                    let want: Vec<RawOutput> = ran.iter().map(RawOutput::of).collect();
-                    against(&want)?;
-                    drop(want);
-                    keeping.push(ran);
-                }
-                (Some(a), _) => a.run_raw(s, |want| against(want))??,
-                (None, Some(kept)) => {
-                    let want: Vec<RawOutput> = kept.samples[k].iter().map(RawOutput::of).collect();
-                    against(&want)?;
-                }
-                (None, None) => unreachable!("the reference is loaded where nothing is kept"),
+                k += 1;
             }
-        }
+            Ok(())
+        })?;
         let agreements = similarity
             .into_iter()
             .map(|(name, s)| {
@@ -988,7 +996,7 @@ mod tests {
         };
         let (a, b) = (sample([-1.0, 2.0, 0.5]), sample([3.0, -7.0, 0.0]));
         let runs = Runs {
-            samples: &[&a, &b],
+            samples: &[a.as_slice(), b.as_slice()],
             engine: EngineChoice::Auto,
             exposure: &Exposure::unbounded(),
         };
@@ -1265,7 +1273,7 @@ mod tests {
             &outputs,
             &BTreeMap::new(),
             Runs {
-                samples: &[&x],
+                samples: &[x.as_slice()],
                 engine: EngineChoice::Auto,
                 exposure: &Exposure::unbounded(),
             },

@@ -417,7 +417,60 @@ fn neither(first: EngineKind, first_error: RunError, ort_or_tract: RunError) -> 
 
 /// Is a run error the inputs' fault (rather than the engine's or the model's)?
 pub fn is_input_problem(e: &RunError) -> bool {
-    matches!(e, RunError::Input { .. } | RunError::MissingInput(_))
+    matches!(
+        e,
+        RunError::Input { .. } | RunError::MissingInput(_) | RunError::Samples(_)
+    )
+}
+
+/// What [`SampleChunks::each_chunk`] calls with each chunk.
+pub type OnChunk<'f> = dyn FnMut(&[&[NamedTensor]]) -> Result<(), RunError> + 'f;
+
+/// Samples handed out a chunk at a time: a set need not fit in memory, only a chunk of it does
+/// (`pipeline::data::SampleSet` reads calibration data from disk as each pass over it goes).
+/// Samples in memory are one chunk.
+pub trait SampleChunks {
+    /// Samples in all.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first sample (the shapes inference sizes a model at).
+    fn first(&self) -> Option<&[NamedTensor]>;
+
+    /// Calls `f` with each chunk of samples in turn, in order, and stops at the first error,
+    /// its own or `f`'s.
+    fn each_chunk(&self, f: &mut OnChunk) -> Result<(), RunError>;
+}
+
+/// Samples in memory, as a slice, a `Vec` or an array of them: one chunk.
+macro_rules! in_memory {
+    ($([$($generics:tt)*] $t:ty;)*) => {$(
+        impl<$($generics)*> SampleChunks for $t {
+            fn len(&self) -> usize {
+                self[..].len()
+            }
+
+            fn first(&self) -> Option<&[NamedTensor]> {
+                self[..].first().copied()
+            }
+
+            fn each_chunk(
+                &self,
+                f: &mut OnChunk,
+            ) -> Result<(), RunError> {
+                f(&self[..])
+            }
+        }
+    )*};
+}
+
+in_memory! {
+    ['a] &'a [&'a [NamedTensor]];
+    ['a] Vec<&'a [NamedTensor]>;
+    ['a, const N: usize] [&'a [NamedTensor]; N];
 }
 
 /// Runs `model` on every set of inputs in the chosen engine. With `auto`, a model the first
@@ -430,7 +483,7 @@ pub fn run_all(
     mut on_sample: impl FnMut(),
 ) -> Result<(EngineKind, Vec<Vec<NamedTensor>>), RunError> {
     let mut all = Vec::with_capacity(samples.len());
-    let kind = run_each(model, choice, samples, |k, out| {
+    let kind = run_each(model, choice, &samples, |k, out| {
         all.truncate(k);
         all.push(out);
         on_sample();
@@ -445,24 +498,27 @@ pub fn run_all(
 pub fn run_each(
     model: &Model,
     choice: EngineChoice,
-    samples: &[&[NamedTensor]],
+    samples: &dyn SampleChunks,
     mut on_output: impl FnMut(usize, Vec<NamedTensor>),
 ) -> Result<EngineKind, RunError> {
     let mut engine = Engine::load(model, choice)?;
     let mut fell_back = false;
     loop {
-        let mut failure = None;
-        for (k, s) in samples.iter().enumerate() {
-            match engine.run(s) {
-                Ok(out) => on_output(k, out),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+        // a run that fails may go to the other engine; samples that cannot be read may not
+        let mut run_failed = false;
+        let mut k = 0;
+        let outcome = samples.each_chunk(&mut |chunk| {
+            for s in chunk {
+                let out = engine.run(s).inspect_err(|_| run_failed = true)?;
+                on_output(k, out);
+                k += 1;
             }
-        }
-        let Some(e) = failure else {
-            return Ok(engine.kind());
+            Ok(())
+        });
+        let e = match outcome {
+            Ok(()) => return Ok(engine.kind()),
+            Err(e) if !run_failed => return Err(e),
+            Err(e) => e,
         };
         let other = match engine.kind() {
             EngineKind::Tract => EngineKind::Ort,
@@ -584,5 +640,76 @@ mod tests {
         assert_eq!(got, want);
         let ints = RawOutput::in_buffer("v", DatumType::I32, vec![1], &[0; 4]);
         assert!(ints.floats().is_none());
+    }
+
+    /// Chunks of one sample each; reading the one at `broken` fails.
+    struct Chunks<'a> {
+        samples: Vec<&'a [NamedTensor]>,
+        broken: usize,
+    }
+
+    impl SampleChunks for Chunks<'_> {
+        fn len(&self) -> usize {
+            self.samples.len()
+        }
+
+        fn first(&self) -> Option<&[NamedTensor]> {
+            self.samples[..].first().copied()
+        }
+
+        fn each_chunk(&self, f: &mut OnChunk) -> Result<(), RunError> {
+            for (k, s) in self.samples.iter().enumerate() {
+                if k == self.broken {
+                    return Err(RunError::Samples(
+                        crate::run::tensor_io::TensorIoError::Format {
+                            path: "set_1".into(),
+                            what: "truncated".into(),
+                        },
+                    ));
+                }
+                f(&[s])?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Chunk after chunk, the samples are numbered in order as from one slice; a sample that
+    /// cannot be read ends the runs with that error (in no other engine: it is the data's).
+    #[test]
+    fn runs_over_chunks_number_samples_in_order_and_stop_where_one_cannot_be_read() {
+        let proto = ModelBuilder::new(17)
+            .input("x", DataType::Float, &["2"])
+            .node("Neg", &["x"], &["y"])
+            .output("y", DataType::Float, &["2"])
+            .build();
+        let model = Model::from_proto(proto, ".".into());
+        let sample = |v: f32| {
+            vec![NamedTensor {
+                name: "x".into(),
+                tensor: tract_ndarray::arr1(&[v, v]).into(),
+            }]
+        };
+        let (a, b, c) = (sample(1.0), sample(2.0), sample(3.0));
+        let samples = vec![a.as_slice(), b.as_slice(), c.as_slice()];
+        let first =
+            |outputs: &[NamedTensor]| outputs[0].tensor.to_plain_array_view::<f32>().unwrap()[0];
+        let mut seen = Vec::new();
+        let whole = Chunks {
+            samples: samples.clone(),
+            broken: usize::MAX,
+        };
+        run_each(&model, EngineChoice::Auto, &whole, |k, out| {
+            seen.push((k, first(&out)))
+        })
+        .unwrap();
+        assert_eq!(seen, [(0, -1.0), (1, -2.0), (2, -3.0)]);
+        let mut seen = Vec::new();
+        let broken = Chunks { samples, broken: 1 };
+        let e = run_each(&model, EngineChoice::Auto, &broken, |k, out| {
+            seen.push((k, first(&out)))
+        })
+        .unwrap_err();
+        assert!(matches!(e, RunError::Samples(_)), "{e}");
+        assert_eq!(seen, [(0, -1.0)]);
     }
 }

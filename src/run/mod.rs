@@ -15,8 +15,8 @@ use prost::Message;
 use tract_onnx::prelude::*;
 
 pub use engine::{
-    Engine, EngineChoice, EngineKind, Floats, RawOutput, auto_order, in_either, is_input_problem,
-    ort_available, run_all, run_each,
+    Engine, EngineChoice, EngineKind, Floats, OnChunk, RawOutput, SampleChunks, auto_order,
+    in_either, is_input_problem, ort_available, run_all, run_each,
 };
 pub use random::random_inputs;
 pub use shapes::{Dim, InputShapes, ValueShape};
@@ -43,6 +43,9 @@ pub enum RunError {
     OrtRun(String),
     #[error("neither engine can run the model; tract: {tract}; onnxruntime: {ort}")]
     Neither { tract: String, ort: String },
+    /// The samples could not be read (a calibration set read a chunk at a time).
+    #[error("the samples: {0}")]
+    Samples(#[from] tensor_io::TensorIoError),
 }
 
 /// A graph input as the model declares it.

@@ -356,6 +356,21 @@ pub fn encode_npy(t: &Tensor) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// The names of a `.npz` archive's arrays (without `.npy`), in archive order, read from its
+/// directory: no array is read.
+pub fn npz_names(path: &Path) -> Result<Vec<String>, TensorIoError> {
+    let file = std::fs::File::open(path).map_err(|e| format_err(path, e.to_string()))?;
+    let archive = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| format_err(path, format!("not a .npz archive: {e}")))?;
+    archive
+        .file_names()
+        .map(|n| {
+            n.map(|n| n.trim_end_matches(".npy").to_string())
+                .map_err(|e| format_err(path, e.to_string()))
+        })
+        .collect()
+}
+
 /// Reads every array of a `.npz` archive, named by its entry (without `.npy`), in archive order.
 pub fn read_npz(path: &Path) -> Result<Vec<NamedTensor>, TensorIoError> {
     let file = std::fs::File::open(path).map_err(|e| format_err(path, e.to_string()))?;

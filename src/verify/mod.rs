@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use metrics::{Accumulator, OutputReport, SampleSums, SideCounts, Similarity};
-pub use samples::{Sample, load_samples, save_samples};
+pub use samples::{Sample, SampleSource, load_samples, sample_sources, save_samples};
 pub use tolerance::{PRESETS, Preset, Tolerance, parse_preset, preset};
 
 use crate::convert::OpRef;

@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::run::NamedTensor;
-use crate::run::tensor_io::{TensorIoError, read_npz, read_pb_dir, read_tensors, write_npz};
+use crate::run::tensor_io::{
+    TensorIoError, npz_names, read_npz, read_pb_dir, read_tensors, write_npz,
+};
 
 /// One set of inputs, with the outputs expected for them where the data has them.
 #[derive(Debug, Clone)]
@@ -28,30 +30,103 @@ fn no_data(path: &Path, what: &str) -> TensorIoError {
 /// Reads every sample the given paths hold, in order.
 pub fn load_samples(paths: &[PathBuf]) -> Result<Vec<Sample>, TensorIoError> {
     let mut samples = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            load_dir(path, &mut samples)?;
-        } else if path.extension().is_some_and(|e| e == "npz") {
-            load_npz(path, &mut samples)?;
-        } else {
-            samples.push(Sample {
-                origin: path.display().to_string(),
-                inputs: read_tensors(path)?,
-                expected: None,
-            });
-        }
+    for source in sample_sources(paths)? {
+        samples.extend(source.load()?);
     }
     Ok(samples)
 }
 
-fn load_dir(dir: &Path, samples: &mut Vec<Sample>) -> Result<(), TensorIoError> {
+/// Where samples are, found without reading a tensor: a test data directory or a tensor file
+/// holds one, a `.npz` archive one or several (`sample_K/` groups).
+#[derive(Debug, Clone)]
+pub struct SampleSource {
+    path: PathBuf,
+    kind: SourceKind,
+    count: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SourceKind {
+    Dir,
+    Npz,
+    File,
+}
+
+/// The samples the given paths hold, in order, listed: directories are walked and `.npz`
+/// archives' entry names read, no tensor is.
+pub fn sample_sources(paths: &[PathBuf]) -> Result<Vec<SampleSource>, TensorIoError> {
+    let mut sources = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            list_dir(path, &mut sources)?;
+        } else if path.extension().is_some_and(|e| e == "npz") {
+            let names = npz_names(path)?;
+            let count = match npz_groups(path, &names)? {
+                Some(groups) => groups.len(),
+                None => 1,
+            };
+            sources.push(SampleSource {
+                path: path.clone(),
+                kind: SourceKind::Npz,
+                count,
+            });
+        } else {
+            sources.push(SampleSource {
+                path: path.clone(),
+                kind: SourceKind::File,
+                count: 1,
+            });
+        }
+    }
+    Ok(sources)
+}
+
+impl SampleSource {
+    /// Samples it holds.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Reads its samples (as many as listed: a file that changed since is refused).
+    pub fn load(&self) -> Result<Vec<Sample>, TensorIoError> {
+        let path = &self.path;
+        let samples = match self.kind {
+            SourceKind::Dir => {
+                let expected = read_pb_dir(path, "output")?;
+                vec![Sample {
+                    origin: path.display().to_string(),
+                    inputs: read_pb_dir(path, "input")?,
+                    expected: (!expected.is_empty()).then_some(expected),
+                }]
+            }
+            SourceKind::Npz => load_npz(path)?,
+            SourceKind::File => vec![Sample {
+                origin: path.display().to_string(),
+                inputs: read_tensors(path)?,
+                expected: None,
+            }],
+        };
+        if samples.len() != self.count {
+            return Err(no_data(
+                path,
+                &format!(
+                    "held {} samples when listed and {} when read: it changed meanwhile",
+                    self.count,
+                    samples.len()
+                ),
+            ));
+        }
+        Ok(samples)
+    }
+}
+
+fn list_dir(dir: &Path, sources: &mut Vec<SampleSource>) -> Result<(), TensorIoError> {
     // a model without inputs (a Constant, say) has only output_K.pb
     if dir.join("input_0.pb").is_file() || dir.join("output_0.pb").is_file() {
-        let expected = read_pb_dir(dir, "output")?;
-        samples.push(Sample {
-            origin: dir.display().to_string(),
-            inputs: read_pb_dir(dir, "input")?,
-            expected: (!expected.is_empty()).then_some(expected),
+        sources.push(SampleSource {
+            path: dir.to_path_buf(),
+            kind: SourceKind::Dir,
+            count: 1,
         });
         return Ok(());
     }
@@ -76,48 +151,64 @@ fn load_dir(dir: &Path, samples: &mut Vec<Sample>) -> Result<(), TensorIoError> 
     }
     sets.sort();
     for (_, set) in sets {
-        load_dir(&set, samples)?;
+        list_dir(&set, sources)?;
     }
     Ok(())
 }
 
-fn load_npz(path: &Path, samples: &mut Vec<Sample>) -> Result<(), TensorIoError> {
-    let tensors = read_npz(path)?;
-    let grouped = tensors
+/// An archive's sample numbers, in order, where every entry is `sample_K/NAME`; none where no
+/// entry is grouped (one sample).
+fn npz_groups(path: &Path, names: &[String]) -> Result<Option<Vec<usize>>, TensorIoError> {
+    let grouped = names
         .iter()
-        .all(|t| t.name.starts_with(SAMPLE_PREFIX) && t.name.contains('/'));
+        .all(|n| n.starts_with(SAMPLE_PREFIX) && n.contains('/'));
     if !grouped {
-        samples.push(Sample {
+        return Ok(None);
+    }
+    let mut groups: Vec<usize> = Vec::new();
+    for name in names {
+        let (group, _) = name.split_once('/').unwrap_or_default();
+        let k: usize = group[SAMPLE_PREFIX.len()..]
+            .parse()
+            .map_err(|_| no_data(path, &format!("entry '{name}' has no sample number")))?;
+        if !groups.contains(&k) {
+            groups.push(k);
+        }
+    }
+    groups.sort();
+    Ok(Some(groups))
+}
+
+fn load_npz(path: &Path) -> Result<Vec<Sample>, TensorIoError> {
+    let tensors = read_npz(path)?;
+    let names: Vec<String> = tensors.iter().map(|t| t.name.clone()).collect();
+    let Some(order) = npz_groups(path, &names)? else {
+        return Ok(vec![Sample {
             origin: path.display().to_string(),
             inputs: tensors,
             expected: None,
-        });
-        return Ok(());
-    }
-    let mut groups: Vec<(usize, Vec<NamedTensor>)> = Vec::new();
+        }]);
+    };
+    let mut groups: Vec<Vec<NamedTensor>> = vec![Vec::new(); order.len()];
     for t in tensors {
         let (group, name) = t.name.split_once('/').unwrap_or_default();
-        let k: usize = group[SAMPLE_PREFIX.len()..]
-            .parse()
-            .map_err(|_| no_data(path, &format!("entry '{}' has no sample number", t.name)))?;
-        let named = NamedTensor {
+        // numbered when listed above
+        let k: usize = group[SAMPLE_PREFIX.len()..].parse().unwrap_or_default();
+        let at = order.binary_search(&k).unwrap_or_default();
+        groups[at].push(NamedTensor {
             name: name.to_string(),
             tensor: t.tensor,
-        };
-        match groups.iter_mut().find(|(g, _)| *g == k) {
-            Some((_, v)) => v.push(named),
-            None => groups.push((k, vec![named])),
-        }
+        });
     }
-    groups.sort_by_key(|(k, _)| *k);
-    for (k, inputs) in groups {
-        samples.push(Sample {
+    Ok(order
+        .into_iter()
+        .zip(groups)
+        .map(|(k, inputs)| Sample {
             origin: format!("{}#{k}", path.display()),
             inputs,
             expected: None,
-        });
-    }
-    Ok(())
+        })
+        .collect())
 }
 
 /// Writes tensors of several samples to one `.npz`: entries are named by value, or

@@ -757,6 +757,7 @@ fn a_model_with_nothing_to_quantize_is_verified_but_not_measured() {
         let a = &q["accuracy"];
         assert_eq!(a["met"], true, "{mode:?}: {a}");
         assert_eq!(a["rounds"], 0, "{mode:?}: {a}");
+        assert_eq!(a["samples"], 0, "{mode:?}: {a}");
         assert!(
             a["unmeasured"]
                 .as_str()
@@ -769,5 +770,57 @@ fn a_model_with_nothing_to_quantize_is_verified_but_not_measured() {
         assert_eq!(report["verification"]["status"], "passed", "{mode:?}");
         assert!(out.exists(), "{mode:?}");
         std::fs::remove_file(&out).unwrap();
+    }
+}
+
+/// The accuracy search measures on the verification data beyond the calibration set and on at
+/// most 16 calibration samples, spread over the set: calibrating on hundreds of samples does
+/// not make every round run them all.
+#[test]
+fn accuracy_is_measured_on_the_verification_data_and_at_most_16_calibration_samples() {
+    let path = common::real_model("mtcnn_rnet");
+    let stored = path.parent().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // 20 calibration samples: the two stored inputs in turn
+    let calibration = tmp.path().join("calibration");
+    for k in 0..20 {
+        let set = calibration.join(format!("test_data_set_{k}"));
+        std::fs::create_dir_all(&set).unwrap();
+        let from = stored.join(format!("test_data_set_{}", k % 2));
+        std::fs::copy(from.join("input_0.pb"), set.join("input_0.pb")).unwrap();
+    }
+    let out = tmp.path().join("q.onnx");
+    let set0 = stored.join("test_data_set_0");
+    let set1 = stored.join("test_data_set_1");
+    for (calibrate_on, data, samples) in [
+        // 16 of the 20, and both verification sets
+        (&calibration, vec![&set0, &set1], 18),
+        // a verification set that is the calibration set is measured once
+        (&set0, vec![&set0, &set1], 2),
+        // without --data, the calibration samples are the verification data: 16 of them
+        (&calibration, vec![], 16),
+    ] {
+        let mut args = vec![
+            "optimize",
+            s(&path),
+            "-o",
+            s(&out),
+            "--int8",
+            "dynamic",
+            "--calibration",
+            s(calibrate_on),
+            "--json",
+        ];
+        for d in &data {
+            args.extend(["--data", s(d)]);
+        }
+        let o = mdeploy(&args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let report = json(&o);
+        let a = &report["quantize"]["accuracy"];
+        assert_eq!(a["samples"], samples, "{args:?}: {a}");
+        assert!(a["rounds"].as_u64().unwrap() >= 1, "{args:?}: {a}");
+        let verified = if data.is_empty() { 20 } else { data.len() };
+        assert_eq!(report["verification"]["samples"], verified, "{args:?}");
     }
 }
