@@ -75,10 +75,13 @@ fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; it is called before any thread is started
     unsafe {
-        // blocks of any size come from the heap, so a freed one is reused; the free memory at the
-        // heap's top is handed back only past 128 MB
-        libc::mallopt(libc::M_MMAP_THRESHOLD, i32::MAX);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+        // blocks of any size come from the main thread's heap, so a freed one is reused; the free
+        // memory at the heap's top is handed back only past 128 MB. glibc before 2.35 refuses a
+        // threshold over 32 MB: setting the trim threshold alone would then fix the mmap
+        // threshold at its 128 KB start, worse than its default, so nothing is set
+        if libc::mallopt(libc::M_MMAP_THRESHOLD, i32::MAX) == 1 {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+        }
     }
 }
 

@@ -85,7 +85,8 @@ pub struct OptimizeArgs {
     #[arg(long, value_name = "FILE.json")]
     calibration_cache: Option<PathBuf>,
     /// Quantization (fp16, int8, int4): what every output must keep against the float model on
-    /// the calibration and verification data: cosine (`cos=X`), for class scores (a linear
+    /// the verification data and the calibration data (at most 16 samples of it where --data
+    /// gives other verification data): cosine (`cos=X`), for class scores (a linear
     /// layer's, through Softmax or the like) top-1 agreement (`top1=X`), SQNR in dB
     /// (`sqnr=DB`), the fraction of elements on the same side of a decision threshold T
     /// (`agree@T=X`); nodes that lose most return to float until it holds. `;` then

@@ -117,7 +117,7 @@ impl SampleSet {
         let sources = sample_sources(paths)?;
         let len = sources.iter().map(SampleSource::count).sum();
         let first = match sources.iter().find(|s| s.count() > 0) {
-            Some(s) => s.load()?.into_iter().next().map(|s| s.inputs),
+            Some(s) => s.load_inputs()?.into_iter().next().map(|s| s.inputs),
             None => None,
         };
         Ok(SampleSet {
@@ -136,7 +136,8 @@ impl SampleSet {
         for source in &self.sources {
             let end = start + source.count();
             if wanted.peek().is_some_and(|&i| i < end) {
-                let mut read: Vec<Option<Sample>> = source.load()?.into_iter().map(Some).collect();
+                let mut read: Vec<Option<Sample>> =
+                    source.load_inputs()?.into_iter().map(Some).collect();
                 while let Some(i) = wanted.next_if(|&i| i < end) {
                     out.extend(read[i - start].take());
                 }
@@ -170,9 +171,7 @@ impl SampleChunks for SampleSet {
             done
         };
         for source in &self.sources {
-            for mut sample in source.load()? {
-                // outputs a test data directory stores are no calibration's business
-                sample.expected = None;
+            for sample in source.load_inputs()? {
                 let size: usize = sample
                     .inputs
                     .iter()

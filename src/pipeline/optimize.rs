@@ -533,10 +533,11 @@ fn quantize(
         Some(set) => set,
         None => &inputs,
     };
-    // accuracy is measured on the verification data, when given, and on calibration samples
-    // spread over the set, as many as `MEASURED_CALIBRATION_SAMPLES`: every sample measured
-    // costs the search three runs or more (the float model and the candidate with their values
-    // exposed, the candidate as written), against one to calibrate on it
+    // accuracy is measured on the verification data, when given beyond the calibration data,
+    // and on calibration samples spread over the set, as many as
+    // `MEASURED_CALIBRATION_SAMPLES`: every sample measured costs the search three runs or more
+    // (the float model and the candidate with their values exposed, the candidate as written),
+    // against one to calibrate on it
     let held_out_paths: Vec<PathBuf> = req
         .data
         .data
@@ -549,7 +550,13 @@ fn quantize(
     } else {
         crate::verify::load_samples(&held_out_paths)?
     };
-    let measured: Vec<usize> = spread(samples.len(), MEASURED_CALIBRATION_SAMPLES).collect();
+    // where the verification runs on the calibration data (no other --data), the search
+    // measures all of it: what it accepts is what the verification will judge
+    let measured: Vec<usize> = if held_out.is_empty() {
+        (0..samples.len()).collect()
+    } else {
+        spread(samples.len(), MEASURED_CALIBRATION_SAMPLES).collect()
+    };
     let read = match &on_disk {
         Some(set) => set.samples_at(&measured)?,
         None => Vec::new(),

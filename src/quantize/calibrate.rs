@@ -282,23 +282,6 @@ mod tests {
         assert!(Method::parse("kl").is_err());
     }
 
-    /// Samples handed out one chunk each, as a calibration set larger than a chunk is.
-    struct OneByOne<'a>(Vec<&'a [crate::run::NamedTensor]>);
-
-    impl crate::run::SampleChunks for OneByOne<'_> {
-        fn len(&self) -> usize {
-            self.0.len()
-        }
-
-        fn first(&self) -> Option<&[crate::run::NamedTensor]> {
-            <[_]>::first(&self.0).copied()
-        }
-
-        fn each_chunk(&self, f: &mut crate::run::OnChunk) -> Result<(), crate::run::RunError> {
-            self.0.iter().try_for_each(|s| f(&[s]))
-        }
-    }
-
     #[test]
     fn histograms_filled_over_several_runs_and_chunks_give_the_ranges_of_one() {
         use super::super::ranges::Exposure;
@@ -325,9 +308,14 @@ mod tests {
         };
         let (a, b, c) = (sample(0.1), sample(-0.37), sample(0.05));
         let samples = vec![a.as_slice(), b.as_slice(), c.as_slice()];
-        let chunked = OneByOne(samples.clone());
+        let chunked = crate::run::OneByOne {
+            samples: samples.clone(),
+            broken: None,
+        };
         // 256 bytes a value: one value a run
-        let split = Exposure::at(&mut model, &samples).with_budget(256);
+        let split = Exposure::at(&mut model, &[&samples])
+            .unwrap()
+            .with_budget(256);
         assert_eq!(split.runs(&values, 1).len(), 3);
         let ranges = |method, samples: &dyn crate::run::SampleChunks, exposure: &Exposure| {
             activation_ranges(

@@ -217,7 +217,7 @@ pub fn to_int8_dynamic(
             accuracy: None,
         });
     };
-    let exposure = ranges::Exposure::at(model, c.evaluation);
+    let exposure = ranges::Exposure::at(model, &[&c.evaluation])?;
     let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     let outputs = float_outputs(&float);
     let quantize = |reverted: &std::collections::BTreeMap<String, String>| {
@@ -274,7 +274,7 @@ pub fn to_int4(
     target: AccuracyTarget,
     calibration: Calibration,
 ) -> Result<Int4Stage, QuantizeError> {
-    let exposure = ranges::Exposure::at(model, calibration.evaluation);
+    let exposure = ranges::Exposure::at(model, &[&calibration.evaluation])?;
     let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     let outputs = float_outputs(&float);
     let quantize = |reverted: &std::collections::BTreeMap<String, String>| {
@@ -798,14 +798,19 @@ pub fn to_int8_static(
     cache: Option<&CalibrationCache>,
 ) -> Result<(StaticStage, CalibrationCache), QuantizeError> {
     let raise = Raise::to(model, qdq::PER_CHANNEL_OPSET);
-    let exposure = ranges::Exposure::at(model, calibration.evaluation);
+    // calibration runs over every sample: sized at the largest one
+    let exposure = ranges::Exposure::at(model, &[calibration.samples, &calibration.evaluation])?;
     let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     let facts = facts_at(model, calibration.samples.first());
     let plan = qdq::plan_with(model, options, &facts)?;
     let wanted = plan.activations();
     // a model whose key cannot be made (unreadable external data shows up later anyway) is
     // calibrated every time: an empty key matches no cache
-    let key = calibration_key(model, calibration.samples).unwrap_or_default();
+    let key = match calibration_key(model, calibration.samples) {
+        Ok(key) => key,
+        Err(e @ QuantizeError::Run(crate::run::RunError::Samples(_))) => return Err(e),
+        Err(_) => String::new(),
+    };
     let cached = cache.filter(|c| {
         c.format == CALIBRATION_CACHE_FORMAT
             && c.method == method
@@ -1329,7 +1334,7 @@ pub fn to_fp16(
             accuracy: None,
         });
     };
-    let exposure = ranges::Exposure::at(model, c.evaluation);
+    let exposure = ranges::Exposure::at(model, &[c.samples, &c.evaluation])?;
     let facts = crate::infer::Inference::of_model(model);
     let values = ranges::float_activations(model, &facts);
     let (engine, ranges) = ranges::in_measuring_engine(c.engine, |engine| {

@@ -173,15 +173,26 @@ pub struct Exposure {
 }
 
 impl Exposure {
-    /// The sizes of `model`'s values with its inputs at the shapes of the largest of `samples`
-    /// (the most input elements), the model left as it was; a run's budget from the memory
-    /// available ([`exposed_bytes_per_run`]).
-    pub fn at(model: &mut Model, samples: &[&[NamedTensor]]) -> Exposure {
-        let largest = samples
-            .iter()
-            .max_by_key(|s| s.iter().map(|t| t.tensor.len()).sum::<usize>())
-            .copied();
-        let facts = super::facts_at(model, largest);
+    /// The sizes of `model`'s values with its inputs at the shapes of the largest sample of
+    /// `sets` (the most input elements; every set is read through), the model left as it was;
+    /// a run's budget from the memory available ([`exposed_bytes_per_run`]).
+    pub fn at(
+        model: &mut Model,
+        sets: &[&dyn SampleChunks],
+    ) -> Result<Exposure, crate::run::RunError> {
+        let mut largest: Option<(usize, Vec<NamedTensor>)> = None;
+        for set in sets {
+            set.each_chunk(&mut |chunk| {
+                for s in chunk {
+                    let n = s.iter().map(|t| t.tensor.len()).sum::<usize>();
+                    if largest.as_ref().is_none_or(|(m, _)| n > *m) {
+                        largest = Some((n, s.to_vec()));
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        let facts = super::facts_at(model, largest.as_ref().map(|(_, s)| s.as_slice()));
         let bytes = facts
             .iter()
             .filter_map(|(name, fact)| {
@@ -193,10 +204,10 @@ impl Exposure {
                 Some((name.clone(), bytes as u64))
             })
             .collect();
-        Exposure {
+        Ok(Exposure {
             bytes,
             budget: exposed_bytes_per_run(),
-        }
+        })
     }
 
     /// The same sizes with another budget a run.
@@ -1349,7 +1360,9 @@ mod tests {
             }]
         };
         let (small, large) = (sample(2), sample(5));
-        let exposure = Exposure::at(&mut model, &[&small, &large, &small]);
+        // the largest of every set given, whichever set holds it
+        let (first, second) = ([small.as_slice()], [large.as_slice(), small.as_slice()]);
+        let exposure = Exposure::at(&mut model, &[&first, &second]).unwrap();
         assert_eq!(exposure.bytes["r"], 5 * 3 * 4);
         assert_eq!(exposure.bytes["h"], 5 * 3 * 2);
         assert_eq!(model.proto, before, "the model is left as it was");
@@ -1391,7 +1404,8 @@ mod tests {
             x([[-1.0, 4.0, 2.0, 0.1], [2.0, 2.5, 0.0, -3.0]]),
         );
         let samples = [p.as_slice(), q.as_slice()];
-        let mut split = Exposure::at(&mut Model::from_proto(proto(0.0), ".".into()), &samples);
+        let mut split =
+            Exposure::at(&mut Model::from_proto(proto(0.0), ".".into()), &[&samples]).unwrap();
         let whole_sizes = split.clone();
         split.budget = 80;
         assert_eq!(split.runs(&values, 2).len(), 4);

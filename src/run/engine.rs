@@ -535,6 +535,40 @@ pub fn run_each(
     }
 }
 
+/// Samples handed out one chunk each, as a set larger than a chunk is; reading the one at
+/// `broken` fails, as a truncated file does.
+#[cfg(test)]
+pub(crate) struct OneByOne<'a> {
+    pub samples: Vec<&'a [NamedTensor]>,
+    pub broken: Option<usize>,
+}
+
+#[cfg(test)]
+impl SampleChunks for OneByOne<'_> {
+    fn len(&self) -> usize {
+        self.samples[..].len()
+    }
+
+    fn first(&self) -> Option<&[NamedTensor]> {
+        self.samples[..].first().copied()
+    }
+
+    fn each_chunk(&self, f: &mut OnChunk) -> Result<(), RunError> {
+        for (k, s) in self.samples.iter().enumerate() {
+            if Some(k) == self.broken {
+                return Err(RunError::Samples(
+                    crate::run::tensor_io::TensorIoError::Format {
+                        path: format!("test_data_set_{k}").into(),
+                        what: "truncated".into(),
+                    },
+                ));
+            }
+            f(&[s])?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,37 +676,6 @@ mod tests {
         assert!(ints.floats().is_none());
     }
 
-    /// Chunks of one sample each; reading the one at `broken` fails.
-    struct Chunks<'a> {
-        samples: Vec<&'a [NamedTensor]>,
-        broken: usize,
-    }
-
-    impl SampleChunks for Chunks<'_> {
-        fn len(&self) -> usize {
-            self.samples.len()
-        }
-
-        fn first(&self) -> Option<&[NamedTensor]> {
-            self.samples[..].first().copied()
-        }
-
-        fn each_chunk(&self, f: &mut OnChunk) -> Result<(), RunError> {
-            for (k, s) in self.samples.iter().enumerate() {
-                if k == self.broken {
-                    return Err(RunError::Samples(
-                        crate::run::tensor_io::TensorIoError::Format {
-                            path: "set_1".into(),
-                            what: "truncated".into(),
-                        },
-                    ));
-                }
-                f(&[s])?;
-            }
-            Ok(())
-        }
-    }
-
     /// Chunk after chunk, the samples are numbered in order as from one slice; a sample that
     /// cannot be read ends the runs with that error (in no other engine: it is the data's).
     #[test]
@@ -694,9 +697,9 @@ mod tests {
         let first =
             |outputs: &[NamedTensor]| outputs[0].tensor.to_plain_array_view::<f32>().unwrap()[0];
         let mut seen = Vec::new();
-        let whole = Chunks {
+        let whole = OneByOne {
             samples: samples.clone(),
-            broken: usize::MAX,
+            broken: None,
         };
         run_each(&model, EngineChoice::Auto, &whole, |k, out| {
             seen.push((k, first(&out)))
@@ -704,7 +707,10 @@ mod tests {
         .unwrap();
         assert_eq!(seen, [(0, -1.0), (1, -2.0), (2, -3.0)]);
         let mut seen = Vec::new();
-        let broken = Chunks { samples, broken: 1 };
+        let broken = OneByOne {
+            samples,
+            broken: Some(1),
+        };
         let e = run_each(&model, EngineChoice::Auto, &broken, |k, out| {
             seen.push((k, first(&out)))
         })

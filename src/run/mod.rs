@@ -14,6 +14,8 @@ use std::sync::Arc;
 use prost::Message;
 use tract_onnx::prelude::*;
 
+#[cfg(test)]
+pub(crate) use engine::OneByOne;
 pub use engine::{
     Engine, EngineChoice, EngineKind, Floats, OnChunk, RawOutput, SampleChunks, auto_order,
     in_either, is_input_problem, ort_available, run_all, run_each,

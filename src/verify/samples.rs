@@ -70,12 +70,14 @@ pub fn sample_sources(paths: &[PathBuf]) -> Result<Vec<SampleSource>, TensorIoEr
                 kind: SourceKind::Npz,
                 count,
             });
-        } else {
+        } else if path.is_file() {
             sources.push(SampleSource {
                 path: path.clone(),
                 kind: SourceKind::File,
                 count: 1,
             });
+        } else {
+            return Err(no_data(path, "no such file or directory"));
         }
     }
     Ok(sources)
@@ -89,10 +91,23 @@ impl SampleSource {
 
     /// Reads its samples (as many as listed: a file that changed since is refused).
     pub fn load(&self) -> Result<Vec<Sample>, TensorIoError> {
+        self.read(true)
+    }
+
+    /// Reads its samples' inputs only (a test data directory's `output_K.pb` left unread).
+    pub fn load_inputs(&self) -> Result<Vec<Sample>, TensorIoError> {
+        self.read(false)
+    }
+
+    fn read(&self, outputs: bool) -> Result<Vec<Sample>, TensorIoError> {
         let path = &self.path;
         let samples = match self.kind {
             SourceKind::Dir => {
-                let expected = read_pb_dir(path, "output")?;
+                let expected = if outputs {
+                    read_pb_dir(path, "output")?
+                } else {
+                    Vec::new()
+                };
                 vec![Sample {
                     origin: path.display().to_string(),
                     inputs: read_pb_dir(path, "input")?,

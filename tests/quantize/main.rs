@@ -775,7 +775,9 @@ fn a_model_with_nothing_to_quantize_is_verified_but_not_measured() {
 
 /// The accuracy search measures on the verification data beyond the calibration set and on at
 /// most 16 calibration samples, spread over the set: calibrating on hundreds of samples does
-/// not make every round run them all.
+/// not make every round run them all. Without other verification data it measures all the
+/// calibration data, which the verification then runs on. Calibration still reads every
+/// sample: one that cannot be read is an error naming it.
 #[test]
 fn accuracy_is_measured_on_the_verification_data_and_at_most_16_calibration_samples() {
     let path = common::real_model("mtcnn_rnet");
@@ -797,8 +799,8 @@ fn accuracy_is_measured_on_the_verification_data_and_at_most_16_calibration_samp
         (&calibration, vec![&set0, &set1], 18),
         // a verification set that is the calibration set is measured once
         (&set0, vec![&set0, &set1], 2),
-        // without --data, the calibration samples are the verification data: 16 of them
-        (&calibration, vec![], 16),
+        // without --data, the calibration samples are the verification data: all of them
+        (&calibration, vec![], 20),
     ] {
         let mut args = vec![
             "optimize",
@@ -823,4 +825,26 @@ fn accuracy_is_measured_on_the_verification_data_and_at_most_16_calibration_samp
         let verified = if data.is_empty() { 20 } else { data.len() };
         assert_eq!(report["verification"]["samples"], verified, "{args:?}");
     }
+    // a sample no search round measures, truncated: static calibration reads it
+    let broken = calibration.join("test_data_set_7").join("input_0.pb");
+    let bytes = std::fs::read(&broken).unwrap();
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    let o = mdeploy(&[
+        "optimize",
+        s(&path),
+        "-o",
+        s(&out),
+        "--int8",
+        "static",
+        "--int8-placement",
+        "all",
+        "--calibration",
+        s(&calibration),
+        "--data",
+        s(&set0),
+        "--data",
+        s(&set1),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("test_data_set_7"), "{}", stderr(&o));
 }
