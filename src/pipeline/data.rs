@@ -5,8 +5,10 @@ use std::path::PathBuf;
 
 use crate::error::UsageError;
 use crate::onnx::Model;
-use crate::run::{EngineChoice, InputShapes, graph_inputs, random_inputs};
-use crate::run::{NamedTensor, RunError, SampleChunks};
+use crate::run::{
+    EngineChoice, InputShapes, NamedTensor, OnChunk, RunError, SampleChunks, graph_inputs,
+    random_inputs,
+};
 use crate::verify::{Sample, SampleSource, load_samples, sample_sources};
 
 /// Where samples come from and what runs them.
@@ -157,7 +159,7 @@ impl SampleChunks for SampleSet {
         self.first.as_deref()
     }
 
-    fn each_chunk(&self, f: &mut crate::run::OnChunk) -> Result<(), RunError> {
+    fn each_chunk(&self, f: &mut OnChunk) -> Result<(), RunError> {
         let mut chunk: Vec<Sample> = Vec::new();
         let mut bytes = 0;
         let mut flush = |chunk: &mut Vec<Sample>| -> Result<(), RunError> {

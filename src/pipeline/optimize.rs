@@ -18,8 +18,7 @@ use crate::passes::{
 use crate::progress::Progress;
 use crate::quantize::calibrate::Method;
 use crate::quantize::{AccuracyTarget, CalibrationCache, QuantizeReport};
-use crate::run::NamedTensor;
-use crate::run::SampleChunks;
+use crate::run::{NamedTensor, SampleChunks};
 use crate::verify::{Inputs, Preset, Status, Tolerance, VerifyReport, verify_models};
 
 /// The report's format name.
