@@ -57,7 +57,8 @@ pub struct OptimizeArgs {
     /// Lossy: int8 quantization. `dynamic`: MatMul/Gemm weights int8 per channel, activations
     /// quantized at run time (DynamicQuantizeLinear + MatMulInteger); Conv stays float.
     /// `static`: QDQ with int8 weights per channel and activation ranges calibrated on
-    /// --calibration data (Conv, ConvTranspose, Gemm, MatMul).
+    /// --calibration data (Conv, ConvTranspose, Gemm, MatMul; embedding tables read by Gather
+    /// become int8 rows with a scale each).
     #[arg(long, value_enum, value_name = "MODE", conflicts_with = "fp16")]
     int8: Option<Int8>,
     /// Lossy: 4-bit weights. `weight-only`: MatMul weights become uint4 in blocks of rows (a
@@ -94,7 +95,7 @@ pub struct OptimizeArgs {
     /// verification holds it to alone (e.g. `cos=0.99,top1=1;last_hidden_state:cos=0.95`).
     #[arg(long, value_name = "cos=X,top1=Y[;OUTPUT:cos=X]", default_value = mdeploy::quantize::AccuracyTarget::DEFAULT, value_parser = mdeploy::quantize::AccuracyTarget::parse)]
     accuracy_target: mdeploy::quantize::AccuracyTarget,
-    /// Static int8: the op types to quantize (default Conv,ConvTranspose,Gemm,MatMul).
+    /// Static int8: the op types to quantize (default Conv,ConvTranspose,Gemm,MatMul,Gather).
     #[arg(long, value_delimiter = ',', value_name = "OPS")]
     int8_ops: Vec<String>,
     /// Static int8: the activations' type, uint8 (default: what onnxruntime's x86 int8 kernels

@@ -121,7 +121,7 @@ struct Quantizer<'a> {
 
 /// Where the weight sits in a product.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub(super) enum Side {
     /// `A x W`: per column of `W`.
     Right,
     /// `W x X`: per row of `W`.
@@ -162,7 +162,9 @@ impl Quantizer<'_> {
                         reason: reason.clone(),
                     });
                 } else if let Some(weight) = self.table(&edit, outer, &node) {
-                    self.rewrite_gather(&mut edit, &node, &label, &weight, &mut added);
+                    let quantized =
+                        super::embedding::rewrite(&mut edit, &node, &label, &weight, &mut added);
+                    self.report.quantized.push(quantized);
                     doomed.push(i);
                 }
                 continue;
@@ -290,8 +292,8 @@ impl Quantizer<'_> {
         Ok(())
     }
 
-    /// The embedding table a Gather reads along axis 0, if it is a large 2-D float constant
-    /// and the node is not excluded.
+    /// The embedding table a Gather reads ([`super::embedding::table`]), unless the node is
+    /// excluded or the model's opset is below the mode's.
     fn table(
         &self,
         graph: &Graph,
@@ -300,79 +302,10 @@ impl Quantizer<'_> {
     ) -> Option<Weight> {
         let excluded = self.options.exclude_nodes.contains(node.name())
             || self.options.exclude_op_types.contains(node.op_type());
-        let axis = attr_i(node, "axis", 0);
-        let float = self.facts.elem_type(&node.input[0]) == Some(DataType::Float);
-        if excluded
-            || !float
-            || self.opset < DYNAMIC_QUANTIZE_OPSET
-            || !matches!(axis, 0 | -2)
-            || node.input.len() != 2
-        {
+        if excluded || self.opset < DYNAMIC_QUANTIZE_OPSET {
             return None;
         }
-        let w = super::weights::matrix(self.ctx, graph, outer, &node.input[0], false).ok()??;
-        (w.values.len() >= MIN_WEIGHT_ELEMENTS).then_some(w)
-    }
-
-    /// `Gather(W, ids)` becomes `Cast<f32>(Gather(W_q, ids)) * Gather(w_scale[V,1], ids)`: int8
-    /// rows with one scale per row.
-    fn rewrite_gather(
-        &mut self,
-        edit: &mut Graph,
-        node: &NodeProto,
-        label: &str,
-        weight: &Weight,
-        added: &mut Vec<NodeProto>,
-    ) {
-        let output = node.output[0].clone();
-        let ids = node.input[1].clone();
-        let base = if node.name().is_empty() {
-            output.clone()
-        } else {
-            node.name().to_string()
-        };
-        let (q, sqnr) = quantize_weight(weight, Side::Left, 1.0);
-        let w_q = edit.add_initializer(&format!("{}_quantized", weight.name), q.tensor);
-        let w_scale = edit.add_initializer(&format!("{}_scale", weight.name), q.scale);
-        let rows = edit.fresh_name(&format!("{output}_int8"));
-        let float = edit.fresh_name(&format!("{output}_float"));
-        let scale = edit.fresh_name(&format!("{output}_scale"));
-        added.push(super::new_node(
-            "Gather",
-            &format!("{base}/rows"),
-            &[&w_q, &ids],
-            &[&rows],
-            vec![],
-        ));
-        added.push(super::new_node(
-            "Cast",
-            &format!("{base}/to_float"),
-            &[&rows],
-            &[&float],
-            vec![attr_int("to", DataType::Float.code().into())],
-        ));
-        added.push(super::new_node(
-            "Gather",
-            &format!("{base}/scales"),
-            &[&w_scale, &ids],
-            &[&scale],
-            vec![],
-        ));
-        added.push(super::new_node(
-            "Mul",
-            &format!("{base}/rescale"),
-            &[&float, &scale],
-            &[&output],
-            vec![],
-        ));
-        self.report.quantized.push(QuantizedNode {
-            node: label.to_string(),
-            op: "Gather".into(),
-            output,
-            weight: weight.name.clone(),
-            weight_shape: weight.dims,
-            weight_sqnr_db: sqnr,
-        });
+        super::embedding::table(self.ctx, self.facts, graph, outer, node)
     }
 
     /// What to quantize in `node`: its activation, the weight's side, the weight, and a bias to
@@ -439,15 +372,15 @@ impl Quantizer<'_> {
     }
 }
 
-struct QuantizedWeight {
-    tensor: TensorProto,
-    scale: TensorProto,
+pub(super) struct QuantizedWeight {
+    pub(super) tensor: TensorProto,
+    pub(super) scale: TensorProto,
 }
 
 /// Symmetric int8 per output channel (columns on the right, rows on the left), zero point 0 and
 /// the range [-127, 127]; the scale tensor carries `alpha` (Gemm's) too. Returns the tensors
 /// and the weight's SQNR in dB.
-fn quantize_weight(w: &Weight, side: Side, alpha: f32) -> (QuantizedWeight, f64) {
+pub(super) fn quantize_weight(w: &Weight, side: Side, alpha: f32) -> (QuantizedWeight, f64) {
     let [rows, cols] = w.dims;
     let axis = if side == Side::Right { 1 } else { 0 };
     let q = super::weights::quantize_symmetric(&w.values, &w.dims, Some(axis));

@@ -3,6 +3,7 @@
 
 pub mod calibrate;
 pub mod dynamic;
+pub mod embedding;
 pub mod fp16;
 mod fp16_ops;
 pub mod int4;

@@ -26,6 +26,9 @@
 //! - What is not quantized by default keeps transformers accurate: LayerNormalization and its
 //!   decomposition, Softmax, GELU/Erf and residual Adds are not among the quantized ops, and a
 //!   MatMul of two activations (attention scores, attention times values) stays float.
+//! - Embedding tables (a Gather along axis 0 of a large float constant) become int8 rows with
+//!   a scale per row, as in dynamic int8 ([`super::embedding`]): no Q/DQ pair, since a
+//!   DequantizeLinear of the whole table would run on every run.
 //! - The main graph only: bodies of If/Loop/Scan stay float.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -45,7 +48,8 @@ use crate::onnx::{DataType, Model};
 use crate::passes::PassContext;
 
 /// The ops quantized by default.
-pub const QUANTIZED_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
+/// Gather is quantized where it looks rows up in an embedding table ([`super::embedding`]).
+pub const QUANTIZED_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul", "Gather"];
 /// Ops whose int8 output is their int8 input rearranged or selected: they share its parameters.
 pub const PASS_THROUGH: &[&str] = &[
     "Reshape",
@@ -183,9 +187,20 @@ struct Planned {
     relu_after: Option<String>,
 }
 
+/// A Gather whose embedding table becomes int8 rows.
+#[derive(Debug, Clone)]
+struct PlannedTable {
+    index: usize,
+    label: String,
+    output: String,
+    ids: String,
+}
+
 /// What static quantization will do: the nodes, and the activations whose ranges it needs.
 pub struct StaticPlan {
     nodes: Vec<Planned>,
+    /// Embedding tables to quantize (weights only: no activation range).
+    tables: Vec<PlannedTable>,
     /// Activation -> the value whose parameters it shares (itself, or the upstream end of its
     /// pass-through chain).
     groups: BTreeMap<String, String>,
@@ -200,11 +215,11 @@ pub struct StaticPlan {
 impl StaticPlan {
     /// The nodes planned.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.nodes.len() + self.tables.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.len() == 0
     }
 
     /// Every activation to calibrate: those with a pair, and every output that may get one
@@ -244,21 +259,46 @@ pub fn plan_with(
         .clone()
         .unwrap_or_else(|| QUANTIZED_OPS.iter().map(|s| s.to_string()).collect());
     let mut nodes = Vec::new();
+    let mut tables = Vec::new();
     let mut kept_float = Vec::new();
+    let no_outer = HashMap::new();
     for (i, node) in graph.nodes().iter().enumerate() {
         if !ops.contains(node.op_type()) || !matches!(node.domain(), "" | "ai.onnx") {
             continue;
         }
-        let reason = if opset < 10 {
-            Err(format!(
+        let refused = if opset < 10 {
+            Some(format!(
                 "QuantizeLinear needs opset 10; the model has {opset}"
             ))
         } else if options.exclude_nodes.contains(node.name()) {
-            Err("excluded by --exclude-nodes".to_string())
+            Some("excluded by --exclude-nodes".to_string())
         } else if options.exclude_op_types.contains(node.op_type()) {
-            Err("excluded by --exclude-op-types".to_string())
+            Some("excluded by --exclude-op-types".to_string())
         } else {
-            plan_node(&graph, facts, &ctx, node, i, per_channel)
+            None
+        };
+        if node.op_type() == "Gather" {
+            // an embedding table; other Gathers (most index shapes) are not reported
+            if super::embedding::table(&ctx, facts, &graph, &no_outer, node).is_some() {
+                match refused {
+                    Some(reason) => kept_float.push(KeptFloat {
+                        node: node_label(node, i),
+                        op: node.op_type().into(),
+                        reason,
+                    }),
+                    None => tables.push(PlannedTable {
+                        index: i,
+                        label: node_label(node, i),
+                        output: node.output[0].clone(),
+                        ids: node.input[1].clone(),
+                    }),
+                }
+            }
+            continue;
+        }
+        let reason = match refused {
+            Some(reason) => Err(reason),
+            None => plan_node(&graph, facts, &ctx, node, i, per_channel),
         };
         match reason {
             Ok(p) => nodes.push(p),
@@ -332,7 +372,11 @@ pub fn plan_with(
         }
     }
     // the nearest quantized nodes upstream of each one's input
-    let outputs: HashSet<String> = nodes.iter().map(|p| p.output.clone()).collect();
+    let outputs: HashSet<String> = nodes
+        .iter()
+        .map(|p| p.output.clone())
+        .chain(tables.iter().map(|t| t.output.clone()))
+        .collect();
     for p in &mut nodes {
         let mut stack = vec![p.activation.clone()];
         let mut seen = HashSet::new();
@@ -352,6 +396,7 @@ pub fn plan_with(
     let (groups, outputs) = groups_of(&nodes);
     Ok(StaticPlan {
         nodes,
+        tables,
         groups,
         outputs,
         kept_float,
@@ -402,23 +447,36 @@ impl StaticPlan {
             .filter(|p| !reverted.contains_key(&p.output))
             .cloned()
             .collect();
+        let tables: Vec<PlannedTable> = self
+            .tables
+            .iter()
+            .filter(|t| !reverted.contains_key(&t.output))
+            .cloned()
+            .collect();
         let mut kept_float = self.kept_float.clone();
-        for p in self
+        let planned = self
             .nodes
             .iter()
-            .filter(|p| reverted.contains_key(&p.output))
-        {
-            kept_float.push(KeptFloat {
-                node: p.label.clone(),
-                op: p.op.clone(),
-                reason: reverted[&p.output].clone(),
-            });
+            .map(|p| (p.label.as_str(), p.op.as_str(), p.output.as_str()));
+        let gathers = self
+            .tables
+            .iter()
+            .map(|t| (t.label.as_str(), "Gather", t.output.as_str()));
+        for (label, op, output) in planned.chain(gathers) {
+            if let Some(reason) = reverted.get(output) {
+                kept_float.push(KeptFloat {
+                    node: label.to_string(),
+                    op: op.to_string(),
+                    reason: reason.clone(),
+                });
+            }
         }
         let (groups, outputs) = groups_of(&nodes);
         StaticPlan {
             groups,
             outputs,
             nodes,
+            tables,
             kept_float,
             per_channel: self.per_channel,
             activation_type: self.activation_type,
@@ -434,11 +492,16 @@ impl StaticPlan {
             .map_or(&[], |p| p.upstream.as_slice())
     }
 
-    /// Each planned node's output and the activation it reads.
+    /// Each planned node's output and the value it reads (an embedding table's: its ids).
     pub fn nodes(&self) -> impl Iterator<Item = (&str, &str)> {
+        let tables = self
+            .tables
+            .iter()
+            .map(|t| (t.output.as_str(), t.ids.as_str()));
         self.nodes
             .iter()
             .map(|p| (p.output.as_str(), p.activation.as_str()))
+            .chain(tables)
     }
 }
 
@@ -739,6 +802,26 @@ pub fn apply(
             weight_sqnr_db: q.sqnr_db,
         });
     }
+    // embedding tables become int8 rows (after the nodes above, which are found by index)
+    let mut doomed = Vec::new();
+    for t in &plan.tables {
+        let node = edit.nodes()[t.index].clone();
+        let table = super::weights::matrix(&ctx, &edit, &HashMap::new(), &node.input[0], false)
+            .ok()
+            .flatten();
+        let Some(table) = table else {
+            report.kept_float.push(KeptFloat {
+                node: t.label.clone(),
+                op: "Gather".into(),
+                reason: "its table could not be read".into(),
+            });
+            continue;
+        };
+        let quantized = super::embedding::rewrite(&mut edit, &node, &t.label, &table, &mut added);
+        report.quantized.push(quantized);
+        doomed.push(t.index);
+    }
+    edit.remove_nodes(&doomed);
     edit.proto_mut().node.extend(added);
     edit.sort_topologically()?;
     *model.graph_mut() = edit.into_proto();

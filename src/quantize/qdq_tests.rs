@@ -383,3 +383,67 @@ fn a_maxpool_between_a_float_op_and_a_conv_counts_against_int8() {
     assert_eq!(p.activations(), ["c2", "r"]);
     assert_eq!(plan(&m, &every_node()).unwrap().len(), 2);
 }
+
+/// ids -> Gather(E) -> MatMul(W) -> y: an embedding table read by a quantized product.
+fn embedding_then_matmul() -> ModelProto {
+    ModelBuilder::new(17)
+        .input("ids", DataType::Int64, &["2", "5"])
+        .initializer_f32("E", &[40, 16], &weights(640, 0.05))
+        .initializer_f32("W", &[16, 32], &weights(512, 0.04))
+        .node("Gather", &["E", "ids"], &["e"])
+        .node("MatMul", &["e", "W"], &["y"])
+        .output("y", DataType::Float, &["2", "5", "32"])
+        .build()
+}
+
+#[test]
+fn an_embedding_table_becomes_int8_rows_and_returns_to_float_when_reverted() {
+    let before = embedding_then_matmul();
+    let m = model(before.clone());
+    let plan = plan(&m, &every_node()).unwrap();
+    assert_eq!(plan.len(), 2);
+    // the table's ids are no activation: only the MatMul's input is calibrated
+    assert_eq!(plan.activations(), ["e"]);
+    // the MatMul reads the table's rows: they are its upstream quantized value
+    assert_eq!(plan.upstream_outputs("y"), ["e"]);
+    let ranges: BTreeMap<String, (f32, f32)> = [("e".to_string(), (-0.6, 0.6))].into();
+    let mut q = model(before.clone());
+    let report = apply(&mut q, &plan, &ranges).unwrap();
+    let ops: Vec<&str> = report.quantized.iter().map(|n| n.op.as_str()).collect();
+    assert_eq!(ops, ["MatMul", "Gather"]);
+    let table = q
+        .graph()
+        .initializer
+        .iter()
+        .find(|t| t.name() == "E_quantized")
+        .expect("the table as int8 rows");
+    assert_eq!(table.data_type(), DataType::Int8.code());
+    assert!(q.graph().initializer.iter().all(|t| t.name() != "E"));
+    assert!(Inference::of_model(&q).type_errors(&q).is_empty());
+    let d = max_difference(&before, &q.proto);
+    assert!(d < 0.05, "int8 rows and product drifted by {d}");
+    // returned to float, the Gather reads the float table again
+    let reverted: BTreeMap<String, String> = [("e".to_string(), "test".to_string())].into();
+    let mut f = model(before.clone());
+    let report = apply(&mut f, &plan.without(&reverted), &ranges).unwrap();
+    assert_eq!(report.quantized.len(), 1);
+    assert!(
+        report
+            .kept_float
+            .iter()
+            .any(|k| k.op == "Gather" && k.reason == "test")
+    );
+    assert!(
+        f.graph()
+            .node
+            .iter()
+            .any(|n| n.op_type() == "Gather" && n.input[0] == "E")
+    );
+    // and op types chosen without Gather leave it alone, unreported
+    let matmul_only = StaticOptions {
+        ops: Some(["MatMul".to_string()].into()),
+        ..every_node()
+    };
+    let plan = super::plan(&m, &matmul_only).unwrap();
+    assert_eq!(plan.len(), 1);
+}

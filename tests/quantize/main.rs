@@ -293,11 +293,22 @@ fn every_real_model_quantizes_to_static_int8_within_its_accuracy_target() {
             .iter()
             .filter(|n| n.op_type() == "DequantizeLinear")
             .count();
-        let quantized = q["quantized"].as_array().unwrap().len();
+        let quantized = q["quantized"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["op"] != "Gather")
+            .count();
         assert!(
             dq >= quantized,
             "{name}: {dq} DequantizeLinear for {quantized} nodes"
         );
+        // embedding tables are int8 rows (no DequantizeLinear): bert's word, position and
+        // token type tables, most of its file
+        let tables = q["quantized"].as_array().unwrap().len() - quantized;
+        if name == "bert_tiny_random" {
+            assert_eq!(tables, 3, "{name}");
+        }
         // the cache is reused, and gives the same model
         let first = std::fs::read(&out).unwrap();
         let r = json(&mdeploy(&args));

@@ -1,0 +1,108 @@
+//! Embedding tables: a Gather along axis 0 of a large 2-D float constant becomes int8 rows with
+//! a scale per row, looked up by the same ids. Dynamic and static int8 both rewrite them this
+//! way (standard ONNX, no activation range needed: the rows are weights).
+//!
+//! ```text
+//!   Gather(W:f32[V,D], ids)
+//! becomes
+//!   Cast<f32>(Gather(W_q:i8[V,D], ids)) * Gather(w_scale:f32[V,1], ids)
+//! ```
+//!
+//! A table read through DequantizeLinear instead would be dequantized whole on every run (the
+//! runtime does not fold a DequantizeLinear of a constant in a QDQ model); this form reads only
+//! the rows looked up.
+
+use std::collections::HashMap;
+
+use super::dynamic::{MIN_WEIGHT_ELEMENTS, QuantizedNode, Side, quantize_weight};
+use super::weights::Matrix;
+use crate::graph::Graph;
+use crate::graph::builder::attr_int;
+use crate::infer::Inference;
+use crate::onnx::DataType;
+use crate::onnx::attributes::attr_i;
+use crate::onnx::proto::{NodeProto, TensorProto};
+use crate::passes::PassContext;
+
+/// The table `node` looks rows up in, if it is a Gather along axis 0 of a float constant of
+/// at least [`MIN_WEIGHT_ELEMENTS`] (initializer or Constant node, behind Identity or a Cast to
+/// float, here or in an enclosing graph). Other Gathers (most index shapes) are no tables.
+pub fn table(
+    ctx: &PassContext,
+    facts: &Inference,
+    graph: &Graph,
+    outer: &HashMap<String, TensorProto>,
+    node: &NodeProto,
+) -> Option<Matrix> {
+    let is_table = node.op_type() == "Gather"
+        && matches!(node.domain(), "" | "ai.onnx")
+        && node.input.len() == 2
+        && matches!(attr_i(node, "axis", 0), 0 | -2)
+        && facts.elem_type(&node.input[0]) == Some(DataType::Float);
+    if !is_table {
+        return None;
+    }
+    let w = super::weights::matrix(ctx, graph, outer, &node.input[0], false).ok()??;
+    (w.values.len() >= MIN_WEIGHT_ELEMENTS).then_some(w)
+}
+
+/// Rewrites `node` (a Gather of `table`, which [`table`] found) as int8 rows: the new nodes go to
+/// `added`, and the caller removes `node`. Returns what was quantized.
+pub fn rewrite(
+    edit: &mut Graph,
+    node: &NodeProto,
+    label: &str,
+    table: &Matrix,
+    added: &mut Vec<NodeProto>,
+) -> QuantizedNode {
+    let output = node.output[0].clone();
+    let ids = node.input[1].clone();
+    let base = if node.name().is_empty() {
+        output.clone()
+    } else {
+        node.name().to_string()
+    };
+    let (q, sqnr) = quantize_weight(table, Side::Left, 1.0);
+    let w_q = edit.add_initializer(&format!("{}_quantized", table.name), q.tensor);
+    let w_scale = edit.add_initializer(&format!("{}_scale", table.name), q.scale);
+    let rows = edit.fresh_name(&format!("{output}_int8"));
+    let float = edit.fresh_name(&format!("{output}_float"));
+    let scale = edit.fresh_name(&format!("{output}_scale"));
+    let new = super::new_node;
+    added.push(new(
+        "Gather",
+        &format!("{base}/rows"),
+        &[&w_q, &ids],
+        &[&rows],
+        vec![],
+    ));
+    added.push(new(
+        "Cast",
+        &format!("{base}/to_float"),
+        &[&rows],
+        &[&float],
+        vec![attr_int("to", DataType::Float.code().into())],
+    ));
+    added.push(new(
+        "Gather",
+        &format!("{base}/scales"),
+        &[&w_scale, &ids],
+        &[&scale],
+        vec![],
+    ));
+    added.push(new(
+        "Mul",
+        &format!("{base}/rescale"),
+        &[&float, &scale],
+        &[&output],
+        vec![],
+    ));
+    QuantizedNode {
+        node: label.to_string(),
+        op: "Gather".into(),
+        output,
+        weight: table.name.clone(),
+        weight_shape: table.dims,
+        weight_sqnr_db: sqnr,
+    }
+}
