@@ -1,5 +1,6 @@
 //! Static int8 quantization in the QDQ format: QuantizeLinear/DequantizeLinear pairs around the
-//! values a Conv, ConvTranspose, Gemm or MatMul reads, with ranges calibrated beforehand.
+//! values a Conv, ConvTranspose, Gemm or MatMul reads, with ranges calibrated beforehand; and
+//! embedding tables a Gather reads, as int8 rows.
 //!
 //! ```text
 //!   x ─ Conv(W, B) ─            becomes

@@ -446,4 +446,16 @@ fn an_embedding_table_becomes_int8_rows_and_returns_to_float_when_reverted() {
     };
     let plan = super::plan(&m, &matmul_only).unwrap();
     assert_eq!(plan.len(), 1);
+    let mut o = model(before.clone());
+    let report = apply(&mut o, &plan, &ranges).unwrap();
+    assert!(
+        report.kept_float.iter().all(|k| k.op != "Gather"),
+        "{report:?}"
+    );
+    assert!(
+        o.graph()
+            .node
+            .iter()
+            .any(|n| n.op_type() == "Gather" && n.input[0] == "E")
+    );
 }
