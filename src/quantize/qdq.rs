@@ -189,12 +189,14 @@ struct Planned {
 }
 
 /// A Gather whose embedding table becomes int8 rows.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct PlannedTable {
     index: usize,
     label: String,
     output: String,
     ids: String,
+    /// The table, read once for every round's rewrite.
+    table: std::rc::Rc<super::weights::Matrix>,
 }
 
 /// What static quantization will do: the nodes, and the activations whose ranges it needs.
@@ -280,7 +282,7 @@ pub fn plan_with(
         };
         if node.op_type() == "Gather" {
             // an embedding table; other Gathers (most index shapes) are not reported
-            if super::embedding::table(&ctx, facts, &graph, &no_outer, node).is_some() {
+            if let Some(table) = super::embedding::table(&ctx, facts, &graph, &no_outer, node) {
                 match refused {
                     Some(reason) => kept_float.push(KeptFloat {
                         node: node_label(node, i),
@@ -292,6 +294,7 @@ pub fn plan_with(
                         label: node_label(node, i),
                         output: node.output[0].clone(),
                         ids: node.input[1].clone(),
+                        table: std::rc::Rc::new(table),
                     }),
                 }
             }
@@ -807,18 +810,7 @@ pub fn apply(
     let mut doomed = Vec::new();
     for t in &plan.tables {
         let node = edit.nodes()[t.index].clone();
-        let table = super::weights::matrix(&ctx, &edit, &HashMap::new(), &node.input[0], false)
-            .ok()
-            .flatten();
-        let Some(table) = table else {
-            report.kept_float.push(KeptFloat {
-                node: t.label.clone(),
-                op: "Gather".into(),
-                reason: "its table could not be read".into(),
-            });
-            continue;
-        };
-        let quantized = super::embedding::rewrite(&mut edit, &node, &t.label, &table, &mut added);
+        let quantized = super::embedding::rewrite(&mut edit, &node, &t.label, &t.table, &mut added);
         report.quantized.push(quantized);
         doomed.push(t.index);
     }
