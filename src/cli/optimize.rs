@@ -393,8 +393,8 @@ fn opset_note(o: &mdeploy::quantize::OpsetChange) -> String {
 /// moved most (lowest SQNR first; the report has all).
 fn render_int8(
     what: &str,
-    quantized: &[mdeploy::quantize::dynamic::QuantizedNode],
-    kept_float: &[mdeploy::quantize::dynamic::KeptFloat],
+    quantized: &[mdeploy::quantize::QuantizedNode],
+    kept_float: &[mdeploy::quantize::KeptFloat],
     output_sqnr_db: &[(String, f64)],
     accuracy: Option<&mdeploy::quantize::AccuracyOutcome>,
 ) -> String {

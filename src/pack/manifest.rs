@@ -41,8 +41,9 @@ pub struct ModelEntry {
 pub struct Precision {
     /// Parameter elements by element type (`FLOAT`, `FLOAT16`, `INT8`...).
     pub parameter_dtypes: BTreeMap<String, u64>,
-    /// `none`, `qdq` (QuantizeLinear/DequantizeLinear), `qoperator` (QLinear*, *Integer ops) or
-    /// `dynamic` (DynamicQuantizeLinear).
+    /// `none`, `qdq` (QuantizeLinear/DequantizeLinear), `qoperator` (QLinear*, *Integer ops),
+    /// `dynamic` (DynamicQuantizeLinear) or `weight-only` (integer parameters and none of those
+    /// ops).
     pub quantization: String,
 }
 

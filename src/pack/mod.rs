@@ -278,6 +278,35 @@ fn collect_files(model: &Model, path: &Path, include: &[PathBuf]) -> Result<Vec<
     Ok(entries)
 }
 
+/// How `info`'s model is quantized, from the ops and parameter types it has (the manifest's
+/// `precision.quantization`).
+fn quantization(info: &crate::inspect::Inspection) -> &'static str {
+    let ops = &info.op_types;
+    let has = |names: &[&str]| names.iter().any(|n| ops.contains_key(*n));
+    if has(&["DynamicQuantizeLinear"]) {
+        "dynamic"
+    } else if has(&[
+        "QLinearConv",
+        "QLinearMatMul",
+        "MatMulInteger",
+        "ConvInteger",
+    ]) || ops.keys().any(|k| k.contains("::QLinear"))
+    {
+        "qoperator"
+    } else if has(&["QuantizeLinear", "DequantizeLinear"]) {
+        "qdq"
+    } else if ["INT8", "UINT8", "INT4", "UINT4"]
+        .iter()
+        .any(|t| info.parameters.by_dtype.contains_key(*t))
+    {
+        // integer parameters read through Casts (int8 embedding rows, say): the weights are
+        // quantized, no activation is
+        "weight-only"
+    } else {
+        "none"
+    }
+}
+
 fn build_manifest(
     o: &PackOptions,
     model: &Model,
@@ -298,23 +327,7 @@ fn build_manifest(
         .filter(|f| !f.path.starts_with("files/") && Some(&f.path) != entry_point.map(|e| &e.path))
         .map(|f| f.path.clone())
         .collect();
-    let ops = &info.op_types;
-    let has = |names: &[&str]| names.iter().any(|n| ops.contains_key(*n));
-    let quantization = if has(&["DynamicQuantizeLinear"]) {
-        "dynamic"
-    } else if has(&[
-        "QLinearConv",
-        "QLinearMatMul",
-        "MatMulInteger",
-        "ConvInteger",
-    ]) || ops.keys().any(|k| k.contains("::QLinear"))
-    {
-        "qoperator"
-    } else if has(&["QuantizeLinear", "DequantizeLinear"]) {
-        "qdq"
-    } else {
-        "none"
-    };
+    let quantization = quantization(&info);
     // both reports: the verification must have compared the optimized model with the model the
     // optimization started from, not with something else (or itself)
     if let (Some(opt), Some(v)) = (&o.optimize_report, &o.verify_report)
@@ -765,4 +778,42 @@ pub fn check_archive(
     key: Option<&VerifyingKey>,
 ) -> Result<UnpackSummary, PackError> {
     read_verified(input, &Sink::Discard, key, true, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::builder::{ModelBuilder, attr_int, raw_tensor};
+    use crate::onnx::{DataType, Model};
+
+    fn quantization_of(proto: crate::onnx::proto::ModelProto) -> &'static str {
+        let model = Model::from_proto(proto, std::env::temp_dir());
+        super::quantization(&crate::inspect::inspect(&model).unwrap())
+    }
+
+    /// int8 embedding rows read through a Cast, with no quantizing op: the weights are quantized,
+    /// and the manifest says so rather than "none".
+    #[test]
+    fn integer_parameters_without_quantizing_ops_are_weight_only() {
+        let rows = ModelBuilder::new(17)
+            .input("ids", DataType::Int64, &["3"])
+            .initializer(raw_tensor(
+                "E",
+                DataType::Int8,
+                &[4, 2],
+                vec![1, 2, 3, 4, 5, 6, 7, 8],
+            ))
+            .node("Gather", &["E", "ids"], &["r"])
+            .node("Cast", &["r"], &["y"])
+            .attr(attr_int("to", DataType::Float.code().into()))
+            .output("y", DataType::Float, &["3", "2"])
+            .build();
+        assert_eq!(quantization_of(rows), "weight-only");
+        let float = ModelBuilder::new(17)
+            .input("ids", DataType::Int64, &["3"])
+            .initializer_f32("E", &[4, 2], &[0.5; 8])
+            .node("Gather", &["E", "ids"], &["y"])
+            .output("y", DataType::Float, &["3", "2"])
+            .build();
+        assert_eq!(quantization_of(float), "none");
+    }
 }

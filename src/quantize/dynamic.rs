@@ -19,7 +19,7 @@
 //! which onnxruntime's CPU provider runs several times slower than its float Conv (measured by
 //! `bench/quantize_compare.py`): static quantization (QDQ) is the way to an int8 Conv.
 //!
-//! Left alone, and reported: weights of fewer than [`MIN_WEIGHT_ELEMENTS`] elements (a tiny head
+//! Left alone, and reported: weights of fewer than [`super::weights::MIN_WEIGHT_ELEMENTS`] elements (a tiny head
 //! gains nothing and loses the most), weights that are not 2-D, activations of rank below 2
 //! or unknown, Gemm with transA, nodes and op types the user excludes.
 
@@ -28,7 +28,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::QuantizeError;
-use crate::graph::builder::{attr_int, raw_tensor, tensor_f32};
+use crate::graph::builder::{attr_int, raw_tensor};
 use crate::graph::{Graph, node_label, subgraphs_mut};
 use crate::infer::Inference;
 use crate::onnx::attributes::{attr_f, attr_i};
@@ -36,38 +36,12 @@ use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
 use crate::onnx::{DataType, Model};
 use crate::passes::PassContext;
 
-/// Weights smaller than this stay float.
-pub const MIN_WEIGHT_ELEMENTS: usize = 256;
-
 #[derive(Debug, Clone, Default)]
 pub struct DynamicOptions {
     pub exclude_nodes: HashSet<String>,
     pub exclude_op_types: HashSet<String>,
     /// Nodes kept float, by the value they write, with the reason (the accuracy search's).
     pub revert: std::collections::BTreeMap<String, String>,
-}
-
-/// One quantized node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QuantizedNode {
-    pub node: String,
-    pub op: String,
-    /// The value the node writes (its name is kept).
-    pub output: String,
-    pub weight: String,
-    /// `[K, N]` as multiplied (after any transpose).
-    pub weight_shape: [usize; 2],
-    /// Signal-to-quantization-noise ratio of the int8 weight against the float one, in dB.
-    #[serde(deserialize_with = "crate::json::inf_if_null")]
-    pub weight_sqnr_db: f64,
-}
-
-/// A MatMul or Gemm left in float, and why.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeptFloat {
-    pub node: String,
-    pub op: String,
-    pub reason: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -119,16 +93,8 @@ struct Quantizer<'a> {
     report: DynamicReport,
 }
 
-/// Where the weight sits in a product.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Side {
-    /// `A x W`: per column of `W`.
-    Right,
-    /// `W x X`: per row of `W`.
-    Left,
-}
-
-use super::weights::{Bias, Matrix as Weight};
+use super::weights::{Bias, MIN_WEIGHT_ELEMENTS, Matrix as Weight, Side, quantize_weight};
+use super::{KeptFloat, QuantizedNode};
 
 impl Quantizer<'_> {
     /// Quantizes one graph; `outer` holds the constants of the enclosing graphs, `outer_names`
@@ -144,6 +110,7 @@ impl Quantizer<'_> {
         let count = edit.nodes().len();
         let mut doomed = Vec::new();
         let mut added: Vec<NodeProto> = Vec::new();
+        let mut tables = super::embedding::Written::default();
         for i in 0..count {
             let node = edit.nodes()[i].clone();
             if !matches!(node.op_type(), "MatMul" | "Gemm" | "Gather")
@@ -155,17 +122,36 @@ impl Quantizer<'_> {
             if node.op_type() == "Gather" {
                 // an embedding table: only a large constant one is worth it; others are not
                 // reported (most Gathers index shapes)
-                if let Some(reason) = node.output.first().and_then(|o| self.options.revert.get(o)) {
-                    self.report.kept_float.push(KeptFloat {
+                let Some(table) =
+                    super::embedding::table(self.ctx, self.facts, &edit, outer, &node)
+                else {
+                    continue;
+                };
+                let revert = node.output.first().and_then(|o| self.options.revert.get(o));
+                let refused = super::embedding::refused(
+                    self.opset,
+                    &node,
+                    &self.options.exclude_nodes,
+                    &self.options.exclude_op_types,
+                );
+                match refused.or(revert.cloned()) {
+                    Some(reason) => self.report.kept_float.push(KeptFloat {
                         node: label,
                         op: node.op_type().into(),
-                        reason: reason.clone(),
-                    });
-                } else if let Some(weight) = self.table(&edit, outer, &node) {
-                    let quantized =
-                        super::embedding::rewrite(&mut edit, &node, &label, &weight, &mut added);
-                    self.report.quantized.push(quantized);
-                    doomed.push(i);
+                        reason,
+                    }),
+                    None => {
+                        let quantized = super::embedding::rewrite(
+                            &mut edit,
+                            &node,
+                            &label,
+                            &table,
+                            &mut added,
+                            &mut tables,
+                        );
+                        self.report.quantized.push(quantized);
+                        doomed.push(i);
+                    }
                 }
                 continue;
             }
@@ -292,22 +278,6 @@ impl Quantizer<'_> {
         Ok(())
     }
 
-    /// The embedding table a Gather reads ([`super::embedding::table`]), unless the node is
-    /// excluded or the model's opset is below the mode's.
-    fn table(
-        &self,
-        graph: &Graph,
-        outer: &HashMap<String, TensorProto>,
-        node: &NodeProto,
-    ) -> Option<Weight> {
-        let excluded = self.options.exclude_nodes.contains(node.name())
-            || self.options.exclude_op_types.contains(node.op_type());
-        if excluded || self.opset < DYNAMIC_QUANTIZE_OPSET {
-            return None;
-        }
-        super::embedding::table(self.ctx, self.facts, graph, outer, node)
-    }
-
     /// What to quantize in `node`: its activation, the weight's side, the weight, and a bias to
     /// add; or why it stays float.
     fn plan(
@@ -322,11 +292,12 @@ impl Quantizer<'_> {
                 self.opset
             ));
         }
-        if self.options.exclude_nodes.contains(node.name()) {
-            return Err("excluded by --exclude-nodes".into());
-        }
-        if self.options.exclude_op_types.contains(node.op_type()) {
-            return Err("excluded by --exclude-op-types".into());
+        if let Some(why) = super::excluded(
+            node,
+            &self.options.exclude_nodes,
+            &self.options.exclude_op_types,
+        ) {
+            return Err(why);
         }
         if let Some(reason) = node.output.first().and_then(|o| self.options.revert.get(o)) {
             return Err(reason.clone());
@@ -370,37 +341,6 @@ impl Quantizer<'_> {
         };
         Ok((activation, side, weight, bias))
     }
-}
-
-pub(super) struct QuantizedWeight {
-    pub(super) tensor: TensorProto,
-    pub(super) scale: TensorProto,
-}
-
-/// Symmetric int8 per output channel (columns on the right, rows on the left), zero point 0 and
-/// the range [-127, 127]; the scale tensor carries `alpha` (Gemm's) too. Returns the tensors
-/// and the weight's SQNR in dB.
-pub(super) fn quantize_weight(w: &Weight, side: Side, alpha: f32) -> (QuantizedWeight, f64) {
-    let [rows, cols] = w.dims;
-    let axis = if side == Side::Right { 1 } else { 0 };
-    let q = super::weights::quantize_symmetric(&w.values, &w.dims, Some(axis));
-    let scale_dims: Vec<i64> = match side {
-        Side::Right => vec![cols as i64],
-        Side::Left => vec![rows as i64, 1],
-    };
-    let scales: Vec<f32> = q.scales.iter().map(|s| s * alpha).collect();
-    (
-        QuantizedWeight {
-            tensor: raw_tensor(
-                "",
-                DataType::Int8,
-                &[rows as i64, cols as i64],
-                q.values.iter().map(|&v| v as u8).collect(),
-            ),
-            scale: tensor_f32("", &scale_dims, &scales),
-        },
-        q.sqnr_db,
-    )
 }
 
 #[cfg(test)]

@@ -371,3 +371,61 @@ fn a_model_below_opset_11_is_raised_to_it_only_where_something_is_quantized() {
     assert_eq!(m.opset(""), Some(8));
     assert_eq!(ops(&m), ["MatMul", "Softmax"]);
 }
+
+/// Two Gathers reading one table (word and position ids looked up in a shared table, say): the
+/// int8 rows and their scales are written once, and both lookups read them.
+#[test]
+fn a_table_two_gathers_read_is_written_once() {
+    let before = ModelBuilder::new(17)
+        .input("ids", DataType::Int64, &["2", "5"])
+        .input("other", DataType::Int64, &["2", "5"])
+        .initializer_f32("E", &[40, 16], &weights(640, 0.05))
+        .node("Gather", &["E", "ids"], &["a"])
+        .node("Gather", &["E", "other"], &["b"])
+        .node("Add", &["a", "b"], &["y"])
+        .output("y", DataType::Float, &["2", "5", "16"])
+        .build();
+    let mut m = model(before.clone());
+    let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
+    assert_eq!(report.quantized.len(), 2, "{report:?}");
+    let int8: Vec<&str> = m
+        .graph()
+        .initializer
+        .iter()
+        .filter(|t| t.data_type() == DataType::Int8.code())
+        .map(|t| t.name())
+        .collect();
+    assert_eq!(int8, ["E_quantized"]);
+    assert_eq!(
+        m.graph().initializer.len(),
+        2,
+        "the int8 rows and one scale tensor"
+    );
+    assert!(Inference::of_model(&m).type_errors(&m).is_empty());
+    let d = max_difference(&before, &m.proto);
+    assert!(d < 0.02, "int8 rows drifted by {d}");
+}
+
+/// A table the user excludes stays float and the report says why, as static int8's does.
+#[test]
+fn an_excluded_table_stays_float_and_is_reported() {
+    let before = ModelBuilder::new(17)
+        .input("ids", DataType::Int64, &["2", "5"])
+        .initializer_f32("E", &[40, 16], &weights(640, 0.05))
+        .node("Gather", &["E", "ids"], &["y"])
+        .output("y", DataType::Float, &["2", "5", "16"])
+        .build();
+    let mut m = model(before.clone());
+    let options = DynamicOptions {
+        exclude_op_types: ["Gather".to_string()].into(),
+        ..Default::default()
+    };
+    let report = quantize(&mut m, &options).unwrap();
+    assert!(report.quantized.is_empty());
+    assert_eq!(report.kept_float.len(), 1);
+    assert_eq!(
+        report.kept_float[0].reason,
+        "excluded by --exclude-op-types"
+    );
+    assert_eq!(m.proto, before);
+}

@@ -11,11 +11,15 @@
 //! A table read through DequantizeLinear instead would be dequantized whole on every run (the
 //! runtime does not fold a DequantizeLinear of a constant in a QDQ model); this form reads only
 //! the rows looked up.
+//!
+//! The rewrite needs opset 7 ([`TABLE_OPSET`]), not the opset of the mode's other operators: a
+//! model that cannot be raised for those still gets int8 tables. A table several Gathers read
+//! is written once per graph ([`Written`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use super::dynamic::{MIN_WEIGHT_ELEMENTS, QuantizedNode, Side, quantize_weight};
-use super::weights::Matrix;
+use super::QuantizedNode;
+use super::weights::{MIN_WEIGHT_ELEMENTS, Matrix, Side, quantize_weight};
 use crate::graph::Graph;
 use crate::graph::builder::attr_int;
 use crate::infer::Inference;
@@ -23,6 +27,31 @@ use crate::onnx::DataType;
 use crate::onnx::attributes::attr_i;
 use crate::onnx::proto::{NodeProto, TensorProto};
 use crate::passes::PassContext;
+
+/// The opset the rewrite needs: Cast's integer `to` (6) and Mul's broadcasting (7).
+pub const TABLE_OPSET: i64 = 7;
+
+/// Why a Gather that reads a table stays float whatever the table holds: the model's opset, or
+/// the user's exclusions.
+pub fn refused(
+    opset: i64,
+    node: &NodeProto,
+    exclude_nodes: &HashSet<String>,
+    exclude_op_types: &HashSet<String>,
+) -> Option<String> {
+    if opset < TABLE_OPSET {
+        Some(format!(
+            "int8 rows need opset {TABLE_OPSET}; the model has {opset}"
+        ))
+    } else {
+        super::excluded(node, exclude_nodes, exclude_op_types)
+    }
+}
+
+/// The int8 tables written into one graph, by the float table's name: the int8 rows, the
+/// scales, and the table's SQNR.
+#[derive(Default)]
+pub struct Written(HashMap<String, (String, String, f64)>);
 
 /// The table `node` looks rows up in, if it is a Gather along axis 0 of a float constant of
 /// at least [`MIN_WEIGHT_ELEMENTS`] (initializer or Constant node, behind Identity or a Cast to
@@ -47,13 +76,15 @@ pub fn table(
 }
 
 /// Rewrites `node` (a Gather of `table`, which [`table`] found) as int8 rows: the new nodes go to
-/// `added`, and the caller removes `node`. Returns what was quantized.
+/// `added`, and the caller removes `node`. A table already in `written` is not written again.
+/// Returns what was quantized.
 pub fn rewrite(
     edit: &mut Graph,
     node: &NodeProto,
     label: &str,
     table: &Matrix,
     added: &mut Vec<NodeProto>,
+    written: &mut Written,
 ) -> QuantizedNode {
     let output = node.output[0].clone();
     let ids = node.input[1].clone();
@@ -62,9 +93,16 @@ pub fn rewrite(
     } else {
         node.name().to_string()
     };
-    let (q, sqnr) = quantize_weight(table, Side::Left, 1.0);
-    let w_q = edit.add_initializer(&format!("{}_quantized", table.name), q.tensor);
-    let w_scale = edit.add_initializer(&format!("{}_scale", table.name), q.scale);
+    let (w_q, w_scale, sqnr) = written
+        .0
+        .entry(table.name.clone())
+        .or_insert_with(|| {
+            let (q, sqnr) = quantize_weight(table, Side::Left, 1.0);
+            let w_q = edit.add_initializer(&format!("{}_quantized", table.name), q.tensor);
+            let w_scale = edit.add_initializer(&format!("{}_scale", table.name), q.scale);
+            (w_q, w_scale, sqnr)
+        })
+        .clone();
     let rows = edit.fresh_name(&format!("{output}_int8"));
     let float = edit.fresh_name(&format!("{output}_float"));
     let scale = edit.fresh_name(&format!("{output}_scale"));

@@ -288,11 +288,12 @@ impl Converter<'_> {
                 "control flow: its bodies are converted, its interface stays float32".into(),
             );
         }
-        if self.options.exclude_nodes.contains(node.name()) {
-            return Some("excluded by --exclude-nodes".into());
-        }
-        if self.options.exclude_op_types.contains(node.op_type()) {
-            return Some("excluded by --exclude-op-types".into());
+        if let Some(why) = super::excluded(
+            node,
+            &self.options.exclude_nodes,
+            &self.options.exclude_op_types,
+        ) {
+            return Some(why);
         }
         if let Some(why) = node.output.iter().find_map(|o| self.options.revert.get(o)) {
             return Some(why.clone());

@@ -27,7 +27,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::QuantizeError;
-use super::dynamic::{KeptFloat, MIN_WEIGHT_ELEMENTS, QuantizedNode};
+use super::weights::MIN_WEIGHT_ELEMENTS;
+use super::{KeptFloat, QuantizedNode};
 use crate::graph::builder::{attr_int, raw_tensor, tensor_f32};
 use crate::graph::{Graph, node_label, subgraphs_mut};
 use crate::infer::Inference;
@@ -246,11 +247,12 @@ impl Quantizer<'_> {
         outer: &HashMap<String, TensorProto>,
         node: &NodeProto,
     ) -> Result<Planned, String> {
-        if self.options.exclude_nodes.contains(node.name()) {
-            return Err("excluded by --exclude-nodes".into());
-        }
-        if self.options.exclude_op_types.contains(node.op_type()) {
-            return Err("excluded by --exclude-op-types".into());
+        if let Some(why) = super::excluded(
+            node,
+            &self.options.exclude_nodes,
+            &self.options.exclude_op_types,
+        ) {
+            return Err(why);
         }
         if let Some(reason) = node.output.first().and_then(|o| self.options.revert.get(o)) {
             return Err(reason.clone());

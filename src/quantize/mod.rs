@@ -62,6 +62,44 @@ pub struct CalibrationSummary {
     pub values_measured: usize,
 }
 
+/// One quantized node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuantizedNode {
+    pub node: String,
+    pub op: String,
+    /// The value the node writes (its name is kept).
+    pub output: String,
+    pub weight: String,
+    /// `[K, N]` as multiplied (after any transpose).
+    pub weight_shape: [usize; 2],
+    /// Signal-to-quantization-noise ratio of the int8 weight against the float one, in dB.
+    #[serde(deserialize_with = "crate::json::inf_if_null")]
+    pub weight_sqnr_db: f64,
+}
+
+/// A node a quantizer left in float, and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeptFloat {
+    pub node: String,
+    pub op: String,
+    pub reason: String,
+}
+
+/// Why the user's `--exclude-nodes` or `--exclude-op-types` leave `node` in float, if they do.
+pub(crate) fn excluded(
+    node: &NodeProto,
+    nodes: &std::collections::HashSet<String>,
+    op_types: &std::collections::HashSet<String>,
+) -> Option<String> {
+    if nodes.contains(node.name()) {
+        Some("excluded by --exclude-nodes".into())
+    } else if op_types.contains(node.op_type()) {
+        Some("excluded by --exclude-op-types".into())
+    } else {
+        None
+    }
+}
+
 /// What a quantizer did to the model's opset to write the operators it needs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OpsetChange {
@@ -866,7 +904,7 @@ pub fn to_int8_static(
     // own; where the target then keeps fewer than half of the nodes int8 (per-tensor weights,
     // wide pre-activation ranges), the placement without them is tried too and the one that
     // keeps more nodes int8 wins (the ranges measured cover both)
-    if options.quantize_outputs && chosen.kept_int8() * 2 < plan.len() {
+    if options.quantize_outputs && chosen.kept_int8() * 2 < plan.products() {
         let inputs_only = qdq::StaticOptions {
             quantize_outputs: false,
             ..options.clone()
@@ -962,16 +1000,20 @@ struct SearchOutcome<R> {
 /// Why a candidate that is the float model is not measured.
 const UNCHANGED: &str = "nothing was quantized: the result is the float model";
 
-impl<R: QuantizedNodes> SearchOutcome<R> {
-    /// The nodes it kept quantized when the target holds, else 0 (what placements compete on).
+impl SearchOutcome<qdq::StaticReport> {
+    /// The products (not embedding tables, which no placement changes) it kept quantized when
+    /// the target holds, else 0: what placements compete on.
     fn kept_int8(&self) -> usize {
         if self.met {
-            self.best.report.quantized_outputs().len()
+            let quantized = &self.best.report.quantized;
+            quantized.iter().filter(|q| q.op != "Gather").count()
         } else {
             0
         }
     }
+}
 
+impl<R: QuantizedNodes> SearchOutcome<R> {
     /// What the target asked and what the candidate achieved on the graph `outputs`.
     fn accuracy(&self, target: &AccuracyTarget, outputs: &[String]) -> AccuracyOutcome {
         let (achieved, _) = target.judge(

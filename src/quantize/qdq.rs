@@ -37,9 +37,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::QuantizeError;
-use super::dynamic::{KeptFloat, QuantizedNode};
 use super::placement::{Candidate, Placement, size, slower_in_int8};
 use super::weights::{constant_behind, quantize_symmetric};
+use super::{KeptFloat, QuantizedNode};
 use crate::graph::builder::{attr_int, raw_tensor, tensor_f32};
 use crate::graph::{Graph, node_label};
 use crate::infer::Inference;
@@ -225,6 +225,11 @@ impl StaticPlan {
         self.len() == 0
     }
 
+    /// The products planned (embedding tables aside).
+    pub fn products(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// Every activation to calibrate: those with a pair, and every output that may get one
     /// (a Conv output whose Relu folds into a Q gets its own pair when the node reading the Relu
     /// returns to float).
@@ -265,24 +270,20 @@ pub fn plan_with(
     let mut tables = Vec::new();
     let mut kept_float = Vec::new();
     let no_outer = HashMap::new();
+    let mut read_tables = HashMap::new();
     for (i, node) in graph.nodes().iter().enumerate() {
         if !ops.contains(node.op_type()) || !matches!(node.domain(), "" | "ai.onnx") {
             continue;
         }
-        let refused = if opset < 10 {
-            Some(format!(
-                "QuantizeLinear needs opset 10; the model has {opset}"
-            ))
-        } else if options.exclude_nodes.contains(node.name()) {
-            Some("excluded by --exclude-nodes".to_string())
-        } else if options.exclude_op_types.contains(node.op_type()) {
-            Some("excluded by --exclude-op-types".to_string())
-        } else {
-            None
-        };
         if node.op_type() == "Gather" {
             // an embedding table; other Gathers (most index shapes) are not reported
             if let Some(table) = super::embedding::table(&ctx, facts, &graph, &no_outer, node) {
+                let refused = super::embedding::refused(
+                    opset,
+                    node,
+                    &options.exclude_nodes,
+                    &options.exclude_op_types,
+                );
                 match refused {
                     Some(reason) => kept_float.push(KeptFloat {
                         node: node_label(node, i),
@@ -294,12 +295,23 @@ pub fn plan_with(
                         label: node_label(node, i),
                         output: node.output[0].clone(),
                         ids: node.input[1].clone(),
-                        table: std::rc::Rc::new(table),
+                        // one table several Gathers read is kept once
+                        table: read_tables
+                            .entry(table.name.clone())
+                            .or_insert_with(|| std::rc::Rc::new(table))
+                            .clone(),
                     }),
                 }
             }
             continue;
         }
+        let refused = if opset < 10 {
+            Some(format!(
+                "QuantizeLinear needs opset 10; the model has {opset}"
+            ))
+        } else {
+            super::excluded(node, &options.exclude_nodes, &options.exclude_op_types)
+        };
         let reason = match refused {
             Some(reason) => Err(reason),
             None => plan_node(&graph, facts, &ctx, node, i, per_channel),
@@ -808,9 +820,17 @@ pub fn apply(
     }
     // embedding tables become int8 rows (after the nodes above, which are found by index)
     let mut doomed = Vec::new();
+    let mut written = super::embedding::Written::default();
     for t in &plan.tables {
         let node = edit.nodes()[t.index].clone();
-        let quantized = super::embedding::rewrite(&mut edit, &node, &t.label, &t.table, &mut added);
+        let quantized = super::embedding::rewrite(
+            &mut edit,
+            &node,
+            &t.label,
+            &t.table,
+            &mut added,
+            &mut written,
+        );
         report.quantized.push(quantized);
         doomed.push(t.index);
     }

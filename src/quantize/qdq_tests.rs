@@ -459,3 +459,72 @@ fn an_embedding_table_becomes_int8_rows_and_returns_to_float_when_reverted() {
             .any(|n| n.op_type() == "Gather" && n.input[0] == "E")
     );
 }
+
+/// One table read by two Gathers is kept once in the plan and written once; a table the user
+/// excludes is reported; a model below opset 7 (Cast's integer `to`, Mul's broadcasting) keeps
+/// its tables float and says why, whatever its products need.
+#[test]
+fn a_shared_table_is_written_once_and_refusals_are_reported() {
+    let shared = ModelBuilder::new(17)
+        .input("ids", DataType::Int64, &["2", "5"])
+        .input("other", DataType::Int64, &["2", "5"])
+        .initializer_f32("E", &[40, 16], &weights(640, 0.05))
+        .node("Gather", &["E", "ids"], &["a"])
+        .node("Gather", &["E", "other"], &["b"])
+        .node("Add", &["a", "b"], &["y"])
+        .output("y", DataType::Float, &["2", "5", "16"])
+        .build();
+    let m = model(shared.clone());
+    let plan = plan(&m, &every_node()).unwrap();
+    assert_eq!((plan.len(), plan.products()), (2, 0));
+    let mut q = model(shared.clone());
+    let report = apply(&mut q, &plan, &BTreeMap::new()).unwrap();
+    assert_eq!(report.quantized.len(), 2);
+    let names: Vec<&str> = q.graph().initializer.iter().map(|t| t.name()).collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "one int8 table and one scale tensor: {names:?}"
+    );
+    assert!(Inference::of_model(&q).type_errors(&q).is_empty());
+    let d = max_difference(&shared, &q.proto);
+    assert!(d < 0.02, "int8 rows drifted by {d}");
+
+    let excluded = StaticOptions {
+        exclude_op_types: ["Gather".to_string()].into(),
+        ..every_node()
+    };
+    let plan = super::plan(&m, &excluded).unwrap();
+    assert!(plan.is_empty());
+    let mut f = model(shared.clone());
+    let report = apply(&mut f, &plan, &BTreeMap::new()).unwrap();
+    let reasons: Vec<&str> = report
+        .kept_float
+        .iter()
+        .map(|k| k.reason.as_str())
+        .collect();
+    assert_eq!(reasons, ["excluded by --exclude-op-types"; 2]);
+    assert_eq!(f.proto, shared);
+
+    let old = ModelBuilder::new(6)
+        .input("ids", DataType::Int64, &["2", "5"])
+        .initializer_f32("E", &[40, 16], &weights(640, 0.05))
+        .initializer_f32("W", &[16, 32], &weights(512, 0.04))
+        .node("Gather", &["E", "ids"], &["e"])
+        .node("MatMul", &["e", "W"], &["y"])
+        .output("y", DataType::Float, &["2", "5", "32"])
+        .build();
+    let plan = super::plan(&model(old), &every_node()).unwrap();
+    let reasons: Vec<(&str, &str)> = plan
+        .kept_float
+        .iter()
+        .map(|k| (k.op.as_str(), k.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("Gather", "int8 rows need opset 7; the model has 6"),
+            ("MatMul", "QuantizeLinear needs opset 10; the model has 6")
+        ]
+    );
+}

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::graph::Graph;
+use crate::graph::builder::{raw_tensor, tensor_f32};
 use crate::onnx::DataType;
 use crate::onnx::attributes::attr_i;
 use crate::onnx::proto::TensorProto;
@@ -64,6 +65,9 @@ pub fn body_scope(
     (scope, names)
 }
 
+/// Weights smaller than this stay float.
+pub const MIN_WEIGHT_ELEMENTS: usize = 256;
+
 /// A 2-D float weight ready to multiply, values row-major: `[K, N]` on the right of a product,
 /// `[M, K]` on its left.
 pub struct Matrix {
@@ -116,6 +120,47 @@ pub fn matrix(
         dims: if transpose { [c, r] } else { [r, c] },
         values,
     }))
+}
+
+/// Where the weight sits in a product.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// `A x W`: per column of `W`.
+    Right,
+    /// `W x X`: per row of `W`.
+    Left,
+}
+
+/// A weight quantized per output channel: its int8 values and its scales.
+pub struct QuantizedWeight {
+    pub tensor: TensorProto,
+    pub scale: TensorProto,
+}
+
+/// Symmetric int8 per output channel (columns on the right, rows on the left), zero point 0 and
+/// the range [-127, 127]; the scale tensor carries `alpha` (Gemm's) too. Returns the tensors
+/// and the weight's SQNR in dB.
+pub fn quantize_weight(w: &Matrix, side: Side, alpha: f32) -> (QuantizedWeight, f64) {
+    let [rows, cols] = w.dims;
+    let axis = if side == Side::Right { 1 } else { 0 };
+    let q = quantize_symmetric(&w.values, &w.dims, Some(axis));
+    let scale_dims: Vec<i64> = match side {
+        Side::Right => vec![cols as i64],
+        Side::Left => vec![rows as i64, 1],
+    };
+    let scales: Vec<f32> = q.scales.iter().map(|s| s * alpha).collect();
+    (
+        QuantizedWeight {
+            tensor: raw_tensor(
+                "",
+                DataType::Int8,
+                &[rows as i64, cols as i64],
+                q.values.iter().map(|&v| v as u8).collect(),
+            ),
+            scale: tensor_f32("", &scale_dims, &scales),
+        },
+        q.sqnr_db,
+    )
 }
 
 /// Symmetric int8 values of a weight.
