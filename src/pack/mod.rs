@@ -293,18 +293,22 @@ fn quantization(info: &crate::inspect::Inspection) -> &'static str {
     ]) || ops.keys().any(|k| k.contains("::QLinear"))
     {
         "qoperator"
-    } else if has(&["QuantizeLinear", "DequantizeLinear"]) {
+    } else if has(&["QuantizeLinear"]) {
         "qdq"
-    } else if ["INT8", "UINT8", "INT4", "UINT4"]
-        .iter()
-        .any(|t| info.parameters.by_dtype.contains_key(*t))
-    {
-        // integer parameters read through Casts (int8 embedding rows, say): the weights are
-        // quantized, no activation is
+    } else if has(&["DequantizeLinear"]) || int8_weights(info) {
+        // weights dequantized (int4 blocks) or widened through Casts (int8 embedding rows), and
+        // no activation quantized
         "weight-only"
     } else {
         "none"
     }
+}
+
+/// Whether `info`'s model has int8 or int4 parameters of weight size: an int8 mask or a uint8
+/// pixel constant in a float model is no quantized weight.
+fn int8_weights(info: &crate::inspect::Inspection) -> bool {
+    let elements = |t: &str| info.parameters.by_dtype.get(t).map_or(0, |d| d.count);
+    elements("INT8") + elements("INT4") >= crate::quantize::weights::MIN_WEIGHT_ELEMENTS as u64
 }
 
 fn build_manifest(
@@ -796,18 +800,23 @@ mod tests {
     fn integer_parameters_without_quantizing_ops_are_weight_only() {
         let rows = ModelBuilder::new(17)
             .input("ids", DataType::Int64, &["3"])
-            .initializer(raw_tensor(
-                "E",
-                DataType::Int8,
-                &[4, 2],
-                vec![1, 2, 3, 4, 5, 6, 7, 8],
-            ))
+            .initializer(raw_tensor("E", DataType::Int8, &[128, 2], vec![1; 256]))
             .node("Gather", &["E", "ids"], &["r"])
             .node("Cast", &["r"], &["y"])
             .attr(attr_int("to", DataType::Float.code().into()))
             .output("y", DataType::Float, &["3", "2"])
             .build();
         assert_eq!(quantization_of(rows), "weight-only");
+        // int4 blocks dequantized for a MatMul: weights only, too
+        let blocks = ModelBuilder::new(21)
+            .input("x", DataType::Float, &["1", "2"])
+            .initializer(raw_tensor("W", DataType::Int8, &[2, 2], vec![1, 2, 3, 4]))
+            .initializer_f32("s", &[], &[0.5])
+            .node("DequantizeLinear", &["W", "s"], &["w"])
+            .node("MatMul", &["x", "w"], &["y"])
+            .output("y", DataType::Float, &["1", "2"])
+            .build();
+        assert_eq!(quantization_of(blocks), "weight-only");
         let float = ModelBuilder::new(17)
             .input("ids", DataType::Int64, &["3"])
             .initializer_f32("E", &[4, 2], &[0.5; 8])
@@ -815,5 +824,15 @@ mod tests {
             .output("y", DataType::Float, &["3", "2"])
             .build();
         assert_eq!(quantization_of(float), "none");
+        // a float model with a uint8 mask is no quantized model
+        let mask = ModelBuilder::new(17)
+            .input("x", DataType::Float, &["16", "16"])
+            .initializer(raw_tensor("M", DataType::Uint8, &[16, 16], vec![1; 256]))
+            .node("Cast", &["M"], &["m"])
+            .attr(attr_int("to", DataType::Float.code().into()))
+            .node("Mul", &["x", "m"], &["y"])
+            .output("y", DataType::Float, &["16", "16"])
+            .build();
+        assert_eq!(quantization_of(mask), "none");
     }
 }

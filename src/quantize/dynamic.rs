@@ -93,7 +93,7 @@ struct Quantizer<'a> {
     report: DynamicReport,
 }
 
-use super::weights::{Bias, MIN_WEIGHT_ELEMENTS, Matrix as Weight, Side, quantize_weight};
+use super::weights::{Bias, MIN_WEIGHT_ELEMENTS, Matrix as Weight, Side, add_quantized_weight};
 use super::{KeptFloat, QuantizedNode};
 
 impl Quantizer<'_> {
@@ -192,18 +192,13 @@ impl Quantizer<'_> {
             } else {
                 1.0
             };
-            let (q, sqnr) = quantize_weight(&weight, side, alpha);
-            let w_q = edit.add_initializer(&format!("{}_quantized", weight.name), q.tensor);
-            let w_scale = edit.add_initializer(&format!("{}_scale", weight.name), q.scale);
+            let q = add_quantized_weight(&mut edit, &weight, side, alpha);
+            let (w_q, w_scale) = (q.tensor, q.scale);
             let w_zero = edit.add_initializer(
                 &format!("{}_zero_point", weight.name),
                 raw_tensor("", DataType::Int8, &[], vec![0]),
             );
-            let base = if node.name().is_empty() {
-                output.clone()
-            } else {
-                node.name().to_string()
-            };
+            let base = super::node_base(&node);
             let product = edit.fresh_name(&format!("{output}_int32"));
             let inputs: [&str; 4] = match side {
                 Side::Right => [&dq[0], &w_q, &dq[2], &w_zero],
@@ -262,7 +257,7 @@ impl Quantizer<'_> {
                     Side::Right => weight.dims,
                     Side::Left => [weight.dims[1], weight.dims[0]],
                 },
-                weight_sqnr_db: sqnr,
+                weight_sqnr_db: q.sqnr_db,
             });
         }
         edit.remove_nodes(&doomed);

@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::QuantizedNode;
-use super::weights::{MIN_WEIGHT_ELEMENTS, Matrix, Side, quantize_weight};
+use super::weights::{MIN_WEIGHT_ELEMENTS, Matrix, QuantizedWeight, Side, add_quantized_weight};
 use crate::graph::Graph;
 use crate::graph::builder::attr_int;
 use crate::infer::Inference;
@@ -48,10 +48,11 @@ pub fn refused(
     }
 }
 
-/// The int8 tables written into one graph, by the float table's name: the int8 rows, the
-/// scales, and the table's SQNR.
+/// The int8 tables written into one graph, by the value the Gathers read them through (a
+/// constant's own name need not be unique: a Constant node's tensor may carry any): the int8
+/// rows, the scales, and the table's SQNR.
 #[derive(Default)]
-pub struct Written(HashMap<String, (String, String, f64)>);
+pub struct Written(HashMap<String, QuantizedWeight>);
 
 /// The table `node` looks rows up in, if it is a Gather along axis 0 of a float constant of
 /// at least [`MIN_WEIGHT_ELEMENTS`] (initializer or Constant node, behind Identity or a Cast to
@@ -88,20 +89,15 @@ pub fn rewrite(
 ) -> QuantizedNode {
     let output = node.output[0].clone();
     let ids = node.input[1].clone();
-    let base = if node.name().is_empty() {
-        output.clone()
-    } else {
-        node.name().to_string()
-    };
-    let (w_q, w_scale, sqnr) = written
+    let base = super::node_base(node);
+    let QuantizedWeight {
+        tensor: w_q,
+        scale: w_scale,
+        sqnr_db,
+    } = written
         .0
-        .entry(table.name.clone())
-        .or_insert_with(|| {
-            let (q, sqnr) = quantize_weight(table, Side::Left, 1.0);
-            let w_q = edit.add_initializer(&format!("{}_quantized", table.name), q.tensor);
-            let w_scale = edit.add_initializer(&format!("{}_scale", table.name), q.scale);
-            (w_q, w_scale, sqnr)
-        })
+        .entry(node.input[0].clone())
+        .or_insert_with(|| add_quantized_weight(edit, table, Side::Left, 1.0))
         .clone();
     let rows = edit.fresh_name(&format!("{output}_int8"));
     let float = edit.fresh_name(&format!("{output}_float"));
@@ -141,6 +137,6 @@ pub fn rewrite(
         output,
         weight: table.name.clone(),
         weight_shape: table.dims,
-        weight_sqnr_db: sqnr,
+        weight_sqnr_db: sqnr_db,
     }
 }

@@ -185,11 +185,7 @@ impl Quantizer<'_> {
             // one DequantizeLinear per MatMul: onnxruntime fuses only a pair with one reader
             let dequantized = edit.fresh_name(&format!("{}_dequantized", weight.name));
             let output = node.output[0].clone();
-            let base = if node.name().is_empty() {
-                output.clone()
-            } else {
-                node.name().to_string()
-            };
+            let base = super::node_base(&node);
             added.push(super::new_node(
                 "DequantizeLinear",
                 &format!("{base}/dequantize_weight"),

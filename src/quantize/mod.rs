@@ -70,7 +70,7 @@ pub struct QuantizedNode {
     /// The value the node writes (its name is kept).
     pub output: String,
     pub weight: String,
-    /// `[K, N]` as multiplied (after any transpose).
+    /// `[K, N]` as multiplied (after any transpose); an embedding table's `[V, D]`.
     pub weight_shape: [usize; 2],
     /// Signal-to-quantization-noise ratio of the int8 weight against the float one, in dB.
     #[serde(deserialize_with = "crate::json::inf_if_null")]
@@ -83,6 +83,16 @@ pub struct KeptFloat {
     pub node: String,
     pub op: String,
     pub reason: String,
+}
+
+/// What the nodes a quantizer writes in place of `node` are named after: its name, else its
+/// first output.
+pub(crate) fn node_base(node: &NodeProto) -> String {
+    if node.name().is_empty() {
+        node.output.first().cloned().unwrap_or_default()
+    } else {
+        node.name().to_string()
+    }
 }
 
 /// Why the user's `--exclude-nodes` or `--exclude-op-types` leave `node` in float, if they do.
@@ -901,9 +911,10 @@ pub fn to_int8_static(
     };
     let mut chosen = search(&plan)?;
     // quantized Conv outputs make onnxruntime's int8 Convs possible but add a rounding of their
-    // own; where the target then keeps fewer than half of the nodes int8 (per-tensor weights,
+    // own; where the target then keeps fewer than half of the products int8 (per-tensor weights,
     // wide pre-activation ranges), the placement without them is tried too and the one that
-    // keeps more nodes int8 wins (the ranges measured cover both)
+    // keeps more products int8 wins (the ranges measured cover both; embedding tables are
+    // the same in both placements)
     if options.quantize_outputs && chosen.kept_int8() * 2 < plan.products() {
         let inputs_only = qdq::StaticOptions {
             quantize_outputs: false,

@@ -297,7 +297,7 @@ pub fn plan_with(
                         ids: node.input[1].clone(),
                         // one table several Gathers read is kept once
                         table: read_tables
-                            .entry(table.name.clone())
+                            .entry(node.input[0].clone())
                             .or_insert_with(|| std::rc::Rc::new(table))
                             .clone(),
                     }),

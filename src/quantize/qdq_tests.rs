@@ -477,6 +477,10 @@ fn a_shared_table_is_written_once_and_refusals_are_reported() {
     let m = model(shared.clone());
     let plan = plan(&m, &every_node()).unwrap();
     assert_eq!((plan.len(), plan.products()), (2, 0));
+    assert!(std::rc::Rc::ptr_eq(
+        &plan.tables[0].table,
+        &plan.tables[1].table
+    ));
     let mut q = model(shared.clone());
     let report = apply(&mut q, &plan, &BTreeMap::new()).unwrap();
     assert_eq!(report.quantized.len(), 2);
@@ -514,7 +518,7 @@ fn a_shared_table_is_written_once_and_refusals_are_reported() {
         .node("MatMul", &["e", "W"], &["y"])
         .output("y", DataType::Float, &["2", "5", "32"])
         .build();
-    let plan = super::plan(&model(old), &every_node()).unwrap();
+    let plan = super::plan(&model(old.clone()), &every_node()).unwrap();
     let reasons: Vec<(&str, &str)> = plan
         .kept_float
         .iter()
@@ -527,4 +531,17 @@ fn a_shared_table_is_written_once_and_refusals_are_reported() {
             ("MatMul", "QuantizeLinear needs opset 10; the model has 6")
         ]
     );
+    // at opset 8 the MatMul still cannot be quantized, but the table can: a valid model
+    let mut at8 = old;
+    at8.opset_import[0].version = Some(8);
+    let plan = super::plan(&model(at8.clone()), &every_node()).unwrap();
+    assert_eq!((plan.len(), plan.products()), (1, 0));
+    let mut q = model(at8.clone());
+    let report = apply(&mut q, &plan, &BTreeMap::new()).unwrap();
+    let ops: Vec<&str> = report.quantized.iter().map(|n| n.op.as_str()).collect();
+    assert_eq!(ops, ["Gather"]);
+    assert_eq!(report.kept_float.len(), 1, "{report:?}");
+    assert!(Inference::of_model(&q).type_errors(&q).is_empty());
+    let d = max_difference(&at8, &q.proto);
+    assert!(d < 0.05, "int8 rows drifted by {d}");
 }

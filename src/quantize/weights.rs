@@ -131,16 +131,25 @@ pub enum Side {
     Left,
 }
 
-/// A weight quantized per output channel: its int8 values and its scales.
+/// A weight quantized per output channel, written into a graph: its int8 values' and its
+/// scales' initializers.
+#[derive(Debug, Clone)]
 pub struct QuantizedWeight {
-    pub tensor: TensorProto,
-    pub scale: TensorProto,
+    pub tensor: String,
+    pub scale: String,
+    /// Signal-to-quantization-noise ratio against the float weight, in dB.
+    pub sqnr_db: f64,
 }
 
 /// Symmetric int8 per output channel (columns on the right, rows on the left), zero point 0 and
-/// the range [-127, 127]; the scale tensor carries `alpha` (Gemm's) too. Returns the tensors
-/// and the weight's SQNR in dB.
-pub fn quantize_weight(w: &Matrix, side: Side, alpha: f32) -> (QuantizedWeight, f64) {
+/// the range [-127, 127], added to `edit` as `<name>_quantized` and `<name>_scale`; the scale
+/// tensor carries `alpha` (Gemm's) too.
+pub fn add_quantized_weight(
+    edit: &mut Graph,
+    w: &Matrix,
+    side: Side,
+    alpha: f32,
+) -> QuantizedWeight {
     let [rows, cols] = w.dims;
     let axis = if side == Side::Right { 1 } else { 0 };
     let q = quantize_symmetric(&w.values, &w.dims, Some(axis));
@@ -149,18 +158,20 @@ pub fn quantize_weight(w: &Matrix, side: Side, alpha: f32) -> (QuantizedWeight, 
         Side::Left => vec![rows as i64, 1],
     };
     let scales: Vec<f32> = q.scales.iter().map(|s| s * alpha).collect();
-    (
-        QuantizedWeight {
-            tensor: raw_tensor(
-                "",
-                DataType::Int8,
-                &[rows as i64, cols as i64],
-                q.values.iter().map(|&v| v as u8).collect(),
-            ),
-            scale: tensor_f32("", &scale_dims, &scales),
-        },
-        q.sqnr_db,
-    )
+    let values = raw_tensor(
+        "",
+        DataType::Int8,
+        &[rows as i64, cols as i64],
+        q.values.iter().map(|&v| v as u8).collect(),
+    );
+    QuantizedWeight {
+        tensor: edit.add_initializer(&format!("{}_quantized", w.name), values),
+        scale: edit.add_initializer(
+            &format!("{}_scale", w.name),
+            tensor_f32("", &scale_dims, &scales),
+        ),
+        sqnr_db: q.sqnr_db,
+    }
 }
 
 /// Symmetric int8 values of a weight.

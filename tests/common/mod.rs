@@ -114,3 +114,22 @@ pub fn s(p: &Path) -> &str {
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
+
+/// Whether onnxruntime's int8 products are exact on this CPU: everywhere but on an x86 CPU
+/// without VNNI, whose AVX2 kernels add pairs of uint8 x int8 products in 16 bits and saturate
+/// (docs/quantize.md, "The CPU's int8 kernels"). Figures that depend on it are held to what
+/// each kind of CPU measures.
+#[allow(dead_code)]
+pub fn int8_products_exact() -> bool {
+    if !cfg!(target_arch = "x86_64") {
+        return true;
+    }
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = info
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or_default();
+    flags
+        .split_whitespace()
+        .any(|f| matches!(f, "avx512_vnni" | "avx_vnni"))
+}

@@ -247,11 +247,15 @@ fn every_real_model_quantizes_to_dynamic_int8_and_verifies() {
                 r["output"]["bytes"].as_u64().unwrap(),
             );
             assert!(after * 100 < before * 30, "{name}: {before} -> {after}");
-            // above 25 dB on a CPU with VNNI; onnxruntime's AVX2 kernels (no VNNI) saturate
-            // some pairs of uint8 x int8 products in 16 bits, and the worst node measured
-            // 21.3 dB there (docs/quantize.md, "The CPU's int8 kernels")
+            // onnxruntime's AVX2 kernels (no VNNI) saturate some pairs of uint8 x int8
+            // products in 16 bits: the worst node measured 21.3 dB there
+            let floor = if common::int8_products_exact() {
+                25.0
+            } else {
+                20.0
+            };
             for entry in q["output_sqnr_db"].as_array().unwrap() {
-                assert!(entry[1].as_f64().unwrap() > 20.0, "{name}: {entry}");
+                assert!(entry[1].as_f64().unwrap() > floor, "{name}: {entry}");
             }
         }
     }
