@@ -5,6 +5,7 @@ use super::*;
 use crate::graph::builder::{ModelBuilder, attr_float, attr_graph, attr_tensor};
 use crate::onnx::proto::ModelProto;
 use crate::passes::testing::max_difference;
+use crate::quantize::test_models::{shared_table, weights};
 
 fn model(proto: ModelProto) -> Model {
     Model::from_proto(proto, std::env::temp_dir())
@@ -12,12 +13,6 @@ fn model(proto: ModelProto) -> Model {
 
 fn ops(m: &Model) -> Vec<&str> {
     m.graph().node.iter().map(|n| n.op_type()).collect()
-}
-
-fn weights(n: usize, scale: f32) -> Vec<f32> {
-    (0..n)
-        .map(|k| ((k * 37 % 23) as f32 - 11.0) * scale)
-        .collect()
 }
 
 fn matmul(weight_left: bool) -> ModelProto {
@@ -376,15 +371,7 @@ fn a_model_below_opset_11_is_raised_to_it_only_where_something_is_quantized() {
 /// int8 rows and their scales are written once, and both lookups read them.
 #[test]
 fn a_table_two_gathers_read_is_written_once() {
-    let before = ModelBuilder::new(17)
-        .input("ids", DataType::Int64, &["2", "5"])
-        .input("other", DataType::Int64, &["2", "5"])
-        .initializer_f32("E", &[40, 16], &weights(640, 0.05))
-        .node("Gather", &["E", "ids"], &["a"])
-        .node("Gather", &["E", "other"], &["b"])
-        .node("Add", &["a", "b"], &["y"])
-        .output("y", DataType::Float, &["2", "5", "16"])
-        .build();
+    let before = shared_table();
     let mut m = model(before.clone());
     let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
     assert_eq!(report.quantized.len(), 2, "{report:?}");

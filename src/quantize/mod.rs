@@ -10,6 +10,8 @@ pub mod int4;
 pub mod placement;
 pub mod qdq;
 pub mod ranges;
+#[cfg(test)]
+mod test_models;
 pub mod weights;
 
 use crate::graph::GraphError;

@@ -5,6 +5,7 @@ use super::*;
 use crate::graph::builder::{ModelBuilder, attr_int, attr_ints};
 use crate::onnx::proto::ModelProto;
 use crate::passes::testing::max_difference;
+use crate::quantize::test_models::{embedding_then_matmul, shared_table, weights};
 
 fn model(proto: ModelProto) -> Model {
     Model::from_proto(proto, std::env::temp_dir())
@@ -17,12 +18,6 @@ fn every_node() -> StaticOptions {
         placement: Placement::All,
         ..StaticOptions::default()
     }
-}
-
-fn weights(n: usize, scale: f32) -> Vec<f32> {
-    (0..n)
-        .map(|k| ((k * 37 % 23) as f32 - 11.0) * scale)
-        .collect()
 }
 
 /// x -> Conv(W, B) -> Relu -> MaxPool -> Conv(W2) -> y
@@ -385,20 +380,9 @@ fn a_maxpool_between_a_float_op_and_a_conv_counts_against_int8() {
 }
 
 /// ids -> Gather(E) -> MatMul(W) -> y: an embedding table read by a quantized product.
-fn embedding_then_matmul() -> ModelProto {
-    ModelBuilder::new(17)
-        .input("ids", DataType::Int64, &["2", "5"])
-        .initializer_f32("E", &[40, 16], &weights(640, 0.05))
-        .initializer_f32("W", &[16, 32], &weights(512, 0.04))
-        .node("Gather", &["E", "ids"], &["e"])
-        .node("MatMul", &["e", "W"], &["y"])
-        .output("y", DataType::Float, &["2", "5", "32"])
-        .build()
-}
-
 #[test]
 fn an_embedding_table_becomes_int8_rows_and_returns_to_float_when_reverted() {
-    let before = embedding_then_matmul();
+    let before = embedding_then_matmul(17);
     let m = model(before.clone());
     let plan = plan(&m, &every_node()).unwrap();
     assert_eq!(plan.len(), 2);
@@ -465,15 +449,7 @@ fn an_embedding_table_becomes_int8_rows_and_returns_to_float_when_reverted() {
 /// its tables float and says why, whatever its products need.
 #[test]
 fn a_shared_table_is_written_once_and_refusals_are_reported() {
-    let shared = ModelBuilder::new(17)
-        .input("ids", DataType::Int64, &["2", "5"])
-        .input("other", DataType::Int64, &["2", "5"])
-        .initializer_f32("E", &[40, 16], &weights(640, 0.05))
-        .node("Gather", &["E", "ids"], &["a"])
-        .node("Gather", &["E", "other"], &["b"])
-        .node("Add", &["a", "b"], &["y"])
-        .output("y", DataType::Float, &["2", "5", "16"])
-        .build();
+    let shared = shared_table();
     let m = model(shared.clone());
     let plan = plan(&m, &every_node()).unwrap();
     assert_eq!((plan.len(), plan.products()), (2, 0));
@@ -510,14 +486,7 @@ fn a_shared_table_is_written_once_and_refusals_are_reported() {
     assert_eq!(reasons, ["excluded by --exclude-op-types"; 2]);
     assert_eq!(f.proto, shared);
 
-    let old = ModelBuilder::new(6)
-        .input("ids", DataType::Int64, &["2", "5"])
-        .initializer_f32("E", &[40, 16], &weights(640, 0.05))
-        .initializer_f32("W", &[16, 32], &weights(512, 0.04))
-        .node("Gather", &["E", "ids"], &["e"])
-        .node("MatMul", &["e", "W"], &["y"])
-        .output("y", DataType::Float, &["2", "5", "32"])
-        .build();
+    let old = embedding_then_matmul(6);
     let plan = super::plan(&model(old.clone()), &every_node()).unwrap();
     let reasons: Vec<(&str, &str)> = plan
         .kept_float
@@ -532,8 +501,7 @@ fn a_shared_table_is_written_once_and_refusals_are_reported() {
         ]
     );
     // at opset 8 the MatMul still cannot be quantized, but the table can: a valid model
-    let mut at8 = old;
-    at8.opset_import[0].version = Some(8);
+    let at8 = embedding_then_matmul(8);
     let plan = super::plan(&model(at8.clone()), &every_node()).unwrap();
     assert_eq!((plan.len(), plan.products()), (1, 0));
     let mut q = model(at8.clone());

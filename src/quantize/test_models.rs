@@ -1,0 +1,38 @@
+//! Graphs the quantizers' unit tests share.
+
+use crate::graph::builder::ModelBuilder;
+use crate::onnx::DataType;
+use crate::onnx::proto::ModelProto;
+
+/// `n` weights spread over [-11, 11] x `scale`, none repeating within 23.
+pub fn weights(n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|k| ((k * 37 % 23) as f32 - 11.0) * scale)
+        .collect()
+}
+
+/// One table `E` read by two Gathers (word and position ids looked up in a shared table, say),
+/// their rows added.
+pub fn shared_table() -> ModelProto {
+    ModelBuilder::new(17)
+        .input("ids", DataType::Int64, &["2", "5"])
+        .input("other", DataType::Int64, &["2", "5"])
+        .initializer_f32("E", &[40, 16], &weights(640, 0.05))
+        .node("Gather", &["E", "ids"], &["a"])
+        .node("Gather", &["E", "other"], &["b"])
+        .node("Add", &["a", "b"], &["y"])
+        .output("y", DataType::Float, &["2", "5", "16"])
+        .build()
+}
+
+/// A table `E` looked up, then multiplied by a weight `W`, at `opset`.
+pub fn embedding_then_matmul(opset: i64) -> ModelProto {
+    ModelBuilder::new(opset)
+        .input("ids", DataType::Int64, &["2", "5"])
+        .initializer_f32("E", &[40, 16], &weights(640, 0.05))
+        .initializer_f32("W", &[16, 32], &weights(512, 0.04))
+        .node("Gather", &["E", "ids"], &["e"])
+        .node("MatMul", &["e", "W"], &["y"])
+        .output("y", DataType::Float, &["2", "5", "32"])
+        .build()
+}
