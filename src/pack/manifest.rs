@@ -41,9 +41,10 @@ pub struct ModelEntry {
 pub struct Precision {
     /// Parameter elements by element type (`FLOAT`, `FLOAT16`, `INT8`...).
     pub parameter_dtypes: BTreeMap<String, u64>,
-    /// `none`, `qdq` (QuantizeLinear and DequantizeLinear), `qoperator` (QLinear*, *Integer
-    /// ops), `dynamic` (DynamicQuantizeLinear) or `weight-only` (DequantizeLinear without
-    /// QuantizeLinear, or int8/int4 parameters of 256 elements or more and none of those ops).
+    /// `none`, `qdq` (QuantizeLinear), `qoperator` (QLinear*, *Integer ops), `dynamic`
+    /// (DynamicQuantizeLinear) or `weight-only` (no activation quantized: a DequantizeLinear of
+    /// a constant, onnxruntime's MatMulNBits or GatherBlockQuantized, or int8/int4 parameters
+    /// of 256 elements or more). Ops match in any domain.
     pub quantization: String,
 }
 

@@ -278,30 +278,64 @@ fn collect_files(model: &Model, path: &Path, include: &[PathBuf]) -> Result<Vec<
     Ok(entries)
 }
 
-/// How `info`'s model is quantized, from the ops and parameter types it has (the manifest's
-/// `precision.quantization`).
-fn quantization(info: &crate::inspect::Inspection) -> &'static str {
+/// How `model` is quantized, from the ops and parameter types `info` found in it (the
+/// manifest's `precision.quantization`). Ops match in any domain (onnxruntime's contrib
+/// QuantizeLinear is `com.microsoft::QuantizeLinear`).
+fn quantization(info: &crate::inspect::Inspection, model: &Model) -> &'static str {
     let ops = &info.op_types;
-    let has = |names: &[&str]| names.iter().any(|n| ops.contains_key(*n));
-    if has(&["DynamicQuantizeLinear"]) {
+    let op = |key: &str| key.rsplit("::").next().unwrap_or(key).to_string();
+    let names: std::collections::HashSet<String> = ops.keys().map(|k| op(k)).collect();
+    let has = |wanted: &[&str]| wanted.iter().any(|n| names.contains(*n));
+    if has(&[
+        "DynamicQuantizeLinear",
+        "DynamicQuantizeMatMul",
+        "DynamicQuantizeLSTM",
+    ]) {
         "dynamic"
     } else if has(&[
-        "QLinearConv",
-        "QLinearMatMul",
         "MatMulInteger",
         "ConvInteger",
-    ]) || ops.keys().any(|k| k.contains("::QLinear"))
+        "MatMulIntegerToFloat",
+        "QGemm",
+        "QAttention",
+    ]) || names.iter().any(|n| n.starts_with("QLinear"))
     {
         "qoperator"
     } else if has(&["QuantizeLinear"]) {
         "qdq"
-    } else if has(&["DequantizeLinear"]) || int8_weights(info) {
-        // weights dequantized (int4 blocks) or widened through Casts (int8 embedding rows), and
-        // no activation quantized
+    } else if has(&["MatMulNBits", "GatherBlockQuantized"])
+        || dequantizes_a_constant(model)
+        || int8_weights(info)
+    {
+        // weights dequantized (int4 blocks), in onnxruntime's packed 4-bit ops, or widened
+        // through Casts (int8 embedding rows), and no activation quantized
         "weight-only"
     } else {
         "none"
     }
+}
+
+/// Whether a DequantizeLinear of `model`'s main graph reads a constant (a weight): one that
+/// reads an input dequantizes data, not weights.
+fn dequantizes_a_constant(model: &Model) -> bool {
+    let g = model.graph();
+    let constants: std::collections::HashSet<&str> = g
+        .initializer
+        .iter()
+        .map(|t| t.name())
+        .chain(
+            g.node
+                .iter()
+                .filter(|n| n.op_type() == "Constant")
+                .flat_map(|n| n.output.iter().map(String::as_str)),
+        )
+        .collect();
+    g.node.iter().any(|n| {
+        n.op_type() == "DequantizeLinear"
+            && n.input
+                .first()
+                .is_some_and(|x| constants.contains(x.as_str()))
+    })
 }
 
 /// Whether `info`'s model has int8 or int4 parameters of weight size: an int8 mask or a uint8
@@ -331,7 +365,7 @@ fn build_manifest(
         .filter(|f| !f.path.starts_with("files/") && Some(&f.path) != entry_point.map(|e| &e.path))
         .map(|f| f.path.clone())
         .collect();
-    let quantization = quantization(&info);
+    let quantization = quantization(&info, model);
     // both reports: the verification must have compared the optimized model with the model the
     // optimization started from, not with something else (or itself)
     if let (Some(opt), Some(v)) = (&o.optimize_report, &o.verify_report)
@@ -791,7 +825,7 @@ mod tests {
 
     fn quantization_of(proto: crate::onnx::proto::ModelProto) -> &'static str {
         let model = Model::from_proto(proto, std::env::temp_dir());
-        super::quantization(&crate::inspect::inspect(&model).unwrap())
+        super::quantization(&crate::inspect::inspect(&model).unwrap(), &model)
     }
 
     /// int8 embedding rows read through a Cast, with no quantizing op: the weights are quantized,
@@ -834,5 +868,27 @@ mod tests {
             .output("y", DataType::Float, &["16", "16"])
             .build();
         assert_eq!(quantization_of(mask), "none");
+        // uint8 pixels dequantized at the input: data, not weights
+        let pixels = ModelBuilder::new(17)
+            .input("x", DataType::Uint8, &["16"])
+            .initializer_f32("s", &[], &[0.5])
+            .node("DequantizeLinear", &["x", "s"], &["y"])
+            .output("y", DataType::Float, &["16"])
+            .build();
+        assert_eq!(quantization_of(pixels), "none");
+        // onnxruntime's contrib QDQ ops are QDQ
+        let contrib = ModelBuilder::new(17)
+            .opset("com.microsoft", 1)
+            .input("x", DataType::Float, &["16"])
+            .initializer_f32("s", &[], &[0.5])
+            .node("QuantizeLinear", &["x", "s"], &["q"])
+            .node("DequantizeLinear", &["q", "s"], &["y"])
+            .output("y", DataType::Float, &["16"])
+            .build();
+        let mut contrib = contrib;
+        for n in &mut contrib.graph.as_mut().unwrap().node {
+            n.domain = Some("com.microsoft".into());
+        }
+        assert_eq!(quantization_of(contrib), "qdq");
     }
 }

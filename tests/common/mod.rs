@@ -124,7 +124,10 @@ pub fn int8_products_exact() -> bool {
     if !cfg!(target_arch = "x86_64") {
         return true;
     }
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    // where the flags cannot be read, as tests/interop/check_quantized.py decides
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return true;
+    };
     let flags = info
         .lines()
         .find(|l| l.starts_with("flags"))
