@@ -877,7 +877,7 @@ mod tests {
             .build();
         assert_eq!(quantization_of(pixels), "none");
         // onnxruntime's contrib QDQ ops are QDQ
-        let contrib = ModelBuilder::new(17)
+        let mut contrib = ModelBuilder::new(17)
             .opset("com.microsoft", 1)
             .input("x", DataType::Float, &["16"])
             .initializer_f32("s", &[], &[0.5])
@@ -885,7 +885,6 @@ mod tests {
             .node("DequantizeLinear", &["q", "s"], &["y"])
             .output("y", DataType::Float, &["16"])
             .build();
-        let mut contrib = contrib;
         for n in &mut contrib.graph.as_mut().unwrap().node {
             n.domain = Some("com.microsoft".into());
         }

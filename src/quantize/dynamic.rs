@@ -19,9 +19,10 @@
 //! which onnxruntime's CPU provider runs several times slower than its float Conv (measured by
 //! `bench/quantize_compare.py`): static quantization (QDQ) is the way to an int8 Conv.
 //!
-//! Left alone, and reported: weights of fewer than [`super::weights::MIN_WEIGHT_ELEMENTS`] elements (a tiny head
-//! gains nothing and loses the most), weights that are not 2-D, activations of rank below 2
-//! or unknown, Gemm with transA, nodes and op types the user excludes.
+//! Left alone, and reported: weights of fewer than [`super::weights::MIN_WEIGHT_ELEMENTS`]
+//! elements (a tiny head gains nothing and loses the most), weights that are not 2-D,
+//! activations of rank below 2 or unknown, Gemm with transA, nodes and op types the user
+//! excludes.
 
 use std::collections::{HashMap, HashSet};
 

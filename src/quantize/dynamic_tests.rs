@@ -5,7 +5,7 @@ use super::*;
 use crate::graph::builder::{ModelBuilder, attr_float, attr_graph, attr_tensor};
 use crate::onnx::proto::ModelProto;
 use crate::passes::testing::max_difference;
-use crate::quantize::test_models::{shared_table, weights};
+use crate::quantize::test_models::{one_table, shared_table, weights};
 
 fn model(proto: ModelProto) -> Model {
     Model::from_proto(proto, std::env::temp_dir())
@@ -257,12 +257,7 @@ fn weights_captured_by_a_body_are_quantized_inside_it() {
 
 #[test]
 fn an_embedding_table_becomes_int8_rows_with_a_scale_each() {
-    let before = ModelBuilder::new(17)
-        .input("ids", DataType::Int64, &["2", "5"])
-        .initializer_f32("E", &[40, 16], &weights(640, 0.05))
-        .node("Gather", &["E", "ids"], &["y"])
-        .output("y", DataType::Float, &["2", "5", "16"])
-        .build();
+    let before = one_table();
     let mut m = model(before.clone());
     let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
     assert_eq!(report.quantized.len(), 1);
@@ -396,12 +391,7 @@ fn a_table_two_gathers_read_is_written_once() {
 /// A table the user excludes stays float and the report says why, as static int8's does.
 #[test]
 fn an_excluded_table_stays_float_and_is_reported() {
-    let before = ModelBuilder::new(17)
-        .input("ids", DataType::Int64, &["2", "5"])
-        .initializer_f32("E", &[40, 16], &weights(640, 0.05))
-        .node("Gather", &["E", "ids"], &["y"])
-        .output("y", DataType::Float, &["2", "5", "16"])
-        .build();
+    let before = one_table();
     let mut m = model(before.clone());
     let options = DynamicOptions {
         exclude_op_types: ["Gather".to_string()].into(),

@@ -64,15 +64,30 @@ pub fn table(
     outer: &HashMap<String, TensorProto>,
     node: &NodeProto,
 ) -> Option<Matrix> {
-    let is_table = node.op_type() == "Gather"
+    if !looks_up_rows(facts, node) {
+        return None;
+    }
+    table_behind(ctx, graph, outer, &node.input[0])
+}
+
+/// Whether `node` is a Gather along axis 0 of a float value (the lookup [`table`] needs; the
+/// value may still be no table).
+pub fn looks_up_rows(facts: &Inference, node: &NodeProto) -> bool {
+    node.op_type() == "Gather"
         && matches!(node.domain(), "" | "ai.onnx")
         && node.input.len() == 2
         && matches!(attr_i(node, "axis", 0), 0 | -2)
-        && facts.elem_type(&node.input[0]) == Some(DataType::Float);
-    if !is_table {
-        return None;
-    }
-    let w = super::weights::matrix(ctx, graph, outer, &node.input[0], false).ok()??;
+        && facts.elem_type(&node.input[0]) == Some(DataType::Float)
+}
+
+/// `value` as a table, if it is a 2-D float constant of at least [`MIN_WEIGHT_ELEMENTS`].
+pub fn table_behind(
+    ctx: &PassContext,
+    graph: &Graph,
+    outer: &HashMap<String, TensorProto>,
+    value: &str,
+) -> Option<Matrix> {
+    let w = super::weights::matrix(ctx, graph, outer, value, false).ok()??;
     (w.values.len() >= MIN_WEIGHT_ELEMENTS).then_some(w)
 }
 

@@ -270,14 +270,27 @@ pub fn plan_with(
     let mut tables = Vec::new();
     let mut kept_float = Vec::new();
     let no_outer = HashMap::new();
-    let mut read_tables = HashMap::new();
+    // each value Gathers read, as a table or not: read once however many Gathers read it
+    let mut read_tables: HashMap<String, Option<std::rc::Rc<super::weights::Matrix>>> =
+        HashMap::new();
     for (i, node) in graph.nodes().iter().enumerate() {
         if !ops.contains(node.op_type()) || !matches!(node.domain(), "" | "ai.onnx") {
             continue;
         }
         if node.op_type() == "Gather" {
             // an embedding table; other Gathers (most index shapes) are not reported
-            if let Some(table) = super::embedding::table(&ctx, facts, &graph, &no_outer, node) {
+            let table = if super::embedding::looks_up_rows(facts, node) {
+                read_tables
+                    .entry(node.input[0].clone())
+                    .or_insert_with(|| {
+                        super::embedding::table_behind(&ctx, &graph, &no_outer, &node.input[0])
+                            .map(std::rc::Rc::new)
+                    })
+                    .clone()
+            } else {
+                None
+            };
+            if let Some(table) = table {
                 let refused = super::embedding::refused(
                     opset,
                     node,
@@ -295,11 +308,7 @@ pub fn plan_with(
                         label: node_label(node, i),
                         output: node.output[0].clone(),
                         ids: node.input[1].clone(),
-                        // one table several Gathers read is kept once
-                        table: read_tables
-                            .entry(node.input[0].clone())
-                            .or_insert_with(|| std::rc::Rc::new(table))
-                            .clone(),
+                        table,
                     }),
                 }
             }

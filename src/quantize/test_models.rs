@@ -11,6 +11,16 @@ pub fn weights(n: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
+/// One table `E` looked up.
+pub fn one_table() -> ModelProto {
+    ModelBuilder::new(17)
+        .input("ids", DataType::Int64, &["2", "5"])
+        .initializer_f32("E", &[40, 16], &weights(640, 0.05))
+        .node("Gather", &["E", "ids"], &["y"])
+        .output("y", DataType::Float, &["2", "5", "16"])
+        .build()
+}
+
 /// One table `E` read by two Gathers (word and position ids looked up in a shared table, say),
 /// their rows added.
 pub fn shared_table() -> ModelProto {
