@@ -1239,9 +1239,14 @@ fn search_within_target<R: QuantizedNodes>(
             target.describe()
         )
     };
-    let reason = |lost: f64| {
+    let reason = |added: f64| {
+        let added = if added.is_finite() {
+            format!("adds noise {added:.1} dB below its output")
+        } else {
+            "adds no noise measured".to_string()
+        };
         format!(
-            "returned to float: with every node quantized the outputs {missed}; this node lost {lost:.1} dB (measured in the round that ranked it)"
+            "returned to float: with every node quantized the outputs {missed}; this node {added} (measured in the round that ranked it)"
         )
     };
     let first =
@@ -1308,47 +1313,71 @@ fn rerank_rest(ranked: &mut [(String, f64)], from: usize, measured: Vec<(String,
     rest.sort_by_key(|(o, _)| position.get(o.as_str()).copied().unwrap_or(usize::MAX));
 }
 
-/// The quantized nodes by their own output's SQNR, lowest first (as a loss below the int8
-/// ceiling): for quantizers whose nodes read float values (weight-only and dynamic).
+/// The noise a node's own rounding adds, as the SQNR it alone would leave (dB): the noise in
+/// its output less the noise in what it reads, each as a power relative to the signal (both SQNRs
+/// below `ceiling`, the best the grid gives). Independent roundings' noise adds, and what reaches
+/// the outputs is roughly the sum of what each node adds, so the nodes to return to float first
+/// are those adding the most, whatever SQNR they start from: a node falling from 50 to 37 dB
+/// adds a fiftieth of the noise of one falling from 37 to 20, though it loses more decibels.
+/// Infinite where the output is no noisier than what it reads.
+fn added_noise_db(read_db: f64, own_db: f64, ceiling: f64) -> f64 {
+    let power = |db: f64| 10f64.powf(-db.min(ceiling) / 10.0);
+    let added = power(own_db) - power(read_db);
+    if added > 0.0 {
+        -10.0 * added.log10()
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// Orders `ranked` (outputs with the noise each node adds, [`added_noise_db`]) most noise
+/// first: the order [`search_within_target`] returns them to float in.
+fn most_noise_first(mut ranked: Vec<(String, f64)>) -> Vec<(String, f64)> {
+    ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
+    ranked
+}
+
+/// The quantized nodes by their own output's SQNR, lowest first (the noise they add from the
+/// int8 ceiling): for quantizers whose nodes read float values (weight-only and dynamic).
 fn by_own_sqnr<R: QuantizedNodes>(
     report: &R,
     measured: &std::collections::BTreeMap<String, ranges::Agreement>,
 ) -> Vec<(String, f64)> {
-    let mut ranked: Vec<(String, f64)> = report
-        .quantized_outputs()
-        .into_iter()
-        .map(|o| {
-            let own = measured.get(&o).map_or(f64::INFINITY, |a| a.pooled_sqnr_db);
-            (o, INT8_CEILING_DB - own.min(INT8_CEILING_DB))
-        })
-        .collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    ranked
+    most_noise_first(
+        report
+            .quantized_outputs()
+            .into_iter()
+            .map(|o| {
+                let own = measured.get(&o).map_or(f64::INFINITY, |a| a.pooled_sqnr_db);
+                (o, added_noise_db(f64::INFINITY, own, INT8_CEILING_DB))
+            })
+            .collect(),
+    )
 }
 
-/// The quantized nodes by how much they lose, most first: the SQNR of the quantized values
-/// they read (the worst of the nearest quantized nodes upstream; unbounded at graph inputs)
-/// minus their own output's.
+/// The quantized nodes by the noise they add ([`added_noise_db`]), most first: over the noise
+/// in the quantized values they read (the worst of the nearest quantized nodes upstream; none
+/// at graph inputs).
 fn sensitivity(
     plan: &qdq::StaticPlan,
     measured: &std::collections::BTreeMap<String, ranges::Agreement>,
 ) -> Vec<(String, f64)> {
     let own = |o: &str| measured.get(o).map_or(f64::INFINITY, |a| a.pooled_sqnr_db);
     let nodes: Vec<(&str, &str)> = plan.nodes().collect();
-    let mut ranked: Vec<(String, f64)> = nodes
-        .iter()
-        .map(|(output, _)| {
-            let upstream = plan
-                .upstream_outputs(output)
-                .iter()
-                .map(|u| own(u))
-                .fold(f64::INFINITY, f64::min);
-            let lost = upstream.min(INT8_CEILING_DB) - own(output).min(INT8_CEILING_DB);
-            (output.to_string(), lost)
-        })
-        .collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    ranked
+    most_noise_first(
+        nodes
+            .iter()
+            .map(|(output, _)| {
+                let upstream = plan
+                    .upstream_outputs(output)
+                    .iter()
+                    .map(|u| own(u))
+                    .fold(f64::INFINITY, f64::min);
+                let added = added_noise_db(upstream, own(output), INT8_CEILING_DB);
+                (output.to_string(), added)
+            })
+            .collect(),
+    )
 }
 
 /// The float16 stage's report.
@@ -1434,33 +1463,29 @@ pub fn to_fp16(
         let report = fp16::convert(&mut candidate, &options)?;
         Ok((candidate, report, Default::default()))
     };
-    // what a node loses: the worst SQNR of the float16 values it reads (the ceiling where it
-    // reads none) minus its own output's
+    // the noise a node adds over the worst of the float16 values it reads (none where it
+    // reads none)
     let graph = crate::graph::Graph::new(float.graph().clone());
     let rank = |report: &fp16::Fp16Report,
                 measured: &std::collections::BTreeMap<String, ranges::Agreement>| {
-        let own = |v: &str| {
-            measured
-                .get(v)
-                .map_or(FP16_CEILING_DB, |a| a.pooled_sqnr_db.min(FP16_CEILING_DB))
-        };
-        let mut ranked: Vec<(String, f64)> = report
-            .converted_outputs
-            .iter()
-            .map(|o| {
-                let read = graph
-                    .producer(o)
-                    .map(|n| &n.input)
-                    .into_iter()
-                    .flatten()
-                    .filter(|v| measured.contains_key(v.as_str()))
-                    .map(|v| own(v))
-                    .fold(FP16_CEILING_DB, f64::min);
-                (o.clone(), read - own(o))
-            })
-            .collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-        ranked
+        let own = |v: &str| measured.get(v).map_or(f64::INFINITY, |a| a.pooled_sqnr_db);
+        most_noise_first(
+            report
+                .converted_outputs
+                .iter()
+                .map(|o| {
+                    let read = graph
+                        .producer(o)
+                        .map(|n| &n.input)
+                        .into_iter()
+                        .flatten()
+                        .filter(|v| measured.contains_key(v.as_str()))
+                        .map(|v| own(v))
+                        .fold(f64::INFINITY, f64::min);
+                    (o.clone(), added_noise_db(read, own(o), FP16_CEILING_DB))
+                })
+                .collect(),
+        )
     };
     let outcome = search_within_target(
         &float, &outputs, &target, "fp16", &c, &exposure, convert, rank,
@@ -1525,6 +1550,28 @@ mod tests {
             top1: None,
             decision,
         }
+    }
+
+    #[test]
+    fn nodes_adding_the_most_noise_rank_first_whatever_they_start_from() {
+        // a table read from exact ids that falls to 37 dB, a product falling from 37 to 20 dB,
+        // one from 22 to 20 dB, and one whose output is cleaner than what it reads
+        let ranked = most_noise_first(vec![
+            ("table".into(), added_noise_db(f64::INFINITY, 37.0, 50.0)),
+            ("product".into(), added_noise_db(37.0, 20.0, 50.0)),
+            ("late".into(), added_noise_db(22.0, 20.0, 50.0)),
+            ("gain".into(), added_noise_db(20.0, 24.0, 50.0)),
+        ]);
+        let order: Vec<&str> = ranked.iter().map(|(o, _)| o.as_str()).collect();
+        assert_eq!(order, ["product", "late", "table", "gain"]);
+        // 10^-2 - 10^-3.7, 10^-2 - 10^-2.2 and 10^-3.7 - 10^-5 as SQNRs
+        let db: Vec<f64> = ranked.iter().map(|(_, d)| *d).collect();
+        assert!((db[0] - 20.0875).abs() < 1e-3, "{db:?}");
+        assert!((db[1] - 24.3292).abs() < 1e-3, "{db:?}");
+        assert!((db[2] - 37.2233).abs() < 1e-3, "{db:?}");
+        assert_eq!(db[3], f64::INFINITY);
+        // SQNRs above the grid's best count as the best
+        assert_eq!(added_noise_db(60.0, 70.0, 50.0), f64::INFINITY);
     }
 
     #[test]
