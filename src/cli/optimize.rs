@@ -448,6 +448,12 @@ fn render_measured(
             "\n  accuracy: {verdict} ({} rounds on {} samples, {} returned to float)",
             a.rounds, a.samples, a.returned_to_float
         );
+        if a.int8_products == Some(mdeploy::quantize::Int8Products::SaturatingPairs) {
+            s.push_str(
+                "\n  measured on a CPU without VNNI, where onnxruntime's int8 products saturate in \
+                 pairs: on one with VNNI they are exact and the accuracy differs (verify there)",
+            );
+        }
     }
     if !output_sqnr_db.is_empty() {
         let _ = write!(

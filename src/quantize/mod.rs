@@ -284,7 +284,8 @@ pub fn to_int8_dynamic(
     let outcome = search_within_target(
         &float, &outputs, &target, "int8", &c, &exposure, quantize, rank,
     )?;
-    let accuracy = outcome.accuracy(&target, &outputs);
+    let mut accuracy = outcome.accuracy(&target, &outputs);
+    accuracy.int8_products = outcome.best.engine.map(Int8Products::of);
     let output_sqnr_db = outcome.output_sqnr_db();
     let best = outcome.best;
     let summary = CalibrationSummary {
@@ -754,6 +755,50 @@ pub struct AccuracyOutcome {
     /// before it was given).
     #[serde(default)]
     pub samples: usize,
+    /// How the engine that measured an int8 result computes int8 products on the CPU it ran on
+    /// (int8 modes only, where something was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8_products: Option<Int8Products>,
+}
+
+/// How an engine computes products of 8-bit integers on the CPU at hand. onnxruntime's x86
+/// kernels compute uint8 x int8 exactly on a CPU with VNNI (AVX-512 VNNI or AVX-VNNI); without
+/// (AVX2, AVX-512 without VNNI) they add each two adjacent products in 16 bits and saturate
+/// (docs/quantize.md, "The CPU's int8 kernels"): an int8 model's accuracy measured on one kind
+/// differs on the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Int8Products {
+    Exact,
+    SaturatingPairs,
+    /// Not known here: another engine, or another architecture.
+    Unknown,
+}
+
+impl Int8Products {
+    /// How `engine` computes int8 products on this CPU.
+    pub fn of(engine: EngineKind) -> Self {
+        match engine {
+            EngineKind::Ort => Self::of_onnxruntime(),
+            EngineKind::Tract => Self::Unknown,
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn of_onnxruntime() -> Self {
+        if std::arch::is_x86_feature_detected!("avx512vnni")
+            || std::arch::is_x86_feature_detected!("avxvnni")
+        {
+            Self::Exact
+        } else {
+            Self::SaturatingPairs
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn of_onnxruntime() -> Self {
+        Self::Unknown
+    }
 }
 
 /// What a measure that was not taken reads as.
@@ -929,7 +974,8 @@ pub fn to_int8_static(
         }
         chosen.rounds = rounds;
     }
-    let accuracy = chosen.accuracy(&target, &outputs);
+    let mut accuracy = chosen.accuracy(&target, &outputs);
+    accuracy.int8_products = chosen.best.engine.map(Int8Products::of);
     let output_sqnr_db = chosen.output_sqnr_db();
     let mut best = chosen.best;
     let used = !best.report.quantized.is_empty();
@@ -1052,6 +1098,7 @@ impl<R: QuantizedNodes> SearchOutcome<R> {
             rounds: self.rounds,
             returned_to_float: self.reverted.len(),
             samples: self.samples,
+            int8_products: None,
         }
     }
 

@@ -257,6 +257,18 @@ fn every_real_model_quantizes_to_dynamic_int8_and_verifies() {
             for entry in q["output_sqnr_db"].as_array().unwrap() {
                 assert!(entry[1].as_f64().unwrap() > floor, "{name}: {entry}");
             }
+            // and the report says which kind of CPU measured it
+            let products = match q["calibration"]["engine"].as_str() {
+                Some("ort") if cfg!(target_arch = "x86_64") => {
+                    if common::int8_products_exact() {
+                        "exact"
+                    } else {
+                        "saturating-pairs"
+                    }
+                }
+                _ => "unknown",
+            };
+            assert_eq!(q["accuracy"]["int8_products"], products, "{name}");
         }
     }
 }
