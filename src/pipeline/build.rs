@@ -412,6 +412,10 @@ impl Builder<'_> {
             q.placement = crate::quantize::placement::Placement::parse(p)
                 .map_err(|e| UsageError(format!("[optimize] int8_placement: {e}")))?;
         }
+        if let Some(r) = &o.int8_weight_range {
+            q.weight_range = crate::quantize::weights::WeightRange::parse(r)
+                .map_err(|e| UsageError(format!("[optimize] int8_weight_range: {e}")))?;
+        }
         if let Some(m) = &o.calibration_method {
             q.method = crate::quantize::calibrate::Method::parse(m)
                 .map_err(|e| UsageError(format!("[optimize] calibration_method: {e}")))?;

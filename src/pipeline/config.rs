@@ -98,6 +98,8 @@ pub struct OptimizeSection {
     pub int8_activations: Option<String>,
     /// Static int8 placement: `fast` or `all`.
     pub int8_placement: Option<String>,
+    /// Int8 weight range: `full` or `reduced`.
+    pub int8_weight_range: Option<String>,
     pub prune: Option<f64>,
     pub prune_channels: Option<f64>,
     pub fold_size_limit: Option<usize>,
@@ -128,6 +130,7 @@ impl Default for OptimizeSection {
             exclude_op_types: Vec::new(),
             int8_activations: None,
             int8_placement: None,
+            int8_weight_range: None,
             prune: None,
             prune_channels: None,
             fold_size_limit: None,
@@ -312,6 +315,7 @@ impl BuildConfig {
             ("exclude_op_types", !o.exclude_op_types.is_empty()),
             ("int8_activations", o.int8_activations.is_some()),
             ("int8_placement", o.int8_placement.is_some()),
+            ("int8_weight_range", o.int8_weight_range.is_some()),
         ] {
             if given && !quantizing {
                 return Err(error(
@@ -356,6 +360,17 @@ impl BuildConfig {
                         "applies to int8 = \"static\"".into(),
                     ));
                 }
+            }
+        }
+        if let Some(r) = &o.int8_weight_range {
+            crate::quantize::weights::WeightRange::parse(r)
+                .map_err(|e| error("optimize", "int8_weight_range", e))?;
+            if o.int8.is_none() {
+                return Err(error(
+                    "optimize",
+                    "int8_weight_range",
+                    "applies to int8".into(),
+                ));
             }
         }
         if let Some(t) = &o.accuracy_target {

@@ -84,6 +84,8 @@ pub struct QuantizeOptions {
     pub activation_type: crate::quantize::qdq::ActivationType,
     /// Static int8: which of the nodes that can be quantized are.
     pub placement: crate::quantize::placement::Placement,
+    /// Int8: how far the products' weights reach.
+    pub weight_range: crate::quantize::weights::WeightRange,
 }
 
 impl Default for QuantizeOptions {
@@ -99,6 +101,7 @@ impl Default for QuantizeOptions {
             exclude_op_types: Vec::new(),
             activation_type: Default::default(),
             placement: Default::default(),
+            weight_range: Default::default(),
         }
     }
 }
@@ -587,6 +590,7 @@ fn quantize(
             let options = crate::quantize::dynamic::DynamicOptions {
                 exclude_nodes: exclude_nodes.into_iter().collect(),
                 exclude_op_types: exclude_op_types.into_iter().collect(),
+                weight_range: q.weight_range,
                 ..Default::default()
             };
             let stage =
@@ -600,6 +604,7 @@ fn quantize(
             let options = crate::quantize::qdq::StaticOptions {
                 activation_type: q.activation_type,
                 placement: q.placement,
+                weight_range: q.weight_range,
                 ops: (!q.int8_ops.is_empty()).then(|| q.int8_ops.iter().cloned().collect()),
                 exclude_nodes: exclude_nodes.into_iter().collect(),
                 exclude_op_types: exclude_op_types.into_iter().collect(),

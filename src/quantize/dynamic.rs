@@ -43,6 +43,8 @@ pub struct DynamicOptions {
     pub exclude_op_types: HashSet<String>,
     /// Nodes kept float, by the value they write, with the reason (the accuracy search's).
     pub revert: std::collections::BTreeMap<String, String>,
+    /// How far the products' int8 weights reach (embedding tables take the full range).
+    pub weight_range: WeightRange,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -52,6 +54,9 @@ pub struct DynamicReport {
     /// A model below opset 11 raised to it for DynamicQuantizeLinear, or why it could not be.
     #[serde(flatten)]
     pub opset: super::OpsetChange,
+    /// How far the products' int8 weights reach (reports written before it was recorded: full).
+    #[serde(default)]
+    pub weight_range: WeightRange,
 }
 
 /// The opset that brought DynamicQuantizeLinear.
@@ -72,7 +77,10 @@ pub fn quantize(
         facts: &facts,
         ctx: &ctx,
         options,
-        report: DynamicReport::default(),
+        report: DynamicReport {
+            weight_range: options.weight_range,
+            ..Default::default()
+        },
     };
     let mut graph = std::mem::take(model.graph_mut());
     let result = q.graph(&mut graph, &HashMap::new(), &HashSet::new());
@@ -94,7 +102,9 @@ struct Quantizer<'a> {
     report: DynamicReport,
 }
 
-use super::weights::{Bias, MIN_WEIGHT_ELEMENTS, Matrix as Weight, Side, add_quantized_weight};
+use super::weights::{
+    Bias, MIN_WEIGHT_ELEMENTS, Matrix as Weight, Side, WeightRange, add_quantized_weight,
+};
 use super::{KeptFloat, QuantizedNode};
 
 impl Quantizer<'_> {
@@ -193,7 +203,8 @@ impl Quantizer<'_> {
             } else {
                 1.0
             };
-            let q = add_quantized_weight(&mut edit, &weight, side, alpha);
+            let q =
+                add_quantized_weight(&mut edit, &weight, side, alpha, self.options.weight_range);
             let (w_q, w_scale) = (q.tensor, q.scale);
             let w_zero = edit.add_initializer(
                 &format!("{}_zero_point", weight.name),

@@ -19,7 +19,9 @@
 use std::collections::{HashMap, HashSet};
 
 use super::QuantizedNode;
-use super::weights::{MIN_WEIGHT_ELEMENTS, Matrix, QuantizedWeight, Side, add_quantized_weight};
+use super::weights::{
+    MIN_WEIGHT_ELEMENTS, Matrix, QuantizedWeight, Side, WeightRange, add_quantized_weight,
+};
 use crate::graph::Graph;
 use crate::graph::builder::attr_int;
 use crate::infer::Inference;
@@ -112,7 +114,8 @@ pub fn rewrite(
     } = written
         .0
         .entry(node.input[0].clone())
-        .or_insert_with(|| add_quantized_weight(edit, table, Side::Left, 1.0))
+        // rows are looked up, not multiplied: the full range whatever the products use
+        .or_insert_with(|| add_quantized_weight(edit, table, Side::Left, 1.0, WeightRange::Full))
         .clone();
     let rows = edit.fresh_name(&format!("{output}_int8"));
     let float = edit.fresh_name(&format!("{output}_float"));

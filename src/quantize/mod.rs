@@ -285,7 +285,8 @@ pub fn to_int8_dynamic(
         &float, &outputs, &target, "int8", &c, &exposure, quantize, rank,
     )?;
     let mut accuracy = outcome.accuracy(&target, &outputs);
-    accuracy.int8_products = outcome.best.engine.map(Int8Products::of);
+    let range = outcome.best.report.weight_range;
+    accuracy.int8_products = outcome.best.engine.map(|e| Int8Products::of(e, range));
     let output_sqnr_db = outcome.output_sqnr_db();
     let best = outcome.best;
     let summary = CalibrationSummary {
@@ -761,11 +762,12 @@ pub struct AccuracyOutcome {
     pub int8_products: Option<Int8Products>,
 }
 
-/// How an engine computes products of 8-bit integers on the CPU at hand. onnxruntime's x86
-/// kernels compute uint8 x int8 exactly on a CPU with VNNI (AVX-512 VNNI or AVX-VNNI); without
-/// (AVX2, AVX-512 without VNNI) they add each two adjacent products in 16 bits and saturate
-/// (docs/quantize.md, "The CPU's int8 kernels"): an int8 model's accuracy measured on one kind
-/// differs on the other.
+/// How an engine computes a model's products of 8-bit integers on the CPU at hand.
+/// onnxruntime's x86 kernels compute uint8 x int8 exactly on a CPU with VNNI (AVX-512 VNNI or
+/// AVX-VNNI); without (AVX2, AVX-512 without VNNI) they add each two adjacent products in 16
+/// bits and saturate unless the weights are within [-64, 64] ([`weights::WeightRange`];
+/// docs/quantize.md, "The CPU's int8 kernels"): a full-range int8 model's accuracy measured on
+/// one kind differs on the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Int8Products {
@@ -776,17 +778,18 @@ pub enum Int8Products {
 }
 
 impl Int8Products {
-    /// How `engine` computes int8 products on this CPU.
-    pub fn of(engine: EngineKind) -> Self {
+    /// How `engine` computes the products of weights quantized within `range` on this CPU.
+    pub fn of(engine: EngineKind, range: weights::WeightRange) -> Self {
         match engine {
-            EngineKind::Ort => Self::of_onnxruntime(),
+            EngineKind::Ort => Self::of_onnxruntime(range),
             EngineKind::Tract => Self::Unknown,
         }
     }
 
     #[cfg(target_arch = "x86_64")]
-    fn of_onnxruntime() -> Self {
-        if std::arch::is_x86_feature_detected!("avx512vnni")
+    fn of_onnxruntime(range: weights::WeightRange) -> Self {
+        if range == weights::WeightRange::Reduced
+            || std::arch::is_x86_feature_detected!("avx512vnni")
             || std::arch::is_x86_feature_detected!("avxvnni")
         {
             Self::Exact
@@ -796,7 +799,7 @@ impl Int8Products {
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    fn of_onnxruntime() -> Self {
+    fn of_onnxruntime(_: weights::WeightRange) -> Self {
         Self::Unknown
     }
 }
@@ -975,7 +978,8 @@ pub fn to_int8_static(
         chosen.rounds = rounds;
     }
     let mut accuracy = chosen.accuracy(&target, &outputs);
-    accuracy.int8_products = chosen.best.engine.map(Int8Products::of);
+    let range = chosen.best.report.weight_range;
+    accuracy.int8_products = chosen.best.engine.map(|e| Int8Products::of(e, range));
     let output_sqnr_db = chosen.output_sqnr_db();
     let mut best = chosen.best;
     let used = !best.report.quantized.is_empty();

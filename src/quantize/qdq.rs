@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use super::QuantizeError;
 use super::placement::{Candidate, Placement, size, slower_in_int8};
-use super::weights::{constant_behind, quantize_symmetric};
+use super::weights::{WeightRange, constant_behind, quantize_symmetric};
 use super::{KeptFloat, QuantizedNode};
 use crate::graph::builder::{attr_int, raw_tensor, tensor_f32};
 use crate::graph::{Graph, node_label};
@@ -121,6 +121,8 @@ pub struct StaticOptions {
     pub exclude_op_types: HashSet<String>,
     /// Which of the nodes that can be quantized are (default: those faster in int8).
     pub placement: Placement,
+    /// How far the products' int8 weights reach (embedding tables take the full range).
+    pub weight_range: WeightRange,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -145,6 +147,9 @@ pub struct StaticReport {
     /// without them).
     #[serde(default)]
     pub outputs_quantized: bool,
+    /// How far the products' int8 weights reach (reports written before it was recorded: full).
+    #[serde(default)]
+    pub weight_range: WeightRange,
     /// Each quantized output with a pair of its own -> its dequantized value (what its readers
     /// read, and where its loss is measured).
     #[serde(skip)]
@@ -160,6 +165,7 @@ impl Default for StaticOptions {
             exclude_nodes: HashSet::new(),
             exclude_op_types: HashSet::new(),
             placement: Placement::default(),
+            weight_range: WeightRange::default(),
         }
     }
 }
@@ -213,6 +219,7 @@ pub struct StaticPlan {
     per_channel: bool,
     activation_type: ActivationType,
     placement: Placement,
+    weight_range: WeightRange,
 }
 
 impl StaticPlan {
@@ -323,7 +330,15 @@ pub fn plan_with(
         };
         let reason = match refused {
             Some(reason) => Err(reason),
-            None => plan_node(&graph, facts, &ctx, node, i, per_channel),
+            None => plan_node(
+                &graph,
+                facts,
+                &ctx,
+                node,
+                i,
+                per_channel,
+                options.weight_range,
+            ),
         };
         match reason {
             Ok(p) => nodes.push(p),
@@ -428,6 +443,7 @@ pub fn plan_with(
         per_channel,
         activation_type: options.activation_type,
         placement: options.placement,
+        weight_range: options.weight_range,
     })
 }
 
@@ -506,6 +522,7 @@ impl StaticPlan {
             per_channel: self.per_channel,
             activation_type: self.activation_type,
             placement: self.placement,
+            weight_range: self.weight_range,
         }
     }
 
@@ -537,6 +554,7 @@ fn plan_node(
     node: &NodeProto,
     index: usize,
     per_channel: bool,
+    weight_range: WeightRange,
 ) -> Result<Planned, String> {
     let float = |v: &str| facts.elem_type(v) == Some(DataType::Float);
     let input = |k: usize| node.input.get(k).filter(|v| !v.is_empty());
@@ -583,7 +601,7 @@ fn plan_node(
     if !per_channel {
         let values = float_values(ctx, &weight).map_err(|e| e.to_string())?;
         let dims: Vec<usize> = weight.dims.iter().map(|&d| d as usize).collect();
-        let sqnr = quantize_symmetric(&values, &dims, None).sqnr_db;
+        let sqnr = quantize_symmetric(&values, &dims, None, weight_range).sqnr_db;
         if sqnr < MIN_PER_TENSOR_SQNR_DB {
             return Err(format!(
                 "opset < 13 allows one weight scale per tensor, and that gives {sqnr:.1} dB \
@@ -645,6 +663,7 @@ pub fn apply(
         per_channel: plan.per_channel,
         activation_type: plan.activation_type,
         placement: plan.placement,
+        weight_range: plan.weight_range,
         ..Default::default()
     };
     // each group's range: the union of its members'
@@ -724,7 +743,12 @@ pub fn apply(
         let x_scale = params[root].2;
         let values = float_values(&ctx, &p.weight)?;
         let dims: Vec<usize> = p.weight.dims.iter().map(|&d| d as usize).collect();
-        let q = quantize_symmetric(&values, &dims, plan.per_channel.then_some(p.axis));
+        let q = quantize_symmetric(
+            &values,
+            &dims,
+            plan.per_channel.then_some(p.axis),
+            plan.weight_range,
+        );
         let wname = if p.weight.name().is_empty() {
             "weight"
         } else {

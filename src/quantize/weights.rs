@@ -65,6 +65,45 @@ pub fn body_scope(
     (scope, names)
 }
 
+/// How far int8 weights reach.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightRange {
+    /// [-127, 127].
+    #[default]
+    Full,
+    /// [-64, 64]: onnxruntime's x86 kernels without VNNI add each two adjacent uint8 x int8
+    /// products in 16 bits, which two weights of 64 at most cannot overflow (2 x 255 x 64 =
+    /// 32640), so the model computes the same numbers on every x86 CPU, at a bit of each
+    /// weight's precision.
+    Reduced,
+}
+
+impl WeightRange {
+    pub fn parse(s: &str) -> Result<WeightRange, String> {
+        match s {
+            "full" => Ok(WeightRange::Full),
+            "reduced" => Ok(WeightRange::Reduced),
+            other => Err(format!("weight range '{other}': full or reduced expected")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WeightRange::Full => "full",
+            WeightRange::Reduced => "reduced",
+        }
+    }
+
+    /// The largest magnitude of a quantized weight.
+    pub fn limit(self) -> f32 {
+        match self {
+            WeightRange::Full => 127.0,
+            WeightRange::Reduced => 64.0,
+        }
+    }
+}
+
 /// Weights smaller than this stay float.
 pub const MIN_WEIGHT_ELEMENTS: usize = 256;
 
@@ -142,17 +181,18 @@ pub struct QuantizedWeight {
 }
 
 /// Symmetric int8 per output channel (columns on the right, rows on the left), zero point 0 and
-/// the range [-127, 127], added to `edit` as `<name>_quantized` and `<name>_scale`; the scale
-/// tensor carries `alpha` (Gemm's) too.
+/// `range`, added to `edit` as `<name>_quantized` and `<name>_scale`; the scale tensor carries
+/// `alpha` (Gemm's) too.
 pub fn add_quantized_weight(
     edit: &mut Graph,
     w: &Matrix,
     side: Side,
     alpha: f32,
+    range: WeightRange,
 ) -> QuantizedWeight {
     let [rows, cols] = w.dims;
     let axis = if side == Side::Right { 1 } else { 0 };
-    let q = quantize_symmetric(&w.values, &w.dims, Some(axis));
+    let q = quantize_symmetric(&w.values, &w.dims, Some(axis), range);
     let scale_dims: Vec<i64> = match side {
         Side::Right => vec![cols as i64],
         Side::Left => vec![rows as i64, 1],
@@ -184,9 +224,14 @@ pub struct Int8Weight {
     pub sqnr_db: f64,
 }
 
-/// Quantizes `values` of shape `dims` to int8 in [-127, 127] with zero point 0, one scale per
+/// Quantizes `values` of shape `dims` to int8 within `range` with zero point 0, one scale per
 /// index along `axis` (`None`: one scale for the whole tensor). An all-zero channel gets scale 1.
-pub fn quantize_symmetric(values: &[f32], dims: &[usize], axis: Option<usize>) -> Int8Weight {
+pub fn quantize_symmetric(
+    values: &[f32],
+    dims: &[usize],
+    axis: Option<usize>,
+    range: WeightRange,
+) -> Int8Weight {
     let (channels, inner) = match axis {
         Some(a) => (dims[a], dims[a + 1..].iter().product::<usize>()),
         None => (1, values.len().max(1)),
@@ -208,7 +253,7 @@ pub fn quantize_symmetric(values: &[f32], dims: &[usize], axis: Option<usize>) -
     }
     let scales: Vec<f32> = max
         .iter()
-        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
+        .map(|&m| if m > 0.0 { m / range.limit() } else { 1.0 })
         .collect();
     let mut q = Vec::with_capacity(values.len());
     let mut sums = crate::verify::SampleSums::default();
@@ -348,18 +393,27 @@ mod tests {
     fn each_channel_gets_its_own_scale_and_zero_stays_zero() {
         // two channels along axis 0 of [2, 3]: the second ten times the first
         let w = [0.1, -0.2, 0.0, 1.0, -2.0, 0.5];
-        let q = quantize_symmetric(&w, &[2, 3], Some(0));
+        let q = quantize_symmetric(&w, &[2, 3], Some(0), WeightRange::Full);
         assert_eq!(q.scales.len(), 2);
         assert!((q.scales[0] - 0.2 / 127.0).abs() < 1e-9);
         assert!((q.scales[1] - 2.0 / 127.0).abs() < 1e-9);
         assert_eq!(q.values, [64, -127, 0, 64, -127, 32]);
         // along axis 1: three channels
-        let q = quantize_symmetric(&w, &[2, 3], Some(1));
+        let q = quantize_symmetric(&w, &[2, 3], Some(1), WeightRange::Full);
         assert_eq!(q.scales.len(), 3);
         assert_eq!(q.values[1], -13);
-        let all = quantize_symmetric(&[0.0, 0.0], &[2], None);
+        let all = quantize_symmetric(&[0.0, 0.0], &[2], None, WeightRange::Full);
         assert_eq!(all.scales, [1.0]);
         assert!(all.sqnr_db.is_infinite());
+    }
+
+    #[test]
+    fn reduced_weights_reach_64() {
+        let w = [0.1, -0.2, 0.0, 1.0, -2.0, 0.5];
+        let q = quantize_symmetric(&w, &[2, 3], Some(0), WeightRange::Reduced);
+        assert!((q.scales[0] - 0.2 / 64.0).abs() < 1e-9);
+        assert!((q.scales[1] - 2.0 / 64.0).abs() < 1e-9);
+        assert_eq!(q.values, [32, -64, 0, 32, -64, 16]);
     }
 
     #[test]
@@ -372,7 +426,7 @@ mod tests {
         for axis in 0..3 {
             let inner: usize = dims[axis + 1..].iter().product();
             let channel = |k: usize| (k / inner) % dims[axis];
-            let q = quantize_symmetric(&w, &dims, Some(axis));
+            let q = quantize_symmetric(&w, &dims, Some(axis), WeightRange::Full);
             assert_eq!(q.scales.len(), dims[axis]);
             for (c, s) in q.scales.iter().enumerate() {
                 let max = (0..24)

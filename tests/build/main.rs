@@ -299,8 +299,16 @@ fn configuration_errors_name_file_line_key_and_the_nearest_key() {
             .unwrap()
             .contains("did you mean 'level'")
     );
-    // the static int8 keys: a value they do not take, or a mode they do not apply to
+    // the int8 keys: a value they do not take, or a mode they do not apply to
     for (optimize, message) in [
+        (
+            "int8 = \"dynamic\"\nint8_weight_range = \"7bit\"",
+            "int8_weight_range: weight range '7bit': full or reduced expected",
+        ),
+        (
+            "fp16 = true\nint8_weight_range = \"reduced\"",
+            "int8_weight_range: applies to int8",
+        ),
         (
             "int8 = \"static\"\ncalibration = [\"c\"]\nint8_placement = \"fastest\"",
             "int8_placement: placement 'fastest': fast or all expected",

@@ -878,3 +878,99 @@ fn accuracy_is_measured_on_the_verification_data_and_at_most_16_calibration_samp
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("test_data_set_7"), "{}", stderr(&o));
 }
+
+/// The largest magnitude of the int8 initializers that `op` nodes read (at input `k`, or at
+/// any input), and how many there are.
+fn int8_reach(m: &Model, op: &str, k: Option<usize>) -> (i32, usize) {
+    let g = m.graph();
+    let int8: std::collections::HashMap<&str, &[u8]> = g
+        .initializer
+        .iter()
+        .filter(|t| t.data_type() == DataType::Int8.code())
+        .map(|t| (t.name(), t.raw_data()))
+        .collect();
+    let read: Vec<&[u8]> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type() == op)
+        .flat_map(|n| n.input.iter().enumerate())
+        .filter(|(i, _)| k.is_none_or(|k| *i == k))
+        .filter_map(|(_, v)| int8.get(v.as_str()).copied())
+        .collect();
+    let reach = read
+        .iter()
+        .flat_map(|b| b.iter())
+        .map(|&b| i32::from(b as i8).abs())
+        .max()
+        .unwrap_or(0);
+    (reach, read.len())
+}
+
+/// `--int8-weight-range reduced` keeps every product's weights within [-64, 64] (a channel's
+/// largest at 64) in both int8 modes, which onnxruntime multiplies exactly on any x86 CPU, and
+/// says so; embedding rows are looked up, not multiplied, and keep the full range.
+#[test]
+fn reduced_int8_weights_reach_64_and_tables_127() {
+    let path = common::real_model("bert_tiny_random");
+    let tmp = tempfile::tempdir().unwrap();
+    let cal = path.parent().unwrap().join("test_data_set_0");
+    for (mode, range) in [
+        ("dynamic", "full"),
+        ("dynamic", "reduced"),
+        ("static", "reduced"),
+    ] {
+        let out = tmp.path().join(format!("{mode}-{range}.onnx"));
+        let mut args = vec!["--int8", mode, "--int8-weight-range", range];
+        if mode == "static" {
+            args.extend(["--calibration", s(&cal)]);
+        }
+        let o = optimize_on_data(&path, &out, &args, "cos=0.99");
+        assert!(o.status.success(), "{mode} {range}: {}", stderr(&o));
+        let q = &json(&o)["quantize"];
+        assert_eq!(q["weight_range"], range, "{mode}");
+        let m = Model::load(&out).unwrap();
+        let (products, read) = if mode == "dynamic" {
+            int8_reach(&m, "MatMulInteger", Some(1))
+        } else {
+            int8_reach(&m, "DequantizeLinear", Some(0))
+        };
+        // static leaves the pooler's Gemm float (1x128 by 128: saves less than its Q costs)
+        let expected = if mode == "static" { 12 } else { 13 };
+        assert_eq!(
+            read, expected,
+            "{mode} {range}: 12 projections and the pooler"
+        );
+        assert_eq!(products, if range == "full" { 127 } else { 64 }, "{mode}");
+        assert_eq!(
+            int8_reach(&m, "Gather", Some(0)),
+            (127, 3),
+            "{mode} {range}"
+        );
+        // the products' weights decide whether onnxruntime's products are exact here
+        let products = match q["calibration"]["engine"].as_str() {
+            Some("ort") if cfg!(target_arch = "x86_64") => {
+                if range == "reduced" || common::int8_products_exact() {
+                    "exact"
+                } else {
+                    "saturating-pairs"
+                }
+            }
+            _ => "unknown",
+        };
+        assert_eq!(q["accuracy"]["int8_products"], products, "{mode} {range}");
+    }
+    // int8 alone takes it
+    let out = tmp.path().join("fp16.onnx");
+    let o = mdeploy(&[
+        "optimize",
+        s(&path),
+        "-o",
+        s(&out),
+        "--fp16",
+        "--int8-weight-range",
+        "reduced",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--int8-weight-range applies to --int8"));
+    assert!(!out.exists());
+}
