@@ -102,9 +102,7 @@ struct Quantizer<'a> {
     report: DynamicReport,
 }
 
-use super::weights::{
-    Bias, MIN_WEIGHT_ELEMENTS, Matrix as Weight, Side, WeightRange, add_quantized_weight,
-};
+use super::weights::{Bias, MIN_WEIGHT_ELEMENTS, Matrix as Weight, Side, WeightRange, WeightUse};
 use super::{KeptFloat, QuantizedNode};
 
 impl Quantizer<'_> {
@@ -121,7 +119,10 @@ impl Quantizer<'_> {
         let count = edit.nodes().len();
         let mut doomed = Vec::new();
         let mut added: Vec<NodeProto> = Vec::new();
-        let mut tables = super::embedding::Written::default();
+        // the weights written here, and each one's zero point: a weight several nodes read the
+        // same way (tied layers, a shared table) is written once
+        let mut written = super::weights::Written::default();
+        let mut zeros: HashMap<String, String> = HashMap::new();
         for i in 0..count {
             let node = edit.nodes()[i].clone();
             if !matches!(node.op_type(), "MatMul" | "Gemm" | "Gather")
@@ -158,7 +159,7 @@ impl Quantizer<'_> {
                             &label,
                             &table,
                             &mut added,
-                            &mut tables,
+                            &mut written,
                         );
                         self.report.quantized.push(quantized);
                         doomed.push(i);
@@ -203,13 +204,23 @@ impl Quantizer<'_> {
             } else {
                 1.0
             };
-            let q =
-                add_quantized_weight(&mut edit, &weight, side, alpha, self.options.weight_range);
+            let read = match side {
+                Side::Right => &node.input[1],
+                Side::Left => &node.input[0],
+            };
+            let transposed = node.op_type() == "Gemm" && attr_i(&node, "transB", 0) != 0;
+            let used = WeightUse::new(read, side, transposed, alpha, self.options.weight_range);
+            let q = written.add(&mut edit, used, &weight);
+            let w_zero = zeros
+                .entry(q.tensor.clone())
+                .or_insert_with(|| {
+                    edit.add_initializer(
+                        &format!("{}_zero_point", weight.name),
+                        raw_tensor("", DataType::Int8, &[], vec![0]),
+                    )
+                })
+                .clone();
             let (w_q, w_scale) = (q.tensor, q.scale);
-            let w_zero = edit.add_initializer(
-                &format!("{}_zero_point", weight.name),
-                raw_tensor("", DataType::Int8, &[], vec![0]),
-            );
             let base = super::node_base(&node);
             let product = edit.fresh_name(&format!("{output}_int32"));
             let inputs: [&str; 4] = match side {

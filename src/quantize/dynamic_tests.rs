@@ -5,7 +5,7 @@ use super::*;
 use crate::graph::builder::{ModelBuilder, attr_float, attr_graph, attr_tensor};
 use crate::onnx::proto::ModelProto;
 use crate::passes::testing::max_difference;
-use crate::quantize::test_models::{one_table, shared_table, weights};
+use crate::quantize::test_models::{one_table, shared_table, tied_layers, weights};
 
 fn model(proto: ModelProto) -> Model {
     Model::from_proto(proto, std::env::temp_dir())
@@ -386,6 +386,39 @@ fn a_table_two_gathers_read_is_written_once() {
     assert!(Inference::of_model(&m).type_errors(&m).is_empty());
     let d = max_difference(&before, &m.proto);
     assert!(d < 0.02, "int8 rows drifted by {d}");
+}
+
+/// Layers that share their weight share its int8 tensor, scales and zero point; a Gemm that
+/// reads it transposed gets its own.
+#[test]
+fn a_weight_two_products_read_is_written_once() {
+    let before = tied_layers(true);
+    let mut m = model(before.clone());
+    let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
+    assert_eq!(report.quantized.len(), 3, "{report:?}");
+    let g = m.graph();
+    let int8: Vec<&str> = g
+        .initializer
+        .iter()
+        .filter(|t| t.data_type() == DataType::Int8.code() && t.dims.len() == 2)
+        .map(|t| t.name())
+        .collect();
+    assert_eq!(int8.len(), 2, "W, and W transposed: {int8:?}");
+    assert_eq!(
+        g.initializer.len(),
+        6,
+        "each with its scales and zero point"
+    );
+    let read: Vec<&str> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type() == "MatMulInteger")
+        .map(|n| n.input[1].as_str())
+        .collect();
+    assert_eq!(read, [int8[0], int8[0], int8[1]]);
+    assert!(Inference::of_model(&m).type_errors(&m).is_empty());
+    let d = max_difference(&before, &m.proto);
+    assert!(d < 0.05, "int8 drifted by {d}");
 }
 
 /// A table the user excludes stays float and the report says why, as static int8's does.

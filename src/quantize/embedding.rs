@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::QuantizedNode;
 use super::weights::{
-    MIN_WEIGHT_ELEMENTS, Matrix, QuantizedWeight, Side, WeightRange, add_quantized_weight,
+    MIN_WEIGHT_ELEMENTS, Matrix, QuantizedWeight, Side, WeightRange, WeightUse, Written,
 };
 use crate::graph::Graph;
 use crate::graph::builder::attr_int;
@@ -49,12 +49,6 @@ pub fn refused(
         super::excluded(node, exclude_nodes, exclude_op_types)
     }
 }
-
-/// The int8 tables written into one graph, by the value the Gathers read them through (a
-/// constant's own name need not be unique: a Constant node's tensor may carry any): the int8
-/// rows, the scales, and the table's SQNR.
-#[derive(Default)]
-pub struct Written(HashMap<String, QuantizedWeight>);
 
 /// The table `node` looks rows up in, if it is a Gather along axis 0 of a float constant of
 /// at least [`MIN_WEIGHT_ELEMENTS`] (initializer or Constant node, behind Identity or a Cast to
@@ -111,12 +105,12 @@ pub fn rewrite(
         tensor: w_q,
         scale: w_scale,
         sqnr_db,
-    } = written
-        .0
-        .entry(node.input[0].clone())
+    } = written.add(
+        edit,
         // rows are looked up, not multiplied: the full range whatever the products use
-        .or_insert_with(|| add_quantized_weight(edit, table, Side::Left, 1.0, WeightRange::Full))
-        .clone();
+        WeightUse::new(&node.input[0], Side::Left, false, 1.0, WeightRange::Full),
+        table,
+    );
     let rows = edit.fresh_name(&format!("{output}_int8"));
     let float = edit.fresh_name(&format!("{output}_float"));
     let scale = edit.fresh_name(&format!("{output}_scale"));

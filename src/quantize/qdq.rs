@@ -194,6 +194,16 @@ struct Planned {
     relu_after: Option<String>,
 }
 
+/// A weight written into the graph: its int8 tensor, scales and zero points, the scales'
+/// values (a bias's scale derives from them) and its SQNR.
+struct WrittenWeight {
+    tensor: String,
+    scale: String,
+    zero: String,
+    scales: Vec<f32>,
+    sqnr_db: f64,
+}
+
 /// A Gather whose embedding table becomes int8 rows.
 #[derive(Clone)]
 struct PlannedTable {
@@ -730,6 +740,10 @@ pub fn apply(
             report.dequantized_outputs.insert(o.clone(), dq.clone());
         }
     }
+    // each weight written once, by the value its nodes read and the axis of its scales (layers
+    // that share their weights share the int8 tensor; each node reads it through a
+    // DequantizeLinear of its own, as onnxruntime's QDQ fusion wants)
+    let mut weights: HashMap<(String, usize), WrittenWeight> = HashMap::new();
     for p in &plan.nodes {
         let Some(dq) = dequantized.get(&p.activation).cloned() else {
             report.kept_float.push(KeptFloat {
@@ -741,41 +755,55 @@ pub fn apply(
         };
         let root = &plan.groups[&p.activation];
         let x_scale = params[root].2;
-        let values = float_values(&ctx, &p.weight)?;
         let dims: Vec<usize> = p.weight.dims.iter().map(|&d| d as usize).collect();
-        let q = quantize_symmetric(
-            &values,
-            &dims,
-            plan.per_channel.then_some(p.axis),
-            plan.weight_range,
-        );
         let wname = if p.weight.name().is_empty() {
             "weight"
         } else {
             p.weight.name()
         };
-        let channel_dims: Vec<i64> = if plan.per_channel {
-            vec![q.scales.len() as i64]
-        } else {
-            vec![]
+        let read = edit.nodes()[p.index].input[1].clone();
+        let q = match weights.entry((read, p.axis)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let values = float_values(&ctx, &p.weight)?;
+                let q = quantize_symmetric(
+                    &values,
+                    &dims,
+                    plan.per_channel.then_some(p.axis),
+                    plan.weight_range,
+                );
+                let channel_dims: Vec<i64> = if plan.per_channel {
+                    vec![q.scales.len() as i64]
+                } else {
+                    vec![]
+                };
+                let tensor = edit.add_initializer(
+                    &format!("{wname}_quantized"),
+                    raw_tensor(
+                        "",
+                        DataType::Int8,
+                        &p.weight.dims,
+                        q.values.iter().map(|&v| v as u8).collect(),
+                    ),
+                );
+                let scale = edit.add_initializer(
+                    &format!("{wname}_scale"),
+                    tensor_f32("", &channel_dims, &q.scales),
+                );
+                let zero = edit.add_initializer(
+                    &format!("{wname}_zero_point"),
+                    raw_tensor("", DataType::Int8, &channel_dims, vec![0; q.scales.len()]),
+                );
+                e.insert(WrittenWeight {
+                    tensor,
+                    scale,
+                    zero,
+                    scales: q.scales,
+                    sqnr_db: q.sqnr_db,
+                })
+            }
         };
-        let w_q = edit.add_initializer(
-            &format!("{wname}_quantized"),
-            raw_tensor(
-                "",
-                DataType::Int8,
-                &p.weight.dims,
-                q.values.iter().map(|&v| v as u8).collect(),
-            ),
-        );
-        let w_s = edit.add_initializer(
-            &format!("{wname}_scale"),
-            tensor_f32("", &channel_dims, &q.scales),
-        );
-        let w_z = edit.add_initializer(
-            &format!("{wname}_zero_point"),
-            raw_tensor("", DataType::Int8, &channel_dims, vec![0; q.scales.len()]),
-        );
+        let (w_q, w_s, w_z) = (q.tensor.clone(), q.scale.clone(), q.zero.clone());
         let w_dq = edit.fresh_name(&format!("{wname}_dequantized"));
         let axis_attr = if plan.per_channel {
             vec![attr_int("axis", p.axis as i64)]
@@ -853,7 +881,7 @@ pub fn apply(
     }
     // embedding tables become int8 rows (after the nodes above, which are found by index)
     let mut doomed = Vec::new();
-    let mut written = super::embedding::Written::default();
+    let mut written = super::weights::Written::default();
     for t in &plan.tables {
         let node = edit.nodes()[t.index].clone();
         let quantized = super::embedding::rewrite(

@@ -5,7 +5,7 @@ use super::*;
 use crate::graph::builder::{ModelBuilder, attr_int, attr_ints};
 use crate::onnx::proto::ModelProto;
 use crate::passes::testing::max_difference;
-use crate::quantize::test_models::{embedding_then_matmul, shared_table, weights};
+use crate::quantize::test_models::{embedding_then_matmul, shared_table, tied_layers, weights};
 
 fn model(proto: ModelProto) -> Model {
     Model::from_proto(proto, std::env::temp_dir())
@@ -442,6 +442,38 @@ fn an_embedding_table_becomes_int8_rows_and_returns_to_float_when_reverted() {
             .iter()
             .any(|n| n.op_type() == "Gather" && n.input[0] == "E")
     );
+}
+
+/// Layers that share their weight share its int8 tensor, scales and zero points, each read
+/// through a DequantizeLinear of its own (what onnxruntime's QDQ fusion takes).
+#[test]
+fn a_weight_two_products_read_is_written_once() {
+    let before = tied_layers(false);
+    let mut m = model(before.clone());
+    let plan = plan(&m, &every_node()).unwrap();
+    assert_eq!(plan.products(), 2);
+    let ranges = [("x", (-2.0, 2.0)), ("r", (0.0, 2.0))]
+        .map(|(k, v)| (k.to_string(), v))
+        .into();
+    let report = apply(&mut m, &plan, &ranges).unwrap();
+    assert_eq!(report.quantized.len(), 2, "{report:?}");
+    let g = m.graph();
+    let int8: Vec<&str> = g
+        .initializer
+        .iter()
+        .filter(|t| t.data_type() == DataType::Int8.code() && t.dims.len() == 2)
+        .map(|t| t.name())
+        .collect();
+    assert_eq!(int8, ["W_quantized"]);
+    let weight_dqs = g
+        .node
+        .iter()
+        .filter(|n| n.op_type() == "DequantizeLinear" && n.input[0] == "W_quantized")
+        .count();
+    assert_eq!(weight_dqs, 2);
+    assert!(Inference::of_model(&m).type_errors(&m).is_empty());
+    let d = max_difference(&before, &m.proto);
+    assert!(d < 0.05, "int8 drifted by {d}");
 }
 
 /// One table read by two Gathers is kept once in the plan and written once; a table the user

@@ -46,3 +46,22 @@ pub fn embedding_then_matmul(opset: i64) -> ModelProto {
         .output("y", DataType::Float, &["2", "5", "32"])
         .build()
 }
+
+/// Layers that share their weight (as ALBERT's do): `x` times `W`, through Relu, times `W`
+/// again; and, when `gemm`, a Gemm reading `W` transposed after them.
+pub fn tied_layers(gemm: bool) -> ModelProto {
+    let b = ModelBuilder::new(17)
+        .input("x", DataType::Float, &["2", "16"])
+        .initializer_f32("W", &[16, 16], &weights(256, 0.05))
+        .node("MatMul", &["x", "W"], &["a"])
+        .node("Relu", &["a"], &["r"])
+        .node("MatMul", &["r", "W"], &["b"]);
+    if gemm {
+        b.node("Gemm", &["b", "W"], &["y"])
+            .attr(crate::graph::builder::attr_int("transB", 1))
+            .output("y", DataType::Float, &["2", "16"])
+            .build()
+    } else {
+        b.output("b", DataType::Float, &["2", "16"]).build()
+    }
+}

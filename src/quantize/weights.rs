@@ -66,7 +66,9 @@ pub fn body_scope(
 }
 
 /// How far int8 weights reach.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum WeightRange {
     /// [-127, 127].
@@ -162,7 +164,7 @@ pub fn matrix(
 }
 
 /// Where the weight sits in a product.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
     /// `A x W`: per column of `W`.
     Right,
@@ -211,6 +213,50 @@ pub fn add_quantized_weight(
             tensor_f32("", &scale_dims, &scales),
         ),
         sqnr_db: q.sqnr_db,
+    }
+}
+
+/// How a node reads the weight it quantizes: the value it reads, the side of the product,
+/// whether it reads it transposed (Gemm's transB), the factor folded into the scales (Gemm's
+/// alpha, as bits) and the range.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct WeightUse {
+    pub value: String,
+    pub side: Side,
+    pub transposed: bool,
+    pub alpha: u32,
+    pub range: WeightRange,
+}
+
+impl WeightUse {
+    pub fn new(value: &str, side: Side, transposed: bool, alpha: f32, range: WeightRange) -> Self {
+        WeightUse {
+            value: value.to_string(),
+            side,
+            transposed,
+            alpha: alpha.to_bits(),
+            range,
+        }
+    }
+}
+
+/// The int8 weights written into one graph, by use: a weight several nodes read the same way
+/// (layers that share their weights, a table several Gathers look rows up in) is written once.
+/// Keyed by the value read, not by the constant's own name, which need not be unique (a
+/// Constant node's tensor may carry any).
+#[derive(Default)]
+pub struct Written(HashMap<WeightUse, QuantizedWeight>);
+
+impl Written {
+    /// `w`, the weight `used` reads, quantized per output channel: written into `edit` the first
+    /// time this use comes, the same initializers after.
+    pub fn add(&mut self, edit: &mut Graph, used: WeightUse, w: &Matrix) -> QuantizedWeight {
+        self.0
+            .entry(used)
+            .or_insert_with_key(|u| {
+                add_quantized_weight(edit, w, u.side, f32::from_bits(u.alpha), u.range)
+            })
+            .clone()
     }
 }
 
