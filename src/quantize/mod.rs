@@ -1314,7 +1314,36 @@ fn search_within_target<R: QuantizedNodes>(
     // loses more, it reads as a gain), so the order of the rest improves as the search goes
     let (mut lo, mut hi) = (0usize, ranked.len());
     let mut at_hi = None;
-    while hi - lo > 1 && rounds < MAX_ROUNDS {
+    // where the noise the nodes add predicts that the cosine (the target's, or the preset's
+    // once the target holds) needs at most a quarter of them back in float, a first probe
+    // returns that many: a target missed by a little is met by returning the few nodes adding
+    // the most, which bisection from the middle takes log2(nodes) rounds to find. A probe that
+    // meets bounds the bisection; one that misses is one round lost, and the bisection goes on
+    // as without it (the noise reaches the outputs less evenly than the prediction assumes
+    // where a steep function follows, and re-ranking from a probe that missed, or bisecting
+    // from one, led the search down paths that returned more nodes)
+    let wanted = if held {
+        tolerance.min_cosine
+    } else {
+        Some(target.min_cosine)
+    };
+    let probe = wanted
+        .filter(|_| target.by_output.is_empty() && !outputs.is_empty())
+        .and_then(|wanted| predicted_returns(&ranked, worst.cosine, wanted))
+        .filter(|&k| k > 0 && k * 4 <= ranked.len());
+    let mut max_rounds = MAX_ROUNDS;
+    if let Some(k) = probe {
+        let reverted = first(&ranked, k);
+        let ((_, _, meets), result) = evaluate(&reverted)?;
+        rounds += 1;
+        if meets {
+            hi = k;
+            at_hi = Some((result, reverted));
+        } else {
+            max_rounds += 1;
+        }
+    }
+    while hi - lo > 1 && rounds < max_rounds {
         let mid = (lo + hi) / 2;
         let reverted = first(&ranked, mid);
         let ((_, _, meets), result) = evaluate(&reverted)?;
@@ -1344,6 +1373,35 @@ fn search_within_target<R: QuantizedNodes>(
         unchanged: false,
         samples: calibration.evaluation.len(),
     })
+}
+
+/// How many of the `ranked` nodes (with the noise each adds, [`added_noise_db`]; most first) to
+/// return to float for the outputs' cosine to go from `achieved` to `wanted`, as predicted by
+/// the noise they add: `1 - cos` is about half the outputs' noise-to-signal power ratio, and
+/// the noise of each node reaches them in proportion to what it adds. None where there is
+/// nothing to go by (the cosine is not what misses, or no node adds noise).
+fn predicted_returns(ranked: &[(String, f64)], achieved: f64, wanted: f64) -> Option<usize> {
+    if !(achieved.is_finite() && achieved < wanted && wanted < 1.0) {
+        return None;
+    }
+    let noise: Vec<f64> = ranked
+        .iter()
+        .map(|(_, db)| 10f64.powf(-db / 10.0))
+        .collect();
+    let total: f64 = noise.iter().sum();
+    if !(total > 0.0 && total.is_finite()) {
+        return None;
+    }
+    // the share of the outputs' noise to take away
+    let share = 1.0 - (1.0 - wanted) / (1.0 - achieved);
+    let mut sum = 0.0;
+    for (k, n) in noise.iter().enumerate() {
+        sum += n;
+        if sum >= share * total {
+            return Some(k + 1);
+        }
+    }
+    Some(noise.len())
 }
 
 /// Orders `ranked[from..]` (the nodes a round kept quantized) as `measured` ranks them; those
@@ -1850,19 +1908,17 @@ mod tests {
         // all kept: 1/sqrt(1 + 1.975e-3) = 0.99901; without the three largest (0.03, 0.025,
         // 0.02): 0.999975; without two: 0.999775
         let target = AccuracyTarget::parse("cos=0.9999").unwrap();
+        // each node adds noise of its amplitude squared to a signal of 1 a value
         let rank = |r: &Noisy, _: &std::collections::BTreeMap<String, ranges::Agreement>| {
-            let mut ranked: Vec<(String, f64)> = r
-                .quantized
-                .iter()
-                .map(|o| {
-                    (
-                        o.clone(),
-                        f64::from(amplitudes[o[1..].parse::<usize>().unwrap()]),
-                    )
-                })
-                .collect();
-            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-            ranked
+            most_noise_first(
+                r.quantized
+                    .iter()
+                    .map(|o| {
+                        let a = f64::from(amplitudes[o[1..].parse::<usize>().unwrap()]);
+                        (o.clone(), -10.0 * (a * a).log10())
+                    })
+                    .collect(),
+            )
         };
         let search = |target| {
             search_within_target(
@@ -1887,8 +1943,17 @@ mod tests {
         assert!(outcome.reverted["v0"].contains("returned to float"));
         assert_eq!(outcome.best.report.quantized, ["v1", "v3", "v5"]);
         assert!((outcome.best.measured["y"].cosine - 0.999975).abs() < 1e-5);
-        // all (misses), then 3 (meets), 1 and 2 (miss): bisection over six
+        // all (misses), then 3 (meets: the noise the nodes add predicts 3), 1 and 2 (miss)
         assert_eq!(outcome.rounds, 4);
+
+        // without the largest alone: 1/sqrt(1 + 1.075e-3) = 0.999463. The noise predicts one
+        // node: all (misses), then 1 (meets), where bisection from the middle took 3 rounds
+        let one = AccuracyTarget::parse("cos=0.9994").unwrap();
+        let outcome = search(&one);
+        assert!(outcome.met);
+        let reverted: Vec<&str> = outcome.reverted.keys().map(String::as_str).collect();
+        assert_eq!(reverted, ["v0"]);
+        assert_eq!(outcome.rounds, 2);
 
         // a target only the float model meets (no int8 node keeps 200 dB): every node returns,
         // in a last round after the bisection (3, 4 and 5 miss)
