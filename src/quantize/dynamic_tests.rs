@@ -5,7 +5,7 @@ use super::*;
 use crate::graph::builder::{ModelBuilder, attr_float, attr_graph, attr_tensor};
 use crate::onnx::proto::ModelProto;
 use crate::passes::testing::max_difference;
-use crate::quantize::test_models::{one_table, shared_table, tied_layers, weights};
+use crate::quantize::test_models::{int8_matrices, one_table, shared_table, tied_layers, weights};
 
 fn model(proto: ModelProto) -> Model {
     Model::from_proto(proto, std::env::temp_dir())
@@ -370,13 +370,7 @@ fn a_table_two_gathers_read_is_written_once() {
     let mut m = model(before.clone());
     let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
     assert_eq!(report.quantized.len(), 2, "{report:?}");
-    let int8: Vec<&str> = m
-        .graph()
-        .initializer
-        .iter()
-        .filter(|t| t.data_type() == DataType::Int8.code())
-        .map(|t| t.name())
-        .collect();
+    let int8 = int8_matrices(&m);
     assert_eq!(int8, ["E_quantized"]);
     assert_eq!(
         m.graph().initializer.len(),
@@ -397,12 +391,7 @@ fn a_weight_two_products_read_is_written_once() {
     let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
     assert_eq!(report.quantized.len(), 3, "{report:?}");
     let g = m.graph();
-    let int8: Vec<&str> = g
-        .initializer
-        .iter()
-        .filter(|t| t.data_type() == DataType::Int8.code() && t.dims.len() == 2)
-        .map(|t| t.name())
-        .collect();
+    let int8 = int8_matrices(&m);
     assert_eq!(int8.len(), 2, "W, and W transposed: {int8:?}");
     assert_eq!(
         g.initializer.len(),

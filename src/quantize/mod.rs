@@ -1327,30 +1327,22 @@ fn search_within_target<R: QuantizedNodes>(
     } else {
         Some(target.min_cosine)
     };
-    let probe = wanted
+    let mut probe = wanted
         .filter(|_| target.by_output.is_empty() && !outputs.is_empty())
         .and_then(|wanted| predicted_returns(&ranked, worst.cosine, wanted))
         .filter(|&k| k > 0 && k * 4 <= ranked.len());
     let mut max_rounds = MAX_ROUNDS;
-    if let Some(k) = probe {
-        let reverted = first(&ranked, k);
-        let ((_, _, meets), result) = evaluate(&reverted)?;
-        rounds += 1;
-        if meets {
-            hi = k;
-            at_hi = Some((result, reverted));
-        } else {
-            max_rounds += 1;
-        }
-    }
     while hi - lo > 1 && rounds < max_rounds {
-        let mid = (lo + hi) / 2;
+        let probing = probe.take();
+        let mid = probing.unwrap_or((lo + hi) / 2);
         let reverted = first(&ranked, mid);
         let ((_, _, meets), result) = evaluate(&reverted)?;
         rounds += 1;
         if meets {
             hi = mid;
             at_hi = Some((result, reverted));
+        } else if probing.is_some() {
+            max_rounds += 1;
         } else {
             lo = mid;
             rerank_rest(&mut ranked, mid, rank(&result.report, &result.measured));

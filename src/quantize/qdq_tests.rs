@@ -5,7 +5,9 @@ use super::*;
 use crate::graph::builder::{ModelBuilder, attr_int, attr_ints};
 use crate::onnx::proto::ModelProto;
 use crate::passes::testing::max_difference;
-use crate::quantize::test_models::{embedding_then_matmul, shared_table, tied_layers, weights};
+use crate::quantize::test_models::{
+    embedding_then_matmul, int8_matrices, shared_table, tied_layers, weights,
+};
 
 fn model(proto: ModelProto) -> Model {
     Model::from_proto(proto, std::env::temp_dir())
@@ -458,12 +460,7 @@ fn a_weight_two_products_read_is_written_once() {
     let report = apply(&mut m, &plan, &ranges).unwrap();
     assert_eq!(report.quantized.len(), 2, "{report:?}");
     let g = m.graph();
-    let int8: Vec<&str> = g
-        .initializer
-        .iter()
-        .filter(|t| t.data_type() == DataType::Int8.code() && t.dims.len() == 2)
-        .map(|t| t.name())
-        .collect();
+    let int8 = int8_matrices(&m);
     assert_eq!(int8, ["W_quantized"]);
     let weight_dqs = g
         .node

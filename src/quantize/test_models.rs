@@ -65,3 +65,13 @@ pub fn tied_layers(gemm: bool) -> ModelProto {
         b.output("b", DataType::Float, &["2", "16"]).build()
     }
 }
+
+/// The names of `m`'s 2-D int8 initializers (quantized weights and tables), in order.
+pub fn int8_matrices(m: &crate::onnx::Model) -> Vec<&str> {
+    m.graph()
+        .initializer
+        .iter()
+        .filter(|t| t.data_type() == DataType::Int8.code() && t.dims.len() == 2)
+        .map(|t| t.name())
+        .collect()
+}
