@@ -90,7 +90,7 @@ pub struct OptimizeArgs {
     /// gives other verification data): cosine (`cos=X`), for class scores (a linear
     /// layer's, through Softmax or the like) top-1 agreement (`top1=X`), SQNR in dB
     /// (`sqnr=DB`), the fraction of elements on the same side of a decision threshold T
-    /// (`agree@T=X`); nodes that lose most return to float until it holds. `;` then
+    /// (`agree@T=X`); nodes that add the most noise return to float until it holds. `;` then
     /// `OUTPUT:cos=X` gives one output a target of its own (cos, top1, sqnr), which its
     /// verification holds it to alone (e.g. `cos=0.99,top1=1;last_hidden_state:cos=0.95`).
     #[arg(long, value_name = "cos=X,top1=Y[;OUTPUT:cos=X]", default_value = mdeploy::quantize::AccuracyTarget::DEFAULT, value_parser = mdeploy::quantize::AccuracyTarget::parse)]

@@ -285,8 +285,11 @@ pub fn to_int8_dynamic(
         &float, &outputs, &target, "int8", &c, &exposure, quantize, rank,
     )?;
     let mut accuracy = outcome.accuracy(&target, &outputs);
-    let range = outcome.best.report.weight_range;
-    accuracy.int8_products = outcome.best.engine.map(|e| Int8Products::of(e, range));
+    accuracy.int8_products = Int8Products::of_result(
+        outcome.best.engine,
+        &outcome.best.report.quantized,
+        outcome.best.report.weight_range,
+    );
     let output_sqnr_db = outcome.output_sqnr_db();
     let best = outcome.best;
     let summary = CalibrationSummary {
@@ -786,6 +789,19 @@ impl Int8Products {
         }
     }
 
+    /// For an int8 result measured in `engine` (none: nothing was measured): how its products
+    /// come out, where it has any (int8 rows alone are looked up, not multiplied).
+    pub fn of_result(
+        engine: Option<EngineKind>,
+        quantized: &[QuantizedNode],
+        range: weights::WeightRange,
+    ) -> Option<Self> {
+        let products = quantized.iter().any(|n| n.op != "Gather");
+        engine.filter(|_| products).map(|e| Self::of(e, range))
+    }
+
+    /// onnxruntime's x86 kernels take int8 activations as uint8 too (its QDQ fusion shifts
+    /// them), so the weights alone decide. Without AVX2 other kernels run, not measured here.
     #[cfg(target_arch = "x86_64")]
     fn of_onnxruntime(range: weights::WeightRange) -> Self {
         if range == weights::WeightRange::Reduced
@@ -793,8 +809,10 @@ impl Int8Products {
             || std::arch::is_x86_feature_detected!("avxvnni")
         {
             Self::Exact
-        } else {
+        } else if std::arch::is_x86_feature_detected!("avx2") {
             Self::SaturatingPairs
+        } else {
+            Self::Unknown
         }
     }
 
@@ -978,8 +996,11 @@ pub fn to_int8_static(
         chosen.rounds = rounds;
     }
     let mut accuracy = chosen.accuracy(&target, &outputs);
-    let range = chosen.best.report.weight_range;
-    accuracy.int8_products = chosen.best.engine.map(|e| Int8Products::of(e, range));
+    accuracy.int8_products = Int8Products::of_result(
+        chosen.best.engine,
+        &chosen.best.report.quantized,
+        chosen.best.report.weight_range,
+    );
     let output_sqnr_db = chosen.output_sqnr_db();
     let mut best = chosen.best;
     let used = !best.report.quantized.is_empty();
@@ -1332,17 +1353,29 @@ fn search_within_target<R: QuantizedNodes>(
         .and_then(|wanted| predicted_returns(&ranked, worst.cosine, wanted))
         .filter(|&k| k > 0 && k * 4 <= ranked.len());
     let mut max_rounds = MAX_ROUNDS;
+    // a probe that missed, kept: the bisection may come to the same nodes (the order of the
+    // first ones changes only after a round that misses), and takes its result instead of
+    // measuring them again
+    let mut missed_probe = None;
     while hi - lo > 1 && rounds < max_rounds {
         let probing = probe.take();
         let mid = probing.unwrap_or((lo + hi) / 2);
         let reverted = first(&ranked, mid);
-        let ((_, _, meets), result) = evaluate(&reverted)?;
-        rounds += 1;
+        let (meets, result) = match missed_probe.take() {
+            Some((nodes, result)) if reverted.keys().eq(&nodes) => (false, result),
+            other => {
+                missed_probe = other;
+                rounds += 1;
+                let ((_, _, meets), result) = evaluate(&reverted)?;
+                (meets, result)
+            }
+        };
         if meets {
             hi = mid;
             at_hi = Some((result, reverted));
         } else if probing.is_some() {
             max_rounds += 1;
+            missed_probe = Some((reverted.into_keys().collect::<Vec<_>>(), result));
         } else {
             lo = mid;
             rerank_rest(&mut ranked, mid, rank(&result.report, &result.measured));

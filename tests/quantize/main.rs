@@ -959,6 +959,21 @@ fn reduced_int8_weights_reach_64_and_tables_127() {
         };
         assert_eq!(q["accuracy"]["int8_products"], products, "{mode} {range}");
     }
+    // int8 rows alone are looked up, not multiplied: no claim about products
+    let out = tmp.path().join("tables.onnx");
+    let args = [
+        "--int8",
+        "static",
+        "--int8-ops",
+        "Gather",
+        "--calibration",
+        s(&cal),
+    ];
+    let o = optimize_on_data(&path, &out, &args, "cos=0.99");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let q = &json(&o)["quantize"];
+    assert_eq!(q["quantized"].as_array().unwrap().len(), 3, "{q}");
+    assert!(q["accuracy"].get("int8_products").is_none(), "{q}");
     // int8 alone takes it
     let out = tmp.path().join("fp16.onnx");
     let o = mdeploy(&[
