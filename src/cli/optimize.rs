@@ -257,7 +257,11 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     match &doc.quantize {
         Some(QuantizeReport::Fp16(stage)) => printer.note(&render_fp16(stage)),
         Some(QuantizeReport::Int8Dynamic(stage)) => printer.note(&render_int8(
-            &match opset_note(&stage.quantization.opset) {
+            &match format!(
+                "{}{}",
+                opset_note(&stage.quantization.opset),
+                weight_range_note(stage.quantization.weight_range)
+            ) {
                 note if note.is_empty() => "int8 dynamic".into(),
                 note => format!("int8 dynamic ({})", note.trim_start_matches(", ")),
             },
@@ -279,7 +283,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
         )),
         Some(QuantizeReport::Int8Static(stage)) => printer.note(&render_int8(
             &format!(
-                "int8 static ({} activations, {:?} ranges, {} placement{}{}{})",
+                "int8 static ({} activations, {:?} ranges, {} placement{}{}{}{})",
                 stage.quantization.activations,
                 stage.method,
                 stage.quantization.placement.as_str(),
@@ -293,7 +297,8 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
                     ""
                 } else {
                     ", weights per tensor"
-                }
+                },
+                weight_range_note(stage.quantization.weight_range)
             ),
             &stage.quantization.quantized,
             &stage.quantization.kept_float,
@@ -396,6 +401,14 @@ fn opset_note(o: &mdeploy::quantize::OpsetChange) -> String {
         (Some(from), Some(to), _) => format!(", opset raised from {from} to {to}"),
         (_, _, Some(why)) => format!(", opset not raised: {why}"),
         _ => String::new(),
+    }
+}
+
+/// The int8 weights' range, for a heading, where it is not the default.
+fn weight_range_note(range: mdeploy::quantize::weights::WeightRange) -> &'static str {
+    match range {
+        mdeploy::quantize::weights::WeightRange::Full => "",
+        mdeploy::quantize::weights::WeightRange::Reduced => ", weights within [-64, 64]",
     }
 }
 

@@ -90,13 +90,6 @@ impl WeightRange {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WeightRange::Full => "full",
-            WeightRange::Reduced => "reduced",
-        }
-    }
-
     /// The largest magnitude of a quantized weight.
     pub fn limit(self) -> f32 {
         match self {
