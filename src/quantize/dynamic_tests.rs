@@ -410,6 +410,33 @@ fn a_weight_two_products_read_is_written_once() {
     assert!(d < 0.05, "int8 drifted by {d}");
 }
 
+/// A Gemm folds its alpha into the weight's scales: reading a weight a MatMul also reads, it
+/// gets a copy of its own, and both products keep their numbers.
+#[test]
+fn a_gemm_with_alpha_does_not_share_a_matmuls_scales() {
+    let before = ModelBuilder::new(17)
+        .input("x", DataType::Float, &["2", "16"])
+        .initializer_f32("W", &[16, 16], &weights(256, 0.05))
+        .node("MatMul", &["x", "W"], &["a"])
+        .node("Gemm", &["x", "W"], &["b"])
+        .attr(attr_float("alpha", 0.5))
+        .node("Add", &["a", "b"], &["y"])
+        .output("y", DataType::Float, &["2", "16"])
+        .build();
+    let mut m = model(before.clone());
+    let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
+    assert_eq!(report.quantized.len(), 2, "{report:?}");
+    let scales = m
+        .graph()
+        .initializer
+        .iter()
+        .filter(|t| t.name().starts_with("W_scale"))
+        .count();
+    assert_eq!(scales, 2);
+    let d = max_difference(&before, &m.proto);
+    assert!(d < 0.05, "int8 drifted by {d}");
+}
+
 /// A table the user excludes stays float and the report says why, as static int8's does.
 #[test]
 fn an_excluded_table_stays_float_and_is_reported() {

@@ -182,6 +182,38 @@ fn attention_products_excluded_ops_and_old_opsets_stay_float() {
     assert!(m.graph().node.iter().all(|n| attr_i(n, "axis", -1) == -1));
 }
 
+/// Reduced weights reach 64 per channel, and per tensor at opset 12, where one scale serves the
+/// whole weight.
+#[test]
+fn reduced_conv_weights_reach_64_per_channel_and_per_tensor() {
+    for opset in [17, 12] {
+        let mut proto = cnn();
+        proto.opset_import[0].version = Some(opset);
+        let mut m = model(proto);
+        let options = StaticOptions {
+            weight_range: WeightRange::Reduced,
+            ..every_node()
+        };
+        let p = plan(&m, &options).unwrap();
+        let report = apply(&mut m, &p, &ranges()).unwrap();
+        assert_eq!(report.quantized.len(), 2);
+        assert_eq!(report.weight_range, WeightRange::Reduced);
+        assert_eq!(report.per_channel, opset == 17);
+        for t in m
+            .graph()
+            .initializer
+            .iter()
+            .filter(|t| t.name().ends_with("_quantized"))
+        {
+            if t.data_type() != DataType::Int8.code() {
+                continue; // the int32 bias
+            }
+            let reach = t.raw_data().iter().map(|&b| (b as i8).unsigned_abs()).max();
+            assert_eq!(reach, Some(64), "opset {opset}: {}", t.name());
+        }
+    }
+}
+
 /// x -> Conv(W) -> PRelu(slope) -> Conv(W2) -> y
 fn cnn_prelu() -> ModelProto {
     ModelBuilder::new(17)
