@@ -1968,7 +1968,8 @@ mod tests {
         assert!(outcome.reverted["v0"].contains("returned to float"));
         assert_eq!(outcome.best.report.quantized, ["v1", "v3", "v5"]);
         assert!((outcome.best.measured["y"].cosine - 0.999975).abs() < 1e-5);
-        // all (misses), then 3 (meets: the noise the nodes add predicts 3), 1 and 2 (miss)
+        // all (misses), then 3 (meets; the noise predicts 3, half the nodes: not probed), 1 and
+        // 2 (miss)
         assert_eq!(outcome.rounds, 4);
 
         // without the largest alone: 1/sqrt(1 + 1.075e-3) = 0.999463. The noise predicts one
