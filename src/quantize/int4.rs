@@ -342,6 +342,9 @@ pub fn quantize_blocked(values: &[f32], dims: [usize; 2], block: usize) -> Block
         sqnr_db: f64::INFINITY,
     };
     let mut sums = crate::verify::SampleSums::default();
+    // a block's float values and their dequantized twins, summed together in `add_all`'s
+    // interleaved lanes (pair by pair, the sums are one chain of dependent additions)
+    let (mut read, mut back) = (Vec::with_capacity(block), Vec::with_capacity(block));
     for b in 0..blocks {
         let rows = b * block..((b + 1) * block).min(k);
         for c in 0..n {
@@ -353,12 +356,16 @@ pub fn quantize_blocked(values: &[f32], dims: [usize; 2], block: usize) -> Block
             let zero = (-lo / scale).round().clamp(0.0, 15.0);
             out.scales[b * n + c] = scale;
             out.zeros[b * n + c] = zero as u8;
+            read.clear();
+            back.clear();
             for r in rows.clone() {
                 let v = values[r * n + c];
                 let q = (v / scale + zero).round().clamp(0.0, 15.0);
                 out.values[r * n + c] = q as u8;
-                sums.add(f64::from(v), f64::from((q - zero) * scale));
+                read.push(v);
+                back.push((q - zero) * scale);
             }
+            sums.add_all(&read, &back);
         }
     }
     out.sqnr_db = sums.sqnr_db();

@@ -58,16 +58,12 @@ impl SampleSums {
     /// Adds element pairs (reference, candidate) as [`Self::add`] does, in four interleaved
     /// running sums merged at the end where every element is finite (the dependency between
     /// one addition and the next no longer sets the pace: a float16 search compares hundreds of
-    /// millions of elements), else one pair at a time.
+    /// millions of elements), else one pair at a time. A non-finite element leaves a lane's sum
+    /// of squares non-finite (a float32's square, summed over any count of elements, is finite
+    /// in float64), so the sums tell, without a pass of their own, whether every element was.
     pub fn add_all(&mut self, r: &[f32], c: &[f32]) {
         let n = r.len().min(c.len());
         let (r, c) = (&r[..n], &c[..n]);
-        if !r.iter().chain(c).all(|v| v.is_finite()) {
-            for (x, y) in r.iter().zip(c) {
-                self.add(f64::from(*x), f64::from(*y));
-            }
-            return;
-        }
         let mut lanes = [[0f64; 4]; 4];
         let (r_quads, c_quads) = (r.chunks_exact(4), c.chunks_exact(4));
         let (r_rest, c_rest) = (r_quads.remainder(), c_quads.remainder());
@@ -81,6 +77,12 @@ impl SampleSums {
             }
         }
         let total = |lane: [f64; 4]| (lane[0] + lane[1]) + (lane[2] + lane[3]);
+        if !(total(lanes[1]).is_finite() && total(lanes[2]).is_finite()) {
+            for (x, y) in r.iter().zip(c) {
+                self.add(f64::from(*x), f64::from(*y));
+            }
+            return;
+        }
         self.dot += total(lanes[0]);
         self.ref_sq += total(lanes[1]);
         self.cand_sq += total(lanes[2]);
@@ -479,6 +481,20 @@ mod tests {
         block.add_all(&r_bad, &c_bad);
         assert_eq!(one.elements, block.elements);
         assert!(block.noise_sq.is_infinite() && one.noise_sq.is_infinite());
+        // the same infinity on both sides agrees and adds nothing: the sums stay finite, and
+        // the block's are the pairs'
+        let (mut r_inf, mut c_inf) = (r.clone(), c.clone());
+        (r_inf[20], c_inf[20]) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+        let (mut one, mut block) = (SampleSums::default(), SampleSums::default());
+        for (x, y) in r_inf.iter().zip(&c_inf) {
+            one.add(f64::from(*x), f64::from(*y));
+        }
+        block.add_all(&r_inf, &c_inf);
+        assert_eq!(block.elements, r.len() as u64 - 1);
+        assert_eq!(
+            (one.dot, one.ref_sq, one.cand_sq, one.noise_sq),
+            (block.dot, block.ref_sq, block.cand_sq, block.noise_sq)
+        );
     }
 
     #[test]
