@@ -1033,11 +1033,20 @@ pub fn to_int8_static(
 /// and ranked when the target is missed).
 trait QuantizedNodes {
     fn quantized_outputs(&self) -> Vec<String>;
+
+    /// For each weight several quantized nodes read, those nodes (by the value each writes).
+    fn sharing_weights(&self) -> Vec<Vec<String>> {
+        Vec::new()
+    }
 }
 
 impl QuantizedNodes for dynamic::DynamicReport {
     fn quantized_outputs(&self) -> Vec<String> {
         self.quantized.iter().map(|q| q.output.clone()).collect()
+    }
+
+    fn sharing_weights(&self) -> Vec<Vec<String>> {
+        sharing_weights(&self.quantized)
     }
 }
 
@@ -1045,12 +1054,34 @@ impl QuantizedNodes for qdq::StaticReport {
     fn quantized_outputs(&self) -> Vec<String> {
         self.quantized.iter().map(|q| q.output.clone()).collect()
     }
+
+    fn sharing_weights(&self) -> Vec<Vec<String>> {
+        sharing_weights(&self.quantized)
+    }
 }
 
 impl QuantizedNodes for int4::Int4Report {
     fn quantized_outputs(&self) -> Vec<String> {
         self.quantized.iter().map(|q| q.output.clone()).collect()
     }
+
+    fn sharing_weights(&self) -> Vec<Vec<String>> {
+        sharing_weights(&self.quantized)
+    }
+}
+
+/// The nodes of `quantized` that read one weight (by its name), for each weight more than one
+/// reads. Two constants of one name (Constant nodes may repeat a tensor's) group together: the
+/// search then returns both nodes to float where one would do, never fewer than it must.
+fn sharing_weights(quantized: &[QuantizedNode]) -> Vec<Vec<String>> {
+    let mut readers: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for q in quantized {
+        readers
+            .entry(q.weight.as_str())
+            .or_default()
+            .push(q.output.clone());
+    }
+    readers.into_values().filter(|r| r.len() > 1).collect()
 }
 
 impl QuantizedNodes for fp16::Fp16Report {
@@ -1321,20 +1352,39 @@ fn search_within_target<R: QuantizedNodes>(
             "returned to float: with every node quantized the outputs {missed}; this node {added} (measured in the round that ranked it)"
         )
     };
+    // nodes that read one weight return to float together: one returned alone keeps the float
+    // weight in the file beside the quantized one, larger than either (the quantized weight
+    // saves nothing while one reader needs the float one)
+    let mut sharing: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for group in first_result.report.sharing_weights() {
+        for o in &group {
+            sharing.insert(o.clone(), group.clone());
+        }
+    }
     let first =
         |ranked: &[(String, f64)], k: usize| -> std::collections::BTreeMap<String, String> {
-            ranked
+            let mut reverted: std::collections::BTreeMap<String, String> = ranked
                 .iter()
                 .take(k)
                 .map(|(o, lost)| (o.clone(), reason(*lost)))
-                .collect()
+                .collect();
+            for (o, _) in ranked.iter().take(k) {
+                for other in sharing.get(o).into_iter().flatten() {
+                    reverted.entry(other.clone()).or_insert_with(|| {
+                        format!(
+                            "returned to float with the node writing '{o}', which reads the same weight (quantized for one reader, the weight would be stored twice)"
+                        )
+                    });
+                }
+            }
+            reverted
         };
     // smallest k in (lo, hi] that meets the target; returning all of them does. A round that
     // misses re-ranks the nodes it kept quantized by what it measured: with the most harmful
     // upstream nodes back in float, a node's own loss shows (behind an upstream node that
     // loses more, it reads as a gain), so the order of the rest improves as the search goes
     let (mut lo, mut hi) = (0usize, ranked.len());
-    let mut at_hi = None;
+    let mut at_hi: Option<(Searched<R>, std::collections::BTreeMap<String, String>)> = None;
     // where the noise the nodes add predicts that the cosine (the target's, or the preset's
     // once the target holds) needs at most a quarter of them back in float, a first probe
     // returns that many: a target missed by a little is met by returning the few nodes adding
@@ -1361,6 +1411,21 @@ fn search_within_target<R: QuantizedNodes>(
         let probing = probe.take();
         let mid = probing.unwrap_or((lo + hi) / 2);
         let reverted = first(&ranked, mid);
+        // nodes that share a weight return together, so counts apart may return the same
+        // nodes: those of a bound are known to meet (or, at `hi`, are what the search ends on)
+        // or miss without another round
+        let hi_nodes = match &at_hi {
+            Some((_, nodes)) => nodes.clone(),
+            None => first(&ranked, hi),
+        };
+        if reverted.keys().eq(hi_nodes.keys()) {
+            hi = mid;
+            continue;
+        }
+        if reverted.keys().eq(first(&ranked, lo).keys()) {
+            lo = mid;
+            continue;
+        }
         let (meets, result) = match missed_probe.take() {
             Some((nodes, result)) if reverted.keys().eq(&nodes) => (false, result),
             other => {
@@ -1862,11 +1927,17 @@ mod tests {
     /// output's cosine is exactly 1 / sqrt(1 + the sum of the squared amplitudes kept).
     struct Noisy {
         quantized: Vec<String>,
+        /// Nodes said to read one weight.
+        sharing: Vec<Vec<String>>,
     }
 
     impl QuantizedNodes for Noisy {
         fn quantized_outputs(&self) -> Vec<String> {
             self.quantized.clone()
+        }
+
+        fn sharing_weights(&self) -> Vec<Vec<String>> {
+            self.sharing.clone()
         }
     }
 
@@ -1920,7 +1991,11 @@ mod tests {
                 .node("Identity", &[&last], &["y"])
                 .output("y", DataType::Float, &["1", "64"])
                 .build();
-            (Model::from_proto(proto, ".".into()), Noisy { quantized })
+            let sharing = Vec::new();
+            (
+                Model::from_proto(proto, ".".into()),
+                Noisy { quantized, sharing },
+            )
         };
         let none = std::collections::BTreeMap::new();
         let (float, _) = build(&none, true);
@@ -1945,7 +2020,8 @@ mod tests {
                     .collect(),
             )
         };
-        let search = |target| {
+        // `tied`: nodes said to read one weight, where both are quantized
+        let search_tied = |target, tied: &[&str]| {
             search_within_target(
                 &float,
                 &["y".to_string()],
@@ -1954,13 +2030,17 @@ mod tests {
                 &calibration,
                 &ranges::Exposure::unbounded(),
                 |reverted| {
-                    let (model, report) = build(reverted, false);
+                    let (model, mut report) = build(reverted, false);
+                    if tied.iter().all(|t| report.quantized.iter().any(|q| q == t)) {
+                        report.sharing = vec![tied.iter().map(|t| t.to_string()).collect()];
+                    }
                     Ok((model, report, std::collections::BTreeMap::new()))
                 },
                 rank,
             )
             .unwrap()
         };
+        let search = |target| search_tied(target, &[]);
         let outcome = search(&target);
         assert!(outcome.met);
         let reverted: Vec<&str> = outcome.reverted.keys().map(String::as_str).collect();
@@ -1980,6 +2060,18 @@ mod tests {
         let reverted: Vec<&str> = outcome.reverted.keys().map(String::as_str).collect();
         assert_eq!(reverted, ["v0"]);
         assert_eq!(outcome.rounds, 2);
+        // where v0 and v5 read one weight, v5 returns with v0 (their weight is then float
+        // alone), and says why
+        let outcome = search_tied(&one, &["v0", "v5"]);
+        assert!(outcome.met);
+        let reverted: Vec<&str> = outcome.reverted.keys().map(String::as_str).collect();
+        assert_eq!(reverted, ["v0", "v5"]);
+        assert!(
+            outcome.reverted["v5"].contains("'v0', which reads the same weight"),
+            "{}",
+            outcome.reverted["v5"]
+        );
+        assert_eq!(outcome.best.report.quantized, ["v1", "v2", "v3", "v4"]);
 
         // a target only the float model meets (no int8 node keeps 200 dB): every node returns,
         // in a last round after the bisection (3, 4 and 5 miss)
@@ -2026,7 +2118,10 @@ mod tests {
                     if renamed {
                         candidate.graph_mut().node[0].name = Some("renamed".into());
                     }
-                    let report = Noisy { quantized: vec![] };
+                    let report = Noisy {
+                        quantized: vec![],
+                        sharing: vec![],
+                    };
                     Ok((candidate, report, std::collections::BTreeMap::new()))
                 },
                 |_, _| Vec::new(),

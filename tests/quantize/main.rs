@@ -989,3 +989,81 @@ fn reduced_int8_weights_reach_64_and_tables_127() {
     assert!(stderr(&o).contains("--int8-weight-range applies to --int8"));
     assert!(!out.exists());
 }
+
+/// Layers that share a weight (ALBERT's, or tied embeddings) keep it int4 for all their readers
+/// or for none: where the target needs one reader back in float, the other returns with it.
+/// One quantized alone would store the weight twice (float for one reader, 4-bit for the
+/// other), a file larger than the float model's. Here the layers alternate between two weights,
+/// and a target between what all int4 keeps and what one weight's readers in float keep
+/// returned the most harmful reader alone (a 566 KB file from 525 KB).
+#[test]
+fn layers_sharing_a_weight_return_to_float_together() {
+    use mdeploy::graph::ModelBuilder;
+    // xorshift32 in [-0.1, 0.1): no weight repeats a pattern the grid could fit
+    let weights = |seed: u32| -> Vec<f32> {
+        let mut s = seed;
+        (0..256 * 256)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                ((f64::from(s) / 4294967296.0 - 0.5) * 2.0 * 0.1) as f32
+            })
+            .collect()
+    };
+    let mut b = ModelBuilder::new(17)
+        .input("x", DataType::Float, &["8", "256"])
+        .initializer_f32("W", &[256, 256], &weights(1))
+        .initializer_f32("V", &[256, 256], &weights(2));
+    let mut from = "x".to_string();
+    for k in 0..4 {
+        let w = if k % 2 == 0 { "W" } else { "V" };
+        b = b
+            .node("MatMul", &[&from, w], &[&format!("m{k}")])
+            .node("Tanh", &[&format!("m{k}")], &[&format!("h{k}")]);
+        from = format!("h{k}");
+    }
+    let proto = b.output("h3", DataType::Float, &["8", "256"]).build();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("tied.onnx");
+    Model::from_proto(proto, tmp.path().to_path_buf())
+        .save(&path, Default::default())
+        .unwrap();
+    let float_bytes = std::fs::metadata(&path).unwrap().len();
+    let mut partial = 0;
+    for target in ["cos=0.99", "cos=0.995", "cos=0.998"] {
+        let out = tmp.path().join("q.onnx");
+        let o = mdeploy(&[
+            "optimize",
+            s(&path),
+            "-o",
+            s(&out),
+            "--int4",
+            "weight-only",
+            "--accuracy-target",
+            target,
+            "--json",
+        ]);
+        assert!(o.status.success(), "{target}: {}", stderr(&o));
+        let q = &json(&o)["quantize"];
+        let readers = |w: &str| {
+            q["quantized"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["weight"] == w)
+                .count()
+        };
+        for w in ["W", "V"] {
+            assert!(matches!(readers(w), 0 | 2), "{target}: {w} {q}");
+        }
+        if readers("W") + readers("V") == 2 {
+            partial += 1;
+            let reasons = q["kept_float"].to_string();
+            assert!(reasons.contains("which reads the same weight"), "{q}");
+        }
+        let bytes = std::fs::metadata(&out).unwrap().len();
+        assert!(bytes <= float_bytes, "{target}: {bytes} bytes from {float_bytes}");
+    }
+    assert!(partial > 0, "no target kept one weight's readers alone quantized");
+}
