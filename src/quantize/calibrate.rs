@@ -182,24 +182,45 @@ impl Histogram {
         (lo, hi)
     }
 
-    /// The threshold over |x| whose clipped, 128-level quantized histogram diverges least from
-    /// the histogram (KL), as a range within what was seen.
+    /// The threshold over |x| whose clipped and quantized histogram diverges least from the
+    /// histogram (KL), as a range within what was seen. Each threshold `t` is quantized to the
+    /// steps the activation's grid has between 0 and `t`: 255 steps span the clipped range
+    /// (`[max(min, -t), min(max, t)]`, zero point where it falls), so all 255 where the values
+    /// keep one sign (after a Relu), about half where they spread evenly over both. TensorRT's
+    /// method counts 128 whatever the range, for its symmetric grid: on a one-signed value
+    /// that takes the grid for twice as coarse as it is, and clips hard.
     fn entropy_range(&self, seen: &ValueRange) -> (f32, f32) {
-        const LEVELS: usize = 128;
+        let width = f64::from(self.width());
+        let levels = |i: usize| {
+            let t = i as f64 * width;
+            let pos = f64::from(seen.max).clamp(0.0, t);
+            let neg = f64::from(-seen.min).clamp(0.0, t);
+            (255.0 * t / (pos + neg)).round() as usize
+        };
         let total: u64 = self.bins.iter().sum();
         if total == 0 || self.hi <= 0.0 {
             return (seen.min, seen.max);
         }
+        // the first bin holds every exact zero (half of a Relu's outputs), which the grid
+        // keeps exactly whatever the threshold: counted as they are, they outweigh the rest of
+        // the divergence, and the threshold comes out where it keeps the few bins next to zero
+        // (as pytorch-quantization does, the first bin counts as its neighbour)
+        let mut bins = self.bins.clone();
+        bins[0] = bins[1];
         let mut best = (f64::INFINITY, BINS);
-        for i in (LEVELS..=BINS).step_by(4) {
-            let mut p: Vec<f64> = self.bins[..i].iter().map(|&b| b as f64).collect();
-            let outliers: u64 = self.bins[i..].iter().sum();
+        for i in (128..=BINS).step_by(4) {
+            let levels = levels(i);
+            if !(1..=i).contains(&levels) {
+                continue;
+            }
+            let mut p: Vec<f64> = bins[..i].iter().map(|&b| b as f64).collect();
+            let outliers: u64 = bins[i..].iter().sum();
             p[i - 1] += outliers as f64;
-            // the reference quantized to LEVELS levels, spread back over its nonzero bins
+            // the reference quantized to `levels` levels, spread back over its nonzero bins
             let mut q = vec![0f64; i];
-            for level in 0..LEVELS {
-                let (start, end) = (level * i / LEVELS, (level + 1) * i / LEVELS);
-                let bins = &self.bins[start..end];
+            for level in 0..levels {
+                let (start, end) = (level * i / levels, (level + 1) * i / levels);
+                let bins = &bins[start..end];
                 let sum: f64 = bins.iter().map(|&b| b as f64).sum();
                 let nonzero = bins.iter().filter(|&&b| b > 0).count();
                 if nonzero > 0 {
@@ -269,6 +290,24 @@ mod tests {
         let (lo, hi) = h.entropy_range(&r);
         assert!((2.5..10.0).contains(&hi), "({lo}, {hi})");
         assert!((-10.0..=-2.5).contains(&lo) && lo > -10.0, "({lo}, {hi})");
+    }
+
+    /// A Relu's outputs: most exact zeros, the rest a slope falling to 6, and a few outliers
+    /// to 40. The grid over [0, t] has 255 steps; the zeros it keeps exactly whatever t is.
+    /// The threshold keeps the slope whole (counted as 128 steps, with the zeros as they are,
+    /// it clipped at 4.9).
+    #[test]
+    fn entropy_keeps_the_body_of_a_one_signed_value() {
+        let mut v = vec![0f32; 60_000];
+        for k in 0..300usize {
+            // k / 50 = 0.0 .. 6.0, 300 - k times each
+            v.extend(std::iter::repeat_n(k as f32 / 50.0, 300 - k));
+        }
+        v.extend([25.0, 30.0, 40.0]);
+        let (h, r) = histogram(&v, true);
+        let (lo, hi) = h.entropy_range(&r);
+        assert_eq!(lo, 0.0);
+        assert!((5.8..12.0).contains(&hi), "({lo}, {hi})");
     }
 
     #[test]

@@ -1018,9 +1018,11 @@ fn layers_sharing_a_weight_return_to_float_together() {
     let mut from = "x".to_string();
     for k in 0..4 {
         let w = if k % 2 == 0 { "W" } else { "V" };
-        b = b
-            .node("MatMul", &[&from, w], &[&format!("m{k}")])
-            .node("Tanh", &[&format!("m{k}")], &[&format!("h{k}")]);
+        b = b.node("MatMul", &[&from, w], &[&format!("m{k}")]).node(
+            "Tanh",
+            &[&format!("m{k}")],
+            &[&format!("h{k}")],
+        );
         from = format!("h{k}");
     }
     let proto = b.output("h3", DataType::Float, &["8", "256"]).build();
@@ -1063,7 +1065,13 @@ fn layers_sharing_a_weight_return_to_float_together() {
             assert!(reasons.contains("which reads the same weight"), "{q}");
         }
         let bytes = std::fs::metadata(&out).unwrap().len();
-        assert!(bytes <= float_bytes, "{target}: {bytes} bytes from {float_bytes}");
+        assert!(
+            bytes <= float_bytes,
+            "{target}: {bytes} bytes from {float_bytes}"
+        );
     }
-    assert!(partial > 0, "no target kept one weight's readers alone quantized");
+    assert!(
+        partial > 0,
+        "no target kept one weight's readers alone quantized"
+    );
 }
