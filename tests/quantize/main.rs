@@ -1075,3 +1075,30 @@ fn layers_sharing_a_weight_return_to_float_together() {
         "no target kept one weight's readers alone quantized"
     );
 }
+
+/// Entropy calibration on a network of Relus keeps its Convs int8: each threshold is quantized
+/// to the steps the grid has below it (255 for a one-signed value), and a Relu's zeros count as
+/// their neighbours. Counting 128 steps and the zeros as they were, it clipped the Relu outputs
+/// so hard that the accuracy search returned 16 of squeezenet's 26 Convs to float.
+#[test]
+fn entropy_calibration_keeps_a_relu_network_int8() {
+    let path = common::real_model("squeezenet1_1");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("q.onnx");
+    let calibration = path.parent().unwrap().join("test_data_set_0");
+    let mut args = static_int8_args(&path, &out, &calibration);
+    args.extend(["--int8-placement", "all", "--calibration-method", "entropy"]);
+    let data = data_args(&path);
+    args.extend(data.iter().map(String::as_str));
+    let o = mdeploy(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let q = &json(&o)["quantize"];
+    assert_eq!(q["accuracy"]["met"], true, "{q}");
+    let convs = q["quantized"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["op"] == "Conv")
+        .count();
+    assert!(convs >= 22, "{convs} of 26 Convs int8: {}", q["kept_float"]);
+}
