@@ -1361,25 +1361,27 @@ fn search_within_target<R: QuantizedNodes>(
             sharing.insert(o.clone(), group.clone());
         }
     }
-    let first = |ranked: &[(String, f64)],
-                 k: usize|
-     -> std::collections::BTreeMap<String, String> {
-        let mut reverted: std::collections::BTreeMap<String, String> = ranked
-            .iter()
-            .take(k)
-            .map(|(o, lost)| (o.clone(), reason(*lost)))
-            .collect();
-        for (o, _) in ranked.iter().take(k) {
-            for other in sharing.get(o).into_iter().flatten() {
-                reverted.entry(other.clone()).or_insert_with(|| {
-                        format!(
-                            "returned to float with the node writing '{o}', which reads the same weight (quantized for one reader, the weight would be stored twice)"
-                        )
-                    });
-            }
-        }
-        reverted
+    let returned_with = |o: &str| {
+        format!(
+            "returned to float with the node writing '{o}', which reads the same weight (quantized for one reader, the weight would be stored twice)"
+        )
     };
+    let first =
+        |ranked: &[(String, f64)], k: usize| -> std::collections::BTreeMap<String, String> {
+            let mut reverted: std::collections::BTreeMap<String, String> = ranked
+                .iter()
+                .take(k)
+                .map(|(o, lost)| (o.clone(), reason(*lost)))
+                .collect();
+            for (o, _) in ranked.iter().take(k) {
+                for other in sharing.get(o).into_iter().flatten() {
+                    reverted
+                        .entry(other.clone())
+                        .or_insert_with(|| returned_with(o));
+                }
+            }
+            reverted
+        };
     // smallest k in (lo, hi] that meets the target; returning all of them does. A round that
     // misses re-ranks the nodes it kept quantized by what it measured: with the most harmful
     // upstream nodes back in float, a node's own loss shows (behind an upstream node that
