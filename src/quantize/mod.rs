@@ -1192,6 +1192,10 @@ pub fn float_outputs(float: &Model) -> Vec<String> {
         .collect()
 }
 
+/// What the accuracy search keeps of the float model's values from its first round at most (it
+/// keeps them from the second round on where they fit the memory a run may take).
+const KEPT_IN_FIRST_ROUND: u64 = 64 << 20;
+
 /// Quantizes everything (`quantize` with nothing reverted), measures it on the evaluation data,
 /// and when `target` or the verification `preset` of the mode is missed, returns to float the fewest of
 /// the nodes `rank` orders most harmful first, found by bisection (the outcome of returning k of
@@ -1221,9 +1225,11 @@ fn search_within_target<R: QuantizedNodes>(
     // it, against the float model's outputs from the run that measured the candidate (exposing
     // float values changes no number the preset could see)
     let tolerance = target.tolerance(crate::verify::preset(preset).expect("a verification preset"));
-    // what the float model computed, kept from the second round on (the first is often the only
-    // one, and keeping is memory: a detector's activations at 640x640 are 660 MB a sample) to
-    // measure later rounds' candidates against (where all samples' values fit in memory); a
+    // what the float model computed, kept from the second round on, or from the first where it
+    // takes at most KEPT_IN_FIRST_ROUND (the first round is often the only one, and keeping is
+    // memory: a detector's activations at 640x640 are 660 MB a sample; a transformer's few MB
+    // spare the second round a run of the float model) to measure later rounds' candidates
+    // against (where all samples' values fit in memory); a
     // round that quantizes values the kept ones do not cover (after one that met the target,
     // bisection returns fewer nodes to float) runs the float model and keeps its values instead
     let kept: std::cell::RefCell<Option<ranges::Kept>> = Default::default();
@@ -1257,7 +1263,11 @@ fn search_within_target<R: QuantizedNodes>(
                 ranges::Measures {
                     threshold: target.decision.map(|(at, _)| at),
                     keep_outputs: true,
-                    keep_reference: measured_rounds.get() > 0,
+                    keep_reference: if measured_rounds.get() > 0 {
+                        u64::MAX
+                    } else {
+                        KEPT_IN_FIRST_ROUND
+                    },
                 },
                 kept.borrow().as_ref(),
             )?;

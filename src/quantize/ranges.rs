@@ -568,8 +568,9 @@ pub struct Measures {
     /// Keep the reference's graph outputs of every sample (what a verification preset judges
     /// the candidate against).
     pub keep_outputs: bool,
-    /// Keep all the reference computed ([`Kept`]) where it fits the memory a run may take.
-    pub keep_reference: bool,
+    /// Keep all the reference computed ([`Kept`]) where it takes at most this many bytes and
+    /// fits the memory a run may take (0: keep nothing).
+    pub keep_reference: u64,
 }
 
 /// What [`compare`] measured.
@@ -646,13 +647,14 @@ pub fn compare(
     let kept = kept.filter(|k| split.len() == 1 && k.covers(values, &all_outputs, samples.len()));
     // kept where one run exposes them all and every sample's, of known sizes, fit in the
     // reference's share of a run (the candidate's run takes the other half)
-    let keep = measures.keep_reference && kept.is_none() && split.len() == 1 && {
+    let keep = kept.is_none() && split.len() == 1 && {
         let held = values
             .iter()
             .chain(all_outputs.iter().filter(|o| !values.contains(o)));
+        let limit = measures.keep_reference.min(exposure.budget / 2);
         exposure
             .known_bytes(held)
-            .is_some_and(|b| b.saturating_mul(samples.len() as u64) <= exposure.budget / 2)
+            .is_some_and(|b| b.saturating_mul(samples.len() as u64) <= limit)
     };
     // every run in one engine: `auto` tries them in turn, as `run_each` does, and where a run
     // fails in the first (for a fault of the engine's), all of them again in the other
@@ -1413,7 +1415,7 @@ mod tests {
         let measures = Measures {
             threshold: Some(0.25),
             keep_outputs: true,
-            keep_reference: true,
+            keep_reference: u64::MAX,
         };
         let against_in = |engine, reference: &Model, exposure: &Exposure, kept: Option<&Kept>| {
             compare(
