@@ -10,7 +10,8 @@
 //! - `percentile P` (default 99.999): the span between the (100 - P)th and the Pth percentile,
 //!   so a rare outlier does not stretch the int8 grid for every other value.
 //! - `entropy`: the clipping threshold over |x| that minimizes the KL divergence between the
-//!   histogram and its 128-level quantization (the TensorRT calibration method).
+//!   histogram and its quantization to the steps the grid has below the threshold (TensorRT's
+//!   calibration method, which counts 128 whatever the range).
 
 use std::collections::BTreeMap;
 
@@ -201,10 +202,11 @@ impl Histogram {
         if total == 0 || self.hi <= 0.0 {
             return (seen.min, seen.max);
         }
-        // the first bin holds every exact zero (half of a Relu's outputs), which the grid
-        // keeps exactly whatever the threshold: counted as they are, they outweigh the rest of
-        // the divergence, and the threshold comes out where it keeps the few bins next to zero
-        // (as pytorch-quantization does, the first bin counts as its neighbour)
+        // the first bin holds every exact zero (half of a Relu's outputs), which the grid keeps
+        // exactly whatever the threshold: counted as they are, they outweigh the rest of the
+        // divergence, and the threshold comes out where it keeps the few bins next to zero. As
+        // pytorch-quantization does, the first bin counts as its neighbour (for a value of both
+        // signs it holds the values nearest zero, which every threshold keeps alike)
         let mut bins = self.bins.clone();
         bins[0] = bins[1];
         let mut best = (f64::INFINITY, BINS);

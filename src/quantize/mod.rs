@@ -399,7 +399,9 @@ pub struct CalibrationCache {
     pub ranges: std::collections::BTreeMap<String, (f32, f32)>,
 }
 
-pub const CALIBRATION_CACHE_FORMAT: &str = "mdeploy.calibration/2";
+/// Raised when the ranges a method computes change: /3 since entropy counts the steps of the
+/// grid below each threshold (ranges saved before clip harder).
+pub const CALIBRATION_CACHE_FORMAT: &str = "mdeploy.calibration/3";
 
 /// What calibrated ranges depend on besides the method: the model (its nodes, interface and
 /// weights wherever they are stored) and the samples, as one SHA-256 in hex.
@@ -1429,7 +1431,9 @@ fn search_within_target<R: QuantizedNodes>(
         // or miss without another round
         let hi_nodes = match &at_hi {
             Some((_, nodes)) => nodes.clone(),
-            None => first(&ranked, hi),
+            // until a round meets, `hi` stands for every node back in float: moved by a skip, its
+            // count no longer says so once a round re-ranks the rest
+            None => first(&ranked, ranked.len()),
         };
         if reverted.keys().eq(hi_nodes.keys()) {
             hi = mid;
@@ -1463,7 +1467,7 @@ fn search_within_target<R: QuantizedNodes>(
         Some((result, reverted)) => (result, reverted, true),
         None => {
             rounds += 1;
-            let reverted = first(&ranked, hi);
+            let reverted = first(&ranked, ranked.len());
             let ((_, _, meets), result) = evaluate(&reverted)?;
             (result, reverted, meets)
         }
@@ -2093,6 +2097,44 @@ mod tests {
         assert_eq!(outcome.reverted.len(), amplitudes.len());
         assert!(outcome.best.report.quantized.is_empty());
         assert_eq!(outcome.rounds, 5);
+
+        // three pairs sharing a weight, {v0, v1}, {v4, v3}, {v2, v5}, with only the float model
+        // meeting the target, and a ranking that changes once v0 is back: by amplitude (v0,
+        // v4, v2, v1, v3, v5), then v4, v3, v2, v5. Returning 3 returns all (no round: hi
+        // becomes 3), 1 misses, and after the re-ranking the first 2 and the first 3 return
+        // the same four nodes: the search must still end on all six, not on those four
+        let pairs = [["v0", "v1"], ["v4", "v3"], ["v2", "v5"]];
+        let changing = |r: &Noisy, m: &std::collections::BTreeMap<String, ranges::Agreement>| {
+            if r.quantized.len() == amplitudes.len() {
+                return rank(r, m);
+            }
+            ["v4", "v3", "v2", "v5"]
+                .iter()
+                .filter(|o| r.quantized.iter().any(|q| q == *o))
+                .map(|o| (o.to_string(), 30.0))
+                .collect()
+        };
+        let outcome = search_within_target(
+            &float,
+            &["y".to_string()],
+            &AccuracyTarget::parse("cos=0.9999,sqnr=200").unwrap(),
+            "int8",
+            &calibration,
+            &ranges::Exposure::unbounded(),
+            |reverted| {
+                let (model, mut report) = build(reverted, false);
+                report.sharing = pairs
+                    .iter()
+                    .filter(|p| p.iter().all(|o| report.quantized.iter().any(|q| q == o)))
+                    .map(|p| p.map(String::from).to_vec())
+                    .collect();
+                Ok((model, report, std::collections::BTreeMap::new()))
+            },
+            changing,
+        )
+        .unwrap();
+        assert!(outcome.met, "{:?}", outcome.reverted.keys());
+        assert_eq!(outcome.reverted.len(), amplitudes.len());
     }
 
     /// A quantizer that leaves the model as it was (nothing it can quantize) has nothing to

@@ -569,7 +569,7 @@ pub struct Measures {
     /// the candidate against).
     pub keep_outputs: bool,
     /// Keep all the reference computed ([`Kept`]) where it takes at most this many bytes and
-    /// fits the memory a run may take (0: keep nothing).
+    /// fits the memory a run may take.
     pub keep_reference: u64,
 }
 

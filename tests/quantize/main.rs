@@ -994,8 +994,8 @@ fn reduced_int8_weights_reach_64_and_tables_127() {
 /// or for none: where the target needs one reader back in float, the other returns with it.
 /// One quantized alone would store the weight twice (float for one reader, 4-bit for the
 /// other), a file larger than the float model's. Here the layers alternate between two weights,
-/// and a target between what all int4 keeps and what one weight's readers in float keep
-/// returned the most harmful reader alone (a 566 KB file from 525 KB).
+/// and a target between what all int4 keeps and what one weight's readers in float keep kept
+/// one layer int4 while its weight's other reader returned (a 566 KB file from 525 KB).
 #[test]
 fn layers_sharing_a_weight_return_to_float_together() {
     use mdeploy::graph::ModelBuilder;
