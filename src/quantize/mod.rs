@@ -1042,35 +1042,22 @@ trait QuantizedNodes {
     }
 }
 
-impl QuantizedNodes for dynamic::DynamicReport {
-    fn quantized_outputs(&self) -> Vec<String> {
-        self.quantized.iter().map(|q| q.output.clone()).collect()
-    }
+/// The reports that list their quantized nodes as [`QuantizedNode`]s (each with its weight).
+macro_rules! quantized_nodes_listed {
+    ($($report:ty),*) => {$(
+        impl QuantizedNodes for $report {
+            fn quantized_outputs(&self) -> Vec<String> {
+                self.quantized.iter().map(|q| q.output.clone()).collect()
+            }
 
-    fn sharing_weights(&self) -> Vec<Vec<String>> {
-        sharing_weights(&self.quantized)
-    }
+            fn sharing_weights(&self) -> Vec<Vec<String>> {
+                sharing_weights(&self.quantized)
+            }
+        }
+    )*};
 }
 
-impl QuantizedNodes for qdq::StaticReport {
-    fn quantized_outputs(&self) -> Vec<String> {
-        self.quantized.iter().map(|q| q.output.clone()).collect()
-    }
-
-    fn sharing_weights(&self) -> Vec<Vec<String>> {
-        sharing_weights(&self.quantized)
-    }
-}
-
-impl QuantizedNodes for int4::Int4Report {
-    fn quantized_outputs(&self) -> Vec<String> {
-        self.quantized.iter().map(|q| q.output.clone()).collect()
-    }
-
-    fn sharing_weights(&self) -> Vec<Vec<String>> {
-        sharing_weights(&self.quantized)
-    }
-}
+quantized_nodes_listed!(dynamic::DynamicReport, qdq::StaticReport, int4::Int4Report);
 
 /// The nodes of `quantized` that read one weight (by its name), for each weight more than one
 /// reads. Two constants of one name (Constant nodes may repeat a tensor's) group together: the
@@ -1429,11 +1416,15 @@ fn search_within_target<R: QuantizedNodes>(
         // nodes that share a weight return together, so counts apart may return the same
         // nodes: those of a bound are known to meet (or, at `hi`, are what the search ends on)
         // or miss without another round
+        // until a round meets, `hi` stands for every node back in float: moved by a skip, its
+        // count no longer says so once a round re-ranks the rest
+        let everything;
         let hi_nodes = match &at_hi {
-            Some((_, nodes)) => nodes.clone(),
-            // until a round meets, `hi` stands for every node back in float: moved by a skip, its
-            // count no longer says so once a round re-ranks the rest
-            None => first(&ranked, ranked.len()),
+            Some((_, nodes)) => nodes,
+            None => {
+                everything = first(&ranked, ranked.len());
+                &everything
+            }
         };
         if reverted.keys().eq(hi_nodes.keys()) {
             hi = mid;
