@@ -20,6 +20,16 @@ pub enum EngineKind {
     Ort,
 }
 
+impl EngineKind {
+    /// The engine that is not this one.
+    pub fn other(self) -> EngineKind {
+        match self {
+            EngineKind::Tract => EngineKind::Ort,
+            EngineKind::Ort => EngineKind::Tract,
+        }
+    }
+}
+
 impl std::fmt::Display for EngineKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -36,6 +46,9 @@ pub enum EngineChoice {
     #[default]
     Auto,
     Only(EngineKind),
+    /// This engine, and the other where this one cannot load or run the model: `auto` with
+    /// the order chosen by the caller (two models compared side by side in one engine).
+    First(EngineKind),
 }
 
 impl std::str::FromStr for EngineChoice {
@@ -382,8 +395,9 @@ pub fn ort_available() -> bool {
 }
 
 /// `attempt` in the engine `choice` names; for `auto`, in the first of [`auto_order`] for
-/// `model`, then, where that fails for a reason other than the inputs and the other engine is
-/// installed, in the other, failing with both reasons where neither succeeds.
+/// `model` (for `First`, in the one named), then, where that fails for a reason other than the
+/// inputs and the other engine is installed, in the other, failing with both reasons where
+/// neither succeeds.
 pub fn in_either<T>(
     model: &Model,
     choice: EngineChoice,
@@ -392,6 +406,7 @@ pub fn in_either<T>(
     let [first, second] = match choice {
         EngineChoice::Only(kind) => return attempt(kind),
         EngineChoice::Auto => auto_order(model),
+        EngineChoice::First(kind) => [kind, kind.other()],
     };
     match attempt(first) {
         Ok(done) => Ok(done),
@@ -520,12 +535,11 @@ pub fn run_each(
             Err(e) if !run_failed => return Err(e),
             Err(e) => e,
         };
-        let other = match engine.kind() {
-            EngineKind::Tract => EngineKind::Ort,
-            EngineKind::Ort => EngineKind::Tract,
-        };
-        let retry =
-            choice == EngineChoice::Auto && !fell_back && !is_input_problem(&e) && available(other);
+        let other = engine.kind().other();
+        let retry = !matches!(choice, EngineChoice::Only(_))
+            && !fell_back
+            && !is_input_problem(&e)
+            && available(other);
         if !retry {
             return Err(e);
         }

@@ -61,6 +61,62 @@ fn fused_matmul_pair() -> (ModelProto, ModelProto) {
     (decomposed, contrib)
 }
 
+/// A float model verified against its int8 form (either way round) runs side by side with it
+/// in onnxruntime, where `auto` runs the int8 one: the report measures what quantizing
+/// changed, not how far tract's float kernels are from onnxruntime's. An engine named is the
+/// one both run in.
+#[test]
+fn a_float_and_an_int8_model_run_side_by_side_in_one_engine() {
+    require_ort();
+    let tmp = tempfile::tempdir().unwrap();
+    let w: Vec<f32> = (0..32).map(|i| (i as f32 - 16.0) / 16.0).collect();
+    let float = ModelBuilder::new(17)
+        .input("a", DataType::Float, &["2", "8"])
+        .initializer_f32("w", &[8, 4], &w)
+        .node("MatMul", &["a", "w"], &["y"])
+        .output("y", DataType::Float, &["2", "4"])
+        .build();
+    // the same weights as int8 steps of 1/16, read through DequantizeLinear
+    let steps: Vec<u8> = w.iter().map(|x| (x * 16.0) as i8 as u8).collect();
+    let int8 = ModelBuilder::new(17)
+        .input("a", DataType::Float, &["2", "8"])
+        .initializer(mdeploy::graph::builder::raw_tensor(
+            "w_q",
+            DataType::Int8,
+            &[8, 4],
+            steps,
+        ))
+        .initializer_f32("w_scale", &[], &[1.0 / 16.0])
+        .node("DequantizeLinear", &["w_q", "w_scale"], &["w"])
+        .node("MatMul", &["a", "w"], &["y"])
+        .output("y", DataType::Float, &["2", "4"])
+        .build();
+    let float = write(tmp.path(), "float.onnx", &float);
+    let int8 = write(tmp.path(), "int8.onnx", &int8);
+    for (reference, candidate, engine, ran) in [
+        (&float, &int8, "auto", "ort"),
+        (&int8, &float, "auto", "ort"),
+        (&float, &int8, "tract", "tract"),
+    ] {
+        let o = mdeploy(&[
+            "verify",
+            s(reference),
+            s(candidate),
+            "--engine",
+            engine,
+            // onnxruntime quantizes the activations a DequantizeLinear -> MatMul reads
+            "--tolerance",
+            "int8",
+            "--json",
+        ]);
+        let r = json(&o);
+        assert_eq!(o.status.code(), Some(0), "{}{r}", stderr(&o));
+        assert_eq!(r["status"], "passed", "{r}");
+        assert_eq!(r["engines"]["reference"], ran, "{r}");
+        assert_eq!(r["engines"]["candidate"], ran, "{r}");
+    }
+}
+
 #[test]
 fn a_model_with_contrib_ops_is_verified_through_onnxruntime() {
     require_ort();
