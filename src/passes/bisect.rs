@@ -44,6 +44,7 @@ pub fn bisect(
         random_seed: None,
         engine,
         compare_engines: false,
+        computed: None,
     };
     // the start itself (input shapes fixed, pruned) may already differ: then no pass is to blame
     let before = verify_models(

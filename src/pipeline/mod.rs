@@ -191,6 +191,7 @@ pub fn verify_files(
         random_seed: seed,
         engine,
         compare_engines,
+        computed: None,
     };
     let report = match (&candidate, &candidate_name) {
         (Some(c), Some(name)) => verify_models(

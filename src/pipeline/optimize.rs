@@ -19,7 +19,7 @@ use crate::progress::Progress;
 use crate::quantize::calibrate::Method;
 use crate::quantize::{AccuracyTarget, CalibrationCache, QuantizeReport};
 use crate::run::{NamedTensor, SampleChunks};
-use crate::verify::{Inputs, Preset, Status, Tolerance, VerifyReport, verify_models};
+use crate::verify::{Computed, Inputs, Preset, Status, Tolerance, VerifyReport, verify_models};
 
 /// The report's format name.
 pub const OPTIMIZE_FORMAT: &str = "mdeploy.optimize/2";
@@ -372,7 +372,7 @@ pub fn optimize_file(
     // what the passes start from (bisection replays them from here, not from the file as read)
     let start = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     let report = optimize_with_progress(&mut model, &passes, &options, progress)?;
-    let quantized = quantize(req, &mut model, progress)?;
+    let (quantized, computed) = quantize(req, &mut model, progress)?;
     let mut document = OptimizeDocument {
         format: OPTIMIZE_FORMAT.into(),
         mdeploy_version: env!("CARGO_PKG_VERSION").into(),
@@ -391,7 +391,13 @@ pub fn optimize_file(
     if req.verify {
         let tolerance = document.verification_tolerance(req.tolerance);
         let (v, culprit) = verify(
-            req, &original, &start, &model, &passes, &options, tolerance, progress,
+            req,
+            (&original, &start, &model),
+            &passes,
+            &options,
+            tolerance,
+            computed.as_ref(),
+            progress,
         )?;
         document.verification = Some(v);
         document.bisect = culprit;
@@ -474,12 +480,14 @@ fn spread(n: usize, k: usize) -> impl Iterator<Item = usize> {
     (0..take).map(move |i| i * n / take)
 }
 
-/// Quantizes when asked, measuring the float model on the calibration data.
+/// Quantizes when asked, measuring the float model on the calibration data; with the report,
+/// what the quantized model computed, as written, on the samples the accuracy search measured
+/// (where it ran it so).
 fn quantize(
     req: &OptimizeRequest,
     model: &mut Model,
     progress: &dyn Progress,
-) -> anyhow::Result<Option<QuantizeReport>> {
+) -> anyhow::Result<(Option<QuantizeReport>, Option<Computed>)> {
     let q = &req.quantize;
     let Some(mode) = q.mode else {
         if !q.exclude_nodes.is_empty() || !q.exclude_op_types.is_empty() {
@@ -488,7 +496,7 @@ fn quantize(
             )
             .into());
         }
-        return Ok(None);
+        return Ok((None, None));
     };
     if mode == QuantizeMode::Int8Static && q.calibration.is_empty() && req.data.data.is_empty() {
         return Err(UsageError(
@@ -571,11 +579,13 @@ fn quantize(
     .chain(held_out.iter().map(|s| s.inputs.as_slice()))
     .collect();
     let (engine, both) = req.data.engines()?;
+    let as_written = std::rc::Rc::new(std::cell::RefCell::new(None));
     let calibration = crate::quantize::Calibration {
         samples,
         evaluation: &evaluation,
         engine,
         origin,
+        as_written: as_written.clone(),
     };
     let exclude_nodes: BTreeSet<String> = q.exclude_nodes.iter().cloned().collect();
     let exclude_op_types: BTreeSet<String> = q.exclude_op_types.iter().cloned().collect();
@@ -679,7 +689,15 @@ fn quantize(
         }
     };
     progress.on_finish();
-    Ok(Some(report))
+    let computed = as_written.take().map(|w| Computed {
+        engine: w.engine,
+        samples: evaluation
+            .iter()
+            .map(|inputs| inputs.to_vec())
+            .zip(w.outputs)
+            .collect(),
+    });
+    Ok((Some(report), computed))
 }
 
 /// Applies the requested pruning before the lossless passes; returns what it did.
@@ -730,17 +748,18 @@ fn target_missed(mode: &str, a: &crate::quantize::AccuracyOutcome) -> anyhow::Er
 
 /// Verifies the result against the input on the data (or seeded random samples), with the
 /// tolerance asked for or the one what was done warrants; bisects on failure when asked.
-#[allow(clippy::too_many_arguments)]
+/// `models`: the input, what the passes started from, the result; `computed`: what the result
+/// computed on some inputs already (the quantization's accuracy search ran it).
 fn verify(
     req: &OptimizeRequest,
-    original: &Model,
-    start: &Model,
-    optimized: &Model,
+    models: (&Model, &Model, &Model),
     passes: &[&'static dyn Pass],
     options: &OptimizeOptions,
     tolerance: Tolerance,
+    computed: Option<&Computed>,
     progress: &dyn Progress,
 ) -> anyhow::Result<(VerifyReport, Option<Culprit>)> {
+    let (original, start, optimized) = models;
     let data = DataOptions {
         data: verification_data(&req.data.data, &req.quantize.calibration),
         ..req.data.clone()
@@ -752,6 +771,7 @@ fn verify(
         random_seed,
         engine,
         compare_engines,
+        computed,
     };
     let name = req.output.display().to_string();
     let v = verify_models(

@@ -51,6 +51,18 @@ pub struct Calibration<'a> {
     pub engine: EngineChoice,
     /// Where the samples came from, for the report.
     pub origin: String,
+    /// Where the quantizer leaves what the model it returns computed, as written, on each
+    /// `evaluation` sample, where the accuracy search ran it so (the verification after it
+    /// reads these instead of running it again on the same inputs).
+    pub as_written: std::rc::Rc<std::cell::RefCell<Option<AsWritten>>>,
+}
+
+/// A quantized model's graph outputs on each evaluation sample, run as written (no value
+/// exposed) in `engine`.
+#[derive(Debug)]
+pub struct AsWritten {
+    pub engine: EngineKind,
+    pub outputs: Vec<Vec<NamedTensor>>,
 }
 
 /// What measuring the float model on calibration data found.
@@ -292,6 +304,7 @@ pub fn to_int8_dynamic(
     );
     let output_sqnr_db = outcome.output_sqnr_db();
     let best = outcome.best;
+    c.as_written.replace(best.as_written);
     let summary = CalibrationSummary {
         origin: c.origin,
         samples: c.samples.len(),
@@ -356,6 +369,7 @@ pub fn to_int4(
     let accuracy = outcome.accuracy(&target, &outputs);
     let output_sqnr_db = outcome.output_sqnr_db();
     let best = outcome.best;
+    calibration.as_written.replace(best.as_written);
     *model = best.model;
     Ok(Int4Stage {
         calibration: CalibrationSummary {
@@ -1007,6 +1021,10 @@ pub fn to_int8_static(
     let mut best = chosen.best;
     let used = !best.report.quantized.is_empty();
     best.report.opset = raise.settle(&mut best.model, used);
+    // with nothing quantized, the model is put back at its opset: not the one that ran
+    calibration
+        .as_written
+        .replace(best.as_written.take().filter(|_| used));
     best.report.per_channel = best.model.opset("").unwrap_or(1) >= qdq::PER_CHANNEL_OPSET;
     *model = best.model;
     let stage = StaticStage {
@@ -1086,6 +1104,8 @@ struct Searched<R> {
     measured: std::collections::BTreeMap<String, ranges::Agreement>,
     /// The engine that measured it (none for a candidate that is the float model).
     engine: Option<EngineKind>,
+    /// Its graph outputs run as written, where they were (a round that held the target).
+    as_written: Option<AsWritten>,
 }
 
 /// The candidate the accuracy search settled on.
@@ -1267,6 +1287,7 @@ fn search_within_target<R: QuantizedNodes>(
             let measured = compared.agreements;
             let (achieved, held) =
                 target.judge(outputs.iter().map(|o| (o.as_str(), measured.get(o))));
+            let mut as_written = None;
             let met = held && {
                 // a float16 interface is fed the samples rounded to float16, and compared widened
                 let half = crate::verify::half_input_names(&candidate);
@@ -1276,10 +1297,16 @@ fn search_within_target<R: QuantizedNodes>(
                     .map(|s| crate::verify::round_to_half(s, &half))
                     .collect();
                 let inputs: Vec<&[NamedTensor]> = rounded.iter().map(Vec::as_slice).collect();
-                let (_, got) = crate::run::run_all(&candidate, calibration.engine, &inputs, || {})?;
+                let (ran_in, got) =
+                    crate::run::run_all(&candidate, calibration.engine, &inputs, || {})?;
                 let want = &compared.reference_outputs;
                 let got = crate::verify::widen_half(got, want);
-                crate::verify::outputs_agree(&tolerance, want, &got)
+                let met = crate::verify::outputs_agree(&tolerance, want, &got);
+                as_written = Some(AsWritten {
+                    engine: ran_in,
+                    outputs: got,
+                });
+                met
             };
             let engine = Some(compared.engine);
             Ok::<_, QuantizeError>((
@@ -1289,6 +1316,7 @@ fn search_within_target<R: QuantizedNodes>(
                     report,
                     measured,
                     engine,
+                    as_written,
                 },
             ))
         };
@@ -1306,6 +1334,7 @@ fn search_within_target<R: QuantizedNodes>(
                 report,
                 measured: Default::default(),
                 engine: None,
+                as_written: None,
             },
             reverted: none,
             met: true,
@@ -1700,6 +1729,7 @@ pub fn to_fp16(
     let accuracy = outcome.accuracy(&target, &outputs);
     let output_sqnr_db = outcome.output_sqnr_db();
     let best = outcome.best;
+    c.as_written.replace(best.as_written);
     *model = best.model;
     Ok(Fp16Stage {
         calibration: Some(CalibrationSummary {
@@ -1956,6 +1986,7 @@ mod tests {
             evaluation: samples,
             engine: EngineChoice::Auto,
             origin: "test".into(),
+            as_written: Default::default(),
         }
     }
 

@@ -394,6 +394,14 @@ pub fn ort_available() -> bool {
     available(EngineKind::Ort)
 }
 
+/// The engine `choice` runs `model` in first.
+pub fn first_engine(model: &Model, choice: EngineChoice) -> EngineKind {
+    match choice {
+        EngineChoice::Only(kind) | EngineChoice::First(kind) => kind,
+        EngineChoice::Auto => auto_order(model)[0],
+    }
+}
+
 /// `attempt` in the engine `choice` names; for `auto`, in the first of [`auto_order`] for
 /// `model` (for `First`, in the one named), then, where that fails for a reason other than the
 /// inputs and the other engine is installed, in the other, failing with both reasons where
@@ -403,11 +411,11 @@ pub fn in_either<T>(
     choice: EngineChoice,
     mut attempt: impl FnMut(EngineKind) -> Result<T, RunError>,
 ) -> Result<T, RunError> {
-    let [first, second] = match choice {
-        EngineChoice::Only(kind) => return attempt(kind),
-        EngineChoice::Auto => auto_order(model),
-        EngineChoice::First(kind) => [kind, kind.other()],
-    };
+    let first = first_engine(model, choice);
+    if choice == EngineChoice::Only(first) {
+        return attempt(first);
+    }
+    let second = first.other();
     match attempt(first) {
         Ok(done) => Ok(done),
         Err(e) if is_input_problem(&e) || !available(second) => Err(e),

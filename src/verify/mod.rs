@@ -83,6 +83,10 @@ pub struct VerifyReport {
     pub unsupported: Option<Unsupported>,
     /// The engine that ran each model (`reference`, `candidate`).
     pub engines: BTreeMap<String, EngineKind>,
+    /// The candidate's outputs are those `optimize`'s accuracy search computed when it ran the
+    /// same model, as written, on the same inputs in the same engine: read, not computed again.
+    #[serde(default)]
+    pub candidate_outputs_reused: bool,
     /// Why the check failed without comparing outputs (a candidate that does not run).
     pub failure: Option<String>,
     /// With `compare_engines`: the candidate's outputs in tract against its outputs in
@@ -143,6 +147,43 @@ pub struct Inputs<'a> {
     pub engine: EngineChoice,
     /// Also run the candidate in both tract and onnxruntime and report how far they disagree.
     pub compare_engines: bool,
+    /// What the candidate computed already: read instead of running it where it holds every
+    /// sample's inputs, computed in the engine the candidate runs in first.
+    pub computed: Option<&'a Computed>,
+}
+
+/// What a model computed on some inputs in one engine (`optimize`'s accuracy search ran the
+/// quantized model as written on the samples it measured): a verification of that model on
+/// the same inputs, in the same engine, reads its outputs instead of running it again.
+pub struct Computed {
+    pub engine: EngineKind,
+    /// Per sample: its inputs and the model's outputs.
+    pub samples: Vec<(Vec<NamedTensor>, Vec<NamedTensor>)>,
+}
+
+impl Computed {
+    /// The outputs of each of `samples`, where every one's inputs are among those computed (the
+    /// same names, types, shapes and values) and `engine` is where the model runs first.
+    fn outputs_for(&self, samples: &[Sample], engine: EngineKind) -> Option<Vec<Vec<NamedTensor>>> {
+        if engine != self.engine {
+            return None;
+        }
+        let same = |a: &[NamedTensor], b: &[NamedTensor]| {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|(a, b)| a.name == b.name && a.tensor == b.tensor)
+        };
+        samples
+            .iter()
+            .map(|s| {
+                self.samples
+                    .iter()
+                    .find(|(inputs, _)| same(inputs, &s.inputs))
+                    .map(|(_, outputs)| outputs.clone())
+            })
+            .collect()
+    }
 }
 
 /// Describes a tract failure: the ops tract does not know (from the parsed model), else the op
@@ -250,6 +291,7 @@ pub fn unsupported_report(
         random_seed: None,
         engine: EngineChoice::Auto,
         compare_engines: false,
+        computed: None,
     };
     let mode = if candidate.is_some() {
         "models"
@@ -361,13 +403,24 @@ pub fn verify_models(
     // a candidate with a float16 interface (`optimize --fp16 --fp16-io`) takes the same inputs
     // rounded to float16, and its float16 outputs are compared as float32
     let rounded = half_inputs(candidate.0, inputs.samples);
-    let got = run_samples(
-        candidate.0,
-        "candidate",
-        rounded.as_deref().unwrap_or(inputs.samples),
-        engine,
-        progress,
-    )?;
+    let first = crate::run::first_engine(candidate.0, engine);
+    let got = match inputs
+        .computed
+        .and_then(|c| c.outputs_for(inputs.samples, first))
+    {
+        Some(outputs) => {
+            progress.on_advance(outputs.len() as u64);
+            report.candidate_outputs_reused = true;
+            Ok((first, outputs))
+        }
+        None => run_samples(
+            candidate.0,
+            "candidate",
+            rounded.as_deref().unwrap_or(inputs.samples),
+            engine,
+            progress,
+        )?,
+    };
     progress.on_finish();
     match (want, got) {
         (Err(u), _) => report.unsupported = Some(u),
@@ -543,6 +596,7 @@ fn empty_report(
         min_required: None,
         unsupported: None,
         engines: BTreeMap::new(),
+        candidate_outputs_reused: false,
         failure: None,
         cross_engine: None,
     }
@@ -632,4 +686,72 @@ fn finish(mut report: VerifyReport) -> VerifyReport {
         Status::Failed
     };
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::prelude::{Tensor, tract_ndarray};
+
+    fn named(name: &str, values: &[f32]) -> NamedTensor {
+        NamedTensor {
+            name: name.into(),
+            tensor: Tensor::from(tract_ndarray::arr1(values)),
+        }
+    }
+
+    fn sample(inputs: Vec<NamedTensor>) -> Sample {
+        Sample {
+            origin: "test".into(),
+            inputs,
+            expected: None,
+        }
+    }
+
+    /// Outputs computed before are read for the samples whose inputs are the same, in any
+    /// order, and only when every sample's are there and the engine is the one that would run.
+    #[test]
+    fn outputs_computed_before_are_read_only_for_the_same_inputs_in_the_same_engine() {
+        let computed = Computed {
+            engine: EngineKind::Ort,
+            samples: vec![
+                (vec![named("x", &[1.0, 2.0])], vec![named("y", &[10.0])]),
+                (vec![named("x", &[3.0, 4.0])], vec![named("y", &[20.0])]),
+            ],
+        };
+        let first = |outputs: Option<Vec<Vec<NamedTensor>>>| -> Vec<f32> {
+            outputs
+                .unwrap()
+                .iter()
+                .map(|o| o[0].tensor.to_plain_array_view::<f32>().unwrap()[0])
+                .collect()
+        };
+        let reversed = [
+            sample(vec![named("x", &[3.0, 4.0])]),
+            sample(vec![named("x", &[1.0, 2.0])]),
+        ];
+        assert_eq!(
+            first(computed.outputs_for(&reversed, EngineKind::Ort)),
+            [20.0, 10.0]
+        );
+        assert_eq!(
+            first(computed.outputs_for(&reversed[..1], EngineKind::Ort)),
+            [20.0]
+        );
+        assert!(computed.outputs_for(&reversed, EngineKind::Tract).is_none());
+        for other in [
+            // another value, another name, another shape, one input more
+            vec![named("x", &[3.0, 4.5])],
+            vec![named("z", &[3.0, 4.0])],
+            vec![named("x", &[3.0, 4.0, 0.0])],
+            vec![named("x", &[3.0, 4.0]), named("mask", &[1.0])],
+        ] {
+            let samples = [sample(vec![named("x", &[1.0, 2.0])]), sample(other)];
+            assert!(
+                computed.outputs_for(&samples, EngineKind::Ort).is_none(),
+                "{:?}",
+                samples[1].inputs
+            );
+        }
+    }
 }

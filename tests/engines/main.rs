@@ -114,6 +114,7 @@ fn a_float_and_an_int8_model_run_side_by_side_in_one_engine() {
         assert_eq!(r["status"], "passed", "{r}");
         assert_eq!(r["engines"]["reference"], ran, "{r}");
         assert_eq!(r["engines"]["candidate"], ran, "{r}");
+        assert_eq!(r["candidate_outputs_reused"], false, "{r}");
     }
 }
 

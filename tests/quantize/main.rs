@@ -573,8 +573,10 @@ fn int4_weight_only_quantizes_bert_matmuls_at_opset_21() {
     assert_eq!(q["calibration"]["engine"], "ort");
     assert_eq!(r["verification"]["status"], "passed");
     assert_eq!(r["verification"]["engines"]["candidate"], "ort");
-    // the float model runs beside it in the same engine
+    // the float model runs beside it in the same engine; the int4 one ran as written on the
+    // same samples in the search's last round
     assert_eq!(r["verification"]["engines"]["reference"], "ort");
+    assert_eq!(r["verification"]["candidate_outputs_reused"], true);
     let m = Model::load(&out).unwrap();
     mdeploy::graph::check_model(&m).unwrap();
     assert_eq!(m.opset(""), Some(21));

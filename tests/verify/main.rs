@@ -479,6 +479,7 @@ fn conformance_run(tests: &[PathBuf], engine: mdeploy::run::EngineChoice) -> Val
                     random_seed: None,
                     engine,
                     compare_engines: false,
+                    computed: None,
                 };
                 match verify_stored((&model, &name), inputs, tolerance.clone(), &NoProgress) {
                     Ok(r) if r.status == Status::Passed => serde_json::json!({"status": "passed"}),
