@@ -689,7 +689,8 @@ fn quantize(
         }
     };
     progress.on_finish();
-    let computed = as_written.take().map(|w| Computed {
+    // kept for the verification, where there is one
+    let computed = as_written.take().filter(|_| req.verify).map(|w| Computed {
         engine: w.engine,
         samples: evaluation
             .iter()

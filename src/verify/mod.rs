@@ -2,7 +2,8 @@
 //! outputs say), output by output, with the evidence in a versioned report (`docs/verify.md`).
 //!
 //! Models run in the engine the caller chooses (`auto`: tract, and onnxruntime where tract cannot
-//! run the model); the report says which engine ran which model. A candidate that cannot be run
+//! run the model; both in onnxruntime where either computes in float16, int8 or 4-bit); the
+//! report says which engine ran which model. A candidate that cannot be run
 //! while its reference can is a failure. `unsupported` is left for a reference (or the only
 //! model) that no available engine can run: never a pass, and distinct from `failed`.
 
@@ -168,11 +169,22 @@ impl Computed {
         if engine != self.engine {
             return None;
         }
+        // bit for bit where the type is plain data (float equality takes -0 for 0, and a
+        // model may tell them apart)
+        let equal = |a: &tract_onnx::prelude::Tensor, b: &tract_onnx::prelude::Tensor| {
+            a.datum_type() == b.datum_type()
+                && a.shape() == b.shape()
+                && if a.datum_type().is_copy() {
+                    a.as_bytes() == b.as_bytes()
+                } else {
+                    a == b
+                }
+        };
         let same = |a: &[NamedTensor], b: &[NamedTensor]| {
             a.len() == b.len()
                 && a.iter()
                     .zip(b)
-                    .all(|(a, b)| a.name == b.name && a.tensor == b.tensor)
+                    .all(|(a, b)| a.name == b.name && equal(&a.tensor, &b.tensor))
         };
         samples
             .iter()
@@ -717,6 +729,7 @@ mod tests {
             samples: vec![
                 (vec![named("x", &[1.0, 2.0])], vec![named("y", &[10.0])]),
                 (vec![named("x", &[3.0, 4.0])], vec![named("y", &[20.0])]),
+                (vec![named("x", &[0.0, 4.0])], vec![named("y", &[30.0])]),
             ],
         };
         let first = |outputs: Option<Vec<Vec<NamedTensor>>>| -> Vec<f32> {
@@ -739,9 +752,19 @@ mod tests {
             [20.0]
         );
         assert!(computed.outputs_for(&reversed, EngineKind::Tract).is_none());
+        let half = NamedTensor {
+            name: "x".into(),
+            tensor: Tensor::from(tract_ndarray::arr1(&[3.0f32, 4.0]))
+                .cast_to::<tract_onnx::prelude::f16>()
+                .unwrap()
+                .into_owned(),
+        };
         for other in [
-            // another value, another name, another shape, one input more
+            // another value, another sign of zero, another type, another name, another shape,
+            // one input more
             vec![named("x", &[3.0, 4.5])],
+            vec![named("x", &[-0.0, 4.0])],
+            vec![half],
             vec![named("z", &[3.0, 4.0])],
             vec![named("x", &[3.0, 4.0, 0.0])],
             vec![named("x", &[3.0, 4.0]), named("mask", &[1.0])],

@@ -11,6 +11,7 @@ use std::process::Output;
 use common::{json, mdeploy, s, stderr};
 use mdeploy::onnx::proto::{ValueInfoProto, type_proto};
 use mdeploy::onnx::{DataType, Model};
+use serde_json::Value;
 
 fn elem_type(vi: &ValueInfoProto) -> i32 {
     match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
@@ -25,6 +26,48 @@ fn data_args(path: &std::path::Path) -> Vec<String> {
         .iter()
         .flat_map(|d| ["--data".to_string(), dir.join(d).display().to_string()])
         .collect()
+}
+
+/// The verification in `optimize`'s report `r` read the quantized model's outputs from the
+/// accuracy search, and they are what the model written computes: `mdeploy verify` of the
+/// input against it on the same data, which runs both, measures the same errors (a search that
+/// handed on another round's outputs, or another sample's, would not).
+fn reused_outputs_are_the_written_models(model: &Path, out: &Path, r: &Value) {
+    let v = &r["verification"];
+    assert_eq!(v["candidate_outputs_reused"], true, "{v}");
+    let mut args = vec!["verify".to_string(), s(model).into(), s(out).into()];
+    args.extend(data_args(model));
+    args.push("--json".into());
+    let o = mdeploy(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let again = json(&o);
+    assert_eq!(again["candidate_outputs_reused"], false, "{again}");
+    assert_eq!(again["engines"], v["engines"], "{again}");
+    let outputs = |v: &Value| -> Vec<(String, f64, f64)> {
+        v["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                (
+                    o["name"].as_str().unwrap().to_string(),
+                    o["max_abs_error"].as_f64().unwrap(),
+                    o["cosine_similarity"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (reused, ran) = (outputs(v), outputs(&again));
+    assert_eq!(reused.len(), ran.len());
+    for ((name, e1, c1), (other, e2, c2)) in reused.iter().zip(&ran) {
+        assert_eq!(name, other);
+        // onnxruntime runs the same model on the same inputs alike; the margin is for its
+        // threads, far below what another candidate's rounding changes
+        assert!(
+            (e1 - e2).abs() <= 1e-6 * e2.abs().max(1e-6),
+            "{name}: {e1} against {e2}"
+        );
+        assert!((c1 - c2).abs() <= 1e-9, "{name}: {c1} against {c2}");
+    }
 }
 
 /// `mdeploy optimize MODEL -o OUT MODE... --accuracy-target TARGET --json` on the model's data.
@@ -428,6 +471,7 @@ fn dynamic_int8_returns_nodes_to_float_until_its_accuracy_target_holds() {
         .collect();
     assert_eq!(reasons.len() as u64, returned, "{q}");
     assert!(a["achieved_cosine"].as_f64().unwrap() >= 0.9999999, "{a}");
+    reused_outputs_are_the_written_models(&path, &out, &json(&o));
 }
 
 /// A classifier that outputs its class index (ArgMax, int64) has no float output for the
@@ -538,6 +582,7 @@ fn fp16_returns_nodes_to_float32_until_its_accuracy_target_holds() {
     assert_eq!(reasons as u64, returned, "{q}");
     // most of the model is still float16
     assert!(q["nodes_float16"].as_u64().unwrap() > returned, "{q}");
+    reused_outputs_are_the_written_models(&path, &out, &json(&o));
 }
 
 /// int4 weight-only on a BERT export: every MatMul with a constant weight and the pooler's Gemm
@@ -574,9 +619,9 @@ fn int4_weight_only_quantizes_bert_matmuls_at_opset_21() {
     assert_eq!(r["verification"]["status"], "passed");
     assert_eq!(r["verification"]["engines"]["candidate"], "ort");
     // the float model runs beside it in the same engine; the int4 one ran as written on the
-    // same samples in the search's last round
+    // same samples in the search
     assert_eq!(r["verification"]["engines"]["reference"], "ort");
-    assert_eq!(r["verification"]["candidate_outputs_reused"], true);
+    reused_outputs_are_the_written_models(&path, &out, &r);
     let m = Model::load(&out).unwrap();
     mdeploy::graph::check_model(&m).unwrap();
     assert_eq!(m.opset(""), Some(21));
