@@ -392,7 +392,9 @@ pub fn optimize_file(
         let tolerance = document.verification_tolerance(req.tolerance);
         let (v, culprit) = verify(
             req,
-            (&original, &start, &model),
+            &original,
+            &start,
+            &model,
             &passes,
             &options,
             tolerance,
@@ -749,18 +751,20 @@ fn target_missed(mode: &str, a: &crate::quantize::AccuracyOutcome) -> anyhow::Er
 
 /// Verifies the result against the input on the data (or seeded random samples), with the
 /// tolerance asked for or the one what was done warrants; bisects on failure when asked.
-/// `models`: the input, what the passes started from, the result; `computed`: what the result
-/// computed on some inputs already (the quantization's accuracy search ran it).
+/// `computed`: what the result computed on some inputs already (the quantization's accuracy
+/// search ran it).
+#[allow(clippy::too_many_arguments)]
 fn verify(
     req: &OptimizeRequest,
-    models: (&Model, &Model, &Model),
+    original: &Model,
+    start: &Model,
+    optimized: &Model,
     passes: &[&'static dyn Pass],
     options: &OptimizeOptions,
     tolerance: Tolerance,
     computed: Option<&Computed>,
     progress: &dyn Progress,
 ) -> anyhow::Result<(VerifyReport, Option<Culprit>)> {
-    let (original, start, optimized) = models;
     let data = DataOptions {
         data: verification_data(&req.data.data, &req.quantize.calibration),
         ..req.data.clone()

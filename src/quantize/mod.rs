@@ -1444,9 +1444,8 @@ fn search_within_target<R: QuantizedNodes>(
         let reverted = first(&ranked, mid);
         // nodes that share a weight return together, so counts apart may return the same
         // nodes: those of a bound are known to meet (or, at `hi`, are what the search ends on)
-        // or miss without another round
-        // until a round meets, `hi` stands for every node back in float: moved by a skip, its
-        // count no longer says so once a round re-ranks the rest
+        // or miss without another round. Until a round meets, `hi` stands for every node back
+        // in float: moved by a skip, its count no longer says so once a round re-ranks the rest
         let everything;
         let hi_nodes = match &at_hi {
             Some((_, nodes)) => nodes,

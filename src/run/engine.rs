@@ -411,10 +411,10 @@ pub fn in_either<T>(
     choice: EngineChoice,
     mut attempt: impl FnMut(EngineKind) -> Result<T, RunError>,
 ) -> Result<T, RunError> {
-    let first = first_engine(model, choice);
-    if choice == EngineChoice::Only(first) {
-        return attempt(first);
+    if let EngineChoice::Only(kind) = choice {
+        return attempt(kind);
     }
+    let first = first_engine(model, choice);
     let second = first.other();
     match attempt(first) {
         Ok(done) => Ok(done),

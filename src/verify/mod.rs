@@ -412,9 +412,6 @@ pub fn verify_models(
     progress.on_start("verify", 2 * inputs.samples.len() as u64);
     let engine = side_by_side(inputs.engine, reference.0, candidate.0);
     let want = run_samples(reference.0, "reference", inputs.samples, engine, progress)?;
-    // a candidate with a float16 interface (`optimize --fp16 --fp16-io`) takes the same inputs
-    // rounded to float16, and its float16 outputs are compared as float32
-    let rounded = half_inputs(candidate.0, inputs.samples);
     let first = crate::run::first_engine(candidate.0, engine);
     let got = match inputs
         .computed
@@ -425,13 +422,18 @@ pub fn verify_models(
             report.candidate_outputs_reused = true;
             Ok((first, outputs))
         }
-        None => run_samples(
-            candidate.0,
-            "candidate",
-            rounded.as_deref().unwrap_or(inputs.samples),
-            engine,
-            progress,
-        )?,
+        None => {
+            // a candidate with a float16 interface (`optimize --fp16 --fp16-io`) takes the same
+            // inputs rounded to float16, and its float16 outputs are compared as float32
+            let rounded = half_inputs(candidate.0, inputs.samples);
+            run_samples(
+                candidate.0,
+                "candidate",
+                rounded.as_deref().unwrap_or(inputs.samples),
+                engine,
+                progress,
+            )?
+        }
     };
     progress.on_finish();
     match (want, got) {
