@@ -45,6 +45,9 @@ pub struct DynamicOptions {
     pub revert: std::collections::BTreeMap<String, String>,
     /// How far the products' int8 weights reach (embedding tables take the full range).
     pub weight_range: WeightRange,
+    /// Weights quantized before, by the values they were quantized from: the accuracy search's
+    /// rounds share it, and quantize each weight once.
+    pub memo: std::rc::Rc<super::weights::Memo>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -121,7 +124,7 @@ impl Quantizer<'_> {
         let mut added: Vec<NodeProto> = Vec::new();
         // the weights written here, and each one's zero point: a weight several nodes read the
         // same way (tied layers, a shared table) is written once
-        let mut written = super::weights::Written::default();
+        let mut written = super::weights::Written::new(self.options.memo.clone());
         let mut zeros: HashMap<String, String> = HashMap::new();
         for i in 0..count {
             let node = edit.nodes()[i].clone();

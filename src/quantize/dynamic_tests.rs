@@ -455,3 +455,31 @@ fn an_excluded_table_stays_float_and_is_reported() {
     );
     assert_eq!(m.proto, before);
 }
+
+/// The accuracy search quantizes a copy of the float model each round: with the options' memo a
+/// weight is quantized once, a later copy gets the same model, and a weight of the same name and
+/// shape with other values is quantized anew.
+#[test]
+fn rounds_quantize_each_weight_once_and_reuse_only_the_same_values() {
+    let before = tied_layers(true);
+    let options = DynamicOptions::default();
+    let mut first = model(before.clone());
+    quantize(&mut first, &options).unwrap();
+    assert_eq!(options.memo.kept(), 2, "W, and W read transposed");
+    let mut again = model(before.clone());
+    quantize(&mut again, &options).unwrap();
+    assert_eq!(again.proto, first.proto);
+    assert_eq!(options.memo.kept(), 2, "nothing quantized again");
+    let mut other = before;
+    let w = &mut other.graph.as_mut().unwrap().initializer[0];
+    let mut reversed: Vec<f32> = weights(256, 0.05);
+    reversed.reverse();
+    *w = crate::graph::builder::tensor_f32("W", &[16, 16], &reversed);
+    let mut alone = model(other.clone());
+    quantize(&mut alone, &DynamicOptions::default()).unwrap();
+    let mut shared = model(other);
+    quantize(&mut shared, &options).unwrap();
+    assert_eq!(shared.proto, alone.proto);
+    assert_ne!(shared.proto, first.proto);
+    assert_eq!(options.memo.kept(), 4);
+}

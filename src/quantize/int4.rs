@@ -49,6 +49,9 @@ pub struct Int4Options {
     pub exclude_op_types: HashSet<String>,
     /// Nodes kept float, by the value they write, with the reason (the accuracy search's).
     pub revert: BTreeMap<String, String>,
+    /// Weights quantized before, by the values they were quantized from: the accuracy search's
+    /// rounds share it, and quantize each weight once.
+    pub memo: std::rc::Rc<super::weights::Memo>,
 }
 
 impl Default for Int4Options {
@@ -58,6 +61,7 @@ impl Default for Int4Options {
             exclude_nodes: HashSet::new(),
             exclude_op_types: HashSet::new(),
             revert: BTreeMap::new(),
+            memo: Default::default(),
         }
     }
 }
@@ -160,8 +164,12 @@ impl Quantizer<'_> {
             let ([w_q, w_scale, w_zero], sqnr) = match stored.get(&key) {
                 Some(names) => names.clone(),
                 None => {
-                    let blocked =
-                        quantize_blocked(&weight.values, weight.dims, self.options.block_size);
+                    let block = self.options.block_size;
+                    let blocked = self.options.memo.get(
+                        weight.source.as_ref(),
+                        format!("uint4 in blocks of {block} of {:?}", weight.dims),
+                        || quantize_blocked(&weight.values, weight.dims, block),
+                    );
                     let [k, n] = weight.dims.map(|d| d as i64);
                     let blocks = blocked.scales.len() as i64 / n;
                     let names = [
@@ -295,7 +303,7 @@ impl Quantizer<'_> {
         }
         let alpha = attr_f(node, "alpha", 1.0);
         if alpha != 1.0 {
-            w.values.iter_mut().for_each(|v| *v *= alpha);
+            w.scale(alpha);
         }
         let bias = super::weights::gemm_bias(self.ctx, graph, outer, node)?;
         // the same constant read transposed or scaled is another weight

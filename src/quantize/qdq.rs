@@ -123,6 +123,9 @@ pub struct StaticOptions {
     pub placement: Placement,
     /// How far the products' int8 weights reach (embedding tables take the full range).
     pub weight_range: WeightRange,
+    /// Weights quantized before, by the values they were quantized from: the accuracy search's
+    /// rounds share it, and quantize each weight once.
+    pub memo: std::rc::Rc<super::weights::Memo>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -166,6 +169,7 @@ impl Default for StaticOptions {
             exclude_op_types: HashSet::new(),
             placement: Placement::default(),
             weight_range: WeightRange::default(),
+            memo: Default::default(),
         }
     }
 }
@@ -230,6 +234,8 @@ pub struct StaticPlan {
     activation_type: ActivationType,
     placement: Placement,
     weight_range: WeightRange,
+    /// The options' [`StaticOptions::memo`].
+    memo: std::rc::Rc<super::weights::Memo>,
 }
 
 impl StaticPlan {
@@ -454,6 +460,7 @@ pub fn plan_with(
         activation_type: options.activation_type,
         placement: options.placement,
         weight_range: options.weight_range,
+        memo: options.memo.clone(),
     })
 }
 
@@ -530,6 +537,7 @@ impl StaticPlan {
             tables,
             kept_float,
             per_channel: self.per_channel,
+            memo: self.memo.clone(),
             activation_type: self.activation_type,
             placement: self.placement,
             weight_range: self.weight_range,
@@ -765,13 +773,20 @@ pub fn apply(
         let q = match weights.entry((read, p.axis)) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let values = float_values(&ctx, &p.weight)?;
-                let q = quantize_symmetric(
-                    &values,
-                    &dims,
-                    plan.per_channel.then_some(p.axis),
-                    plan.weight_range,
-                );
+                let axis = plan.per_channel.then_some(p.axis);
+                let q = plan.memo.try_get(
+                    super::weights::Source::of(&ctx, &p.weight, false).as_ref(),
+                    format!("int8 symmetric along {axis:?}, {:?}", plan.weight_range),
+                    || {
+                        let values = float_values(&ctx, &p.weight)?;
+                        Ok::<_, crate::onnx::OnnxError>(quantize_symmetric(
+                            &values,
+                            &dims,
+                            axis,
+                            plan.weight_range,
+                        ))
+                    },
+                )?;
                 let channel_dims: Vec<i64> = if plan.per_channel {
                     vec![q.scales.len() as i64]
                 } else {
@@ -798,7 +813,7 @@ pub fn apply(
                     tensor,
                     scale,
                     zero,
-                    scales: q.scales,
+                    scales: q.scales.clone(),
                     sqnr_db: q.sqnr_db,
                 })
             }
@@ -881,7 +896,7 @@ pub fn apply(
     }
     // embedding tables become int8 rows (after the nodes above, which are found by index)
     let mut doomed = Vec::new();
-    let mut written = super::weights::Written::default();
+    let mut written = super::weights::Written::new(plan.memo.clone());
     for t in &plan.tables {
         let node = edit.nodes()[t.index].clone();
         let quantized = super::embedding::rewrite(

@@ -574,3 +574,18 @@ fn a_shared_table_is_written_once_and_refusals_are_reported() {
     let d = max_difference(&at8, &q.proto);
     assert!(d < 0.05, "int8 rows drifted by {d}");
 }
+
+/// Each round of the accuracy search applies the plan to a copy of the float model: the weights
+/// are quantized once, and every round writes the same model.
+#[test]
+fn rounds_applying_one_plan_quantize_each_weight_once() {
+    let options = every_node();
+    let plan = plan(&model(cnn()), &options).unwrap();
+    let mut first = model(cnn());
+    apply(&mut first, &plan, &ranges()).unwrap();
+    assert_eq!(options.memo.kept(), 2, "W and W2");
+    let mut again = model(cnn());
+    apply(&mut again, &plan.without(&BTreeMap::new()), &ranges()).unwrap();
+    assert_eq!(options.memo.kept(), 2);
+    assert_eq!(again.proto, first.proto);
+}

@@ -1,7 +1,13 @@
 //! Weights as the quantizers see them: the constant behind a value (through Identity and Cast to
 //! float, here or in an enclosing graph), and symmetric int8 quantization along a channel axis.
 
+use std::any::Any;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use bytes::Bytes;
 
 use crate::graph::Graph;
 use crate::graph::builder::{raw_tensor, tensor_f32};
@@ -109,6 +115,162 @@ pub struct Matrix {
     pub name: String,
     pub dims: [usize; 2],
     pub values: Vec<f32>,
+    /// The stored values these are, for [`Memo`]; `None` once they are changed.
+    pub source: Option<Source>,
+}
+
+impl Matrix {
+    /// The values times `alpha` (no longer the stored ones).
+    pub fn scale(&mut self, alpha: f32) {
+        self.values.iter_mut().for_each(|v| *v *= alpha);
+        self.source = None;
+    }
+}
+
+/// The stored values of a constant, known again in another copy of the model: each round of the
+/// accuracy search quantizes a copy of the same float model, and the copies share their
+/// constants' bytes (`Bytes` clones) or read them from the same place of the same external file.
+#[derive(Clone)]
+pub struct Source {
+    identity: Identity,
+    data_type: i32,
+    dims: Vec<i64>,
+    /// Read transposed.
+    transposed: bool,
+}
+
+#[derive(Clone)]
+enum Identity {
+    /// The bytes in memory, held so that their address is not reused while a [`Memo`] keeps it.
+    Buffer(Bytes),
+    /// A range of an external data file (each copy of the model maps the file anew).
+    File {
+        path: PathBuf,
+        offset: u64,
+        /// `None`: to the end of the file.
+        length: Option<u64>,
+    },
+}
+
+impl Source {
+    /// Where `t`'s values are stored, read transposed or not; `None` for values in typed fields
+    /// (`float_data`), which a copy of the model copies.
+    pub fn of(
+        ctx: &crate::passes::PassContext,
+        t: &TensorProto,
+        transposed: bool,
+    ) -> Option<Source> {
+        let identity = match crate::onnx::external::ExternalRef::of(t).ok()? {
+            Some(r) => Identity::File {
+                path: ctx.dir().join(&r.location),
+                offset: r.offset,
+                length: r.length,
+            },
+            None => Identity::Buffer(t.raw_data.clone()?),
+        };
+        Some(Source {
+            identity,
+            data_type: t.data_type(),
+            dims: t.dims.clone(),
+            transposed,
+        })
+    }
+
+    fn key(&self, how: String) -> MemoKey {
+        let (place, path) = match &self.identity {
+            Identity::Buffer(b) => ((b.as_ptr() as u64, Some(b.len() as u64)), None),
+            Identity::File {
+                path,
+                offset,
+                length,
+            } => ((*offset, *length), Some(path.clone())),
+        };
+        MemoKey {
+            place,
+            path,
+            data_type: self.data_type,
+            dims: self.dims.clone(),
+            transposed: self.transposed,
+            how,
+        }
+    }
+}
+
+#[derive(PartialEq, Eq, Hash)]
+struct MemoKey {
+    /// Address and length in memory, or offset and length in `path`.
+    place: (u64, Option<u64>),
+    path: Option<PathBuf>,
+    data_type: i32,
+    dims: Vec<i64>,
+    transposed: bool,
+    /// What was computed from the values, with every parameter.
+    how: String,
+}
+
+/// Quantized weights kept across the accuracy search's rounds, by the values they were computed
+/// from ([`Source`]) and how: each weight is quantized once in a search, not once a round (a
+/// transformer's weights took 0.1 s a round to quantize again). Values without a source are
+/// quantized each time.
+#[derive(Default)]
+pub struct Memo(RefCell<HashMap<MemoKey, Done>>);
+
+/// A result, with the values it was computed from (held: see [`Identity::Buffer`]).
+struct Done {
+    _from: Source,
+    result: Rc<dyn Any>,
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Memo({} weights)", self.0.borrow().len())
+    }
+}
+
+impl Memo {
+    /// What `compute` gives for the values of `source`, computed the first time `how` is asked
+    /// of them. `how` names the computation and every parameter it takes.
+    pub fn get<T: 'static>(
+        &self,
+        source: Option<&Source>,
+        how: String,
+        compute: impl FnOnce() -> T,
+    ) -> Rc<T> {
+        match self.try_get(source, how, || Ok::<_, std::convert::Infallible>(compute())) {
+            Ok(done) => done,
+        }
+    }
+
+    /// [`Memo::get`] of a computation that can fail (a failure is not kept).
+    pub fn try_get<T: 'static, E>(
+        &self,
+        source: Option<&Source>,
+        how: String,
+        compute: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Rc<T>, E> {
+        let Some(source) = source else {
+            return compute().map(Rc::new);
+        };
+        let key = source.key(how);
+        if let Some(done) = self.0.borrow().get(&key)
+            && let Ok(result) = done.result.clone().downcast::<T>()
+        {
+            return Ok(result);
+        }
+        let result = Rc::new(compute()?);
+        let done = Done {
+            _from: source.clone(),
+            result: result.clone(),
+        };
+        self.0.borrow_mut().insert(key, done);
+        Ok(result)
+    }
+
+    /// The results kept.
+    #[cfg(test)]
+    pub fn kept(&self) -> usize {
+        self.0.borrow().len()
+    }
 }
 
 /// `value` as a 2-D float weight (transposed when asked), if it is a constant one; why not, when
@@ -127,6 +289,7 @@ pub fn matrix(
     let Some(values) = data.to_f32_lossy() else {
         return Ok(None);
     };
+    let source = Source::of(ctx, &t, transpose);
     let [r, c] = t.dims[..] else {
         return Err(format!("its weight has {} dims, not 2", t.dims.len()));
     };
@@ -153,6 +316,7 @@ pub fn matrix(
         },
         dims: if transpose { [c, r] } else { [r, c] },
         values,
+        source,
     }))
 }
 
@@ -177,17 +341,25 @@ pub struct QuantizedWeight {
 
 /// Symmetric int8 per output channel (columns on the right, rows on the left), zero point 0 and
 /// `range`, added to `edit` as `<name>_quantized` and `<name>_scale`; the scale tensor carries
-/// `alpha` (Gemm's) too.
+/// `alpha` (Gemm's) too. The int8 values are `memo`'s where it has them.
 pub fn add_quantized_weight(
     edit: &mut Graph,
     w: &Matrix,
     side: Side,
     alpha: f32,
     range: WeightRange,
+    memo: &Memo,
 ) -> QuantizedWeight {
     let [rows, cols] = w.dims;
     let axis = if side == Side::Right { 1 } else { 0 };
-    let q = quantize_symmetric(&w.values, &w.dims, Some(axis), range);
+    let q = memo.get(
+        w.source.as_ref(),
+        format!(
+            "int8 symmetric along axis {axis} of {:?}, {range:?}",
+            w.dims
+        ),
+        || quantize_symmetric(&w.values, &w.dims, Some(axis), range),
+    );
     let scale_dims: Vec<i64> = match side {
         Side::Right => vec![cols as i64],
         Side::Left => vec![rows as i64, 1],
@@ -237,17 +409,28 @@ impl WeightUse {
 /// (layers that share their weights, a table several Gathers look rows up in) is written once.
 /// Keyed by the value read, not by the constant's own name, which need not be unique (a
 /// Constant node's tensor may carry any).
-#[derive(Default)]
-pub struct Written(HashMap<WeightUse, QuantizedWeight>);
+pub struct Written {
+    done: HashMap<WeightUse, QuantizedWeight>,
+    memo: Rc<Memo>,
+}
 
 impl Written {
+    /// Quantizing with the values `memo` keeps.
+    pub fn new(memo: Rc<Memo>) -> Written {
+        Written {
+            done: HashMap::new(),
+            memo,
+        }
+    }
+
     /// `w`, the weight `used` reads, quantized per output channel: written into `edit` the first
     /// time this use comes, the same initializers after.
     pub fn add(&mut self, edit: &mut Graph, used: WeightUse, w: &Matrix) -> QuantizedWeight {
-        self.0
+        let memo = &self.memo;
+        self.done
             .entry(used)
             .or_insert_with_key(|u| {
-                add_quantized_weight(edit, w, u.side, f32::from_bits(u.alpha), u.range)
+                add_quantized_weight(edit, w, u.side, f32::from_bits(u.alpha), u.range, memo)
             })
             .clone()
     }
