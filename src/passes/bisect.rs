@@ -45,6 +45,7 @@ pub fn bisect(
         engine,
         compare_engines: false,
         computed: None,
+        reference_computed: None,
     };
     // the start itself (input shapes fixed, pruned) may already differ: then no pass is to blame
     let before = verify_models(

@@ -192,6 +192,7 @@ pub fn verify_files(
         engine,
         compare_engines,
         computed: None,
+        reference_computed: None,
     };
     let report = match (&candidate, &candidate_name) {
         (Some(c), Some(name)) => verify_models(

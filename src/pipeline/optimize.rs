@@ -19,7 +19,9 @@ use crate::progress::Progress;
 use crate::quantize::calibrate::Method;
 use crate::quantize::{AccuracyTarget, CalibrationCache, QuantizeReport};
 use crate::run::{NamedTensor, SampleChunks};
-use crate::verify::{Computed, Inputs, Preset, Status, Tolerance, VerifyReport, verify_models};
+use crate::verify::{
+    Computed, Inputs, Preset, Sample, Status, Tolerance, VerifyReport, verify_models,
+};
 
 /// The report's format name.
 pub const OPTIMIZE_FORMAT: &str = "mdeploy.optimize/2";
@@ -372,7 +374,25 @@ pub fn optimize_file(
     // what the passes start from (bisection replays them from here, not from the file as read)
     let start = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     let report = optimize_with_progress(&mut model, &passes, &options, progress)?;
-    let (quantized, computed) = quantize(req, &mut model, progress)?;
+    // the verification's samples, loaded once; while the model is quantized (mdeploy's own work
+    // on one core), the input model runs on them on the other, in the engine the verification
+    // runs it in beside a quantized model
+    let verification = match req.verify {
+        true => Some(verification_samples(req, &original)?),
+        false => None,
+    };
+    let (quantized, computed, reference) = std::thread::scope(|s| {
+        let beside = match (&verification, req.quantize.mode) {
+            (Some((samples, _)), Some(_)) => {
+                Some(s.spawn(|| run_input_beside(req, &original, samples)))
+            }
+            _ => None,
+        };
+        let quantized = quantize(req, &mut model, progress);
+        // a run that failed (or panicked) is made again by the verification, which reports it
+        let reference = beside.and_then(|run| run.join().ok()).flatten();
+        quantized.map(|(q, c)| (q, c, reference))
+    })?;
     let mut document = OptimizeDocument {
         format: OPTIMIZE_FORMAT.into(),
         mdeploy_version: env!("CARGO_PKG_VERSION").into(),
@@ -388,7 +408,7 @@ pub fn optimize_file(
         quantize: quantized,
         optimize: report,
     };
-    if req.verify {
+    if let Some(samples) = &verification {
         let tolerance = document.verification_tolerance(req.tolerance);
         let (v, culprit) = verify(
             req,
@@ -398,7 +418,11 @@ pub fn optimize_file(
             &passes,
             &options,
             tolerance,
-            computed.as_ref(),
+            Computations {
+                samples,
+                reference: reference.as_ref(),
+                result: computed.as_ref(),
+            },
             progress,
         )?;
         document.verification = Some(v);
@@ -749,10 +773,52 @@ fn target_missed(mode: &str, a: &crate::quantize::AccuracyOutcome) -> anyhow::Er
     .into()
 }
 
-/// Verifies the result against the input on the data (or seeded random samples), with the
-/// tolerance asked for or the one what was done warrants; bisects on failure when asked.
-/// `computed`: what the result computed on some inputs already (the quantization's accuracy
-/// search ran it).
+/// The verification's samples (the data, or seeded random ones): the data given, else the
+/// calibration data.
+fn verification_samples(
+    req: &OptimizeRequest,
+    original: &Model,
+) -> anyhow::Result<(Vec<Sample>, Option<u64>)> {
+    let data = DataOptions {
+        data: verification_data(&req.data.data, &req.quantize.calibration),
+        ..req.data.clone()
+    };
+    data.load(original)
+}
+
+/// The input model's outputs on the verification's samples, in the engine the verification
+/// runs it in beside a quantized model; `None` where it does not run there (the verification
+/// runs it again and reports why).
+fn run_input_beside(
+    req: &OptimizeRequest,
+    original: &Model,
+    samples: &[Sample],
+) -> Option<Computed> {
+    let (choice, _) = req.data.engines().ok()?;
+    let engine = crate::verify::beside_reduced_precision(choice, original);
+    let inputs: Vec<&[NamedTensor]> = samples.iter().map(|s| s.inputs.as_slice()).collect();
+    let (ran_in, outputs) = crate::run::run_all(original, engine, &inputs, || {}).ok()?;
+    Some(Computed {
+        engine: ran_in,
+        samples: samples
+            .iter()
+            .map(|s| s.inputs.clone())
+            .zip(outputs)
+            .collect(),
+    })
+}
+
+/// The verification's samples, with what the models computed on them before it.
+struct Computations<'a> {
+    samples: &'a (Vec<Sample>, Option<u64>),
+    /// The input model's outputs, computed while quantizing.
+    reference: Option<&'a Computed>,
+    /// The result's, computed by the quantization's accuracy search.
+    result: Option<&'a Computed>,
+}
+
+/// Verifies the result against the input on `computed`'s samples, with the tolerance asked for
+/// or the one what was done warrants; bisects on failure when asked.
 #[allow(clippy::too_many_arguments)]
 fn verify(
     req: &OptimizeRequest,
@@ -762,21 +828,18 @@ fn verify(
     passes: &[&'static dyn Pass],
     options: &OptimizeOptions,
     tolerance: Tolerance,
-    computed: Option<&Computed>,
+    computed: Computations,
     progress: &dyn Progress,
 ) -> anyhow::Result<(VerifyReport, Option<Culprit>)> {
-    let data = DataOptions {
-        data: verification_data(&req.data.data, &req.quantize.calibration),
-        ..req.data.clone()
-    };
-    let (samples, random_seed) = data.load(original)?;
+    let (samples, random_seed) = computed.samples;
     let (engine, compare_engines) = req.data.engines()?;
     let inputs = Inputs {
-        samples: &samples,
-        random_seed,
+        samples,
+        random_seed: *random_seed,
         engine,
         compare_engines,
-        computed,
+        computed: computed.result,
+        reference_computed: computed.reference,
     };
     let name = req.output.display().to_string();
     let v = verify_models(
@@ -789,7 +852,7 @@ fn verify(
     let culprit = (v.status == Status::Failed && req.bisect)
         .then(|| {
             bisect(
-                original, start, passes, options, &samples, &tolerance, engine,
+                original, start, passes, options, samples, &tolerance, engine,
             )
         })
         .flatten();

@@ -88,6 +88,10 @@ pub struct VerifyReport {
     /// same model, as written, on the same inputs in the same engine: read, not computed again.
     #[serde(default)]
     pub candidate_outputs_reused: bool,
+    /// The reference's outputs are those `optimize` computed while it quantized, running the
+    /// same model on the same inputs in the same engine: read, not computed again.
+    #[serde(default)]
+    pub reference_outputs_reused: bool,
     /// Why the check failed without comparing outputs (a candidate that does not run).
     pub failure: Option<String>,
     /// With `compare_engines`: the candidate's outputs in tract against its outputs in
@@ -151,6 +155,8 @@ pub struct Inputs<'a> {
     /// What the candidate computed already: read instead of running it where it holds every
     /// sample's inputs, computed in the engine the candidate runs in first.
     pub computed: Option<&'a Computed>,
+    /// What the reference computed already, read likewise.
+    pub reference_computed: Option<&'a Computed>,
 }
 
 /// What a model computed on some inputs in one engine (`optimize`'s accuracy search ran the
@@ -304,6 +310,7 @@ pub fn unsupported_report(
         engine: EngineChoice::Auto,
         compare_engines: false,
         computed: None,
+        reference_computed: None,
     };
     let mode = if candidate.is_some() {
         "models"
@@ -336,6 +343,40 @@ fn run_samples(
         }
         Err(e) => Ok(Err(unsupported(model, which, &e))),
     }
+}
+
+/// A model's outputs on every sample: read from `computed` where it holds them from the engine
+/// the model runs in first (and then `true`), else run. A model with a float16 interface
+/// (`optimize --fp16 --fp16-io`) takes the same inputs rounded to float16 (its float16 outputs
+/// are compared as float32).
+fn read_or_run(
+    model: &Model,
+    which: &'static str,
+    samples: &[Sample],
+    engine: EngineChoice,
+    computed: Option<&Computed>,
+    progress: &dyn Progress,
+) -> Result<(Result<Outputs, Unsupported>, bool), VerifyError> {
+    let first = crate::run::first_engine(model, engine);
+    if let Some(outputs) = computed.and_then(|c| c.outputs_for(samples, first)) {
+        progress.on_advance(outputs.len() as u64);
+        return Ok((Ok((first, outputs)), true));
+    }
+    let rounded = half_inputs(model, samples);
+    let ran = run_samples(
+        model,
+        which,
+        rounded.as_deref().unwrap_or(samples),
+        engine,
+        progress,
+    )?;
+    Ok((ran, false))
+}
+
+/// The engine choice [`verify_models`] runs `reference` in beside a candidate that computes in
+/// reduced precision (float16, int8, 4-bit), as a quantized one does.
+pub fn beside_reduced_precision(choice: EngineChoice, reference: &Model) -> EngineChoice {
+    side_by_side_with(choice, reference, crate::run::ort_available())
 }
 
 /// The samples with every float32 tensor fed to a float16 input of `model` rounded to float16;
@@ -411,30 +452,24 @@ pub fn verify_models(
     check_outputs_named(&report.tolerance, reference.0)?;
     progress.on_start("verify", 2 * inputs.samples.len() as u64);
     let engine = side_by_side(inputs.engine, reference.0, candidate.0);
-    let want = run_samples(reference.0, "reference", inputs.samples, engine, progress)?;
-    let first = crate::run::first_engine(candidate.0, engine);
-    let got = match inputs
-        .computed
-        .and_then(|c| c.outputs_for(inputs.samples, first))
-    {
-        Some(outputs) => {
-            progress.on_advance(outputs.len() as u64);
-            report.candidate_outputs_reused = true;
-            Ok((first, outputs))
-        }
-        None => {
-            // a candidate with a float16 interface (`optimize --fp16 --fp16-io`) takes the same
-            // inputs rounded to float16, and its float16 outputs are compared as float32
-            let rounded = half_inputs(candidate.0, inputs.samples);
-            run_samples(
-                candidate.0,
-                "candidate",
-                rounded.as_deref().unwrap_or(inputs.samples),
-                engine,
-                progress,
-            )?
-        }
-    };
+    let (want, reused) = read_or_run(
+        reference.0,
+        "reference",
+        inputs.samples,
+        engine,
+        inputs.reference_computed,
+        progress,
+    )?;
+    report.reference_outputs_reused = reused;
+    let (got, reused) = read_or_run(
+        candidate.0,
+        "candidate",
+        inputs.samples,
+        engine,
+        inputs.computed,
+        progress,
+    )?;
+    report.candidate_outputs_reused = reused;
     progress.on_finish();
     match (want, got) {
         (Err(u), _) => report.unsupported = Some(u),
@@ -475,9 +510,21 @@ pub fn verify_models(
 /// tract, 0.1 s); each still goes to the other engine where its first cannot load or run it.
 /// An engine named is the one both run in.
 fn side_by_side(choice: EngineChoice, reference: &Model, candidate: &Model) -> EngineChoice {
-    let ort_first = |m: &Model| crate::run::auto_order(m)[0] == EngineKind::Ort;
+    side_by_side_with(choice, reference, ort_first(candidate))
+}
+
+fn ort_first(model: &Model) -> bool {
+    crate::run::auto_order(model)[0] == EngineKind::Ort
+}
+
+/// [`side_by_side`] with a candidate that `auto` runs in onnxruntime first, or not.
+fn side_by_side_with(
+    choice: EngineChoice,
+    reference: &Model,
+    candidate_ort_first: bool,
+) -> EngineChoice {
     match choice {
-        EngineChoice::Auto if ort_first(candidate) || ort_first(reference) => {
+        EngineChoice::Auto if candidate_ort_first || ort_first(reference) => {
             EngineChoice::First(EngineKind::Ort)
         }
         other => other,
@@ -611,6 +658,7 @@ fn empty_report(
         unsupported: None,
         engines: BTreeMap::new(),
         candidate_outputs_reused: false,
+        reference_outputs_reused: false,
         failure: None,
         cross_engine: None,
     }

@@ -29,18 +29,25 @@ fn data_args(path: &std::path::Path) -> Vec<String> {
 }
 
 /// The verification in `optimize`'s report `r` read the quantized model's outputs from the
-/// accuracy search, and they are what the model written computes: `mdeploy verify` of the
-/// input against it on the same data, which runs both, measures the same errors (a search that
-/// handed on another round's outputs, or another sample's, would not).
+/// accuracy search, and the input model's from its run beside the quantization, and they are
+/// what the two models compute: `mdeploy verify` of the input against the model written on the
+/// same data, which runs both, measures the same errors (a search that handed on another round's
+/// outputs, or another sample's, would not).
 fn reused_outputs_are_the_written_models(model: &Path, out: &Path, r: &Value) {
     let v = &r["verification"];
     assert_eq!(v["candidate_outputs_reused"], true, "{v}");
+    // the input model ran beside the quantization in the engine the verification runs it in
+    // beside a quantized model; beside a model with every node returned to float, it runs
+    // again
+    let quantized = v["engines"]["candidate"] == "ort";
+    assert_eq!(v["reference_outputs_reused"], quantized, "{v}");
     let mut args = vec!["verify".to_string(), s(model).into(), s(out).into()];
     args.extend(data_args(model));
     args.push("--json".into());
     let o = mdeploy(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let again = json(&o);
     assert_eq!(again["candidate_outputs_reused"], false, "{again}");
+    assert_eq!(again["reference_outputs_reused"], false, "{again}");
     assert_eq!(again["engines"], v["engines"], "{again}");
     let outputs = |v: &Value| -> Vec<(String, f64, f64)> {
         v["outputs"]

@@ -480,6 +480,7 @@ fn conformance_run(tests: &[PathBuf], engine: mdeploy::run::EngineChoice) -> Val
                     engine,
                     compare_engines: false,
                     computed: None,
+                    reference_computed: None,
                 };
                 match verify_stored((&model, &name), inputs, tolerance.clone(), &NoProgress) {
                     Ok(r) if r.status == Status::Passed => serde_json::json!({"status": "passed"}),
