@@ -374,25 +374,37 @@ pub fn optimize_file(
     // what the passes start from (bisection replays them from here, not from the file as read)
     let start = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     let report = optimize_with_progress(&mut model, &passes, &options, progress)?;
-    // the verification's samples, loaded once; while the model is quantized (mdeploy's own work
-    // on one core), the input model runs on them on the other, in the engine the verification
-    // runs it in beside a quantized model
-    let verification = match req.verify {
+    // while the model is quantized (mdeploy's own work, on one core), the input model runs on
+    // the verification's samples on the other, in the engine the verification runs it in beside
+    // a quantized model. Only where those are the data given or seeded random samples: loaded
+    // before quantizing, they are held through it, and calibration data (which quantizing
+    // streams, whatever its size) is loaded whole only after it
+    let beside = req.verify
+        && req.quantize.mode.is_some()
+        && (!req.data.data.is_empty() || req.quantize.calibration.is_empty());
+    let early = match beside {
         true => Some(verification_samples(req, &original)?),
         false => None,
     };
+    let stop = std::sync::atomic::AtomicBool::new(false);
     let (quantized, computed, reference) = std::thread::scope(|s| {
-        let beside = match (&verification, req.quantize.mode) {
-            (Some((samples, _)), Some(_)) => {
-                Some(s.spawn(|| run_input_beside(req, &original, samples)))
-            }
-            _ => None,
-        };
+        let run = early
+            .as_ref()
+            .map(|(samples, _)| s.spawn(|| run_input_beside(req, &original, samples, &stop)));
         let quantized = quantize(req, &mut model, progress);
+        if quantized.is_err() {
+            // the error is not kept waiting for outputs no one will read
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         // a run that failed (or panicked) is made again by the verification, which reports it
-        let reference = beside.and_then(|run| run.join().ok()).flatten();
+        let reference = run.and_then(|run| run.join().ok()).flatten();
         quantized.map(|(q, c)| (q, c, reference))
     })?;
+    let verification = match (req.verify, early) {
+        (true, Some(samples)) => Some(samples),
+        (true, None) => Some(verification_samples(req, &original)?),
+        (false, _) => None,
+    };
     let mut document = OptimizeDocument {
         format: OPTIMIZE_FORMAT.into(),
         mdeploy_version: env!("CARGO_PKG_VERSION").into(),
@@ -716,14 +728,10 @@ fn quantize(
     };
     progress.on_finish();
     // kept for the verification, where there is one
-    let computed = as_written.take().filter(|_| req.verify).map(|w| Computed {
-        engine: w.engine,
-        samples: evaluation
-            .iter()
-            .map(|inputs| inputs.to_vec())
-            .zip(w.outputs)
-            .collect(),
-    });
+    let computed = as_written
+        .take()
+        .filter(|_| req.verify)
+        .map(|w| Computed::new(w.engine, evaluation.iter().copied(), w.outputs));
     Ok((Some(report), computed))
 }
 
@@ -788,24 +796,57 @@ fn verification_samples(
 
 /// The input model's outputs on the verification's samples, in the engine the verification
 /// runs it in beside a quantized model; `None` where it does not run there (the verification
-/// runs it again and reports why).
+/// runs it again and reports why) or `stop` is set before the last sample.
 fn run_input_beside(
     req: &OptimizeRequest,
     original: &Model,
     samples: &[Sample],
+    stop: &std::sync::atomic::AtomicBool,
 ) -> Option<Computed> {
     let (choice, _) = req.data.engines().ok()?;
     let engine = crate::verify::beside_reduced_precision(choice, original);
     let inputs: Vec<&[NamedTensor]> = samples.iter().map(|s| s.inputs.as_slice()).collect();
-    let (ran_in, outputs) = crate::run::run_all(original, engine, &inputs, || {}).ok()?;
-    Some(Computed {
-        engine: ran_in,
-        samples: samples
-            .iter()
-            .map(|s| s.inputs.clone())
-            .zip(outputs)
-            .collect(),
+    let mut outputs = Vec::with_capacity(samples.len());
+    let until = UntilStopped {
+        samples: &inputs,
+        stop,
+    };
+    let ran_in = crate::run::run_each(original, engine, &until, |k, out| {
+        outputs.truncate(k);
+        outputs.push(out);
     })
+    .ok()?;
+    Some(Computed::new(
+        ran_in,
+        samples.iter().map(|s| s.inputs.as_slice()),
+        outputs,
+    ))
+}
+
+/// Samples handed out one at a time until `stop` is set.
+struct UntilStopped<'a> {
+    samples: &'a [&'a [NamedTensor]],
+    stop: &'a std::sync::atomic::AtomicBool,
+}
+
+impl SampleChunks for UntilStopped<'_> {
+    fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    fn first(&self) -> Option<&[NamedTensor]> {
+        self.samples.first().copied()
+    }
+
+    fn each_chunk(&self, f: &mut crate::run::OnChunk) -> Result<(), crate::run::RunError> {
+        for one in self.samples.chunks(1) {
+            if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(crate::run::RunError::Stopped);
+            }
+            f(one)?;
+        }
+        Ok(())
+    }
 }
 
 /// The verification's samples, with what the models computed on them before it.

@@ -465,11 +465,24 @@ fn rounds_quantize_each_weight_once_and_reuse_only_the_same_values() {
     let options = DynamicOptions::default();
     let mut first = model(before.clone());
     quantize(&mut first, &options).unwrap();
-    assert_eq!(options.memo.kept(), 2, "W, and W read transposed");
+    assert_eq!(options.memo.computed(), 2, "W, and W read transposed");
     let mut again = model(before.clone());
     quantize(&mut again, &options).unwrap();
     assert_eq!(again.proto, first.proto);
-    assert_eq!(options.memo.kept(), 2, "nothing quantized again");
+    assert_eq!(options.memo.computed(), 2, "nothing quantized again");
+    let reduced = DynamicOptions {
+        weight_range: WeightRange::Reduced,
+        memo: options.memo.clone(),
+        ..Default::default()
+    };
+    let mut narrower = model(before.clone());
+    quantize(&mut narrower, &reduced).unwrap();
+    assert_eq!(
+        options.memo.computed(),
+        4,
+        "another range, other int8 values"
+    );
+    assert_ne!(narrower.proto, first.proto);
     let mut other = before;
     let w = &mut other.graph.as_mut().unwrap().initializer[0];
     let mut reversed: Vec<f32> = weights(256, 0.05);
@@ -481,5 +494,5 @@ fn rounds_quantize_each_weight_once_and_reuse_only_the_same_values() {
     quantize(&mut shared, &options).unwrap();
     assert_eq!(shared.proto, alone.proto);
     assert_ne!(shared.proto, first.proto);
-    assert_eq!(options.memo.kept(), 4);
+    assert_eq!(options.memo.computed(), 6);
 }

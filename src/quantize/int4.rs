@@ -595,6 +595,27 @@ mod tests {
             dq.input[0].clone()
         };
         assert_eq!(weight_of("a"), weight_of("b"));
+        // the weight times alpha is quantized from its own values, not found as the plain
+        // one's (every value halved: scales half, zero points alike)
+        let scales = |stored: &str| {
+            let dq = dqs.iter().find(|d| d.input[0] == stored).unwrap();
+            let t = g
+                .initializer
+                .iter()
+                .find(|t| t.name() == dq.input[1])
+                .unwrap();
+            crate::onnx::TensorData::new(t, None)
+                .unwrap()
+                .f32s()
+                .unwrap()
+        };
+        let plain = weight_of("a");
+        let scaled = stored.iter().find(|s| **s != plain).unwrap();
+        let (plain, scaled) = (scales(&plain), scales(scaled));
+        assert!(
+            plain.iter().zip(&scaled).all(|(p, s)| *s == p * 0.5),
+            "{plain:?} {scaled:?}"
+        );
         let beta = g
             .node
             .iter()

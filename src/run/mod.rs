@@ -48,6 +48,8 @@ pub enum RunError {
     /// The samples could not be read (a calibration set read a chunk at a time).
     #[error("the samples: {0}")]
     Samples(#[from] tensor_io::TensorIoError),
+    #[error("stopped: the outputs are no longer wanted")]
+    Stopped,
 }
 
 /// A graph input as the model declares it.

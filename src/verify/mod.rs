@@ -160,8 +160,9 @@ pub struct Inputs<'a> {
 }
 
 /// What a model computed on some inputs in one engine (`optimize`'s accuracy search ran the
-/// quantized model as written on the samples it measured): a verification of that model on
-/// the same inputs, in the same engine, reads its outputs instead of running it again.
+/// quantized model as written on the samples it measured; `optimize` ran the input model on the
+/// verification's samples while it quantized): a verification of that model on the same
+/// inputs, in the same engine, reads its outputs instead of running it again.
 pub struct Computed {
     pub engine: EngineKind,
     /// Per sample: its inputs and the model's outputs.
@@ -169,6 +170,18 @@ pub struct Computed {
 }
 
 impl Computed {
+    /// The outputs `engine` gave for each of `inputs`, in order.
+    pub fn new<'a>(
+        engine: EngineKind,
+        inputs: impl Iterator<Item = &'a [NamedTensor]>,
+        outputs: Vec<Vec<NamedTensor>>,
+    ) -> Computed {
+        Computed {
+            engine,
+            samples: inputs.map(<[NamedTensor]>::to_vec).zip(outputs).collect(),
+        }
+    }
+
     /// The outputs of each of `samples`, where every one's inputs are among those computed (the
     /// same names, types, shapes and values) and `engine` is where the model runs first.
     fn outputs_for(&self, samples: &[Sample], engine: EngineKind) -> Option<Vec<Vec<NamedTensor>>> {
@@ -346,15 +359,17 @@ fn run_samples(
 }
 
 /// A model's outputs on every sample: read from `computed` where it holds them from the engine
-/// the model runs in first (and then `true`), else run. A model with a float16 interface
-/// (`optimize --fp16 --fp16-io`) takes the same inputs rounded to float16 (its float16 outputs
-/// are compared as float32).
+/// the model runs in first (and then `true`), else run. With `to_half`, a model with a float16
+/// interface (the candidate of `optimize --fp16 --fp16-io`) takes the same inputs rounded to
+/// float16 (its float16 outputs are compared as float32).
+#[allow(clippy::too_many_arguments)]
 fn read_or_run(
     model: &Model,
     which: &'static str,
     samples: &[Sample],
     engine: EngineChoice,
     computed: Option<&Computed>,
+    to_half: bool,
     progress: &dyn Progress,
 ) -> Result<(Result<Outputs, Unsupported>, bool), VerifyError> {
     let first = crate::run::first_engine(model, engine);
@@ -362,7 +377,7 @@ fn read_or_run(
         progress.on_advance(outputs.len() as u64);
         return Ok((Ok((first, outputs)), true));
     }
-    let rounded = half_inputs(model, samples);
+    let rounded = to_half.then(|| half_inputs(model, samples)).flatten();
     let ran = run_samples(
         model,
         which,
@@ -458,6 +473,7 @@ pub fn verify_models(
         inputs.samples,
         engine,
         inputs.reference_computed,
+        false,
         progress,
     )?;
     report.reference_outputs_reused = reused;
@@ -467,6 +483,7 @@ pub fn verify_models(
         inputs.samples,
         engine,
         inputs.computed,
+        true,
         progress,
     )?;
     report.candidate_outputs_reused = reused;
