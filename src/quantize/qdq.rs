@@ -774,18 +774,12 @@ pub fn apply(
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 let axis = plan.per_channel.then_some(p.axis);
-                let q = plan.memo.try_get(
+                let q = plan.memo.symmetric_int8(
                     super::weights::Source::of(&ctx, &p.weight, false).as_ref(),
-                    format!("int8 symmetric along {axis:?}, {:?}", plan.weight_range),
-                    || {
-                        let values = float_values(&ctx, &p.weight)?;
-                        Ok::<_, crate::onnx::OnnxError>(quantize_symmetric(
-                            &values,
-                            &dims,
-                            axis,
-                            plan.weight_range,
-                        ))
-                    },
+                    &dims,
+                    axis,
+                    plan.weight_range,
+                    || float_values(&ctx, &p.weight),
                 )?;
                 let channel_dims: Vec<i64> = if plan.per_channel {
                     vec![q.scales.len() as i64]

@@ -245,6 +245,22 @@ impl Memo {
         }
     }
 
+    /// [`quantize_symmetric`] of `values()` (those of `source`) of shape `dims`, computed the
+    /// first time they are asked for with this axis and range.
+    pub fn symmetric_int8<V: AsRef<[f32]>, E>(
+        &self,
+        source: Option<&Source>,
+        dims: &[usize],
+        axis: Option<usize>,
+        range: WeightRange,
+        values: impl FnOnce() -> Result<V, E>,
+    ) -> Result<Rc<Int8Weight>, E> {
+        let how = format!("int8 symmetric along {axis:?} of {dims:?}, {range:?}");
+        self.try_get(source, how, || {
+            Ok(quantize_symmetric(values()?.as_ref(), dims, axis, range))
+        })
+    }
+
     /// [`Memo::get`] of a computation that can fail (a failure is not kept).
     pub fn try_get<T: 'static, E>(
         &self,
@@ -357,14 +373,9 @@ pub fn add_quantized_weight(
 ) -> QuantizedWeight {
     let [rows, cols] = w.dims;
     let axis = if side == Side::Right { 1 } else { 0 };
-    let q = memo.get(
-        w.source.as_ref(),
-        format!(
-            "int8 symmetric along axis {axis} of {:?}, {range:?}",
-            w.dims
-        ),
-        || quantize_symmetric(&w.values, &w.dims, Some(axis), range),
-    );
+    let Ok(q) = memo.symmetric_int8(w.source.as_ref(), &w.dims, Some(axis), range, || {
+        Ok::<_, std::convert::Infallible>(w.values.as_slice())
+    });
     let scale_dims: Vec<i64> = match side {
         Side::Right => vec![cols as i64],
         Side::Left => vec![rows as i64, 1],
