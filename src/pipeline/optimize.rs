@@ -391,7 +391,12 @@ pub fn optimize_file(
         let run = early
             .as_ref()
             .map(|(samples, _)| s.spawn(|| run_input_beside(req, &original, samples, &stop)));
-        let quantized = quantize(req, &mut model, progress);
+        // the --data given, loaded already (random samples are drawn for the model quantized)
+        let data = early
+            .as_ref()
+            .filter(|_| !req.data.data.is_empty())
+            .map(|(samples, _)| samples.as_slice());
+        let quantized = quantize(req, &mut model, data, progress);
         if quantized.is_err() {
             // the error is not kept waiting for outputs no one will read
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -520,10 +525,11 @@ fn spread(n: usize, k: usize) -> impl Iterator<Item = usize> {
 
 /// Quantizes when asked, measuring the float model on the calibration data; with the report,
 /// what the quantized model computed, as written, on the samples the accuracy search measured
-/// (where it ran it so).
+/// (where it ran it so). `data`: the `--data` samples, where the caller has loaded them.
 fn quantize(
     req: &OptimizeRequest,
     model: &mut Model,
+    data: Option<&[Sample]>,
     progress: &dyn Progress,
 ) -> anyhow::Result<(Option<QuantizeReport>, Option<Computed>)> {
     let q = &req.quantize;
@@ -558,24 +564,30 @@ fn quantize(
     progress.on_start("quantize", 1);
     let mut random = false;
     // calibration data given is read a chunk at a time by each pass over it; the verification
-    // data it defaults to is in memory (the verification holds it all anyway)
-    let (loaded, on_disk, origin) = if q.calibration.is_empty() {
-        let (samples, seed) = req.data.load(model)?;
-        random = seed.is_some();
-        let origin = match seed {
-            Some(seed) => format!("{} random samples, seed {seed}", samples.len()),
-            None => "the verification data".into(),
+    // data it defaults to is in memory (the verification holds it all anyway), read here unless
+    // the caller has it already
+    let read_here;
+    let (loaded, on_disk, origin): (&[Sample], _, _) =
+        if let (true, Some(data)) = (q.calibration.is_empty(), data) {
+            (data, None, "the verification data".to_string())
+        } else if q.calibration.is_empty() {
+            let (samples, seed) = req.data.load(model)?;
+            random = seed.is_some();
+            let origin = match seed {
+                Some(seed) => format!("{} random samples, seed {seed}", samples.len()),
+                None => "the verification data".into(),
+            };
+            read_here = samples;
+            (&read_here, None, origin)
+        } else {
+            let set = super::data::SampleSet::open(&q.calibration)?;
+            let names: Vec<String> = q
+                .calibration
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            (&[], Some(set), names.join(", "))
         };
-        (samples, None, origin)
-    } else {
-        let set = super::data::SampleSet::open(&q.calibration)?;
-        let names: Vec<String> = q
-            .calibration
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        (Vec::new(), Some(set), names.join(", "))
-    };
     let inputs: Vec<&[NamedTensor]> = loaded.iter().map(|s| s.inputs.as_slice()).collect();
     let samples: &dyn SampleChunks = match &on_disk {
         Some(set) => set,
