@@ -38,7 +38,7 @@ pub struct ConvertArgs {
     /// Store tensors of 1 KiB or more in `<OUTPUT>.data` (automatic past 2 GiB).
     #[arg(long)]
     external_data: bool,
-    /// Raise the model's opset to N (from 9 or above, to at most 21), only where every node
+    /// Raise the model's opset to N (from 6 or above, to at most 21), only where every node
     /// keeps its meaning; nodes whose form changed are rewritten, anything else is refused.
     #[arg(long, value_name = "N")]
     opset: Option<i64>,

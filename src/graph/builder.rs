@@ -264,6 +264,13 @@ pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     }
 }
 
+pub fn attr_floats(name: &str, v: &[f32]) -> AttributeProto {
+    AttributeProto {
+        floats: v.to_vec(),
+        ..attribute(name, AttributeType::Floats)
+    }
+}
+
 pub fn attr_string(name: &str, v: &str) -> AttributeProto {
     AttributeProto {
         s: Some(Bytes::copy_from_slice(v.as_bytes())),

@@ -25,7 +25,7 @@ use crate::onnx::schema::{self, normalize_domain};
 use crate::onnx::{DataType, Model, TensorData};
 
 pub use dim::Dim;
-pub use shapes::{Fresh, MAX_VALUE_ELEMENTS, broadcast};
+pub use shapes::{Fresh, LEGACY_BROADCAST, MAX_VALUE_ELEMENTS, broadcast};
 
 /// The dims of a tensor, one per axis.
 pub type Shape = Vec<Dim>;

@@ -248,6 +248,12 @@ const SAME_SHAPE: &[&str] = &[
     "CastLike",
 ];
 
+/// Ops that before opset 7 broadcast only where their `broadcast` attribute asks, their second
+/// input into the first, aligned at `axis` (or at the first's last axes).
+pub const LEGACY_BROADCAST: &[&str] = &[
+    "Add", "Sub", "Mul", "Div", "Pow", "And", "Or", "Xor", "Equal", "Greater", "Less",
+];
+
 /// Ops that broadcast all their inputs together.
 const BROADCAST: &[&str] = &[
     "Add",
@@ -328,6 +334,14 @@ fn rule(
         return Some(vec![Out {
             shape: Some(ins.shape(0)?.to_vec()),
             value: value.flatten(),
+        }]);
+    }
+    if opset < 7 && LEGACY_BROADCAST.contains(&op) && attr_i(node, "broadcast", 0) != 0 {
+        // before opset 7, B is broadcast into A (from `axis`, or aligned to its last axes):
+        // the result has A's shape
+        return Some(vec![Out {
+            shape: Some(ins.shape(0)?.to_vec()),
+            value: None,
         }]);
     }
     if BROADCAST.contains(&op) {

@@ -118,6 +118,21 @@ fn slice_with_negative_steps() {
     assert_eq!(shape_str(&inf, "y"), "[4, T]");
 }
 
+/// Before opset 7 B is broadcast into A where `broadcast` is set (at `axis`, or at A's last
+/// axes): the result has A's shape, where numpy's rules would refuse [3] against [.., 5].
+#[test]
+fn legacy_broadcasts_keep_the_first_inputs_shape() {
+    let m = ModelBuilder::new(6)
+        .input("a", Float, &["2", "3", "4", "5"])
+        .input("b", Float, &["3"])
+        .node("Add", &["a", "b"], &["y"])
+        .attr(attr_int("broadcast", 1))
+        .attr(attr_int("axis", 1))
+        .output("y", Float, &[])
+        .build();
+    assert_eq!(shape_str(&infer(m), "y"), "[2, 3, 4, 5]");
+}
+
 #[test]
 fn broadcasting_symbolic_dims() {
     let m = ModelBuilder::new(17)

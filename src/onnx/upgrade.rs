@@ -5,8 +5,19 @@
 //! attribute may be required. On top of that check, the version changes known to alter meaning
 //! or move an attribute are handled by name (those ONNX's own version converter adapts, and
 //! those found in the operators' changelogs that it does not):
-//! - attributes that became inputs are moved to constant inputs: Slice's starts, ends and axes
-//!   and TopK's k (10), Clip's min and max and Pad's pads and value (11), Dropout's ratio (12),
+//! - the legacy broadcasts before 7: Add, Sub, Mul, Div, Pow, And, Or, Xor, Equal, Greater and
+//!   Less broadcast B into A only where `broadcast` is set, aligned at `axis` (or at A's last
+//!   axes); from 7 they broadcast as numpy does, from the last axes. The attributes are dropped,
+//!   and where `axis` aligned B elsewhere, B gains the trailing axes of 1 that put it there (an
+//!   Unsqueeze). PRelu-6's one-dimensional slope is per channel (axis 1) where PRelu-7's would
+//!   align with the last axis: it gains the same trailing axes. Gemm's `broadcast` goes (C
+//!   broadcasts as numpy since 7);
+//! - attributes that meant nothing in inference are dropped: Dropout's and BatchNormalization's
+//!   `is_test` (7; a BatchNormalization-6 that is not `is_test` normalizes with its batch's
+//!   statistics, and is refused), the recurrent ops' `output_sequence` (7), BatchNormalization's
+//!   `spatial` where it is 1 (9; 0, statistics per element, is refused);
+//! - attributes that became inputs are moved to constant inputs: Upsample's scales (9), Slice's
+//!   starts, ends and axes and TopK's k (10), Clip's min and max and Pad's pads and value (11), Dropout's ratio (12),
 //!   Split's sizes and the axes of Squeeze, Unsqueeze and ReduceSum (13), the other reductions'
 //!   axes (18), DFT's axis, whose default moved from 1 to -2 (20, written even where absent);
 //! - Softmax, LogSoftmax and Hardmax before 13 work on the input flattened to 2-D at `axis`
@@ -22,7 +33,7 @@
 //!   coordinate mode explicitly (16), GridSample's renamed modes are renamed (20);
 //! - a Dropout's mask across 12 (undefined in inference before): dropped where nothing reads it,
 //!   refused where something does;
-//! - refused: OneHot across 11 (negative indices count from the end since), a ConvTranspose
+//! - refused: Scan-8 across 9 (it had a batch axis and sequence lengths), OneHot across 11 (negative indices count from the end since), a ConvTranspose
 //!   that computes its own padding (`output_shape`, `auto_pad` SAME) across 11 (an odd total's
 //!   extra pixel changed sides), Resize's `tf_half_pixel_for_nn` (gone at 13),
 //!   GroupNormalization-21 (scale and bias per channel), a BatchNormalization with training
@@ -37,13 +48,13 @@ use bytes::Bytes;
 use super::proto::{AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto};
 use super::schema::{OpSchema, normalize_domain, schema};
 use super::{DataType, Model};
-use crate::graph::builder::{attr_int, raw_tensor, tensor_i64};
-use crate::infer::Inference;
+use crate::graph::builder::{attr_int, attr_ints, raw_tensor, tensor_i64};
+use crate::infer::{Inference, LEGACY_BROADCAST};
 use crate::onnx::attributes::{attr, attr_i, attr_s};
 
-/// The lowest opset a model is upgraded from: below it, Scan's signature (9), Upsample's
-/// scales (9) and the legacy broadcast attributes (7) need rewrites not written here.
-pub const MIN_UPGRADE_FROM: i64 = 9;
+/// The lowest opset a model is upgraded from: below it, the ops' `consumed_inputs` (6) and
+/// Reshape's shape as attribute (5) need rewrites not written here.
+pub const MIN_UPGRADE_FROM: i64 = 6;
 
 /// The highest opset a model is raised to: the meaning changes up to it are the ones handled
 /// above; later versions' are not reviewed.
@@ -69,6 +80,8 @@ enum Moved {
     FloatAsInput,
     /// A float: a float32 scalar (Dropout's ratio).
     Float,
+    /// A list of floats: a 1-D float32 tensor (Upsample's scales).
+    Floats,
     /// One int as a scalar int64, written with this default where the attribute is absent: the
     /// input's own default differs (DFT's axis, 1 as attribute, -2 as input).
     IntOr(i64),
@@ -80,6 +93,7 @@ type MovedAttribute = (&'static str, usize, Moved);
 /// Attributes that became inputs with the same meaning and the same default when absent: the
 /// op, the opset that moved them, and each attribute with its slot.
 const ATTRIBUTES_TO_INPUTS: &[(&str, i64, &[MovedAttribute])] = &[
+    ("Upsample", 9, &[("scales", 1, Moved::Floats)]),
     (
         "Slice",
         10,
@@ -300,6 +314,51 @@ impl Raise<'_> {
             return Err("a BatchNormalization with statistics outputs computes in training mode, which opset 14 asks for by attribute".into());
         }
         let mut changed = renamed.is_some();
+        // the inputs compared with the old signature: not those moved from attributes
+        let mut original_inputs = node.input.len();
+        // nodes the rewritten one reads from, written before it
+        let mut before = Vec::new();
+        if crosses(9) && op == "Scan" {
+            return Err(
+                "Scan-8 has a batch axis and sequence lengths, which Scan-9 does not".into(),
+            );
+        }
+        if crosses(7) && LEGACY_BROADCAST.contains(&op.as_str()) {
+            changed |= self.legacy_broadcast(&mut node, added, &mut before)?;
+        }
+        if crosses(7) && op == "PRelu" {
+            changed |= self.per_channel_slope(&mut node, added, &mut before)?;
+        }
+        if crosses(7) && op == "BatchNormalization" {
+            let statistics = node.output.iter().skip(1).any(|o| !o.is_empty());
+            if attr_i(&node, "is_test", 0) == 0 && !statistics {
+                return Err("a BatchNormalization-6 without is_test normalizes with its batch's own statistics (training mode)".into());
+            }
+        }
+        if crosses(9) && op == "BatchNormalization" && attr_i(&node, "spatial", 1) == 0 {
+            return Err(
+                "BatchNormalization's spatial = 0 (statistics per element) is gone at opset 9"
+                    .into(),
+            );
+        }
+        // attributes that meant nothing in inference, gone at the new opset
+        let meaningless: &[&str] = match op.as_str() {
+            "Gemm" if crosses(7) => &["broadcast"],
+            "Dropout" if crosses(7) => &["is_test"],
+            "BatchNormalization" if crosses(9) => &["is_test", "spatial"],
+            "BatchNormalization" if crosses(7) => &["is_test"],
+            "GRU" | "LSTM" | "RNN" if crosses(7) => &["output_sequence"],
+            _ => &[],
+        };
+        let had = node.attribute.len();
+        node.attribute.retain(|a| !meaningless.contains(&a.name()));
+        changed |= node.attribute.len() != had;
+        for (_, _, moves) in ATTRIBUTES_TO_INPUTS
+            .iter()
+            .filter(|(o, v, _)| *o == original_op && crosses(*v))
+        {
+            changed |= self.move_attributes(&mut node, moves, added)?;
+        }
         if crosses(12) && op == "Dropout" && node.output.get(1).is_some_and(|m| !m.is_empty()) {
             // before 12 the mask in inference is not defined (onnxruntime gives false, ONNX's
             // reference true; before 10 it was not even bool); from 12 it is true
@@ -312,7 +371,6 @@ impl Raise<'_> {
             node.output.truncate(1);
             changed = true;
         }
-        let mut original_inputs = node.input.len();
         if crosses(11) && op == "Resize" {
             // Resize-10 (and Upsample) sampled at x_out / scale; 11 added the roi input before
             // the scales. Nearest took the whole part of that (onnxruntime's "simple" mode, which
@@ -320,8 +378,10 @@ impl Raise<'_> {
             // least 1.
             let mode = attr_s(&node, "mode").unwrap_or_else(|| "nearest".into());
             if mode == "nearest" {
-                let scales = node.input.get(1).and_then(|s| self.facts.fact(s));
-                let scales = scales.and_then(|f| f.float_value.as_ref());
+                let scales = node
+                    .input
+                    .get(1)
+                    .and_then(|s| known_floats(self.facts, s, added));
                 if !scales.is_some_and(|s| s.iter().all(|&v| v >= 1.0)) {
                     return Err(format!(
                         "{original_op}-{}'s nearest rounding is kept at opset 11 only for known scales of at least 1",
@@ -345,12 +405,6 @@ impl Raise<'_> {
                 == Some("tf_half_pixel_for_nn")
         {
             return Err("Resize's coordinate mode tf_half_pixel_for_nn is gone at opset 13".into());
-        }
-        for (_, _, moves) in ATTRIBUTES_TO_INPUTS
-            .iter()
-            .filter(|(o, v, _)| *o == op && crosses(*v))
-        {
-            changed |= self.move_attributes(&mut node, moves, added)?;
         }
         let no_split = node.input.get(1).is_none_or(|v| v.is_empty());
         if crosses(18) && op == "Split" && no_split && attr(&node, "num_outputs").is_none() {
@@ -391,9 +445,119 @@ impl Raise<'_> {
             )
         })?;
         if crosses(13) && matches!(op.as_str(), "Softmax" | "LogSoftmax" | "Hardmax") {
-            return Ok((self.along_one_axis(node), true));
+            before.extend(self.along_one_axis(node));
+            return Ok((before, true));
         }
-        Ok((vec![node], changed))
+        before.push(node);
+        Ok((before, changed))
+    }
+
+    /// Drops a binary op's legacy `broadcast` and `axis` (before opset 7); where `axis` aligned
+    /// B elsewhere than at A's last axes, B gains the trailing axes of 1 that align it there under
+    /// numpy's broadcasting. Whether anything changed.
+    fn legacy_broadcast(
+        &mut self,
+        node: &mut NodeProto,
+        added: &mut Vec<TensorProto>,
+        before: &mut Vec<NodeProto>,
+    ) -> Result<bool, String> {
+        let broadcast = attr_i(node, "broadcast", 0) != 0;
+        let axis = attr(node, "axis").map(|a| a.i());
+        let had = node.attribute.len();
+        node.attribute
+            .retain(|a| !matches!(a.name(), "broadcast" | "axis"));
+        let changed = node.attribute.len() != had;
+        // without `broadcast` the shapes are the same; without `axis` B is aligned at A's last
+        // axes, as numpy aligns it
+        let (true, Some(axis)) = (broadcast, axis) else {
+            return Ok(changed);
+        };
+        let (a, b) = (node.input[0].clone(), node.input[1].clone());
+        let (Some(ra), Some(rb)) = (self.facts.rank(&a), self.facts.rank(&b)) else {
+            return Err(format!(
+                "its legacy broadcast aligns '{b}' at axis {axis} of '{a}', and inference does not know both ranks"
+            ));
+        };
+        let at = if axis < 0 { axis + ra as i64 } else { axis };
+        if at < 0 || at as usize + rb > ra {
+            return Err(format!(
+                "its legacy broadcast aligns '{b}' (rank {rb}) at axis {axis} of '{a}' (rank {ra})"
+            ));
+        }
+        let trailing = ra - at as usize - rb;
+        if trailing > 0 {
+            node.input[1] = self.trailing_axes(node, &b, rb, trailing, added, before);
+        }
+        Ok(true)
+    }
+
+    /// PRelu-6's one-dimensional slope (of more than one value) is per channel, axis 1 of X;
+    /// from 7 it broadcasts as numpy does, from the last axis. It gains the trailing axes that
+    /// keep it on axis 1. Whether anything changed.
+    fn per_channel_slope(
+        &mut self,
+        node: &mut NodeProto,
+        added: &mut Vec<TensorProto>,
+        before: &mut Vec<NodeProto>,
+    ) -> Result<bool, String> {
+        let (x, slope) = (node.input[0].clone(), node.input[1].clone());
+        let one = |d: &crate::infer::Dim| d.as_const() == Some(1);
+        match self.facts.shape(&slope) {
+            Some([d]) if one(d) => return Ok(false),
+            Some([_]) => {}
+            Some(_) => return Ok(false),
+            None => {
+                return Err(format!(
+                    "PRelu-6 reads a one-dimensional slope per channel, and inference does not know the rank of '{slope}'"
+                ));
+            }
+        }
+        let Some(rx) = self.facts.rank(&x) else {
+            return Err(format!(
+                "PRelu-6 reads a one-dimensional slope per channel, and inference does not know the rank of '{x}'"
+            ));
+        };
+        if rx <= 2 {
+            // axis 1 is the last one
+            return Ok(false);
+        }
+        node.input[1] = self.trailing_axes(node, &slope, 1, rx - 2, added, before);
+        Ok(true)
+    }
+
+    /// `value` (of rank `rank`) with `count` trailing axes of 1, by an Unsqueeze written before
+    /// `node` (at the new opset: its axes an input from 13, an attribute before).
+    fn trailing_axes(
+        &mut self,
+        node: &NodeProto,
+        value: &str,
+        rank: usize,
+        count: usize,
+        added: &mut Vec<TensorProto>,
+        before: &mut Vec<NodeProto>,
+    ) -> String {
+        let axes: Vec<i64> = (rank..rank + count).map(|a| a as i64).collect();
+        let out = self.fresh(&format!("{value}_aligned"));
+        let mut unsqueeze = NodeProto {
+            op_type: Some("Unsqueeze".into()),
+            input: vec![value.to_string()],
+            output: vec![out.clone()],
+            name: node
+                .name
+                .as_ref()
+                .filter(|n| !n.is_empty())
+                .map(|n| format!("{n}_align")),
+            ..Default::default()
+        };
+        if self.to >= 13 {
+            let name = self.fresh(&format!("{out}_axes"));
+            added.push(tensor_i64(&name, &[axes.len() as i64], &axes));
+            unsqueeze.input.push(name);
+        } else {
+            unsqueeze.attribute.push(attr_ints("axes", &axes));
+        }
+        before.push(unsqueeze);
+        out
     }
 
     /// Moves `moves`' attributes of `node` to constant inputs at their slots; whether any was
@@ -425,6 +589,12 @@ impl Raise<'_> {
                 Moved::IntInOne => tensor_i64("", &[1], &[a.i.unwrap_or_default()]),
                 Moved::Float => float_scalar(DataType::Float, a.f.unwrap_or_default())
                     .expect("float32 is a float type"),
+                Moved::Floats => raw_tensor(
+                    "",
+                    DataType::Float,
+                    &[a.floats.len() as i64],
+                    a.floats.iter().flat_map(|f| f.to_le_bytes()).collect(),
+                ),
                 Moved::FloatAsInput => {
                     let input = node.input.first().cloned().unwrap_or_default();
                     let dtype = self.facts.elem_type(&input);
@@ -510,6 +680,21 @@ impl Raise<'_> {
         self.names.insert(name.clone());
         name
     }
+}
+
+/// The values of float tensor `name`: known to inference, or one of the constants the raise
+/// added.
+fn known_floats(facts: &Inference, name: &str, added: &[TensorProto]) -> Option<Vec<f32>> {
+    if let Some(v) = facts.fact(name).and_then(|f| f.float_value.clone()) {
+        return Some(v);
+    }
+    let t = added.iter().find(|t| t.name() == name)?;
+    (t.data_type() == DataType::Float as i32).then(|| {
+        t.raw_data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    })
 }
 
 /// A scalar of a float type holding `v`.
@@ -657,11 +842,191 @@ mod tests {
         assert!(why[0].contains("GroupNormalization"), "{why:?}");
         assert_eq!(m.proto, before);
         // below the lowest opset upgraded from
-        let mut old = model(8, |b| {
+        let mut old = model(5, |b| {
             b.node("Relu", &["x"], &["y"])
                 .output("y", DataType::Float, &["2", "3"])
         });
-        assert!(upgrade(&mut old, 21).unwrap_err()[0].contains("below 9"));
+        assert!(upgrade(&mut old, 21).unwrap_err()[0].contains("below 6"));
+    }
+
+    /// Before 7 a binary op broadcast B into A at `axis` where `broadcast` was set: the attributes
+    /// go, and B gains the trailing axes that align it there under numpy's rules (an Unsqueeze,
+    /// its axes an input from 13); PRelu-6's 1-D slope is per channel and gains them too.
+    /// Numbers: tests/interop (the ONNX suite's PyTorch exports at opset 6, and the mtcnn models
+    /// written in the legacy forms).
+    #[test]
+    fn legacy_broadcasts_align_as_numpy_does() {
+        let legacy = |op: &str, b_dims: &[i64], attrs: Vec<AttributeProto>| {
+            let n = b_dims.iter().product::<i64>() as usize;
+            let b = ModelBuilder::new(6)
+                .input("x", DataType::Float, &["2", "3", "4", "5"])
+                .initializer_f32("b", b_dims, &vec![0.5; n])
+                .node(op, &["x", "b"], &["y"]);
+            let b = attrs.into_iter().fold(b, |b, a| b.attr(a));
+            let b = b.output("y", DataType::Float, &["2", "3", "4", "5"]);
+            Model::from_proto(b.build(), ".".into())
+        };
+        let aligned = |m: &Model| {
+            let g = m.graph();
+            let op = g.node.last().unwrap();
+            assert!(op.attribute.is_empty(), "{:?}", op.attribute);
+            (g.node.len() == 2).then(|| g.node[0].clone())
+        };
+        // at axis 1 of a rank-4 A, B [3] needs two trailing axes
+        for to in [11, 13] {
+            let mut m = legacy(
+                "Add",
+                &[3],
+                vec![attr_int("broadcast", 1), attr_int("axis", 1)],
+            );
+            let u = upgrade(&mut m, to).unwrap();
+            assert_eq!(u.rewritten.len(), 1);
+            let unsqueeze = aligned(&m).expect("an Unsqueeze before the Add");
+            assert_eq!(unsqueeze.op_type(), "Unsqueeze");
+            assert_eq!(unsqueeze.input[0], "b");
+            assert_eq!(m.graph().node[1].input[1], unsqueeze.output[0]);
+            let axes = if to >= 13 {
+                let t = m
+                    .graph()
+                    .initializer
+                    .iter()
+                    .find(|t| t.name() == unsqueeze.input[1]);
+                let raw = t.unwrap().raw_data.clone().unwrap();
+                let values = raw
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()));
+                Some(values.collect())
+            } else {
+                crate::onnx::attributes::attr_ints(&unsqueeze, "axes")
+            };
+            assert_eq!(axes, Some(vec![1, 2]), "opset {to}");
+            crate::graph::check_model(&m).unwrap();
+        }
+        // aligned at A's last axes (by axis or by default), or no broadcast: the attributes go
+        for attrs in [
+            vec![attr_int("broadcast", 1), attr_int("axis", 2)],
+            vec![attr_int("broadcast", 1)],
+        ] {
+            let mut m = legacy("Mul", &[4, 5], attrs);
+            upgrade(&mut m, 13).unwrap();
+            assert_eq!(aligned(&m), None);
+        }
+        let mut m = legacy("Sub", &[2, 3, 4, 5], vec![]);
+        assert!(upgrade(&mut m, 13).unwrap().rewritten.is_empty());
+        // an axis that cannot hold B is refused, naming it
+        let mut m = legacy(
+            "Div",
+            &[4, 5],
+            vec![attr_int("broadcast", 1), attr_int("axis", 3)],
+        );
+        assert!(upgrade(&mut m, 13).unwrap_err()[0].contains("axis 3"));
+        // PRelu-6's slope [3] is per channel: [3, 1, 1] from 7; [1] or rank 2 are left alone
+        let mut m = legacy("PRelu", &[3], vec![]);
+        upgrade(&mut m, 9).unwrap();
+        let unsqueeze = aligned(&m).expect("an Unsqueeze before the PRelu");
+        assert_eq!(
+            crate::onnx::attributes::attr_ints(&unsqueeze, "axes"),
+            Some(vec![1, 2])
+        );
+        for dims in [&[1][..], &[4, 5]] {
+            let mut m = legacy("PRelu", dims, vec![]);
+            upgrade(&mut m, 9).unwrap();
+            assert_eq!(aligned(&m), None);
+        }
+    }
+
+    /// What opsets 7 to 9 changed besides the broadcasts: attributes with no meaning in inference
+    /// go, Upsample's scales become an input (and a Resize's from 10), and what changed meaning is
+    /// refused by name.
+    #[test]
+    fn opsets_6_to_9_keep_their_meaning() {
+        use crate::graph::builder::attr_floats;
+        let raise = |opset: i64,
+                     op: &str,
+                     inputs: &[&str],
+                     outputs: &[&str],
+                     attrs: Vec<AttributeProto>,
+                     to: i64| {
+            let mut m = model(opset, |b| b);
+            m.graph_mut().node.push(NodeProto {
+                op_type: Some(op.into()),
+                input: inputs.iter().map(|s| s.to_string()).collect(),
+                output: outputs.iter().map(|s| s.to_string()).collect(),
+                attribute: attrs,
+                ..Default::default()
+            });
+            upgrade(&mut m, to).map(|_| m)
+        };
+        let names = |m: &Model| -> Vec<String> {
+            let n = m.graph().node.last().unwrap();
+            n.attribute.iter().map(|a| a.name().to_string()).collect()
+        };
+        let bn = ["x", "s", "b", "m", "v"];
+        let m = raise(
+            6,
+            "BatchNormalization",
+            &bn,
+            &["y"],
+            vec![attr_int("is_test", 1), attr_int("spatial", 1)],
+            9,
+        )
+        .unwrap();
+        assert!(names(&m).is_empty());
+        let m = raise(
+            6,
+            "BatchNormalization",
+            &bn,
+            &["y"],
+            vec![attr_int("is_test", 1), attr_int("spatial", 1)],
+            8,
+        )
+        .unwrap();
+        assert_eq!(names(&m), ["spatial"]);
+        let why = raise(6, "BatchNormalization", &bn, &["y"], vec![], 13).unwrap_err();
+        assert!(why[0].contains("training"), "{why:?}");
+        let spatial = vec![attr_int("spatial", 0)];
+        let why = raise(7, "BatchNormalization", &bn, &["y"], spatial, 13).unwrap_err();
+        assert!(why[0].contains("spatial"), "{why:?}");
+        let m = raise(
+            6,
+            "Dropout",
+            &["x"],
+            &["y"],
+            vec![attr_int("is_test", 1)],
+            13,
+        )
+        .unwrap();
+        assert!(names(&m).is_empty());
+        let gemm = vec![attr_int("broadcast", 1), attr_int("transB", 1)];
+        let m = raise(6, "Gemm", &["x", "w", "c"], &["y"], gemm, 13).unwrap();
+        assert_eq!(names(&m), ["transB"]);
+        let lstm = vec![attr_int("output_sequence", 1), attr_int("hidden_size", 4)];
+        let m = raise(6, "LSTM", &["x", "w", "r"], &["y"], lstm, 14).unwrap();
+        assert_eq!(names(&m), ["hidden_size"]);
+        // Upsample-7's scales: an input at 9, the scales of a Resize (after its roi) from 10
+        let up = || vec![attr_floats("scales", &[1.0, 1.0, 2.0, 2.0])];
+        let m = raise(7, "Upsample", &["x"], &["y"], up(), 9).unwrap();
+        let n = &m.graph().node[0];
+        assert_eq!((n.op_type(), n.input.len()), ("Upsample", 2));
+        let scales = m
+            .graph()
+            .initializer
+            .iter()
+            .find(|t| t.name() == n.input[1]);
+        assert_eq!(
+            known_floats(&Inference::of_model(&m), scales.unwrap().name(), &[]),
+            Some(vec![1.0, 1.0, 2.0, 2.0])
+        );
+        let m = raise(8, "Upsample", &["x"], &["y"], up(), 13).unwrap();
+        let n = &m.graph().node[0];
+        assert_eq!((n.op_type(), n.input.len()), ("Resize", 3));
+        assert!(names(&m).contains(&"nearest_mode".to_string()));
+        // nearest at a scale below 1 rounds up in onnxruntime: no opset-11 mode says that
+        let down = vec![attr_floats("scales", &[1.0, 1.0, 0.5, 2.0])];
+        let why = raise(8, "Upsample", &["x"], &["y"], down, 13).unwrap_err();
+        assert!(why[0].contains("at least 1"), "{why:?}");
+        let why = raise(8, "Scan", &["", "x"], &["y"], vec![], 9).unwrap_err();
+        assert!(why[0].contains("batch axis"), "{why:?}");
     }
 
     /// The rewrites that keep a meaning a version changed: Split's count of equal parts (18),

@@ -12,6 +12,26 @@ use super::ort::OrtRunner;
 use super::{InputDesc, NamedTensor, RunError, Runner};
 use crate::onnx::Model;
 
+/// `model` raised to opset 7 where it is below (from 6): before 7 binary ops broadcast by
+/// attribute and PRelu reads a one-dimensional slope per channel, which neither engine implements
+/// (onnxruntime has no kernels for them, tract reads them as numpy broadcasts). The raise keeps
+/// what every node computes, and every name; `None` for a model at 7 or above (or below 6, left
+/// to the engines).
+fn below_opset_7_raised(model: &Model) -> Result<Option<Model>, String> {
+    let from = model.opset("").unwrap_or(1);
+    if !(crate::onnx::upgrade::MIN_UPGRADE_FROM..7).contains(&from) {
+        return Ok(None);
+    }
+    let mut raised = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
+    match crate::onnx::upgrade::upgrade(&mut raised, 7) {
+        Ok(_) => Ok(Some(raised)),
+        Err(why) => Err(format!(
+            "its opset {from} is run raised to 7, which would change what it computes: {}",
+            why.join("; ")
+        )),
+    }
+}
+
 /// An engine by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -93,6 +113,11 @@ impl Engine {
         kind: EngineKind,
         ort: fn(&Model) -> Result<OrtRunner, RunError>,
     ) -> Result<Engine, RunError> {
+        let raised = below_opset_7_raised(model).map_err(|why| match kind {
+            EngineKind::Tract => RunError::Load(why),
+            EngineKind::Ort => RunError::OrtLoad(why),
+        })?;
+        let model = raised.as_ref().unwrap_or(model);
         let engine = match kind {
             EngineKind::Tract => Runner::new(model).map(|r| Engine::Tract(Box::new(r))),
             EngineKind::Ort => ort(model).map(|r| Engine::Ort(Box::new(r))),

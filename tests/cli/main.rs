@@ -253,12 +253,12 @@ fn convert_raises_the_opset_only_where_it_can() {
     ]);
     assert_input_error(&o, &["below the model's opset 17"]);
     assert!(!out.exists());
-    let old = mdeploy::graph::ModelBuilder::new(8)
+    let old = mdeploy::graph::ModelBuilder::new(5)
         .input("x", mdeploy::onnx::DataType::Float, &["2"])
         .node("Relu", &["x"], &["y"])
         .output("y", mdeploy::onnx::DataType::Float, &["2"])
         .build();
-    let old = write_model(tmp.path(), "opset8.onnx", old);
+    let old = write_model(tmp.path(), "opset5.onnx", old);
     let o = mdeploy(&[
         "convert",
         old.to_str().unwrap(),
@@ -267,7 +267,7 @@ fn convert_raises_the_opset_only_where_it_can() {
         "--opset",
         "21",
     ]);
-    assert_input_error(&o, &["opset 8 is below 9"]);
+    assert_input_error(&o, &["opset 5 is below 6"]);
     assert!(!out.exists());
 }
 

@@ -6,9 +6,14 @@ float64 input, inside a Loop body). onnxruntime implements the opsets' own seman
 ops, so it is the oracle: the raised model must give the original's outputs, pass the onnx
 checker, and have the new opset. (Not for all: it runs OneHot's negative indices and
 ConvTranspose's computed padding the same at every version, where the spec changed them; the
-raise refuses those by name, checked below.) The cases the raise must refuse are checked to exit 2 with nothing written. Last, the
+raise refuses those by name, checked below.) The cases the raise must refuse are checked to exit 2 with nothing written. Then the
 real models of ../shared/models below opset 13 are raised to 13 and 21 and must give bit-exact
-outputs on their stored inputs.
+outputs on their stored inputs. Last, the mtcnn models are written as exporters of opsets 6 and 8
+wrote them (legacy broadcasts: a Conv's bias as an Add at axis 1, PRelu's slope as one value per
+channel, bias Adds with `broadcast`), raised to 13 and 21, and must give the original's outputs;
+onnxruntime cannot load the opset-6 forms at all (the engines run them raised to 7). The opset-6
+form is also quantized (int8 static, which raises it to 13) and must pass its verification against
+the opset-6 input.
 
 Exits non-zero on any failure.
 """
@@ -153,6 +158,20 @@ def cases():
                                                       [numpy_helper.from_array(np.array([1, 1, 2, 3], np.float32),
                                                                                "s")]),
                         (10, 11, 13, 21) if op == "Upsample" else (11, 13, 21), {"x": img}))
+    # Upsample-7 and 8 take their scales as attribute: an input from 9, a Resize's from 10
+    for opset in (7, 8):
+        for mode in ("nearest", "linear"):
+            out.append((f"Upsample-{opset} {mode}", model(opset, [node("Upsample", ["x"], ["y"], mode=mode,
+                                                                       scales=[1.0, 1.0, 2.0, 3.0])],
+                                                          [vi("x", F, [1, 2, 3, 4])], [vi("y", F, None)]),
+                        (9, 10, 11, 13, 21), {"x": img}))
+        # BatchNormalization's spatial (1, the default) is gone at 9
+        stats = [numpy_helper.from_array((RNG.random(2) + 0.5).astype(np.float32), n) for n in "sbmv"]
+        for label, attrs in (("spatial 1", {"spatial": 1}), ("default", {})):
+            out.append((f"BatchNormalization-{opset} {label}",
+                        model(opset, [node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], **attrs)],
+                              [vi("x", F, [1, 2, 3, 4])], [vi("y", F, None)], stats),
+                        (9, 14, 21), {"x": img}))
     # inside a Loop body: the rewrite happens in the body, the constant lands there
     body = helper.make_graph(
         [node("Squeeze", ["v"], ["s"], axes=[0]), node("Unsqueeze", ["s"], ["v_out"], axes=[0]),
@@ -194,9 +213,57 @@ def refusals():
          model(9, [node("ConvTranspose", ["x", "w"], ["y"], auto_pad="SAME_UPPER", strides=[2, 2])],
                [vi("x", F, [1, 1, 2, 2])], [vi("y", F, None)],
                [numpy_helper.from_array(np.ones((1, 1, 2, 2), np.float32), "w")]), 11, "ConvTranspose", img),
-        ("opset 8", model(8, [node("Relu", ["x"], ["y"])], [vi("x", F, [2])], [vi("y", F, None)]), 13,
-         "below 9", img),
+        ("opset 5", model(5, [node("Relu", ["x"], ["y"])], [vi("x", F, [2])], [vi("y", F, None)]), 13,
+         "below 6", img),
+        # Scan-8 had a batch axis and sequence lengths
+        ("Scan-8", model(8, [node("Scan", ["", "x"], ["y"], num_scan_inputs=1,
+                                  body=helper.make_graph([node("Identity", ["a"], ["b"])], "body",
+                                                         [vi("a", F, [2])], [vi("b", F, [2])]))],
+                         [vi("x", F, [1, 3, 2])], [vi("y", F, None)]), 13, "batch axis", img),
+        # spatial = 0: statistics per element, gone at 9
+        ("BatchNormalization-8 spatial 0",
+         model(8, [node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], spatial=0)],
+               [vi("x", F, [1, 1, 2, 2])], [vi("y", F, None)],
+               [numpy_helper.from_array(np.ones((1, 2, 2), np.float32), n) for n in "sbmv"]), 13, "spatial", img),
     ]
+
+
+def legacy(m, opset):
+    """`m` (an mtcnn model: Conv, PRelu, MaxPool, MatMul, Add, ...) written as an exporter of
+    `opset` (6 or 8) would: MaxPool without ceil_mode (10); at 6 a Conv's bias as a separate Add
+    broadcast at axis 1, PRelu's slope [1, C, 1, 1] as [C] (per channel at 6), and bias Adds
+    with `broadcast` set (aligned at the last axis)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(m)
+    g = out.graph
+    inits = {t.name: t for t in g.initializer}
+    nodes = []
+    for n in g.node:
+        for a in list(n.attribute):
+            if n.op_type == "MaxPool" and a.name == "ceil_mode":
+                assert a.i == 0, "ceil_mode 1 has no form before opset 10"
+                n.attribute.remove(a)
+        if opset < 7 and n.op_type == "Conv" and len(n.input) == 3:
+            conv_out = n.output[0] + "_nobias"
+            bias = n.input[2]
+            nodes.append(node("Conv", n.input[:2], [conv_out], name=n.name,
+                              **{a.name: helper.get_attribute_value(a) for a in n.attribute}))
+            nodes.append(node("Add", [conv_out, bias], [n.output[0]], broadcast=1, axis=1))
+            continue
+        if opset < 7 and n.op_type == "PRelu" and len(inits[n.input[1]].dims) == 4:
+            slope = numpy_helper.to_array(inits[n.input[1]])
+            inits[n.input[1]].CopyFrom(numpy_helper.from_array(slope.reshape(-1), n.input[1]))
+        if opset < 7 and n.op_type == "Add" and n.input[1] in inits:
+            n.attribute.append(helper.make_attribute("broadcast", 1))
+        nodes.append(n)
+    del g.node[:]
+    g.node.extend(nodes)
+    del out.opset_import[:]
+    out.opset_import.append(helper.make_opsetid("", opset))
+    # IR 4: initializers need not be listed among the inputs (IR 3 lists them, which makes them
+    # inputs a caller may override: not constants a raise or a quantizer may rewrite)
+    out.ir_version = 4
+    return out
 
 
 def convert(src, dst, to, label, failures):
@@ -291,11 +358,57 @@ def main():
                     failures.append(f"{label}: outputs differ")
                     continue
                 real += 1
+        legacies = 0
+        for model_dir in sorted(glob.glob(os.path.join(SHARED, "models", "mtcnn_*"))):
+            name = os.path.basename(model_dir)
+            original = os.path.join(model_dir, "model.onnx")
+            data = os.path.join(model_dir, "test_data_set_0")
+            m = onnx.load(original)
+            inputs = [i.name for i in m.graph.input if i.name not in {t.name for t in m.graph.initializer}]
+            feeds = {n: read_pb(os.path.join(data, f"input_{k}.pb")) for k, n in enumerate(inputs)}
+            want = run(original, feeds)
+            for opset in (6, 8):
+                old = os.path.join(tmp, f"{name}_{opset}.onnx")
+                onnx.save(legacy(m, opset), old)
+                onnx.checker.check_model(old, full_check=True)
+                if opset >= 7:
+                    # onnxruntime runs opset 8: the legacy form itself computes the original's numbers
+                    if not all(np.allclose(g, w, rtol=1e-5, atol=1e-6) for g, w in zip(run(old, feeds), want)):
+                        failures.append(f"{name} written at opset {opset}: the legacy form differs")
+                        continue
+                for to in (13, 21):
+                    label = f"{name} written at opset {opset} -> {to}"
+                    r = convert(old, dst, to, label, failures)
+                    if r is None:
+                        continue
+                    onnx.checker.check_model(dst, full_check=True)
+                    got = run(dst, feeds)
+                    if not all(np.allclose(g, w, rtol=1e-5, atol=1e-6) for g, w in zip(got, want)):
+                        failures.append(f"{label}: outputs differ from the original's")
+                        continue
+                    legacies += 1
+            # quantizing raises it too (to 13, for int8 weights per channel), and verifies
+            old = os.path.join(tmp, f"{name}_6.onnx")
+            quantized = os.path.join(tmp, f"{name}_6_int8.onnx")
+            proc = subprocess.run([MDEPLOY, "optimize", old, "-o", quantized, "-q", "--int8", "static",
+                                   "--int8-placement", "all", "--data", data, "--json"],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                failures.append(f"{name} written at opset 6, int8 static: exit {proc.returncode}: "
+                                f"{proc.stderr.strip()[:300]}")
+                continue
+            if opset_of(onnx.load(quantized)) != 13:
+                failures.append(f"{name} written at opset 6, int8 static: not raised to 13")
+                continue
+            legacies += 1
     if real == 0:
         failures.append(f"no real model below opset 13 found in {SHARED}/models")
+    if legacies == 0:
+        failures.append(f"no mtcnn model found in {SHARED}/models")
     print(f"opset raise from old opsets: {raised} raised models equal their originals in onnxruntime, "
           f"{len(refusals())} refusals checked; {real} raises of the real models below opset 13 give "
-          f"bit-exact outputs; {len(failures)} failed")
+          f"bit-exact outputs; {legacies} raises and quantizations of the mtcnn models written at opsets "
+          f"6 and 8 give their outputs; {len(failures)} failed")
     for f in failures:
         print(f"    {f}")
     return 1 if failures else 0
