@@ -62,6 +62,9 @@ pub struct ConvertReport {
     /// The opset raised by `--opset`, when asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub opset_raised: Option<OpsetRaised>,
+    /// Initializers dropped from the graph inputs by `--freeze-initializers`, when asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initializers_frozen: Option<usize>,
 }
 
 /// An opset raised: from, to, and the nodes rewritten to keep their meaning.

@@ -37,6 +37,17 @@ fn lint_graph(model: &Model, g: &GraphProto, label: &str, out: &mut Vec<Finding>
         subject,
         message,
     };
+    let overridable = overridable_initializers(g);
+    if let Some(first) = overridable.first() {
+        out.push(finding(
+            "overridable_initializers",
+            first.clone(),
+            format!(
+                "{} initializers ('{first}', ...) are also graph inputs (as IR 3 listed every weight), which a caller may override: no pass folds them and no quantization takes them as weights; `mdeploy convert --freeze-initializers` makes them constants",
+                overridable.len()
+            ),
+        ));
+    }
     for name in graph.unused_initializers() {
         out.push(finding(
             "unused_initializer",
@@ -89,6 +100,35 @@ fn lint_graph(model: &Model, g: &GraphProto, label: &str, out: &mut Vec<Finding>
             lint_graph(model, sg, &name, out);
         }
     }
+}
+
+/// The initializers of `g` that a graph input of the same name overrides, in file order.
+pub fn overridable_initializers(g: &GraphProto) -> Vec<String> {
+    let inputs: HashSet<&str> = g.input.iter().map(|i| i.name()).collect();
+    g.initializer
+        .iter()
+        .map(|t| t.name())
+        .filter(|n| inputs.contains(n))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Drops from `model`'s graph inputs those an initializer also defines, making the initializers
+/// constants (IR 4 and later allow initializers that are not inputs; an older IR version is
+/// raised to 4). Returns their number.
+pub fn freeze_initializers(model: &mut Model) -> usize {
+    let frozen: HashSet<String> = overridable_initializers(model.graph())
+        .into_iter()
+        .collect();
+    if frozen.is_empty() {
+        return 0;
+    }
+    model
+        .graph_mut()
+        .input
+        .retain(|i| !frozen.contains(i.name()));
+    model.proto.ir_version = Some(model.proto.ir_version().max(4));
+    frozen.len()
 }
 
 /// Why an op is not provided by the model's opset imports, if it is not.

@@ -22,6 +22,7 @@ enum Target {
   mdeploy convert model.onnx -o model.normalized.onnx
   mdeploy convert model.onnx -o fixed.onnx --input-shape batch=1
   mdeploy convert model.onnx -o model.opset21.onnx --opset 21
+  mdeploy convert resnet50-v1-7.onnx -o resnet50.onnx --freeze-initializers --opset 13
   mdeploy convert model.onnx -o model.nnef.tgz --to nnef --input-shape input=1,3,224,224")]
 pub struct ConvertArgs {
     /// The ONNX model to import.
@@ -42,6 +43,11 @@ pub struct ConvertArgs {
     /// keeps its meaning; nodes whose form changed are rewritten, anything else is refused.
     #[arg(long, value_name = "N")]
     opset: Option<i64>,
+    /// Make initializers that are also graph inputs constants: IR 3 listed every weight among
+    /// the inputs, which lets a caller override it, so no pass folds it and no quantization
+    /// takes it as a weight. Drops them from the inputs (and raises an IR version below 4).
+    #[arg(long)]
+    freeze_initializers: bool,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -58,6 +64,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         },
         external_data: args.external_data,
         opset: args.opset,
+        freeze_initializers: args.freeze_initializers,
     };
     let doc = convert_file(&req, printer.progress())?;
     for f in &doc.lint {
@@ -73,6 +80,11 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         printer.note(&format!(
             "warning: no type or shape rules for {}; what depends on them is not recorded",
             ops.join(", ")
+        ));
+    }
+    if let Some(n) = report.initializers_frozen {
+        printer.note(&format!(
+            "{n} initializers dropped from the graph inputs: they are constants now"
         ));
     }
     if let Some(r) = report.opset_raised.as_ref().filter(|r| r.from != r.to) {

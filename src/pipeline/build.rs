@@ -216,11 +216,12 @@ impl Builder<'_> {
         data.engines()?;
 
         // convert
-        let key = self.key(
-            "convert",
-            json!({"input_shapes": c.model.input_shapes, "external_data": c.optimize.external_data}),
-            &[&source],
-        )?;
+        let mut settings = json!({"input_shapes": c.model.input_shapes, "external_data": c.optimize.external_data});
+        if c.model.freeze_initializers {
+            // only where set: the stages of builds without it keep their keys
+            settings["freeze_initializers"] = json!(true);
+        }
+        let key = self.key("convert", settings, &[&source])?;
         let convert_req = ConvertRequest {
             input: source.clone(),
             output: converted.clone(),
@@ -228,6 +229,7 @@ impl Builder<'_> {
             to: ConvertTarget::Onnx,
             external_data: c.optimize.external_data,
             opset: None,
+            freeze_initializers: c.model.freeze_initializers,
         };
         let convert_report = convert_dir.join("report.json");
         self.stage("convert", key, &[&converted, &convert_report], |progress| {

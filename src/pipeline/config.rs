@@ -47,6 +47,10 @@ pub struct ModelSection {
     /// Fixed dims, as `--input-shape`: `["input=1,3,224,224"]` or `["batch=1"]`.
     #[serde(default)]
     pub input_shapes: Vec<String>,
+    /// Make initializers also listed as graph inputs constants, as `convert
+    /// --freeze-initializers`.
+    #[serde(default)]
+    pub freeze_initializers: bool,
 }
 
 /// Int8 quantization modes (`optimize --int8`, a build's `int8`).

@@ -41,6 +41,8 @@ pub struct ConvertRequest {
     pub external_data: bool,
     /// Raise the default-domain opset to this (where that keeps every node's meaning).
     pub opset: Option<i64>,
+    /// Drop initializers from the graph inputs, making them constants.
+    pub freeze_initializers: bool,
 }
 
 /// The convert report (`mdeploy.convert/2`).
@@ -69,6 +71,9 @@ pub fn convert_file(
     }
     progress.on_start("convert", 3);
     let mut model = Model::load(&req.input)?;
+    let frozen = req
+        .freeze_initializers
+        .then(|| crate::lint::freeze_initializers(&mut model));
     let findings = lint(&model);
     progress.on_advance(1);
     let raised = match req.opset {
@@ -79,6 +84,7 @@ pub fn convert_file(
         anyhow::Error::new(e).context(format!("converting {}", req.input.display()))
     })?;
     report.opset_raised = raised;
+    report.initializers_frozen = frozen;
     progress.on_advance(1);
     let written = match req.to {
         ConvertTarget::Onnx => {

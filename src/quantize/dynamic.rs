@@ -334,7 +334,9 @@ impl Quantizer<'_> {
             }
             let w =
                 super::weights::matrix(self.ctx, graph, outer, b, attr_i(node, "transB", 0) != 0)?
-                    .ok_or("its B is not a constant")?;
+                    .ok_or_else(|| {
+                        super::weights::not_constant(graph, b, "its B is not a constant")
+                    })?;
             (a.clone(), Side::Right, w)
         } else {
             match (
@@ -343,7 +345,15 @@ impl Quantizer<'_> {
             ) {
                 (Some(w), _) => (a.clone(), Side::Right, w),
                 (None, Some(w)) => (b.clone(), Side::Left, w),
-                (None, None) => return Err("neither side is a constant weight".into()),
+                (None, None) => {
+                    let overridden = [b, a]
+                        .into_iter()
+                        .find_map(|v| super::weights::overridable_behind(graph, v));
+                    return Err(overridden.map_or_else(
+                        || "neither side is a constant weight".into(),
+                        |n| super::weights::overridable(&n),
+                    ));
+                }
             }
         };
         if self.facts.rank(&activation).is_none_or(|r| r < 2) {

@@ -496,3 +496,30 @@ fn rounds_quantize_each_weight_once_and_reuse_only_the_same_values() {
     assert_ne!(shared.proto, first.proto);
     assert_eq!(options.memo.computed(), 6);
 }
+
+/// A weight that is an initializer also listed as a graph input (as IR 3 listed every weight) is
+/// one a caller may override: it stays float, and the reason says so and how to make it a
+/// constant. Frozen (`lint::freeze_initializers`), the same model quantizes.
+#[test]
+fn a_weight_a_graph_input_overrides_stays_float_and_says_why() {
+    let mut proto = matmul(false);
+    let graph = proto.graph.as_mut().unwrap();
+    let w = graph.initializer[0].clone();
+    graph.input.push(crate::graph::builder::value_info(
+        w.name(),
+        DataType::Float,
+        &["32", "16"],
+    ));
+    let mut m = model(proto);
+    let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
+    assert!(report.quantized.is_empty());
+    let why = &report.kept_float[0].reason;
+    assert!(
+        why.contains("'W'") && why.contains("--freeze-initializers"),
+        "{why}"
+    );
+    assert_eq!(crate::lint::freeze_initializers(&mut m), 1);
+    assert!(m.graph().input.iter().all(|i| i.name() != "W"));
+    let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
+    assert_eq!(report.quantized.len(), 1);
+}

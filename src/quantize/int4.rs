@@ -275,10 +275,15 @@ impl Quantizer<'_> {
         else {
             return Err(
                 match super::weights::constant_behind(graph, outer, &node.input[0]) {
-                    Some(_) => "its weight is on the left: the 4-bit kernel takes it on the right",
-                    None => "its B is not a constant",
-                }
-                .into(),
+                    Some(_) => {
+                        "its weight is on the left: the 4-bit kernel takes it on the right".into()
+                    }
+                    None => super::weights::not_constant(
+                        graph,
+                        &node.input[1],
+                        "its B is not a constant",
+                    ),
+                },
             );
         };
         if w.values.len() < MIN_WEIGHT_ELEMENTS {

@@ -38,7 +38,9 @@ use serde::{Deserialize, Serialize};
 
 use super::QuantizeError;
 use super::placement::{Candidate, Placement, size, slower_in_int8};
-use super::weights::{WeightRange, constant_behind, quantize_symmetric};
+use super::weights::{
+    WeightRange, constant_behind, overridable, overridable_behind, quantize_symmetric,
+};
 use super::{KeptFloat, QuantizedNode};
 use crate::graph::builder::{attr_int, raw_tensor, tensor_f32};
 use crate::graph::{Graph, node_label};
@@ -586,12 +588,17 @@ fn plan_node(
         return Err("its input is a constant".into());
     }
     let no_outer = HashMap::new();
-    let weight = constant_behind(graph, &no_outer, w).ok_or_else(|| match node.op_type() {
-        "MatMul" if constant_behind(graph, &no_outer, x).is_some() => {
-            "its weight is on the left".to_string()
+    let weight = constant_behind(graph, &no_outer, w).ok_or_else(|| {
+        if let Some(n) = overridable_behind(graph, w) {
+            return overridable(&n);
         }
-        "MatMul" => "a product of two activations (attention) stays float".to_string(),
-        _ => "its weight is not a constant".to_string(),
+        match node.op_type() {
+            "MatMul" if constant_behind(graph, &no_outer, x).is_some() => {
+                "its weight is on the left".to_string()
+            }
+            "MatMul" => "a product of two activations (attention) stays float".to_string(),
+            _ => "its weight is not a constant".to_string(),
+        }
     })?;
     let rank = weight.dims.len();
     let axis = match node.op_type() {

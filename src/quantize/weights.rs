@@ -17,6 +17,35 @@ use crate::onnx::proto::TensorProto;
 
 /// The constant behind `value`: an initializer or Constant node of `graph`, or of an enclosing
 /// graph (`outer`), reached through Identity and Cast-to-float nodes.
+/// Why a weight that is an initializer also listed among the graph inputs (as IR 3 listed every
+/// initializer) is no constant: a caller may feed another value.
+pub fn overridable(name: &str) -> String {
+    format!(
+        "its weight '{name}' is an initializer also listed as a graph input, which a caller may override (`mdeploy convert --freeze-initializers` makes such weights constants)"
+    )
+}
+
+/// The initializer a graph input overrides that `value` is (behind Identity or a Cast), if any.
+pub fn overridable_behind(graph: &Graph, value: &str) -> Option<String> {
+    let mut name = value.to_string();
+    for _ in 0..16 {
+        if graph.initializer(&name).is_some() && graph.is_input(&name) {
+            return Some(name);
+        }
+        let p = graph.producer(&name)?;
+        if !matches!(p.op_type(), "Identity" | "Cast") || p.input.is_empty() {
+            return None;
+        }
+        name = p.input[0].clone();
+    }
+    None
+}
+
+/// Why `value` is no constant weight: an initializer a graph input overrides, or `otherwise`.
+pub fn not_constant(graph: &Graph, value: &str, otherwise: &str) -> String {
+    overridable_behind(graph, value).map_or_else(|| otherwise.to_string(), |n| overridable(&n))
+}
+
 pub fn constant_behind(
     graph: &Graph,
     outer: &HashMap<String, TensorProto>,

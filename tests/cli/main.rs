@@ -271,6 +271,75 @@ fn convert_raises_the_opset_only_where_it_can() {
     assert!(!out.exists());
 }
 
+/// A real model written as IR 3 wrote it (every initializer also a graph input, which a caller
+/// may override): the lint says so, quantization leaves its weights float saying why, and
+/// `convert --freeze-initializers` makes them constants, which then quantize.
+#[test]
+fn frozen_initializers_become_weights_to_quantize() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::real_model("mtcnn_rnet");
+    let dir = dir.parent().unwrap();
+    let data = dir.join("test_data_set_0");
+    let mut proto = Model::load(&dir.join("model.onnx")).unwrap().proto;
+    proto.ir_version = Some(3);
+    let g = proto.graph.as_mut().unwrap();
+    let listed: Vec<_> = g
+        .initializer
+        .iter()
+        .map(|t| {
+            let dims: Vec<String> = t.dims.iter().map(i64::to_string).collect();
+            let dims: Vec<&str> = dims.iter().map(String::as_str).collect();
+            mdeploy::graph::builder::value_info(t.name(), mdeploy::onnx::DataType::Float, &dims)
+        })
+        .collect();
+    let weights = listed.len();
+    g.input.extend(listed);
+    let old = write_model(tmp.path(), "ir3.onnx", proto);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let quantize = |model: &Path, out: &Path| {
+        json_ok(&mdeploy(&[
+            "optimize",
+            &s(model),
+            "-o",
+            &s(out),
+            "--int8",
+            "dynamic",
+            "--data",
+            &s(&data),
+            "--json",
+        ]))
+    };
+    let d = quantize(&old, &tmp.path().join("q_ir3.onnx"));
+    let q = &d["quantize"];
+    assert_eq!(q["quantized"].as_array().unwrap().len(), 0, "{q}");
+    let why = q["kept_float"][0]["reason"].as_str().unwrap();
+    assert!(why.contains("--freeze-initializers"), "{why}");
+    let frozen = tmp.path().join("frozen.onnx");
+    let d = json_ok(&mdeploy(&[
+        "convert",
+        &s(&old),
+        "-o",
+        &s(&frozen),
+        "--freeze-initializers",
+        "--json",
+    ]));
+    assert_eq!(d["report"]["initializers_frozen"], weights);
+    assert!(d["lint"].as_array().unwrap().is_empty(), "{}", d["lint"]);
+    let m = Model::load(&frozen).unwrap();
+    assert_eq!(m.graph().input.len(), 1);
+    assert!(m.proto.ir_version() >= 4);
+    assert_runs_like_reference(&frozen, &data);
+    let kept = tmp.path().join("kept.onnx");
+    let lint = json_ok(&mdeploy(&["convert", &s(&old), "-o", &s(&kept), "--json"]));
+    assert_eq!(lint["lint"][0]["kind"], "overridable_initializers");
+    let d = quantize(&frozen, &tmp.path().join("q.onnx"));
+    assert!(
+        !d["quantize"]["quantized"].as_array().unwrap().is_empty(),
+        "{}",
+        d["quantize"]
+    );
+}
+
 #[test]
 fn convert_fixes_named_dims() {
     let (_, path) = common::real_models()
