@@ -365,6 +365,13 @@ fn render_fp16(stage: &mdeploy::quantize::Fp16Stage) -> String {
             cal.origin, cal.samples
         );
     }
+    if let Some(first) = c.overridable_weights.first() {
+        let _ = write!(
+            s,
+            "\n  kept float32: {} weights ('{first}', ...) that are also graph inputs, which a caller may override (`mdeploy convert --freeze-initializers` makes them constants)",
+            c.overridable_weights.len()
+        );
+    }
     for k in c.kept_float32.iter().take(20) {
         let _ = write!(s, "\n  kept float32: {}: {}", k.node, k.reason);
     }

@@ -113,6 +113,10 @@ pub struct Fp16Report {
     /// Values pinned to float32 because calibration saw them near float16's limit.
     #[serde(deserialize_with = "crate::json::map_f32_inf_if_null")]
     pub overflowing_values: BTreeMap<String, f32>,
+    /// float32 initializers of the main graph that are also graph inputs (as IR 3 listed every
+    /// weight): a caller may override them, so they stay float32 and are cast where read.
+    #[serde(default)]
+    pub overridable_weights: Vec<String>,
     /// The float16 values the main graph's nodes compute, by name (what accuracy is measured
     /// on, node by node).
     #[serde(skip)]
@@ -173,6 +177,17 @@ pub fn convert(model: &mut Model, options: &Fp16Options) -> Result<Fp16Report, Q
     }
     let mut report = converter.report;
     report.converted_outputs.retain(|v| original.contains(v));
+    let float32: HashSet<&str> = model
+        .graph()
+        .initializer
+        .iter()
+        .filter(|t| t.data_type() == DataType::Float.code())
+        .map(|t| t.name())
+        .collect();
+    report.overridable_weights = crate::lint::overridable_initializers(model.graph())
+        .into_iter()
+        .filter(|n| float32.contains(n.as_str()))
+        .collect();
     Ok(report)
 }
 

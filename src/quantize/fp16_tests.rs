@@ -387,3 +387,22 @@ fn readers_of_a_value_of_unknown_type_stay_float32() {
             .any(|k| k.op == "Add" && k.reason.contains("unknown"))
     );
 }
+
+/// A weight that is also a graph input (as IR 3 listed every initializer) may be overridden by a
+/// caller: it stays float32, cast where read, and the report names it.
+#[test]
+fn weights_a_graph_input_overrides_stay_float32_and_are_named() {
+    let mut proto = conv_resize();
+    let g = proto.graph.as_mut().unwrap();
+    g.input.push(crate::graph::builder::value_info(
+        "W",
+        DataType::Float,
+        &["3", "2", "3", "3"],
+    ));
+    let mut m = model(proto);
+    let report = convert(&mut m, &Fp16Options::default()).unwrap();
+    assert_eq!(report.overridable_weights, ["W"]);
+    assert_eq!(elem_type_of(&m, "W"), Some(DataType::Float));
+    assert_eq!(elem_type_of(&m, "B"), Some(DataType::Float16));
+    crate::graph::check_model(&m).unwrap();
+}
