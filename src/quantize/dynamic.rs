@@ -135,38 +135,35 @@ impl Quantizer<'_> {
             }
             let label = node_label(&node, i);
             if node.op_type() == "Gather" {
-                // an embedding table: only a large constant one is worth it; others are not
-                // reported (most Gathers index shapes)
-                let Some(table) =
-                    super::embedding::table(self.ctx, self.facts, &edit, outer, &node)
-                else {
-                    continue;
+                // an embedding table: int8 rows
+                let keep = super::embedding::Keep {
+                    opset: self.opset,
+                    exclude_nodes: &self.options.exclude_nodes,
+                    exclude_op_types: &self.options.exclude_op_types,
+                    revert: &self.options.revert,
                 };
-                let revert = node.output.first().and_then(|o| self.options.revert.get(o));
-                let refused = super::embedding::refused(
-                    self.opset,
+                let lookup = super::embedding::quantize_lookup(
+                    self.ctx,
+                    self.facts,
+                    &keep,
+                    &mut edit,
+                    outer,
                     &node,
-                    &self.options.exclude_nodes,
-                    &self.options.exclude_op_types,
+                    &label,
+                    &mut added,
+                    &mut written,
                 );
-                match refused.or(revert.cloned()) {
-                    Some(reason) => self.report.kept_float.push(KeptFloat {
+                match lookup {
+                    Some(Ok(quantized)) => {
+                        self.report.quantized.push(quantized);
+                        doomed.push(i);
+                    }
+                    Some(Err(reason)) => self.report.kept_float.push(KeptFloat {
                         node: label,
                         op: node.op_type().into(),
                         reason,
                     }),
-                    None => {
-                        let quantized = super::embedding::rewrite(
-                            &mut edit,
-                            &node,
-                            &label,
-                            &table,
-                            &mut added,
-                            &mut written,
-                        );
-                        self.report.quantized.push(quantized);
-                        doomed.push(i);
-                    }
+                    None => {}
                 }
                 continue;
             }

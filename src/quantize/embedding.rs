@@ -87,6 +87,40 @@ pub fn table_behind(
     (w.values.len() >= MIN_WEIGHT_ELEMENTS).then_some(w)
 }
 
+/// What keeps a table lookup float in a mode that rewrites as it goes (dynamic int8, int4): the
+/// model's opset, the user's exclusions, and the accuracy search's returns.
+pub struct Keep<'a> {
+    pub opset: i64,
+    pub exclude_nodes: &'a HashSet<String>,
+    pub exclude_op_types: &'a HashSet<String>,
+    pub revert: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// `node` rewritten as int8 rows where it is a Gather that looks rows up in an embedding table
+/// ([`table`]) and nothing in `keep` keeps it float: the new nodes go to `added`, the caller
+/// removes `node`. `Err` with the reason it stays float; `None` where it is no table lookup
+/// (not reported: most Gathers index shapes).
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_lookup(
+    ctx: &PassContext,
+    facts: &Inference,
+    keep: &Keep,
+    edit: &mut Graph,
+    outer: &HashMap<String, TensorProto>,
+    node: &NodeProto,
+    label: &str,
+    added: &mut Vec<NodeProto>,
+    written: &mut Written,
+) -> Option<Result<QuantizedNode, String>> {
+    let table = table(ctx, facts, edit, outer, node)?;
+    let returned = node.output.first().and_then(|o| keep.revert.get(o));
+    let kept = refused(keep.opset, node, keep.exclude_nodes, keep.exclude_op_types);
+    Some(match kept.or(returned.cloned()) {
+        Some(reason) => Err(reason),
+        None => Ok(rewrite(edit, node, label, &table, added, written)),
+    })
+}
+
 /// Rewrites `node` (a Gather of `table`, which [`table`] found) as int8 rows: the new nodes go to
 /// `added`, and the caller removes `node`. A table already in `written` is not written again.
 /// Returns what was quantized.

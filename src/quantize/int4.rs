@@ -18,6 +18,11 @@
 //! The model is raised to opset 21 first ([`crate::onnx::upgrade`]), only where that keeps every
 //! node's meaning; otherwise nothing is quantized and the reason is the error.
 //!
+//! Embedding tables (a Gather along axis 0 of a large 2-D constant) become int8 rows with a
+//! scale per row, as dynamic and static int8 write them (`super::embedding`): ONNX's Gather takes
+//! no 4-bit type, and a table read through DequantizeLinear would be dequantized whole on every
+//! run.
+//!
 //! Left alone, and reported: weights on the left (`MatMul(W, X)`: the kernel takes B), weights of
 //! fewer than [`MIN_WEIGHT_ELEMENTS`] elements or fewer rows than a block, Gemm with transA,
 //! nodes the user excludes, and nodes the accuracy search returns to float.
@@ -96,6 +101,7 @@ pub fn quantize(model: &mut Model, options: &Int4Options) -> Result<Int4Report, 
     let facts = Inference::of_model(model);
     let ctx = PassContext::new(model, 0, 0);
     let mut q = Quantizer {
+        opset: model.opset("").unwrap_or(1),
         facts: &facts,
         ctx: &ctx,
         options,
@@ -113,7 +119,8 @@ pub fn quantize(model: &mut Model, options: &Int4Options) -> Result<Int4Report, 
         raise.restore(model);
         return Ok(report);
     }
-    if let Some(why) = raise.refused() {
+    let blocked = report.quantized.iter().any(|n| n.op != "Gather");
+    if let Some(why) = raise.refused().filter(|_| blocked) {
         raise.restore(model);
         return Err(QuantizeError::Unsupported(format!(
             "int4 needs opset {OPSET} and the model cannot be raised to it: {why}"
@@ -125,6 +132,8 @@ pub fn quantize(model: &mut Model, options: &Int4Options) -> Result<Int4Report, 
 }
 
 struct Quantizer<'a> {
+    /// The model's opset, raised where it could be.
+    opset: i64,
     facts: &'a Inference,
     ctx: &'a PassContext,
     options: &'a Int4Options,
@@ -142,14 +151,50 @@ impl Quantizer<'_> {
         let mut added: Vec<NodeProto> = Vec::new();
         // a weight several MatMuls read is stored once: (uint4 values, scale, zero point, SQNR)
         let mut stored: HashMap<String, ([String; 3], f64)> = HashMap::new();
+        // the tables written as int8 rows, each once
+        let mut written = super::weights::Written::new(self.options.memo.clone());
+        let mut doomed = Vec::new();
         for i in 0..edit.nodes().len() {
             let node = edit.nodes()[i].clone();
-            if !matches!(node.op_type(), "MatMul" | "Gemm")
+            if !matches!(node.op_type(), "MatMul" | "Gemm" | "Gather")
                 || !matches!(node.domain(), "" | "ai.onnx")
             {
                 continue;
             }
             let label = node_label(&node, i);
+            if node.op_type() == "Gather" {
+                // an embedding table: int8 rows
+                let keep = super::embedding::Keep {
+                    opset: self.opset,
+                    exclude_nodes: &self.options.exclude_nodes,
+                    exclude_op_types: &self.options.exclude_op_types,
+                    revert: &self.options.revert,
+                };
+                let lookup = super::embedding::quantize_lookup(
+                    self.ctx,
+                    self.facts,
+                    &keep,
+                    &mut edit,
+                    outer,
+                    &node,
+                    &label,
+                    &mut added,
+                    &mut written,
+                );
+                match lookup {
+                    Some(Ok(quantized)) => {
+                        self.report.quantized.push(quantized);
+                        doomed.push(i);
+                    }
+                    Some(Err(reason)) => self.report.kept_float.push(KeptFloat {
+                        node: label,
+                        op: node.op_type().into(),
+                        reason,
+                    }),
+                    None => {}
+                }
+                continue;
+            }
             let Planned { weight, key, bias } = match self.plan(&edit, outer, &node) {
                 Ok(w) => w,
                 Err(reason) => {
@@ -232,6 +277,7 @@ impl Quantizer<'_> {
                 weight_sqnr_db: sqnr,
             });
         }
+        edit.remove_nodes(&doomed);
         edit.proto_mut().node.extend(added);
         edit.sort_topologically()?;
         *g = edit.into_proto();
@@ -630,6 +676,65 @@ mod tests {
         let add = g.node.iter().find(|n| n.op_type() == "Add").unwrap();
         assert_eq!(add.input[1], beta.output[0]);
         assert_eq!(add.output, ["d"]);
+    }
+
+    /// An embedding table becomes int8 rows (ONNX's Gather takes no 4-bit type), the MatMul
+    /// after it blocked uint4; excluded, the table stays float; alone, its rows compute what the
+    /// float table does (tract runs int8 rows).
+    #[test]
+    fn tables_become_int8_rows_beside_blocked_weights() {
+        use crate::graph::builder::ModelBuilder;
+        use crate::quantize::test_models::{one_table, weights};
+        let proto = ModelBuilder::new(17)
+            .input("ids", DataType::Int64, &["2", "5"])
+            .initializer_f32("E", &[40, 64], &weights(2560, 0.05))
+            .initializer_f32("W", &[64, 32], &weights(2048, 0.04))
+            .node("Gather", &["E", "ids"], &["e"])
+            .node("MatMul", &["e", "W"], &["y"])
+            .output("y", DataType::Float, &["2", "5", "32"])
+            .build();
+        let mut m = Model::from_proto(proto.clone(), ".".into());
+        let report = quantize(&mut m, &Int4Options::default()).unwrap();
+        let ops: Vec<&str> = report.quantized.iter().map(|q| q.op.as_str()).collect();
+        assert_eq!(ops, ["Gather", "MatMul"]);
+        let types = |m: &Model| -> Vec<(String, i32)> {
+            m.graph()
+                .initializer
+                .iter()
+                .filter(|t| t.dims.len() == 2)
+                .map(|t| (t.name().to_string(), t.data_type()))
+                .collect()
+        };
+        let int8 = DataType::Int8.code();
+        let uint4 = DataType::Uint4.code();
+        assert!(
+            types(&m)
+                .iter()
+                .any(|(n, t)| n.starts_with('E') && *t == int8)
+        );
+        assert!(
+            types(&m)
+                .iter()
+                .any(|(n, t)| n.starts_with('W') && *t == uint4)
+        );
+        crate::graph::check_model(&m).unwrap();
+        let mut m = Model::from_proto(proto, ".".into());
+        let options = Int4Options {
+            exclude_op_types: ["Gather".to_string()].into(),
+            ..Default::default()
+        };
+        let report = quantize(&mut m, &options).unwrap();
+        assert_eq!(report.quantized.len(), 1);
+        assert_eq!(
+            report.kept_float[0].reason,
+            "excluded by --exclude-op-types"
+        );
+        let before = one_table();
+        let mut m = Model::from_proto(before.clone(), ".".into());
+        let report = quantize(&mut m, &Int4Options::default()).unwrap();
+        assert_eq!(report.quantized[0].op, "Gather");
+        let d = crate::passes::testing::max_difference(&before, &m.proto);
+        assert!(d < 0.01, "int8 rows drifted by {d}");
     }
 
     #[test]
