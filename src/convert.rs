@@ -68,7 +68,7 @@ pub struct ConvertReport {
 }
 
 /// An opset raised: from, to, and the nodes rewritten to keep their meaning.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct OpsetRaised {
     pub from: i64,
     pub to: i64,

@@ -249,6 +249,14 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     let outcome = optimize_file(&req, printer.progress())?;
     let doc = &outcome.document;
     printer.document(doc)?;
+    if let Some(r) = &doc.opset_raised {
+        printer.note(&format!(
+            "opset raised from {} to {} (onnxruntime and tract run no opset below 7; {} nodes rewritten to keep their meaning)",
+            r.from,
+            r.to,
+            r.rewritten.len()
+        ));
+    }
     printer.note(&render(
         &doc.optimize,
         doc.input.bytes,

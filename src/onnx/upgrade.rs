@@ -56,6 +56,22 @@ use crate::onnx::attributes::{attr, attr_i, attr_s};
 /// Reshape's shape as attribute (5) need rewrites not written here.
 pub const MIN_UPGRADE_FROM: i64 = 6;
 
+/// The lowest opset a model is run, written or optimized at: before 7 binary ops broadcast by
+/// attribute and PRelu reads a one-dimensional slope per channel, which neither engine implements
+/// (onnxruntime has no kernels for those versions, tract reads them as numpy broadcasts). A model
+/// at 6 is raised to 7 wherever it is run or written ([`raise_legacy`]).
+pub const LOWEST_KEPT: i64 = 7;
+
+/// Raises `model` to [`LOWEST_KEPT`] where it is below it (and at [`MIN_UPGRADE_FROM`] or
+/// above): what the raise did, or why it could not (and the model is unchanged); `None` for a
+/// model at 7 or above, or below 6.
+pub fn raise_legacy(model: &mut Model) -> Option<Result<Upgrade, Vec<String>>> {
+    let from = model.opset("").unwrap_or(1);
+    (MIN_UPGRADE_FROM..LOWEST_KEPT)
+        .contains(&from)
+        .then(|| upgrade(model, LOWEST_KEPT))
+}
+
 /// The highest opset a model is raised to: the meaning changes up to it are the ones handled
 /// above; later versions' are not reviewed.
 pub const MAX_UPGRADE_TO: i64 = 21;

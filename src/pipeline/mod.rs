@@ -78,7 +78,7 @@ pub fn convert_file(
     progress.on_advance(1);
     let raised = match req.opset {
         Some(to) => Some(raise_opset(&mut model, to, &req.input)?),
-        None => None,
+        None => raise_legacy(&mut model),
     };
     let mut report = normalize(&mut model, &shapes).map_err(|e| {
         anyhow::Error::new(e).context(format!("converting {}", req.input.display()))
@@ -111,6 +111,20 @@ pub fn convert_file(
         report,
         lint: findings,
     })
+}
+
+/// A model at opset 6 raised to 7, which onnxruntime and tract run
+/// ([`crate::onnx::upgrade::raise_legacy`]); `None` where it needs no raise or cannot have one
+/// (it is written at its own opset, and the engines refuse it naming the node).
+pub(crate) fn raise_legacy(model: &mut Model) -> Option<crate::convert::OpsetRaised> {
+    match crate::onnx::upgrade::raise_legacy(model)? {
+        Ok(u) => Some(crate::convert::OpsetRaised {
+            from: u.from,
+            to: u.to,
+            rewritten: u.rewritten,
+        }),
+        Err(_) => None,
+    }
 }
 
 /// Raises `model`'s opset to `to`, or says which nodes stop it (a usage error: the model is

@@ -204,6 +204,9 @@ pub struct OptimizeDocument {
     pub prune: Option<PruneReport>,
     pub quantize: Option<QuantizeReport>,
     pub optimize: OptimizeReport,
+    /// A model at opset 6 raised to 7 before anything else (the lowest opset the engines run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opset_raised: Option<crate::convert::OpsetRaised>,
 }
 
 impl OptimizeDocument {
@@ -364,6 +367,8 @@ pub fn optimize_file(
     // hashed from the mapping saving reads anyway (hashing `original`'s would make a second
     // copy resident)
     let input_sha256 = req.lineage.then(|| model.file_sha256()).flatten();
+    // a model at opset 6 is optimized and written raised to 7, which the engines run
+    let opset_raised = super::raise_legacy(&mut model);
     let shapes = req.data.shapes()?;
     crate::convert::apply_input_shapes(&mut model, &shapes)?;
     let pruning = prune(req, &mut model)?;
@@ -424,6 +429,7 @@ pub fn optimize_file(
         prune: pruning,
         quantize: quantized,
         optimize: report,
+        opset_raised,
     };
     if let Some(samples) = &verification {
         let tolerance = document.verification_tolerance(req.tolerance);

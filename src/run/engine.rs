@@ -12,20 +12,19 @@ use super::ort::OrtRunner;
 use super::{InputDesc, NamedTensor, RunError, Runner};
 use crate::onnx::Model;
 
-/// `model` raised to opset 7 where it is below (from 6): before 7 binary ops broadcast by
-/// attribute and PRelu reads a one-dimensional slope per channel, which neither engine implements
-/// (onnxruntime has no kernels for them, tract reads them as numpy broadcasts). The raise keeps
-/// what every node computes, and every name; `None` for a model at 7 or above (or below 6, left
-/// to the engines).
+/// `model` raised to opset 7 where it is at 6 ([`crate::onnx::upgrade::raise_legacy`]: neither
+/// engine implements the ops' versions before 7). The raise keeps what every node computes, and
+/// every name; `None` for a model at 7 or above (or below 6, left to the engines).
 fn below_opset_7_raised(model: &Model) -> Result<Option<Model>, String> {
     let from = model.opset("").unwrap_or(1);
-    if !(crate::onnx::upgrade::MIN_UPGRADE_FROM..7).contains(&from) {
+    if from >= crate::onnx::upgrade::LOWEST_KEPT {
         return Ok(None);
     }
     let mut raised = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
-    match crate::onnx::upgrade::upgrade(&mut raised, 7) {
-        Ok(_) => Ok(Some(raised)),
-        Err(why) => Err(format!(
+    match crate::onnx::upgrade::raise_legacy(&mut raised) {
+        None => Ok(None),
+        Some(Ok(_)) => Ok(Some(raised)),
+        Some(Err(why)) => Err(format!(
             "its opset {from} is run raised to 7, which would change what it computes: {}",
             why.join("; ")
         )),

@@ -409,10 +409,12 @@ fn every_real_model_verifies_against_its_stored_outputs_in_onnxruntime() {
 /// one-dimensional slope per channel: onnxruntime has no kernels for them, tract read them as
 /// numpy broadcasts. Both engines run such a model raised to 7, which computes the same: every
 /// PyTorch export of the ONNX suite at opset 6 gives its stored outputs in each engine (34 did
-/// not load in onnxruntime, 3 PRelus failed in tract).
+/// not load in onnxruntime, 3 PRelus failed in tract). `convert` writes it raised to 7, and the
+/// file gives them too.
 #[test]
 fn models_at_opset_6_give_their_stored_outputs_in_both_engines() {
     require_ort();
+    let tmp = tempfile::tempdir().unwrap();
     let mut checked = 0;
     for path in common::conformance_models() {
         let dir = path.parent().unwrap();
@@ -442,6 +444,20 @@ fn models_at_opset_6_give_their_stored_outputs_in_both_engines() {
                 stderr(&o)
             );
         }
+        let raised = tmp.path().join("raised.onnx");
+        let o = mdeploy(&["convert", s(&path), "-o", s(&raised), "--json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(json(&o)["report"]["opset_raised"]["to"], 7);
+        assert_eq!(Model::load(&raised).unwrap().opset(""), Some(7));
+        let o = mdeploy(&[
+            "verify",
+            s(&raised),
+            "--data",
+            s(&dir.join("test_data_set_0")),
+            "--engine",
+            "ort",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         checked += 1;
     }
     assert!(checked >= 100, "only {checked} models at opset 6");
