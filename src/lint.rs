@@ -37,14 +37,21 @@ fn lint_graph(model: &Model, g: &GraphProto, label: &str, out: &mut Vec<Finding>
         subject,
         message,
     };
-    let overridable = overridable_initializers(g);
+    // a body's inputs are its own parameters: only the main graph's are the caller's
+    let overridable = match label {
+        "main" => overridable_initializers(g),
+        _ => Vec::new(),
+    };
     if let Some(first) = overridable.first() {
+        let which = match overridable.len() {
+            1 => format!("initializer '{first}' is"),
+            n => format!("{n} initializers ('{first}', ...) are"),
+        };
         out.push(finding(
             "overridable_initializers",
             first.clone(),
             format!(
-                "{} initializers ('{first}', ...) are also graph inputs (as IR 3 listed every weight), which a caller may override: no pass folds them and no quantization takes them as weights; `mdeploy convert --freeze-initializers` makes them constants",
-                overridable.len()
+                "{which} also a graph input (as IR 3 listed every weight), which a caller may override: no pass folds it and no quantization takes it as a weight; `mdeploy convert --freeze-initializers` makes such initializers constants"
             ),
         ));
     }

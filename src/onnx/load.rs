@@ -67,6 +67,19 @@ impl Model {
         }
     }
 
+    /// A rewrite of `self` as `proto`, still read from `self`'s file: the tensors it kept are
+    /// slices of that file, which the engines are handed by reference. Its path, length and
+    /// digest are the file's, not the rewrite's.
+    pub fn rewritten(&self, proto: ModelProto) -> Model {
+        Model {
+            proto,
+            path: self.path.clone(),
+            external: ExternalData::new(self.dir().to_path_buf()),
+            file_len: self.file_len,
+            source: self.source.clone(),
+        }
+    }
+
     fn check_header(&self, origin: &Path) -> Result<(), OnnxError> {
         let invalid = |what: String| OnnxError::Invalid {
             path: origin.to_path_buf(),

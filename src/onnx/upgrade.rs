@@ -10,12 +10,16 @@
 //!   axes); from 7 they broadcast as numpy does, from the last axes. The attributes are dropped,
 //!   and where `axis` aligned B elsewhere, B gains the trailing axes of 1 that put it there (an
 //!   Unsqueeze). PRelu-6's one-dimensional slope is per channel (axis 1) where PRelu-7's would
-//!   align with the last axis: it gains the same trailing axes. Gemm's `broadcast` goes (C
+//!   align with the last axis: it gains the same trailing axes (a slope of higher rank is kept
+//!   where numpy puts it on axis 1 alone, and refused otherwise). Gemm's `broadcast` goes (C
 //!   broadcasts as numpy since 7);
-//! - attributes that meant nothing in inference are dropped: Dropout's and BatchNormalization's
-//!   `is_test` (7; a BatchNormalization-6 that is not `is_test` normalizes with its batch's
-//!   statistics, and is refused), the recurrent ops' `output_sequence` (7), BatchNormalization's
-//!   `spatial` where it is 1 (9; 0, statistics per element, is refused);
+//! - attributes that meant nothing in inference are dropped: Dropout's `is_test` (7; in inference
+//!   a Dropout passes its input through whatever it says, as the engines run every version),
+//!   BatchNormalization's `is_test` (7; one that is not `is_test` normalizes with its batch's
+//!   statistics, and is refused; one that is keeps only its output where its statistics outputs
+//!   are not read, since from 7 those outputs mean training mode, and is refused where they are),
+//!   the recurrent ops' `output_sequence` (7), BatchNormalization's `spatial` where it is 1 (9;
+//!   0, statistics per element, is refused);
 //! - attributes that became inputs are moved to constant inputs: Upsample's scales (9), Slice's
 //!   starts, ends and axes and TopK's k (10), Clip's min and max and Pad's pads and value (11), Dropout's ratio (12),
 //!   Split's sizes and the axes of Squeeze, Unsqueeze and ReduceSum (13), the other reductions'
@@ -70,6 +74,25 @@ pub fn raise_legacy(model: &mut Model) -> Option<Result<Upgrade, Vec<String>>> {
     (MIN_UPGRADE_FROM..LOWEST_KEPT)
         .contains(&from)
         .then(|| upgrade(model, LOWEST_KEPT))
+}
+
+/// Whether `model` (its bodies included) has a node whose meaning changed at opset 7: a binary
+/// op with a legacy `broadcast`, a PRelu (its slope), a BatchNormalization (`is_test`, whose
+/// default is training mode), a Dropout with `is_test`.
+pub fn has_legacy_forms(model: &Model) -> bool {
+    fn graph(g: &GraphProto) -> bool {
+        g.node.iter().any(|n| {
+            let legacy = match n.op_type() {
+                op if LEGACY_BROADCAST.contains(&op) => attr(n, "broadcast").is_some(),
+                "PRelu" | "BatchNormalization" => true,
+                "Dropout" => attr(n, "is_test").is_some(),
+                _ => false,
+            };
+            (legacy && matches!(normalize_domain(n.domain()), ""))
+                || crate::graph::subgraphs(n).any(graph)
+        })
+    }
+    graph(model.graph())
 }
 
 /// The highest opset a model is raised to: the meaning changes up to it are the ones handled
@@ -347,8 +370,18 @@ impl Raise<'_> {
         }
         if crosses(7) && op == "BatchNormalization" {
             let statistics = node.output.iter().skip(1).any(|o| !o.is_empty());
-            if attr_i(&node, "is_test", 0) == 0 && !statistics {
+            let is_test = attr_i(&node, "is_test", 0) != 0;
+            if !is_test && !statistics {
                 return Err("a BatchNormalization-6 without is_test normalizes with its batch's own statistics (training mode)".into());
+            }
+            if is_test && statistics {
+                // from 7 named statistics outputs ask for training mode: in test mode they are
+                // dropped where nothing reads them
+                if node.output.iter().skip(1).any(|o| self.read.contains(o)) {
+                    return Err("a BatchNormalization-6 in test mode whose statistics outputs are read: from 7 those outputs mean training mode".into());
+                }
+                node.output.truncate(1);
+                changed = true;
             }
         }
         if crosses(9) && op == "BatchNormalization" && attr_i(&node, "spatial", 1) == 0 {
@@ -488,7 +521,13 @@ impl Raise<'_> {
         let (true, Some(axis)) = (broadcast, axis) else {
             return Ok(changed);
         };
-        let (a, b) = (node.input[0].clone(), node.input[1].clone());
+        let [a, b] = &node.input[..] else {
+            return Err(format!(
+                "it has {} inputs where its legacy broadcast needs two",
+                node.input.len()
+            ));
+        };
+        let (a, b) = (a.clone(), b.clone());
         let (Some(ra), Some(rb)) = (self.facts.rank(&a), self.facts.rank(&b)) else {
             return Err(format!(
                 "its legacy broadcast aligns '{b}' at axis {axis} of '{a}', and inference does not know both ranks"
@@ -516,23 +555,39 @@ impl Raise<'_> {
         added: &mut Vec<TensorProto>,
         before: &mut Vec<NodeProto>,
     ) -> Result<bool, String> {
-        let (x, slope) = (node.input[0].clone(), node.input[1].clone());
-        let one = |d: &crate::infer::Dim| d.as_const() == Some(1);
-        match self.facts.shape(&slope) {
-            Some([d]) if one(d) => return Ok(false),
-            Some([_]) => {}
-            Some(_) => return Ok(false),
-            None => {
-                return Err(format!(
-                    "PRelu-6 reads a one-dimensional slope per channel, and inference does not know the rank of '{slope}'"
-                ));
-            }
-        }
-        let Some(rx) = self.facts.rank(&x) else {
-            return Err(format!(
-                "PRelu-6 reads a one-dimensional slope per channel, and inference does not know the rank of '{x}'"
-            ));
+        let [x, slope] = &node.input[..] else {
+            return Err(format!("a PRelu with {} inputs", node.input.len()));
         };
+        let (x, slope) = (x.clone(), slope.clone());
+        let one = |d: &crate::infer::Dim| d.as_const() == Some(1);
+        let unknown = |v: &str| {
+            format!(
+                "PRelu-6 reads its slope per channel, and inference does not know the rank of '{v}'"
+            )
+        };
+        let shape = self.facts.shape(&slope).ok_or_else(|| unknown(&slope))?;
+        if shape.iter().all(one) {
+            // one value for every element
+            return Ok(false);
+        }
+        let rx = self.facts.rank(&x).ok_or_else(|| unknown(&x))?;
+        if shape.len() >= 2 {
+            // numpy aligns it at X's last axes: only a slope that varies along X's axis 1
+            // alone, there, means what PRelu-6's per-channel slope did
+            let at = rx as i64 - shape.len() as i64;
+            let per_channel = at >= 0
+                && shape
+                    .iter()
+                    .enumerate()
+                    .all(|(k, d)| at + k as i64 == 1 || one(d));
+            return match per_channel {
+                true => Ok(false),
+                false => Err(format!(
+                    "PRelu-6's slope '{slope}' of rank {} is neither one value nor one per channel of '{x}'",
+                    shape.len()
+                )),
+            };
+        }
         if rx <= 2 {
             // axis 1 is the last one
             return Ok(false);
@@ -944,11 +999,14 @@ mod tests {
             crate::onnx::attributes::attr_ints(&unsqueeze, "axes"),
             Some(vec![1, 2])
         );
-        for dims in [&[1][..], &[4, 5]] {
+        for dims in [&[1][..], &[3, 1, 1], &[1, 3, 1, 1]] {
             let mut m = legacy("PRelu", dims, vec![]);
             upgrade(&mut m, 9).unwrap();
             assert_eq!(aligned(&m), None);
         }
+        // a slope numpy would put on other axes than 1 meant something else at 6
+        let mut m = legacy("PRelu", &[4, 5], vec![]);
+        assert!(upgrade(&mut m, 9).unwrap_err()[0].contains("per channel"));
     }
 
     /// What opsets 7 to 9 changed besides the broadcasts: attributes with no meaning in inference
@@ -1000,6 +1058,20 @@ mod tests {
         assert_eq!(names(&m), ["spatial"]);
         let why = raise(6, "BatchNormalization", &bn, &["y"], vec![], 13).unwrap_err();
         assert!(why[0].contains("training"), "{why:?}");
+        // in test mode, statistics outputs nothing reads are dropped (from 7 they would mean
+        // training mode); read, they are refused
+        let test = || vec![attr_int("is_test", 1)];
+        let m = raise(6, "BatchNormalization", &bn, &["y", "rm", "rv"], test(), 7).unwrap();
+        assert_eq!(m.graph().node[0].output, ["y"]);
+        let mut read = model(6, |b| b.output("rm", DataType::Float, &["3"]));
+        read.graph_mut().node.push(NodeProto {
+            op_type: Some("BatchNormalization".into()),
+            input: bn.iter().map(|s| s.to_string()).collect(),
+            output: vec!["y".into(), "rm".into()],
+            attribute: test(),
+            ..Default::default()
+        });
+        assert!(upgrade(&mut read, 7).unwrap_err()[0].contains("read"));
         let spatial = vec![attr_int("spatial", 0)];
         let why = raise(7, "BatchNormalization", &bn, &["y"], spatial, 13).unwrap_err();
         assert!(why[0].contains("spatial"), "{why:?}");

@@ -71,14 +71,29 @@ pub fn convert_file(
     }
     progress.on_start("convert", 3);
     let mut model = Model::load(&req.input)?;
+    // the raise reads nodes as they are: a malformed one is an error before it
+    crate::graph::check_model(&model).map_err(|e| {
+        anyhow::Error::new(e).context(format!("converting {}", req.input.display()))
+    })?;
     let frozen = req
         .freeze_initializers
         .then(|| crate::lint::freeze_initializers(&mut model));
-    let findings = lint(&model);
+    let mut findings = lint(&model);
     progress.on_advance(1);
     let raised = match req.opset {
         Some(to) => Some(raise_opset(&mut model, to, &req.input)?),
-        None => raise_legacy(&mut model),
+        None => raise_legacy(&mut model).unwrap_or_else(|why| {
+            findings.push(crate::lint::Finding {
+                kind: "opset_not_raised",
+                graph: "main".into(),
+                subject: "opset".into(),
+                message: format!(
+                    "the model stays at opset {}, which onnxruntime has no kernels for, since raising it to 7 would change what it computes: {why}",
+                    model.opset("").unwrap_or(1)
+                ),
+            });
+            None
+        }),
     };
     let mut report = normalize(&mut model, &shapes).map_err(|e| {
         anyhow::Error::new(e).context(format!("converting {}", req.input.display()))
@@ -114,16 +129,19 @@ pub fn convert_file(
 }
 
 /// A model at opset 6 raised to 7, which onnxruntime and tract run
-/// ([`crate::onnx::upgrade::raise_legacy`]); `None` where it needs no raise or cannot have one
-/// (it is written at its own opset, and the engines refuse it naming the node).
-pub(crate) fn raise_legacy(model: &mut Model) -> Option<crate::convert::OpsetRaised> {
-    match crate::onnx::upgrade::raise_legacy(model)? {
-        Ok(u) => Some(crate::convert::OpsetRaised {
+/// ([`crate::onnx::upgrade::raise_legacy`]); `None` where it needs no raise, and why not where
+/// it cannot have one (it stays at its own opset, and the engines refuse it naming the node).
+pub(crate) fn raise_legacy(
+    model: &mut Model,
+) -> Result<Option<crate::convert::OpsetRaised>, String> {
+    match crate::onnx::upgrade::raise_legacy(model) {
+        None => Ok(None),
+        Some(Ok(u)) => Ok(Some(crate::convert::OpsetRaised {
             from: u.from,
             to: u.to,
             rewritten: u.rewritten,
-        }),
-        Err(_) => None,
+        })),
+        Some(Err(why)) => Err(why.join("; ")),
     }
 }
 

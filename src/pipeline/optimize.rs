@@ -367,8 +367,10 @@ pub fn optimize_file(
     // hashed from the mapping saving reads anyway (hashing `original`'s would make a second
     // copy resident)
     let input_sha256 = req.lineage.then(|| model.file_sha256()).flatten();
-    // a model at opset 6 is optimized and written raised to 7, which the engines run
-    let opset_raised = super::raise_legacy(&mut model);
+    // a model at opset 6 is optimized and written raised to 7, which the engines run (one that
+    // cannot be raised stays at 6: the engines refuse it, naming the node, and the
+    // verification says so)
+    let opset_raised = super::raise_legacy(&mut model).ok().flatten();
     let shapes = req.data.shapes()?;
     crate::convert::apply_input_shapes(&mut model, &shapes)?;
     let pruning = prune(req, &mut model)?;

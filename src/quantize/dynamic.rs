@@ -142,29 +142,23 @@ impl Quantizer<'_> {
                     exclude_op_types: &self.options.exclude_op_types,
                     revert: &self.options.revert,
                 };
-                let lookup = super::embedding::quantize_lookup(
-                    self.ctx,
-                    self.facts,
+                let done = super::embedding::Done {
+                    quantized: &mut self.report.quantized,
+                    kept_float: &mut self.report.kept_float,
+                    doomed: &mut doomed,
+                };
+                let (ctx, facts) = (self.ctx, self.facts);
+                super::embedding::quantize_lookup(
+                    ctx,
+                    facts,
                     &keep,
                     &mut edit,
                     outer,
-                    &node,
-                    &label,
+                    (i, &node),
                     &mut added,
                     &mut written,
+                    done,
                 );
-                match lookup {
-                    Some(Ok(quantized)) => {
-                        self.report.quantized.push(quantized);
-                        doomed.push(i);
-                    }
-                    Some(Err(reason)) => self.report.kept_float.push(KeptFloat {
-                        node: label,
-                        op: node.op_type().into(),
-                        reason,
-                    }),
-                    None => {}
-                }
                 continue;
             }
             let plan = match self.plan(&edit, outer, &node) {

@@ -18,10 +18,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::QuantizedNode;
 use super::weights::{
     MIN_WEIGHT_ELEMENTS, Matrix, QuantizedWeight, Side, WeightRange, WeightUse, Written,
 };
+use super::{KeptFloat, QuantizedNode};
 use crate::graph::Graph;
 use crate::graph::builder::attr_int;
 use crate::infer::Inference;
@@ -96,10 +96,18 @@ pub struct Keep<'a> {
     pub revert: &'a std::collections::BTreeMap<String, String>,
 }
 
-/// `node` rewritten as int8 rows where it is a Gather that looks rows up in an embedding table
-/// ([`table`]) and nothing in `keep` keeps it float: the new nodes go to `added`, the caller
-/// removes `node`. `Err` with the reason it stays float; `None` where it is no table lookup
-/// (not reported: most Gathers index shapes).
+/// Where a mode that rewrites as it goes records what it did: the nodes quantized and kept
+/// float, and the indices of the nodes its rewrites replace (removed after the pass).
+pub struct Done<'a> {
+    pub quantized: &'a mut Vec<QuantizedNode>,
+    pub kept_float: &'a mut Vec<KeptFloat>,
+    pub doomed: &'a mut Vec<usize>,
+}
+
+/// `node` (at index `i`) rewritten as int8 rows where it is a Gather that looks rows up in an
+/// embedding table ([`table`]) and nothing in `keep` keeps it float (the new nodes go to
+/// `added`), or kept float with the reason, recorded in `done`. Other Gathers (most index
+/// shapes) are left alone and not reported.
 #[allow(clippy::too_many_arguments)]
 pub fn quantize_lookup(
     ctx: &PassContext,
@@ -107,18 +115,29 @@ pub fn quantize_lookup(
     keep: &Keep,
     edit: &mut Graph,
     outer: &HashMap<String, TensorProto>,
-    node: &NodeProto,
-    label: &str,
+    (i, node): (usize, &NodeProto),
     added: &mut Vec<NodeProto>,
     written: &mut Written,
-) -> Option<Result<QuantizedNode, String>> {
-    let table = table(ctx, facts, edit, outer, node)?;
+    done: Done,
+) {
+    let Some(table) = table(ctx, facts, edit, outer, node) else {
+        return;
+    };
+    let label = crate::graph::node_label(node, i);
     let returned = node.output.first().and_then(|o| keep.revert.get(o));
     let kept = refused(keep.opset, node, keep.exclude_nodes, keep.exclude_op_types);
-    Some(match kept.or(returned.cloned()) {
-        Some(reason) => Err(reason),
-        None => Ok(rewrite(edit, node, label, &table, added, written)),
-    })
+    match kept.or(returned.cloned()) {
+        Some(reason) => done.kept_float.push(KeptFloat {
+            node: label,
+            op: node.op_type().into(),
+            reason,
+        }),
+        None => {
+            let quantized = rewrite(edit, node, &label, &table, added, written);
+            done.quantized.push(quantized);
+            done.doomed.push(i);
+        }
+    }
 }
 
 /// Rewrites `node` (a Gather of `table`, which [`table`] found) as int8 rows: the new nodes go to

@@ -16,7 +16,8 @@
 //! not run 4-bit types: results are measured and verified with onnxruntime.
 //!
 //! The model is raised to opset 21 first ([`crate::onnx::upgrade`]), only where that keeps every
-//! node's meaning; otherwise nothing is quantized and the reason is the error.
+//! node's meaning; otherwise no MatMul is quantized and the reason is the error (where only
+//! tables would be, they are written as int8 rows at the model's own opset).
 //!
 //! Embedding tables (a Gather along axis 0 of a large 2-D constant) become int8 rows with a
 //! scale per row, as dynamic and static int8 write them (`super::embedding`): ONNX's Gather takes
@@ -170,29 +171,23 @@ impl Quantizer<'_> {
                     exclude_op_types: &self.options.exclude_op_types,
                     revert: &self.options.revert,
                 };
-                let lookup = super::embedding::quantize_lookup(
-                    self.ctx,
-                    self.facts,
+                let done = super::embedding::Done {
+                    quantized: &mut self.report.quantized,
+                    kept_float: &mut self.report.kept_float,
+                    doomed: &mut doomed,
+                };
+                let (ctx, facts) = (self.ctx, self.facts);
+                super::embedding::quantize_lookup(
+                    ctx,
+                    facts,
                     &keep,
                     &mut edit,
                     outer,
-                    &node,
-                    &label,
+                    (i, &node),
                     &mut added,
                     &mut written,
+                    done,
                 );
-                match lookup {
-                    Some(Ok(quantized)) => {
-                        self.report.quantized.push(quantized);
-                        doomed.push(i);
-                    }
-                    Some(Err(reason)) => self.report.kept_float.push(KeptFloat {
-                        node: label,
-                        op: node.op_type().into(),
-                        reason,
-                    }),
-                    None => {}
-                }
                 continue;
             }
             let Planned { weight, key, bias } = match self.plan(&edit, outer, &node) {

@@ -15,8 +15,6 @@ use crate::onnx::DataType;
 use crate::onnx::attributes::attr_i;
 use crate::onnx::proto::TensorProto;
 
-/// The constant behind `value`: an initializer or Constant node of `graph`, or of an enclosing
-/// graph (`outer`), reached through Identity and Cast-to-float nodes.
 /// Why a weight that is an initializer also listed among the graph inputs (as IR 3 listed every
 /// initializer) is no constant: a caller may feed another value.
 pub fn overridable(name: &str) -> String {
@@ -25,7 +23,8 @@ pub fn overridable(name: &str) -> String {
     )
 }
 
-/// The initializer a graph input overrides that `value` is (behind Identity or a Cast), if any.
+/// The initializer a graph input overrides that `value` is (behind Identity or a Cast to float),
+/// if any.
 pub fn overridable_behind(graph: &Graph, value: &str) -> Option<String> {
     let mut name = value.to_string();
     for _ in 0..16 {
@@ -33,7 +32,7 @@ pub fn overridable_behind(graph: &Graph, value: &str) -> Option<String> {
             return Some(name);
         }
         let p = graph.producer(&name)?;
-        if !matches!(p.op_type(), "Identity" | "Cast") || p.input.is_empty() {
+        if !follows(p) || p.input.is_empty() {
             return None;
         }
         name = p.input[0].clone();
@@ -41,11 +40,22 @@ pub fn overridable_behind(graph: &Graph, value: &str) -> Option<String> {
     None
 }
 
+/// Whether a weight is read through `p` as it is: an Identity, or a Cast to float.
+fn follows(p: &crate::onnx::proto::NodeProto) -> bool {
+    match p.op_type() {
+        "Identity" => true,
+        "Cast" => attr_i(p, "to", 0) == i64::from(DataType::Float.code()),
+        _ => false,
+    }
+}
+
 /// Why `value` is no constant weight: an initializer a graph input overrides, or `otherwise`.
 pub fn not_constant(graph: &Graph, value: &str, otherwise: &str) -> String {
     overridable_behind(graph, value).map_or_else(|| otherwise.to_string(), |n| overridable(&n))
 }
 
+/// The constant behind `value`: an initializer or Constant node of `graph`, or of an enclosing
+/// graph (`outer`), reached through Identity and Cast-to-float nodes.
 pub fn constant_behind(
     graph: &Graph,
     outer: &HashMap<String, TensorProto>,
@@ -60,12 +70,7 @@ pub fn constant_behind(
             return outer.get(&name).cloned();
         }
         let p = graph.producer(&name)?;
-        let through = match p.op_type() {
-            "Identity" => true,
-            "Cast" => attr_i(p, "to", 0) == i64::from(DataType::Float.code()),
-            _ => false,
-        };
-        if !through || p.input.is_empty() {
+        if !follows(p) || p.input.is_empty() {
             return None;
         }
         name = p.input[0].clone();

@@ -458,9 +458,62 @@ fn models_at_opset_6_give_their_stored_outputs_in_both_engines() {
             "ort",
         ]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        if checked == 0 {
+            // optimize writes it raised too, and its report says so and reads back
+            let out = tmp.path().join("optimized.onnx");
+            let report = tmp.path().join("report.json");
+            let o = mdeploy(&[
+                "optimize",
+                s(&path),
+                "-o",
+                s(&out),
+                "--data",
+                s(&dir.join("test_data_set_0")),
+                "--report",
+                s(&report),
+            ]);
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            assert_eq!(Model::load(&out).unwrap().opset(""), Some(7));
+            let bytes = std::fs::read(&report).unwrap();
+            let doc = mdeploy::pipeline::OptimizeDocument::from_json(&bytes, &report).unwrap();
+            let raised = doc.opset_raised.expect("opset_raised in the report");
+            assert_eq!((raised.from, raised.to), (6, 7));
+        }
         checked += 1;
     }
     assert!(checked >= 100, "only {checked} models at opset 6");
+}
+
+/// A model at opset 6 whose raise to 7 would change what a node computes (a BatchNormalization
+/// without is_test normalizes with its batch's statistics) is refused by both engines, naming
+/// the node; `convert` writes it at 6 with a finding that says why.
+#[test]
+fn an_opset_6_model_whose_raise_would_change_it_is_refused_by_name() {
+    require_ort();
+    let tmp = tempfile::tempdir().unwrap();
+    let b = ModelBuilder::new(6).input("x", DataType::Float, &["2", "3", "4", "4"]);
+    let b = ["s", "b", "m", "v"]
+        .iter()
+        .fold(b, |b, n| b.initializer_f32(n, &[3], &[1.0, 0.5, 2.0]));
+    let proto = b
+        .node("BatchNormalization", &["x", "s", "b", "m", "v"], &["y"])
+        .output("y", DataType::Float, &["2", "3", "4", "4"])
+        .build();
+    let path = write(tmp.path(), "bn6.onnx", &proto);
+    for engine in ["tract", "ort"] {
+        let o = mdeploy(&["verify", s(&path), s(&path), "--engine", engine]);
+        assert_ne!(o.status.code(), Some(0), "{engine}");
+        let err = stderr(&o);
+        assert!(
+            err.contains("training mode") && err.contains("BatchNormalization"),
+            "{err}"
+        );
+    }
+    let out = tmp.path().join("out.onnx");
+    let o = mdeploy(&["convert", s(&path), "-o", s(&out), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(json(&o)["lint"][0]["kind"], "opset_not_raised");
+    assert_eq!(Model::load(&out).unwrap().opset(""), Some(6));
 }
 
 /// An input declaring a batch of 2^40 aborted `optimize` and `verify` (SIGABRT) when random
