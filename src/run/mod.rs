@@ -1,8 +1,10 @@
 //! Running models with tract: the execution engine behind verification, calibration and constant
 //! evaluation. A [`Runner`] parses the model once and plans it per set of concrete input shapes,
-//! so symbolic dims (batch, sequence) take whatever size the inputs have.
+//! so symbolic dims (batch, sequence) take whatever size the inputs have. A model computing in
+//! float16 is handed to tract with its float16 nodes computing in float32 (`half`).
 
 mod engine;
+mod half;
 pub mod ort;
 mod random;
 mod shapes;
@@ -278,7 +280,8 @@ impl Runner {
             .iter()
             .map(|o| o.name().to_string())
             .collect();
-        let tract = tract_model(model)?;
+        let widened = half::computed_in_float32(model);
+        let tract = tract_model(widened.as_ref().unwrap_or(model))?;
         Ok(Runner {
             model: tract,
             inputs,
