@@ -51,7 +51,7 @@ fn lint_graph(model: &Model, g: &GraphProto, label: &str, out: &mut Vec<Finding>
             "overridable_initializers",
             first.clone(),
             format!(
-                "{which} also a graph input (as IR 3 listed every weight), which a caller may override: no pass folds it and no quantization takes it as a weight; `mdeploy convert --freeze-initializers` makes such initializers constants"
+                "{which} also a graph input (as IR 3 listed every weight), which a caller may override: no pass folds it and no quantization takes it as a weight; `--freeze-initializers` (convert or optimize) makes such initializers constants"
             ),
         ));
     }

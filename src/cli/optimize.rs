@@ -152,6 +152,11 @@ pub struct OptimizeArgs {
     /// Store tensors of 1 KiB or more in `<OUTPUT>.data` (automatic past 2 GiB).
     #[arg(long)]
     external_data: bool,
+    /// Make initializers that are also graph inputs constants first, as `convert
+    /// --freeze-initializers` does: IR 3 listed every weight among the inputs, so no pass folds
+    /// it and no quantization takes it as a weight. The result drops them from its inputs.
+    #[arg(long)]
+    freeze_initializers: bool,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -242,6 +247,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
             .data
             .options((!args.calibration.is_empty()).then_some("--calibration"))?,
         external_data: args.external_data,
+        freeze_initializers: args.freeze_initializers,
         // the digests `pack` checks a report against, only when a report is asked for
         lineage: args.out.json || args.out.report.is_some(),
         ..OptimizeRequest::new(input.clone(), output.clone())
@@ -249,6 +255,11 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     let outcome = optimize_file(&req, printer.progress())?;
     let doc = &outcome.document;
     printer.document(doc)?;
+    if let Some(n) = doc.initializers_frozen {
+        printer.note(&format!(
+            "{n} initializers dropped from the graph inputs: they are constants now"
+        ));
+    }
     if let Some(r) = &doc.opset_raised {
         printer.note(&format!(
             "opset raised from {} to {} (onnxruntime and tract run no opset below 7; {} nodes rewritten to keep their meaning)",
@@ -376,7 +387,7 @@ fn render_fp16(stage: &mdeploy::quantize::Fp16Stage) -> String {
     if let Some(first) = c.overridable_weights.first() {
         let _ = write!(
             s,
-            "\n  kept float32: {} weights ('{first}', ...) that are also graph inputs, which a caller may override (`mdeploy convert --freeze-initializers` makes them constants)",
+            "\n  kept float32: {} weights ('{first}', ...) that are also graph inputs, which a caller may override (`--freeze-initializers` makes them constants)",
             c.overridable_weights.len()
         );
     }

@@ -139,6 +139,8 @@ pub struct OptimizeRequest {
     pub external_data: bool,
     /// Record the input's and output's SHA-256 (what `pack` checks a report against).
     pub lineage: bool,
+    /// Drop initializers from the graph inputs first, making them constants.
+    pub freeze_initializers: bool,
 }
 
 impl OptimizeRequest {
@@ -162,6 +164,7 @@ impl OptimizeRequest {
             data: DataOptions::default(),
             external_data: false,
             lineage: true,
+            freeze_initializers: false,
         }
     }
 }
@@ -207,6 +210,9 @@ pub struct OptimizeDocument {
     /// A model at opset 6 raised to 7 before anything else (the lowest opset the engines run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opset_raised: Option<crate::convert::OpsetRaised>,
+    /// Initializers dropped from the graph inputs by `--freeze-initializers`, when asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initializers_frozen: Option<usize>,
 }
 
 impl OptimizeDocument {
@@ -371,6 +377,9 @@ pub fn optimize_file(
     // cannot be raised stays at 6: the engines refuse it, naming the node, and the
     // verification says so)
     let opset_raised = super::raise_legacy(&mut model).ok().flatten();
+    let initializers_frozen = req
+        .freeze_initializers
+        .then(|| crate::lint::freeze_initializers(&mut model));
     let shapes = req.data.shapes()?;
     crate::convert::apply_input_shapes(&mut model, &shapes)?;
     let pruning = prune(req, &mut model)?;
@@ -432,6 +441,7 @@ pub fn optimize_file(
         quantize: quantized,
         optimize: report,
         opset_raised,
+        initializers_frozen,
     };
     if let Some(samples) = &verification {
         let tolerance = document.verification_tolerance(req.tolerance);

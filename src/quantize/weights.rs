@@ -19,7 +19,7 @@ use crate::onnx::proto::TensorProto;
 /// initializer) is no constant: a caller may feed another value.
 pub fn overridable(name: &str) -> String {
     format!(
-        "its weight '{name}' is an initializer also listed as a graph input, which a caller may override (`mdeploy convert --freeze-initializers` makes such weights constants)"
+        "its weight '{name}' is an initializer also listed as a graph input, which a caller may override (`--freeze-initializers`, of optimize or convert, makes such weights constants)"
     )
 }
 

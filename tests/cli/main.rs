@@ -273,7 +273,8 @@ fn convert_raises_the_opset_only_where_it_can() {
 
 /// A real model written as IR 3 wrote it (every initializer also a graph input, which a caller
 /// may override): the lint says so, quantization leaves its weights float saying why, and
-/// `convert --freeze-initializers` makes them constants, which then quantize.
+/// `convert --freeze-initializers` makes them constants, which then quantize; so does
+/// `optimize --freeze-initializers` in one step, verified against the model as it was.
 #[test]
 fn frozen_initializers_become_weights_to_quantize() {
     let tmp = tempfile::tempdir().unwrap();
@@ -333,11 +334,32 @@ fn frozen_initializers_become_weights_to_quantize() {
     let lint = json_ok(&mdeploy(&["convert", &s(&old), "-o", &s(&kept), "--json"]));
     assert_eq!(lint["lint"][0]["kind"], "overridable_initializers");
     let d = quantize(&frozen, &tmp.path().join("q.onnx"));
-    assert!(
-        !d["quantize"]["quantized"].as_array().unwrap().is_empty(),
-        "{}",
-        d["quantize"]
+    let quantized = d["quantize"]["quantized"].as_array().unwrap().len();
+    assert!(quantized > 0, "{}", d["quantize"]);
+    let once = tmp.path().join("once.onnx");
+    let d = json_ok(&mdeploy(&[
+        "optimize",
+        &s(&old),
+        "-o",
+        &s(&once),
+        "--int8",
+        "dynamic",
+        "--data",
+        &s(&data),
+        "--freeze-initializers",
+        "--json",
+    ]));
+    assert_eq!(d["initializers_frozen"], weights);
+    assert_eq!(
+        d["quantize"]["quantized"].as_array().unwrap().len(),
+        quantized
     );
+    assert_eq!(
+        d["verification"]["status"], "passed",
+        "{}",
+        d["verification"]
+    );
+    assert_eq!(Model::load(&once).unwrap().graph().input.len(), 1);
 }
 
 #[test]
