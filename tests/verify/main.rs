@@ -424,11 +424,42 @@ fn conformance_suite_summary() {
     }
     // sequences, optionals and the types tract lacks are data our tensors cannot hold
     assert_eq!(tract["counts"]["unreadable_data"], 0);
-    // 1007 pass with tract 0.23.9 on x86_64; a drop means verification or the runner regressed
+    // 1012 pass with tract 0.23.9 on x86_64; a drop means verification or the runner regressed
     assert!(
-        tract["counts"]["passed"].as_u64().unwrap() >= 1000,
+        tract["counts"]["passed"].as_u64().unwrap() >= 1005,
         "{}",
         tract["counts"]
+    );
+    // tract computes float16 nodes in float32 between float16 values: every test with a float16
+    // input or output that it runs gives the stored outputs (29 of 104; 24 when it computed them
+    // in float16, one of them out of tolerance)
+    let half: Vec<String> = tests
+        .iter()
+        .filter(|dir| {
+            let model = Model::load(&dir.join("model.onnx")).unwrap();
+            let g = model.graph();
+            g.input.iter().chain(&g.output).any(|v| {
+                matches!(
+                    v.r#type.as_ref().and_then(|t| t.value.as_ref()),
+                    Some(mdeploy::onnx::proto::type_proto::Value::TensorType(t))
+                        if t.elem_type() == mdeploy::onnx::DataType::Float16.code()
+                )
+            })
+        })
+        .map(|dir| format!("node/{}", dir.file_name().unwrap().to_string_lossy()))
+        .collect();
+    let status = |k: &String| tract["results"][k.as_str()]["status"].clone();
+    let run: Vec<&String> = half.iter().filter(|k| status(k) != "unsupported").collect();
+    let failed: Vec<&&String> = run.iter().filter(|k| status(k) != "passed").collect();
+    assert!(
+        failed.is_empty(),
+        "float16 tests failed in tract: {failed:?}"
+    );
+    assert!(
+        run.len() >= 29,
+        "{} of {} float16 tests ran",
+        run.len(),
+        half.len()
     );
     // every tensor test onnxruntime's own run passes, our engine passes: what it does not is
     // string inputs and sequence/optional data, which mdeploy's tensors do not hold
