@@ -1,14 +1,14 @@
 //! Running models with tract: the execution engine behind verification, calibration and constant
 //! evaluation. A [`Runner`] parses the model once and plans it per set of concrete input shapes,
 //! so symbolic dims (batch, sequence) take whatever size the inputs have. A model computing in
-//! float16 is handed to tract with its float16 nodes computing in float32 (`half`).
+//! float16 is handed to tract with its float16 nodes computing in float32 (`widen`).
 
 mod engine;
-mod half;
 pub mod ort;
 mod random;
 mod shapes;
 pub mod tensor_io;
+mod widen;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -280,7 +280,7 @@ impl Runner {
             .iter()
             .map(|o| o.name().to_string())
             .collect();
-        let widened = half::computed_in_float32(model);
+        let widened = widen::float16_in_float32(model);
         let tract = tract_model(widened.as_ref().unwrap_or(model))?;
         Ok(Runner {
             model: tract,

@@ -359,7 +359,9 @@ fn frozen_initializers_become_weights_to_quantize() {
         "{}",
         d["verification"]
     );
-    assert_eq!(Model::load(&once).unwrap().graph().input.len(), 1);
+    let m = Model::load(&once).unwrap();
+    assert_eq!(m.graph().input.len(), 1);
+    assert!(m.proto.ir_version() >= 4);
 }
 
 #[test]

@@ -434,7 +434,9 @@ fn float16_models_agree_with_float32_and_across_engines() {
         ]);
         let r: Value = json(&o);
         assert_eq!(r["engines"]["candidate"], "tract", "{name}");
-        for out in r["outputs"].as_array().unwrap() {
+        let outputs = r["outputs"].as_array().unwrap();
+        assert!(!outputs.is_empty(), "{name}: {r}");
+        for out in outputs {
             let cosine = out["cosine_similarity"].as_f64().unwrap();
             assert!(
                 cosine >= 0.999,
@@ -447,7 +449,10 @@ fn float16_models_agree_with_float32_and_across_engines() {
             serde_json::json!(["tract", "ort"]),
             "{name}"
         );
-        for out in across["outputs"].as_array().unwrap() {
+        assert!(across["error"].is_null(), "{name}: {across}");
+        let cross = across["outputs"].as_array().unwrap();
+        assert_eq!(cross.len(), outputs.len(), "{name}");
+        for out in cross {
             let cosine = out["cosine_similarity"].as_f64().unwrap();
             assert!(cosine >= 0.999, "{name}: tract against onnxruntime {out}");
         }
