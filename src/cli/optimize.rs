@@ -133,7 +133,8 @@ pub struct OptimizeArgs {
     #[arg(long)]
     no_verify: bool,
     /// Write the result even when no available engine can run the input model to verify it
-    /// (by default that is a failure and nothing is written).
+    /// (by default that is a failure and nothing is written). --fp16 and --int8 dynamic then
+    /// convert without measuring the model (float16: only weights are checked against its range).
     #[arg(long)]
     allow_unverified: bool,
     /// Accepted for compatibility: an unverifiable result is a failure by default now.
@@ -375,14 +376,19 @@ fn render_fp16(stage: &mdeploy::quantize::Fp16Stage) -> String {
         c.kept_float32.len(),
         c.casts_inserted
     );
-    if let Some(cal) = &stage.calibration
-        && let Some(engine) = cal.engine
-    {
-        let _ = write!(
-            s,
-            "\n  ranges measured on {} ({} samples, {engine})",
-            cal.origin, cal.samples
-        );
+    match &stage.calibration {
+        Some(cal) => {
+            if let Some(engine) = cal.engine {
+                let _ = write!(
+                    s,
+                    "\n  ranges measured on {} ({} samples, {engine})",
+                    cal.origin, cal.samples
+                );
+            }
+        }
+        None => s.push_str(
+            "\n  activations not measured (no engine runs the model): only weights were checked against float16's range",
+        ),
     }
     if let Some(first) = c.overridable_weights.first() {
         let _ = write!(

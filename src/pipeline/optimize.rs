@@ -671,8 +671,8 @@ fn quantize(
                 weight_range: q.weight_range,
                 ..Default::default()
             };
-            let stage =
-                crate::quantize::to_int8_dynamic(model, &options, target, Some(calibration))?;
+            let mut run = |c| crate::quantize::to_int8_dynamic(model, &options, target.clone(), c);
+            let stage = unless_unrunnable(req, run(Some(calibration)), || run(None))?;
             if let Some(a) = stage.accuracy.as_ref().filter(|a| !a.met) {
                 return Err(target_missed("dynamic int8", a));
             }
@@ -749,7 +749,8 @@ fn quantize(
                 exclude_op_types: exclude_op_types.into_iter().collect(),
                 ..Default::default()
             };
-            let stage = crate::quantize::to_fp16(model, options, target, Some(calibration))?;
+            let mut run = |c| crate::quantize::to_fp16(model, options.clone(), target.clone(), c);
+            let stage = unless_unrunnable(req, run(Some(calibration)), || run(None))?;
             if let Some(a) = stage.accuracy.as_ref().filter(|a| !a.met) {
                 return Err(target_missed("fp16", a));
             }
@@ -791,6 +792,44 @@ fn prune(req: &OptimizeRequest, model: &mut Model) -> anyhow::Result<Option<Prun
         channels,
         magnitude,
     }))
+}
+
+/// Whether a quantization failed because no engine could run the float model on the data (not
+/// for want of data or because the data is wrong).
+fn unrunnable(e: &crate::quantize::QuantizeError) -> bool {
+    use crate::run::RunError;
+    matches!(e, crate::quantize::QuantizeError::Run(r)
+        if !crate::run::is_input_problem(r) && !matches!(r, RunError::Stopped | RunError::OrtUnavailable(_)))
+}
+
+/// A quantization's result; where no engine could run the model to measure it, one made without
+/// measuring when the result may be written unverified (`--allow-unverified`: nothing could
+/// verify it either), else the error saying so.
+fn unless_unrunnable<T>(
+    req: &OptimizeRequest,
+    measured: Result<T, crate::quantize::QuantizeError>,
+    unmeasured: impl FnOnce() -> Result<T, crate::quantize::QuantizeError>,
+) -> anyhow::Result<T> {
+    match measured {
+        Err(e) if unrunnable(&e) && req.allow_unverified => Ok(unmeasured()?),
+        done => with_way_out(done),
+    }
+}
+
+/// An unrunnable model's error names the way out.
+fn with_way_out<T>(done: Result<T, crate::quantize::QuantizeError>) -> anyhow::Result<T> {
+    done.map_err(|e| {
+        let unrunnable = unrunnable(&e);
+        let e = anyhow::Error::from(e);
+        if unrunnable {
+            e.context(
+                "no engine runs the model to measure it; --allow-unverified quantizes without \
+                 measuring and writes the result unverified",
+            )
+        } else {
+            e
+        }
+    })
 }
 
 /// The error of a quantization that cannot meet its accuracy target.

@@ -284,6 +284,53 @@ fn an_op_no_engine_runs_fails_and_optimize_writes_nothing() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("UNVERIFIED"));
     assert!(out.exists());
+    // float16 and dynamic int8 measure the model first: the error says what stops them and how
+    // to go on; asked to, they convert without measuring, which the report says (no calibration,
+    // no accuracy), and write the result unverified
+    let w: Vec<f32> = (0..64 * 64)
+        .map(|i| ((i % 61) as f32 - 30.0) / 64.0)
+        .collect();
+    let mut custom = ModelBuilder::new(17)
+        .opset("example.custom", 1)
+        .input("x", DataType::Float, &["4", "64"])
+        .initializer_f32("w", &[64, 64], &w)
+        .node("MatMul", &["x", "w"], &["m"])
+        .node("Relu", &["m"], &["r"])
+        .node("NoSuchScale", &["r"], &["y"])
+        .output("y", DataType::Float, &["4", "64"])
+        .build();
+    custom.graph.as_mut().unwrap().node[2].domain = Some("example.custom".into());
+    let custom = write(tmp.path(), "custom.onnx", &custom);
+    for mode in [&["--fp16"][..], &["--int8", "dynamic"]] {
+        let out = tmp.path().join("q.onnx");
+        let mut args = vec!["optimize", s(&custom), "-o", s(&out), "--json"];
+        args.extend(mode);
+        let o = mdeploy(&args);
+        assert_eq!(o.status.code(), Some(2), "{mode:?}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains("neither engine") && e.contains("--allow-unverified"),
+            "{e}"
+        );
+        assert!(!out.exists());
+        args.push("--allow-unverified");
+        let o = mdeploy(&args);
+        assert_eq!(o.status.code(), Some(0), "{mode:?}: {}", stderr(&o));
+        let r = json(&o);
+        assert_eq!(r["verification"]["status"], "unsupported", "{r}");
+        let q = &r["quantize"];
+        assert!(q["calibration"].is_null() && q["accuracy"].is_null(), "{q}");
+        let done = ["nodes_float16", "quantized"]
+            .iter()
+            .filter_map(|k| {
+                q[k].as_u64()
+                    .or_else(|| q[k].as_array().map(|a| a.len() as u64))
+            })
+            .sum::<u64>();
+        assert!(done > 0, "{mode:?}: nothing converted: {q}");
+        assert!(out.exists());
+        std::fs::remove_file(&out).unwrap();
+    }
 }
 
 /// The largest initializer (or Constant tensor) of a model, with Gaussian-like noise of half its
