@@ -276,20 +276,26 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     ));
     match &doc.quantize {
         Some(QuantizeReport::Fp16(stage)) => printer.note(&render_fp16(stage)),
-        Some(QuantizeReport::Int8Dynamic(stage)) => printer.note(&render_int8(
-            &match format!(
-                "{}{}",
-                opset_note(&stage.quantization.opset),
-                weight_range_note(stage.quantization.weight_range)
-            ) {
-                note if note.is_empty() => "int8 dynamic".into(),
-                note => format!("int8 dynamic ({})", note.trim_start_matches(", ")),
-            },
-            &stage.quantization.quantized,
-            &stage.quantization.kept_float,
-            &stage.output_sqnr_db,
-            stage.accuracy.as_ref(),
-        )),
+        Some(QuantizeReport::Int8Dynamic(stage)) => {
+            let mut s = render_int8(
+                &match format!(
+                    "{}{}",
+                    opset_note(&stage.quantization.opset),
+                    weight_range_note(stage.quantization.weight_range)
+                ) {
+                    note if note.is_empty() => "int8 dynamic".into(),
+                    note => format!("int8 dynamic ({})", note.trim_start_matches(", ")),
+                },
+                &stage.quantization.quantized,
+                &stage.quantization.kept_float,
+                &stage.output_sqnr_db,
+                stage.accuracy.as_ref(),
+            );
+            if stage.calibration.is_none() {
+                s.push_str("\n  not measured: no available engine runs the model");
+            }
+            printer.note(&s)
+        }
         Some(QuantizeReport::Int4WeightOnly(stage)) => printer.note(&render_int8(
             &format!(
                 "int4 weight-only (uint4, blocks of {} rows{})",
@@ -387,7 +393,7 @@ fn render_fp16(stage: &mdeploy::quantize::Fp16Stage) -> String {
             }
         }
         None => s.push_str(
-            "\n  activations not measured (no engine runs the model): only weights were checked against float16's range",
+            "\n  activations not measured (no available engine runs the model): only weights were checked against float16's range",
         ),
     }
     if let Some(first) = c.overridable_weights.first() {

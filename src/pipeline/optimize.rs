@@ -647,6 +647,8 @@ fn quantize(
     .chain(held_out.iter().map(|s| s.inputs.as_slice()))
     .collect();
     let (engine, both) = req.data.engines()?;
+    // what tells a model no engine runs from a result that does not run
+    let first = evaluation.first();
     let as_written = std::rc::Rc::new(std::cell::RefCell::new(None));
     let calibration = crate::quantize::Calibration {
         samples,
@@ -671,8 +673,15 @@ fn quantize(
                 weight_range: q.weight_range,
                 ..Default::default()
             };
-            let mut run = |c| crate::quantize::to_int8_dynamic(model, &options, target.clone(), c);
-            let stage = unless_unrunnable(req, run(Some(calibration)), || run(None))?;
+            let run =
+                |m: &mut Model, c| crate::quantize::to_int8_dynamic(m, &options, target.clone(), c);
+            let stage = unless_unrunnable(
+                req,
+                model,
+                (engine, first),
+                |m| run(m, Some(calibration)),
+                |m| run(m, None),
+            )?;
             if let Some(a) = stage.accuracy.as_ref().filter(|a| !a.met) {
                 return Err(target_missed("dynamic int8", a));
             }
@@ -749,8 +758,15 @@ fn quantize(
                 exclude_op_types: exclude_op_types.into_iter().collect(),
                 ..Default::default()
             };
-            let mut run = |c| crate::quantize::to_fp16(model, options.clone(), target.clone(), c);
-            let stage = unless_unrunnable(req, run(Some(calibration)), || run(None))?;
+            let run =
+                |m: &mut Model, c| crate::quantize::to_fp16(m, options.clone(), target.clone(), c);
+            let stage = unless_unrunnable(
+                req,
+                model,
+                (engine, first),
+                |m| run(m, Some(calibration)),
+                |m| run(m, None),
+            )?;
             if let Some(a) = stage.accuracy.as_ref().filter(|a| !a.met) {
                 return Err(target_missed("fp16", a));
             }
@@ -794,41 +810,39 @@ fn prune(req: &OptimizeRequest, model: &mut Model) -> anyhow::Result<Option<Prun
     }))
 }
 
-/// Whether a quantization failed because no engine could run the float model on the data (not
-/// for want of data or because the data is wrong).
-fn unrunnable(e: &crate::quantize::QuantizeError) -> bool {
-    use crate::run::RunError;
-    matches!(e, crate::quantize::QuantizeError::Run(r)
-        if !crate::run::is_input_problem(r) && !matches!(r, RunError::Stopped | RunError::OrtUnavailable(_)))
-}
-
-/// A quantization's result; where no engine could run the model to measure it, one made without
-/// measuring when the result may be written unverified (`--allow-unverified`: nothing could
-/// verify it either), else the error saying so.
+/// `measured(model)`, a quantization that runs the input model to measure it (and its result to
+/// compare). Where it fails because the input model runs in no engine on the `first` sample
+/// (not for want of data, nor because the data is wrong, nor because the result does not run),
+/// `unmeasured(model)` when the result may be written unverified (`--allow-unverified`: nothing
+/// could verify it either), else the error naming that way out. A failed `measured` leaves
+/// `model` as it was.
 fn unless_unrunnable<T>(
     req: &OptimizeRequest,
-    measured: Result<T, crate::quantize::QuantizeError>,
-    unmeasured: impl FnOnce() -> Result<T, crate::quantize::QuantizeError>,
+    model: &mut Model,
+    (engine, first): (crate::run::EngineChoice, Option<&[NamedTensor]>),
+    measured: impl FnOnce(&mut Model) -> Result<T, crate::quantize::QuantizeError>,
+    unmeasured: impl FnOnce(&mut Model) -> Result<T, crate::quantize::QuantizeError>,
 ) -> anyhow::Result<T> {
-    match measured {
-        Err(e) if unrunnable(&e) && req.allow_unverified => Ok(unmeasured()?),
-        done => with_way_out(done),
+    use crate::run::RunError;
+    let e = match measured(model) {
+        Ok(done) => return Ok(done),
+        Err(e) => e,
+    };
+    let unrunnable = matches!(&e, crate::quantize::QuantizeError::Run(r)
+        if !crate::run::is_input_problem(r)
+            && !matches!(r, RunError::Stopped | RunError::OrtUnavailable(_)))
+        && first.is_none_or(|s| crate::run::run_all(model, engine, &[s], || {}).is_err());
+    if unrunnable && req.allow_unverified {
+        return Ok(unmeasured(model)?);
     }
-}
-
-/// An unrunnable model's error names the way out.
-fn with_way_out<T>(done: Result<T, crate::quantize::QuantizeError>) -> anyhow::Result<T> {
-    done.map_err(|e| {
-        let unrunnable = unrunnable(&e);
-        let e = anyhow::Error::from(e);
-        if unrunnable {
-            e.context(
-                "no engine runs the model to measure it; --allow-unverified quantizes without \
-                 measuring and writes the result unverified",
-            )
-        } else {
-            e
-        }
+    let e = anyhow::Error::from(e);
+    Err(if unrunnable {
+        e.context(
+            "no available engine runs the model to measure it; --allow-unverified converts \
+             without measuring and writes the result unverified",
+        )
+    } else {
+        e
     })
 }
 

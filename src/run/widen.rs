@@ -153,8 +153,9 @@ impl Names {
         }
     }
 
-    /// A new value name, from `base` (`#` is a character neither ONNX exporters nor tract's own
-    /// node names use).
+    /// A new value name, from `base`. `#` keeps it apart from the names tract gives the nodes
+    /// it builds an op from (`m.cast`); tract may rename a node of ours it rewires to the part
+    /// before the `#`, made unique.
     fn value(&mut self, base: &str) -> String {
         fresh(&format!("{base}#f32"), &mut self.values)
     }
@@ -182,6 +183,21 @@ fn fresh(base: &str, taken: &mut HashSet<String>) -> String {
     }
     taken.insert(name.clone());
     name
+}
+
+/// Every value name the nodes of `g` and of its bodies read, and its inputs and outputs (an
+/// initializer a graph input also names, as before IR 4, stays its default).
+fn reads(g: &GraphProto, read: &mut HashSet<String>) {
+    read.extend(
+        g.input
+            .iter()
+            .chain(&g.output)
+            .map(|v| v.name().to_string()),
+    );
+    for n in &g.node {
+        read.extend(n.input.iter().cloned());
+        subgraphs(n).for_each(|b| reads(b, read));
+    }
 }
 
 struct Rewriter<'m> {
@@ -280,6 +296,12 @@ impl Rewriter<'_> {
             rewritten += 1;
         }
         g.node = nodes;
+        // a float16 weight every reader of which now reads its float32 copy goes: tract would
+        // hold both
+        let mut read = HashSet::new();
+        reads(g, &mut read);
+        g.initializer
+            .retain(|t| !widened.contains_key(t.name()) || read.contains(t.name()));
         g.initializer.extend(new_weights);
         rewritten
     }
@@ -344,8 +366,13 @@ mod tests {
             ]
         );
         // the weight is read as a float32 initializer of the same value, not through a Cast
-        let w = g.initializer.iter().find(|t| t.name() == "w#f32").unwrap();
-        assert_eq!(w.data_type(), DataType::Float.code());
+        let names: Vec<_> = g.initializer.iter().map(|t| t.name()).collect();
+        assert_eq!(
+            names,
+            ["w#f32"],
+            "the float16 original, read no more, is dropped"
+        );
+        assert_eq!(g.initializer[0].data_type(), DataType::Float.code());
         assert_eq!(g.node[5].input, ["m#f32.1", "w#f32"]);
         // the values the model names keep their names and float16 types
         let facts = Inference::of_model(&copy);
