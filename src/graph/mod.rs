@@ -391,7 +391,9 @@ impl Graph {
 }
 
 /// Every name `g` and the graphs inside its nodes use: inputs, outputs, value infos,
-/// initializers, node inputs and outputs.
+/// initializers, node inputs and outputs, and node names (a new node named after a fresh value,
+/// as the rewrites name theirs, cannot then take an existing node's name, which onnxruntime and
+/// tract refuse).
 pub fn names_in(g: &GraphProto) -> HashSet<String> {
     let mut names = HashSet::new();
     collect_names(g, &mut names);
@@ -424,6 +426,7 @@ fn collect_names(g: &GraphProto, names: &mut HashSet<String>) {
     names.extend(g.initializer.iter().map(|t| t.name().to_string()));
     for n in &g.node {
         names.extend(n.input.iter().chain(&n.output).cloned());
+        names.extend(n.name.iter().filter(|n| !n.is_empty()).cloned());
         for sg in subgraphs(n) {
             collect_names(sg, names);
         }

@@ -176,7 +176,9 @@ const ATTRIBUTES_TO_INPUTS: &[(&str, i64, &[MovedAttribute])] = &[
 /// Raises `model`'s default-domain opset to `to` (nothing when it is there already), or says
 /// why not: each node that would change meaning, by label and op. Nothing changes on refusal.
 pub fn upgrade(model: &mut Model, to: i64) -> Result<Upgrade, Vec<String>> {
-    let from = model.opset("").unwrap_or(1);
+    let Some(from) = model.opset("") else {
+        return Err(vec!["the model imports no ai.onnx opset".into()]);
+    };
     if from >= to {
         return Ok(Upgrade {
             from,
@@ -918,6 +920,10 @@ mod tests {
                 .output("y", DataType::Float, &["2", "3"])
         });
         assert!(upgrade(&mut old, 21).unwrap_err()[0].contains("below 6"));
+        // a model of other domains alone has no version to raise from
+        old.proto.opset_import.clear();
+        let why = upgrade(&mut old, 21).unwrap_err();
+        assert!(why[0].contains("imports no ai.onnx opset"), "{why:?}");
     }
 
     /// Before 7 a binary op broadcast B into A at `axis` where `broadcast` was set: the attributes

@@ -856,6 +856,16 @@ fn target_missed(mode: &str, a: &crate::quantize::AccuracyOutcome) -> anyhow::Er
         ))
         .into();
     }
+    if a.target_held() {
+        return CheckFailed(format!(
+            "{mode} keeps the accuracy target ({}: the best reached {}) but not the outputs \
+             within its verification preset (docs/verify.md), with every node it could return \
+             to float; nothing written",
+            a.target.describe(),
+            a.describe()
+        ))
+        .into();
+    }
     CheckFailed(format!(
         "{mode} cannot meet the accuracy target ({}): the best reached {}; nothing written",
         a.target.describe(),

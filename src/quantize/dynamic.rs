@@ -183,7 +183,7 @@ impl Quantizer<'_> {
                     ];
                     added.push(super::new_node(
                         "DynamicQuantizeLinear",
-                        &format!("{activation}/dynamic_quantize"),
+                        &edit.fresh_name(&format!("{activation}/dynamic_quantize")),
                         &[&activation],
                         &names.iter().map(String::as_str).collect::<Vec<_>>(),
                         vec![],
@@ -223,7 +223,7 @@ impl Quantizer<'_> {
             };
             added.push(super::new_node(
                 "MatMulInteger",
-                &format!("{base}/integer"),
+                &edit.fresh_name(&format!("{base}/integer")),
                 &inputs,
                 &[&product],
                 vec![],
@@ -231,7 +231,7 @@ impl Quantizer<'_> {
             let float = edit.fresh_name(&format!("{output}_float"));
             added.push(super::new_node(
                 "Cast",
-                &format!("{base}/to_float"),
+                &edit.fresh_name(&format!("{base}/to_float")),
                 &[&product],
                 &[&float],
                 vec![attr_int("to", DataType::Float.code().into())],
@@ -239,7 +239,7 @@ impl Quantizer<'_> {
             let scale = edit.fresh_name(&format!("{output}_scale"));
             added.push(super::new_node(
                 "Mul",
-                &format!("{base}/scale"),
+                &edit.fresh_name(&format!("{base}/scale")),
                 &[&dq[1], &w_scale],
                 &[&scale],
                 vec![],
@@ -247,7 +247,7 @@ impl Quantizer<'_> {
             match bias {
                 None => added.push(super::new_node(
                     "Mul",
-                    &format!("{base}/rescale"),
+                    &edit.fresh_name(&format!("{base}/rescale")),
                     &[&float, &scale],
                     &[&output],
                     vec![],
@@ -256,7 +256,7 @@ impl Quantizer<'_> {
                     let rescaled = edit.fresh_name(&format!("{output}_rescaled"));
                     added.push(super::new_node(
                         "Mul",
-                        &format!("{base}/rescale"),
+                        &edit.fresh_name(&format!("{base}/rescale")),
                         &[&float, &scale],
                         &[&rescaled],
                         vec![],

@@ -169,6 +169,48 @@ fn readers_of_one_activation_share_its_dynamic_quantization() {
     assert!(max_difference(&before, &m.proto) < 0.1);
 }
 
+/// Quantizing a quantized model again (what `optimize` does to its own output) reads an
+/// activation already quantized for another reader: the nodes added the second time must not
+/// take the names of the first, which onnxruntime and tract refuse to load.
+#[test]
+fn quantizing_again_names_no_two_nodes_alike() {
+    let before = ModelBuilder::new(17)
+        .input("x", DataType::Float, &["2", "32"])
+        .initializer_f32("Wq", &[32, 16], &weights(512, 0.02))
+        .initializer_f32("Wk", &[32, 16], &weights(512, -0.03))
+        .node("MatMul", &["x", "Wq"], &["q"])
+        .node("MatMul", &["x", "Wk"], &["k"])
+        .node("Add", &["q", "k"], &["y"])
+        .output("y", DataType::Float, &["2", "16"])
+        .build();
+    let mut m = model(before.clone());
+    let first = DynamicOptions {
+        revert: [("k".to_string(), "later".to_string())].into(),
+        ..Default::default()
+    };
+    assert_eq!(quantize(&mut m, &first).unwrap().quantized.len(), 1);
+    assert_eq!(
+        quantize(&mut m, &DynamicOptions::default())
+            .unwrap()
+            .quantized
+            .len(),
+        1
+    );
+    // unnamed nodes are no two alike
+    let mut names: Vec<&str> = m.graph().node.iter().map(|n| n.name()).collect();
+    names.retain(|n| !n.is_empty());
+    let all = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(
+        names.len(),
+        all,
+        "{:?}",
+        m.graph().node.iter().map(|n| n.name()).collect::<Vec<_>>()
+    );
+    assert!(max_difference(&before, &m.proto) < 0.1);
+}
+
 #[test]
 fn small_weights_activation_products_convs_and_exclusions_stay_float() {
     let before = ModelBuilder::new(17)

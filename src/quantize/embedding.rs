@@ -170,28 +170,28 @@ pub fn rewrite(
     let new = super::new_node;
     added.push(new(
         "Gather",
-        &format!("{base}/rows"),
+        &edit.fresh_name(&format!("{base}/rows")),
         &[&w_q, &ids],
         &[&rows],
         vec![],
     ));
     added.push(new(
         "Cast",
-        &format!("{base}/to_float"),
+        &edit.fresh_name(&format!("{base}/to_float")),
         &[&rows],
         &[&float],
         vec![attr_int("to", DataType::Float.code().into())],
     ));
     added.push(new(
         "Gather",
-        &format!("{base}/scales"),
+        &edit.fresh_name(&format!("{base}/scales")),
         &[&w_scale, &ids],
         &[&scale],
         vec![],
     ));
     added.push(new(
         "Mul",
-        &format!("{base}/rescale"),
+        &edit.fresh_name(&format!("{base}/rescale")),
         &[&float, &scale],
         &[&output],
         vec![],

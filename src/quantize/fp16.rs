@@ -656,7 +656,8 @@ impl Converter<'_> {
                         "fp32"
                     };
                     let name = edit.fresh_name(&format!("{value}_{suffix}"));
-                    edit.proto_mut().node.push(cast_node(&value, &name, want));
+                    let cast = cast_node(&edit, &value, &name, want);
+                    edit.proto_mut().node.push(cast);
                     types.insert(name.clone(), want);
                     made.insert(key, name.clone());
                     name
@@ -756,14 +757,14 @@ impl Converter<'_> {
                 let renamed = edit.fresh_name(&format!("{out}_{}", short(have)));
                 rename_definition(edit, out, &renamed);
                 edit.replace_all_uses(out, &renamed);
-                edit.proto_mut()
-                    .node
-                    .push(cast_node(&renamed, out, io_type));
+                let cast = cast_node(edit, &renamed, out, io_type);
+                edit.proto_mut().node.push(cast);
                 self.aliases.insert(renamed.clone(), out.clone());
                 types.insert(renamed, have);
             } else {
                 let cast = edit.fresh_name(&format!("{out}_{}", short(io_type)));
-                edit.proto_mut().node.push(cast_node(out, &cast, io_type));
+                let node = cast_node(edit, out, &cast, io_type);
+                edit.proto_mut().node.push(node);
                 edit.proto_mut().output[k].name = Some(cast.clone());
             }
             types.insert(out.clone(), io_type);
@@ -788,10 +789,11 @@ fn short(t: DataType) -> &'static str {
     }
 }
 
-fn cast_node(input: &str, output: &str, to: DataType) -> NodeProto {
+/// A Cast of `input` to `to` writing `output`, under a node name no node of `edit` has.
+fn cast_node(edit: &Graph, input: &str, output: &str, to: DataType) -> NodeProto {
     super::new_node(
         "Cast",
-        &format!("{output}_cast"),
+        &edit.fresh_name(&format!("{output}_cast")),
         &[input],
         &[output],
         vec![crate::graph::builder::attr_int("to", to.code().into())],

@@ -71,13 +71,14 @@ pub fn split_gemm_bias(g: &mut GraphProto, keep: &std::collections::BTreeMap<Str
     for i in candidates {
         let out = edit.nodes()[i].output[0].clone();
         let product = edit.fresh_name(&format!("{out}_product"));
+        let name = edit.fresh_name(&format!("{}_bias", super::node_base(&edit.nodes()[i])));
         let node = &mut edit.proto_mut().node[i];
         let c = node.input.pop().expect("a C input");
         node.output[0] = product.clone();
         node.attribute.retain(|a| a.name() != "beta");
         added.push(NodeProto {
             op_type: Some("Add".into()),
-            name: Some(format!("{}_bias", node.name())),
+            name: Some(name),
             input: vec![product, c],
             output: vec![out],
             ..Default::default()

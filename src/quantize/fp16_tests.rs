@@ -406,3 +406,26 @@ fn weights_a_graph_input_overrides_stay_float32_and_are_named() {
     assert_eq!(elem_type_of(&m, "B"), Some(DataType::Float16));
     crate::graph::check_model(&m).unwrap();
 }
+
+/// Converting a float16 model again (its interface Casts, its Cast(to=FLOAT16) nodes) adds
+/// Casts under names no node has: onnxruntime and tract refuse a model with two nodes alike.
+#[test]
+fn converting_again_names_no_two_nodes_alike() {
+    let mut m = model(conv_resize());
+    convert(&mut m, &Fp16Options::default()).unwrap();
+    let once = m.proto.clone();
+    convert(&mut m, &Fp16Options::default()).unwrap();
+    // unnamed nodes are no two alike
+    let mut names: Vec<&str> = m.graph().node.iter().map(|n| n.name()).collect();
+    names.retain(|n| !n.is_empty());
+    let all = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(
+        names.len(),
+        all,
+        "{:?}",
+        m.graph().node.iter().map(|n| n.name()).collect::<Vec<_>>()
+    );
+    assert!(max_difference(&once, &m.proto) < 1e-3);
+}

@@ -236,7 +236,7 @@ impl Quantizer<'_> {
             let base = super::node_base(&node);
             added.push(super::new_node(
                 "DequantizeLinear",
-                &format!("{base}/dequantize_weight"),
+                &edit.fresh_name(&format!("{base}/dequantize_weight")),
                 &[&w_q, &w_scale, &w_zero],
                 &[&dequantized],
                 vec![

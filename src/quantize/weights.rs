@@ -644,7 +644,7 @@ impl Bias {
                 let scaled = edit.fresh_name(&format!("{output}_bias"));
                 added.push(super::new_node(
                     "Mul",
-                    &format!("{base}/beta"),
+                    &edit.fresh_name(&format!("{base}/beta")),
                     &[&c, &beta_name],
                     &[&scaled],
                     vec![],
@@ -654,7 +654,7 @@ impl Bias {
         };
         added.push(super::new_node(
             "Add",
-            &format!("{base}/bias"),
+            &edit.fresh_name(&format!("{base}/bias")),
             &[product, &bias],
             &[output],
             vec![],
