@@ -17,6 +17,9 @@ every output keeps cosine 0.99 on the calibration and verification data); int4 w
 quantizes MatMul weights to 4 bits in blocks of 32 rows with a scale and zero point each, activations
 float: 0.98 as int8 (BERT-class outputs keep 0.9999), and every blocked DequantizeLinear mdeploy
 writes must be fused by onnxruntime into its 4-bit kernel (MatMulNBits), or the 4 bits buy nothing.
+Each model named on the command line is then quantized again, in every mode, from mdeploy's own
+fp16, int8 and int4 results, onnxruntime's quantize_dynamic output and its extended-optimized
+model (requantized, below).
 Run by .ci/run from its venv; exits non-zero on failure.
 """
 
