@@ -161,6 +161,17 @@ fn fresh_names_do_not_collide() {
     // names handed out for nodes not yet in the graph are not handed out again
     assert_eq!(g.fresh_name("pending"), "pending");
     assert_eq!(g.fresh_name("pending"), "pending_1");
+    // names the proto takes after the first fresh one, edited directly, are not handed out
+    g.proto_mut().node.push(crate::onnx::NodeProto {
+        op_type: Some("Relu".into()),
+        name: Some("relu".into()),
+        input: vec!["x".into()],
+        output: vec!["pending_2".into()],
+        ..Default::default()
+    });
+    assert_eq!(g.fresh_name("pending"), "pending_3");
+    // nor node names
+    assert_eq!(g.fresh_name("relu"), "relu_1");
 }
 
 /// A new name in a subgraph took only the subgraph's own names into account, so it could

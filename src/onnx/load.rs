@@ -95,8 +95,30 @@ impl Model {
                 "ir_version {ir} is not supported (mdeploy reads IR {MIN_IR_VERSION} to {MAX_IR_VERSION})"
             )));
         }
-        if self.proto.graph.is_none() {
+        let Some(graph) = self.proto.graph.as_ref() else {
             return Err(invalid("the model has no graph".into()));
+        };
+        if self.opset("").is_none() {
+            // every ai.onnx node reads its meaning from that import: without it there is none
+            fn first_standard(g: &super::proto::GraphProto) -> Option<&super::proto::NodeProto> {
+                g.node.iter().find_map(|n| {
+                    (normalize_domain(n.domain()).is_empty())
+                        .then_some(n)
+                        .or_else(|| crate::graph::subgraphs(n).find_map(first_standard))
+                })
+            }
+            if let Some(n) = first_standard(graph) {
+                let label = if n.name().is_empty() {
+                    n.output.first().map_or("", String::as_str)
+                } else {
+                    n.name()
+                };
+                return Err(invalid(format!(
+                    "node '{label}' ({}) is of the ai.onnx domain, which the model imports no \
+                     opset of",
+                    n.op_type()
+                )));
+            }
         }
         Ok(())
     }

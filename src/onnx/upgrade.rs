@@ -237,9 +237,16 @@ pub fn upgrade(model: &mut Model, to: i64) -> Result<Upgrade, Vec<String>> {
     })
 }
 
-/// The values `g` and its bodies define, and those they read.
+/// The values `g` and its bodies define and the names of their nodes (a node the raise adds
+/// takes a name no other has), and the values they read.
 fn collect_names(g: &GraphProto, names: &mut HashSet<String>, read: &mut HashSet<String>) {
     names.extend(crate::graph::defined_names(g));
+    names.extend(
+        g.node
+            .iter()
+            .map(|n| n.name().to_string())
+            .filter(|n| !n.is_empty()),
+    );
     read.extend(g.output.iter().map(|o| o.name().to_string()));
     for n in &g.node {
         read.extend(n.input.iter().cloned());
@@ -611,15 +618,16 @@ impl Raise<'_> {
     ) -> String {
         let axes: Vec<i64> = (rank..rank + count).map(|a| a as i64).collect();
         let out = self.fresh(&format!("{value}_aligned"));
+        let name = node
+            .name
+            .as_ref()
+            .filter(|n| !n.is_empty())
+            .map(|n| self.fresh(&format!("{n}_align")));
         let mut unsqueeze = NodeProto {
             op_type: Some("Unsqueeze".into()),
             input: vec![value.to_string()],
             output: vec![out.clone()],
-            name: node
-                .name
-                .as_ref()
-                .filter(|n| !n.is_empty())
-                .map(|n| format!("{n}_align")),
+            name,
             ..Default::default()
         };
         if self.to >= 13 {
@@ -714,12 +722,8 @@ impl Raise<'_> {
         let shape = self.fresh(&format!("{y}_shape"));
         let flat = self.fresh(&format!("{y}_2d_in"));
         let out = self.fresh(&format!("{y}_2d"));
-        let named = |suffix: &str| {
-            node.name
-                .as_ref()
-                .filter(|n| !n.is_empty())
-                .map(|n| format!("{n}_{suffix}"))
-        };
+        let base = node.name.clone().filter(|n| !n.is_empty());
+        let mut named = |suffix: &str| base.as_ref().map(|n| self.fresh(&format!("{n}_{suffix}")));
         let plain =
             |op: &str, inputs: Vec<String>, output: String, name: Option<String>| NodeProto {
                 op_type: Some(op.into()),
@@ -742,7 +746,7 @@ impl Raise<'_> {
         vec![shape_node, flatten, node, reshape]
     }
 
-    /// A name no value of the model has yet, and now taken.
+    /// A name no value or node of the model has yet, and now taken.
     fn fresh(&mut self, base: &str) -> String {
         let mut name = base.to_string();
         let mut k = 1;
@@ -1257,6 +1261,21 @@ mod tests {
             [g.node[2].output[0].clone(), g.node[0].output[0].clone()]
         );
         assert_eq!(g.node[3].output, ["y"]);
+        // the nodes it adds take names no node has
+        let mut m = model(11, |b| {
+            b.node("Softmax", &["x"], &["s"])
+                .attr(attr_int("axis", 0))
+                .name_last("sm")
+                .node("Relu", &["s"], &["y"])
+                .name_last("sm_shape")
+                .output("y", DataType::Float, &["2", "3"])
+        });
+        upgrade(&mut m, 13).unwrap();
+        let names: Vec<_> = m.graph().node.iter().map(|n| n.name()).collect();
+        assert_eq!(
+            names,
+            ["sm_shape_1", "sm_flatten", "sm", "sm_reshape", "sm_shape"]
+        );
     }
 
     /// An op the model's own opset deprecated already (Upsample-10, Scatter-11, which

@@ -856,7 +856,7 @@ fn target_missed(mode: &str, a: &crate::quantize::AccuracyOutcome) -> anyhow::Er
         ))
         .into();
     }
-    if a.target_held() {
+    if a.target_held {
         return CheckFailed(format!(
             "{mode} keeps the accuracy target ({}: the best reached {}) but not the outputs \
              within its verification preset (docs/verify.md), with every node it could return \

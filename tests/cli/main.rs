@@ -616,6 +616,9 @@ fn malformed_models_are_clear_input_errors() {
     conv.attribute
         .push(mdeploy::graph::builder::attr_float("group", 1.0));
     let attr_type = write_model(d, "attr_type.onnx", attr_type);
+    let mut no_opset = common::fixtures::mlp();
+    no_opset.opset_import.clear();
+    let no_opset = write_model(d, "no_opset.onnx", no_opset);
 
     let cases: Vec<(&Path, Vec<&str>)> = vec![
         (&truncated, vec!["truncated.onnx", "not a valid ONNX model"]),
@@ -628,6 +631,10 @@ fn malformed_models_are_clear_input_errors() {
         (&dtype, vec!["'w1'", "unknown data type 99"]),
         (&short, vec!["'b1'", "needs 36"]),
         (&ir, vec!["ir_version 99"]),
+        (
+            &no_opset,
+            vec!["no_opset.onnx", "(MatMul) is of the ai.onnx domain"],
+        ),
         (
             &arity,
             vec!["'fc1' (MatMul)", "has 1 inputs, MatMul takes 2 to 2"],
