@@ -748,14 +748,7 @@ impl Raise<'_> {
 
     /// A name no value or node of the model has yet, and now taken.
     fn fresh(&mut self, base: &str) -> String {
-        let mut name = base.to_string();
-        let mut k = 1;
-        while self.names.contains(&name) {
-            name = format!("{base}_{k}");
-            k += 1;
-        }
-        self.names.insert(name.clone());
-        name
+        crate::graph::fresh_among(&mut self.names, base)
     }
 }
 

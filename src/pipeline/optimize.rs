@@ -673,15 +673,9 @@ fn quantize(
                 weight_range: q.weight_range,
                 ..Default::default()
             };
-            let run =
-                |m: &mut Model, c| crate::quantize::to_int8_dynamic(m, &options, target.clone(), c);
-            let stage = unless_unrunnable(
-                req,
-                model,
-                (engine, first),
-                |m| run(m, Some(calibration)),
-                |m| run(m, None),
-            )?;
+            let stage = unless_unrunnable(req, model, (engine, first), calibration, |m, c| {
+                crate::quantize::to_int8_dynamic(m, &options, target.clone(), c)
+            })?;
             if let Some(a) = stage.accuracy.as_ref().filter(|a| !a.met) {
                 return Err(target_missed("dynamic int8", a));
             }
@@ -758,15 +752,9 @@ fn quantize(
                 exclude_op_types: exclude_op_types.into_iter().collect(),
                 ..Default::default()
             };
-            let run =
-                |m: &mut Model, c| crate::quantize::to_fp16(m, options.clone(), target.clone(), c);
-            let stage = unless_unrunnable(
-                req,
-                model,
-                (engine, first),
-                |m| run(m, Some(calibration)),
-                |m| run(m, None),
-            )?;
+            let stage = unless_unrunnable(req, model, (engine, first), calibration, |m, c| {
+                crate::quantize::to_fp16(m, options.clone(), target.clone(), c)
+            })?;
             if let Some(a) = stage.accuracy.as_ref().filter(|a| !a.met) {
                 return Err(target_missed("fp16", a));
             }
@@ -810,21 +798,24 @@ fn prune(req: &OptimizeRequest, model: &mut Model) -> anyhow::Result<Option<Prun
     }))
 }
 
-/// `measured(model)`, a quantization that runs the input model to measure it (and its result to
-/// compare). Where it fails because the input model runs in no engine on the `first` sample
-/// (not for want of data, nor because the data is wrong, nor because the result does not run),
-/// `unmeasured(model)` when the result may be written unverified (`--allow-unverified`: nothing
-/// could verify it either), else the error naming that way out. A failed `measured` leaves
-/// `model` as it was.
-fn unless_unrunnable<T>(
+/// `quantize(model, Some(calibration))`, a quantization that runs the input model to measure it
+/// (and its result to compare). Where it fails because the input model runs in no engine on the
+/// `first` sample (not for want of data, nor because the data is wrong, nor because the result
+/// does not run), `quantize(model, None)` when the result may be written unverified
+/// (`--allow-unverified`: nothing could verify it either), else the error naming that way out.
+/// A failed quantization leaves `model` as it was.
+fn unless_unrunnable<'c, T>(
     req: &OptimizeRequest,
     model: &mut Model,
     (engine, first): (crate::run::EngineChoice, Option<&[NamedTensor]>),
-    measured: impl FnOnce(&mut Model) -> Result<T, crate::quantize::QuantizeError>,
-    unmeasured: impl FnOnce(&mut Model) -> Result<T, crate::quantize::QuantizeError>,
+    calibration: crate::quantize::Calibration<'c>,
+    quantize: impl Fn(
+        &mut Model,
+        Option<crate::quantize::Calibration<'c>>,
+    ) -> Result<T, crate::quantize::QuantizeError>,
 ) -> anyhow::Result<T> {
     use crate::run::RunError;
-    let e = match measured(model) {
+    let e = match quantize(model, Some(calibration)) {
         Ok(done) => return Ok(done),
         Err(e) => e,
     };
@@ -833,7 +824,7 @@ fn unless_unrunnable<T>(
             && !matches!(r, RunError::Stopped | RunError::OrtUnavailable(_)))
         && first.is_none_or(|s| crate::run::run_all(model, engine, &[s], || {}).is_err());
     if unrunnable && req.allow_unverified {
-        return Ok(unmeasured(model)?);
+        return Ok(quantize(model, None)?);
     }
     let e = anyhow::Error::from(e);
     Err(if unrunnable {

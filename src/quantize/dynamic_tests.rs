@@ -148,9 +148,9 @@ fn weights_in_constant_nodes_behind_identity_and_cast_are_found() {
     assert!(d < 0.05, "int8 drifted by {d}");
 }
 
-#[test]
-fn readers_of_one_activation_share_its_dynamic_quantization() {
-    let before = ModelBuilder::new(17)
+/// x read by two MatMuls (q and k), added.
+fn two_readers() -> ModelProto {
+    ModelBuilder::new(17)
         .input("x", DataType::Float, &["2", "32"])
         .initializer_f32("Wq", &[32, 16], &weights(512, 0.02))
         .initializer_f32("Wk", &[32, 16], &weights(512, -0.03))
@@ -158,7 +158,12 @@ fn readers_of_one_activation_share_its_dynamic_quantization() {
         .node("MatMul", &["x", "Wk"], &["k"])
         .node("Add", &["q", "k"], &["y"])
         .output("y", DataType::Float, &["2", "16"])
-        .build();
+        .build()
+}
+
+#[test]
+fn readers_of_one_activation_share_its_dynamic_quantization() {
+    let before = two_readers();
     let mut m = model(before.clone());
     quantize(&mut m, &DynamicOptions::default()).unwrap();
     let dql = ops(&m)
@@ -174,15 +179,7 @@ fn readers_of_one_activation_share_its_dynamic_quantization() {
 /// take the names of the first, which onnxruntime and tract refuse to load.
 #[test]
 fn quantizing_again_names_no_two_nodes_alike() {
-    let before = ModelBuilder::new(17)
-        .input("x", DataType::Float, &["2", "32"])
-        .initializer_f32("Wq", &[32, 16], &weights(512, 0.02))
-        .initializer_f32("Wk", &[32, 16], &weights(512, -0.03))
-        .node("MatMul", &["x", "Wq"], &["q"])
-        .node("MatMul", &["x", "Wk"], &["k"])
-        .node("Add", &["q", "k"], &["y"])
-        .output("y", DataType::Float, &["2", "16"])
-        .build();
+    let before = two_readers();
     let mut m = model(before.clone());
     let first = DynamicOptions {
         revert: [("k".to_string(), "later".to_string())].into(),
@@ -196,18 +193,7 @@ fn quantizing_again_names_no_two_nodes_alike() {
             .len(),
         1
     );
-    // unnamed nodes are no two alike
-    let mut names: Vec<&str> = m.graph().node.iter().map(|n| n.name()).collect();
-    names.retain(|n| !n.is_empty());
-    let all = names.len();
-    names.sort_unstable();
-    names.dedup();
-    assert_eq!(
-        names.len(),
-        all,
-        "{:?}",
-        m.graph().node.iter().map(|n| n.name()).collect::<Vec<_>>()
-    );
+    crate::quantize::test_models::assert_node_names_unique(&m);
     assert!(max_difference(&before, &m.proto) < 0.1);
 }
 

@@ -415,17 +415,6 @@ fn converting_again_names_no_two_nodes_alike() {
     convert(&mut m, &Fp16Options::default()).unwrap();
     let once = m.proto.clone();
     convert(&mut m, &Fp16Options::default()).unwrap();
-    // unnamed nodes are no two alike
-    let mut names: Vec<&str> = m.graph().node.iter().map(|n| n.name()).collect();
-    names.retain(|n| !n.is_empty());
-    let all = names.len();
-    names.sort_unstable();
-    names.dedup();
-    assert_eq!(
-        names.len(),
-        all,
-        "{:?}",
-        m.graph().node.iter().map(|n| n.name()).collect::<Vec<_>>()
-    );
+    crate::quantize::test_models::assert_node_names_unique(&m);
     assert!(max_difference(&once, &m.proto) < 1e-3);
 }

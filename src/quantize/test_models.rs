@@ -75,3 +75,14 @@ pub fn int8_matrices(m: &crate::onnx::Model) -> Vec<&str> {
         .map(|t| t.name())
         .collect()
 }
+
+/// No two named nodes of `m`'s main graph share a name (unnamed ones are no two alike):
+/// onnxruntime and tract refuse a model where two do.
+pub fn assert_node_names_unique(m: &crate::onnx::Model) {
+    let all: Vec<&str> = m.graph().node.iter().map(|n| n.name()).collect();
+    let mut names: Vec<&str> = all.iter().copied().filter(|n| !n.is_empty()).collect();
+    let named = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), named, "{all:?}");
+}
