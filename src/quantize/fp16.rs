@@ -175,8 +175,24 @@ pub fn convert(model: &mut Model, options: &Fp16Options) -> Result<Fp16Report, Q
     if !errors.is_empty() {
         return Err(QuantizeError::Inconsistent(errors));
     }
+    // a Cast to float32 of a value already float16 became a Cast to float16 of it (a model
+    // converted before): it goes, as the boundary Casts added beside it do the work
+    let nop_cast: Vec<&'static dyn crate::passes::Pass> =
+        crate::passes::by_name("eliminate_nop_cast")
+            .into_iter()
+            .collect();
+    crate::passes::optimize(model, &nop_cast, &Default::default())
+        .map_err(|e| QuantizeError::Inconsistent(vec![e.to_string()]))?;
+    let computed: HashSet<&str> = model
+        .graph()
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
     let mut report = converter.report;
-    report.converted_outputs.retain(|v| original.contains(v));
+    report
+        .converted_outputs
+        .retain(|v| original.contains(v) && computed.contains(v.as_str()));
     let float32: HashSet<&str> = model
         .graph()
         .initializer
