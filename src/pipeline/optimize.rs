@@ -986,7 +986,59 @@ fn verify(
 
 #[cfg(test)]
 mod tests {
-    use super::spread;
+    use super::{OptimizeRequest, spread, unless_unrunnable};
+    use crate::graph::ModelBuilder;
+    use crate::onnx::{DataType, Model};
+    use crate::quantize::{Calibration, QuantizeError};
+    use crate::run::{EngineChoice, NamedTensor, RunError};
+
+    /// x -> Relu -> y, which both engines run, and a sample for it.
+    fn relu() -> (Model, Vec<NamedTensor>) {
+        let proto = ModelBuilder::new(17)
+            .input("x", DataType::Float, &["2"])
+            .node("Relu", &["x"], &["y"])
+            .output("y", DataType::Float, &["2"])
+            .build();
+        let x = tract_onnx::prelude::tract_ndarray::arr1(&[-1f32, 2.0]).into_dyn();
+        let sample = vec![NamedTensor {
+            name: "x".into(),
+            tensor: x.into(),
+        }];
+        (Model::from_proto(proto, std::env::temp_dir()), sample)
+    }
+
+    /// Where the quantized result fails to run but the input model runs, the failure is the
+    /// result's: `--allow-unverified` does not write it unmeasured, and the error stays as it is.
+    #[test]
+    fn a_result_that_fails_while_the_input_runs_stays_an_error() {
+        let (mut model, sample) = relu();
+        let mut req = OptimizeRequest::new("in.onnx".into(), "out.onnx".into());
+        req.allow_unverified = true;
+        let samples = vec![sample.as_slice()];
+        let calibration = Calibration {
+            samples: &samples,
+            evaluation: &samples,
+            engine: EngineChoice::Auto,
+            origin: "test".into(),
+            as_written: Default::default(),
+        };
+        let unmeasured = std::cell::Cell::new(false);
+        let quantize = |_: &mut Model, c: Option<Calibration>| match c {
+            Some(_) => Err(QuantizeError::Run(RunError::Run(
+                "the result: no kernel".into(),
+            ))),
+            None => {
+                unmeasured.set(true);
+                Ok(())
+            }
+        };
+        let first = (EngineChoice::Auto, Some(sample.as_slice()));
+        let e = unless_unrunnable(&req, &mut model, first, calibration, quantize).unwrap_err();
+        assert!(!unmeasured.get(), "converted unmeasured");
+        let message = format!("{e:#}");
+        assert!(message.contains("the result: no kernel"), "{message}");
+        assert!(!message.contains("--allow-unverified"), "{message}");
+    }
 
     #[test]
     fn spread_takes_all_of_a_few_and_an_even_spread_of_many_in_order() {
