@@ -834,10 +834,14 @@ impl Run<'_> {
             .collect();
         let mut a = match kept {
             Some(_) => None,
-            None => Some(Engine::load_in(&exposing(reference, values), engine)?),
+            None => Some(Engine::load_in(
+                &exposing(reference, values),
+                engine,
+                samples.len(),
+            )?),
         };
         let candidate = &exposing(candidate, &in_candidate);
-        let mut b = Engine::load_in(candidate, engine)?;
+        let mut b = Engine::load_in(candidate, engine, samples.len())?;
         let mut keeping = Vec::new();
         // cosine and SQNR of each value's worst sample
         let mut similarity: BTreeMap<String, Similarity> = BTreeMap::new();

@@ -93,13 +93,14 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// Loads `model` in the chosen engine (for `auto`: the first of [`auto_order`] that loads).
-    pub fn load(model: &Model, choice: EngineChoice) -> Result<Engine, RunError> {
-        in_either(model, choice, |kind| Engine::load_in(model, kind))
+    /// Loads `model` in the chosen engine (for `auto`: the first of [`auto_order`] that loads),
+    /// for `runs` runs ([`OrtRunner::measuring`]).
+    pub fn load(model: &Model, choice: EngineChoice, runs: usize) -> Result<Engine, RunError> {
+        in_either(model, choice, |kind| Engine::load_in(model, kind, runs))
     }
 
-    pub fn load_in(model: &Model, kind: EngineKind) -> Result<Engine, RunError> {
-        Engine::load_as(model, kind, OrtRunner::new)
+    pub fn load_in(model: &Model, kind: EngineKind, runs: usize) -> Result<Engine, RunError> {
+        Engine::load_as(model, kind, |m| OrtRunner::measuring(m, runs))
     }
 
     /// Loads `model` for serving, as [`Engine::load`] does, with onnxruntime's threads as
@@ -113,7 +114,7 @@ impl Engine {
     fn load_as(
         model: &Model,
         kind: EngineKind,
-        ort: fn(&Model) -> Result<OrtRunner, RunError>,
+        ort: impl FnOnce(&Model) -> Result<OrtRunner, RunError>,
     ) -> Result<Engine, RunError> {
         let raised = below_opset_7_raised(model).map_err(|why| match kind {
             EngineKind::Tract => RunError::Load(why),
@@ -551,7 +552,7 @@ pub fn run_each(
     samples: &dyn SampleChunks,
     mut on_output: impl FnMut(usize, Vec<NamedTensor>),
 ) -> Result<EngineKind, RunError> {
-    let mut engine = Engine::load(model, choice)?;
+    let mut engine = Engine::load(model, choice, samples.len())?;
     let mut fell_back = false;
     loop {
         // a run that fails may go to the other engine; samples that cannot be read may not
@@ -579,7 +580,7 @@ pub fn run_each(
             return Err(e);
         }
         let failed = engine.kind();
-        engine = Engine::load_in(model, other).map_err(|o| neither(failed, e, o))?;
+        engine = Engine::load_in(model, other, samples.len()).map_err(|o| neither(failed, e, o))?;
         fell_back = true;
     }
 }
@@ -652,7 +653,7 @@ mod tests {
             engines.push(EngineKind::Ort);
         }
         for kind in engines {
-            let mut engine = Engine::load_in(&model, kind).unwrap();
+            let mut engine = Engine::load_in(&model, kind, 1).unwrap();
             let owned = engine.run(&x).unwrap();
             let raw = engine
                 .run_raw(&x, |outputs| {
