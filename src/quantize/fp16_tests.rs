@@ -431,3 +431,37 @@ fn converting_again_names_no_two_nodes_alike_and_adds_no_cast() {
         );
     }
 }
+
+/// A Cast to float32 inside a float16 graph casts to float16 once converted, a value already
+/// float16: it goes, and the values the search exposes are all still computed (an exposed value
+/// no node writes would make the candidate fail to load).
+#[test]
+fn a_cast_to_float_of_a_float16_value_goes_with_its_output() {
+    let proto = ModelBuilder::new(17)
+        .input("x", DataType::Float16, &["3"])
+        .node("Cast", &["x"], &["c"])
+        .attr(attr_int("to", DataType::Float.code().into()))
+        .node("Abs", &["c"], &["a"])
+        .initializer_f32("k", &[], &[0.5])
+        .node("Mul", &["a", "k"], &["y"])
+        .output("y", DataType::Float, &["3"])
+        .build();
+    let mut m = model(proto.clone());
+    let report = convert(&mut m, &Fp16Options::default()).unwrap();
+    assert_eq!(ops(&m), ["Abs", "Mul", "Cast"]);
+    let computed: HashSet<&str> = m
+        .graph()
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
+    assert!(!report.converted_outputs.is_empty());
+    for v in &report.converted_outputs {
+        assert!(
+            computed.contains(v.as_str()),
+            "{v} is exposed but not computed"
+        );
+    }
+    assert_eq!(report.nodes_float16, 2, "{report:?}");
+    assert_eq!(max_difference(&proto, &m.proto), 0.0);
+}

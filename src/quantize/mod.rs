@@ -1794,14 +1794,24 @@ fn new_node(
 /// Removes what a quantizer's rewrites orphaned (the float weights, the nodes that fed them),
 /// with the passes that do it everywhere else.
 fn remove_orphans(model: &mut Model) -> Result<(), QuantizeError> {
-    let cleanup: Vec<&'static dyn crate::passes::Pass> =
-        ["eliminate_dead_nodes", "eliminate_unused_initializers"]
-            .iter()
-            .filter_map(|n| crate::passes::by_name(n))
-            .collect();
-    crate::passes::optimize(model, &cleanup, &Default::default())
-        .map_err(|e| QuantizeError::Inconsistent(vec![e.to_string()]))?;
+    run_passes(
+        model,
+        &["eliminate_dead_nodes", "eliminate_unused_initializers"],
+    )?;
     Ok(())
+}
+
+/// Runs the passes named on `model`, as `optimize` runs them.
+fn run_passes(
+    model: &mut Model,
+    names: &[&str],
+) -> Result<crate::passes::OptimizeReport, QuantizeError> {
+    let passes: Vec<&'static dyn crate::passes::Pass> = names
+        .iter()
+        .map(|n| crate::passes::by_name(n).unwrap_or_else(|| panic!("no pass named {n}")))
+        .collect();
+    crate::passes::optimize(model, &passes, &Default::default())
+        .map_err(|e| QuantizeError::Inconsistent(vec![e.to_string()]))
 }
 
 #[cfg(test)]

@@ -385,36 +385,50 @@ pub fn auto_order(model: &Model) -> [EngineKind; 2] {
 /// ONNX's or onnxruntime's contrib ops), in its main graph or any If/Loop/Scan body.
 pub fn reduced_precision(model: &Model) -> bool {
     use crate::onnx::DataType::{Float16, Int4, Uint4};
-    // weights in Constant nodes and in If/Loop/Scan bodies count too
-    fn holds(g: &crate::onnx::proto::GraphProto) -> bool {
-        let of_kind = |t: &crate::onnx::proto::TensorProto| {
-            [Float16, Int4, Uint4]
-                .iter()
-                .any(|d| t.data_type() == d.code())
-        };
-        let int8 = |n: &crate::onnx::proto::NodeProto| {
-            n.op_type().starts_with("QLinear")
-                || matches!(
-                    n.op_type(),
-                    "QuantizeLinear"
-                        | "DequantizeLinear"
-                        | "DynamicQuantizeLinear"
-                        | "MatMulInteger"
-                        | "ConvInteger"
-                        | "MatMulIntegerToFloat"
-                        | "DynamicQuantizeMatMul"
-                        | "QGemm"
-                        | "QAttention"
-                )
-        };
-        g.initializer.iter().any(of_kind)
-            || g.node.iter().any(|n| {
-                int8(n)
-                    || n.attribute.iter().filter_map(|a| a.t.as_ref()).any(of_kind)
-                    || crate::graph::subgraphs(n).any(holds)
-            })
-    }
-    holds(model.graph())
+    let int8 = |n: &crate::onnx::proto::NodeProto| {
+        n.op_type().starts_with("QLinear")
+            || matches!(
+                n.op_type(),
+                "QuantizeLinear"
+                    | "DequantizeLinear"
+                    | "DynamicQuantizeLinear"
+                    | "MatMulInteger"
+                    | "ConvInteger"
+                    | "MatMulIntegerToFloat"
+                    | "DynamicQuantizeMatMul"
+                    | "QGemm"
+                    | "QAttention"
+            )
+    };
+    holds(model.graph(), &[Float16, Int4, Uint4], &int8)
+}
+
+/// Whether `model` holds 4-bit weights or onnxruntime's 4-bit MatMul, in its main graph or any
+/// If/Loop/Scan body: onnxruntime's `MatMulNBits` (which it also fuses a 4-bit
+/// DequantizeLinear and its MatMul into) quantizes activations to int8 only with its weights
+/// prepacked, and computes in float32 without.
+pub fn four_bit(model: &Model) -> bool {
+    use crate::onnx::DataType::{Int4, Uint4};
+    holds(model.graph(), &[Int4, Uint4], &|n| {
+        n.op_type() == "MatMulNBits"
+    })
+}
+
+/// Whether `g` or any If/Loop/Scan body in it has a tensor (initializer, or a Constant's or
+/// other node's tensor attribute) of one of `types`, or a node `node` picks.
+fn holds(
+    g: &crate::onnx::proto::GraphProto,
+    types: &[crate::onnx::DataType],
+    node: &dyn Fn(&crate::onnx::proto::NodeProto) -> bool,
+) -> bool {
+    let of_kind =
+        |t: &crate::onnx::proto::TensorProto| types.iter().any(|d| t.data_type() == d.code());
+    g.initializer.iter().any(of_kind)
+        || g.node.iter().any(|n| {
+            node(n)
+                || n.attribute.iter().filter_map(|a| a.t.as_ref()).any(of_kind)
+                || crate::graph::subgraphs(n).any(|b| holds(b, types, node))
+        })
 }
 
 /// Whether onnxruntime's library can be found.

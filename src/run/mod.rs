@@ -20,7 +20,8 @@ use tract_onnx::prelude::*;
 pub(crate) use engine::OneByOne;
 pub use engine::{
     Engine, EngineChoice, EngineKind, Floats, OnChunk, RawOutput, SampleChunks, auto_order,
-    first_engine, in_either, is_input_problem, ort_available, reduced_precision, run_all, run_each,
+    first_engine, four_bit, in_either, is_input_problem, ort_available, reduced_precision, run_all,
+    run_each,
 };
 pub use random::random_inputs;
 pub use shapes::{Dim, InputShapes, ValueShape};

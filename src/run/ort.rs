@@ -154,10 +154,13 @@ impl std::fmt::Debug for OrtRunner {
 /// stay where onnxruntime mapped them (external data is read in place) and each run packs what
 /// it multiplies. With onnxruntime 1.31.1 on a 2-core AVX2 machine, loading a 2.4 GB model of
 /// BERT-base's layers took 2.5 s and 2.3 GB with prepacking, 0.04 s without, and a run at
-/// sequence 128 took 0.73 s against 0.90 s (even from 16 runs); at 430 MB, 0.49 s against
-/// 0.33 s to load and 0.109 s against 0.125 s a run (even from 10 runs). MiniLM and the CNNs
-/// of `../shared/models` run as fast or faster without it.
-pub const PREPACK_FROM_RUNS: usize = 16;
+/// sequence 128 took 0.73 s against 0.90 s (prepacking pays from about 15 runs); at 430 MB
+/// (inline), 0.49 s against 0.33 s to load and 0.109 s against 0.125 s a run (from about 10).
+/// MiniLM and the CNNs of `../shared/models` run as fast or faster without it. A model with
+/// 4-bit weights is always prepacked: its kernel computes otherwise without ([`four_bit`]).
+///
+/// [`four_bit`]: super::four_bit
+pub const PREPACK_PAST_RUNS: usize = 16;
 
 /// What onnxruntime's idle intra-op threads do between runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,13 +178,15 @@ impl OrtRunner {
     /// mdeploy's own work comes between (measuring, verifying, `run`): onnxruntime's idle
     /// threads sleep instead of spinning, which would take the cores from that work (a MiniLM
     /// int4 search took a third more CPU time with them spinning, and longer). Weights are
-    /// prepacked for its matrix kernels only for more than [`PREPACK_FROM_RUNS`] runs.
+    /// prepacked for its matrix kernels for more than [`PREPACK_PAST_RUNS`] runs, and where
+    /// prepacking changes what a kernel computes (4-bit weights): the numbers are those of
+    /// onnxruntime's default session, [`OrtRunner::serving`]'s.
     pub fn measuring(model: &Model, runs: usize) -> Result<OrtRunner, RunError> {
         OrtRunner::with_level(
             model,
             GraphOptimizationLevel::All,
             Threads::Sleeping,
-            runs > PREPACK_FROM_RUNS,
+            runs > PREPACK_PAST_RUNS || super::four_bit(model),
         )
     }
 

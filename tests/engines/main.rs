@@ -650,3 +650,53 @@ fn an_absurd_declared_dim_is_an_input_error_not_an_abort() {
         assert!(!out.exists());
     }
 }
+
+/// A session that measures or verifies computes what onnxruntime's default session does, the
+/// one a user runs the model in (`serving` prepacks, as onnxruntime does by default). Measuring
+/// sessions skip prepacking for a few runs, except for 4-bit weights: onnxruntime's MatMulNBits
+/// quantizes activations to int8 only with prepacked weights (unprepacked, bert_tiny's int4
+/// outputs moved by 3e-3).
+#[test]
+fn measuring_sessions_compute_what_a_default_session_does() {
+    use mdeploy::run::ort::OrtRunner;
+    require_ort();
+    let path = common::real_model("bert_tiny_random");
+    let tmp = tempfile::tempdir().unwrap();
+    let int4 = tmp.path().join("int4.onnx");
+    let o = mdeploy(&[
+        "optimize",
+        s(&path),
+        "-o",
+        s(&int4),
+        "--int4",
+        "weight-only",
+        "--no-verify",
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let data = path.parent().unwrap().join("test_data_set_0");
+    let sample = mdeploy::verify::load_samples(&[data]).unwrap();
+    let inputs = &sample[0].inputs;
+    let mut compared = 0;
+    for model in [&path, &int4] {
+        let m = Model::load(model).unwrap();
+        let measured = OrtRunner::measuring(&m, 1).unwrap().run(inputs).unwrap();
+        let served = OrtRunner::serving(&m).unwrap().run(inputs).unwrap();
+        for (a, b) in measured.iter().zip(&served) {
+            let (a, b) = (
+                a.tensor.to_plain_array_view::<f32>().unwrap(),
+                b.tensor.to_plain_array_view::<f32>().unwrap(),
+            );
+            let most = a
+                .iter()
+                .zip(b.iter())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            // float kernels sum in another order unprepacked; MatMulNBits computes otherwise
+            let allowed = if model == &int4 { 0.0 } else { 1e-4 };
+            assert!(most <= allowed, "{}: {most}", model.display());
+            compared += 1;
+        }
+    }
+    assert!(compared >= 2);
+}
