@@ -12,7 +12,7 @@ use crate::graph::builder::value_info;
 use crate::infer::Inference;
 use crate::onnx::{DataType, Model};
 use crate::run::{
-    EngineChoice, EngineKind, Floats, NamedTensor, RawOutput, SampleChunks, run_each,
+    EngineChoice, EngineKind, Floats, NamedTensor, RawOutput, SampleChunks, run_each, run_each_at,
 };
 use crate::verify::{SampleSums, Similarity};
 
@@ -382,7 +382,10 @@ fn summarized(
         .collect();
     // per value: min, max, and whether every sample's span was finite and not empty
     let mut spans = vec![(f32::INFINITY, f32::NEG_INFINITY, true); values.len()];
-    let ran = run_each(&summary, runs.engine, runs.samples, |k, outputs| {
+    // onnxruntime's optimizers take long over thousands of reductions, for nothing they could
+    // fuse (each value is read by its reductions)
+    let level = crate::run::GraphLevel::Unoptimized;
+    let ran = run_each_at(&summary, runs.engine, runs.samples, level, |k, outputs| {
         if k == 0 {
             spans.fill((f32::INFINITY, f32::NEG_INFINITY, true));
         }

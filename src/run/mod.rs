@@ -19,9 +19,9 @@ use tract_onnx::prelude::*;
 #[cfg(test)]
 pub(crate) use engine::OneByOne;
 pub use engine::{
-    Engine, EngineChoice, EngineKind, Floats, OnChunk, RawOutput, SampleChunks, auto_order,
-    first_engine, four_bit, in_either, is_input_problem, ort_available, reduced_precision, run_all,
-    run_each,
+    Engine, EngineChoice, EngineKind, Floats, GraphLevel, OnChunk, RawOutput, SampleChunks,
+    auto_order, first_engine, four_bit, in_either, is_input_problem, ort_available,
+    reduced_precision, run_all, run_each, run_each_at,
 };
 pub use random::random_inputs;
 pub use shapes::{Dim, InputShapes, ValueShape};

@@ -181,10 +181,18 @@ impl OrtRunner {
     /// prepacked for its matrix kernels for more than [`PREPACK_PAST_RUNS`] runs, and where
     /// prepacking changes what a kernel computes (4-bit weights): the numbers are those of
     /// onnxruntime's default session, [`OrtRunner::serving`]'s.
-    pub fn measuring(model: &Model, runs: usize) -> Result<OrtRunner, RunError> {
+    /// At [`GraphLevel::Unoptimized`] the graph is not optimized at all.
+    pub fn measuring(
+        model: &Model,
+        runs: usize,
+        level: super::GraphLevel,
+    ) -> Result<OrtRunner, RunError> {
         OrtRunner::with_level(
             model,
-            GraphOptimizationLevel::All,
+            match level {
+                super::GraphLevel::Default => GraphOptimizationLevel::All,
+                super::GraphLevel::Unoptimized => GraphOptimizationLevel::Disable,
+            },
             Threads::Sleeping,
             runs > PREPACK_PAST_RUNS || super::four_bit(model),
         )

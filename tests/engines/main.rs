@@ -680,7 +680,10 @@ fn measuring_sessions_compute_what_a_default_session_does() {
     let mut compared = 0;
     for model in [&path, &int4] {
         let m = Model::load(model).unwrap();
-        let measured = OrtRunner::measuring(&m, 1).unwrap().run(inputs).unwrap();
+        let measured = OrtRunner::measuring(&m, 1, mdeploy::run::GraphLevel::Default)
+            .unwrap()
+            .run(inputs)
+            .unwrap();
         let served = OrtRunner::serving(&m).unwrap().run(inputs).unwrap();
         for (a, b) in measured.iter().zip(&served) {
             let (a, b) = (
