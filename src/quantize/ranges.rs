@@ -12,7 +12,8 @@ use crate::graph::builder::value_info;
 use crate::infer::Inference;
 use crate::onnx::{DataType, Model};
 use crate::run::{
-    EngineChoice, EngineKind, Floats, NamedTensor, RawOutput, SampleChunks, run_each, run_each_at,
+    EngineChoice, EngineKind, Floats, GraphLevel, NamedTensor, RawOutput, SampleChunks, run_each,
+    run_each_at,
 };
 use crate::verify::{SampleSums, Similarity};
 
@@ -364,6 +365,8 @@ type Summarized = (EngineKind, Vec<Option<ValueRange>>);
 /// sum is not finite on some sample (a NaN or an infinity in it, or an overflow) or whose
 /// summary is not one finite number (an empty value), which the caller measures exposed; none
 /// at all where the summarizing model does not run (tract refuses to reduce an empty tensor).
+/// onnxruntime runs it without graph optimization, or with it where the model computes in
+/// reduced precision or does not run without.
 fn summarized(
     model: &Model,
     values: &[String],
@@ -382,27 +385,41 @@ fn summarized(
         .collect();
     // per value: min, max, and whether every sample's span was finite and not empty
     let mut spans = vec![(f32::INFINITY, f32::NEG_INFINITY, true); values.len()];
-    // onnxruntime's optimizers take long over thousands of reductions, for nothing they could
-    // fuse (each value is read by its reductions)
-    let level = crate::run::GraphLevel::Unoptimized;
-    let ran = run_each_at(&summary, runs.engine, runs.samples, level, |k, outputs| {
-        if k == 0 {
-            spans.fill((f32::INFINITY, f32::NEG_INFINITY, true));
-        }
-        let mut sample = vec![[f32::NAN; 3]; values.len()];
-        for out in outputs {
-            if let Some(&(value, stat)) = by_output.get(out.name.as_str())
-                && let Ok(v) = out.tensor.to_plain_array_view::<f32>()
-                && v.len() == 1
-            {
-                sample[value][stat] = v.iter().copied().next().unwrap_or(f32::NAN);
+    // onnxruntime's optimizers take long over thousands of reductions, and fuse little where
+    // every value is reduced; but a model that runs int8 or 4-bit kernels or computes in
+    // float16 computes other numbers unoptimized (a 4-bit DequantizeLinear and its MatMul are
+    // fused into int8 arithmetic), and where onnxruntime cannot run the summary unoptimized
+    // (an If it folds away holding a branch it has no kernel for), it runs it optimized
+    let levels: &[GraphLevel] = if crate::run::reduced_precision(model) {
+        &[GraphLevel::Default]
+    } else {
+        &[GraphLevel::Unoptimized, GraphLevel::Default]
+    };
+    let mut ran = Err(crate::run::RunError::Stopped);
+    for &level in levels {
+        ran = run_each_at(&summary, runs.engine, runs.samples, level, |k, outputs| {
+            if k == 0 {
+                spans.fill((f32::INFINITY, f32::NEG_INFINITY, true));
             }
+            let mut sample = vec![[f32::NAN; 3]; values.len()];
+            for out in outputs {
+                if let Some(&(value, stat)) = by_output.get(out.name.as_str())
+                    && let Ok(v) = out.tensor.to_plain_array_view::<f32>()
+                    && v.len() == 1
+                {
+                    sample[value][stat] = v.iter().copied().next().unwrap_or(f32::NAN);
+                }
+            }
+            for (span, [min, max, sum]) in spans.iter_mut().zip(sample) {
+                let fine = min.is_finite() && max.is_finite() && sum.is_finite() && min <= max;
+                *span = (span.0.min(min), span.1.max(max), span.2 && fine);
+            }
+        });
+        match &ran {
+            Err(e) if !crate::run::is_input_problem(e) => continue,
+            _ => break,
         }
-        for (span, [min, max, sum]) in spans.iter_mut().zip(sample) {
-            let fine = min.is_finite() && max.is_finite() && sum.is_finite() && min <= max;
-            *span = (span.0.min(min), span.1.max(max), span.2 && fine);
-        }
-    });
+    }
     match ran {
         Ok(engine) => {
             let ranges = spans

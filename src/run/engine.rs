@@ -97,12 +97,11 @@ pub enum Engine {
 pub enum GraphLevel {
     /// onnxruntime's default, every graph optimization: the numbers a user's session computes.
     Default,
-    /// None: for a model whose outputs are statistics of its values (a reduction of each),
-    /// which onnxruntime's optimizers take long over and could not fuse much of (every value
-    /// is read by its reductions). Loading one with three reductions of each of 802 values
-    /// took 1.7 to 1.9 s at the default level and 0.16 to 0.2 s at none; runs after the first
-    /// took about as long (onnxruntime 1.31.1; MiniLM, ppocr_v4_det and a 2.4 GB model of
-    /// BERT-base's layers).
+    /// None of onnxruntime's optimization levels: for a model whose outputs are statistics of
+    /// its values (a reduction of each), which onnxruntime's optimizers take long over. Loading
+    /// the session of one with three reductions of each of a 2.4 GB model's 802 values took
+    /// 1.7 to 1.9 s at the default level and 0.16 to 0.2 s at none, MiniLM's 663 reductions
+    /// 0.23 s and 0.09 s; runs after the first took about as long (onnxruntime 1.31.1).
     Unoptimized,
 }
 

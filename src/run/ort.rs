@@ -174,14 +174,18 @@ fn load_err(e: impl std::fmt::Display) -> RunError {
 }
 
 impl OrtRunner {
-    /// Loads `model` with onnxruntime's default (all) graph optimizations, for `runs` runs that
-    /// mdeploy's own work comes between (measuring, verifying, `run`): onnxruntime's idle
-    /// threads sleep instead of spinning, which would take the cores from that work (a MiniLM
-    /// int4 search took a third more CPU time with them spinning, and longer). Weights are
-    /// prepacked for its matrix kernels for more than [`PREPACK_PAST_RUNS`] runs, and where
-    /// prepacking changes what a kernel computes (4-bit weights): the numbers are those of
-    /// onnxruntime's default session, [`OrtRunner::serving`]'s.
-    /// At [`GraphLevel::Unoptimized`] the graph is not optimized at all.
+    /// Loads `model` with its graph optimized at `level`, for `runs` runs that mdeploy's own
+    /// work comes between (measuring, verifying, `run`): onnxruntime's idle threads sleep
+    /// instead of spinning, which would take the cores from that work (a MiniLM int4 search
+    /// took a third more CPU time with them spinning, and longer). Weights are prepacked for
+    /// its matrix kernels for more than [`PREPACK_PAST_RUNS`] runs, and where prepacking
+    /// changes what a kernel computes (4-bit weights). At [`GraphLevel::Default`] the numbers
+    /// are those of onnxruntime's default session, [`OrtRunner::serving`]'s; at
+    /// [`GraphLevel::Unoptimized`] no optimization level applies (onnxruntime's required
+    /// rewrites, such as the Casts around float16 nodes it has no float16 kernel for, do).
+    ///
+    /// [`GraphLevel::Default`]: super::GraphLevel::Default
+    /// [`GraphLevel::Unoptimized`]: super::GraphLevel::Unoptimized
     pub fn measuring(
         model: &Model,
         runs: usize,
