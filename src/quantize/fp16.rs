@@ -140,12 +140,7 @@ type NodeSlots = (Vec<Option<Slot>>, Vec<Option<Slot>>);
 /// Converts `model` to float16 in place.
 pub fn convert(model: &mut Model, options: &Fp16Options) -> Result<Fp16Report, QuantizeError> {
     // the values the model computes before conversion adds any (what can be compared)
-    let original: HashSet<String> = model
-        .graph()
-        .node
-        .iter()
-        .flat_map(|n| n.output.iter().cloned())
-        .collect();
+    let original = node_outputs(model);
     // Gemm's C is optional from opset 11
     if model.opset("").unwrap_or(1) >= 11 {
         super::fp16_ops::split_gemm_bias(model.graph_mut(), &options.revert);
@@ -183,18 +178,13 @@ pub fn convert(model: &mut Model, options: &Fp16Options) -> Result<Fp16Report, Q
         .values()
         .map(|p| p.applied)
         .sum::<usize>();
-    let computed: HashSet<&str> = model
-        .graph()
-        .node
-        .iter()
-        .flat_map(|n| n.output.iter().map(String::as_str))
-        .collect();
+    let computed = node_outputs(model);
     let mut report = converter.report;
     // the Casts removed were counted as computing in float16
     report.nodes_float16 = report.nodes_float16.saturating_sub(removed);
     report
         .converted_outputs
-        .retain(|v| original.contains(v) && computed.contains(v.as_str()));
+        .retain(|v| original.contains(v) && computed.contains(v));
     let float32: HashSet<&str> = model
         .graph()
         .initializer
@@ -207,6 +197,16 @@ pub fn convert(model: &mut Model, options: &Fp16Options) -> Result<Fp16Report, Q
         .filter(|n| float32.contains(n.as_str()))
         .collect();
     Ok(report)
+}
+
+/// The values the main graph's nodes write.
+fn node_outputs(model: &Model) -> HashSet<String> {
+    model
+        .graph()
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().cloned())
+        .collect()
 }
 
 struct Converter<'a> {

@@ -449,18 +449,10 @@ fn a_cast_to_float_of_a_float16_value_goes_with_its_output() {
     let mut m = model(proto.clone());
     let report = convert(&mut m, &Fp16Options::default()).unwrap();
     assert_eq!(ops(&m), ["Abs", "Mul", "Cast"]);
-    let computed: HashSet<&str> = m
-        .graph()
-        .node
-        .iter()
-        .flat_map(|n| n.output.iter().map(String::as_str))
-        .collect();
+    let computed = node_outputs(&m);
     assert!(!report.converted_outputs.is_empty());
     for v in &report.converted_outputs {
-        assert!(
-            computed.contains(v.as_str()),
-            "{v} is exposed but not computed"
-        );
+        assert!(computed.contains(v), "{v} is exposed but not computed");
     }
     assert_eq!(report.nodes_float16, 2, "{report:?}");
     assert_eq!(max_difference(&proto, &m.proto), 0.0);

@@ -106,12 +106,7 @@ pub enum GraphLevel {
 }
 
 impl Engine {
-    /// Loads `model` in the chosen engine (for `auto`: the first of [`auto_order`] that loads),
-    /// for `runs` runs ([`OrtRunner::measuring`]).
-    pub fn load(model: &Model, choice: EngineChoice, runs: usize) -> Result<Engine, RunError> {
-        in_either(model, choice, |kind| Engine::load_in(model, kind, runs))
-    }
-
+    /// Loads `model` in `kind`, for `runs` runs ([`OrtRunner::measuring`]).
     pub fn load_in(model: &Model, kind: EngineKind, runs: usize) -> Result<Engine, RunError> {
         Engine::load_at(model, kind, runs, GraphLevel::Default)
     }
@@ -126,8 +121,8 @@ impl Engine {
         Engine::load_as(model, kind, |m| OrtRunner::measuring(m, runs, level))
     }
 
-    /// Loads `model` for serving, as [`Engine::load`] does, with onnxruntime's threads as
-    /// [`OrtRunner::serving`] has them.
+    /// Loads `model` for serving in the chosen engine (for `auto`: the first of [`auto_order`]
+    /// that loads), with onnxruntime's threads and weights as [`OrtRunner::serving`] has them.
     pub fn load_serving(model: &Model, choice: EngineChoice) -> Result<Engine, RunError> {
         in_either(model, choice, |kind| {
             Engine::load_as(model, kind, OrtRunner::serving)
