@@ -59,6 +59,9 @@ pub struct ConvertReport {
     pub not_analysed: Vec<OpRef>,
     /// Whether the nodes had to be reordered.
     pub reordered: bool,
+    /// Outputs declared with a shape the graph does not compute, now declared as computed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outputs_redeclared: Vec<infer::RedeclaredOutput>,
     /// The opset raised by `--opset`, when asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub opset_raised: Option<OpsetRaised>,
@@ -88,6 +91,7 @@ pub fn normalize(model: &mut Model, shapes: &InputShapes) -> Result<ConvertRepor
     let (recorded, unknown) = record_value_info(model, &inference);
     report.shapes_recorded = recorded;
     report.shapes_unknown = unknown;
+    report.outputs_redeclared = infer::redeclare_outputs(model, &inference);
 
     let mut graph = Graph::new(std::mem::take(model.graph_mut()));
     report.reordered = graph.sort_topologically()?;

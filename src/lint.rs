@@ -26,6 +26,17 @@ pub struct Finding {
 pub fn lint(model: &Model) -> Vec<Finding> {
     let mut findings = Vec::new();
     lint_graph(model, model.graph(), "main", &mut findings);
+    for r in crate::infer::Inference::of_model(model).output_contradictions(model) {
+        findings.push(Finding {
+            kind: "output_shape_contradicted",
+            graph: "main".into(),
+            subject: r.output.clone(),
+            message: format!(
+                "output '{}' is declared {} but the graph computes {}: onnxruntime warns on every run, and a checker that can infer the shape refuses the model; convert and optimize declare what it computes",
+                r.output, r.declared, r.computed
+            ),
+        });
+    }
     findings
 }
 

@@ -87,6 +87,12 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
             "{n} initializers dropped from the graph inputs: they are constants now"
         ));
     }
+    for r in &report.outputs_redeclared {
+        printer.note(&format!(
+            "output '{}' declared {} as the graph computes it (the input declares {})",
+            r.output, r.computed, r.declared
+        ));
+    }
     if let Some(r) = report.opset_raised.as_ref().filter(|r| r.from != r.to) {
         printer.note(&format!(
             "opset raised from {} to {} ({} nodes rewritten to keep their meaning)",

@@ -261,6 +261,12 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
             "{n} initializers dropped from the graph inputs: they are constants now"
         ));
     }
+    for r in &doc.outputs_redeclared {
+        printer.note(&format!(
+            "output '{}' declared {} as the graph computes it (the input declares {})",
+            r.output, r.computed, r.declared
+        ));
+    }
     if let Some(r) = &doc.opset_raised {
         printer.note(&format!(
             "opset raised from {} to {} (onnxruntime and tract run no opset below 7; {} nodes rewritten to keep their meaning)",

@@ -9,6 +9,7 @@
 //! as on its architecture without weights.
 
 pub mod dim;
+mod outputs;
 mod shapes;
 mod types;
 
@@ -25,6 +26,7 @@ use crate::onnx::schema::{self, normalize_domain};
 use crate::onnx::{DataType, Model, TensorData};
 
 pub use dim::Dim;
+pub use outputs::{RedeclaredOutput, redeclare_outputs};
 pub use shapes::{Fresh, LEGACY_BROADCAST, MAX_VALUE_ELEMENTS, broadcast};
 
 /// The dims of a tensor, one per axis.

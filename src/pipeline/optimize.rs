@@ -213,6 +213,10 @@ pub struct OptimizeDocument {
     /// Initializers dropped from the graph inputs by `--freeze-initializers`, when asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initializers_frozen: Option<usize>,
+    /// Outputs the input declares with a shape its graph does not compute, declared as
+    /// computed in the result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs_redeclared: Vec<crate::infer::RedeclaredOutput>,
 }
 
 impl OptimizeDocument {
@@ -421,6 +425,11 @@ pub fn optimize_file(
         let reference = run.and_then(|run| run.join().ok()).flatten();
         quantized.map(|(q, c)| (q, c, reference))
     })?;
+    // what the rewrites made inferable must agree with what the outputs declare (the `onnx`
+    // checker refuses a model whose declared output contradicts the shape it infers)
+    let facts = crate::infer::Inference::of_model(&model);
+    let outputs_redeclared = crate::infer::redeclare_outputs(&mut model, &facts);
+    drop(facts);
     let verification = match (req.verify, early) {
         (true, Some(samples)) => Some(samples),
         (true, None) => Some(verification_samples(req, &original)?),
@@ -442,6 +451,7 @@ pub fn optimize_file(
         optimize: report,
         opset_raised,
         initializers_frozen,
+        outputs_redeclared,
     };
     if let Some(samples) = &verification {
         let tolerance = document.verification_tolerance(req.tolerance);
