@@ -21,6 +21,7 @@ pub fn random_inputs(
     seed: u64,
 ) -> Result<Vec<NamedTensor>, RunError> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let shapes = shapes.clone().with_symbol_defaults(inputs);
     inputs
         .iter()
         .map(|input| {
@@ -104,5 +105,43 @@ fn random_tensor(
         Uint64 => build!(u64, |r: &mut ChaCha8Rng| small(r) as u64),
         Bool => build!(bool, |r: &mut ChaCha8Rng| r.next_u32() & 1 == 1),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{Dim, ValueShape};
+
+    fn input(name: &str, dims: &[Dim]) -> InputDesc {
+        InputDesc {
+            name: name.into(),
+            dtype: Some(DataType::Float),
+            shape: ValueShape::Known(dims.to_vec()),
+            index_bound: None,
+        }
+    }
+
+    #[test]
+    fn a_symbol_shared_by_inputs_takes_one_size_in_all_of_them() {
+        let batch = || Dim::Symbol("batch".into());
+        let inputs = [
+            input("input", &[batch(), Dim::Symbol("sequence".into())]),
+            input("state", &[Dim::Fixed(2), batch(), Dim::Fixed(128)]),
+            input("h", &[Dim::Fixed(2), Dim::Symbol("hidden".into())]),
+        ];
+        let made = random_inputs(&inputs, &InputShapes::default(), 1).unwrap();
+        let shapes: Vec<&[usize]> = made.iter().map(|t| t.tensor.shape()).collect();
+        // leading an input, a symbol is a batch of 1 wherever it appears; one that leads none
+        // takes the default size
+        assert_eq!(shapes, [&[1, 64][..], &[2, 1, 128], &[2, 64]]);
+        // a size the user gave holds everywhere
+        let given = InputShapes::parse(&["batch=3".to_string()])
+            .unwrap()
+            .resolve(&inputs)
+            .unwrap();
+        let made = random_inputs(&inputs, &given, 1).unwrap();
+        assert_eq!(made[1].tensor.shape(), &[2, 3, 128]);
+        assert_eq!(made[0].tensor.shape(), &[3, 64]);
     }
 }

@@ -166,8 +166,38 @@ impl InputShapes {
         Ok(self)
     }
 
+    /// Gives each symbol of `inputs` nobody sized one size for all the inputs it appears in: 1
+    /// where it leads an input (a batch), [`UNKNOWN_DIM`] elsewhere. A symbol sized by axis
+    /// alone would differ between inputs that share it (silero's `state [2, batch, 128]` beside
+    /// `input [batch, sequence]`), which no model runs on.
+    pub fn with_symbol_defaults(mut self, inputs: &[super::InputDesc]) -> InputShapes {
+        let declared = inputs
+            .iter()
+            .filter(|i| !self.by_input.contains_key(&i.name));
+        let mut leading = std::collections::HashSet::new();
+        let mut symbols = Vec::new();
+        for input in declared {
+            if let ValueShape::Known(dims) = &input.shape {
+                for (axis, d) in dims.iter().enumerate() {
+                    if let Dim::Symbol(s) = d {
+                        if axis == 0 {
+                            leading.insert(s.clone());
+                        }
+                        symbols.push(s.clone());
+                    }
+                }
+            }
+        }
+        for s in symbols {
+            let size = if leading.contains(&s) { 1 } else { UNKNOWN_DIM };
+            self.by_symbol.entry(s).or_insert(size);
+        }
+        self
+    }
+
     /// The concrete shape of an input: the user's, else its declared dims with symbols from
-    /// `by_symbol`; dims still unknown take 1 on the leading (batch) axis and 64 elsewhere, a
+    /// `by_symbol` (see [`InputShapes::with_symbol_defaults`]); dims still unknown take 1 on the
+    /// leading (batch) axis and 64 elsewhere, a
     /// size that sequence models and image models with a few downsamplings can both run on.
     pub fn concrete(&self, input: &super::InputDesc) -> Vec<usize> {
         if let Some(d) = self.by_input.get(&input.name) {

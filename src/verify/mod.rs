@@ -251,6 +251,36 @@ fn unsupported(model: &Model, which: &'static str, error: &RunError) -> Unsuppor
     }
 }
 
+/// A model the engines fail to run on seeded random samples, for no op they lack, may fail for
+/// the values and sizes it was given (a sample-rate input it branches on, a signal shorter than
+/// it pads by): the message says what it ran on and how to give it better.
+fn on_random_samples(mut u: Unsupported, inputs: &Inputs) -> Unsupported {
+    if inputs.random_seed.is_none() || !u.ops.is_empty() {
+        return u;
+    }
+    let Some(first) = inputs.samples.first() else {
+        return u;
+    };
+    let shapes: Vec<String> = first
+        .inputs
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {:?} {:?}",
+                t.name,
+                t.tensor.shape(),
+                t.tensor.datum_type()
+            )
+        })
+        .collect();
+    u.message = format!(
+        "{} (on seeded random inputs: {}; a model that needs real values, such as a sample rate or a minimum length, is verified on them with --data, and --input-shape sets other sizes)",
+        u.message,
+        shapes.join(", ")
+    );
+    u
+}
+
 /// tract names the failing node as `Building node NAME (OP)` or `node #N "NAME" OP`, where an
 /// unnamed ONNX node is named after its first output: find one of the model's nodes there.
 fn op_in_message(model: &Model, message: &str) -> Option<OpRef> {
@@ -489,7 +519,7 @@ pub fn verify_models(
     report.candidate_outputs_reused = reused;
     progress.on_finish();
     match (want, got) {
-        (Err(u), _) => report.unsupported = Some(u),
+        (Err(u), _) => report.unsupported = Some(on_random_samples(u, &inputs)),
         (Ok((engine, _)), Err(u)) => {
             // the reference runs: a candidate that does not is a failure, never "unsupported"
             report.engines.insert("reference".to_string(), engine);
@@ -603,7 +633,7 @@ pub fn verify_stored(
     )?;
     progress.on_finish();
     match got {
-        Err(u) => report.unsupported = Some(u),
+        Err(u) => report.unsupported = Some(on_random_samples(u, &inputs)),
         Ok((engine, got)) => {
             report.engines.insert("reference".to_string(), engine);
             compare(&mut report, &want, &got);
