@@ -292,9 +292,13 @@ pub fn infer(
     let n = node.output.len();
     let mut outs = rule(node, opset, ins, out_types, fresh).unwrap_or_default();
     outs.resize_with(n, Out::default);
+    // a Cast of integers to floats keeps their value for the nodes that read it (a Range over
+    // a float limit cast from a size, as YOLO exports build their anchor grids): every rule
+    // that computes a value from it writes a float, which is not kept
+    let exact_floats = node.op_type() == "Cast" && ins.value(0).is_some();
     for (o, t) in outs.iter_mut().zip(out_types) {
         // values only for small integer tensors whose size matches their shape
-        let keep = is_int(*t)
+        let keep = (is_int(*t) || exact_floats && t.is_some_and(DataType::is_float))
             && o.value.as_ref().is_some_and(|v| {
                 v.len() <= MAX_VALUE_ELEMENTS
                     && o.shape.as_ref().is_some_and(|s| {
@@ -318,8 +322,9 @@ fn rule(
 ) -> Option<Vec<Out>> {
     let op = node.op_type();
     if SAME_SHAPE.contains(&op) {
+        let out = out_types.first().copied().flatten();
         let keeps_value = matches!(op, "Identity" | "Cast" | "CastLike" | "Neg" | "Abs")
-            && is_int(out_types.first().copied().flatten());
+            && (is_int(out) || op == "Cast" && out.is_some_and(DataType::is_float));
         let value = ins.value(0).filter(|_| keeps_value).map(|v| match op {
             "Neg" => v
                 .iter()
@@ -361,7 +366,10 @@ fn rule(
             Some(vec![shaped(s.clone()), shaped(s)])
         }
         "Shape" => {
-            let s = ins.shape(0)?;
+            // of a value of unknown rank: a list of unknown length
+            let Some(s) = ins.shape(0) else {
+                return one(shaped(vec![fresh.dim()]));
+            };
             let r = s.len() as i64;
             let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
             let start = clamp(attr_i(node, "start", 0));
@@ -370,8 +378,7 @@ fn rule(
             one(with_value(vec![Dim::constant(v.len() as i64)], v))
         }
         "Size" => {
-            let s = ins.shape(0)?;
-            let size = product(s);
+            let size = ins.shape(0).and_then(product);
             Some(vec![Out {
                 shape: Some(vec![]),
                 value: size.map(|d| vec![d]),
@@ -521,7 +528,20 @@ fn rule(
         "Pad" => pad(node, opset, ins, fresh),
         "Resize" | "Upsample" => resize(node, opset, ins, fresh),
         "Range" => {
-            let (start, limit, delta) = (ins.value(0), ins.value(1), ins.value(2));
+            // integers, or floats that are whole numbers (a float Range's constant start and
+            // step; its limit cast from a size keeps the size as its value)
+            let number = |k: usize| {
+                let whole = |f: &Vec<f32>| {
+                    let x = *f.first()?;
+                    (x.fract() == 0.0 && x.abs() < (1u32 << 24) as f32)
+                        .then(|| vec![Dim::constant(x as i64)])
+                };
+                ins.value(k)
+                    .map(<[Dim]>::to_vec)
+                    .or_else(|| ins.fact(k)?.float_value.as_ref().and_then(whole))
+            };
+            let (start, limit, delta) = (number(0), number(1), number(2));
+            let (start, limit, delta) = (start.as_deref(), limit.as_deref(), delta.as_deref());
             let consts = |v: Option<&[Dim]>| v.and_then(|v| v.first()?.as_const());
             let len = match (consts(start), consts(limit), consts(delta)) {
                 (Some(s), Some(l), Some(d)) if d != 0 => {

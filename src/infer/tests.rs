@@ -370,3 +370,50 @@ fn model_local_functions_are_inferred_with_the_callers_attributes() {
     assert_eq!(shape_str(&inf, "y"), "[5, batch, 3]");
     assert_eq!(inf.elem_type("y"), Some(Float));
 }
+
+#[test]
+fn a_float_range_over_a_size_cast_to_float_is_as_long_as_the_size() {
+    // YOLOv8's anchor grid: Range(0.0, Cast<float>(Shape(x)[3]), 1.0) + 0.5, then Add of its
+    // float values with a float constant, whose values are not kept
+    let m = ModelBuilder::new(17)
+        .input("x", Float, &["N", "64", "H", "W"])
+        .node("Shape", &["x"], &["s"])
+        .initializer_i64("three", &[], &[3])
+        .node("Gather", &["s", "three"], &["w"])
+        .node("Cast", &["w"], &["wf"])
+        .attr(attr_int("to", 1))
+        .initializer_f32("zero", &[], &[0.0])
+        .initializer_f32("one", &[], &[1.0])
+        .node("Range", &["zero", "wf", "one"], &["r"])
+        .initializer_f32("half", &[], &[0.5])
+        .node("Add", &["r", "half"], &["centres"])
+        .node("Add", &["wf", "half"], &["wf_half"])
+        .output("centres", Float, &[])
+        .output("wf_half", Float, &[])
+        .build();
+    let inf = infer(m);
+    assert_eq!(shape_str(&inf, "r"), "[W]");
+    assert_eq!(shape_str(&inf, "centres"), "[W]");
+    // a float computed from the cast value is no size
+    assert!(inf.value("wf_half").is_none());
+}
+
+#[test]
+fn the_shape_of_a_value_of_unknown_rank_is_a_list() {
+    let m = ModelBuilder::new(17)
+        .opset("com.microsoft", 1)
+        .input("x", Float, &["1", "8"])
+        .node("FusedGemm", &["x", "x"], &["y"])
+        .node("Shape", &["y"], &["s"])
+        .initializer_i64("one", &[1], &[1])
+        .node("Gather", &["s", "one"], &["d"])
+        .node("Size", &["y"], &["n"])
+        .output("d", Int64, &[])
+        .output("n", Int64, &[])
+        .build();
+    let inf = infer(m);
+    assert_eq!(inf.rank("y"), None);
+    assert_eq!(inf.rank("s"), Some(1));
+    assert_eq!(shape_str(&inf, "d"), "[1]");
+    assert_eq!(shape_str(&inf, "n"), "[]");
+}
