@@ -16,7 +16,7 @@ use crate::onnx::proto::tensor_shape_proto::dimension::Value;
 use crate::onnx::proto::type_proto;
 use crate::onnx::proto::{TensorShapeProto, ValueInfoProto};
 use crate::onnx::{Model, schema};
-use crate::run::{Dim, InputShapes, RunError, ValueShape, graph_inputs, guard, tract_model};
+use crate::run::{InputShapes, RunError, ValueShape, graph_inputs, guard, tract_model};
 
 /// Why a conversion failed.
 #[derive(Debug, thiserror::Error)]
@@ -114,19 +114,8 @@ pub fn apply_input_shapes(
 
 /// Sets the user's sizes on graph inputs (and on outputs sharing a fixed symbol).
 fn fix_input_dims(model: &mut Model, shapes: &InputShapes) -> BTreeMap<String, String> {
-    let mut symbols: HashMap<String, usize> = shapes.by_symbol.clone().into_iter().collect();
-    for input in graph_inputs(model) {
-        if let (Some(dims), ValueShape::Known(decl)) =
-            (shapes.by_input.get(&input.name), &input.shape)
-        {
-            for (d, &n) in decl.iter().zip(dims) {
-                if let Dim::Symbol(s) = d {
-                    symbols.insert(s.clone(), n);
-                }
-            }
-        }
-    }
     let inputs = graph_inputs(model);
+    let symbols: HashMap<String, usize> = shapes.symbol_sizes(&inputs).into_iter().collect();
     let mut fixed = BTreeMap::new();
     let graph = model.graph_mut();
     for vi in graph.input.iter_mut() {

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use crate::graph::constant_tensor;
 use crate::onnx::attributes::{attr, attr_g, attr_i, attr_ints};
-use crate::onnx::proto::tensor_shape_proto::{Dimension, dimension::Value};
+use crate::onnx::proto::tensor_shape_proto::dimension::Value;
 use crate::onnx::proto::type_proto;
 use crate::onnx::proto::{
     FunctionProto, GraphProto, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
@@ -206,7 +206,7 @@ impl Inference {
                 .iter()
                 .map(|d| match &d.value {
                     Some(Value::DimValue(v)) if *v >= 0 => Dim::constant(*v),
-                    Some(Value::DimParam(p)) if names_a_dim(p) => Dim::symbol(p),
+                    Some(Value::DimParam(p)) if crate::onnx::names_a_dim(p) => Dim::symbol(p),
                     _ => fresh.dim(),
                 })
                 .collect()
@@ -686,12 +686,6 @@ fn reseat(f: &Fact, fresh: &mut Fresh) -> Fact {
     }
 }
 
-/// Is a `dim_param` a name? Some exporters write `?`, `-1` or `None` for every dynamic dim of an
-/// input, which would make its height equal its width; such a "name" is an unknown.
-fn names_a_dim(p: &str) -> bool {
-    p.chars().any(|c| c.is_alphanumeric()) && !matches!(p, "-1" | "None" | "none" | "null")
-}
-
 fn shapes_axis(a: i64, rank: usize) -> Option<usize> {
     let r = rank as i64;
     let a = if a < 0 { a + r } else { a };
@@ -832,18 +826,7 @@ pub fn value_info(
 ) -> Option<ValueInfoProto> {
     let elem_type = fact.elem_type?;
     let shape = fact.shape.as_ref().map(|dims| TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|d| Dimension {
-                value: match d.as_const() {
-                    Some(v) if v >= 0 => Some(Value::DimValue(v)),
-                    Some(_) => None,
-                    None if d.is_known() => Some(Value::DimParam(d.to_string())),
-                    None => None,
-                },
-                denotation: None,
-            })
-            .collect(),
+        dim: dims.iter().map(outputs::dimension_of).collect(),
     });
     Some(ValueInfoProto {
         name: Some(name.to_string()),

@@ -34,7 +34,7 @@ fn render_declared(shape: &TensorShapeProto) -> String {
         .dim
         .iter()
         .map(|d| match &d.value {
-            Some(Value::DimValue(v)) => v.to_string(),
+            Some(Value::DimValue(v)) if *v >= 0 => v.to_string(),
             Some(Value::DimParam(p)) if !p.is_empty() => p.clone(),
             _ => "?".into(),
         })
@@ -42,7 +42,8 @@ fn render_declared(shape: &TensorShapeProto) -> String {
     format!("[{}]", dims.join(", "))
 }
 
-fn render_computed(shape: &[Dim]) -> String {
+/// A computed shape as text: sizes, expressions over named symbols, `?` for a dim not known.
+pub(crate) fn render_computed(shape: &[Dim]) -> String {
     let dims: Vec<String> = shape
         .iter()
         .map(|d| match d.is_known() {
@@ -55,7 +56,7 @@ fn render_computed(shape: &[Dim]) -> String {
 
 /// The dimension to declare for a computed dim: its size, or the expression over named symbols
 /// it is, or left open.
-fn dimension_of(d: &Dim) -> Dimension {
+pub(super) fn dimension_of(d: &Dim) -> Dimension {
     Dimension {
         value: match d.as_const() {
             Some(v) if v >= 0 => Some(Value::DimValue(v)),
@@ -80,7 +81,9 @@ fn corrected(declared: &TensorShapeProto, computed: &[Dim]) -> Option<TensorShap
     let mut fixed = declared.clone();
     let mut changed = false;
     for (d, c) in fixed.dim.iter_mut().zip(computed) {
+        // a negative size is an exporter's placeholder for an open dim
         if let (Some(Value::DimValue(v)), Some(n)) = (&d.value, c.as_const())
+            && *v >= 0
             && *v != n
         {
             *d = dimension_of(c);
@@ -202,9 +205,23 @@ mod tests {
 
     #[test]
     fn a_declaration_the_graph_may_compute_stays() {
-        let mut m = model(&["a", "b", "c"], &["3", "2"]);
+        // named dims, and an exporter's -1 for an open one
+        let mut m = model(&["a", "b", "c"], &["-1", "2"]);
         let before = m.proto.clone();
         assert!(Inference::of_model(&m).output_contradictions(&m).is_empty());
+        assert!(redeclared(&mut m).is_empty());
+        assert_eq!(m.proto, before);
+        // what inference cannot tell (a contrib op's output) contradicts nothing, nor does a
+        // graph input passed through as an output
+        let proto = ModelBuilder::new(17)
+            .opset("com.microsoft", 1)
+            .input("x", DataType::Float, &["2", "3"])
+            .node("FusedGemm", &["x", "x"], &["y"])
+            .output("y", DataType::Float, &["7"])
+            .output("x", DataType::Float, &["2", "3"])
+            .build();
+        let mut m = Model::from_proto(proto, std::path::PathBuf::new());
+        let before = m.proto.clone();
         assert!(redeclared(&mut m).is_empty());
         assert_eq!(m.proto, before);
     }

@@ -293,12 +293,21 @@ pub fn infer(
     let mut outs = rule(node, opset, ins, out_types, fresh).unwrap_or_default();
     outs.resize_with(n, Out::default);
     // a Cast of integers to floats keeps their value for the nodes that read it (a Range over
-    // a float limit cast from a size, as YOLO exports build their anchor grids): every rule
-    // that computes a value from it writes a float, which is not kept
+    // a float limit cast from a size, as YOLO exports build their anchor grids), where the
+    // float holds them exactly: a float32 every integer up to 2^24 (a size is taken to be one),
+    // a float64 up to 2^53; float16 and narrower no more than a few thousand. A rule computing
+    // a value from it writes a float (not kept) or compares exact integers
     let exact_floats = node.op_type() == "Cast" && ins.value(0).is_some();
     for (o, t) in outs.iter_mut().zip(out_types) {
+        let exact = |v: &Vec<Dim>| match t {
+            Some(DataType::Double) => true,
+            Some(DataType::Float) => v
+                .iter()
+                .all(|d| d.as_const().is_none_or(|c| c.unsigned_abs() <= 1 << 24)),
+            _ => false,
+        };
         // values only for small integer tensors whose size matches their shape
-        let keep = (is_int(*t) || exact_floats && t.is_some_and(DataType::is_float))
+        let keep = (is_int(*t) || exact_floats && o.value.as_ref().is_some_and(exact))
             && o.value.as_ref().is_some_and(|v| {
                 v.len() <= MAX_VALUE_ELEMENTS
                     && o.shape.as_ref().is_some_and(|s| {
@@ -324,7 +333,8 @@ fn rule(
     if SAME_SHAPE.contains(&op) {
         let out = out_types.first().copied().flatten();
         let keeps_value = matches!(op, "Identity" | "Cast" | "CastLike" | "Neg" | "Abs")
-            && (is_int(out) || op == "Cast" && out.is_some_and(DataType::is_float));
+            && (is_int(out)
+                || op == "Cast" && matches!(out, Some(DataType::Float | DataType::Double)));
         let value = ins.value(0).filter(|_| keeps_value).map(|v| match op {
             "Neg" => v
                 .iter()
@@ -531,14 +541,18 @@ fn rule(
             // integers, or floats that are whole numbers (a float Range's constant start and
             // step; its limit cast from a size keeps the size as its value)
             let number = |k: usize| {
-                let whole = |f: &Vec<f32>| {
-                    let x = *f.first()?;
-                    (x.fract() == 0.0 && x.abs() < (1u32 << 24) as f32)
+                // a float32 constant, read as the f32 it is (a float64 narrowed to f32 could
+                // look whole and not be)
+                let whole = |f: &Fact| {
+                    let x = *f.float_value.as_ref()?.first()?;
+                    (f.elem_type == Some(DataType::Float)
+                        && x.fract() == 0.0
+                        && x.abs() < (1u32 << 24) as f32)
                         .then(|| vec![Dim::constant(x as i64)])
                 };
                 ins.value(k)
                     .map(<[Dim]>::to_vec)
-                    .or_else(|| ins.fact(k)?.float_value.as_ref().and_then(whole))
+                    .or_else(|| ins.fact(k).and_then(whole))
             };
             let (start, limit, delta) = (number(0), number(1), number(2));
             let (start, limit, delta) = (start.as_deref(), limit.as_deref(), delta.as_deref());

@@ -20,22 +20,8 @@ fn infer(mut m: crate::onnx::proto::ModelProto) -> Inference {
 }
 
 fn shape_str(inf: &Inference, name: &str) -> String {
-    match inf.shape(name) {
-        None => "?".into(),
-        Some(s) => {
-            let parts: Vec<String> = s
-                .iter()
-                .map(|d| {
-                    if d.is_known() {
-                        d.to_string()
-                    } else {
-                        "?".into()
-                    }
-                })
-                .collect();
-            format!("[{}]", parts.join(", "))
-        }
-    }
+    inf.shape(name)
+        .map_or_else(|| "?".into(), outputs::render_computed)
 }
 
 #[test]
@@ -373,29 +359,37 @@ fn model_local_functions_are_inferred_with_the_callers_attributes() {
 
 #[test]
 fn a_float_range_over_a_size_cast_to_float_is_as_long_as_the_size() {
-    // YOLOv8's anchor grid: Range(0.0, Cast<float>(Shape(x)[3]), 1.0) + 0.5, then Add of its
-    // float values with a float constant, whose values are not kept
-    let m = ModelBuilder::new(17)
-        .input("x", Float, &["N", "64", "H", "W"])
-        .node("Shape", &["x"], &["s"])
-        .initializer_i64("three", &[], &[3])
-        .node("Gather", &["s", "three"], &["w"])
-        .node("Cast", &["w"], &["wf"])
-        .attr(attr_int("to", 1))
-        .initializer_f32("zero", &[], &[0.0])
-        .initializer_f32("one", &[], &[1.0])
-        .node("Range", &["zero", "wf", "one"], &["r"])
-        .initializer_f32("half", &[], &[0.5])
-        .node("Add", &["r", "half"], &["centres"])
-        .node("Add", &["wf", "half"], &["wf_half"])
-        .output("centres", Float, &[])
-        .output("wf_half", Float, &[])
-        .build();
-    let inf = infer(m);
+    // YOLOv8's anchor grid: Range(0.0, Cast<float>(Shape(x)[3]), 1.0) + 0.5
+    let grid = |to: i64, start: f32| {
+        ModelBuilder::new(17)
+            .input("x", Float, &["N", "64", "H", "W"])
+            .node("Shape", &["x"], &["s"])
+            .initializer_i64("three", &[], &[3])
+            .node("Gather", &["s", "three"], &["w"])
+            .node("Cast", &["w"], &["wf"])
+            .attr(attr_int("to", to))
+            .initializer_f32("start", &[], &[start])
+            .initializer_f32("one", &[], &[1.0])
+            .node("Range", &["start", "wf", "one"], &["r"])
+            .initializer_f32("half", &[], &[0.5])
+            .node("Add", &["r", "half"], &["centres"])
+            .node("Add", &["wf", "wf"], &["twice"])
+            .output("centres", Float, &[])
+            .output("twice", Float, &[])
+            .build()
+    };
+    let inf = infer(grid(1, 0.0));
+    assert_eq!(inf.value("wf").map(|v| v.len()), Some(1));
     assert_eq!(shape_str(&inf, "r"), "[W]");
     assert_eq!(shape_str(&inf, "centres"), "[W]");
     // a float computed from the cast value is no size
-    assert!(inf.value("wf_half").is_none());
+    assert!(inf.value("twice").is_none());
+    // a start of 0.5 is no whole number: the length is not known
+    let inf = infer(grid(1, 0.5));
+    assert_eq!(shape_str(&inf, "r"), "[?]");
+    // float16 holds integers exactly only up to 2048: a size cast to it keeps no value
+    let inf = infer(grid(10, 0.0));
+    assert!(inf.value("wf").is_none());
 }
 
 #[test]

@@ -29,6 +29,12 @@ pub use save::{
 };
 pub use tensor::{TensorData, TensorValues};
 
+/// Is a `dim_param` a name? Some exporters write `?`, `-1` or `None` for every dynamic dim of an
+/// input, which would make its height equal its width; such a "name" is an unknown.
+pub fn names_a_dim(p: &str) -> bool {
+    p.chars().any(|c| c.is_alphanumeric()) && !matches!(p, "-1" | "None" | "none" | "null")
+}
+
 pub use proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto,

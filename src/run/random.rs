@@ -143,5 +143,33 @@ mod tests {
         let made = random_inputs(&inputs, &given, 1).unwrap();
         assert_eq!(made[1].tensor.shape(), &[2, 3, 128]);
         assert_eq!(made[0].tensor.shape(), &[3, 64]);
+        // and so does one a whole input shape binds
+        let given = InputShapes::parse(&["input=4,512".to_string()])
+            .unwrap()
+            .resolve(&inputs)
+            .unwrap();
+        let made = random_inputs(&inputs, &given, 1).unwrap();
+        assert_eq!(made[1].tensor.shape(), &[2, 4, 128]);
+    }
+
+    #[test]
+    fn a_placeholder_dim_name_is_no_symbol_shared_between_axes() {
+        // `?`, `-1` and `None` written for every dynamic dim name nothing: an image declared
+        // [?, 3, ?, ?] is a batch of 1 at 64 x 64, not 1 x 1
+        for placeholder in ["?", "-1", "None"] {
+            let vi = crate::graph::builder::value_info(
+                "img",
+                DataType::Float,
+                &[placeholder, "3", placeholder, placeholder],
+            );
+            let img = InputDesc {
+                name: "img".into(),
+                dtype: Some(DataType::Float),
+                shape: ValueShape::of(&vi),
+                index_bound: None,
+            };
+            let made = random_inputs(&[img], &InputShapes::default(), 1).unwrap();
+            assert_eq!(made[0].tensor.shape(), &[1, 3, 64, 64], "{placeholder}");
+        }
     }
 }

@@ -38,7 +38,9 @@ impl ValueShape {
                     .iter()
                     .map(|d| match &d.value {
                         Some(Value::DimValue(v)) if *v >= 0 => Dim::Fixed(*v),
-                        Some(Value::DimParam(p)) if !p.is_empty() => Dim::Symbol(p.clone()),
+                        Some(Value::DimParam(p)) if crate::onnx::names_a_dim(p) => {
+                            Dim::Symbol(p.clone())
+                        }
                         _ => Dim::Unknown,
                     })
                     .collect(),
@@ -166,11 +168,30 @@ impl InputShapes {
         Ok(self)
     }
 
+    /// The sizes of symbols: those given by name, and those a whole input shape given binds
+    /// (`input=1,512` makes `input [batch, sequence]`'s batch 1 wherever `batch` appears).
+    pub fn symbol_sizes(&self, inputs: &[super::InputDesc]) -> BTreeMap<String, usize> {
+        let mut sizes = self.by_symbol.clone();
+        for input in inputs {
+            if let (Some(dims), ValueShape::Known(declared)) =
+                (self.by_input.get(&input.name), &input.shape)
+            {
+                for (d, &n) in declared.iter().zip(dims) {
+                    if let Dim::Symbol(s) = d {
+                        sizes.insert(s.clone(), n);
+                    }
+                }
+            }
+        }
+        sizes
+    }
+
     /// Gives each symbol of `inputs` nobody sized one size for all the inputs it appears in: 1
     /// where it leads an input (a batch), [`UNKNOWN_DIM`] elsewhere. A symbol sized by axis
     /// alone would differ between inputs that share it (silero's `state [2, batch, 128]` beside
     /// `input [batch, sequence]`), which no model runs on.
     pub fn with_symbol_defaults(mut self, inputs: &[super::InputDesc]) -> InputShapes {
+        self.by_symbol = self.symbol_sizes(inputs);
         let declared = inputs
             .iter()
             .filter(|i| !self.by_input.contains_key(&i.name));

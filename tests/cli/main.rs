@@ -884,3 +884,74 @@ fn convert_records_shapes_of_models_tract_cannot_load() {
     );
     mdeploy::graph::check_model(&Model::load(&out).unwrap()).unwrap();
 }
+
+/// An output declared [1, seqlen] that a Reshape makes [N, 1, 6] (as ddddocr's CRNN declares
+/// its [T, 1, 8210]): lint names it, and convert and optimize write what the graph computes, which
+/// the optimized model's folded Reshape target would otherwise contradict.
+#[test]
+fn an_output_declared_with_another_shape_is_named_and_declared_as_computed() {
+    use mdeploy::graph::ModelBuilder;
+    use mdeploy::graph::builder::attr_int;
+    use mdeploy::onnx::DataType::Float;
+    let proto = ModelBuilder::new(17)
+        .input("x", Float, &["N", "8"])
+        .initializer_f32("w", &[8, 6], &[0.125; 48])
+        .node("MatMul", &["x", "w"], &["y"])
+        .node("Shape", &["y"], &["s"])
+        .initializer_i64("zero", &[], &[0])
+        .node("Gather", &["s", "zero"], &["n"])
+        .attr(attr_int("axis", 0))
+        .initializer_i64("axes", &[1], &[0])
+        .node("Unsqueeze", &["n", "axes"], &["n1"])
+        .initializer_i64("rest", &[2], &[1, -1])
+        .node("Concat", &["n1", "rest"], &["target"])
+        .attr(attr_int("axis", 0))
+        .node("Reshape", &["y", "target"], &["out"])
+        .output("out", Float, &["1", "seqlen"])
+        .build();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_model(tmp.path(), "m.onnx", proto);
+    let p = path.to_str().unwrap();
+    let lint = json_ok(&mdeploy(&["inspect", p, "--json"]));
+    assert_eq!(
+        lint["lint"][0]["kind"], "output_shape_contradicted",
+        "{lint}"
+    );
+    assert_eq!(lint["lint"][0]["subject"], "out", "{lint}");
+    let declared = |path: &Path| {
+        let m = Model::load(path).unwrap();
+        mdeploy::run::ValueShape::of(&m.graph().output[0]).to_string()
+    };
+    let converted = tmp.path().join("c.onnx");
+    let c = json_ok(&mdeploy(&[
+        "convert",
+        p,
+        "-o",
+        converted.to_str().unwrap(),
+        "--json",
+    ]));
+    let redeclared = &c["report"]["outputs_redeclared"][0];
+    assert_eq!(redeclared["declared"], "[1, seqlen]", "{c}");
+    assert_eq!(redeclared["computed"], "[N, 1, 6]", "{c}");
+    assert_eq!(declared(&converted), "[N, 1, 6]");
+    let optimized = tmp.path().join("o.onnx");
+    let o = json_ok(&mdeploy(&[
+        "optimize",
+        p,
+        "-o",
+        optimized.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(o["outputs_redeclared"][0]["computed"], "[N, 1, 6]", "{o}");
+    assert_eq!(o["verification"]["status"], "passed", "{o}");
+    assert_eq!(declared(&optimized), "[N, 1, 6]");
+    // a model whose outputs are declared as computed has nothing to redeclare
+    let again = json_ok(&mdeploy(&[
+        "optimize",
+        optimized.to_str().unwrap(),
+        "-o",
+        tmp.path().join("p.onnx").to_str().unwrap(),
+        "--json",
+    ]));
+    assert!(again.get("outputs_redeclared").is_none(), "{again}");
+}
