@@ -703,3 +703,47 @@ fn measuring_sessions_compute_what_a_default_session_does() {
     }
     assert!(compared >= 2);
 }
+
+/// A model that runs only on inputs long enough for its reflect padding (as silero's VAD pads
+/// by 64): on seeded random inputs (64 long) onnxruntime refuses it, and the report says what
+/// it ran on and that real data is the way; on such data it verifies.
+#[test]
+fn a_model_that_fails_on_random_inputs_says_what_they_were() {
+    require_ort();
+    let proto = ModelBuilder::new(17)
+        .input("x", DataType::Float, &["1", "n"])
+        .initializer_i64("pads", &[4], &[0, 64, 0, 64])
+        .node("Pad", &["x", "pads"], &["y"])
+        .attr(mdeploy::graph::builder::attr_string("mode", "reflect"))
+        .output("y", DataType::Float, &["1", "?"])
+        .build();
+    let tmp = tempfile::tempdir().unwrap();
+    let m = write(tmp.path(), "pad.onnx", &proto);
+    let o = mdeploy(&["verify", s(&m), s(&m), "--engine", "ort", "--json"]);
+    let v = json(&o);
+    assert_eq!(v["status"], "unsupported", "{v}");
+    let message = v["unsupported"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("on seeded random inputs: x [1, 64] FLOAT") && message.contains("--data"),
+        "{message}"
+    );
+    // a sample long enough verifies
+    let data = tmp.path().join("x.npz");
+    let x: Vec<f32> = (0..100).map(|i| i as f32 / 100.0).collect();
+    let x = mdeploy::run::NamedTensor {
+        name: "x".into(),
+        tensor: tract_onnx::prelude::Tensor::from_shape(&[1, 100], &x).unwrap(),
+    };
+    mdeploy::run::tensor_io::write_npz(&data, &[x]).unwrap();
+    let o = mdeploy(&[
+        "verify",
+        s(&m),
+        s(&m),
+        "--engine",
+        "ort",
+        "--data",
+        s(&data),
+        "--json",
+    ]);
+    assert_eq!(json(&o)["status"], "passed", "{}", stderr(&o));
+}
