@@ -46,7 +46,7 @@ use crate::graph::builder::{attr_int, raw_tensor, tensor_f32};
 use crate::graph::{Graph, node_label};
 use crate::infer::Inference;
 use crate::onnx::attributes::{attr_f, attr_i};
-use crate::onnx::proto::{AttributeProto, NodeProto, TensorProto};
+use crate::onnx::proto::{AttributeProto, GraphProto, NodeProto, TensorProto};
 use crate::onnx::{DataType, Model};
 use crate::passes::PassContext;
 
@@ -367,6 +367,13 @@ pub fn plan_with(
             }),
         }
     }
+    // no pair goes inside an If/Loop/Scan body: calibration measures the main graph's values
+    // (a body's cannot be exposed as graph outputs), so a body's nodes are reported kept float
+    for (i, node) in graph.nodes().iter().enumerate() {
+        for body in crate::graph::subgraphs(node) {
+            kept_in_body(body, &node_label(node, i), &ops, &mut kept_float);
+        }
+    }
     // each activation, and the pass-through chain above it
     for p in &mut nodes {
         let mut value = p.activation.clone();
@@ -464,6 +471,27 @@ pub fn plan_with(
         weight_range: options.weight_range,
         memo: options.memo.clone(),
     })
+}
+
+/// The nodes of `body` (of the main graph's node `owner`; nested bodies included) that `ops`
+/// names, kept float with why. Gathers are left out: which of them read an embedding table is
+/// not looked into there.
+fn kept_in_body(body: &GraphProto, owner: &str, ops: &HashSet<String>, kept: &mut Vec<KeptFloat>) {
+    for (i, node) in body.node.iter().enumerate() {
+        let quantizable = ops.contains(node.op_type()) && node.op_type() != "Gather";
+        if quantizable && matches!(node.domain(), "" | "ai.onnx") {
+            kept.push(KeptFloat {
+                node: node_label(node, i),
+                op: node.op_type().into(),
+                reason: format!(
+                    "inside a body of {owner}: int8 static quantizes the main graph only (calibration measures its values; a body's cannot be exposed as graph outputs); --int8 dynamic quantizes MatMul and Gemm weights in bodies too"
+                ),
+            });
+        }
+        for inner in crate::graph::subgraphs(node) {
+            kept_in_body(inner, owner, ops, kept);
+        }
+    }
 }
 
 /// Activation -> the value whose parameters it shares, for these nodes: the upstream end of

@@ -2,7 +2,8 @@
 //! encodings, shared parameters through pass-through ops, what stays float, and the numbers.
 
 use super::*;
-use crate::graph::builder::{ModelBuilder, attr_int, attr_ints};
+use crate::graph::GraphBuilder;
+use crate::graph::builder::{ModelBuilder, attr_graph, attr_int, attr_ints};
 use crate::onnx::proto::ModelProto;
 use crate::passes::testing::max_difference;
 use crate::quantize::test_models::{
@@ -588,4 +589,33 @@ fn rounds_applying_one_plan_quantize_each_weight_once() {
     apply(&mut again, &plan.without(&BTreeMap::new()), &ranges()).unwrap();
     assert_eq!(options.memo.computed(), 2);
     assert_eq!(again.proto, first.proto);
+}
+
+/// A Conv in each branch of an If: nothing in a body is quantized, and the report says why for
+/// each, so a model whose work all happens in bodies (silero's VAD) is not silently left float.
+#[test]
+fn nodes_inside_bodies_are_reported_kept_float() {
+    let branch = |name: &str, w: &str| {
+        GraphBuilder::new(name)
+            .node("Conv", &["x", w], &[&format!("{name}_y")])
+            .output(&format!("{name}_y"), DataType::Float, &[])
+            .build()
+    };
+    let proto = ModelBuilder::new(17)
+        .input("x", DataType::Float, &["1", "2", "6", "6"])
+        .input("flag", DataType::Bool, &[])
+        .initializer_f32("W", &[4, 2, 3, 3], &weights(72, 0.05))
+        .initializer_f32("V", &[4, 2, 3, 3], &weights(72, 0.07))
+        .node("If", &["flag"], &["y"])
+        .attr(attr_graph("then_branch", branch("then", "W")))
+        .attr(attr_graph("else_branch", branch("else", "V")))
+        .output("y", DataType::Float, &[])
+        .build();
+    let p = plan(&model(proto), &every_node()).unwrap();
+    assert!(p.activations().is_empty());
+    assert_eq!(p.kept_float.len(), 2, "{:?}", p.kept_float);
+    for k in &p.kept_float {
+        assert_eq!(k.op, "Conv");
+        assert!(k.reason.starts_with("inside a body of"), "{}", k.reason);
+    }
 }
