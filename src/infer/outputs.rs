@@ -35,7 +35,7 @@ fn render_declared(shape: &TensorShapeProto) -> String {
         .iter()
         .map(|d| match &d.value {
             Some(Value::DimValue(v)) if *v >= 0 => v.to_string(),
-            Some(Value::DimParam(p)) if !p.is_empty() => p.clone(),
+            Some(Value::DimParam(p)) if crate::onnx::names_a_dim(p) => p.clone(),
             _ => "?".into(),
         })
         .collect();
@@ -68,50 +68,54 @@ pub(super) fn dimension_of(d: &Dim) -> Dimension {
     }
 }
 
-/// The declaration `declared` corrected to what `computed` proves, or `None` where nothing
-/// contradicts it: another rank, or a fixed size where the declaration fixes another (a named
-/// dim may stand for any size, and a dim inference cannot tell contradicts nothing). With the
-/// rank right, only the contradicted dims change.
-fn corrected(declared: &TensorShapeProto, computed: &[Dim]) -> Option<TensorShapeProto> {
+/// The declaration `declared` corrected to what `computed` proves, with whether it contradicted
+/// it (another rank, or a fixed size where the declaration fixes another; a named dim may stand
+/// for any size, and a dim inference cannot tell contradicts nothing), or `None` where it stands.
+/// With the rank right, only the contradicted dims change, and a negative size (an exporter's
+/// placeholder for an open dim, which the `onnx` checker takes for a size all the same) becomes
+/// what is computed there, which is no contradiction.
+fn corrected(declared: &TensorShapeProto, computed: &[Dim]) -> Option<(TensorShapeProto, bool)> {
     if declared.dim.len() != computed.len() {
-        return Some(TensorShapeProto {
-            dim: computed.iter().map(dimension_of).collect(),
-        });
+        let dim = computed.iter().map(dimension_of).collect();
+        return Some((TensorShapeProto { dim }, true));
     }
     let mut fixed = declared.clone();
-    let mut changed = false;
+    let (mut changed, mut contradicted) = (false, false);
     for (d, c) in fixed.dim.iter_mut().zip(computed) {
-        // a negative size is an exporter's placeholder for an open dim
-        if let (Some(Value::DimValue(v)), Some(n)) = (&d.value, c.as_const())
-            && *v >= 0
-            && *v != n
-        {
-            *d = dimension_of(c);
-            changed = true;
+        let Some(Value::DimValue(v)) = d.value else {
+            continue;
+        };
+        let placeholder = v < 0;
+        if placeholder || c.as_const().is_some_and(|n| n != v) {
+            let now = dimension_of(c);
+            changed |= now != *d;
+            contradicted |= !placeholder;
+            *d = now;
         }
     }
-    changed.then_some(fixed)
+    (changed || contradicted).then_some((fixed, contradicted))
 }
 
 impl Inference {
     /// The main graph's outputs whose declared shape contradicts what inference proves of them
-    /// (this inference must be of `model`), each with the declaration that states it.
+    /// (this inference must be of `model`), or holds a negative size, each with the declaration
+    /// that states what is computed (and, where it contradicted it, what to report).
     fn contradicted_outputs(
         &self,
         model: &Model,
-    ) -> Vec<(usize, RedeclaredOutput, TensorShapeProto)> {
+    ) -> Vec<(usize, Option<RedeclaredOutput>, TensorShapeProto)> {
         let mut found = Vec::new();
         for (i, vi) in model.graph().output.iter().enumerate() {
             let (Some(declared), Some(computed)) = (declared_shape(vi), self.shape(vi.name()))
             else {
                 continue;
             };
-            if let Some(shape) = corrected(declared, computed) {
-                let r = RedeclaredOutput {
+            if let Some((shape, contradicted)) = corrected(declared, computed) {
+                let r = contradicted.then(|| RedeclaredOutput {
                     output: vi.name().to_string(),
                     declared: render_declared(declared),
                     computed: render_computed(computed),
-                };
+                });
                 found.push((i, r, shape));
             }
         }
@@ -122,20 +126,21 @@ impl Inference {
     pub fn output_contradictions(&self, model: &Model) -> Vec<RedeclaredOutput> {
         self.contradicted_outputs(model)
             .into_iter()
-            .map(|(_, r, _)| r)
+            .filter_map(|(_, r, _)| r)
             .collect()
     }
 }
 
 /// Declares each main-graph output whose declared shape `model`'s graph provably does not
 /// compute with the shape it computes (its element type as declared), by `inference` of
-/// `model`; returns what changed.
+/// `model`, and a declared negative size as what is computed there; returns the contradictions
+/// it corrected.
 pub fn redeclare_outputs(model: &mut Model, inference: &Inference) -> Vec<RedeclaredOutput> {
     let found = inference.contradicted_outputs(model);
     let outputs = &mut model.graph_mut().output;
     found
         .into_iter()
-        .map(|(i, r, shape)| {
+        .filter_map(|(i, r, shape)| {
             if let Some(type_proto::Value::TensorType(t)) =
                 outputs[i].r#type.as_mut().and_then(|t| t.value.as_mut())
             {
@@ -205,12 +210,17 @@ mod tests {
 
     #[test]
     fn a_declaration_the_graph_may_compute_stays() {
-        // named dims, and an exporter's -1 for an open one
-        let mut m = model(&["a", "b", "c"], &["-1", "2"]);
+        let mut m = model(&["a", "b", "c"], &["n", "2"]);
         let before = m.proto.clone();
         assert!(Inference::of_model(&m).output_contradictions(&m).is_empty());
         assert!(redeclared(&mut m).is_empty());
         assert_eq!(m.proto, before);
+        // an exporter's -1 for an open dim contradicts nothing, but the checker takes it for a
+        // size: it is declared as computed, unreported
+        let mut m = model(&["a", "b", "c"], &["-1", "2"]);
+        assert!(Inference::of_model(&m).output_contradictions(&m).is_empty());
+        assert!(redeclared(&mut m).is_empty());
+        assert_eq!(declared(&m, 1), "[3, 2]");
         // what inference cannot tell (a contrib op's output) contradicts nothing, nor does a
         // graph input passed through as an output
         let proto = ModelBuilder::new(17)

@@ -46,7 +46,7 @@ use crate::graph::builder::{attr_int, raw_tensor, tensor_f32};
 use crate::graph::{Graph, node_label};
 use crate::infer::Inference;
 use crate::onnx::attributes::{attr_f, attr_i};
-use crate::onnx::proto::{AttributeProto, GraphProto, NodeProto, TensorProto};
+use crate::onnx::proto::{AttributeProto, NodeProto, TensorProto};
 use crate::onnx::{DataType, Model};
 use crate::passes::PassContext;
 
@@ -370,9 +370,7 @@ pub fn plan_with(
     // no pair goes inside an If/Loop/Scan body: calibration measures the main graph's values
     // (a body's cannot be exposed as graph outputs), so a body's nodes are reported kept float
     for (i, node) in graph.nodes().iter().enumerate() {
-        for body in crate::graph::subgraphs(node) {
-            kept_in_body(body, &node_label(node, i), &ops, &mut kept_float);
-        }
+        kept_in_bodies(node, &node_label(node, i), &ops, &mut kept_float);
     }
     // each activation, and the pass-through chain above it
     for p in &mut nodes {
@@ -473,23 +471,25 @@ pub fn plan_with(
     })
 }
 
-/// The nodes of `body` (of the main graph's node `owner`; nested bodies included) that `ops`
-/// names, kept float with why. Gathers are left out: which of them read an embedding table is
-/// not looked into there.
-fn kept_in_body(body: &GraphProto, owner: &str, ops: &HashSet<String>, kept: &mut Vec<KeptFloat>) {
-    for (i, node) in body.node.iter().enumerate() {
-        let quantizable = ops.contains(node.op_type()) && node.op_type() != "Gather";
-        if quantizable && matches!(node.domain(), "" | "ai.onnx") {
-            kept.push(KeptFloat {
-                node: node_label(node, i),
-                op: node.op_type().into(),
-                reason: format!(
-                    "inside a body of {owner}: int8 static quantizes the main graph only (calibration measures its values; a body's cannot be exposed as graph outputs); --int8 dynamic quantizes MatMul and Gemm weights in bodies too"
-                ),
-            });
-        }
-        for inner in crate::graph::subgraphs(node) {
-            kept_in_body(inner, owner, ops, kept);
+/// The nodes in the bodies of `node` (labelled `path`; nested bodies included) that `ops`
+/// names, kept float with why, each labelled by its path from the main graph
+/// (`'If_0' (If)/then_branch/#0 (Conv)`). Gathers are left out: which of them read an
+/// embedding table is not looked into there.
+fn kept_in_bodies(node: &NodeProto, path: &str, ops: &HashSet<String>, kept: &mut Vec<KeptFloat>) {
+    for a in &node.attribute {
+        for body in a.g.iter().chain(a.graphs.iter()) {
+            for (i, inner) in body.node.iter().enumerate() {
+                let label = format!("{path}/{}/{}", a.name(), node_label(inner, i));
+                let quantizable = ops.contains(inner.op_type()) && inner.op_type() != "Gather";
+                if quantizable && matches!(inner.domain(), "" | "ai.onnx") {
+                    kept.push(KeptFloat {
+                        node: label.clone(),
+                        op: inner.op_type().into(),
+                        reason: "inside an If/Loop/Scan body: int8 static quantizes the main graph only (calibration measures its values; a body's cannot be exposed as graph outputs); --int8 dynamic quantizes MatMul and Gemm weights in bodies too".into(),
+                    });
+                }
+                kept_in_bodies(inner, &label, ops, kept);
+            }
         }
     }
 }

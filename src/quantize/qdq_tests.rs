@@ -616,6 +616,19 @@ fn nodes_inside_bodies_are_reported_kept_float() {
     assert_eq!(p.kept_float.len(), 2, "{:?}", p.kept_float);
     for k in &p.kept_float {
         assert_eq!(k.op, "Conv");
-        assert!(k.reason.starts_with("inside a body of"), "{}", k.reason);
+        assert!(
+            k.reason.starts_with("inside an If/Loop/Scan body"),
+            "{}",
+            k.reason
+        );
     }
+    // each named by its path from the main graph
+    let labels: Vec<&str> = p.kept_float.iter().map(|k| k.node.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "#0 (If)/then_branch/#0 (Conv)",
+            "#0 (If)/else_branch/#0 (Conv)"
+        ]
+    );
 }

@@ -156,12 +156,20 @@ mod tests {
     fn a_placeholder_dim_name_is_no_symbol_shared_between_axes() {
         // `?`, `-1` and `None` written for every dynamic dim name nothing: an image declared
         // [?, 3, ?, ?] is a batch of 1 at 64 x 64, not 1 x 1
+        use crate::onnx::proto::tensor_shape_proto::dimension::Value;
         for placeholder in ["?", "-1", "None"] {
-            let vi = crate::graph::builder::value_info(
-                "img",
-                DataType::Float,
-                &[placeholder, "3", placeholder, placeholder],
-            );
+            let mut vi =
+                crate::graph::builder::value_info("img", DataType::Float, &["n", "3", "h", "w"]);
+            // written as names, as the exporters write them (the builder reads "-1" as a size)
+            if let Some(crate::onnx::proto::type_proto::Value::TensorType(t)) =
+                vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+            {
+                for d in &mut t.shape.as_mut().unwrap().dim {
+                    if matches!(d.value, Some(Value::DimParam(_))) {
+                        d.value = Some(Value::DimParam(placeholder.into()));
+                    }
+                }
+            }
             let img = InputDesc {
                 name: "img".into(),
                 dtype: Some(DataType::Float),
