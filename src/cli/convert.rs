@@ -88,10 +88,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     for r in &report.outputs_redeclared {
-        printer.note(&format!(
-            "output '{}' declared {} as the graph computes it (the input declares {})",
-            r.output, r.computed, r.declared
-        ));
+        printer.note(&r.describe());
     }
     if let Some(r) = report.opset_raised.as_ref().filter(|r| r.from != r.to) {
         printer.note(&format!(

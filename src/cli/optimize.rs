@@ -262,10 +262,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     for r in &doc.outputs_redeclared {
-        printer.note(&format!(
-            "output '{}' declared {} as the graph computes it (the input declares {})",
-            r.output, r.computed, r.declared
-        ));
+        printer.note(&r.describe());
     }
     if let Some(r) = &doc.opset_raised {
         printer.note(&format!(

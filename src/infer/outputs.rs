@@ -22,6 +22,16 @@ pub struct RedeclaredOutput {
     pub computed: String,
 }
 
+impl RedeclaredOutput {
+    /// The line `convert` and `optimize` print for it.
+    pub fn describe(&self) -> String {
+        format!(
+            "output '{}' declared {} as the graph computes it (the input declares {})",
+            self.output, self.computed, self.declared
+        )
+    }
+}
+
 fn declared_shape(vi: &ValueInfoProto) -> Option<&TensorShapeProto> {
     match vi.r#type.as_ref()?.value.as_ref()? {
         type_proto::Value::TensorType(t) => t.shape.as_ref(),

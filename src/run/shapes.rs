@@ -192,34 +192,32 @@ impl InputShapes {
     /// `input [batch, sequence]`), which no model runs on.
     pub fn with_symbol_defaults(mut self, inputs: &[super::InputDesc]) -> InputShapes {
         self.by_symbol = self.symbol_sizes(inputs);
-        let declared = inputs
+        let declared: Vec<&[Dim]> = inputs
             .iter()
-            .filter(|i| !self.by_input.contains_key(&i.name));
-        let mut leading = std::collections::HashSet::new();
-        let mut symbols = Vec::new();
-        for input in declared {
-            if let ValueShape::Known(dims) = &input.shape {
-                for (axis, d) in dims.iter().enumerate() {
-                    if let Dim::Symbol(s) = d {
-                        if axis == 0 {
-                            leading.insert(s.clone());
-                        }
-                        symbols.push(s.clone());
-                    }
-                }
+            .filter(|i| !self.by_input.contains_key(&i.name))
+            .filter_map(|i| match &i.shape {
+                ValueShape::Known(dims) => Some(dims.as_slice()),
+                ValueShape::UnknownRank => None,
+            })
+            .collect();
+        // a symbol leading some input is a batch of 1 everywhere; the others take UNKNOWN_DIM
+        for dims in &declared {
+            if let Some(Dim::Symbol(s)) = dims.first() {
+                self.by_symbol.entry(s.clone()).or_insert(1);
             }
         }
-        for s in symbols {
-            let size = if leading.contains(&s) { 1 } else { UNKNOWN_DIM };
-            self.by_symbol.entry(s).or_insert(size);
+        for d in declared.iter().flat_map(|dims| dims.iter()) {
+            if let Dim::Symbol(s) = d {
+                self.by_symbol.entry(s.clone()).or_insert(UNKNOWN_DIM);
+            }
         }
         self
     }
 
     /// The concrete shape of an input: the user's, else its declared dims with symbols from
     /// `by_symbol` (see [`InputShapes::with_symbol_defaults`]); dims still unknown take 1 on the
-    /// leading (batch) axis and 64 elsewhere, a
-    /// size that sequence models and image models with a few downsamplings can both run on.
+    /// leading (batch) axis and 64 elsewhere, a size that sequence models and image models with
+    /// a few downsamplings can both run on.
     pub fn concrete(&self, input: &super::InputDesc) -> Vec<usize> {
         if let Some(d) = self.by_input.get(&input.name) {
             return d.clone();
