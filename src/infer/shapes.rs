@@ -907,6 +907,10 @@ fn slice_to_symbolic_end(
 
 /// The clamped start and end of a slice over a dim of `len` elements (the spec's rule).
 fn slice_bounds(len: i64, start: i64, end: i64, step: i64) -> (i64, i64) {
+    // nothing to clamp into: an empty slice
+    if len <= 0 {
+        return (0, 0);
+    }
     let fix = |v: i64| if v < 0 { v.saturating_add(len) } else { v };
     let (s, e) = (fix(start), fix(end));
     if step > 0 {
@@ -1318,7 +1322,7 @@ fn split(node: &NodeProto, opset: i64, ins: &Inputs, fresh: &mut Fresh) -> Optio
             Some(Some(v)) if v.len() == n => v.into_iter().map(Dim::constant).collect(),
             Some(_) => (0..n).map(|_| fresh.dim()).collect(),
             None => match s[a].as_const() {
-                Some(len) if n > 0 => {
+                Some(len) if n > 0 && len >= 0 => {
                     let chunk = (len + n as i64 - 1) / n as i64;
                     (0..n as i64)
                         .map(|i| Dim::constant((len - i * chunk).clamp(0, chunk)))

@@ -104,6 +104,22 @@ fn slice_with_negative_steps() {
     assert_eq!(shape_str(&inf, "y"), "[4, T]");
 }
 
+/// A reversing slice of an empty dim (an audio model's padding of a zero-length tail) is
+/// empty: no bounds to clamp into.
+#[test]
+fn slice_with_a_negative_step_over_an_empty_dim_is_empty() {
+    let m = ModelBuilder::new(17)
+        .input("x", Float, &["0", "T"])
+        .initializer_i64("starts", &[1], &[-1])
+        .initializer_i64("ends", &[1], &[i64::MIN])
+        .initializer_i64("axes", &[1], &[0])
+        .initializer_i64("steps", &[1], &[-1])
+        .node("Slice", &["x", "starts", "ends", "axes", "steps"], &["y"])
+        .output("y", Float, &[])
+        .build();
+    assert_eq!(shape_str(&infer(m), "y"), "[0, T]");
+}
+
 /// Before opset 7 B is broadcast into A where `broadcast` is set (at `axis`, or at A's last
 /// axes): the result has A's shape, where numpy's rules would refuse [3] against [.., 5].
 #[test]
