@@ -675,102 +675,118 @@ fn quantize(
     } else {
         q.accuracy_target.clone()
     };
-    let report = match mode {
-        QuantizeMode::Int8Dynamic => {
-            let options = crate::quantize::dynamic::DynamicOptions {
-                exclude_nodes: exclude_nodes.into_iter().collect(),
-                exclude_op_types: exclude_op_types.into_iter().collect(),
-                weight_range: q.weight_range,
-                ..Default::default()
-            };
-            let stage = unless_unrunnable(req, model, (engine, first), calibration, |m, c| {
-                crate::quantize::to_int8_dynamic(m, &options, target.clone(), c)
-            })?;
-            if let Some(a) = stage.accuracy.as_ref().filter(|a| !a.met) {
-                return Err(target_missed("dynamic int8", a));
+    let quantized = || -> anyhow::Result<QuantizeReport> {
+        Ok(match mode {
+            QuantizeMode::Int8Dynamic => {
+                let options = crate::quantize::dynamic::DynamicOptions {
+                    exclude_nodes: exclude_nodes.into_iter().collect(),
+                    exclude_op_types: exclude_op_types.into_iter().collect(),
+                    weight_range: q.weight_range,
+                    ..Default::default()
+                };
+                let stage = unless_unrunnable(req, model, (engine, first), calibration, |m, c| {
+                    crate::quantize::to_int8_dynamic(m, &options, target.clone(), c)
+                })?;
+                if let Some(a) = stage.accuracy.as_ref().filter(|a| !a.met) {
+                    return Err(target_missed("dynamic int8", a));
+                }
+                QuantizeReport::Int8Dynamic(stage)
             }
-            QuantizeReport::Int8Dynamic(stage)
-        }
-        QuantizeMode::Int8Static => {
-            let options = crate::quantize::qdq::StaticOptions {
-                activation_type: q.activation_type,
-                placement: q.placement,
-                weight_range: q.weight_range,
-                ops: (!q.int8_ops.is_empty()).then(|| q.int8_ops.iter().cloned().collect()),
-                exclude_nodes: exclude_nodes.into_iter().collect(),
-                exclude_op_types: exclude_op_types.into_iter().collect(),
-                ..Default::default()
-            };
-            let cache = match &q.cache {
-                Some(path) if path.exists() => Some(
-                    serde_json::from_slice::<CalibrationCache>(&std::fs::read(path)?).map_err(
-                        |e| UsageError(format!("{}: not a calibration cache: {e}", path.display())),
-                    )?,
-                ),
-                _ => None,
-            };
-            let (stage, ranges) = crate::quantize::to_int8_static(
-                model,
-                &options,
-                q.method,
-                target,
-                calibration,
-                cache.as_ref(),
-            )?;
-            if let Some(path) = &q.cache
-                && !stage.ranges_from_cache
-            {
-                let mut text = serde_json::to_vec_pretty(&ranges)?;
-                text.push(b'\n');
-                crate::onnx::save_bytes_atomically(path, &text)?;
+            QuantizeMode::Int8Static => {
+                let options = crate::quantize::qdq::StaticOptions {
+                    activation_type: q.activation_type,
+                    placement: q.placement,
+                    weight_range: q.weight_range,
+                    ops: (!q.int8_ops.is_empty()).then(|| q.int8_ops.iter().cloned().collect()),
+                    exclude_nodes: exclude_nodes.into_iter().collect(),
+                    exclude_op_types: exclude_op_types.into_iter().collect(),
+                    ..Default::default()
+                };
+                let cache = match &q.cache {
+                    Some(path) if path.exists() => Some(
+                        serde_json::from_slice::<CalibrationCache>(&std::fs::read(path)?).map_err(
+                            |e| {
+                                UsageError(format!(
+                                    "{}: not a calibration cache: {e}",
+                                    path.display()
+                                ))
+                            },
+                        )?,
+                    ),
+                    _ => None,
+                };
+                let (stage, ranges) = crate::quantize::to_int8_static(
+                    model,
+                    &options,
+                    q.method,
+                    target,
+                    calibration,
+                    cache.as_ref(),
+                )?;
+                if let Some(path) = &q.cache
+                    && !stage.ranges_from_cache
+                {
+                    let mut text = serde_json::to_vec_pretty(&ranges)?;
+                    text.push(b'\n');
+                    crate::onnx::save_bytes_atomically(path, &text)?;
+                }
+                if !stage.accuracy.met {
+                    return Err(target_missed("static int8", &stage.accuracy));
+                }
+                QuantizeReport::Int8Static(stage)
             }
-            if !stage.accuracy.met {
-                return Err(target_missed("static int8", &stage.accuracy));
+            QuantizeMode::Int4WeightOnly { block_size } => {
+                if both || engine == crate::run::EngineChoice::Only(crate::run::EngineKind::Tract) {
+                    return Err(UsageError(
+                        "int4 models run in onnxruntime only (tract has no 4-bit types): --engine ort or auto".into(),
+                    )
+                    .into());
+                }
+                // measured and verified in onnxruntime: without it nothing could be checked
+                crate::run::ort::library().map_err(anyhow::Error::from)?;
+                let options = crate::quantize::int4::Int4Options {
+                    block_size,
+                    exclude_nodes: exclude_nodes.into_iter().collect(),
+                    exclude_op_types: exclude_op_types.into_iter().collect(),
+                    ..Default::default()
+                };
+                let stage = crate::quantize::to_int4(model, &options, target, calibration)
+                    .map_err(|e| match e {
+                        crate::quantize::QuantizeError::Unsupported(why) => UsageError(why).into(),
+                        e => anyhow::Error::from(e),
+                    })?;
+                if !stage.accuracy.met {
+                    return Err(target_missed("int4 weight-only", &stage.accuracy));
+                }
+                QuantizeReport::Int4WeightOnly(stage)
             }
-            QuantizeReport::Int8Static(stage)
-        }
-        QuantizeMode::Int4WeightOnly { block_size } => {
-            if both || engine == crate::run::EngineChoice::Only(crate::run::EngineKind::Tract) {
-                return Err(UsageError(
-                    "int4 models run in onnxruntime only (tract has no 4-bit types): --engine ort or auto".into(),
-                )
-                .into());
+            QuantizeMode::Fp16 { io } => {
+                let options = crate::quantize::fp16::Fp16Options {
+                    keep_io_types: !io,
+                    exclude_nodes: exclude_nodes.into_iter().collect(),
+                    exclude_op_types: exclude_op_types.into_iter().collect(),
+                    ..Default::default()
+                };
+                let stage = unless_unrunnable(req, model, (engine, first), calibration, |m, c| {
+                    crate::quantize::to_fp16(m, options.clone(), target.clone(), c)
+                })?;
+                if let Some(a) = stage.accuracy.as_ref().filter(|a| !a.met) {
+                    return Err(target_missed("fp16", a));
+                }
+                QuantizeReport::Fp16(stage)
             }
-            // measured and verified in onnxruntime: without it nothing could be checked
-            crate::run::ort::library().map_err(anyhow::Error::from)?;
-            let options = crate::quantize::int4::Int4Options {
-                block_size,
-                exclude_nodes: exclude_nodes.into_iter().collect(),
-                exclude_op_types: exclude_op_types.into_iter().collect(),
-                ..Default::default()
-            };
-            let stage = crate::quantize::to_int4(model, &options, target, calibration).map_err(
-                |e| match e {
-                    crate::quantize::QuantizeError::Unsupported(why) => UsageError(why).into(),
-                    e => anyhow::Error::from(e),
-                },
-            )?;
-            if !stage.accuracy.met {
-                return Err(target_missed("int4 weight-only", &stage.accuracy));
-            }
-            QuantizeReport::Int4WeightOnly(stage)
-        }
-        QuantizeMode::Fp16 { io } => {
-            let options = crate::quantize::fp16::Fp16Options {
-                keep_io_types: !io,
-                exclude_nodes: exclude_nodes.into_iter().collect(),
-                exclude_op_types: exclude_op_types.into_iter().collect(),
-                ..Default::default()
-            };
-            let stage = unless_unrunnable(req, model, (engine, first), calibration, |m, c| {
-                crate::quantize::to_fp16(m, options.clone(), target.clone(), c)
-            })?;
-            if let Some(a) = stage.accuracy.as_ref().filter(|a| !a.met) {
-                return Err(target_missed("fp16", a));
-            }
-            QuantizeReport::Fp16(stage)
-        }
+        })
     };
+    // a model that does not run on random inputs may need real ones
+    let report = quantized().map_err(|e| match evaluation.first() {
+        Some(sample) if random && ran_and_failed(&e) => e.context(format!(
+            "the model did not run {}; a model that needs real values, such as a sample rate \
+             or a minimum length, is measured on them with --data or --calibration, and \
+             --input-shape sets other sizes",
+            crate::verify::random_inputs(sample)
+        )),
+        _ => e,
+    })?;
     progress.on_finish();
     // kept for the verification, where there is one
     let computed = as_written
@@ -778,6 +794,20 @@ fn quantize(
         .filter(|_| req.verify)
         .map(|w| Computed::new(w.engine, evaluation.iter().copied(), w.outputs));
     Ok((Some(report), computed))
+}
+
+/// Whether an engine failed to run a model somewhere in `e` (not stopped, not missing).
+fn ran_and_failed(e: &anyhow::Error) -> bool {
+    use crate::run::RunError;
+    e.chain().any(|c| {
+        let run = c.downcast_ref::<RunError>().or_else(|| {
+            match c.downcast_ref::<crate::quantize::QuantizeError>() {
+                Some(crate::quantize::QuantizeError::Run(r)) => Some(r),
+                _ => None,
+            }
+        });
+        run.is_some_and(|r| !matches!(r, RunError::Stopped | RunError::OrtUnavailable(_)))
+    })
 }
 
 /// Applies the requested pruning before the lossless passes; returns what it did.

@@ -261,8 +261,18 @@ fn on_random_samples(mut u: Unsupported, inputs: &Inputs) -> Unsupported {
     let Some(first) = inputs.samples.first() else {
         return u;
     };
-    let shapes: Vec<String> = first
-        .inputs
+    u.message = format!(
+        "{} ({}; a model that needs real values, such as a sample rate or a minimum length, is verified on them with --data, and --input-shape sets other sizes)",
+        u.message,
+        random_inputs(&first.inputs)
+    );
+    u
+}
+
+/// What a model was run on, where it was seeded random inputs: `on seeded random inputs: x
+/// [1, 64] FLOAT, sr [] INT64`.
+pub fn random_inputs(sample: &[NamedTensor]) -> String {
+    let shapes: Vec<String> = sample
         .iter()
         .map(|t| {
             let dtype = crate::run::tensor_io::onnx_dtype(t.tensor.datum_type())
@@ -270,12 +280,7 @@ fn on_random_samples(mut u: Unsupported, inputs: &Inputs) -> Unsupported {
             format!("{} {:?} {dtype}", t.name, t.tensor.shape())
         })
         .collect();
-    u.message = format!(
-        "{} (on seeded random inputs: {}; a model that needs real values, such as a sample rate or a minimum length, is verified on them with --data, and --input-shape sets other sizes)",
-        u.message,
-        shapes.join(", ")
-    );
-    u
+    format!("on seeded random inputs: {}", shapes.join(", "))
 }
 
 /// tract names the failing node as `Building node NAME (OP)` or `node #N "NAME" OP`, where an

@@ -706,7 +706,7 @@ fn measuring_sessions_compute_what_a_default_session_does() {
 
 /// A model that runs only on inputs long enough for its reflect padding (as silero's VAD pads
 /// by 64): on seeded random inputs (64 long) onnxruntime refuses it, and the report says what
-/// it ran on and that real data is the way; on such data it verifies.
+/// it ran on and that real data is the way; on such data it verifies. Quantizing it says the same.
 #[test]
 fn a_model_that_fails_on_random_inputs_says_what_they_were() {
     require_ort();
@@ -746,4 +746,26 @@ fn a_model_that_fails_on_random_inputs_says_what_they_were() {
         "--json",
     ]);
     assert_eq!(json(&o)["status"], "passed", "{}", stderr(&o));
+    // quantizing measures the model on the same random inputs first: the same pointer to data,
+    // an input error, nothing written; on the data it quantizes
+    let out = tmp.path().join("pad.fp16.onnx");
+    let quantize = |data: Option<&Path>| {
+        let mut args = vec!["optimize", s(&m), "-o", s(&out), "--fp16", "--engine", "ort"];
+        if let Some(d) = data {
+            args.extend(["--data", s(d)]);
+        }
+        mdeploy(&args)
+    };
+    let o = quantize(None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let message = stderr(&o);
+    assert!(
+        message.contains("did not run on seeded random inputs: x [1, 64] FLOAT")
+            && message.contains("--calibration"),
+        "{message}"
+    );
+    assert!(!out.exists());
+    let o = quantize(Some(&data));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(out.exists());
 }
