@@ -37,6 +37,23 @@ pub fn subgraphs(node: &NodeProto) -> impl Iterator<Item = &GraphProto> {
         .flat_map(|a| a.g.iter().chain(a.graphs.iter()))
 }
 
+/// The bodies of `g`'s nodes, each with the label that names its nodes in messages: `path`
+/// (the enclosing graph's own, empty for the main graph), then the node holding it and the
+/// attribute (`'If_0' (If)/then_branch/`), to which a body node's [`node_label`] is appended.
+pub fn bodies_mut<'g>(g: &'g mut GraphProto, path: &str) -> Vec<(String, &'g mut GraphProto)> {
+    let mut bodies = Vec::new();
+    for (i, node) in g.node.iter_mut().enumerate() {
+        let label = node_label(node, i);
+        for a in &mut node.attribute {
+            let prefix = format!("{path}{label}/{}/", a.name());
+            for body in a.g.iter_mut().chain(a.graphs.iter_mut()) {
+                bodies.push((prefix.clone(), body));
+            }
+        }
+    }
+    bodies
+}
+
 /// Mutable access to the graphs held in a node's attributes.
 pub fn subgraphs_mut(node: &mut NodeProto) -> impl Iterator<Item = &mut GraphProto> {
     node.attribute

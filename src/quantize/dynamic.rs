@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::QuantizeError;
 use crate::graph::builder::{attr_int, raw_tensor};
-use crate::graph::{Graph, node_label, subgraphs_mut};
+use crate::graph::{Graph, bodies_mut, node_label};
 use crate::infer::Inference;
 use crate::onnx::attributes::{attr_f, attr_i};
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
@@ -84,6 +84,7 @@ pub fn quantize(
             weight_range: options.weight_range,
             ..Default::default()
         },
+        path: String::new(),
     };
     let mut graph = std::mem::take(model.graph_mut());
     let result = q.graph(&mut graph, &HashMap::new(), &HashSet::new());
@@ -103,6 +104,9 @@ struct Quantizer<'a> {
     ctx: &'a PassContext,
     options: &'a DynamicOptions,
     report: DynamicReport,
+    /// How the nodes of the graph being quantized are labelled: empty in the main graph, the
+    /// body's path in a body ([`bodies_mut`]).
+    path: String,
 }
 
 use super::weights::{Bias, MIN_WEIGHT_ELEMENTS, Matrix as Weight, Side, WeightRange, WeightUse};
@@ -133,7 +137,7 @@ impl Quantizer<'_> {
             {
                 continue;
             }
-            let label = node_label(&node, i);
+            let label = format!("{}{}", self.path, node_label(&node, i));
             if node.op_type() == "Gather" {
                 // an embedding table: int8 rows
                 let keep = super::embedding::Keep {
@@ -154,7 +158,7 @@ impl Quantizer<'_> {
                     &keep,
                     &mut edit,
                     outer,
-                    (i, &node),
+                    (i, label, &node),
                     &mut added,
                     &mut written,
                     done,
@@ -282,10 +286,10 @@ impl Quantizer<'_> {
         edit.sort_topologically()?;
         *g = edit.into_proto();
         let (scope, names) = super::weights::body_scope(g, outer, outer_names);
-        for node in &mut g.node {
-            for body in subgraphs_mut(node) {
-                self.graph(body, &scope, &names)?;
-            }
+        for (path, body) in bodies_mut(g, &self.path.clone()) {
+            let enclosing = std::mem::replace(&mut self.path, path);
+            self.graph(body, &scope, &names)?;
+            self.path = enclosing;
         }
         Ok(())
     }

@@ -262,6 +262,8 @@ fn weights_captured_by_a_body_are_quantized_inside_it() {
     let mut m = model(before);
     let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
     assert_eq!(report.quantized.len(), 1);
+    // named by its path from the main graph
+    assert_eq!(report.quantized[0].node, "#0 (If)/then_branch/#0 (MatMul)");
     let if_node = &m.graph().node[0];
     let then = crate::onnx::attributes::attr_g(if_node, "then_branch").unwrap();
     let ops: Vec<&str> = then.node.iter().map(|n| n.op_type()).collect();

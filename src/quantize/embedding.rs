@@ -104,7 +104,7 @@ pub struct Done<'a> {
     pub doomed: &'a mut Vec<usize>,
 }
 
-/// `node` (at index `i`) rewritten as int8 rows where it is a Gather that looks rows up in an
+/// `node` (at index `i`, named `label` in reports) rewritten as int8 rows where it is a Gather that looks rows up in an
 /// embedding table ([`table`]) and nothing in `keep` keeps it float (the new nodes go to
 /// `added`), or kept float with the reason, recorded in `done`. Other Gathers (most index
 /// shapes) are left alone and not reported.
@@ -115,7 +115,7 @@ pub fn quantize_lookup(
     keep: &Keep,
     edit: &mut Graph,
     outer: &HashMap<String, TensorProto>,
-    (i, node): (usize, &NodeProto),
+    (i, label, node): (usize, String, &NodeProto),
     added: &mut Vec<NodeProto>,
     written: &mut Written,
     done: Done,
@@ -123,7 +123,6 @@ pub fn quantize_lookup(
     let Some(table) = table(ctx, facts, edit, outer, node) else {
         return;
     };
-    let label = crate::graph::node_label(node, i);
     let returned = node.output.first().and_then(|o| keep.revert.get(o));
     let kept = refused(keep.opset, node, keep.exclude_nodes, keep.exclude_op_types);
     match kept.or(returned.cloned()) {

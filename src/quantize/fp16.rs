@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::QuantizeError;
 use super::fp16_ops::float32_only;
-use crate::graph::{Graph, constant_tensor, node_label, subgraphs, subgraphs_mut};
+use crate::graph::{Graph, bodies_mut, constant_tensor, node_label, subgraphs};
 use crate::infer::Inference;
 use crate::onnx::attributes::attr;
 use crate::onnx::proto::{
@@ -117,8 +117,9 @@ pub struct Fp16Report {
     /// weight): a caller may override them, so they stay float32 and are cast where read.
     #[serde(default)]
     pub overridable_weights: Vec<String>,
-    /// The float16 values the main graph's nodes compute, by name (what accuracy is measured
-    /// on, node by node).
+    /// The float16 values the nodes compute, one a node, by name: what accuracy is measured on
+    /// node by node (in the main graph: a body's values cannot be exposed) and what the accuracy
+    /// search returns to float32, bodies' nodes included.
     #[serde(skip)]
     pub converted_outputs: Vec<String>,
 }
@@ -160,6 +161,7 @@ pub fn convert(model: &mut Model, options: &Fp16Options) -> Result<Fp16Report, Q
         options,
         report: Fp16Report::default(),
         aliases: HashMap::new(),
+        path: String::new(),
     };
     let mut graph = std::mem::take(model.graph_mut());
     let result = converter.graph(&mut graph, &HashMap::new(), &HashSet::new(), true);
@@ -200,13 +202,19 @@ pub fn convert(model: &mut Model, options: &Fp16Options) -> Result<Fp16Report, Q
 }
 
 /// The values the main graph's nodes write.
+/// The values the nodes of `model` compute, in its main graph and every If/Loop/Scan body.
 fn node_outputs(model: &Model) -> HashSet<String> {
-    model
-        .graph()
-        .node
-        .iter()
-        .flat_map(|n| n.output.iter().cloned())
-        .collect()
+    fn add(g: &GraphProto, into: &mut HashSet<String>) {
+        for n in &g.node {
+            into.extend(n.output.iter().cloned());
+            for body in crate::graph::subgraphs(n) {
+                add(body, into);
+            }
+        }
+    }
+    let mut all = HashSet::new();
+    add(model.graph(), &mut all);
+    all
 }
 
 struct Converter<'a> {
@@ -217,6 +225,9 @@ struct Converter<'a> {
     report: Fp16Report,
     /// New names of renamed values, to the names the facts know them by.
     aliases: HashMap<String, String>,
+    /// How the nodes of the graph being converted are labelled: empty in the main graph, the
+    /// body's path in a body ([`bodies_mut`]).
+    path: String,
 }
 
 /// What one graph's conversion decided.
@@ -430,7 +441,7 @@ impl Converter<'_> {
             });
             match reason {
                 Some(reason) => self.report.kept_float32.push(KeptNode {
-                    node: node_label(node, i),
+                    node: format!("{}{}", self.path, node_label(node, i)),
                     op: node.op_type().to_string(),
                     reason,
                 }),
@@ -571,7 +582,7 @@ impl Converter<'_> {
         }
         let constants = self.constant_values(g);
         for (i, node) in g.node.iter().enumerate() {
-            let mut measured = !main;
+            let mut measured = false;
             for (v, s) in node.output.iter().zip(&plan.slots[i].1) {
                 if let Some(s) = s {
                     let t = if plan.half[i] && *s == Slot::Half {
@@ -695,10 +706,10 @@ impl Converter<'_> {
         // bodies, seeing this graph's new types and names
         let mut names = outer_names.clone();
         names.extend(crate::graph::defined_names(g));
-        for node in &mut g.node {
-            for body in subgraphs_mut(node) {
-                self.graph(body, &types, &names, false)?;
-            }
+        for (path, body) in bodies_mut(g, &self.path.clone()) {
+            let enclosing = std::mem::replace(&mut self.path, path);
+            self.graph(body, &types, &names, false)?;
+            self.path = enclosing;
         }
         Ok(())
     }

@@ -36,7 +36,7 @@ use super::QuantizeError;
 use super::weights::MIN_WEIGHT_ELEMENTS;
 use super::{KeptFloat, QuantizedNode};
 use crate::graph::builder::{attr_int, raw_tensor, tensor_f32};
-use crate::graph::{Graph, node_label, subgraphs_mut};
+use crate::graph::{Graph, bodies_mut, node_label};
 use crate::infer::Inference;
 use crate::onnx::attributes::{attr_f, attr_i};
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
@@ -110,6 +110,7 @@ pub fn quantize(model: &mut Model, options: &Int4Options) -> Result<Int4Report, 
             block_size: options.block_size,
             ..Default::default()
         },
+        path: String::new(),
     };
     let mut graph = std::mem::take(model.graph_mut());
     let result = q.graph(&mut graph, &HashMap::new(), &HashSet::new());
@@ -139,6 +140,9 @@ struct Quantizer<'a> {
     ctx: &'a PassContext,
     options: &'a Int4Options,
     report: Int4Report,
+    /// How the nodes of the graph being quantized are labelled: empty in the main graph, the
+    /// body's path in a body ([`bodies_mut`]).
+    path: String,
 }
 
 impl Quantizer<'_> {
@@ -162,7 +166,7 @@ impl Quantizer<'_> {
             {
                 continue;
             }
-            let label = node_label(&node, i);
+            let label = format!("{}{}", self.path, node_label(&node, i));
             if node.op_type() == "Gather" {
                 // an embedding table: int8 rows
                 let keep = super::embedding::Keep {
@@ -183,7 +187,7 @@ impl Quantizer<'_> {
                     &keep,
                     &mut edit,
                     outer,
-                    (i, &node),
+                    (i, label, &node),
                     &mut added,
                     &mut written,
                     done,
@@ -277,10 +281,10 @@ impl Quantizer<'_> {
         edit.sort_topologically()?;
         *g = edit.into_proto();
         let (scope, names) = super::weights::body_scope(g, outer, outer_names);
-        for node in &mut g.node {
-            for body in subgraphs_mut(node) {
-                self.graph(body, &scope, &names)?;
-            }
+        for (path, body) in bodies_mut(g, &self.path.clone()) {
+            let enclosing = std::mem::replace(&mut self.path, path);
+            self.graph(body, &scope, &names)?;
+            self.path = enclosing;
         }
         Ok(())
     }

@@ -1399,14 +1399,25 @@ fn search_within_target<R: QuantizedNodes>(
             target.describe()
         )
     };
-    let reason = |added: f64| {
-        let added = if added.is_finite() {
-            format!("adds noise {added:.1} dB below its output")
+    // a body's values cannot be exposed: its nodes are returned unmeasured, after the others
+    let in_main: std::collections::HashSet<&str> = float
+        .graph()
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
+    let reason = |o: &str, added: f64| {
+        let added = if !in_main.contains(o) {
+            "is inside an If/Loop/Scan body, whose values are not measured".to_string()
+        } else if added.is_finite() {
+            format!(
+                "adds noise {added:.1} dB below its output (measured in the round that ranked it)"
+            )
         } else {
-            "adds no noise measured".to_string()
+            "adds no noise measured (in the round that ranked it)".to_string()
         };
         format!(
-            "returned to float: with every node quantized the outputs {missed}; this node {added} (measured in the round that ranked it)"
+            "returned to float: with every node quantized the outputs {missed}; this node {added}"
         )
     };
     // nodes that read one weight return to float together: one returned alone keeps the float
@@ -1428,7 +1439,7 @@ fn search_within_target<R: QuantizedNodes>(
             let mut reverted: std::collections::BTreeMap<String, String> = ranked
                 .iter()
                 .take(k)
-                .map(|(o, lost)| (o.clone(), reason(*lost)))
+                .map(|(o, lost)| (o.clone(), reason(o, *lost)))
                 .collect();
             for (o, _) in ranked.iter().take(k) {
                 for other in sharing.get(o).into_iter().flatten() {

@@ -750,7 +750,15 @@ fn a_model_that_fails_on_random_inputs_says_what_they_were() {
     // an input error, nothing written; on the data it quantizes
     let out = tmp.path().join("pad.fp16.onnx");
     let quantize = |data: Option<&Path>| {
-        let mut args = vec!["optimize", s(&m), "-o", s(&out), "--fp16", "--engine", "ort"];
+        let mut args = vec![
+            "optimize",
+            s(&m),
+            "-o",
+            s(&out),
+            "--fp16",
+            "--engine",
+            "ort",
+        ];
         if let Some(d) = data {
             args.extend(["--data", s(d)]);
         }
