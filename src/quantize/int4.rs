@@ -72,6 +72,57 @@ impl Default for Int4Options {
     }
 }
 
+/// The quantized nodes (by the value each writes, as in `quantized`) whose weight onnxruntime
+/// leaves dequantized on its own in `optimized`, its graph of `candidate`, instead of fusing the
+/// pair into its 4-bit MatMul kernel: that weight would be dequantized to float at every run
+/// (openwakeword's mel filterbank, a MatMul followed by Clip and Log, is left so).
+pub fn unfused(
+    candidate: &GraphProto,
+    optimized: &GraphProto,
+    quantized: &[QuantizedNode],
+) -> Vec<String> {
+    fn nodes(g: &GraphProto) -> Vec<&NodeProto> {
+        let mut all = Vec::new();
+        for n in &g.node {
+            all.push(n);
+            for body in crate::graph::subgraphs(n) {
+                all.extend(nodes(body));
+            }
+        }
+        all
+    }
+    let blocked = |n: &NodeProto| {
+        n.op_type() == "DequantizeLinear" && n.attribute.iter().any(|a| a.name() == "block_size")
+    };
+    // one DequantizeLinear a MatMul, its output named for it alone
+    let left: HashSet<&str> = nodes(optimized)
+        .into_iter()
+        .filter(|n| blocked(n))
+        .filter_map(|n| n.output.first().map(String::as_str))
+        .collect();
+    let ours: HashSet<&str> = quantized.iter().map(|q| q.output.as_str()).collect();
+    let candidate = nodes(candidate);
+    let reader = |value: &str| {
+        candidate
+            .iter()
+            .find(|n| n.input.iter().any(|i| i == value))
+            .and_then(|n| n.output.first())
+    };
+    let mut found = Vec::new();
+    for dequantized in left {
+        // the MatMul's product, or a Gemm's before its bias is added
+        let product = reader(dequantized);
+        let written = product
+            .filter(|p| ours.contains(p.as_str()))
+            .or_else(|| product.and_then(|p| reader(p)));
+        if let Some(w) = written.filter(|w| ours.contains(w.as_str())) {
+            found.push(w.clone());
+        }
+    }
+    found.sort();
+    found
+}
+
 /// Whether `block_size` is one onnxruntime's 4-bit kernel takes: a power of two from 16 to 256
 /// (its CPU kernel gives zeros at 512).
 pub fn valid_block_size(block_size: usize) -> bool {
@@ -441,6 +492,61 @@ pub fn pack_u4(values: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Of two blocked weights, onnxruntime fused one into MatMulNBits and left the other's
+    /// DequantizeLinear (a Gemm's, whose product gets its bias added after): the Gemm is named
+    /// by the value it wrote, not by its product.
+    #[test]
+    fn a_weight_onnxruntime_leaves_dequantized_names_its_node() {
+        let dq = |w: &str, out: &str| {
+            super::super::new_node(
+                "DequantizeLinear",
+                "",
+                &[w, "s", "z"],
+                &[out],
+                vec![attr_int("block_size", 32)],
+            )
+        };
+        let candidate = GraphProto {
+            node: vec![
+                dq("w_uint4", "w_dequantized"),
+                super::super::new_node("MatMul", "", &["x", "w_dequantized"], &["y1"], vec![]),
+                dq("w_uint4", "w_dequantized_1"),
+                super::super::new_node(
+                    "MatMul",
+                    "",
+                    &["x", "w_dequantized_1"],
+                    &["y2_product"],
+                    vec![],
+                ),
+                super::super::new_node("Add", "", &["y2_product", "b"], &["y2"], vec![]),
+            ],
+            ..Default::default()
+        };
+        let optimized = GraphProto {
+            node: vec![
+                super::super::new_node("MatMulNBits", "", &["x", "w_uint4"], &["y1"], vec![]),
+                dq("w_uint4", "w_dequantized_1"),
+                super::super::new_node("Gemm", "", &["x", "w_dequantized_1", "b"], &["y2"], vec![]),
+            ],
+            ..Default::default()
+        };
+        let node = |output: &str| QuantizedNode {
+            node: output.into(),
+            op: "MatMul".into(),
+            output: output.into(),
+            weight: "w".into(),
+            weight_shape: [64, 8],
+            weight_sqnr_db: 20.0,
+        };
+        let quantized = [node("y1"), node("y2")];
+        assert_eq!(unfused(&candidate, &optimized, &quantized), ["y2"]);
+        let all_fused = GraphProto {
+            node: optimized.node[..1].to_vec(),
+            ..Default::default()
+        };
+        assert!(unfused(&candidate, &all_fused, &quantized).is_empty());
+    }
 
     /// The first `count` 4-bit values of a packed tensor.
     fn unpack(t: &TensorProto, count: usize) -> Vec<u8> {

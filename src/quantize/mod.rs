@@ -346,15 +346,38 @@ pub fn to_int4(
     let exposure = ranges::Exposure::at(model, &[&calibration.evaluation])?;
     let float = Model::from_proto(model.proto.clone(), model.dir().to_path_buf());
     let outputs = float_outputs(&float);
-    let quantize = |reverted: &std::collections::BTreeMap<String, String>| {
+    let quantize = |kept: &std::collections::BTreeMap<String, String>,
+                    reverted: &std::collections::BTreeMap<String, String>| {
         let mut candidate = Model::from_proto(float.proto.clone(), float.dir().to_path_buf());
+        let mut revert = kept.clone();
+        revert.extend(reverted.iter().map(|(o, why)| (o.clone(), why.clone())));
         let options = int4::Int4Options {
-            revert: reverted.clone(),
+            revert,
             ..options.clone()
         };
         let report = int4::quantize(&mut candidate, &options)?;
-        Ok((candidate, report, Default::default()))
+        Ok::<_, QuantizeError>((candidate, report, Default::default()))
     };
+    // a pair onnxruntime does not fuse into its 4-bit kernel dequantizes its weight at every
+    // run, slower than the float MatMul: those nodes stay float (asked of onnxruntime once, of
+    // the candidate with every node quantized; the weights quantized are kept for the search)
+    let none = std::collections::BTreeMap::new();
+    let (all, report, _) = quantize(&none, &none)?;
+    let unfused: std::collections::BTreeMap<String, String> = if report.quantized.is_empty() {
+        Default::default()
+    } else {
+        let optimized = crate::run::ort::OrtRunner::optimized_graph(&all)?;
+        int4::unfused(all.graph(), &optimized, &report.quantized)
+            .into_iter()
+            .map(|o| {
+                let why = "onnxruntime does not fuse it with its 4-bit weight into its 4-bit MatMul kernel here: the weight would be dequantized at every run";
+                (o, why.to_string())
+            })
+            .collect()
+    };
+    drop(all);
+    let quantize =
+        |reverted: &std::collections::BTreeMap<String, String>| quantize(&unfused, reverted);
     let rank = by_own_sqnr;
     let outcome = search_within_target(
         &float,

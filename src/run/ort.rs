@@ -215,6 +215,36 @@ impl OrtRunner {
         threads: Threads,
         prepack: bool,
     ) -> Result<OrtRunner, RunError> {
+        OrtRunner::writing_optimized(model, level, threads, prepack, None)
+    }
+
+    /// The graph onnxruntime makes of `model` when it loads it with every optimization (the
+    /// fusions it decides on this machine, such as its 4-bit MatMul kernel), weights left out.
+    pub fn optimized_graph(model: &Model) -> Result<crate::onnx::GraphProto, RunError> {
+        let dir = tempfile::tempdir().map_err(load_err)?;
+        let path = dir.path().join("optimized.onnx");
+        let level = GraphOptimizationLevel::All;
+        drop(OrtRunner::writing_optimized(
+            model,
+            level,
+            Threads::Sleeping,
+            false,
+            Some(&path),
+        )?);
+        let bytes = std::fs::read(&path).map_err(load_err)?;
+        let proto = crate::onnx::ModelProto::decode(bytes.as_slice()).map_err(load_err)?;
+        Ok(proto.graph.unwrap_or_default())
+    }
+
+    /// [`OrtRunner::with_level`], writing the graph onnxruntime optimized to `optimized`
+    /// (initializers of 64 bytes or more to a file beside it).
+    fn writing_optimized(
+        model: &Model,
+        level: GraphOptimizationLevel,
+        threads: Threads,
+        prepack: bool,
+        optimized: Option<&Path>,
+    ) -> Result<OrtRunner, RunError> {
         let rt = runtime()?;
         let (proto, by_reference) = super::proto_by_reference(model).map_err(load_err)?;
         let bytes = proto.encode_to_vec();
@@ -247,6 +277,21 @@ impl OrtRunner {
                 .with_config_entry(
                     "session.model_external_initializers_file_folder_path",
                     model.dir().to_string_lossy(),
+                )
+                .map_err(load_err)?;
+        }
+        if let Some(path) = optimized {
+            builder = builder
+                .with_optimized_model_path(path)
+                .map_err(load_err)?
+                .with_config_entry(
+                    "session.optimized_model_external_initializers_file_name",
+                    "optimized.weights",
+                )
+                .map_err(load_err)?
+                .with_config_entry(
+                    "session.optimized_model_external_initializers_min_size_in_bytes",
+                    "64",
                 )
                 .map_err(load_err)?;
         }
