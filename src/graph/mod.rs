@@ -37,13 +37,46 @@ pub fn subgraphs(node: &NodeProto) -> impl Iterator<Item = &GraphProto> {
         .flat_map(|a| a.g.iter().chain(a.graphs.iter()))
 }
 
+/// Every node of `g` and of its bodies (nested ones too), the graph's own first.
+pub fn all_nodes(g: &GraphProto) -> Vec<&NodeProto> {
+    let mut all: Vec<&NodeProto> = g.node.iter().collect();
+    for n in &g.node {
+        for body in subgraphs(n) {
+            all.extend(all_nodes(body));
+        }
+    }
+    all
+}
+
+/// The labels ([`node_label`]) of `g`'s nodes that hold bodies, by their first output: taken
+/// before a rewrite inserts nodes, they name the nodes of the graph as it was.
+pub fn holder_labels(g: &GraphProto) -> HashMap<String, String> {
+    g.node
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| subgraphs(n).next().is_some())
+        .filter_map(|(i, n)| Some((n.output.first()?.clone(), node_label(n, i))))
+        .collect()
+}
+
 /// The bodies of `g`'s nodes, each with the label that names its nodes in messages: `path`
 /// (the enclosing graph's own, empty for the main graph), then the node holding it and the
 /// attribute (`'If_0' (If)/then_branch/`), to which a body node's [`node_label`] is appended.
-pub fn bodies_mut<'g>(g: &'g mut GraphProto, path: &str) -> Vec<(String, &'g mut GraphProto)> {
+/// The holder is labelled as in `labels` ([`holder_labels`] of the graph before it was
+/// rewritten), else by its place now.
+pub fn bodies_mut<'g>(
+    g: &'g mut GraphProto,
+    path: &str,
+    labels: &HashMap<String, String>,
+) -> Vec<(String, &'g mut GraphProto)> {
     let mut bodies = Vec::new();
     for (i, node) in g.node.iter_mut().enumerate() {
-        let label = node_label(node, i);
+        let label = node
+            .output
+            .first()
+            .and_then(|o| labels.get(o))
+            .cloned()
+            .unwrap_or_else(|| node_label(node, i));
         for a in &mut node.attribute {
             let prefix = format!("{path}{label}/{}/", a.name());
             for body in a.g.iter_mut().chain(a.graphs.iter_mut()) {

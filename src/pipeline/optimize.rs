@@ -796,17 +796,15 @@ fn quantize(
     Ok((Some(report), computed))
 }
 
-/// Whether an engine failed to run a model somewhere in `e` (not stopped, not missing).
+/// Whether an engine failed to run a model somewhere in `e`: a run that failed, or both
+/// engines failing (not a model one engine could not load, nor a missing engine).
 fn ran_and_failed(e: &anyhow::Error) -> bool {
     use crate::run::RunError;
     e.chain().any(|c| {
-        let run = c.downcast_ref::<RunError>().or_else(|| {
-            match c.downcast_ref::<crate::quantize::QuantizeError>() {
-                Some(crate::quantize::QuantizeError::Run(r)) => Some(r),
-                _ => None,
-            }
-        });
-        run.is_some_and(|r| !matches!(r, RunError::Stopped | RunError::OrtUnavailable(_)))
+        matches!(
+            c.downcast_ref::<RunError>(),
+            Some(RunError::Run(_) | RunError::OrtRun(_) | RunError::Neither { .. })
+        )
     })
 }
 

@@ -121,6 +121,8 @@ impl Quantizer<'_> {
         outer: &HashMap<String, TensorProto>,
         outer_names: &HashSet<String>,
     ) -> Result<(), QuantizeError> {
+        // the body holders' labels, before nodes are inserted
+        let labels = crate::graph::holder_labels(g);
         let mut edit = Graph::in_scope(std::mem::take(g), outer_names.clone());
         let mut quantized_inputs: HashMap<String, [String; 3]> = HashMap::new();
         let count = edit.nodes().len();
@@ -286,7 +288,7 @@ impl Quantizer<'_> {
         edit.sort_topologically()?;
         *g = edit.into_proto();
         let (scope, names) = super::weights::body_scope(g, outer, outer_names);
-        for (path, body) in bodies_mut(g, &self.path.clone()) {
+        for (path, body) in bodies_mut(g, &self.path.clone(), &labels) {
             let enclosing = std::mem::replace(&mut self.path, path);
             self.graph(body, &scope, &names)?;
             self.path = enclosing;

@@ -254,17 +254,20 @@ fn weights_captured_by_a_body_are_quantized_inside_it() {
         .input("x16", DataType::Float, &["2", "16"])
         .input("c", DataType::Bool, &[])
         .initializer_f32("W", &[32, 16], &weights(512, 0.02))
+        .node("MatMul", &["x", "W"], &["z"])
         .node("If", &["c"], &["y"])
         .attr(attr_graph("then_branch", body))
         .attr(attr_graph("else_branch", other))
         .output("y", DataType::Float, &["2", "16"])
+        .output("z", DataType::Float, &["2", "16"])
         .build();
     let mut m = model(before);
     let report = quantize(&mut m, &DynamicOptions::default()).unwrap();
-    assert_eq!(report.quantized.len(), 1);
-    // named by its path from the main graph
-    assert_eq!(report.quantized[0].node, "#0 (If)/then_branch/#0 (MatMul)");
-    let if_node = &m.graph().node[0];
+    assert_eq!(report.quantized.len(), 2);
+    // named by its path from the main graph as it was (nodes inserted before the If do not
+    // move its place)
+    assert_eq!(report.quantized[1].node, "#1 (If)/then_branch/#0 (MatMul)");
+    let if_node = m.graph().node.iter().find(|n| n.op_type() == "If").unwrap();
     let then = crate::onnx::attributes::attr_g(if_node, "then_branch").unwrap();
     let ops: Vec<&str> = then.node.iter().map(|n| n.op_type()).collect();
     assert_eq!(

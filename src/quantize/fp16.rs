@@ -201,20 +201,12 @@ pub fn convert(model: &mut Model, options: &Fp16Options) -> Result<Fp16Report, Q
     Ok(report)
 }
 
-/// The values the main graph's nodes write.
 /// The values the nodes of `model` compute, in its main graph and every If/Loop/Scan body.
 fn node_outputs(model: &Model) -> HashSet<String> {
-    fn add(g: &GraphProto, into: &mut HashSet<String>) {
-        for n in &g.node {
-            into.extend(n.output.iter().cloned());
-            for body in crate::graph::subgraphs(n) {
-                add(body, into);
-            }
-        }
-    }
-    let mut all = HashSet::new();
-    add(model.graph(), &mut all);
-    all
+    crate::graph::all_nodes(model.graph())
+        .into_iter()
+        .flat_map(|n| n.output.iter().cloned())
+        .collect()
 }
 
 struct Converter<'a> {
@@ -567,6 +559,8 @@ impl Converter<'_> {
         outer_names: &HashSet<String>,
         main: bool,
     ) -> Result<(), QuantizeError> {
+        // the body holders' labels, before Casts are inserted
+        let labels = crate::graph::holder_labels(g);
         let plan = self.plan(g)?;
         let io_type = if main && !self.options.keep_io_types {
             DataType::Float16
@@ -706,7 +700,7 @@ impl Converter<'_> {
         // bodies, seeing this graph's new types and names
         let mut names = outer_names.clone();
         names.extend(crate::graph::defined_names(g));
-        for (path, body) in bodies_mut(g, &self.path.clone()) {
+        for (path, body) in bodies_mut(g, &self.path.clone(), &labels) {
             let enclosing = std::mem::replace(&mut self.path, path);
             self.graph(body, &types, &names, false)?;
             self.path = enclosing;

@@ -81,46 +81,44 @@ pub fn unfused(
     optimized: &GraphProto,
     quantized: &[QuantizedNode],
 ) -> Vec<String> {
-    fn nodes(g: &GraphProto) -> Vec<&NodeProto> {
-        let mut all = Vec::new();
-        for n in &g.node {
-            all.push(n);
-            for body in crate::graph::subgraphs(n) {
-                all.extend(nodes(body));
-            }
-        }
-        all
-    }
+    use crate::graph::all_nodes;
     let blocked = |n: &NodeProto| {
         n.op_type() == "DequantizeLinear" && n.attribute.iter().any(|a| a.name() == "block_size")
     };
-    // one DequantizeLinear a MatMul, its output named for it alone
-    let left: HashSet<&str> = nodes(optimized)
+    // one DequantizeLinear a MatMul, its output named for it (sibling bodies may repeat a
+    // name: every reader of a name left is taken, keeping float more rather than less)
+    let left: HashSet<&str> = all_nodes(optimized)
         .into_iter()
         .filter(|n| blocked(n))
         .filter_map(|n| n.output.first().map(String::as_str))
         .collect();
     let ours: HashSet<&str> = quantized.iter().map(|q| q.output.as_str()).collect();
-    let candidate = nodes(candidate);
-    let reader = |value: &str| {
+    let candidate = all_nodes(candidate);
+    let readers = |value: &str| -> Vec<&String> {
         candidate
             .iter()
-            .find(|n| n.input.iter().any(|i| i == value))
-            .and_then(|n| n.output.first())
+            .filter(|n| n.input.iter().any(|i| i == value))
+            .filter_map(|n| n.output.first())
+            .collect()
     };
-    let mut found = Vec::new();
+    let mut found = std::collections::BTreeSet::new();
     for dequantized in left {
         // the MatMul's product, or a Gemm's before its bias is added
-        let product = reader(dequantized);
-        let written = product
-            .filter(|p| ours.contains(p.as_str()))
-            .or_else(|| product.and_then(|p| reader(p)));
-        if let Some(w) = written.filter(|w| ours.contains(w.as_str())) {
-            found.push(w.clone());
+        for product in readers(dequantized) {
+            if ours.contains(product.as_str()) {
+                found.insert(product.clone());
+            } else {
+                let biased = readers(product);
+                found.extend(
+                    biased
+                        .into_iter()
+                        .filter(|w| ours.contains(w.as_str()))
+                        .cloned(),
+                );
+            }
         }
     }
-    found.sort();
-    found
+    found.into_iter().collect()
 }
 
 /// Whether `block_size` is one onnxruntime's 4-bit kernel takes: a power of two from 16 to 256
@@ -203,6 +201,8 @@ impl Quantizer<'_> {
         outer: &HashMap<String, TensorProto>,
         outer_names: &HashSet<String>,
     ) -> Result<(), QuantizeError> {
+        // the body holders' labels, before nodes are inserted
+        let labels = crate::graph::holder_labels(g);
         let mut edit = Graph::in_scope(std::mem::take(g), outer_names.clone());
         let mut added: Vec<NodeProto> = Vec::new();
         // the tables written as int8 rows, each once
@@ -327,7 +327,7 @@ impl Quantizer<'_> {
         edit.sort_topologically()?;
         *g = edit.into_proto();
         let (scope, names) = super::weights::body_scope(g, outer, outer_names);
-        for (path, body) in bodies_mut(g, &self.path.clone()) {
+        for (path, body) in bodies_mut(g, &self.path.clone(), &labels) {
             let enclosing = std::mem::replace(&mut self.path, path);
             self.graph(body, &scope, &names)?;
             self.path = enclosing;
@@ -694,7 +694,7 @@ mod tests {
     /// by a scaled Gemm it is other numbers. A Gemm adding a computed C times beta gets a Mul by
     /// beta before its Add.
     #[test]
-    fn gemm_weights_are_shared_only_where_they_are_the_same_numbers() {
+    fn a_weight_read_by_several_nodes_is_stored_for_each() {
         use crate::graph::builder::{ModelBuilder, attr_float};
         let w: Vec<f32> = (0..64 * 8).map(|i| (i % 13) as f32 / 6.0 - 1.0).collect();
         let proto = ModelBuilder::new(21)

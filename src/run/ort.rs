@@ -221,7 +221,10 @@ impl OrtRunner {
     /// The graph onnxruntime makes of `model` when it loads it with every optimization (the
     /// fusions it decides on this machine, such as its 4-bit MatMul kernel), weights left out.
     pub fn optimized_graph(model: &Model) -> Result<crate::onnx::GraphProto, RunError> {
-        let dir = tempfile::tempdir().map_err(load_err)?;
+        // onnxruntime writes the graph with its weights beside it: on a model of gigabytes, as
+        // much in the temporary directory for the time of the load
+        let written = |e: std::io::Error| load_err(format!("writing its optimized graph: {e}"));
+        let dir = tempfile::tempdir().map_err(written)?;
         let path = dir.path().join("optimized.onnx");
         let level = GraphOptimizationLevel::All;
         drop(OrtRunner::writing_optimized(
@@ -231,7 +234,7 @@ impl OrtRunner {
             false,
             Some(&path),
         )?);
-        let bytes = std::fs::read(&path).map_err(load_err)?;
+        let bytes = std::fs::read(&path).map_err(written)?;
         let proto = crate::onnx::ModelProto::decode(bytes.as_slice()).map_err(load_err)?;
         Ok(proto.graph.unwrap_or_default())
     }

@@ -149,6 +149,15 @@ TASKS = {
 }
 
 
+def all_nodes(graph):
+    """The nodes of a graph and of its If/Loop/Scan bodies."""
+    for n in graph.node:
+        yield n
+        for a in n.attribute:
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from all_nodes(g)
+
+
 def cosine(a, b):
     a = np.asarray(a, np.float64).ravel()
     b = np.asarray(b, np.float64).ravel()
@@ -220,19 +229,19 @@ def check(name, model_dir, out_dir, mode, spec):
     except Exception as e:  # noqa: BLE001
         return problems + [f"onnxruntime cannot load it: {str(e).splitlines()[0]}"]
     if mode == "int8" and name in INT8_MATMULS:
-        integer = sum(1 for n in written.graph.node if n.op_type == "MatMulInteger")
+        integer = sum(1 for n in all_nodes(written.graph) if n.op_type == "MatMulInteger")
         if integer < INT8_MATMULS[name]:
             problems.append(f"{integer} MatMuls int8, expected at least {INT8_MATMULS[name]}")
     if spec.get("fused"):
         blocked = sum(
             1
-            for n in written.graph.node
+            for n in all_nodes(written.graph)
             if n.op_type == "DequantizeLinear" and any(a.name == "block_size" for a in n.attribute)
         )
         fused_path = os.path.join(out_dir, f"{name}.{mode}.ort.onnx")
         options.optimized_model_filepath = fused_path
         ort.InferenceSession(dst, options, providers=["CPUExecutionProvider"])
-        fused = sum(1 for n in onnx.load(fused_path).graph.node if n.op_type == spec["fused"])
+        fused = sum(1 for n in all_nodes(onnx.load(fused_path).graph) if n.op_type == spec["fused"])
         if fused != blocked:
             problems.append(f"onnxruntime fused {fused} of {blocked} blocked weights into {spec['fused']}")
         least, most = INT4_MATMULS.get(name, (0, 0))
