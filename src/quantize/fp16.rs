@@ -560,7 +560,7 @@ impl Converter<'_> {
         main: bool,
     ) -> Result<(), QuantizeError> {
         // the body holders' labels, before Casts are inserted
-        let labels = crate::graph::holder_labels(g);
+        let mut labels = crate::graph::holder_labels(g);
         let plan = self.plan(g)?;
         let io_type = if main && !self.options.keep_io_types {
             DataType::Float16
@@ -700,6 +700,12 @@ impl Converter<'_> {
         // bodies, seeing this graph's new types and names
         let mut names = outer_names.clone();
         names.extend(crate::graph::defined_names(g));
+        // a holder writing a graph output of a float16 interface was renamed (`{out}_fp32`)
+        for (new, old) in &self.aliases {
+            if let Some(label) = labels.get(old).cloned() {
+                labels.insert(new.clone(), label);
+            }
+        }
         for (path, body) in bodies_mut(g, &self.path.clone(), &labels) {
             let enclosing = std::mem::replace(&mut self.path, path);
             self.graph(body, &types, &names, false)?;

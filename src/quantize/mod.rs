@@ -1526,7 +1526,8 @@ fn search_within_target<R: QuantizedNodes>(
             // nodes that share a weight return together, so counts apart may return the same
             // nodes: those of a bound are known to meet (or, at `hi`, are what the search ends on)
             // or miss without another round. Until a round meets, `hi` stands for every node back
-            // in float (of the main graph, while the search is over its nodes): moved by a skip, its count no longer says so once a round re-ranks the rest
+            // in float (of the main graph, while the search is over its nodes): moved by a
+            // skip, its count no longer says so once a round re-ranks the rest
             let everything;
             let hi_nodes = match &at_hi {
                 Some((_, nodes)) => nodes,
