@@ -1286,12 +1286,7 @@ fn search_within_target<R: QuantizedNodes>(
         |(candidate, report, aliases): (Model, R, std::collections::BTreeMap<String, String>)| {
             // values of the main graph only: one inside an If/Loop/Scan body cannot be exposed as a
             // graph output (it is left unmeasured, and ranks last)
-            let main: std::collections::HashSet<&str> = candidate
-                .graph()
-                .node
-                .iter()
-                .flat_map(|n| n.output.iter().map(String::as_str))
-                .collect();
+            let main = main_graph_values(&candidate);
             let values: Vec<String> = report
                 .quantized_outputs()
                 .into_iter()
@@ -1407,12 +1402,7 @@ fn search_within_target<R: QuantizedNodes>(
         });
     }
     // a body's values cannot be exposed: its nodes are returned unmeasured, after the others
-    let in_main: std::collections::HashSet<&str> = float
-        .graph()
-        .node
-        .iter()
-        .flat_map(|n| n.output.iter().map(String::as_str))
-        .collect();
+    let in_main = main_graph_values(float);
     let main_first = |ranked: &mut [(String, f64)]| {
         ranked.sort_by_key(|(o, _)| !in_main.contains(o.as_str()));
     };
@@ -1598,6 +1588,17 @@ fn search_within_target<R: QuantizedNodes>(
         unchanged: false,
         samples: calibration.evaluation.len(),
     })
+}
+
+/// The values the nodes of `model`'s main graph compute (a body's cannot be exposed as graph
+/// outputs, so only these are measured).
+fn main_graph_values(model: &Model) -> std::collections::HashSet<&str> {
+    model
+        .graph()
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect()
 }
 
 /// How many of the `ranked` nodes (with the noise each adds, [`added_noise_db`]; most first) to
